@@ -1,0 +1,200 @@
+package stunsrv
+
+import (
+	"encoding/binary"
+	"hash/crc32"
+	"net/netip"
+)
+
+// Wire constants from RFC 8489. Only what the Binding fast path needs lives
+// here; everything else is pion's business.
+const (
+	headerSize  = 20
+	magicCookie = 0x2112A442
+
+	typeBindingRequest  = 0x0001
+	typeBindingResponse = 0x0101
+
+	attrMappedAddress    = 0x0001
+	attrXORMappedAddress = 0x0020
+	attrFingerprint      = 0x8028
+
+	fingerprintXOR = 0x5354554e
+
+	familyIPv4 = 0x01
+	familyIPv6 = 0x02
+
+	// maxResponseSize is the largest answer we ever build: header,
+	// XOR-MAPPED-ADDRESS for IPv6 (4+20) and FINGERPRINT (4+4).
+	maxResponseSize = headerSize + 24 + 8
+)
+
+// Kind is what a datagram on the STUN port turned out to be.
+type Kind uint8
+
+const (
+	// Malformed is neither a well-formed STUN message nor ChannelData.
+	Malformed Kind = iota
+	// BindingRequest is a well-formed STUN Binding request: answered here.
+	BindingRequest
+	// Indication is a STUN indication of any method sent to us unasked; never answered.
+	Indication
+	// OtherSTUN is a well-formed STUN message of another method or class (TURN's).
+	OtherSTUN
+	// ChannelData is a TURN ChannelData message (RFC 8656 §12.4).
+	ChannelData
+)
+
+func (k Kind) String() string {
+	switch k {
+	case BindingRequest:
+		return "binding"
+	case Indication:
+		return "indication"
+	case OtherSTUN:
+		return "other-stun"
+	case ChannelData:
+		return "channel-data"
+	default:
+		return "malformed"
+	}
+}
+
+// Classify looks at one datagram (or one TCP frame) and says what it is,
+// checking a Binding request fully: header, attribute layout and, when present,
+// FINGERPRINT. It never allocates.
+func Classify(b []byte) Kind {
+	if len(b) < 4 {
+		return Malformed
+	}
+	if b[0]&0xF0 == 0x40 {
+		// Channel numbers are 0x4000-0x4FFF (RFC 8656 §12); the reserved
+		// rest of 0x4000-0x7FFF is where "GET /" and "POST" would land.
+		if int(binary.BigEndian.Uint16(b[2:4]))+4 > len(b) {
+			return Malformed
+		}
+		return ChannelData
+	}
+	if b[0]&0xC0 != 0 || len(b) < headerSize {
+		return Malformed
+	}
+	length := int(binary.BigEndian.Uint16(b[2:4]))
+	if length%4 != 0 || headerSize+length != len(b) {
+		return Malformed
+	}
+	msgType := binary.BigEndian.Uint16(b[0:2])
+	classic := binary.BigEndian.Uint32(b[4:8]) != magicCookie
+	if !validAttributes(b, classic) {
+		return Malformed
+	}
+	switch {
+	case msgType == typeBindingRequest:
+		return BindingRequest
+	case classic:
+		// RFC 3489 had Binding and Shared Secret only; without the cookie
+		// nothing else is STUN worth passing on.
+		return Malformed
+	case msgType&0x0110 == 0x0010:
+		return Indication
+	default:
+		return OtherSTUN
+	}
+}
+
+// validAttributes walks the TLVs: each must fit, and a FINGERPRINT must be
+// the last attribute and match.
+func validAttributes(b []byte, classic bool) bool {
+	for off := headerSize; off < len(b); {
+		if off+4 > len(b) {
+			return false
+		}
+		typ := binary.BigEndian.Uint16(b[off : off+2])
+		l := int(binary.BigEndian.Uint16(b[off+2 : off+4]))
+		end := off + 4 + l
+		if end > len(b) {
+			return false
+		}
+		if typ == attrFingerprint && !classic {
+			if l != 4 || end != len(b) {
+				return false
+			}
+			want := crc32.ChecksumIEEE(b[:off]) ^ fingerprintXOR
+			return binary.BigEndian.Uint32(b[off+4:end]) == want
+		}
+		off = end + (4-l%4)%4
+		if off > len(b) {
+			return false
+		}
+	}
+	return true
+}
+
+// hasFingerprint reports whether a request already checked by Classify ends
+// with FINGERPRINT.
+func hasFingerprint(b []byte) bool {
+	if len(b) < headerSize+8 || binary.BigEndian.Uint32(b[4:8]) != magicCookie {
+		return false
+	}
+	off := len(b) - 8
+	return binary.BigEndian.Uint16(b[off:off+2]) == attrFingerprint &&
+		binary.BigEndian.Uint16(b[off+2:off+4]) == 4
+}
+
+// AppendBindingResponse appends the success response to the Binding request
+// req (as classified by Classify) received from from. The answer carries only
+// what RFC 8489 requires, XOR-MAPPED-ADDRESS (MAPPED-ADDRESS for RFC 3489
+// clients) and FINGERPRINT when the request had one, so it is at most 32 bytes
+// larger than the smallest request: too little to be worth abusing as an
+// amplifier. With a dst of capacity maxResponseSize it does not allocate.
+func AppendBindingResponse(dst, req []byte, from netip.AddrPort) []byte {
+	classic := binary.BigEndian.Uint32(req[4:8]) != magicCookie
+	start := len(dst)
+	dst = binary.BigEndian.AppendUint16(dst, typeBindingResponse)
+	dst = append(dst, 0, 0) // length, filled in below
+	dst = append(dst, req[4:headerSize]...)
+
+	addr := from.Addr().Unmap()
+	family, addrLen := byte(familyIPv4), 4
+	if addr.Is6() {
+		family, addrLen = familyIPv6, 16
+	}
+	attrType := uint16(attrXORMappedAddress)
+	if classic {
+		attrType = attrMappedAddress
+	}
+	dst = binary.BigEndian.AppendUint16(dst, attrType)
+	dst = binary.BigEndian.AppendUint16(dst, uint16(4+addrLen))
+	dst = append(dst, 0, family)
+	port := from.Port()
+	if !classic {
+		port ^= magicCookie >> 16
+	}
+	dst = binary.BigEndian.AppendUint16(dst, port)
+	if addr.Is4() {
+		a := addr.As4()
+		dst = append(dst, a[:]...)
+	} else {
+		a := addr.As16()
+		dst = append(dst, a[:]...)
+	}
+	if !classic {
+		// XOR with the cookie, and for IPv6 the cookie then the transaction
+		// ID: exactly the 16 bytes at req[4:20].
+		x := dst[len(dst)-addrLen:]
+		for i := range x {
+			x[i] ^= req[4+i]
+		}
+	}
+
+	if hasFingerprint(req) {
+		// The CRC covers the header with the length already counting
+		// FINGERPRINT itself, and nothing of the attribute.
+		binary.BigEndian.PutUint16(dst[start+2:], uint16(len(dst)-start-headerSize+8))
+		crc := crc32.ChecksumIEEE(dst[start:]) ^ fingerprintXOR
+		dst = binary.BigEndian.AppendUint16(dst, attrFingerprint)
+		dst = binary.BigEndian.AppendUint16(dst, 4)
+		return binary.BigEndian.AppendUint32(dst, crc)
+	}
+	binary.BigEndian.PutUint16(dst[start+2:], uint16(len(dst)-start-headerSize))
+	return dst
+}

@@ -1,0 +1,339 @@
+// Package stunsrv answers STUN Binding requests (RFC 8489) on UDP and TCP,
+// fast enough to stand in for a public STUN service, and owns the sockets on
+// the STUN port.
+//
+// Everything on the port that is not a Binding request — TURN requests and
+// ChannelData — is handed, on the same sockets, to whoever reads PacketConns
+// and Listeners (the TURN server); with nobody reading, it is dropped and
+// counted. Binding answers never allocate and leave from the address the
+// request was sent to, even on a wildcard-bound socket.
+package stunsrv
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"runtime"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"icebox/internal/cfgerr"
+)
+
+// Config is the stun section of icebox's config file.
+type Config struct {
+	// Listen lists the addresses STUN answers on, UDP and TCP alike.
+	// Default [":3478"]: every address, IPv4 and IPv6.
+	Listen []string `yaml:"listen"`
+	// TCP also serves the Listen addresses over TCP (RFC 8489 framing).
+	// Default true.
+	TCP bool `yaml:"tcp"`
+	// Sockets is how many UDP sockets share each address (SO_REUSEPORT), so
+	// that several cores read at once. Default 0: one per CPU.
+	Sockets int `yaml:"sockets"`
+	// MaxTCPConnections caps open TCP connections on the STUN port; more
+	// are closed at once. Default 1024.
+	MaxTCPConnections int `yaml:"max_tcp_connections"`
+	// TCPIdleTimeout closes a TCP connection that has sent nothing for this
+	// long. Default 30s. Connections carrying TURN use Options.TURNIdleTimeout.
+	TCPIdleTimeout time.Duration `yaml:"tcp_idle_timeout"`
+}
+
+// DefaultConfig returns the settings icebox runs with when the config file
+// says nothing.
+func DefaultConfig() Config {
+	return Config{
+		Listen:            []string{":3478"},
+		TCP:               true,
+		MaxTCPConnections: 1024,
+		TCPIdleTimeout:    30 * time.Second,
+	}
+}
+
+// Validate reports every invalid option, keyed relative to the stun section.
+func (c *Config) Validate() error {
+	var errs []error
+	if len(c.Listen) == 0 {
+		errs = append(errs, cfgerr.New("listen", "no address to listen on", `listen: [":3478"]`))
+	}
+	for i, addr := range c.Listen {
+		if _, err := parseListen(addr); err != nil {
+			errs = append(errs, cfgerr.Newf(fmt.Sprintf("listen[%d]", i), `write host:port, e.g. ":3478" or "192.0.2.1:3478"`, "%v", err))
+		}
+	}
+	if c.Sockets < 0 || c.Sockets > 256 {
+		errs = append(errs, cfgerr.Newf("sockets", "0 (one per CPU) or a count up to 256", "%d sockets per address makes no sense", c.Sockets))
+	}
+	if c.TCP && c.MaxTCPConnections < 1 {
+		errs = append(errs, cfgerr.New("max_tcp_connections", "must be at least 1", "max_tcp_connections: 1024, or tcp: false"))
+	}
+	if c.TCP && c.TCPIdleTimeout < time.Second {
+		errs = append(errs, cfgerr.New("tcp_idle_timeout", "shorter than a second drops clients mid-handshake", "tcp_idle_timeout: 30s"))
+	}
+	return errors.Join(errs...)
+}
+
+func parseListen(s string) (netip.AddrPort, error) {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return netip.AddrPort{}, err
+	}
+	p, err := strconv.ParseUint(port, 10, 16)
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("port %q is not a number from 0 to 65535", port)
+	}
+	if host == "" {
+		return netip.AddrPortFrom(netip.IPv6Unspecified(), uint16(p)), nil
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("host %q is not an IP address", host)
+	}
+	return netip.AddrPortFrom(ip, uint16(p)), nil
+}
+
+// Options are what the rest of icebox hands the STUN server.
+type Options struct {
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer // nil: metrics are kept but not exported
+	// Passthrough hands everything but Binding requests to the reader of
+	// PacketConns and Listeners: set it when a TURN server shares the port.
+	Passthrough bool
+	// TURNIdleTimeout replaces TCPIdleTimeout once a TCP connection has
+	// carried TURN; it must outlast an allocation's refresh interval.
+	TURNIdleTimeout time.Duration
+}
+
+// Server owns the STUN port's sockets.
+type Server struct {
+	cfg   Config
+	opts  Options
+	log   *slog.Logger
+	stats *stats
+
+	udp []*packetConn
+	tcp []*tcpListener
+
+	wg sync.WaitGroup
+}
+
+// New binds every listen address and starts answering at once. Errors name
+// the address and, for a port in use, what may hold it.
+func New(cfg Config, opts Options) (*Server, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.TURNIdleTimeout == 0 {
+		opts.TURNIdleTimeout = 15 * time.Minute
+	}
+	s := &Server{cfg: cfg, opts: opts, log: opts.Logger, stats: newStats()}
+	if opts.Registerer != nil {
+		for _, c := range s.stats.collectors {
+			if err := opts.Registerer.Register(c); err != nil {
+				return nil, fmt.Errorf("stun metrics: %w", err)
+			}
+		}
+	}
+	sockets := cfg.Sockets
+	if sockets == 0 {
+		sockets = runtime.GOMAXPROCS(0)
+	}
+	for _, addr := range cfg.Listen {
+		if err := s.listenUDP(addr, sockets); err != nil {
+			s.Close()
+			return nil, err
+		}
+		if cfg.TCP {
+			if err := s.listenTCP(addr); err != nil {
+				s.Close()
+				return nil, err
+			}
+		}
+	}
+	if !opts.Passthrough {
+		s.drain()
+	}
+	return s, nil
+}
+
+func (s *Server) listenUDP(addr string, sockets int) error {
+	ap, err := parseListen(addr)
+	if err != nil {
+		return fmt.Errorf("stun: listen %q: %w", addr, err)
+	}
+	wildcard := ap.Addr().IsUnspecified()
+	// SO_REUSEPORT would let us share the port with another server started
+	// with it too (coturn is), splitting traffic silently. Bind once
+	// without it first, so a taken port is reported, not shared.
+	if sockets > 1 {
+		probe, err := net.ListenPacket("udp", addr)
+		if err != nil {
+			return bindError("udp", addr, err)
+		}
+		addr = probe.LocalAddr().String() // pin port 0 to what we got
+		probe.Close()
+	}
+	for range sockets {
+		lc := net.ListenConfig{Control: func(network, _ string, rc syscall.RawConn) error {
+			var serr error
+			err := rc.Control(func(fd uintptr) {
+				if sockets > 1 {
+					if serr = controlReusePort(fd); serr != nil {
+						return
+					}
+				}
+				if wildcard {
+					serr = controlPktinfo(network == "udp6")(fd)
+				}
+			})
+			return errors.Join(err, serr)
+		}}
+		c, err := lc.ListenPacket(context.Background(), "udp", addr)
+		if err != nil {
+			return bindError("udp", addr, err)
+		}
+		s.udp = append(s.udp, newPacketConn(c.(*net.UDPConn), s.stats, s.opts.Passthrough))
+		addr = c.LocalAddr().String()
+	}
+	return nil
+}
+
+func (s *Server) listenTCP(addr string) error {
+	// Same port as UDP when the config asked for port 0 (tests).
+	if ap, _ := parseListen(addr); ap.Port() == 0 && len(s.udp) > 0 {
+		addr = s.udp[len(s.udp)-1].LocalAddr().String()
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return bindError("tcp", addr, err)
+	}
+	l := &tcpListener{
+		Listener:    ln,
+		stats:       s.stats,
+		passthrough: s.opts.Passthrough,
+		slots:       make(chan struct{}, s.cfg.MaxTCPConnections),
+		conns:       make(map[*tcpConn]struct{}),
+	}
+	l.idle.Store(int64(s.cfg.TCPIdleTimeout))
+	l.turnIdle.Store(int64(s.opts.TURNIdleTimeout))
+	s.tcp = append(s.tcp, l)
+	return nil
+}
+
+func bindError(network, addr string, err error) error {
+	_, port, _ := net.SplitHostPort(addr)
+	switch {
+	case errors.Is(err, syscall.EADDRINUSE):
+		return fmt.Errorf("stun: %s port %s is already in use (another STUN/TURN server such as coturn may hold it; `ss -%slnp 'sport = :%s'` shows which process): %w",
+			network, port, map[string]string{"udp": "u", "tcp": "t"}[network], port, err)
+	case errors.Is(err, syscall.EACCES) || errors.Is(err, os.ErrPermission):
+		return fmt.Errorf("stun: %s port %s needs privileges (run under systemd with AmbientCapabilities=CAP_NET_BIND_SERVICE, or pick a port above 1023): %w", network, port, err)
+	default:
+		return fmt.Errorf("stun: listen %s %s: %w", network, addr, err)
+	}
+}
+
+// drain reads the sockets when no TURN server does: ReadFrom and Read
+// answer Bindings and return only what is then dropped.
+func (s *Server) drain() {
+	for _, pc := range s.udp {
+		s.wg.Go(func() {
+			buf := make([]byte, 2048)
+			for {
+				if _, _, err := pc.ReadFrom(buf); err != nil {
+					return
+				}
+			}
+		})
+	}
+	for _, l := range s.tcp {
+		s.wg.Go(func() {
+			for {
+				c, err := l.Accept()
+				if err != nil {
+					return
+				}
+				s.wg.Go(func() {
+					defer c.Close()
+					buf := make([]byte, 512)
+					for {
+						if _, err := c.Read(buf); err != nil {
+							return
+						}
+					}
+				})
+			}
+		})
+	}
+}
+
+// PacketConns returns the UDP sockets for a TURN server to read (see
+// Options.Passthrough). Closing them is Close's job.
+func (s *Server) PacketConns() []net.PacketConn {
+	out := make([]net.PacketConn, len(s.udp))
+	for i, pc := range s.udp {
+		out[i] = pc
+	}
+	return out
+}
+
+// Listeners returns the TCP listeners for a TURN server to accept on.
+func (s *Server) Listeners() []net.Listener {
+	out := make([]net.Listener, len(s.tcp))
+	for i, l := range s.tcp {
+		out[i] = l
+	}
+	return out
+}
+
+// Addrs lists what listens where, for the start-up summary ("udp [::]:3478 x2").
+func (s *Server) Addrs() []string {
+	var out []string
+	counts := map[string]int{}
+	for _, pc := range s.udp {
+		a := pc.LocalAddr().String()
+		if counts[a] == 0 {
+			out = append(out, "udp "+a)
+		}
+		counts[a]++
+	}
+	for i, a := range out {
+		if n := counts[a[4:]]; n > 1 {
+			out[i] = fmt.Sprintf("%s (%d sockets)", a, n)
+		}
+	}
+	for _, l := range s.tcp {
+		out = append(out, "tcp "+l.Addr().String())
+	}
+	return out
+}
+
+// SetTCPIdleTimeout changes the idle timeout for frames read from now on.
+func (s *Server) SetTCPIdleTimeout(d time.Duration) {
+	for _, l := range s.tcp {
+		l.idle.Store(int64(d))
+	}
+}
+
+// Close closes every socket and waits for the server's own readers. Open
+// TCP connections are closed by whoever accepted them (Close does so for
+// its own).
+func (s *Server) Close() error {
+	var errs []error
+	for _, pc := range s.udp {
+		errs = append(errs, pc.Close())
+	}
+	for _, l := range s.tcp {
+		errs = append(errs, l.Close())
+	}
+	s.wg.Wait()
+	return errors.Join(errs...)
+}

@@ -1,0 +1,59 @@
+package stunsrv
+
+import "github.com/prometheus/client_golang/prometheus"
+
+const (
+	v4 = iota
+	v6
+)
+
+// outcomeCounters are the per-transport, per-family outcomes of every
+// datagram or frame, resolved once so that counting allocates nothing.
+type outcomeCounters struct {
+	answered    prometheus.Counter // Binding requests answered
+	malformed   prometheus.Counter // neither STUN nor ChannelData: dropped
+	dropped     prometheus.Counter // well-formed but not ours to answer (indications, TURN with TURN off)
+	passed      prometheus.Counter // handed to the TURN server
+	writeErrors prometheus.Counter // the answer could not be sent
+}
+
+type stats struct {
+	udp, tcp   [2]outcomeCounters
+	tcpConns   prometheus.Gauge
+	tcpRefused prometheus.Counter
+
+	collectors []prometheus.Collector
+}
+
+func newStats() *stats {
+	requests := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "icebox_stun_requests_total",
+		Help: "STUN datagrams and TCP frames on the STUN port, by transport, address family and outcome.",
+	}, []string{"transport", "family", "outcome"})
+	st := &stats{
+		tcpConns: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "icebox_stun_tcp_connections",
+			Help: "Open TCP connections on the STUN port.",
+		}),
+		tcpRefused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "icebox_stun_tcp_refused_total",
+			Help: "TCP connections closed at once because stun.max_tcp_connections was reached.",
+		}),
+	}
+	for fam, famName := range []string{"ipv4", "ipv6"} {
+		for _, t := range []struct {
+			name string
+			c    *outcomeCounters
+		}{{"udp", &st.udp[fam]}, {"tcp", &st.tcp[fam]}} {
+			*t.c = outcomeCounters{
+				answered:    requests.WithLabelValues(t.name, famName, "answered"),
+				malformed:   requests.WithLabelValues(t.name, famName, "malformed"),
+				dropped:     requests.WithLabelValues(t.name, famName, "dropped"),
+				passed:      requests.WithLabelValues(t.name, famName, "passed"),
+				writeErrors: requests.WithLabelValues(t.name, famName, "write_error"),
+			}
+		}
+	}
+	st.collectors = []prometheus.Collector{requests, st.tcpConns, st.tcpRefused}
+	return st
+}

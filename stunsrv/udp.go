@@ -1,0 +1,170 @@
+package stunsrv
+
+import (
+	"net"
+	"net/netip"
+	"sync"
+)
+
+// packetConn is the UDP front door: a net.PacketConn over one socket whose
+// ReadFrom answers Binding requests itself and returns only what the TURN
+// server must see. With TURN off nothing is returned and the socket is a pure
+// STUN responder.
+type packetConn struct {
+	*net.UDPConn
+	stats       *stats
+	passthrough bool // hand non-Binding STUN and ChannelData to the caller
+	wildcard    bool // bound to 0.0.0.0 or ::, so replies need an explicit source
+	ipv6        bool // the socket's family
+
+	// Owned by the single reading goroutine.
+	oobIn  []byte
+	oobOut []byte
+	reply  []byte
+
+	// Where each TURN client reached us, so that pion's replies on a
+	// wildcard socket leave from that address too. Bounded: a flood of
+	// spoofed sources only costs a reset.
+	localsMu sync.Mutex
+	locals   map[netip.AddrPort]localAddr
+	wpool    sync.Pool // *[]byte oob buffers for concurrent writers
+}
+
+type localAddr struct {
+	ip      netip.Addr
+	ifindex uint32
+}
+
+const maxLocals = 1 << 16
+
+func newPacketConn(c *net.UDPConn, st *stats, passthrough bool) *packetConn {
+	local := c.LocalAddr().(*net.UDPAddr).AddrPort()
+	pc := &packetConn{
+		UDPConn:     c,
+		stats:       st,
+		passthrough: passthrough,
+		wildcard:    local.Addr().IsUnspecified() && pktinfoSupported,
+		ipv6:        local.Addr().Is6() && !local.Addr().Is4In6(),
+		reply:       make([]byte, 0, maxResponseSize),
+	}
+	if pc.wildcard {
+		pc.oobIn = make([]byte, oobSize)
+		pc.oobOut = make([]byte, oobSize)
+		pc.locals = make(map[netip.AddrPort]localAddr)
+		pc.wpool.New = func() any { b := make([]byte, oobSize); return &b }
+	}
+	return pc
+}
+
+// ReadFrom returns the next datagram that is not a Binding request.
+// Bindings are answered before it returns; malformed datagrams are counted
+// and dropped.
+func (c *packetConn) ReadFrom(p []byte) (int, net.Addr, error) {
+	for {
+		n, from, local, err := c.readOne(p)
+		if err != nil {
+			return 0, nil, err
+		}
+		if !c.handle(p[:n], from, local) {
+			continue
+		}
+		if c.wildcard {
+			c.remember(from, local)
+		}
+		return n, net.UDPAddrFromAddrPort(from), nil
+	}
+}
+
+func (c *packetConn) readOne(p []byte) (n int, from netip.AddrPort, local localAddr, err error) {
+	n, oobn, _, from, err := c.ReadMsgUDPAddrPort(p, c.oobIn)
+	if err != nil {
+		return 0, from, local, err
+	}
+	from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+	if c.wildcard {
+		local.ip, local.ifindex, _ = parseDst(c.oobIn[:oobn])
+	}
+	return n, from, local, nil
+}
+
+// handle answers or drops one datagram and reports whether the caller
+// (pion) should see it.
+func (c *packetConn) handle(b []byte, from netip.AddrPort, local localAddr) (pass bool) {
+	fam := familyOf(from)
+	switch Classify(b) {
+	case BindingRequest:
+		c.reply = AppendBindingResponse(c.reply[:0], b, from)
+		var oob []byte
+		if c.wildcard && local.ip.IsValid() {
+			oob = putSrc(c.oobOut, local.ip, local.ifindex, c.ipv6)
+		}
+		if _, _, err := c.WriteMsgUDPAddrPort(c.reply, oob, from); err != nil {
+			c.stats.udp[fam].writeErrors.Inc()
+			return false
+		}
+		c.stats.udp[fam].answered.Inc()
+		return false
+	case Malformed:
+		c.stats.udp[fam].malformed.Inc()
+		return false
+	case Indication:
+		if c.passthrough {
+			// TURN Send indications are how clients relay without channels.
+			c.stats.udp[fam].passed.Inc()
+			return true
+		}
+		c.stats.udp[fam].dropped.Inc()
+		return false
+	default:
+		if c.passthrough {
+			c.stats.udp[fam].passed.Inc()
+			return true
+		}
+		c.stats.udp[fam].dropped.Inc()
+		return false
+	}
+}
+
+func (c *packetConn) remember(from netip.AddrPort, local localAddr) {
+	if !local.ip.IsValid() {
+		return
+	}
+	c.localsMu.Lock()
+	if old, ok := c.locals[from]; !ok || old != local {
+		if len(c.locals) >= maxLocals {
+			clear(c.locals)
+		}
+		c.locals[from] = local
+	}
+	c.localsMu.Unlock()
+}
+
+// WriteTo sends from the address the peer last reached us at, when known.
+func (c *packetConn) WriteTo(p []byte, addr net.Addr) (int, error) {
+	ua, ok := addr.(*net.UDPAddr)
+	if !ok {
+		return c.UDPConn.WriteTo(p, addr)
+	}
+	to := ua.AddrPort()
+	if !c.wildcard {
+		return c.WriteToUDPAddrPort(p, to)
+	}
+	to = netip.AddrPortFrom(to.Addr().Unmap(), to.Port())
+	c.localsMu.Lock()
+	local, known := c.locals[to]
+	c.localsMu.Unlock()
+	if !known {
+		return c.WriteToUDPAddrPort(p, to)
+	}
+	bp := c.wpool.Get().(*[]byte)
+	n, _, err := c.WriteMsgUDPAddrPort(p, putSrc(*bp, local.ip, local.ifindex, c.ipv6), to)
+	c.wpool.Put(bp)
+	return n, err
+}
+
+func familyOf(a netip.AddrPort) int {
+	if a.Addr().Is4() {
+		return v4
+	}
+	return v6
+}
