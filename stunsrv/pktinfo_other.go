@@ -17,5 +17,5 @@ const pktinfoSupported = false
 func controlPktinfo(bool) func(uintptr) error { return func(uintptr) error { return nil } }
 func controlReusePort(uintptr) error          { return nil }
 
-func parseDst([]byte) (netip.Addr, uint32, bool)           { return netip.Addr{}, 0, false }
+func parseDst([]byte) (netip.Addr, uint32, bool)               { return netip.Addr{}, 0, false }
 func putSrc(oob []byte, _ netip.Addr, _ uint32, _ bool) []byte { return oob[:0] }

@@ -1,0 +1,337 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"reflect"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+
+	"icebox/internal/cfgerr"
+	"icebox/stunsrv"
+)
+
+// Config is the whole config file: one section per part of icebox, each
+// the part's own Config, so a part's options live next to its code.
+type Config struct {
+	// PublicIP is the address clients reach this box at; relay addresses
+	// and ICE URLs carry it. Default "": the first public address of the
+	// host's interfaces.
+	PublicIP string `yaml:"public_ip"`
+	// StateDir keeps what icebox generates itself (the TURN secret).
+	// Default "": $STATE_DIRECTORY under systemd, else /var/lib/icebox if
+	// writable, else ~/.local/state/icebox.
+	StateDir string `yaml:"state_dir"`
+
+	Log  LogConfig      `yaml:"log"`
+	STUN stunsrv.Config `yaml:"stun"`
+}
+
+// LogConfig is the log section.
+type LogConfig struct {
+	// Level is debug, info, warn or error. Default info.
+	Level string `yaml:"level"`
+	// Format is text or json. Default text.
+	Format string `yaml:"format"`
+}
+
+// DefaultConfig is what icebox runs with when no config file is given.
+func DefaultConfig() Config {
+	return Config{
+		Log:  LogConfig{Level: "info", Format: "text"},
+		STUN: stunsrv.DefaultConfig(),
+	}
+}
+
+// Validate checks every section and returns all mistakes at once.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.PublicIP != "" {
+		if ip, err := netip.ParseAddr(c.PublicIP); err != nil || ip.IsUnspecified() {
+			errs = append(errs, cfgerr.New("public_ip", fmt.Sprintf("%q is not an IP address clients can reach", c.PublicIP), `public_ip: 203.0.113.10 (the VM's public address), or leave it out`))
+		}
+	}
+	if !slices.Contains([]string{"debug", "info", "warn", "error"}, c.Log.Level) {
+		errs = append(errs, cfgerr.New("log.level", fmt.Sprintf("unknown level %q", c.Log.Level), "one of debug, info, warn, error"))
+	}
+	if !slices.Contains([]string{"text", "json"}, c.Log.Format) {
+		errs = append(errs, cfgerr.New("log.format", fmt.Sprintf("unknown format %q", c.Log.Format), "text or json"))
+	}
+	errs = append(errs, cfgerr.In("stun", c.STUN.Validate()))
+	return errors.Join(errs...)
+}
+
+// LoadConfig reads path over the defaults and validates the result. Every
+// mistake comes back as "path:line: key: problem (fix: ...)".
+func LoadConfig(path string) (Config, error) {
+	cfg := DefaultConfig()
+	if path == "" {
+		return cfg, cfg.Validate()
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return cfg, fmt.Errorf("config: %w", err)
+	}
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return cfg, fmt.Errorf("%s", locateYAMLError(path, err))
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, errEOF) {
+		return cfg, explainDecodeError(path, &root, err)
+	}
+	if err := cfg.Validate(); err != nil {
+		return cfg, locate(path, &root, err)
+	}
+	return cfg, nil
+}
+
+var errEOF = func() error { return yaml.NewDecoder(strings.NewReader("")).Decode(new(any)) }()
+
+var (
+	lineRe    = regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`)
+	unknownRe = regexp.MustCompile(`^field (\S+) not found in type (\S+)$`)
+	valueRe   = regexp.MustCompile("^cannot unmarshal !!\\w+ (.*) into ")
+)
+
+func locateYAMLError(path string, err error) string {
+	if m := lineRe.FindStringSubmatch(err.Error()); m != nil {
+		return fmt.Sprintf("%s:%s: %s (fix: check indentation and quoting)", path, m[1], m[2])
+	}
+	return fmt.Sprintf("%s: %v", path, err)
+}
+
+// explainDecodeError turns yaml.v3's "line 4: field lisen not found in type
+// stunsrv.Config" into "config.yaml:4: stun.lisen: unknown option (fix: one of listen, tcp, ...)".
+func explainDecodeError(path string, root *yaml.Node, err error) error {
+	var te *yaml.TypeError
+	if !errors.As(err, &te) {
+		return fmt.Errorf("%s", locateYAMLError(path, err))
+	}
+	var out []error
+	for _, msg := range te.Errors {
+		m := lineRe.FindStringSubmatch(msg)
+		if m == nil {
+			out = append(out, fmt.Errorf("%s: %s", path, msg))
+			continue
+		}
+		line, _ := strconv.Atoi(m[1])
+		key := keyAtLine(root, line)
+		if u := unknownRe.FindStringSubmatch(m[2]); u != nil {
+			parent := key[:max(0, strings.LastIndex(key, "."))]
+			known := optionsAt(parent)
+			fix := "remove it"
+			if len(known) > 0 {
+				fix = "options here are " + strings.Join(known, ", ")
+			}
+			out = append(out, fmt.Errorf("%s:%d: %s: unknown option (fix: %s)", path, line, key, fix))
+			continue
+		}
+		problem := m[2]
+		if v := valueRe.FindStringSubmatch(problem); v != nil {
+			problem = "cannot use " + v[1] + " here"
+		}
+		out = append(out, fmt.Errorf("%s:%d: %s: %s (fix: %s)", path, line, key, problem, typeHint(key)))
+	}
+	return errors.Join(out...)
+}
+
+// locate adds file:line to every cfgerr.Error in err.
+func locate(path string, root *yaml.Node, err error) error {
+	var all []error
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		all = flatten(j.Unwrap())
+	} else {
+		all = []error{err}
+	}
+	out := make([]error, 0, len(all))
+	for _, e := range all {
+		var ce *cfgerr.Error
+		if errors.As(e, &ce) {
+			if n := nodeAt(root, ce.Key); n != nil {
+				out = append(out, fmt.Errorf("%s:%d: %w", path, n.Line, ce))
+				continue
+			}
+			out = append(out, fmt.Errorf("%s: %w", path, ce))
+			continue
+		}
+		out = append(out, fmt.Errorf("%s: %w", path, e))
+	}
+	return errors.Join(out...)
+}
+
+func flatten(errs []error) []error {
+	var out []error
+	for _, e := range errs {
+		if j, ok := e.(interface{ Unwrap() []error }); ok {
+			out = append(out, flatten(j.Unwrap())...)
+		} else if e != nil {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// nodeAt finds the value node for a key path like "stun.listen[1]", or
+// the closest enclosing node present in the file.
+func nodeAt(root *yaml.Node, key string) *yaml.Node {
+	n := root
+	if n.Kind == yaml.DocumentNode && len(n.Content) > 0 {
+		n = n.Content[0]
+	}
+	found := n
+	for _, part := range splitKey(key) {
+		var next *yaml.Node
+		if i, err := strconv.Atoi(part); err == nil && n.Kind == yaml.SequenceNode {
+			if i < len(n.Content) {
+				next = n.Content[i]
+			}
+		} else if n.Kind == yaml.MappingNode {
+			for j := 0; j+1 < len(n.Content); j += 2 {
+				if n.Content[j].Value == part {
+					next = n.Content[j+1]
+				}
+			}
+		}
+		if next == nil {
+			break
+		}
+		n, found = next, next
+	}
+	if found == root || found.Line == 0 {
+		return nil
+	}
+	return found
+}
+
+func splitKey(key string) []string {
+	key = strings.ReplaceAll(key, "[", ".")
+	key = strings.ReplaceAll(key, "]", "")
+	if key == "" {
+		return nil
+	}
+	return strings.Split(key, ".")
+}
+
+// keyAtLine names the option written on a line, as a dotted path.
+func keyAtLine(root *yaml.Node, line int) string {
+	var walk func(n *yaml.Node, prefix string) string
+	walk = func(n *yaml.Node, prefix string) string {
+		switch n.Kind {
+		case yaml.DocumentNode:
+			for _, c := range n.Content {
+				if k := walk(c, prefix); k != "" {
+					return k
+				}
+			}
+		case yaml.MappingNode:
+			for j := 0; j+1 < len(n.Content); j += 2 {
+				k, v := n.Content[j], n.Content[j+1]
+				p := k.Value
+				if prefix != "" {
+					p = prefix + "." + k.Value
+				}
+				if k.Line == line {
+					return p
+				}
+				if r := walk(v, p); r != "" {
+					return r
+				}
+			}
+		case yaml.SequenceNode:
+			for i, c := range n.Content {
+				p := fmt.Sprintf("%s[%d]", prefix, i)
+				if c.Line == line && c.Kind == yaml.ScalarNode {
+					return p
+				}
+				if r := walk(c, p); r != "" {
+					return r
+				}
+			}
+		}
+		return ""
+	}
+	return walk(root, "")
+}
+
+// optionsAt lists the yaml keys of the Config struct at a dotted path.
+func optionsAt(key string) []string {
+	t := reflect.TypeOf(Config{})
+	for _, part := range splitKey(key) {
+		if _, err := strconv.Atoi(part); err == nil {
+			continue
+		}
+		f, ok := fieldByTag(t, part)
+		if !ok {
+			return nil
+		}
+		t = f.Type
+		for t.Kind() == reflect.Slice || t.Kind() == reflect.Pointer {
+			t = t.Elem()
+		}
+	}
+	if t.Kind() != reflect.Struct {
+		return nil
+	}
+	var keys []string
+	for f := range t.Fields() {
+		if tag := strings.Split(f.Tag.Get("yaml"), ",")[0]; tag != "" && tag != "-" {
+			keys = append(keys, tag)
+		}
+	}
+	return keys
+}
+
+func fieldByTag(t reflect.Type, tag string) (reflect.StructField, bool) {
+	if t.Kind() != reflect.Struct {
+		return reflect.StructField{}, false
+	}
+	for f := range t.Fields() {
+		if strings.Split(f.Tag.Get("yaml"), ",")[0] == tag {
+			return f, true
+		}
+	}
+	return reflect.StructField{}, false
+}
+
+// typeHint says what a value of the option's type looks like.
+func typeHint(key string) string {
+	t := reflect.TypeOf(Config{})
+	parts := splitKey(key)
+	for _, part := range parts {
+		if _, err := strconv.Atoi(part); err == nil {
+			if t.Kind() == reflect.Slice {
+				t = t.Elem()
+			}
+			continue
+		}
+		f, ok := fieldByTag(t, part)
+		if !ok {
+			return "see config.yaml for this option's form"
+		}
+		t = f.Type
+	}
+	switch {
+	case t.String() == "time.Duration":
+		return `a duration such as "30s", "10m" or "12h"`
+	case t.Kind() == reflect.Bool:
+		return "true or false"
+	case t.Kind() >= reflect.Int && t.Kind() <= reflect.Uint64:
+		return "a whole number"
+	case t.Kind() == reflect.Slice:
+		return "a list, e.g. [\"a\", \"b\"] or one item per line starting with \"- \""
+	case t.Kind() == reflect.String:
+		return "a string; quote it"
+	case t.Kind() == reflect.Struct:
+		return "a section of options, indented below the key"
+	}
+	return "see config.yaml for this option's form"
+}

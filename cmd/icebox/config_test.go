@@ -1,0 +1,112 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+// The documented example must be exactly the built-in defaults, so that
+// the file a user copies and icebox without a file behave alike.
+func TestExampleConfigIsTheDefaults(t *testing.T) {
+	cfg, err := LoadConfig("../../config.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := DefaultConfig(); !reflect.DeepEqual(cfg, want) {
+		t.Errorf("config.yaml differs from DefaultConfig():\n got %+v\nwant %+v", cfg, want)
+	}
+}
+
+// Every option in the Config structs must appear in config.yaml.
+func TestExampleConfigDocumentsEveryOption(t *testing.T) {
+	data, err := os.ReadFile("../../config.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var missing []string
+	var walk func(prefix string)
+	walk = func(prefix string) {
+		for _, key := range optionsAt(prefix) {
+			full := strings.TrimPrefix(prefix+"."+key, ".")
+			if !strings.Contains(string(data), key+":") {
+				missing = append(missing, full)
+			}
+			walk(full)
+		}
+	}
+	walk("")
+	if len(missing) > 0 {
+		t.Errorf("config.yaml does not document: %s", strings.Join(missing, ", "))
+	}
+}
+
+func writeConfig(t *testing.T, body string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "icebox.yaml")
+	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func TestConfigErrorsNameFileLineAndFix(t *testing.T) {
+	for _, tc := range []struct {
+		name, body string
+		want       []string
+	}{
+		{"unknown top-level key", "public_ip: 203.0.113.1\nstnu:\n  listen: [\":3478\"]\n",
+			[]string{":2: stnu: unknown option", "stun"}},
+		{"unknown nested key", "stun:\n  tcp: true\n  lisen: [\":3478\"]\n",
+			[]string{":3: stun.lisen: unknown option", "listen, tcp"}},
+		{"wrong type", "stun:\n  sockets: many\n",
+			[]string{":2: stun.sockets:", "a whole number"}},
+		{"bad duration", "stun:\n  tcp_idle_timeout: 30\n",
+			[]string{":2: stun.tcp_idle_timeout:", `"30s"`}},
+		{"bad listen address", "stun:\n  listen:\n    - \":3478\"\n    - \"localhost:http\"\n",
+			[]string{":4: stun.listen[1]:", "host:port"}},
+		{"bad log level", "log:\n  level: loud\n",
+			[]string{":2: log.level: unknown level \"loud\"", "debug, info, warn, error"}},
+		{"bad public ip", "public_ip: my.host\n",
+			[]string{":1: public_ip:", "203.0.113.10"}},
+		{"broken yaml", "stun:\n  listen: [\":3478\"\n",
+			[]string{"icebox.yaml:"}},
+		{"empty listen", "stun:\n  listen: []\n",
+			[]string{":2: stun.listen: no address"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := writeConfig(t, tc.body)
+			_, err := LoadConfig(path)
+			if err == nil {
+				t.Fatal("config accepted")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q\nlacks %q", err, w)
+				}
+			}
+			if !strings.HasPrefix(err.Error(), path) {
+				t.Errorf("error %q does not start with the file name", err)
+			}
+		})
+	}
+}
+
+func TestSeveralMistakesAreReportedTogether(t *testing.T) {
+	_, err := LoadConfig(writeConfig(t, "log:\n  level: loud\n  format: xml\n"))
+	if err == nil || !strings.Contains(err.Error(), ":2: log.level") || !strings.Contains(err.Error(), ":3: log.format") {
+		t.Errorf("want both mistakes with their lines, got %v", err)
+	}
+}
+
+func TestEmptyConfigFileMeansDefaults(t *testing.T) {
+	cfg, err := LoadConfig(writeConfig(t, "# nothing here\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(cfg, DefaultConfig()) {
+		t.Errorf("got %+v", cfg)
+	}
+}

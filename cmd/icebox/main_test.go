@@ -1,0 +1,71 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"log/slog"
+	"os/exec"
+	"strings"
+	"testing"
+
+	"icebox/internal/testenv"
+)
+
+// startDaemon runs icebox in-process on the given config.
+func startDaemon(t *testing.T, cfg Config) (*daemon, *syncWriter) {
+	t.Helper()
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	logs := &syncWriter{}
+	log := slog.New(slog.NewTextHandler(logs, nil))
+	d, err := start(cfg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(d.close)
+	return d, logs
+}
+
+func TestCoturnStunclientGetsAnAnswer(t *testing.T) {
+	stunclient := testenv.Tool(t, "turnutils_stunclient", "coturn")
+	port := testenv.FreePort(t)
+	cfg := DefaultConfig()
+	cfg.STUN.Listen = []string{fmt.Sprintf("127.0.0.1:%d", port)}
+	startDaemon(t, cfg)
+	for _, args := range [][]string{
+		{"-p", fmt.Sprint(port), "127.0.0.1"},
+		{"-p", fmt.Sprint(port), "-L", "127.0.0.5", "127.0.0.1"},
+	} {
+		out, err := exec.Command(stunclient, args...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("turnutils_stunclient %v: %v\n%s", args, err, out)
+		}
+		if !strings.Contains(string(out), "reflexive addr: "+args[len(args)-2]) && !strings.Contains(string(out), "reflexive addr: 127.0.0.1:") {
+			t.Errorf("turnutils_stunclient %v did not get a mapped address:\n%s", args, out)
+		}
+	}
+}
+
+func TestStartupSummaryAndHelp(t *testing.T) {
+	port := testenv.FreePort(t)
+	cfg := DefaultConfig()
+	cfg.STUN.Listen = []string{fmt.Sprintf("127.0.0.1:%d", port)}
+	_, logs := startDaemon(t, cfg)
+	if want := fmt.Sprintf("udp 127.0.0.1:%d", port); !strings.Contains(logs.String(), "icebox started") || !strings.Contains(logs.String(), want) {
+		t.Errorf("start-up summary %q lacks %q", logs, want)
+	}
+
+	var out, errOut bytes.Buffer
+	if code := run([]string{"-h"}, &out, &errOut); code != 0 || !strings.Contains(errOut.String(), "-config FILE") {
+		t.Errorf("-h: code %d, output %q", code, errOut.String())
+	}
+	errOut.Reset()
+	if code := run([]string{"-config", writeConfig(t, "stun:\n  lisen: []\n")}, &out, &errOut); code != 1 || !strings.Contains(errOut.String(), ":2: stun.lisen: unknown option") {
+		t.Errorf("bad config: code %d, output %q", code, errOut.String())
+	}
+	errOut.Reset()
+	if code := run([]string{"frobnicate"}, &out, &errOut); code != 2 || !strings.Contains(errOut.String(), `unknown command "frobnicate"`) {
+		t.Errorf("unknown command: code %d, output %q", code, errOut.String())
+	}
+}

@@ -1,0 +1,48 @@
+// Package testenv holds what icebox's tests share about their environment:
+// finding the external peers (coturn's tools, Chromium) CI installs.
+package testenv
+
+import (
+	"net"
+	"os"
+	"os/exec"
+	"testing"
+)
+
+// Tool returns the path of an external program a test needs. Outside CI a
+// missing program skips the test with a clear message; in CI (CI is set,
+// and .ci/run installs it) it fails, so CI can never pass by skipping.
+func Tool(t testing.TB, name, debianPackage string) string {
+	t.Helper()
+	path, err := exec.LookPath(name)
+	if err == nil {
+		return path
+	}
+	msg := name + " not found: apt-get install -y " + debianPackage
+	if os.Getenv("CI") != "" {
+		t.Fatal(msg + " (CI must install it in .ci/run)")
+	}
+	t.Skip(msg)
+	return ""
+}
+
+// FreePort returns a port that was free on 127.0.0.1 for both UDP and TCP
+// a moment ago, for programs that cannot be told to pick their own.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	for range 20 {
+		u, err := net.ListenPacket("udp4", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := u.LocalAddr().(*net.UDPAddr).Port
+		l, err := net.Listen("tcp4", u.LocalAddr().String())
+		u.Close()
+		if err == nil {
+			l.Close()
+			return port
+		}
+	}
+	t.Fatal("no free port on 127.0.0.1")
+	return 0
+}
