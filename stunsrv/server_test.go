@@ -417,39 +417,80 @@ func TestPortInUseSaysWhichPort(t *testing.T) {
 func itoa(i int) string { return netip.AddrPortFrom(netip.IPv4Unspecified(), uint16(i)).String()[8:] }
 
 func TestUDPReadAndAnswerAllocatesNothing(t *testing.T) {
-	s := startServer(t, func(c *Config, _ *Options) { c.Listen = []string{"0.0.0.0:0"}; c.Sockets = 1; c.TCP = false })
-	// Stop the server's own reader so this test drives the socket.
-	pc := s.udp[0]
-	s.Close()
-	fresh, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(netip.IPv4Unspecified(), 0)))
-	if err != nil {
-		t.Fatal(err)
+	for _, listen := range []string{"0.0.0.0:0", "127.0.0.1:0"} {
+		t.Run(listen, func(t *testing.T) {
+			s := startServer(t, func(c *Config, _ *Options) { c.Listen = []string{listen}; c.Sockets = 1; c.TCP = false })
+			c, _ := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.MustParseAddrPort("127.0.0.1:0")))
+			defer c.Close()
+			to := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), udpAddr(s).Port())
+			req := stun.MustBuild(stun.TransactionID, stun.BindingRequest, stun.Fingerprint).Raw
+			out := make([]byte, 1500)
+			c.SetReadDeadline(time.Now().Add(deadline))
+			// AllocsPerRun counts every goroutine's allocations, so this
+			// covers the server's reader as well as the client.
+			allocs := testing.AllocsPerRun(200, func() {
+				c.WriteToUDPAddrPort(req, to)
+				if _, _, err := c.ReadFromUDPAddrPort(out); err != nil {
+					t.Fatal(err)
+				}
+			})
+			if allocs != 0 {
+				t.Errorf("one Binding round trip allocates %v times", allocs)
+			}
+		})
 	}
-	raw, _ := fresh.SyscallConn()
-	raw.Control(func(fd uintptr) { controlPktinfo(false)(fd) })
-	pc = newPacketConn(fresh, pc.stats, false)
-	defer fresh.Close()
+}
 
-	c, _ := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.MustParseAddrPort("127.0.0.1:0")))
-	defer c.Close()
-	to := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), fresh.LocalAddr().(*net.UDPAddr).AddrPort().Port())
-	req := stun.MustBuild(stun.TransactionID, stun.BindingRequest, stun.Fingerprint).Raw
-	in, out := make([]byte, 1500), make([]byte, 1500)
-	fresh.SetReadDeadline(time.Now().Add(deadline))
-	c.SetReadDeadline(time.Now().Add(deadline))
-	allocs := testing.AllocsPerRun(200, func() {
-		c.WriteToUDPAddrPort(req, to)
-		n, from, local, err := pc.readOne(in)
-		if err != nil {
-			t.Fatal(err)
-		}
-		pc.handle(in[:n], from, local)
-		if _, _, err := c.ReadFromUDPAddrPort(out); err != nil {
-			t.Fatal(err)
-		}
-	})
-	if allocs != 0 {
-		t.Errorf("one Binding over a wildcard UDP socket allocates %v times", allocs)
+// TestBatchedAnswersReachEveryClient fires requests from many sockets at
+// once, so that one recvmmsg returns several datagrams and one sendmmsg
+// carries several answers: each must reach its own sender.
+func TestBatchedAnswersReachEveryClient(t *testing.T) {
+	for _, listen := range []string{"127.0.0.1:0", "[::]:0"} {
+		t.Run(listen, func(t *testing.T) {
+			s := startServer(t, func(c *Config, _ *Options) { c.Listen = []string{listen}; c.Sockets = 1; c.TCP = false })
+			to := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), udpAddr(s).Port())
+			const clients, perClient = 16, 8
+			conns := make([]*net.UDPConn, clients)
+			for i := range conns {
+				c, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.MustParseAddrPort("127.0.0.1:0")))
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close()
+				conns[i] = c
+			}
+			sent := make(map[[12]byte]int)
+			for range perClient {
+				for i, c := range conns {
+					m := stun.MustBuild(stun.TransactionID, stun.BindingRequest)
+					sent[m.TransactionID] = i
+					c.WriteToUDPAddrPort(m.Raw, to)
+				}
+			}
+			buf := make([]byte, 1500)
+			for i, c := range conns {
+				c.SetReadDeadline(time.Now().Add(deadline))
+				for range perClient {
+					n, from, err := c.ReadFromUDPAddrPort(buf)
+					if err != nil {
+						t.Fatalf("client %d: %v", i, err)
+					}
+					m := &stun.Message{Raw: buf[:n]}
+					if err := m.Decode(); err != nil {
+						t.Fatal(err)
+					}
+					var xor stun.XORMappedAddress
+					xor.GetFrom(m)
+					if owner, ok := sent[m.TransactionID]; !ok || owner != i || xor.Port != c.LocalAddr().(*net.UDPAddr).Port || from != to {
+						t.Fatalf("client %d got an answer meant for %d (mapped port %d, from %v)", i, owner, xor.Port, from)
+					}
+					delete(sent, m.TransactionID)
+				}
+			}
+			if len(sent) != 0 {
+				t.Errorf("%d requests unanswered", len(sent))
+			}
+		})
 	}
 }
 

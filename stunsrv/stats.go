@@ -10,17 +10,19 @@ const (
 // outcomeCounters are the per-transport, per-family outcomes of every
 // datagram or frame, resolved once so that counting allocates nothing.
 type outcomeCounters struct {
-	answered    prometheus.Counter // Binding requests answered
-	malformed   prometheus.Counter // neither STUN nor ChannelData: dropped
-	dropped     prometheus.Counter // well-formed but not ours to answer (indications, TURN with TURN off)
-	passed      prometheus.Counter // handed to the TURN server
-	writeErrors prometheus.Counter // the answer could not be sent
+	answered  prometheus.Counter // Binding requests answered
+	malformed prometheus.Counter // neither STUN nor ChannelData: dropped
+	dropped   prometheus.Counter // well-formed but not ours to answer (indications, TURN with TURN off)
+	passed    prometheus.Counter // handed to the TURN server
 }
 
 type stats struct {
 	udp, tcp   [2]outcomeCounters
 	tcpConns   prometheus.Gauge
 	tcpRefused prometheus.Counter
+	// writeErrors counts failed sends of answers; a failed batch counts
+	// once. Clients retransmit, so this matters only when it keeps rising.
+	writeErrors prometheus.Counter
 
 	collectors []prometheus.Collector
 }
@@ -46,14 +48,23 @@ func newStats() *stats {
 			c    *outcomeCounters
 		}{{"udp", &st.udp[fam]}, {"tcp", &st.tcp[fam]}} {
 			*t.c = outcomeCounters{
-				answered:    requests.WithLabelValues(t.name, famName, "answered"),
-				malformed:   requests.WithLabelValues(t.name, famName, "malformed"),
-				dropped:     requests.WithLabelValues(t.name, famName, "dropped"),
-				passed:      requests.WithLabelValues(t.name, famName, "passed"),
-				writeErrors: requests.WithLabelValues(t.name, famName, "write_error"),
+				answered:  requests.WithLabelValues(t.name, famName, "answered"),
+				malformed: requests.WithLabelValues(t.name, famName, "malformed"),
+				dropped:   requests.WithLabelValues(t.name, famName, "dropped"),
+				passed:    requests.WithLabelValues(t.name, famName, "passed"),
 			}
 		}
 	}
-	st.collectors = []prometheus.Collector{requests, st.tcpConns, st.tcpRefused}
+	st.writeErrors = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "icebox_stun_write_errors_total",
+		Help: "Binding answers the kernel refused to send.",
+	})
+	st.collectors = []prometheus.Collector{requests, st.tcpConns, st.tcpRefused, st.writeErrors}
 	return st
+}
+
+func (st *stats) countWrite(err error) {
+	if err != nil {
+		st.writeErrors.Inc()
+	}
 }

@@ -28,6 +28,8 @@ type packetConn struct {
 	localsMu sync.Mutex
 	locals   map[netip.AddrPort]localAddr
 	wpool    sync.Pool // *[]byte oob buffers for concurrent writers
+
+	batch *mmsgBatch // recvmmsg/sendmmsg where the OS has them; else nil
 }
 
 type localAddr struct {
@@ -47,6 +49,9 @@ func newPacketConn(c *net.UDPConn, st *stats, passthrough bool) *packetConn {
 		ipv6:        local.Addr().Is6() && !local.Addr().Is4In6(),
 		reply:       make([]byte, 0, maxResponseSize),
 	}
+	if rc, err := c.SyscallConn(); err == nil {
+		pc.batch = newMMsgBatch(rc, pc.ipv6)
+	}
 	if pc.wildcard {
 		pc.oobIn = make([]byte, oobSize)
 		pc.oobOut = make([]byte, oobSize)
@@ -60,20 +65,57 @@ func newPacketConn(c *net.UDPConn, st *stats, passthrough bool) *packetConn {
 // Bindings are answered before it returns; malformed datagrams are counted
 // and dropped.
 func (c *packetConn) ReadFrom(p []byte) (int, net.Addr, error) {
+	if c.batch != nil {
+		return c.readFromBatch(p)
+	}
 	for {
 		n, from, local, err := c.readOne(p)
 		if err != nil {
 			return 0, nil, err
 		}
-		if !c.handle(p[:n], from, local) {
-			continue
+		answer, pass := c.triage(p[:n], familyOf(from))
+		if answer {
+			c.answer(p[:n], from, local)
 		}
-		if c.wildcard {
-			c.remember(from, local)
+		if pass {
+			return n, c.passOn(from, local), nil
 		}
-		return n, net.UDPAddrFromAddrPort(from), nil
 	}
 }
+
+func (c *packetConn) readFromBatch(p []byte) (int, net.Addr, error) {
+	for {
+		msg, from, local, truncated, ok := c.batch.take()
+		if !ok {
+			c.flush()
+			if err := c.batch.fill(); err != nil {
+				return 0, nil, err
+			}
+			continue
+		}
+		fam := familyOf(from)
+		if truncated {
+			c.stats.udp[fam].malformed.Inc()
+			continue
+		}
+		answer, pass := c.triage(msg, fam)
+		if answer {
+			c.reply = AppendBindingResponse(c.reply[:0], msg, from)
+			var src netip.Addr
+			if c.wildcard {
+				src = local.ip
+			}
+			c.stats.udp[fam].answered.Inc()
+			c.stats.countWrite(c.batch.queue(c.reply, from, src, local.ifindex))
+		}
+		if pass {
+			c.flush() // answers queued so far go out before pion gets to work
+			return copy(p, msg), c.passOn(from, local), nil
+		}
+	}
+}
+
+func (c *packetConn) flush() { c.stats.countWrite(c.batch.flush()) }
 
 func (c *packetConn) readOne(p []byte) (n int, from netip.AddrPort, local localAddr, err error) {
 	n, oobn, _, from, err := c.ReadMsgUDPAddrPort(p, c.oobIn)
@@ -87,42 +129,46 @@ func (c *packetConn) readOne(p []byte) (n int, from netip.AddrPort, local localA
 	return n, from, local, nil
 }
 
-// handle answers or drops one datagram and reports whether the caller
-// (pion) should see it.
-func (c *packetConn) handle(b []byte, from netip.AddrPort, local localAddr) (pass bool) {
-	fam := familyOf(from)
+// triage counts one datagram's outcome and says whether to answer it here
+// and whether the caller (pion) should see it.
+func (c *packetConn) triage(b []byte, fam int) (answer, pass bool) {
+	st := &c.stats.udp[fam]
 	switch Classify(b) {
 	case BindingRequest:
-		c.reply = AppendBindingResponse(c.reply[:0], b, from)
-		var oob []byte
-		if c.wildcard && local.ip.IsValid() {
-			oob = putSrc(c.oobOut, local.ip, local.ifindex, c.ipv6)
-		}
-		if _, _, err := c.WriteMsgUDPAddrPort(c.reply, oob, from); err != nil {
-			c.stats.udp[fam].writeErrors.Inc()
-			return false
-		}
-		c.stats.udp[fam].answered.Inc()
-		return false
+		return true, false
 	case Malformed:
-		c.stats.udp[fam].malformed.Inc()
-		return false
-	case Indication:
-		if c.passthrough {
-			// TURN Send indications are how clients relay without channels.
-			c.stats.udp[fam].passed.Inc()
-			return true
-		}
-		c.stats.udp[fam].dropped.Inc()
-		return false
+		st.malformed.Inc()
+		return false, false
 	default:
+		// Other STUN methods, ChannelData and indications (TURN's Send)
+		// are the TURN server's, if there is one.
 		if c.passthrough {
-			c.stats.udp[fam].passed.Inc()
-			return true
+			st.passed.Inc()
+			return false, true
 		}
-		c.stats.udp[fam].dropped.Inc()
-		return false
+		st.dropped.Inc()
+		return false, false
 	}
+}
+
+// answer sends a Binding response at once, from the address the request
+// was sent to.
+func (c *packetConn) answer(req []byte, from netip.AddrPort, local localAddr) {
+	c.reply = AppendBindingResponse(c.reply[:0], req, from)
+	var oob []byte
+	if c.wildcard && local.ip.IsValid() {
+		oob = putSrc(c.oobOut, local.ip, local.ifindex, c.ipv6)
+	}
+	c.stats.udp[familyOf(from)].answered.Inc()
+	_, _, err := c.WriteMsgUDPAddrPort(c.reply, oob, from)
+	c.stats.countWrite(err)
+}
+
+func (c *packetConn) passOn(from netip.AddrPort, local localAddr) net.Addr {
+	if c.wildcard {
+		c.remember(from, local)
+	}
+	return net.UDPAddrFromAddrPort(from)
 }
 
 func (c *packetConn) remember(from netip.AddrPort, local localAddr) {

@@ -1,0 +1,202 @@
+package stunsrv
+
+import (
+	"encoding/binary"
+	"net/netip"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// A loaded STUN server spends most of its time in syscalls, one per
+// datagram each way. recvmmsg/sendmmsg move up to batchSize datagrams per
+// call instead. Every buffer is allocated once per socket, so the batched
+// path allocates nothing either.
+const (
+	batchSize = 32
+	// slotSize holds one datagram. pion reads at most 1600 bytes (its
+	// InboundMTU); anything larger is truncated by the kernel and dropped.
+	slotSize = 2048
+)
+
+type mmsgBatch struct {
+	rc syscall.RawConn
+
+	in      []unix.Mmsghdr
+	inIov   []unix.Iovec
+	inNames []unix.RawSockaddrInet6 // large enough for IPv4 too
+	inOOB   []byte
+	inBufs  []byte
+	n, next int // datagrams received, next to handle
+
+	out      []unix.Mmsghdr
+	outIov   []unix.Iovec
+	outNames []unix.RawSockaddrInet6
+	outOOB   []byte
+	outBufs  []byte
+	pending  int // answers queued
+
+	ipv6 bool
+
+	// Method values built once: passing c.recv directly would allocate
+	// a closure on every call.
+	recvFn, sendFn func(fd uintptr) bool
+	errno          syscall.Errno
+	sent           int
+}
+
+func newMMsgBatch(rc syscall.RawConn, ipv6 bool) *mmsgBatch {
+	b := &mmsgBatch{
+		rc:       rc,
+		ipv6:     ipv6,
+		in:       make([]unix.Mmsghdr, batchSize),
+		inIov:    make([]unix.Iovec, batchSize),
+		inNames:  make([]unix.RawSockaddrInet6, batchSize),
+		inOOB:    make([]byte, batchSize*oobSize),
+		inBufs:   make([]byte, batchSize*slotSize),
+		out:      make([]unix.Mmsghdr, batchSize),
+		outIov:   make([]unix.Iovec, batchSize),
+		outNames: make([]unix.RawSockaddrInet6, batchSize),
+		outOOB:   make([]byte, batchSize*oobSize),
+		outBufs:  make([]byte, batchSize*maxResponseSize),
+	}
+	for i := range batchSize {
+		b.inIov[i].Base = &b.inBufs[i*slotSize]
+		b.inIov[i].SetLen(slotSize)
+		b.outIov[i].Base = &b.outBufs[i*maxResponseSize]
+	}
+	b.recvFn = b.recv
+	b.sendFn = b.send
+	return b
+}
+
+func (b *mmsgBatch) recv(fd uintptr) bool {
+	for i := range b.in {
+		h := &b.in[i].Hdr
+		h.Name = (*byte)(unsafe.Pointer(&b.inNames[i]))
+		h.Namelen = unix.SizeofSockaddrInet6
+		h.Iov = &b.inIov[i]
+		h.SetIovlen(1)
+		h.Control = &b.inOOB[i*oobSize]
+		h.SetControllen(oobSize)
+		h.Flags = 0
+		b.in[i].Len = 0
+	}
+	n, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&b.in[0])), uintptr(len(b.in)), unix.MSG_DONTWAIT, 0, 0)
+	if e == unix.EAGAIN || e == unix.EINTR {
+		return false
+	}
+	b.errno = e
+	if e == 0 {
+		b.n, b.next = int(n), 0
+	}
+	return true
+}
+
+// fill reads the next batch, blocking until at least one datagram is there.
+func (b *mmsgBatch) fill() error {
+	b.errno = 0
+	if err := b.rc.Read(b.recvFn); err != nil {
+		return err
+	}
+	if b.errno != 0 {
+		return b.errno
+	}
+	return nil
+}
+
+// take returns the next received datagram, or ok=false when the batch is
+// used up.
+func (b *mmsgBatch) take() (msg []byte, from netip.AddrPort, local localAddr, truncated, ok bool) {
+	if b.next >= b.n {
+		return nil, netip.AddrPort{}, localAddr{}, false, false
+	}
+	i := b.next
+	b.next++
+	h := &b.in[i].Hdr
+	msg = b.inBufs[i*slotSize : i*slotSize+int(b.in[i].Len)]
+	from = sockaddrToAddrPort(&b.inNames[i])
+	local.ip, local.ifindex, _ = parseDst(b.inOOB[i*oobSize : i*oobSize+int(h.Controllen)])
+	return msg, from, local, h.Flags&unix.MSG_TRUNC != 0, true
+}
+
+// queue adds an answer to the outgoing batch; full batches go out at once.
+func (b *mmsgBatch) queue(answer []byte, to netip.AddrPort, src netip.Addr, ifindex uint32) error {
+	i := b.pending
+	slot := b.outBufs[i*maxResponseSize : (i+1)*maxResponseSize]
+	n := copy(slot, answer)
+	b.outIov[i].SetLen(n)
+	h := &b.out[i].Hdr
+	h.Name = (*byte)(unsafe.Pointer(&b.outNames[i]))
+	h.Namelen = putSockaddr(&b.outNames[i], to, b.ipv6)
+	h.Iov = &b.outIov[i]
+	h.SetIovlen(1)
+	h.Control, h.Controllen = nil, 0
+	if src.IsValid() {
+		oob := putSrc(b.outOOB[i*oobSize:(i+1)*oobSize], src, ifindex, b.ipv6)
+		h.Control = &oob[0]
+		h.SetControllen(len(oob))
+	}
+	b.pending++
+	if b.pending == batchSize {
+		return b.flush()
+	}
+	return nil
+}
+
+func (b *mmsgBatch) send(fd uintptr) bool {
+	n, _, e := unix.Syscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&b.out[b.sent])), uintptr(b.pending-b.sent), unix.MSG_DONTWAIT, 0, 0)
+	if e == unix.EAGAIN || e == unix.EINTR {
+		return false
+	}
+	if e != 0 {
+		b.errno = e
+		return true
+	}
+	b.sent += int(n)
+	return b.sent >= b.pending
+}
+
+// flush sends every queued answer. On an error the rest of the batch is
+// dropped: these are answers to unauthenticated requests, and the client
+// retransmits.
+func (b *mmsgBatch) flush() error {
+	if b.pending == 0 {
+		return nil
+	}
+	b.sent, b.errno = 0, 0
+	err := b.rc.Write(b.sendFn)
+	b.pending = 0
+	if err != nil {
+		return err
+	}
+	if b.errno != 0 {
+		return b.errno
+	}
+	return nil
+}
+
+func sockaddrToAddrPort(sa *unix.RawSockaddrInet6) netip.AddrPort {
+	port := binary.BigEndian.Uint16((*[2]byte)(unsafe.Pointer(&sa.Port))[:])
+	if sa.Family == unix.AF_INET {
+		sa4 := (*unix.RawSockaddrInet4)(unsafe.Pointer(sa))
+		return netip.AddrPortFrom(netip.AddrFrom4(sa4.Addr), port)
+	}
+	return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr).Unmap(), port)
+}
+
+func putSockaddr(sa *unix.RawSockaddrInet6, to netip.AddrPort, ipv6 bool) uint32 {
+	*sa = unix.RawSockaddrInet6{}
+	if !ipv6 {
+		sa4 := (*unix.RawSockaddrInet4)(unsafe.Pointer(sa))
+		sa4.Family = unix.AF_INET
+		binary.BigEndian.PutUint16((*[2]byte)(unsafe.Pointer(&sa4.Port))[:], to.Port())
+		sa4.Addr = to.Addr().Unmap().As4()
+		return unix.SizeofSockaddrInet4
+	}
+	sa.Family = unix.AF_INET6
+	binary.BigEndian.PutUint16((*[2]byte)(unsafe.Pointer(&sa.Port))[:], to.Port())
+	sa.Addr = to.Addr().As16()
+	return unix.SizeofSockaddrInet6
+}
