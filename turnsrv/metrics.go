@@ -1,0 +1,114 @@
+package turnsrv
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Why an authentication failed; the values label
+// icebox_turn_auth_failures_total.
+const (
+	authMalformed = "malformed"    // username is not "<expiry>[:<user>]"
+	authExpired   = "expired"      // expiry has passed
+	authTooLong   = "ttl_too_long" // expiry further ahead than max_ttl
+	authRealm     = "realm"        // another realm than ours
+	authBadMAC    = "bad_mac"      // no secret verifies MESSAGE-INTEGRITY
+	authThrottled = "throttled"    // dropped: too many failures from this source
+)
+
+var authReasons = []string{authMalformed, authExpired, authTooLong, authRealm, authBadMAC, authThrottled}
+
+// Which quota refused an allocation; labels icebox_turn_quota_refusals_total.
+const (
+	quotaUser  = "user"
+	quotaIP    = "ip"
+	quotaTotal = "total"
+)
+
+// metrics holds every collector, with label children resolved once so the
+// hot paths only do atomic adds. There are no per-user or per-address
+// labels: cardinality stays fixed whatever clients do.
+type metrics struct {
+	allocActive prometheus.Gauge
+	allocTotal  prometheus.Counter
+
+	authFailures  map[string]prometheus.Counter
+	peerRefusals  map[string]prometheus.Counter
+	quotaRefusals map[string]prometheus.Counter
+
+	toPeerBytes, fromPeerBytes     prometheus.Counter
+	toPeerPackets, fromPeerPackets prometheus.Counter
+
+	all []prometheus.Collector
+}
+
+func newMetrics() *metrics {
+	m := &metrics{
+		authFailures:  map[string]prometheus.Counter{},
+		peerRefusals:  map[string]prometheus.Counter{},
+		quotaRefusals: map[string]prometheus.Counter{},
+	}
+	allocActive := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "icebox_turn_allocations_active", Help: "TURN allocations currently held.",
+	})
+	allocTotal := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "icebox_turn_allocations_total", Help: "TURN allocations created.",
+	})
+	auth := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "icebox_turn_auth_failures_total", Help: "Failed TURN authentications, by reason.",
+	}, []string{"reason"})
+	peer := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "icebox_turn_peer_refusals_total", Help: "Permissions, channel binds and sends refused by the peer policy, by reason.",
+	}, []string{"reason"})
+	quota := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "icebox_turn_quota_refusals_total", Help: "Allocations refused with 486, by the quota that was reached.",
+	}, []string{"quota"})
+	bytes := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "icebox_turn_relayed_bytes_total", Help: "Payload bytes through relay sockets, by direction.",
+	}, []string{"direction"})
+	packets := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "icebox_turn_relayed_packets_total", Help: "Datagrams through relay sockets, by direction.",
+	}, []string{"direction"})
+
+	m.allocActive, m.allocTotal = allocActive, allocTotal
+	for _, r := range authReasons {
+		m.authFailures[r] = auth.WithLabelValues(r)
+	}
+	for _, r := range refusalReasons {
+		m.peerRefusals[r] = peer.WithLabelValues(r)
+	}
+	for _, r := range []string{quotaUser, quotaIP, quotaTotal} {
+		m.quotaRefusals[r] = quota.WithLabelValues(r)
+	}
+	m.toPeerBytes, m.fromPeerBytes = bytes.WithLabelValues("to_peer"), bytes.WithLabelValues("from_peer")
+	m.toPeerPackets, m.fromPeerPackets = packets.WithLabelValues("to_peer"), packets.WithLabelValues("from_peer")
+	m.all = []prometheus.Collector{allocActive, allocTotal, auth, peer, quota, bytes, packets}
+	return m
+}
+
+func (m *metrics) register(r prometheus.Registerer) error {
+	if r == nil {
+		return nil
+	}
+	var errs []error
+	for _, c := range m.all {
+		if err := r.Register(c); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("turn: registering metrics: %w", err)
+	}
+	return nil
+}
+
+func (m *metrics) unregister(r prometheus.Registerer) {
+	if r == nil {
+		return
+	}
+	for _, c := range m.all {
+		r.Unregister(c)
+	}
+}

@@ -1,0 +1,215 @@
+package turnsrv
+
+import (
+	"net"
+	"net/netip"
+	"sync/atomic"
+)
+
+// Why a peer was refused; the values label icebox_turn_peer_refusals_total.
+const (
+	refuseTeredo    = "teredo"      // 2001::/32 hides an IPv4 address we cannot check
+	refuseReserved  = "reserved"    // a built-in non-public range
+	refuseDenied    = "denied"      // turn.peers.deny
+	refuseOwn       = "own_address" // one of this host's addresses
+	refuseRelayPort = "relay_port"  // the relay address, but not a live relay port
+)
+
+var refusalReasons = []string{refuseTeredo, refuseReserved, refuseDenied, refuseOwn, refuseRelayPort}
+
+// reservedPeers are ranges no relay may reach by default: a relay into them
+// would make icebox a proxy into the host's own network, its cloud metadata
+// service or somewhere that is not the public internet.
+var reservedPeers = mustPrefixes(
+	// IPv4
+	"0.0.0.0/8",       // "this network", including unspecified (RFC 1122)
+	"10.0.0.0/8",      // private (RFC 1918)
+	"100.64.0.0/10",   // carrier-grade NAT (RFC 6598)
+	"127.0.0.0/8",     // loopback
+	"169.254.0.0/16",  // link-local, including cloud metadata 169.254.169.254
+	"172.16.0.0/12",   // private (RFC 1918)
+	"192.0.0.0/24",    // IETF protocol assignments (RFC 6890)
+	"192.0.2.0/24",    // documentation TEST-NET-1 (RFC 5737)
+	"192.88.99.0/24",  // 6to4 relay anycast (RFC 7526)
+	"192.168.0.0/16",  // private (RFC 1918)
+	"198.18.0.0/15",   // benchmarking (RFC 2544)
+	"198.51.100.0/24", // documentation TEST-NET-2
+	"203.0.113.0/24",  // documentation TEST-NET-3
+	"224.0.0.0/4",     // multicast
+	"240.0.0.0/4",     // reserved, including broadcast 255.255.255.255
+	// IPv6
+	"::/128",         // unspecified
+	"::1/128",        // loopback
+	"64:ff9b:1::/48", // local-use NAT64 (RFC 8215); where it embeds IPv4 is local policy
+	"100::/64",       // discard-only (RFC 6666)
+	"2001:2::/48",    // benchmarking (RFC 5180)
+	"2001:10::/28",   // ORCHID
+	"2001:20::/28",   // ORCHIDv2 (RFC 7343)
+	"2001:db8::/32",  // documentation (RFC 3849)
+	"3fff::/20",      // documentation (RFC 9637)
+	"fc00::/7",       // unique local (RFC 4193)
+	"fe80::/10",      // link-local
+	"fec0::/10",      // site-local, deprecated but still routed by some stacks
+	"ff00::/8",       // multicast
+)
+
+// IPv6 forms that embed an IPv4 address. Refusing 127.0.0.1 but not
+// ::ffff:127.0.0.1 or 64:ff9b::7f00:1 has been a real TURN server CVE.
+var (
+	v4Compat  = netip.MustParsePrefix("::/96")         // deprecated IPv4-compatible ::a.b.c.d
+	siit      = netip.MustParsePrefix("::ffff:0:0/96") // IPv4-translated (RFC 2765)
+	nat64     = netip.MustParsePrefix("64:ff9b::/96")  // well-known NAT64 prefix (RFC 6052)
+	sixToFour = netip.MustParsePrefix("2002::/16")     // 6to4: bits 16..47 are an IPv4 address
+	teredo    = netip.MustParsePrefix("2001::/32")     // Teredo: the IPv4 is obfuscated, refuse
+	v6Unspec  = netip.IPv6Unspecified()
+	v6Loop    = netip.IPv6Loopback()
+)
+
+// canonicalPeer returns the address a packet to a would really reach, as
+// far as the address says: the embedded IPv4 for mapped, compatible,
+// translated, NAT64 and 6to4 forms; isTeredo reports the Teredo form.
+func canonicalPeer(a netip.Addr) (c netip.Addr, isTeredo bool) {
+	a = a.Unmap().WithZone("")
+	if !a.Is6() {
+		return a, false
+	}
+	b := a.As16()
+	switch {
+	case teredo.Contains(a):
+		return a, true
+	case a == v6Unspec || a == v6Loop:
+		return a, false
+	case v4Compat.Contains(a), siit.Contains(a), nat64.Contains(a):
+		return netip.AddrFrom4([4]byte(b[12:16])), false
+	case sixToFour.Contains(a):
+		return netip.AddrFrom4([4]byte(b[2:6])), false
+	}
+	return a, false
+}
+
+// peerPolicy decides which peers clients may relay to. It is immutable;
+// Reload swaps in a new one.
+type peerPolicy struct {
+	allow []netip.Prefix
+	deny  []netip.Prefix // turn.peers.deny; reservedPeers are checked separately
+	own   map[netip.Addr]struct{}
+	// relay holds the addresses relays are reachable at. A peer there is
+	// another client's relay (two relay-only clients on one server, the
+	// normal case) and is allowed, but only to live relay ports: that is
+	// checked per packet, as permissions carry no port.
+	relay []netip.Addr
+}
+
+func newPeerPolicy(cfg PeerConfig, own, relay []netip.Addr) *peerPolicy {
+	p := &peerPolicy{own: make(map[netip.Addr]struct{}, len(own))}
+	for _, s := range cfg.Allow {
+		if pfx, err := parsePrefix(s); err == nil { // Validate reported the rest
+			p.allow = append(p.allow, pfx)
+		}
+	}
+	for _, s := range cfg.Deny {
+		if pfx, err := parsePrefix(s); err == nil {
+			p.deny = append(p.deny, pfx)
+		}
+	}
+	for _, a := range own {
+		p.own[a.Unmap()] = struct{}{}
+	}
+	for _, a := range relay {
+		p.relay = append(p.relay, a.Unmap())
+	}
+	return p
+}
+
+// refusal returns why a permission towards ip must be refused, or "".
+func (p *peerPolicy) refusal(ip net.IP) string {
+	a, ok := netip.AddrFromSlice(ip)
+	if !ok {
+		return refuseReserved
+	}
+	c, isTeredo := canonicalPeer(a)
+	switch {
+	case isTeredo:
+		return refuseTeredo
+	case p.allowed(c):
+		return ""
+	case p.isRelay(c):
+		return ""
+	case containsAddr(reservedPeers, c):
+		return refuseReserved
+	case containsAddr(p.deny, c):
+		return refuseDenied
+	}
+	if _, ok := p.own[c]; ok {
+		return refuseOwn
+	}
+	return ""
+}
+
+func (p *peerPolicy) allowed(a netip.Addr) bool { return containsAddr(p.allow, a) }
+
+func (p *peerPolicy) isRelay(a netip.Addr) bool {
+	for _, r := range p.relay {
+		if r == a {
+			return true
+		}
+	}
+	return false
+}
+
+func containsAddr(ps []netip.Prefix, a netip.Addr) bool {
+	for _, p := range ps {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+func mustPrefixes(ss ...string) []netip.Prefix {
+	ps := make([]netip.Prefix, len(ss))
+	for i, s := range ss {
+		ps[i] = netip.MustParsePrefix(s)
+	}
+	return ps
+}
+
+// hostAddrs lists this host's interface addresses and the directed
+// broadcast address of each IPv4 subnet, for the own-address rule.
+func hostAddrs() []netip.Addr {
+	ifas, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil // the reserved ranges still cover loopback and private
+	}
+	var out []netip.Addr
+	for _, ifa := range ifas {
+		ipn, ok := ifa.(*net.IPNet)
+		if !ok {
+			continue
+		}
+		a, ok := netip.AddrFromSlice(ipn.IP)
+		if !ok {
+			continue
+		}
+		a = a.Unmap()
+		out = append(out, a)
+		if ones, bits := ipn.Mask.Size(); a.Is4() && bits == 32 && ones < 31 {
+			b := a.As4()
+			for i := range b {
+				b[i] |= ^ipn.Mask[len(ipn.Mask)-4+i]
+			}
+			out = append(out, netip.AddrFrom4(b))
+		}
+	}
+	return out
+}
+
+// portSet is a lock-free set of UDP ports: the live relay ports, consulted
+// for every packet sent towards the relay address.
+type portSet [65536 / 64]atomic.Uint64
+
+func (s *portSet) add(p int) { s[p>>6].Or(1 << (p & 63)) }
+func (s *portSet) del(p int) { s[p>>6].And(^(uint64(1) << (p & 63))) }
+func (s *portSet) has(p int) bool {
+	return p >= 0 && p < 65536 && s[p>>6].Load()&(1<<(p&63)) != 0
+}

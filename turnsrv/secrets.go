@@ -1,0 +1,186 @@
+package turnsrv
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/hmac"
+	"crypto/md5" //nolint:gosec // RFC 5389 long-term credentials are MD5 by definition.
+	"crypto/rand"
+	"crypto/sha1" //nolint:gosec // the TURN REST API scheme is HMAC-SHA1 by definition.
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// SecretFileName is the file in the state directory that keeps the secret
+// icebox generates when none is configured. Its format is SecretFile's, so
+// an operator can point other tools (coturn's static-auth-secret) at it.
+const SecretFileName = "turn-secret"
+
+// LoadSecrets returns the TURN REST secrets cfg names: cfg.Secrets, then
+// the lines of cfg.SecretFile, then the value of cfg.SecretEnv, duplicates
+// removed; the first one mints. A source that is configured but missing or
+// empty is an error rather than silently skipped, so a typo cannot make
+// icebox fall back to another secret.
+//
+// With no source configured it returns the secret kept in stateDir; if
+// there is none and generate is true it creates a random one there (mode
+// 0600), so restarts don't invalidate credentials already handed out.
+// Callers must never log the result.
+func LoadSecrets(cfg Config, stateDir string, generate bool) ([][]byte, error) {
+	var out [][]byte
+	add := func(s string) {
+		for _, o := range out {
+			if string(o) == s {
+				return
+			}
+		}
+		out = append(out, []byte(s))
+	}
+	for _, s := range cfg.Secrets {
+		if s != "" {
+			add(s)
+		}
+	}
+	if cfg.SecretFile != "" {
+		lines, err := readSecretFile(cfg.SecretFile)
+		if err != nil {
+			return nil, err
+		}
+		if len(lines) == 0 {
+			return nil, fmt.Errorf("turn secret_file %s holds no secret", cfg.SecretFile)
+		}
+		for _, s := range lines {
+			add(s)
+		}
+	}
+	if cfg.SecretEnv != "" {
+		v := strings.TrimSpace(os.Getenv(cfg.SecretEnv))
+		if v == "" {
+			return nil, fmt.Errorf("turn secret_env: environment variable %s is unset or empty", cfg.SecretEnv)
+		}
+		add(v)
+	}
+	if len(out) > 0 {
+		return out, nil
+	}
+	return stateSecret(stateDir, generate)
+}
+
+func readSecretFile(path string) ([]string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("turn secret file: %w", err)
+	}
+	var lines []string
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		l := strings.TrimSpace(sc.Text())
+		if l != "" && !strings.HasPrefix(l, "#") {
+			lines = append(lines, l)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("turn secret file %s: %w", path, err)
+	}
+	return lines, nil
+}
+
+// stateSecret reads, or creates, the generated secret in stateDir.
+func stateSecret(stateDir string, generate bool) ([][]byte, error) {
+	if stateDir == "" {
+		return nil, errors.New("turn: no secret configured and no state directory to keep a generated one")
+	}
+	path := filepath.Join(stateDir, SecretFileName)
+	lines, err := readSecretFile(path)
+	switch {
+	case err == nil && len(lines) > 0:
+		return [][]byte{[]byte(lines[0])}, nil
+	case err == nil:
+		return nil, fmt.Errorf("turn: %s holds no secret; delete it to have a new one generated", path)
+	case !errors.Is(err, os.ErrNotExist):
+		return nil, err
+	case !generate:
+		return nil, fmt.Errorf("turn: no secret configured and none generated yet in %s (start icebox once, or set turn.secrets)", stateDir)
+	}
+
+	if err := os.MkdirAll(stateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("turn: state directory: %w", err)
+	}
+	var raw [32]byte
+	if _, err := rand.Read(raw[:]); err != nil {
+		return nil, fmt.Errorf("turn: generating secret: %w", err)
+	}
+	// A printable secret works in coturn's config and on a command line.
+	secret := base64.RawURLEncoding.EncodeToString(raw[:])
+
+	// Write to a temporary name, then link: if two processes race, exactly
+	// one secret wins and both use it.
+	tmp, err := os.CreateTemp(stateDir, SecretFileName+".tmp*")
+	if err != nil {
+		return nil, fmt.Errorf("turn: writing generated secret: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	_, err = tmp.WriteString(secret + "\n")
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return nil, fmt.Errorf("turn: writing generated secret: %w", err)
+	}
+	// CreateTemp already made it 0600.
+	if err := os.Link(tmp.Name(), path); err != nil && !errors.Is(err, os.ErrExist) {
+		return nil, fmt.Errorf("turn: keeping generated secret: %w", err)
+	}
+	return stateSecret(stateDir, false)
+}
+
+// MintCredential returns a TURN REST API credential for user, valid for
+// ttl from now: username "<unix expiry>:<user>" (just "<unix expiry>" when
+// user is empty) and password base64(HMAC-SHA1(secret, username)), as
+// coturn's use-auth-secret and eturnal expect.
+func MintCredential(secret []byte, user string, ttl time.Duration, now time.Time) (username, password string, expires time.Time) {
+	exp := now.Add(ttl).Unix()
+	username = strconv.FormatInt(exp, 10)
+	if user != "" {
+		username += ":" + user
+	}
+	return username, restPassword(secret, username), time.Unix(exp, 0)
+}
+
+func restPassword(secret []byte, username string) string {
+	mac := hmac.New(sha1.New, secret)
+	mac.Write([]byte(username))
+	var sum [sha1.Size]byte
+	return base64.StdEncoding.EncodeToString(mac.Sum(sum[:0]))
+}
+
+// longTermKey is RFC 5389's long-term credential key,
+// MD5(username ":" realm ":" password), for the REST password of secret.
+func longTermKey(secret []byte, username, realm string) []byte {
+	h := md5.New() //nolint:gosec
+	h.Write([]byte(username))
+	h.Write([]byte{':'})
+	h.Write([]byte(realm))
+	h.Write([]byte{':'})
+	h.Write([]byte(restPassword(secret, username)))
+	return h.Sum(nil)
+}
+
+// splitUsername parses "<unix expiry>[:<user>]".
+func splitUsername(username string) (expiry time.Time, user string, ok bool) {
+	ts, user, _ := strings.Cut(username, ":")
+	sec, err := strconv.ParseInt(ts, 10, 64)
+	if err != nil || sec <= 0 {
+		return time.Time{}, "", false
+	}
+	return time.Unix(sec, 0), user, true
+}

@@ -1,0 +1,443 @@
+// Package turnsrv is icebox's TURN relay: pion/turn set up with TURN REST
+// API credentials (coturn's use-auth-secret), a peer policy that keeps the
+// relay from becoming a proxy into the host's own network, per-user,
+// per-source and total quotas, and throttling of failed authentication.
+//
+// It serves TURN on sockets stunsrv owns (UDP and TCP on :3478, which
+// answer STUN Binding themselves and pass everything else on) and on a TLS
+// listener of its own. Every client message passes through inspect before
+// pion sees it; relay sockets are wrapped to count traffic and to keep
+// permissions for the relay address itself pointed at other relays.
+package turnsrv
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/turn/v4"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// ErrDisabled is returned by New when the config has enabled: false.
+var ErrDisabled = errors.New("turn: disabled in config")
+
+// Options carries what New needs besides the config: things main owns.
+type Options struct {
+	// Logger receives icebox's and (at debug level) pion's messages.
+	// Default: discard.
+	Logger *slog.Logger
+	// Registerer gets the icebox_turn_* collectors; nil registers none.
+	Registerer prometheus.Registerer
+	// PublicIP is the IPv4 address clients are told to use for relays: a
+	// VM's public address behind a 1:1 NAT. When invalid, the relay bind
+	// address is used if it is specific, else this host's first public
+	// then private interface address, else 127.0.0.1.
+	PublicIP netip.Addr
+	// StateDir keeps a generated secret when none is configured.
+	StateDir string
+	// PacketConns are UDP sockets to serve TURN on (from stunsrv).
+	// The server owns them from now on: Close closes them.
+	PacketConns []net.PacketConn
+	// Listeners are stream listeners (TCP from stunsrv) to serve TURN on.
+	// The server owns them from now on: Close closes them.
+	Listeners []net.Listener
+}
+
+// live is what Reload swaps: everything read per request.
+type live struct {
+	cfg     Config
+	secrets [][]byte // never empty; [0] mints
+	policy  *peerPolicy
+}
+
+// Server is a running TURN relay.
+type Server struct {
+	log      *slog.Logger
+	realm    string // fixed: pion announces it in every 401
+	stateDir string
+	reg      prometheus.Registerer
+	publicIP netip.Addr
+	relayIPs []netip.Addr // where relay sockets can be reached
+	ownExtra []netip.Addr // own addresses interfaces may not list: public IP, listeners
+
+	live       atomic.Pointer[live]
+	metrics    *metrics
+	keys       authKeys
+	guard      authGuard
+	quotas     *quotas
+	relayPorts portSet
+
+	cert  atomic.Pointer[tls.Certificate]
+	tlsLn net.Listener // nil without TLS
+
+	mu     sync.Mutex
+	conns  map[*frameConn]struct{} // accepted stream connections
+	closed bool
+
+	pion      *turn.Server
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// New validates cfg and starts serving TURN on opts' sockets and, when
+// cfg.TLS has a certificate, on a TLS listener of its own.
+func New(cfg Config, opts Options) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("turn config: %w", err)
+	}
+	if !cfg.Enabled {
+		return nil, ErrDisabled
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	secrets, err := LoadSecrets(cfg, opts.StateDir, true)
+	if err != nil {
+		return nil, err
+	}
+	warnLooseSecretFile(log, cfg.SecretFile)
+
+	bind := netip.IPv4Unspecified()
+	if cfg.Relay.Address != "" {
+		bind = netip.MustParseAddr(cfg.Relay.Address).Unmap() // Validate checked it
+	}
+	public, err := choosePublicIP(opts.PublicIP, bind)
+	if err != nil {
+		return nil, err
+	}
+	lo, hi, _ := parsePorts(cfg.Relay.Ports)
+
+	s := &Server{
+		log:      log,
+		realm:    cfg.Realm,
+		stateDir: opts.StateDir,
+		reg:      opts.Registerer,
+		publicIP: public,
+		relayIPs: []netip.Addr{public},
+		ownExtra: []netip.Addr{public},
+		metrics:  newMetrics(),
+		quotas:   newQuotas(),
+		conns:    map[*frameConn]struct{}{},
+	}
+	if !bind.IsUnspecified() && bind != public {
+		s.relayIPs = append(s.relayIPs, bind)
+	}
+	for _, pc := range opts.PacketConns {
+		s.ownExtra = appendSpecific(s.ownExtra, pc.LocalAddr())
+	}
+	for _, l := range opts.Listeners {
+		s.ownExtra = appendSpecific(s.ownExtra, l.Addr())
+	}
+	s.live.Store(&live{cfg: cfg, secrets: secrets, policy: newPeerPolicy(cfg.Peers, s.ownAddrs(), s.relayIPs)})
+
+	listeners := opts.Listeners
+	if cfg.TLS.Cert != "" {
+		if err := s.loadCert(cfg.TLS); err != nil {
+			return nil, err
+		}
+		s.tlsLn, err = tls.Listen("tcp", cfg.TLS.Listen, &tls.Config{
+			GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return s.cert.Load(), nil },
+			MinVersion:     tls.VersionTLS12,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("turn: tls listen: %w", err)
+		}
+		listeners = append(listeners[:len(listeners):len(listeners)], s.tlsLn)
+	}
+	if len(opts.PacketConns) == 0 && len(listeners) == 0 {
+		return nil, errors.New("turn: no sockets to serve on")
+	}
+
+	if err := s.metrics.register(s.reg); err != nil {
+		s.closeTLS()
+		return nil, err
+	}
+
+	gen := &relayGenerator{s: s, inner: &turn.RelayAddressGeneratorPortRange{
+		RelayAddress: public.AsSlice(),
+		Address:      bind.String(),
+		MinPort:      lo,
+		MaxPort:      hi,
+	}}
+	pc := turn.ServerConfig{
+		LoggerFactory: pionLoggerFactory{log},
+		Realm:         cfg.Realm,
+		AuthHandler:   s.authenticate,
+		QuotaHandler:  s.admit,
+		EventHandler: turn.EventHandler{
+			OnAllocationCreated: func(src, _ net.Addr, _, username, _ string, _ net.Addr, _ int) {
+				s.quotas.created(userOf(username), connIDOf(src))
+				s.metrics.allocActive.Inc()
+				s.metrics.allocTotal.Inc()
+			},
+			OnAllocationDeleted: func(src, _ net.Addr, _, username, _ string) {
+				s.quotas.deleted(userOf(username), connIDOf(src))
+				s.metrics.allocActive.Dec()
+			},
+		},
+	}
+	for _, c := range opts.PacketConns {
+		pc.PacketConnConfigs = append(pc.PacketConnConfigs, turn.PacketConnConfig{
+			PacketConn:            &packetConn{PacketConn: c, s: s},
+			RelayAddressGenerator: gen,
+			PermissionHandler:     s.permit,
+		})
+	}
+	for _, l := range listeners {
+		pc.ListenerConfigs = append(pc.ListenerConfigs, turn.ListenerConfig{
+			Listener:              &streamListener{Listener: l, s: s},
+			RelayAddressGenerator: gen,
+			PermissionHandler:     s.permit,
+		})
+	}
+	if s.pion, err = turn.NewServer(pc); err != nil {
+		s.closeTLS()
+		s.metrics.unregister(s.reg)
+		return nil, fmt.Errorf("turn: starting pion/turn: %w", err)
+	}
+
+	log.Info("turn: serving",
+		"relay_ip", public, "relay_bind", bind, "relay_ports", cfg.Relay.Ports,
+		"udp_sockets", len(opts.PacketConns), "stream_listeners", len(listeners),
+		"tls", s.TLSAddr(), "secrets", len(secrets))
+	return s, nil
+}
+
+// choosePublicIP picks the address clients are told for relays.
+func choosePublicIP(given, bind netip.Addr) (netip.Addr, error) {
+	if given.IsValid() {
+		if a := given.Unmap(); a.Is4() {
+			return a, nil
+		}
+		return netip.Addr{}, fmt.Errorf("turn: public IP %v is not IPv4; relays are UDP over IPv4", given)
+	}
+	if !bind.IsUnspecified() {
+		return bind, nil
+	}
+	var private netip.Addr
+	for _, a := range hostAddrs() {
+		switch {
+		case !a.Is4() || !a.IsGlobalUnicast():
+		case !a.IsPrivate() && !reservedPeersContain(a):
+			return a, nil
+		case !private.IsValid():
+			private = a
+		}
+	}
+	if private.IsValid() {
+		return private, nil
+	}
+	return netip.AddrFrom4([4]byte{127, 0, 0, 1}), nil
+}
+
+func reservedPeersContain(a netip.Addr) bool { return containsAddr(reservedPeers, a) }
+
+func appendSpecific(as []netip.Addr, a net.Addr) []netip.Addr {
+	var ip net.IP
+	switch a := a.(type) {
+	case *net.UDPAddr:
+		ip = a.IP
+	case *net.TCPAddr:
+		ip = a.IP
+	}
+	if na, ok := netip.AddrFromSlice(ip); ok && !na.Unmap().IsUnspecified() {
+		as = append(as, na.Unmap())
+	}
+	return as
+}
+
+// ownAddrs is the own-address rule's list: read again on Reload, since
+// interfaces come and go.
+func (s *Server) ownAddrs() []netip.Addr {
+	return append(hostAddrs(), s.ownExtra...)
+}
+
+func warnLooseSecretFile(log *slog.Logger, path string) {
+	if path == "" {
+		return
+	}
+	if fi, err := os.Stat(path); err == nil && fi.Mode().Perm()&0o077 != 0 {
+		log.Warn("turn: secret_file is readable by others; chmod 600 it", "file", path, "mode", fi.Mode().Perm())
+	}
+}
+
+func (s *Server) loadCert(c TLSConfig) error {
+	cert, err := tls.LoadX509KeyPair(c.Cert, c.Key)
+	if err != nil {
+		return fmt.Errorf("turn: tls certificate: %w", err)
+	}
+	s.cert.Store(&cert)
+	return nil
+}
+
+func (s *Server) closeTLS() {
+	if s.tlsLn != nil {
+		s.tlsLn.Close()
+	}
+}
+
+// permit is pion's PermissionHandler, for CreatePermission and ChannelBind
+// on every listener. Send needs a permission, so it is covered too.
+func (s *Server) permit(client net.Addr, peer net.IP) bool {
+	r := s.live.Load().policy.refusal(peer)
+	if r == "" {
+		return true
+	}
+	s.metrics.peerRefusals[r].Inc()
+	s.log.Debug("turn: peer refused", "client", client, "peer", peer, "reason", r)
+	return false
+}
+
+// admit is pion's QuotaHandler; pion answers 486 when it returns false.
+func (s *Server) admit(username, _ string, src net.Addr) bool {
+	by := s.quotas.admit(userOf(username), connIDOf(src), s.live.Load().cfg.Quotas, time.Now())
+	if by == "" {
+		return true
+	}
+	s.metrics.quotaRefusals[by].Inc()
+	s.log.Debug("turn: allocation refused by quota", "client", src, "quota", by)
+	return false
+}
+
+// trackConn adds or removes an accepted stream connection; adding fails
+// once the server is closed.
+func (s *Server) trackConn(c *frameConn, add bool) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !add {
+		delete(s.conns, c)
+		return true
+	}
+	if s.closed {
+		return false
+	}
+	s.conns[c] = struct{}{}
+	return true
+}
+
+// closeWait bounds how long Close waits for pion to release allocations.
+const closeWait = 5 * time.Second
+
+// Close stops serving: it closes the sockets and listeners it was given,
+// its TLS listener and every stream connection, and waits for the
+// allocations to be released.
+func (s *Server) Close() error {
+	s.closeOnce.Do(func() {
+		s.mu.Lock()
+		s.closed = true
+		conns := make([]*frameConn, 0, len(s.conns))
+		for c := range s.conns {
+			conns = append(conns, c)
+		}
+		s.mu.Unlock()
+
+		err := s.pion.Close()
+		for _, c := range conns {
+			c.Close()
+		}
+		timeout := time.NewTimer(closeWait)
+		defer timeout.Stop()
+	wait:
+		for {
+			n, changed := s.quotas.held()
+			if n == 0 {
+				break
+			}
+			select {
+			case <-changed:
+			case <-timeout.C:
+				err = errors.Join(err, fmt.Errorf("turn: %d allocations still open after %v", n, closeWait))
+				break wait
+			}
+		}
+		s.metrics.unregister(s.reg)
+		if err != nil {
+			s.closeErr = fmt.Errorf("turn: close: %w", err)
+		}
+	})
+	return s.closeErr
+}
+
+// Reload applies cfg's secrets, credential lifetimes, peer policy, quotas
+// and TLS certificate to new requests; existing allocations, permissions
+// and channels survive. Nothing changes if cfg is invalid or a secret or
+// the certificate cannot be loaded. Changes to settings that need a
+// restart (enabled, realm, relay, tls.listen) are logged and ignored.
+func (s *Server) Reload(cfg Config) error {
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("turn config: %w", err)
+	}
+	secrets, err := LoadSecrets(cfg, s.stateDir, true)
+	if err != nil {
+		return err
+	}
+	old := s.live.Load().cfg
+	if s.tlsLn != nil && cfg.TLS.Cert != "" {
+		if err := s.loadCert(cfg.TLS); err != nil {
+			return err
+		}
+	}
+	for key, changed := range map[string]bool{
+		"enabled":    cfg.Enabled != old.Enabled,
+		"realm":      cfg.Realm != old.Realm,
+		"relay":      cfg.Relay != old.Relay,
+		"tls.listen": s.tlsLn != nil && cfg.TLS.Listen != old.TLS.Listen,
+		"tls":        (s.tlsLn != nil) != (cfg.TLS.Cert != ""),
+	} {
+		if changed {
+			s.log.Warn("turn: setting changed; it takes effect on restart", "key", "turn."+key)
+		}
+	}
+	warnLooseSecretFile(s.log, cfg.SecretFile)
+	s.live.Store(&live{cfg: cfg, secrets: secrets, policy: newPeerPolicy(cfg.Peers, s.ownAddrs(), s.relayIPs)})
+	s.log.Info("turn: reloaded", "secrets", len(secrets))
+	return nil
+}
+
+// Secrets returns copies of the secrets in force; the first one mints.
+func (s *Server) Secrets() [][]byte {
+	lv := s.live.Load()
+	out := make([][]byte, len(lv.secrets))
+	for i, b := range lv.secrets {
+		out[i] = append([]byte(nil), b...)
+	}
+	return out
+}
+
+// MintCredential mints a credential for user with the current primary
+// secret. ttl <= 0 means credential_ttl; it is capped at max_ttl, beyond
+// which the server would refuse it.
+func (s *Server) MintCredential(user string, ttl time.Duration) (username, password string, expires time.Time) {
+	lv := s.live.Load()
+	if ttl <= 0 {
+		ttl = lv.cfg.CredentialTTL
+	}
+	return MintCredential(lv.secrets[0], user, min(ttl, lv.cfg.MaxTTL), time.Now())
+}
+
+// RelayIP is the address clients are told for their relays.
+func (s *Server) RelayIP() netip.Addr { return s.publicIP }
+
+// TLSAddr is the TLS listener's address, or nil without TLS.
+func (s *Server) TLSAddr() net.Addr {
+	if s.tlsLn == nil {
+		return nil
+	}
+	return s.tlsLn.Addr()
+}
+
+// Allocations is the number of allocations held, e.g. to drain before a
+// restart.
+func (s *Server) Allocations() int {
+	n, _ := s.quotas.held()
+	return n
+}
