@@ -271,6 +271,22 @@ func (l *logRecorder) matching(s string) []slog.Record {
 	return out
 }
 
+// text renders every record with its attributes.
+func (l *logRecorder) text() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var b strings.Builder
+	for _, r := range l.records {
+		b.WriteString(r.Message)
+		r.Attrs(func(a slog.Attr) bool {
+			b.WriteString(" " + a.String())
+			return true
+		})
+		b.WriteString("\n")
+	}
+	return b.String()
+}
+
 // rawClient speaks TURN by hand, for what pion's client cannot be made to
 // do: ask for a long lifetime, bind a channel without a permission first,
 // keep sending while throttled.

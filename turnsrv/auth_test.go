@@ -1,0 +1,296 @@
+package turnsrv
+
+import (
+	"encoding/binary"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pion/stun/v3"
+)
+
+func TestMintCredential(t *testing.T) {
+	// Expected password from: echo -n 1700000000:alice |
+	//   openssl dgst -sha1 -hmac north-secret-0123456789 -binary | base64
+	now := time.Unix(1700000000-3600, 0)
+	u, p, exp := MintCredential([]byte("north-secret-0123456789"), "alice", time.Hour, now)
+	if u != "1700000000:alice" || p != "rX4Zi/ISDg1rXPMR9j/yhCbVFZ4=" || !exp.Equal(time.Unix(1700000000, 0)) {
+		t.Errorf("got %q %q %v", u, p, exp)
+	}
+	if u, _, _ := MintCredential([]byte("x"), "", time.Hour, now); u != "1700000000" {
+		t.Errorf("username without user = %q", u)
+	}
+}
+
+// TestCredentials runs pion's client with good and bad credentials.
+func TestCredentials(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t, testConfig())
+	secret := []byte(testSecret)
+	now := time.Now()
+	mint := func(secret []byte, ttl time.Duration) [2]string {
+		u, p, _ := MintCredential(secret, "bob", ttl, now)
+		return [2]string{u, p}
+	}
+	goodUser, _, _ := MintCredential(secret, "bob", time.Hour, now)
+	for _, tc := range []struct {
+		name   string
+		cred   [2]string
+		reason string // "" means success
+	}{
+		{"valid", mint(secret, time.Hour), ""},
+		{"valid at max_ttl", mint(secret, ts.cfg.MaxTTL-time.Minute), ""},
+		{"expired", mint(secret, -time.Second), authExpired},
+		{"forged", mint([]byte("another-secret-0123456789"), time.Hour), authBadMAC},
+		{"future too far", mint(secret, ts.cfg.MaxTTL+time.Hour), authTooLong},
+		{"wrong password", [2]string{goodUser, "bm90IHRoZSBwYXNzd29yZA=="}, authBadMAC},
+		{"malformed username", [2]string{"bob", restPassword(secret, "bob")}, authMalformed},
+	} {
+		for _, network := range []string{"udp", "tcp"} {
+			t.Run(tc.name+"/"+network, func(t *testing.T) {
+				before := 0.0
+				if tc.reason != "" {
+					before = counterValue(t, ts.metrics.authFailures[tc.reason])
+				}
+				client, _ := dialTURN(t, network, ts.addr(network), tc.cred[0], tc.cred[1])
+				relay, err := client.Allocate()
+				if tc.reason == "" {
+					if err != nil {
+						t.Fatalf("allocate: %v", err)
+					}
+					relay.Close()
+					return
+				}
+				if err == nil {
+					relay.Close()
+					t.Fatal("allocation succeeded")
+				}
+				if code := turnCode(err); code != int(stun.CodeBadRequest) {
+					t.Errorf("error %v, want 400", err)
+				}
+				if got := counterValue(t, ts.metrics.authFailures[tc.reason]); got != before+1 {
+					t.Errorf("auth_failures{reason=%q} went from %v to %v, want +1", tc.reason, before, got)
+				}
+			})
+		}
+	}
+}
+
+// TestRotation checks that every configured secret verifies, the first
+// mints, and a reload that drops a secret refuses its credentials while the
+// allocations made with them keep relaying.
+func TestRotation(t *testing.T) {
+	t.Parallel()
+	oldSecret, newSecret := "old-secret-0123456789abcdef", "new-secret-0123456789abcdef"
+	cfg := testConfig()
+	cfg.Secrets = []string{newSecret, oldSecret}
+	ts := startServer(t, cfg)
+	echo := udpEcho(t)
+
+	allocate := func(secret string) (net.PacketConn, error) {
+		u, p, _ := MintCredential([]byte(secret), "carol", time.Hour, time.Now())
+		client, _ := dialTURN(t, "udp", ts.udp, u, p)
+		return client.Allocate()
+	}
+	oldRelay, err := allocate(oldSecret)
+	if err != nil {
+		t.Fatalf("old secret: %v", err)
+	}
+	defer oldRelay.Close()
+	newRelay, err := allocate(newSecret)
+	if err != nil {
+		t.Fatalf("new secret: %v", err)
+	}
+	newRelay.Close()
+	echoOnce(t, oldRelay, echo, "before reload")
+
+	cfg.Secrets = []string{newSecret}
+	if err := ts.Reload(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if relay, err := allocate(oldSecret); err == nil {
+		relay.Close()
+		t.Fatal("a credential from the dropped secret still allocates")
+	}
+	echoOnce(t, oldRelay, echo, "after reload")
+
+	u, p, _ := ts.MintCredential("dave", 0)
+	if want := restPassword([]byte(newSecret), u); p != want {
+		t.Error("MintCredential does not use the primary secret")
+	}
+	if got := ts.Secrets(); len(got) != 1 || string(got[0]) != newSecret {
+		t.Errorf("Secrets() = %d secrets", len(got))
+	}
+}
+
+// echoOnce relays msg through relay to the echo peer and back.
+func echoOnce(t *testing.T, relay net.PacketConn, echo net.Addr, msg string) {
+	t.Helper()
+	relay.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := relay.WriteTo([]byte(msg), echo); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 1500)
+	n, _, err := relay.ReadFrom(buf)
+	if err != nil || string(buf[:n]) != msg {
+		t.Fatalf("echo of %q: got %q, %v", msg, buf[:n], err)
+	}
+}
+
+// TestRealm refuses a credential presented for another realm.
+func TestRealm(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t, testConfig())
+	u, p, _ := ts.MintCredential("erin", 0)
+	c := dialRaw(t, "udp", ts.udp, u, p)
+	c.realm = stun.NewRealm("elsewhere")
+	c.key = stun.NewLongTermIntegrity(u, "elsewhere", p)
+	if res := c.do(stun.MethodAllocate, udpTransport()); errorCode(res) != int(stun.CodeBadRequest) {
+		t.Fatalf("got %v, want 400", res)
+	}
+	if counterValue(t, ts.metrics.authFailures[authRealm]) != 1 {
+		t.Error("realm failure not counted")
+	}
+}
+
+// TestLifetimeCap asks for 50 minutes and gets quotas.max_lifetime, in an
+// answer the client can still verify.
+func TestLifetimeCap(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig()
+	cfg.Quotas.MaxLifetime = 15 * time.Minute
+	ts := startServer(t, cfg)
+	for _, network := range []string{"udp", "tcp"} {
+		u, p, _ := ts.MintCredential("frank", 0)
+		c := dialRaw(t, network, ts.addr(network), u, p)
+		for _, tc := range []struct {
+			method stun.Method
+			ask    time.Duration
+			want   time.Duration
+		}{
+			{stun.MethodAllocate, 50 * time.Minute, 15 * time.Minute},
+			{stun.MethodRefresh, 12 * time.Minute, 12 * time.Minute},
+			{stun.MethodRefresh, 55 * time.Minute, 15 * time.Minute},
+		} {
+			attrs := []stun.Setter{lifetimeAttr(tc.ask)}
+			if tc.method == stun.MethodAllocate {
+				attrs = append(attrs, udpTransport())
+			}
+			res := c.do(tc.method, attrs...)
+			if res.Type.Class != stun.ClassSuccessResponse {
+				t.Fatalf("%s %v: %v", network, tc.method, res)
+			}
+			if err := c.key.Check(res); err != nil {
+				t.Errorf("%s %v: response integrity: %v", network, tc.method, err)
+			}
+			v, err := res.Get(stun.AttrLifetime)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := time.Duration(binary.BigEndian.Uint32(v)) * time.Second; got != tc.want {
+				t.Errorf("%s %v asking %v: lifetime %v, want %v", network, tc.method, tc.ask, got, tc.want)
+			}
+		}
+	}
+}
+
+// TestAuthThrottle: after quotas.auth_failures failures, authenticated
+// requests from that source go unanswered until the window refills, and
+// the failures are logged once per window.
+func TestAuthThrottle(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig()
+	cfg.Quotas.AuthFailures = 3
+	cfg.Quotas.AuthFailureWindow = time.Hour
+	ts := startServer(t, cfg)
+	u, _, _ := ts.MintCredential("mallory", 0)
+	bad := dialRaw(t, "udp", ts.udp, u, "guessed")
+	for i := 0; i < cfg.Quotas.AuthFailures; i++ {
+		if res := bad.do(stun.MethodAllocate, udpTransport()); errorCode(res) != int(stun.CodeBadRequest) {
+			t.Fatalf("attempt %d: %v, want 400", i, res)
+		}
+	}
+
+	// Throttled: even a good credential from the same address is dropped.
+	// The unsigned request after it is answered, which proves the server
+	// read the signed one first.
+	u, p, _ := ts.MintCredential("mallory", 0)
+	good := dialRaw(t, "udp", ts.udp, u, p)
+	good.nonce = bad.nonce
+	signed := good.build(stun.MethodAllocate, true, udpTransport())
+	good.send(signed.Raw)
+	unsigned := good.build(stun.MethodAllocate, false, udpTransport())
+	good.send(unsigned.Raw)
+	res := good.read(time.Now().Add(5 * time.Second))
+	if res == nil || res.TransactionID != unsigned.TransactionID {
+		t.Fatalf("first answer %v, want the unsigned request's 401", res)
+	}
+	if got := counterValue(t, ts.metrics.authFailures[authThrottled]); got != 1 {
+		t.Errorf("throttled = %v, want 1", got)
+	}
+	if n := len(ts.logs.matching("authentication failed")); n != 1 {
+		t.Errorf("%d failure log lines, want 1 for the window", n)
+	}
+	if n := len(ts.logs.matching("throttling")); n != 1 {
+		t.Errorf("%d throttling log lines, want 1", n)
+	}
+	if all := ts.logs.text(); strings.Contains(all, p) || strings.Contains(all, "guessed") || strings.Contains(all, testSecret) {
+		t.Errorf("a credential was logged:\n%s", all)
+	}
+}
+
+func TestLoadSecrets(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "secrets")
+	if err := os.WriteFile(file, []byte("# rotated 2025-01\nfile-one-0123456789abcdef\n\n  file-two-0123456789abcdef  \n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("ICEBOX_TEST_TURN_SECRET", "env-secret-0123456789abcdef")
+
+	cfg := DefaultConfig()
+	cfg.Secrets = []string{"conf-secret-0123456789abcdef", "file-two-0123456789abcdef"}
+	cfg.SecretFile = file
+	cfg.SecretEnv = "ICEBOX_TEST_TURN_SECRET"
+	got, err := LoadSecrets(cfg, "", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"conf-secret-0123456789abcdef", "file-two-0123456789abcdef", "file-one-0123456789abcdef", "env-secret-0123456789abcdef"}
+	if !slices.EqualFunc(got, want, func(a []byte, b string) bool { return string(a) == b }) {
+		t.Errorf("got %q, want %q", got, want)
+	}
+
+	for name, mut := range map[string]func(*Config){
+		"missing file": func(c *Config) { c.SecretFile = filepath.Join(dir, "nope") },
+		"empty file":   func(c *Config) { c.SecretFile = os.DevNull },
+		"unset env":    func(c *Config) { c.SecretEnv = "ICEBOX_TEST_UNSET_VARIABLE" },
+	} {
+		c := DefaultConfig()
+		mut(&c)
+		if _, err := LoadSecrets(c, dir, true); err == nil {
+			t.Errorf("%s: no error", name)
+		}
+	}
+
+	// Nothing configured: generated once, kept private, reused.
+	state := filepath.Join(dir, "state")
+	if _, err := LoadSecrets(DefaultConfig(), state, false); err == nil {
+		t.Error("no secret and generate=false: no error")
+	}
+	first, err := LoadSecrets(DefaultConfig(), state, true)
+	if err != nil || len(first) != 1 || len(first[0]) < 32 {
+		t.Fatalf("generated %d secrets, %v", len(first), err)
+	}
+	fi, err := os.Stat(filepath.Join(state, SecretFileName))
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("secret file: %v, %v", fi, err)
+	}
+	again, err := LoadSecrets(DefaultConfig(), state, false)
+	if err != nil || string(again[0]) != string(first[0]) {
+		t.Error("the generated secret was not kept")
+	}
+}
