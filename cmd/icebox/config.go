@@ -30,8 +30,9 @@ type Config struct {
 	// writable, else ~/.local/state/icebox.
 	StateDir string `yaml:"state_dir"`
 
-	Log  LogConfig      `yaml:"log"`
-	STUN stunsrv.Config `yaml:"stun"`
+	Log   LogConfig      `yaml:"log"`
+	STUN  stunsrv.Config `yaml:"stun"`
+	Admin AdminConfig    `yaml:"admin"`
 }
 
 // LogConfig is the log section.
@@ -45,8 +46,9 @@ type LogConfig struct {
 // DefaultConfig is what icebox runs with when no config file is given.
 func DefaultConfig() Config {
 	return Config{
-		Log:  LogConfig{Level: "info", Format: "text"},
-		STUN: stunsrv.DefaultConfig(),
+		Log:   LogConfig{Level: "info", Format: "text"},
+		STUN:  stunsrv.DefaultConfig(),
+		Admin: defaultAdminConfig(),
 	}
 }
 
@@ -65,6 +67,7 @@ func (c *Config) Validate() error {
 		errs = append(errs, cfgerr.New("log.format", fmt.Sprintf("unknown format %q", c.Log.Format), "text or json"))
 	}
 	errs = append(errs, cfgerr.In("stun", c.STUN.Validate()))
+	errs = append(errs, cfgerr.In("admin", c.Admin.validate()))
 	return errors.Join(errs...)
 }
 

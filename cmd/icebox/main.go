@@ -14,6 +14,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -85,44 +86,84 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 // daemon is every running part of icebox.
 type daemon struct {
-	log  *slog.Logger
-	stun *stunsrv.Server
+	log   *slog.Logger
+	reg   *prometheus.Registry
+	stun  *stunsrv.Server
+	admin *admin
 }
 
 // start brings up every enabled part; on error nothing is left running.
 func start(cfg Config, log *slog.Logger) (_ *daemon, err error) {
-	d := &daemon{log: log}
+	d := &daemon{log: log, reg: prometheus.NewRegistry()}
 	defer func() {
 		if err != nil {
-			d.close()
+			d.close(context.Background())
 		}
 	}()
-	reg := prometheus.NewRegistry()
 	d.stun, err = stunsrv.New(cfg.STUN, stunsrv.Options{
 		Logger:     log.With("part", "stun"),
-		Registerer: reg,
+		Registerer: d.reg,
 	})
 	if err != nil {
 		return d, err
 	}
-	log.Info("icebox started", "version", version, "stun", d.stun.Addrs())
+	if d.admin, err = startAdmin(cfg.Admin, d.reg, d.ready, log); err != nil {
+		return d, err
+	}
+	log.Info("icebox started", "version", version, "stun", d.stun.Addrs(), "admin", d.admin.addr())
 	return d, nil
 }
 
-func (d *daemon) close() {
+// ready is true when every part answers: the readiness probe and the
+// systemd watchdog ask it.
+func (d *daemon) ready(ctx context.Context) error {
+	return d.stun.SelfCheck(ctx)
+}
+
+func (d *daemon) close(ctx context.Context) {
+	d.admin.close(ctx)
 	if d.stun != nil {
 		d.stun.Close()
 	}
 }
 
-// serve runs icebox until ctx ends.
+// serve runs icebox until ctx ends, keeping systemd informed.
 func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	d, err := start(cfg, log)
 	if err != nil {
 		return err
 	}
-	defer d.close()
-	<-ctx.Done()
-	log.Info("icebox stopping", "reason", context.Cause(ctx))
-	return nil
+	if err := sdNotify("READY=1"); err != nil {
+		log.Warn("cannot tell systemd we are ready", "err", err)
+	}
+	var watchdog <-chan time.Time
+	if every := watchdogInterval(); every > 0 {
+		t := time.NewTicker(every)
+		defer t.Stop()
+		watchdog = t.C
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			log.Info("icebox stopping", "reason", context.Cause(ctx))
+			sdNotify("STOPPING=1")
+			stopCtx, cancel := context.WithTimeout(context.Background(), stopTimeout)
+			defer cancel()
+			d.close(stopCtx)
+			return nil
+		case <-watchdog:
+			// A stuck reader must not be kept alive by a healthy timer:
+			// ping only when STUN still answers.
+			checkCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			if err := d.ready(checkCtx); err != nil {
+				log.Error("self-check failed, not pinging the watchdog", "err", err)
+			} else {
+				sdNotify("WATCHDOG=1")
+			}
+			cancel()
+		}
+	}
 }
+
+// stopTimeout bounds a graceful stop; systemd's TimeoutStopSec is longer.
+const stopTimeout = 10 * time.Second

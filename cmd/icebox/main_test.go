@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"log/slog"
 	"os/exec"
@@ -23,7 +24,7 @@ func startDaemon(t *testing.T, cfg Config) (*daemon, *syncWriter) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(d.close)
+	t.Cleanup(func() { d.close(context.Background()) })
 	return d, logs
 }
 
@@ -32,6 +33,7 @@ func TestCoturnStunclientGetsAnAnswer(t *testing.T) {
 	port := testenv.FreePort(t)
 	cfg := DefaultConfig()
 	cfg.STUN.Listen = []string{fmt.Sprintf("127.0.0.1:%d", port)}
+	cfg.Admin.Listen = "127.0.0.1:0"
 	startDaemon(t, cfg)
 	for _, args := range [][]string{
 		{"-p", fmt.Sprint(port), "127.0.0.1"},
@@ -51,6 +53,7 @@ func TestStartupSummaryAndHelp(t *testing.T) {
 	port := testenv.FreePort(t)
 	cfg := DefaultConfig()
 	cfg.STUN.Listen = []string{fmt.Sprintf("127.0.0.1:%d", port)}
+	cfg.Admin.Listen = "127.0.0.1:0"
 	_, logs := startDaemon(t, cfg)
 	if want := fmt.Sprintf("udp 127.0.0.1:%d", port); !strings.Contains(logs.String(), "icebox started") || !strings.Contains(logs.String(), want) {
 		t.Errorf("start-up summary %q lacks %q", logs, want)
