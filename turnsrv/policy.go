@@ -56,11 +56,11 @@ var reservedPeers = mustPrefixes(
 // IPv6 forms that embed an IPv4 address. Refusing 127.0.0.1 but not
 // ::ffff:127.0.0.1 or 64:ff9b::7f00:1 has been a real TURN server CVE.
 var (
-	v4Compat  = netip.MustParsePrefix("::/96")         // deprecated IPv4-compatible ::a.b.c.d
-	siit      = netip.MustParsePrefix("::ffff:0:0/96") // IPv4-translated (RFC 2765)
-	nat64     = netip.MustParsePrefix("64:ff9b::/96")  // well-known NAT64 prefix (RFC 6052)
-	sixToFour = netip.MustParsePrefix("2002::/16")     // 6to4: bits 16..47 are an IPv4 address
-	teredo    = netip.MustParsePrefix("2001::/32")     // Teredo: the IPv4 is obfuscated, refuse
+	v4Compat  = netip.MustParsePrefix("::/96")           // deprecated IPv4-compatible ::a.b.c.d
+	siit      = netip.MustParsePrefix("::ffff:0:0:0/96") // IPv4-translated (RFC 2765)
+	nat64     = netip.MustParsePrefix("64:ff9b::/96")    // well-known NAT64 prefix (RFC 6052)
+	sixToFour = netip.MustParsePrefix("2002::/16")       // 6to4: bits 16..47 are an IPv4 address
+	teredo    = netip.MustParsePrefix("2001::/32")       // Teredo: the IPv4 is obfuscated, refuse
 	v6Unspec  = netip.IPv6Unspecified()
 	v6Loop    = netip.IPv6Loopback()
 )
