@@ -1,0 +1,596 @@
+package signal
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// conn is one client WebSocket.
+//
+// Its reader goroutine runs for the connection's life and owns the fields
+// above mu. Writing is done by one goroutine at a time, started when there
+// is something to send and gone when the queue is empty: an idle connection
+// costs one goroutine, which is what keeps many idle phones cheap. Nobody
+// else writes to ws, so a slow client only ever slows its own writer, and
+// its queue overflowing disconnects it.
+type conn struct {
+	s    *Server
+	ws   *websocket.Conn
+	id   string      // random; names the connection in logs and TURN usernames
+	peer netip.Prefix // per-IP accounting key
+
+	// Owned by the reader goroutine.
+	queryRoom  string // ?controllerId= or ?room=
+	queryToken string // ?token=
+	token      string // the join token, checked when the pairing is known
+	inited     bool
+	room       *room
+	refused    int // frames refused so far, toward max_errors
+	bucket     bucket
+
+	mu        sync.Mutex
+	queue     [][]byte // frames waiting for the writer
+	spare     [][]byte // the writer's previous batch, reused
+	queued    int      // bytes in queue
+	writing   bool     // a writer goroutine is running
+	pingDue   bool
+	pongDue   bool
+	pongData  string
+	closeCode int // non-zero: send a close frame after the queue, then stop
+	closeText string
+	closeSent bool
+	flushed   chan struct{} // closed once the close frame is out; made with closeCode
+	dead      bool          // socket closed: nothing more is sent
+	why       disconnectReason
+	ping      *time.Timer
+	refresh   *time.Timer
+}
+
+// closeGrace is how long the client has to answer our close frame.
+const closeGrace = 2 * time.Second
+
+// disconnectReason labels icebox_signal_disconnects_total.
+type disconnectReason uint8
+
+const (
+	byClient   disconnectReason = iota // the client closed or went away
+	byTimeout                          // no WsInit, or silent past the pong timeout
+	byRefusal                          // closed after a fatal WsError
+	bySlowness                         // send queue overflowed or a write timed out
+	byShutdown                         // Shutdown
+	numReasons
+)
+
+func (r disconnectReason) String() string {
+	return [numReasons]string{"client", "timeout", "refused", "slow", "shutdown"}[r]
+}
+
+// connMetrics count what happens on connections.
+type connMetrics struct {
+	active      prometheus.Gauge
+	refusedConn prometheus.Counter
+	framesIn    [numKinds]prometheus.Counter
+	framesOut   [numKinds]prometheus.Counter
+	disconnects [numReasons]prometheus.Counter
+	refreshes   prometheus.Counter
+}
+
+func newConnMetrics(reg *registry) *connMetrics {
+	m := &connMetrics{
+		active:      reg.gauge("connections", "WebSockets open now."),
+		refusedConn: reg.counter("connections_refused_total", "WebSocket upgrades turned away by origin, limits or shutdown."),
+		refreshes:   reg.counter("credential_refreshes_total", "WsIceServers frames re-sent before the credentials expired."),
+	}
+	in := reg.counterVec("frames_received_total", "Frames received from clients, by id; invalid: not a frame.", "kind")
+	out := reg.counterVec("frames_sent_total", "Frames queued to clients, by id.", "kind")
+	for k := range numKinds {
+		m.framesIn[k] = in.WithLabelValues(k.String())
+		m.framesOut[k] = out.WithLabelValues(k.String())
+	}
+	disc := reg.counterVec("disconnects_total", "WebSockets closed, by reason.", "reason")
+	for r := range numReasons {
+		m.disconnects[r] = disc.WithLabelValues(r.String())
+	}
+	return m
+}
+
+// run is the reader goroutine.
+func (c *conn) run() {
+	defer c.finish()
+	set := c.s.settings()
+	c.ws.SetPingHandler(c.onPing)
+	c.ws.SetPongHandler(c.onPong)
+	c.ws.SetCloseHandler(c.onClose)
+	c.ws.SetReadDeadline(time.Now().Add(set.InitTimeout))
+	c.mu.Lock()
+	c.ping = time.AfterFunc(set.PingInterval, c.pingTick)
+	c.mu.Unlock()
+	for {
+		typ, r, err := c.ws.NextReader()
+		if err != nil {
+			c.readFailed(err)
+			return
+		}
+		if c.closing() {
+			continue // NextReader discards what is left unread
+		}
+		if c.inited {
+			set = c.s.settings()
+			c.ws.SetReadDeadline(time.Now().Add(set.PingInterval + set.PongTimeout))
+		}
+		rb := c.s.bufs.Get().(*readBuf)
+		var tooLarge bool
+		rb.msg, tooLarge, err = readMessage(r, rb.msg, set.MaxFrameSize)
+		switch {
+		case tooLarge:
+			c.refuse(errTooLarge)
+		case err != nil:
+			c.s.bufs.Put(rb)
+			c.readFailed(err)
+			return
+		default:
+			c.handle(typ, rb)
+		}
+		c.s.bufs.Put(rb)
+	}
+}
+
+// readBuf is a pooled pair of buffers: the message as read, and its data
+// unescaped. An idle connection holds none.
+type readBuf struct{ msg, scratch []byte }
+
+// readMessage reads one message into buf, up to max bytes; tooLarge
+// reports that there was more.
+func readMessage(r io.Reader, buf []byte, max int) (_ []byte, tooLarge bool, _ error) {
+	buf = buf[:0]
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := r.Read(buf[len(buf):min(cap(buf), max+1)])
+		buf = buf[:len(buf)+n]
+		if len(buf) > max {
+			return buf, true, nil
+		}
+		if err == io.EOF {
+			return buf, false, nil
+		}
+		if err != nil {
+			return buf, false, err
+		}
+	}
+}
+
+func (c *conn) readFailed(err error) {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() && !c.closing() {
+		if !c.inited {
+			c.refuse(errNoInit)
+		}
+		c.setWhy(byTimeout)
+	}
+	c.s.log.Debug("signal: connection ended", "conn", c.id, "err", err)
+}
+
+// handle acts on one complete message.
+func (c *conn) handle(typ int, rb *readBuf) {
+	set := c.s.settings()
+	if !c.bucket.allow(time.Now(), set.FramesPerSecond, set.FrameBurst) {
+		c.refuse(errRateLimited)
+		return
+	}
+	if typ != websocket.TextMessage {
+		c.s.cm.framesIn[kindInvalid].Inc()
+		c.refuse(errBadFrame)
+		return
+	}
+	f, scratch, code := decodeFrame(rb.msg, rb.scratch)
+	rb.scratch = scratch
+	c.s.cm.framesIn[f.kind].Inc()
+	switch {
+	case !c.inited && (code != 0 || f.kind != kindInit):
+		c.refuse(errNoInit)
+	case code != 0:
+		c.refuse(code)
+	case f.kind == kindInit && c.inited:
+		c.refuse(errDuplicateInit)
+	case f.kind == kindInit:
+		c.init(set, f)
+	case f.kind == kindIceServers || f.kind == kindError:
+		c.refuse(errForbiddenKind)
+	default:
+		c.forward(set, f, rb.msg)
+	}
+}
+
+// init answers WsInit with the ICE servers and joins the pairing if it is
+// already known.
+func (c *conn) init(set *settings, f frame) {
+	c.inited = true
+	now := time.Now()
+	c.token = c.queryToken
+	if f.token != nil {
+		c.token = string(f.token)
+	}
+	if c.token == "" && set.RequireToken {
+		c.refuse(errNotAuthorised)
+		return
+	}
+	if c.token != "" && checkTokenForm(c.token, now) != nil {
+		c.refuse(errNotAuthorised)
+		return
+	}
+	c.ws.SetReadDeadline(now.Add(set.PingInterval + set.PongTimeout))
+
+	greeting, expires, err := c.s.iceFrame(c.id)
+	if err != nil {
+		c.s.log.Error("signal: ICE servers", "err", err)
+		c.refuse(errInternal)
+		return
+	}
+	name, wrong := c.queryRoom, false
+	if name == "" && f.controllerID != nil {
+		name = string(f.controllerID)
+	} else if name != "" && f.controllerID != nil && string(f.controllerID) != name {
+		wrong = true
+	}
+	switch {
+	case name != "":
+		if !c.join(set, name, greeting) {
+			return
+		}
+	case set.OpenRoom:
+		if !c.join(set, openRoom, greeting) {
+			return
+		}
+	default:
+		c.send(greeting, kindIceServers)
+	}
+	if wrong {
+		c.refuse(errWrongPairing)
+	}
+	c.scheduleRefresh(set, expires)
+}
+
+// join puts c in the pairing name, checking its token and the capacity.
+func (c *conn) join(set *settings, name string, greeting []byte) bool {
+	if c.token != "" || set.RequireToken {
+		if err := VerifyToken(c.s.tokenKeys(), name, c.token, time.Now()); err != nil {
+			c.s.log.Debug("signal: token refused", "conn", c.id, "err", err)
+			c.refuse(errNotAuthorised)
+			return false
+		}
+	}
+	r, code := c.s.hub.join(c, name, set.RoomCapacity, greeting)
+	if code != 0 {
+		c.refuse(code)
+		return false
+	}
+	c.room = r
+	c.s.log.Debug("signal: joined", "conn", c.id)
+	return true
+}
+
+// forward sends an offer, answer or candidates to the rest of the pairing.
+func (c *conn) forward(set *settings, f frame, msg []byte) {
+	switch {
+	case c.room == nil && f.controllerID == nil:
+		c.refuse(errNoPairing)
+		return
+	case c.room == nil:
+		if !c.join(set, string(f.controllerID), nil) {
+			return
+		}
+	case !c.room.open && f.controllerID != nil && string(f.controllerID) != c.room.name:
+		c.refuse(errWrongPairing)
+		return
+	}
+	if c.s.log.Enabled(context.Background(), slog.LevelDebug) {
+		// Only at debug: SDPs and candidates carry the users' addresses.
+		c.s.log.Debug("signal: forward", "conn", c.id, "kind", f.kind, "frame", string(msg))
+	}
+	c.s.hub.forward(set, c.room, c, bytes.Clone(msg), f.kind)
+}
+
+// refuse answers with a WsError, closing the connection when the code says
+// so or when the client has been refused too often.
+func (c *conn) refuse(code errCode) {
+	c.s.em.inc(code)
+	c.send(c.s.errFrames.get(code), kindError)
+	closeCode := code.info().close
+	c.refused++
+	if closeCode == 0 && c.refused >= c.s.settings().MaxErrors {
+		code = errTooManyErrors
+		closeCode = code.info().close
+		c.s.em.inc(code)
+		c.send(c.s.errFrames.get(code), kindError)
+	}
+	if closeCode != 0 {
+		c.s.log.Debug("signal: closing", "conn", c.id, "code", int(code), "reason", code.info().name)
+		c.setWhy(byRefusal)
+		c.closeWith(closeCode, code.info().name)
+	}
+}
+
+// send queues b for the client. A client whose queue is full is
+// disconnected at once: waiting for it would hold up the sender.
+func (c *conn) send(b []byte, k kind) {
+	set := c.s.settings()
+	c.mu.Lock()
+	if c.dead || c.closeCode != 0 {
+		c.mu.Unlock()
+		return
+	}
+	if len(c.queue) >= set.SendQueue || c.queued+len(b) > set.SendQueueBytes {
+		c.mu.Unlock()
+		c.s.log.Debug("signal: slow reader", "conn", c.id)
+		c.setWhy(bySlowness)
+		c.kill()
+		return
+	}
+	c.queue = append(c.queue, b)
+	c.queued += len(b)
+	c.startWriterLocked()
+	c.mu.Unlock()
+	c.s.cm.framesOut[k].Inc()
+}
+
+// closeWith sends a close frame after what is queued.
+func (c *conn) closeWith(code int, text string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closeCode != 0 || c.dead {
+		return
+	}
+	c.closeCode, c.closeText = code, text
+	c.flushed = make(chan struct{})
+	c.startWriterLocked()
+}
+
+func (c *conn) closing() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closeCode != 0 || c.dead
+}
+
+func (c *conn) setWhy(r disconnectReason) {
+	c.mu.Lock()
+	if c.why == byClient {
+		c.why = r
+	}
+	c.mu.Unlock()
+}
+
+func (c *conn) startWriterLocked() {
+	if !c.writing {
+		c.writing = true
+		go c.write()
+	}
+}
+
+// write is the writer goroutine: it drains the queue, then the pending
+// control frames, and exits when nothing is left.
+func (c *conn) write() {
+	for {
+		c.mu.Lock()
+		batch := c.queue
+		ping, pong, pongData := c.pingDue, c.pongDue, c.pongData
+		closeCode, closeText := 0, ""
+		if !c.closeSent {
+			closeCode, closeText = c.closeCode, c.closeText
+		}
+		if c.dead || len(batch) == 0 && !ping && !pong && closeCode == 0 {
+			c.writing = false
+			c.mu.Unlock()
+			return
+		}
+		c.queue, c.spare = c.spare[:0], nil
+		c.queued = 0
+		c.pingDue, c.pongDue = false, false
+		c.mu.Unlock()
+
+		err := c.writeBatch(batch, ping, pong, pongData, closeCode, closeText)
+		clear(batch)
+
+		c.mu.Lock()
+		if cap(batch) <= 16 {
+			c.spare = batch[:0]
+		}
+		if closeCode != 0 {
+			c.closeSent = true
+			close(c.flushed)
+		}
+		c.mu.Unlock()
+		if err != nil {
+			c.s.log.Debug("signal: write failed", "conn", c.id, "err", err)
+			c.setWhy(bySlowness)
+			c.kill()
+		}
+		if closeCode != 0 {
+			// The client answers our close frame, or gets closeGrace to.
+			c.ws.SetReadDeadline(time.Now().Add(closeGrace))
+		}
+	}
+}
+
+func (c *conn) writeBatch(batch [][]byte, ping, pong bool, pongData string, closeCode int, closeText string) error {
+	deadline := time.Now().Add(c.s.settings().WriteTimeout)
+	c.ws.SetWriteDeadline(deadline)
+	for _, b := range batch {
+		if err := c.ws.WriteMessage(websocket.TextMessage, b); err != nil {
+			return err
+		}
+	}
+	if pong {
+		if err := c.ws.WriteControl(websocket.PongMessage, []byte(pongData), deadline); err != nil {
+			return err
+		}
+	}
+	if ping {
+		if err := c.ws.WriteControl(websocket.PingMessage, nil, deadline); err != nil {
+			return err
+		}
+	}
+	if closeCode != 0 {
+		return c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(closeCode, closeText), deadline)
+	}
+	return nil
+}
+
+// kill closes the socket at once. The reader goroutine then fails and
+// cleans up; a running writer stops at its next write.
+func (c *conn) kill() {
+	c.mu.Lock()
+	if c.dead {
+		c.mu.Unlock()
+		return
+	}
+	c.dead = true
+	c.queue, c.spare, c.queued = nil, nil, 0
+	c.mu.Unlock()
+	c.ws.NetConn().Close()
+}
+
+// onPing queues the pong for the writer, so that only it writes.
+func (c *conn) onPing(data string) error {
+	c.mu.Lock()
+	c.pongDue, c.pongData = true, data
+	if !c.dead {
+		c.startWriterLocked()
+	}
+	c.mu.Unlock()
+	return nil
+}
+
+func (c *conn) onPong(string) error {
+	if c.inited && !c.closing() {
+		set := c.s.settings()
+		c.ws.SetReadDeadline(time.Now().Add(set.PingInterval + set.PongTimeout))
+	}
+	return nil
+}
+
+// onClose answers the client's close frame with the same code, which ends
+// the closing handshake.
+func (c *conn) onClose(code int, text string) error {
+	if code == websocket.CloseNoStatusReceived {
+		code = websocket.CloseNormalClosure
+	}
+	c.closeWith(code, "")
+	return nil
+}
+
+// pingTick runs on the ping timer.
+func (c *conn) pingTick() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.dead || c.closeCode != 0 {
+		return
+	}
+	c.pingDue = true
+	c.startWriterLocked()
+	c.ping.Reset(c.s.settings().PingInterval)
+}
+
+// scheduleRefresh arranges for fresh credentials to be sent before the
+// ones that expire at exp run out.
+func (c *conn) scheduleRefresh(set *settings, exp time.Time) {
+	if exp.IsZero() {
+		return
+	}
+	d := refreshDelay(time.Now(), exp, set.CredentialRefresh)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.dead || c.closeCode != 0 {
+		return
+	}
+	if c.refresh == nil {
+		c.refresh = time.AfterFunc(d, c.refreshTick)
+	} else {
+		c.refresh.Reset(d)
+	}
+}
+
+// minRefresh keeps credentials that come back already expired from
+// turning the refresh timer into a busy loop.
+const minRefresh = time.Second
+
+// refreshDelay is when to re-send credentials expiring at exp: margin
+// before, but not before half their remaining life, so that short-lived
+// credentials are still used a while.
+func refreshDelay(now, exp time.Time, margin time.Duration) time.Duration {
+	left := exp.Sub(now)
+	return max(left-margin, left/2, minRefresh)
+}
+
+func (c *conn) refreshTick() {
+	greeting, exp, err := c.s.iceFrame(c.id)
+	if err != nil {
+		c.s.log.Error("signal: ICE servers", "err", err)
+		return
+	}
+	c.send(greeting, kindIceServers)
+	c.s.cm.refreshes.Inc()
+	c.scheduleRefresh(c.s.settings(), exp)
+}
+
+// finish runs when the reader goroutine ends: it leaves the room, lets the
+// writer get a pending close frame out, and releases the connection.
+func (c *conn) finish() {
+	if c.room != nil {
+		c.s.hub.leave(c, c.room)
+	}
+	c.mu.Lock()
+	if c.ping != nil {
+		c.ping.Stop()
+	}
+	if c.refresh != nil {
+		c.refresh.Stop()
+	}
+	flushed := c.flushed
+	c.mu.Unlock()
+	if flushed != nil {
+		t := time.NewTimer(c.s.settings().WriteTimeout)
+		select {
+		case <-flushed:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+	c.kill()
+	c.mu.Lock()
+	why := c.why
+	c.mu.Unlock()
+	c.s.forget(c, why)
+}
+
+// bucket is a token bucket limiting frames per second; only the reader
+// goroutine touches it.
+type bucket struct {
+	tokens float64
+	last   time.Time
+}
+
+func (b *bucket) allow(now time.Time, rate float64, burst int) bool {
+	if b.last.IsZero() {
+		b.tokens = float64(burst)
+	} else {
+		b.tokens = min(float64(burst), b.tokens+now.Sub(b.last).Seconds()*rate)
+	}
+	b.last = now
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
+}

@@ -1,0 +1,510 @@
+package signal
+
+import (
+	"unicode/utf16"
+	"unicode/utf8"
+)
+
+// Frames are checked by hand rather than with encoding/json: the relay
+// forwards the client's bytes, so it must refuse exactly what the peer's
+// strict kotlinx decoder would choke on (unknown or wrongly cased keys,
+// duplicates, invalid UTF-8), and the forwarding path should not allocate.
+
+// kind is what a frame's "id" names.
+type kind uint8
+
+const (
+	kindInvalid kind = iota // not a protocol frame at all
+	kindUnknown             // a well-formed frame whose id icebox does not know
+	kindInit
+	kindIceServers
+	kindOffer
+	kindAnswer
+	kindCandidates
+	kindError
+	numKinds
+)
+
+func (k kind) String() string {
+	switch k {
+	case kindInit:
+		return "WsInit"
+	case kindIceServers:
+		return "WsIceServers"
+	case kindOffer:
+		return "WsSDPOffer"
+	case kindAnswer:
+		return "WsSDPAnswer"
+	case kindCandidates:
+		return "WsIceCandidates"
+	case kindError:
+		return "WsError"
+	case kindUnknown:
+		return "unknown"
+	}
+	return "invalid"
+}
+
+func kindOf(id []byte) kind {
+	for k := kindInit; k < numKinds; k++ {
+		if string(id) == k.String() {
+			return k
+		}
+	}
+	return kindUnknown
+}
+
+// Limits on the values the relay keeps; longer ones are refused as malformed.
+const (
+	maxControllerID = 256
+	maxToken        = 512
+)
+
+// frame is what the relay needs from a decoded client frame. The byte
+// slices point into the scratch buffer given to decodeFrame and are valid
+// until it is reused.
+type frame struct {
+	kind         kind
+	controllerID []byte // nil when absent, null or ""
+	token        []byte // WsInit only; nil when absent
+}
+
+// decodeFrame checks msg against shared/PROTOCOL.md: a JSON object with
+// exactly "id" and "data", data a string holding the kind's JSON document
+// with only the keys the app knows. scratch receives the unescaped data and
+// is returned, possibly grown, for the next call. code is 0 when msg is
+// acceptable, errBadFrame or errUnknownKind otherwise.
+func decodeFrame(msg, scratch []byte) (f frame, _ []byte, code errCode) {
+	scratch = scratch[:0]
+	if !utf8.Valid(msg) {
+		return f, scratch, errBadFrame
+	}
+	s := scanner{b: msg}
+	if !s.eat('{') {
+		return f, scratch, errBadFrame
+	}
+	var haveID, haveData bool
+	for first := true; ; first = false {
+		var kb [8]byte
+		key, done, ok := s.next(first, kb[:0])
+		if !ok {
+			return f, scratch, errBadFrame
+		}
+		if done {
+			break
+		}
+		switch string(key) {
+		case "id":
+			var ib [24]byte
+			id, ok := s.str(ib[:0], true)
+			if !ok || haveID {
+				return f, scratch, errBadFrame
+			}
+			haveID = true
+			f.kind = kindOf(id)
+		case "data":
+			if haveData {
+				return f, scratch, errBadFrame
+			}
+			haveData = true
+			if scratch, ok = s.str(scratch, true); !ok {
+				return f, scratch, errBadFrame
+			}
+		default:
+			return f, scratch, errBadFrame
+		}
+	}
+	if !s.end() || !haveID || !haveData {
+		return frame{}, scratch, errBadFrame
+	}
+	if f.kind == kindUnknown {
+		return f, scratch, errUnknownKind
+	}
+	data := scratch
+	switch f.kind {
+	case kindInit:
+		if len(data) == 0 { // what the app sends
+			return f, scratch, 0
+		}
+		scratch, ok := decodeInit(data, &f, scratch)
+		return f, scratch, okCode(ok)
+	case kindOffer, kindAnswer:
+		scratch, ok := decodeSDP(data, &f, scratch)
+		return f, scratch, okCode(ok)
+	case kindCandidates:
+		scratch, ok := decodeCandidates(data, &f, scratch)
+		return f, scratch, okCode(ok)
+	}
+	// WsIceServers and WsError are refused whatever they hold.
+	return f, scratch, 0
+}
+
+func okCode(ok bool) errCode {
+	if ok {
+		return 0
+	}
+	return errBadFrame
+}
+
+// decodeInit reads {"controllerId": "...", "token": "..."}, both optional.
+func decodeInit(data []byte, f *frame, scratch []byte) ([]byte, bool) {
+	d := scanner{b: data}
+	if !d.eat('{') {
+		return scratch, false
+	}
+	var seen uint8
+	for first := true; ; first = false {
+		var kb [16]byte
+		key, done, ok := d.next(first, kb[:0])
+		if !ok {
+			return scratch, false
+		}
+		if done {
+			break
+		}
+		switch string(key) {
+		case "controllerId":
+			if seen&1 != 0 {
+				return scratch, false
+			}
+			seen |= 1
+			if f.controllerID, scratch, ok = d.keptString(scratch, maxControllerID); !ok {
+				return scratch, false
+			}
+		case "token":
+			if seen&2 != 0 {
+				return scratch, false
+			}
+			seen |= 2
+			if f.token, scratch, ok = d.keptString(scratch, maxToken); !ok {
+				return scratch, false
+			}
+		default:
+			return scratch, false
+		}
+	}
+	return scratch, d.end()
+}
+
+// decodeSDP reads {"type": "...", "sdp": "...", "controllerId": "..."};
+// controllerId may be absent or null (answers from the device carry none).
+func decodeSDP(data []byte, f *frame, scratch []byte) ([]byte, bool) {
+	d := scanner{b: data}
+	if !d.eat('{') {
+		return scratch, false
+	}
+	var seen uint8
+	for first := true; ; first = false {
+		var kb [16]byte
+		key, done, ok := d.next(first, kb[:0])
+		if !ok {
+			return scratch, false
+		}
+		if done {
+			break
+		}
+		var bit uint8
+		switch string(key) {
+		case "type":
+			bit = 1
+			_, ok = d.str(nil, false)
+		case "sdp":
+			bit = 2
+			_, ok = d.str(nil, false)
+		case "controllerId":
+			bit = 4
+			f.controllerID, scratch, ok = d.keptString(scratch, maxControllerID)
+		default:
+			return scratch, false
+		}
+		if !ok || seen&bit != 0 {
+			return scratch, false
+		}
+		seen |= bit
+	}
+	return scratch, seen&3 == 3 && d.end()
+}
+
+// decodeCandidates reads {"controllerId": "...", "iceCandidates": [...]}.
+func decodeCandidates(data []byte, f *frame, scratch []byte) ([]byte, bool) {
+	d := scanner{b: data}
+	if !d.eat('{') {
+		return scratch, false
+	}
+	var seen uint8
+	for first := true; ; first = false {
+		var kb [16]byte
+		key, done, ok := d.next(first, kb[:0])
+		if !ok {
+			return scratch, false
+		}
+		if done {
+			break
+		}
+		var bit uint8
+		switch string(key) {
+		case "controllerId":
+			bit = 1
+			f.controllerID, scratch, ok = d.keptString(scratch, maxControllerID)
+		case "iceCandidates":
+			bit = 2
+			ok = d.candidateList()
+		default:
+			return scratch, false
+		}
+		if !ok || seen&bit != 0 {
+			return scratch, false
+		}
+		seen |= bit
+	}
+	return scratch, seen&2 == 2 && d.end()
+}
+
+// candidateList reads [{"candidate":"...","sdpMLineIndex":0,"sdpMid":"0"}, ...];
+// sdpMid may be absent or null.
+func (s *scanner) candidateList() bool {
+	if !s.eat('[') {
+		return false
+	}
+	if s.eat(']') {
+		return true
+	}
+	for {
+		if !s.candidate() {
+			return false
+		}
+		if s.eat(']') {
+			return true
+		}
+		if !s.eat(',') {
+			return false
+		}
+	}
+}
+
+func (s *scanner) candidate() bool {
+	if !s.eat('{') {
+		return false
+	}
+	var seen uint8
+	for first := true; ; first = false {
+		var kb [16]byte
+		key, done, ok := s.next(first, kb[:0])
+		if !ok {
+			return false
+		}
+		if done {
+			break
+		}
+		var bit uint8
+		switch string(key) {
+		case "candidate":
+			bit = 1
+			_, ok = s.str(nil, false)
+		case "sdpMLineIndex":
+			bit = 2
+			ok = s.smallUint()
+		case "sdpMid":
+			bit = 4
+			ok = s.null() || s.skipString()
+		default:
+			return false
+		}
+		if !ok || seen&bit != 0 {
+			return false
+		}
+		seen |= bit
+	}
+	return seen&3 == 3
+}
+
+// scanner reads JSON tokens from b without allocating.
+type scanner struct {
+	b []byte
+	i int
+}
+
+func (s *scanner) ws() {
+	for s.i < len(s.b) {
+		switch s.b[s.i] {
+		case ' ', '\t', '\n', '\r':
+			s.i++
+		default:
+			return
+		}
+	}
+}
+
+// eat consumes c after optional whitespace.
+func (s *scanner) eat(c byte) bool {
+	s.ws()
+	if s.i < len(s.b) && s.b[s.i] == c {
+		s.i++
+		return true
+	}
+	return false
+}
+
+// end reports whether only whitespace is left.
+func (s *scanner) end() bool {
+	s.ws()
+	return s.i == len(s.b)
+}
+
+// next moves to the next member of an object whose '{' was eaten and
+// returns its key, unescaped into kb; done reports the closing '}'.
+func (s *scanner) next(first bool, kb []byte) (key []byte, done, ok bool) {
+	if s.eat('}') {
+		return nil, true, true
+	}
+	if !first && !s.eat(',') {
+		return nil, false, false
+	}
+	key, ok = s.str(kb, true)
+	if !ok || !s.eat(':') {
+		return nil, false, false
+	}
+	return key, false, true
+}
+
+func (s *scanner) null() bool {
+	s.ws()
+	if len(s.b)-s.i >= 4 && string(s.b[s.i:s.i+4]) == "null" {
+		s.i += 4
+		return true
+	}
+	return false
+}
+
+func (s *scanner) skipString() bool {
+	_, ok := s.str(nil, false)
+	return ok
+}
+
+// keptString reads a string or null, appending the string's value to dst
+// and returning it as val; "" and null give a nil val.
+func (s *scanner) keptString(dst []byte, max int) (val, _ []byte, ok bool) {
+	if s.null() {
+		return nil, dst, true
+	}
+	start := len(dst)
+	dst, ok = s.str(dst, true)
+	if !ok || len(dst)-start > max {
+		return nil, dst, false
+	}
+	if len(dst) == start {
+		return nil, dst, true
+	}
+	return dst[start:], dst, true
+}
+
+// smallUint reads a JSON integer from 0 to 65535 (an m-line index); a
+// fraction or exponent is refused, as kotlinx refuses them for an Int.
+func (s *scanner) smallUint() bool {
+	s.ws()
+	start, n := s.i, 0
+	for s.i < len(s.b) && s.b[s.i] >= '0' && s.b[s.i] <= '9' {
+		n = n*10 + int(s.b[s.i]-'0')
+		s.i++
+		if n > 65535 {
+			return false
+		}
+	}
+	digits := s.i - start
+	return digits > 0 && (digits == 1 || s.b[start] != '0')
+}
+
+// str reads a JSON string. When keep is set, its unescaped value is
+// appended to dst. Lone surrogates become U+FFFD, as encoding/json does.
+func (s *scanner) str(dst []byte, keep bool) ([]byte, bool) {
+	if !s.eat('"') {
+		return dst, false
+	}
+	b := s.b
+	for i := s.i; i < len(b); {
+		c := b[i]
+		switch {
+		case c == '"':
+			s.i = i + 1
+			return dst, true
+		case c < 0x20:
+			return dst, false
+		case c != '\\':
+			// Copy the run up to the next quote, escape or control byte.
+			j := i + 1
+			for j < len(b) && b[j] != '"' && b[j] != '\\' && b[j] >= 0x20 {
+				j++
+			}
+			if keep {
+				dst = append(dst, b[i:j]...)
+			}
+			i = j
+			continue
+		}
+		if i+1 >= len(b) {
+			return dst, false
+		}
+		e := b[i+1]
+		i += 2
+		var r rune
+		switch e {
+		case '"', '\\', '/':
+			r = rune(e)
+		case 'b':
+			r = '\b'
+		case 'f':
+			r = '\f'
+		case 'n':
+			r = '\n'
+		case 'r':
+			r = '\r'
+		case 't':
+			r = '\t'
+		case 'u':
+			var ok bool
+			if r, ok = hex4(b, i); !ok {
+				return dst, false
+			}
+			i += 4
+			if utf16.IsSurrogate(r) {
+				r2, ok := rune(0), false
+				if i+6 <= len(b) && b[i] == '\\' && b[i+1] == 'u' {
+					r2, ok = hex4(b, i+2)
+				}
+				if dec := utf16.DecodeRune(r, r2); ok && dec != utf8.RuneError {
+					r = dec
+					i += 6
+				} else {
+					r = utf8.RuneError
+				}
+			}
+		default:
+			return dst, false
+		}
+		if keep {
+			dst = utf8.AppendRune(dst, r)
+		}
+	}
+	return dst, false
+}
+
+func hex4(b []byte, i int) (rune, bool) {
+	if i+4 > len(b) {
+		return 0, false
+	}
+	var r rune
+	for _, c := range b[i : i+4] {
+		switch {
+		case c >= '0' && c <= '9':
+			c -= '0'
+		case c >= 'a' && c <= 'f':
+			c -= 'a' - 10
+		case c >= 'A' && c <= 'F':
+			c -= 'A' - 10
+		default:
+			return 0, false
+		}
+		r = r<<4 | rune(c)
+	}
+	return r, true
+}

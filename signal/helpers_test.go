@@ -1,0 +1,387 @@
+package signal
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"reflect"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// testConfig is the default config with limits loose enough for tests that
+// open many connections from 127.0.0.1.
+func testConfig() Config {
+	cfg := DefaultConfig()
+	cfg.Listen = "127.0.0.1:0"
+	cfg.MaxConnsPerIP = 10000
+	return cfg
+}
+
+// testICE hands out fixed servers with credentials valid for an hour.
+func testICE(user string) ([]ICEServer, time.Time) {
+	return []ICEServer{
+		{URLs: []string{"stun:127.0.0.1:3478"}},
+		{URLs: []string{"turn:127.0.0.1:3478?transport=udp", "turn:127.0.0.1:3478?transport=tcp"}, Username: "1764000000:" + user, Credential: "c2VjcmV0"},
+	}, time.Now().Add(time.Hour)
+}
+
+type testServer struct {
+	*Server
+	addr string // host:port
+}
+
+func (ts *testServer) url(query string) string {
+	u := "ws://" + ts.addr + "/connect"
+	if query != "" {
+		u += "?" + query
+	}
+	return u
+}
+
+// startServer runs a Server on a loopback port until the test ends.
+func startServer(t testing.TB, cfg Config, opts Options) *testServer {
+	t.Helper()
+	if opts.ICEServers == nil {
+		opts.ICEServers = testICE
+	}
+	s, err := New(cfg, opts)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- s.Serve(ln) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := s.Shutdown(ctx); err != nil {
+			t.Errorf("Shutdown: %v", err)
+		}
+		if err := <-served; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	return &testServer{Server: s, addr: ln.Addr().String()}
+}
+
+// The data classes of the Kotlin app, as its kotlinx decoder sees them.
+type (
+	wsPacket struct {
+		ID   string `json:"id"`
+		Data string `json:"data"`
+	}
+	wsIceServersData struct {
+		IceServers []wsIceServer `json:"iceServers"`
+	}
+	wsIceServer struct {
+		URLs       []string `json:"urls"`
+		Username   string   `json:"username,omitempty"`
+		Credential string   `json:"credential,omitempty"`
+	}
+	wsSDPData struct {
+		Type         string `json:"type"`
+		SDP          string `json:"sdp"`
+		ControllerID string `json:"controllerId,omitempty"`
+	}
+	wsIceCandidatesData struct {
+		ControllerID  string               `json:"controllerId,omitempty"`
+		IceCandidates []wsIceCandidateData `json:"iceCandidates"`
+	}
+	wsIceCandidateData struct {
+		Candidate     string `json:"candidate"`
+		SDPMLineIndex int    `json:"sdpMLineIndex"`
+		SDPMid        *string `json:"sdpMid"`
+	}
+	wsErrorData struct {
+		Code    int    `json:"code"`
+		Message string `json:"message"`
+	}
+	wsInitData struct {
+		ControllerID string `json:"controllerId,omitempty"`
+		Token        string `json:"token,omitempty"`
+	}
+)
+
+// strictDecode decodes like kotlinx with ignoreUnknownKeys=false: unknown
+// keys fail (DisallowUnknownFields), and so do keys that only match up to
+// case, which encoding/json would let through: the document must survive
+// a round trip through v unchanged.
+func strictDecode(data []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if dec.More() {
+		return errors.New("trailing data")
+	}
+	again, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	var a, b any
+	if err := json.Unmarshal(data, &a); err != nil {
+		return err
+	}
+	if err := json.Unmarshal(again, &b); err != nil {
+		return err
+	}
+	if !reflect.DeepEqual(a, b) {
+		return fmt.Errorf("keys differ from the data class: got %s, class has %s", data, again)
+	}
+	return nil
+}
+
+// decodeServerFrame decodes a frame sent to a client the way the app would,
+// failing on any id or key the app does not know.
+func decodeServerFrame(msg []byte) (wsPacket, any, error) {
+	var p wsPacket
+	if err := strictDecode(msg, &p); err != nil {
+		return p, nil, fmt.Errorf("frame %s: %w", msg, err)
+	}
+	var v any
+	switch p.ID {
+	case "WsIceServers":
+		v = &wsIceServersData{}
+	case "WsError":
+		v = &wsErrorData{}
+	case "WsSDPOffer", "WsSDPAnswer":
+		v = &wsSDPData{}
+	case "WsIceCandidates":
+		v = &wsIceCandidatesData{}
+	default:
+		return p, nil, fmt.Errorf("frame %s: id %q unknown to the app", msg, p.ID)
+	}
+	if err := strictDecode([]byte(p.Data), v); err != nil {
+		return p, nil, fmt.Errorf("frame %s: data: %w", msg, err)
+	}
+	return p, v, nil
+}
+
+// ktClient behaves like the talk's Kotlin app: WsInit with data "", strict
+// decoding of everything it receives.
+type ktClient struct {
+	t  testing.TB
+	ws *websocket.Conn
+}
+
+const readTimeout = 5 * time.Second
+
+func dialKt(t testing.TB, url string, hdr http.Header) *ktClient {
+	t.Helper()
+	ws, err := dialWS(url, hdr)
+	if err != nil {
+		t.Fatalf("dial %s: %v", url, err)
+	}
+	k := &ktClient{t: t, ws: ws}
+	t.Cleanup(func() { ws.Close() })
+	return k
+}
+
+func dialWS(url string, hdr http.Header) (*websocket.Conn, error) {
+	d := websocket.Dialer{HandshakeTimeout: readTimeout}
+	ws, resp, err := d.Dial(url, hdr)
+	if resp != nil && resp.Body != nil {
+		resp.Body.Close()
+	}
+	return ws, err
+}
+
+// join dials and does the app's handshake: WsInit "", then WsIceServers.
+func join(t testing.TB, url string) *ktClient {
+	t.Helper()
+	k := dialKt(t, url, nil)
+	k.send("WsInit", "")
+	k.expect("WsIceServers")
+	return k
+}
+
+// frame encodes a packet as kotlinx would: data JSON-encoded into a string.
+func frameOf(id string, data any) []byte {
+	s, ok := data.(string)
+	if !ok {
+		b, err := json.Marshal(data)
+		if err != nil {
+			panic(err)
+		}
+		s = string(b)
+	}
+	b, err := json.Marshal(wsPacket{ID: id, Data: s})
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
+func (k *ktClient) send(id string, data any) []byte {
+	k.t.Helper()
+	b := frameOf(id, data)
+	k.sendRaw(websocket.TextMessage, b)
+	return b
+}
+
+func (k *ktClient) sendRaw(typ int, b []byte) {
+	k.t.Helper()
+	k.ws.SetWriteDeadline(time.Now().Add(readTimeout))
+	if err := k.ws.WriteMessage(typ, b); err != nil {
+		k.t.Fatalf("send: %v", err)
+	}
+}
+
+// read returns the next frame, strictly decoded.
+func (k *ktClient) read() ([]byte, wsPacket, any) {
+	k.t.Helper()
+	k.ws.SetReadDeadline(time.Now().Add(readTimeout))
+	typ, msg, err := k.ws.ReadMessage()
+	if err != nil {
+		k.t.Fatalf("read: %v", err)
+	}
+	if typ != websocket.TextMessage {
+		k.t.Fatalf("got message type %d, want text", typ)
+	}
+	p, v, err := decodeServerFrame(msg)
+	if err != nil {
+		k.t.Fatal(err)
+	}
+	return msg, p, v
+}
+
+func (k *ktClient) expect(id string) ([]byte, any) {
+	k.t.Helper()
+	msg, p, v := k.read()
+	if p.ID != id {
+		k.t.Fatalf("got %s, want %s", msg, id)
+	}
+	return msg, v
+}
+
+// expectBytes checks that the next frame is want, byte for byte.
+func (k *ktClient) expectBytes(want []byte) {
+	k.t.Helper()
+	got, _, _ := k.read()
+	if !bytes.Equal(got, want) {
+		k.t.Fatalf("got frame\n%s\nwant\n%s", got, want)
+	}
+}
+
+func (k *ktClient) expectError(code errCode) {
+	k.t.Helper()
+	msg, v := k.expect("WsError")
+	if e := v.(*wsErrorData); e.Code != int(code) {
+		k.t.Fatalf("got %s, want code %d", msg, code)
+	}
+}
+
+// expectClose reads until the server's close frame and checks its code.
+func (k *ktClient) expectClose(code int) {
+	k.t.Helper()
+	k.ws.SetReadDeadline(time.Now().Add(readTimeout))
+	for {
+		_, msg, err := k.ws.ReadMessage()
+		if err == nil {
+			k.t.Fatalf("got %s, want close %d", msg, code)
+		}
+		var ce *websocket.CloseError
+		if !errors.As(err, &ce) {
+			k.t.Fatalf("got %v, want close %d", err, code)
+		}
+		if ce.Code != code {
+			k.t.Fatalf("got close %d %q, want %d", ce.Code, ce.Text, code)
+		}
+		return
+	}
+}
+
+// expectGone reads until the connection fails, ignoring frames.
+func (k *ktClient) expectGone() {
+	k.t.Helper()
+	k.ws.SetReadDeadline(time.Now().Add(readTimeout))
+	for {
+		if _, _, err := k.ws.ReadMessage(); err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				k.t.Fatalf("connection still open after %v", readTimeout)
+			}
+			return
+		}
+	}
+}
+
+// offer, answer and candidates build the app's frames.
+func offer(room, sdp string) []byte {
+	return frameOf("WsSDPOffer", wsSDPData{Type: "offer", SDP: sdp, ControllerID: room})
+}
+
+func answer(sdp string) []byte {
+	return frameOf("WsSDPAnswer", wsSDPData{Type: "answer", SDP: sdp})
+}
+
+func candidates(room string, cands ...string) []byte {
+	d := wsIceCandidatesData{ControllerID: room, IceCandidates: []wsIceCandidateData{}}
+	for _, c := range cands {
+		d.IceCandidates = append(d.IceCandidates, wsIceCandidateData{Candidate: c, SDPMid: ptr("0")})
+	}
+	return frameOf("WsIceCandidates", d)
+}
+
+// counterValue reads a counter or gauge directly.
+func counterValue(t testing.TB, c prometheus.Metric) float64 {
+	t.Helper()
+	var m dto.Metric
+	if err := c.Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	if m.Counter != nil {
+		return m.Counter.GetValue()
+	}
+	return m.Gauge.GetValue()
+}
+
+// eventually polls cond until it holds or 5 s pass. Only for state with no
+// event to wait on, such as metrics updated after a socket closes.
+func eventually(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		<-tick.C
+	}
+}
+
+// testLog collects the server's log lines, to check what is logged.
+type testLog struct {
+	mu  sync.Mutex
+	buf strings.Builder
+}
+
+func (l *testLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *testLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+func ptr[T any](v T) *T { return &v }

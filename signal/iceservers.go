@@ -1,0 +1,40 @@
+package signal
+
+import (
+	"encoding/json"
+	"net/http"
+	"strings"
+)
+
+// serveICEServers answers GET /ice-servers, for apps that keep their own
+// signaling but want icebox's TURN, the way Twilio's and Cloudflare's TURN
+// APIs work: a backend holding a bearer key fetches the same JSON the app
+// would get in WsIceServers, and the Expires header says when the
+// credentials run out.
+func (s *Server) serveICEServers(w http.ResponseWriter, r *http.Request) {
+	set := s.settings()
+	if len(set.iceKeys) == 0 {
+		http.NotFound(w, r)
+		return
+	}
+	key, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok || !keyAllowed(set.iceKeys, key) {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="icebox"`)
+		http.Error(w, "a valid bearer key is required", http.StatusUnauthorized)
+		return
+	}
+	servers, exp := s.iceServers(randomID())
+	body, err := json.Marshal(iceServersData{servers})
+	if err != nil {
+		s.log.Error("signal: encode ICE servers", "err", err)
+		http.Error(w, "internal error", http.StatusInternalServerError)
+		return
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store") // the body holds credentials
+	if !exp.IsZero() {
+		h.Set("Expires", exp.UTC().Format(http.TimeFormat))
+	}
+	w.Write(body)
+}

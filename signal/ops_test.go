@@ -1,0 +1,308 @@
+package signal
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// TestSlowReader: a client that stops reading is disconnected once its
+// queue overflows, while its peer keeps sending unhindered and is served
+// by whoever joins next.
+func TestSlowReader(t *testing.T) {
+	cfg := testConfig()
+	cfg.FramesPerSecond, cfg.FrameBurst = 10000, 10000
+	cfg.SendQueue, cfg.SendQueueBytes = 4, 256<<10
+	ts := startServer(t, cfg, Options{})
+
+	// The slow client's tiny receive window makes the server's writes
+	// to it block after a few frames.
+	d := websocket.Dialer{NetDialContext: (&net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		return rc.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 2048) })
+	}}).DialContext}
+	ws, _, err := d.Dial(ts.url("room=r"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slow := &ktClient{t: t, ws: ws}
+	t.Cleanup(func() { ws.Close() })
+	slow.send("WsInit", "")
+	slow.expect("WsIceServers")
+
+	fast := join(t, ts.url("room=r"))
+	big := offer("r", strings.Repeat("s", 60<<10))
+	const n = 100 // 6 MB: far more than the socket buffers hold
+	start := time.Now()
+	for range n {
+		fast.sendRaw(websocket.TextMessage, big)
+	}
+	t.Logf("sent %d frames of %d bytes in %v", n, len(big), time.Since(start))
+	// Once this is answered, the server has handled all of the above.
+	fast.send("WsInit", "")
+	fast.expectError(errDuplicateInit)
+
+	got := 0
+	slow.ws.SetReadDeadline(time.Now().Add(readTimeout))
+	for {
+		_, _, err := slow.ws.ReadMessage()
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				t.Fatalf("slow reader still connected after %d frames", got)
+			}
+			break
+		}
+		got++
+	}
+	if got >= n {
+		t.Fatalf("slow reader got all %d frames", got)
+	}
+	eventually(t, "the slow disconnect to be counted", func() bool {
+		return counterValue(t, ts.cm.disconnects[bySlowness]) == 1
+	})
+	next := join(t, ts.url("room=r"))
+	o := fast.send("WsSDPOffer", wsSDPData{Type: "offer", SDP: "still here", ControllerID: "r"})
+	// next may first get what fast sent while alone.
+	for {
+		msg, _, _ := next.read()
+		if string(msg) == string(o) {
+			break
+		}
+	}
+}
+
+// TestPing: a client answering pings stays; one that does not is closed
+// after ping_interval + pong_timeout and leaves its room.
+func TestPing(t *testing.T) {
+	cfg := testConfig()
+	cfg.PingInterval, cfg.PongTimeout = 100*time.Millisecond, 100*time.Millisecond
+	ts := startServer(t, cfg, Options{})
+
+	live := join(t, ts.url("room=r"))
+	pings := make(chan struct{}, 16)
+	live.ws.SetPingHandler(func(data string) error {
+		pings <- struct{}{}
+		return live.ws.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(time.Second))
+	})
+	frames := make(chan []byte, 16)
+	go func() {
+		for {
+			_, msg, err := live.ws.ReadMessage()
+			if err != nil {
+				close(frames)
+				return
+			}
+			frames <- msg
+		}
+	}()
+
+	silent := join(t, ts.url("room=r"))
+	eventually(t, "the silent client to time out", func() bool {
+		return counterValue(t, ts.cm.disconnects[byTimeout]) == 1
+	})
+	silent.expectGone()
+
+	for range 5 {
+		select {
+		case <-pings:
+		case <-time.After(readTimeout):
+			t.Fatal("no ping")
+		}
+	}
+	// Still connected, and alone in its room again.
+	next := join(t, ts.url("room=r"))
+	o := next.send("WsSDPOffer", wsSDPData{Type: "offer", SDP: "x", ControllerID: "r"})
+	select {
+	case msg := <-frames:
+		if string(msg) != string(o) {
+			t.Fatalf("got %s", msg)
+		}
+	case <-time.After(readTimeout):
+		t.Fatal("live client got nothing")
+	}
+}
+
+// TestCredentialRefresh: short-lived TURN credentials are replaced by a
+// new WsIceServers before they expire.
+func TestCredentialRefresh(t *testing.T) {
+	const ttl = 2 * time.Second
+	var minted atomic.Int32
+	ice := func(user string) ([]ICEServer, time.Time) {
+		n := minted.Add(1)
+		exp := time.Now().Add(ttl)
+		return []ICEServer{{URLs: []string{"turn:127.0.0.1:3478"}, Username: exp.Format("150405.000") + ":" + user, Credential: string('a' + rune(n))}}, exp
+	}
+	ts := startServer(t, testConfig(), Options{ICEServers: ice})
+	k := dialKt(t, ts.url(""), nil)
+	k.send("WsInit", "")
+	_, v := k.expect("WsIceServers")
+	expires := time.Now().Add(ttl)
+	first := v.(*wsIceServersData).IceServers[0]
+	_, v = k.expect("WsIceServers")
+	if time.Now().After(expires) {
+		t.Fatalf("refresh arrived after the credentials expired")
+	}
+	second := v.(*wsIceServersData).IceServers[0]
+	if second.Credential == first.Credential || second.Username == first.Username {
+		t.Fatalf("refresh repeated the credentials: %+v", second)
+	}
+	if got := counterValue(t, ts.cm.refreshes); got != 1 {
+		t.Fatalf("refreshes = %v", got)
+	}
+}
+
+func TestRefreshDelay(t *testing.T) {
+	now := time.Now()
+	for _, tc := range []struct {
+		left, margin, want time.Duration
+	}{
+		{24 * time.Hour, 5 * time.Minute, 24*time.Hour - 5*time.Minute},
+		{4 * time.Minute, 5 * time.Minute, 2 * time.Minute},
+		{time.Second, 0, time.Second},
+		{-time.Hour, 0, minRefresh},
+	} {
+		if got := refreshDelay(now, now.Add(tc.left), tc.margin); got != tc.want {
+			t.Errorf("refreshDelay(%v, %v) = %v, want %v", tc.left, tc.margin, got, tc.want)
+		}
+	}
+}
+
+// TestShutdown: every WebSocket is closed with 1001 going away.
+func TestShutdown(t *testing.T) {
+	ts := startServer(t, testConfig(), Options{})
+	a := join(t, ts.url("room=r"))
+	b := join(t, ts.url("room=r"))
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		done <- ts.Shutdown(ctx)
+	}()
+	a.expectClose(websocket.CloseGoingAway)
+	b.expectClose(websocket.CloseGoingAway)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dialWS(ts.url(""), nil); err == nil {
+		t.Fatal("dial after Shutdown succeeded")
+	}
+}
+
+func TestHealthz(t *testing.T) {
+	ts := startServer(t, testConfig(), Options{})
+	resp, err := http.Get("http://" + ts.addr + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(body) != "ok\n" {
+		t.Fatalf("healthz: %d %q", resp.StatusCode, body)
+	}
+}
+
+func TestICEServersEndpoint(t *testing.T) {
+	const key = "0123456789abcdef-key"
+	cfg := testConfig()
+	ts := startServer(t, cfg, Options{})
+	get := func(auth string) *http.Response {
+		t.Helper()
+		req, _ := http.NewRequest("GET", "http://"+ts.addr+"/ice-servers", nil)
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { resp.Body.Close() })
+		return resp
+	}
+	if r := get("Bearer " + key); r.StatusCode != 404 {
+		t.Fatalf("without keys: %d, want 404", r.StatusCode)
+	}
+	cfg.IceServersKeys = []string{key}
+	if err := ts.Reload(cfg); err != nil {
+		t.Fatal(err)
+	}
+	for _, auth := range []string{"", "Bearer wrong-key-0123456789", "Basic " + key, "Bearer " + key + "x"} {
+		if r := get(auth); r.StatusCode != 401 {
+			t.Fatalf("auth %q: %d, want 401", auth, r.StatusCode)
+		}
+	}
+	r := get("Bearer " + key)
+	body, _ := io.ReadAll(r.Body)
+	if r.StatusCode != 200 || r.Header.Get("Cache-Control") != "no-store" || r.Header.Get("Expires") == "" {
+		t.Fatalf("%d %v %s", r.StatusCode, r.Header, body)
+	}
+	var d wsIceServersData
+	if err := strictDecode(body, &d); err != nil || len(d.IceServers) != 2 || d.IceServers[1].Credential == "" {
+		t.Fatalf("body %s: %v", body, err)
+	}
+}
+
+// TestLogging: SDPs and candidates carry addresses and appear only at
+// debug level.
+func TestLogging(t *testing.T) {
+	for _, level := range []slog.Level{slog.LevelInfo, slog.LevelDebug} {
+		var out testLog
+		log := slog.New(slog.NewTextHandler(&out, &slog.HandlerOptions{Level: level}))
+		ts := startServer(t, testConfig(), Options{Logger: log})
+		a := join(t, ts.url("room=r"))
+		b := join(t, ts.url("room=r"))
+		a.send("WsSDPOffer", wsSDPData{Type: "offer", SDP: "c=IN IP4 198.51.100.7", ControllerID: "r"})
+		b.expect("WsSDPOffer")
+		a.send("WsIceCandidates", wsIceCandidatesData{ControllerID: "r", IceCandidates: []wsIceCandidateData{{Candidate: "candidate:1 1 udp 1 203.0.113.9 4000 typ host"}}})
+		b.expect("WsIceCandidates")
+		logged := strings.Contains(out.String(), "198.51.100.7") || strings.Contains(out.String(), "203.0.113.9")
+		if logged != (level == slog.LevelDebug) {
+			t.Errorf("at %v, addresses logged = %v:\n%s", level, logged, out.String())
+		}
+	}
+}
+
+func TestMetricsRegistered(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	ts := startServer(t, testConfig(), Options{Registerer: reg})
+	join(t, ts.url("room=r"))
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := map[string]bool{}
+	for _, mf := range mfs {
+		names[mf.GetName()] = true
+	}
+	for _, n := range []string{"icebox_signal_connections", "icebox_signal_rooms", "icebox_signal_frames_received_total", "icebox_signal_frames_sent_total", "icebox_signal_errors_total", "icebox_signal_disconnects_total"} {
+		if !names[n] {
+			t.Errorf("%s not registered; have %v", n, names)
+		}
+	}
+	if _, err := New(testConfig(), Options{Registerer: reg}); err == nil {
+		t.Error("registering twice succeeded")
+	}
+}
+
+func TestServerErrorFramesDecode(t *testing.T) {
+	frames := newErrorFrames()
+	for i := range numCodes {
+		p, v, err := decodeServerFrame(frames[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e := v.(*wsErrorData); p.ID != "WsError" || e.Code != int(firstCode)+i || e.Message == "" {
+			t.Fatalf("%s", frames[i])
+		}
+	}
+}

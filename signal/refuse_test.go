@@ -1,0 +1,246 @@
+package signal
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// TestBadInput: every malformed frame gets its WsError and the connection
+// stays usable, as the next frame's answer shows.
+func TestBadInput(t *testing.T) {
+	ts := startServer(t, testConfig(), Options{})
+	answerData := `"{\"type\":\"answer\",\"sdp\":\"x\"}"`
+	cases := []struct {
+		name string
+		typ  int
+		msg  string
+		code errCode
+	}{
+		{"binary", websocket.BinaryMessage, `{"id":"WsSDPAnswer","data":` + answerData + `}`, errBadFrame},
+		{"not JSON", websocket.TextMessage, `hello`, errBadFrame},
+		{"array", websocket.TextMessage, `[]`, errBadFrame},
+		{"trailing bytes", websocket.TextMessage, `{"id":"WsSDPAnswer","data":` + answerData + `} x`, errBadFrame},
+		{"extra key", websocket.TextMessage, `{"id":"WsSDPAnswer","data":` + answerData + `,"x":1}`, errBadFrame},
+		{"key in other case", websocket.TextMessage, `{"ID":"WsSDPAnswer","data":` + answerData + `}`, errBadFrame},
+		{"duplicate key", websocket.TextMessage, `{"id":"WsSDPAnswer","id":"WsSDPAnswer","data":` + answerData + `}`, errBadFrame},
+		{"data not a string", websocket.TextMessage, `{"id":"WsSDPAnswer","data":{"type":"answer","sdp":"x"}}`, errBadFrame},
+		{"no data", websocket.TextMessage, `{"id":"WsSDPAnswer"}`, errBadFrame},
+		{"no id", websocket.TextMessage, `{"data":""}`, errBadFrame},
+		{"id not a string", websocket.TextMessage, `{"id":1,"data":""}`, errBadFrame},
+		{"empty data", websocket.TextMessage, `{"id":"WsSDPAnswer","data":""}`, errBadFrame},
+		{"data not JSON", websocket.TextMessage, `{"id":"WsSDPAnswer","data":"nope"}`, errBadFrame},
+		{"unknown key in data", websocket.TextMessage, `{"id":"WsSDPAnswer","data":"{\"type\":\"answer\",\"sdp\":\"x\",\"extra\":1}"}`, errBadFrame},
+		{"no sdp", websocket.TextMessage, `{"id":"WsSDPAnswer","data":"{\"type\":\"answer\"}"}`, errBadFrame},
+		{"candidate with browser key", websocket.TextMessage, `{"id":"WsIceCandidates","data":"{\"iceCandidates\":[{\"candidate\":\"c\",\"sdpMLineIndex\":0,\"sdpMid\":\"0\",\"usernameFragment\":\"u\"}]}"}`, errBadFrame},
+		{"index as string", websocket.TextMessage, `{"id":"WsIceCandidates","data":"{\"iceCandidates\":[{\"candidate\":\"c\",\"sdpMLineIndex\":\"0\"}]}"}`, errBadFrame},
+		{"index fraction", websocket.TextMessage, `{"id":"WsIceCandidates","data":"{\"iceCandidates\":[{\"candidate\":\"c\",\"sdpMLineIndex\":0.5}]}"}`, errBadFrame},
+		{"invalid UTF-8", websocket.TextMessage, "{\"id\":\"WsSDPAnswer\",\"data\":\"{\\\"type\\\":\\\"answer\\\",\\\"sdp\\\":\\\"\xff\\\"}\"}", errBadFrame},
+		{"unknown kind", websocket.TextMessage, `{"id":"WsHello","data":""}`, errUnknownKind},
+		{"client WsIceServers", websocket.TextMessage, string(frameOf("WsIceServers", wsIceServersData{IceServers: []wsIceServer{{URLs: []string{"turn:evil.example"}}}})), errForbiddenKind},
+		{"client WsError", websocket.TextMessage, string(frameOf("WsError", wsErrorData{Code: 1, Message: "x"})), errForbiddenKind},
+	}
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			peer := join(t, ts.url(fmt.Sprintf("room=bad%d", i)))
+			k := join(t, ts.url(fmt.Sprintf("room=bad%d", i)))
+			k.sendRaw(tc.typ, []byte(tc.msg))
+			k.expectError(tc.code)
+			k.send("WsInit", "")
+			k.expectError(errDuplicateInit)
+			// Nothing reached the peer: its next frame is this marker.
+			m := k.send("WsSDPAnswer", wsSDPData{Type: "answer", SDP: "marker"})
+			peer.expectBytes(m)
+		})
+	}
+}
+
+// TestFatalInput: refusals that end the connection send their WsError,
+// then the close code.
+func TestFatalInput(t *testing.T) {
+	cfg := testConfig()
+	cfg.InitTimeout = 200 * time.Millisecond
+	ts := startServer(t, cfg, Options{})
+
+	t.Run("too large", func(t *testing.T) {
+		k := join(t, ts.url(""))
+		big := frameOf("WsSDPOffer", wsSDPData{Type: "offer", SDP: strings.Repeat("a", cfg.MaxFrameSize), ControllerID: "r"})
+		k.sendRaw(websocket.TextMessage, big)
+		k.expectError(errTooLarge)
+		k.expectClose(websocket.CloseMessageTooBig)
+	})
+	t.Run("offer before WsInit", func(t *testing.T) {
+		k := dialKt(t, ts.url(""), nil)
+		k.sendRaw(websocket.TextMessage, offer("r", "x"))
+		k.expectError(errNoInit)
+		k.expectClose(websocket.ClosePolicyViolation)
+	})
+	t.Run("garbage before WsInit", func(t *testing.T) {
+		k := dialKt(t, ts.url(""), nil)
+		k.sendRaw(websocket.TextMessage, []byte("garbage"))
+		k.expectError(errNoInit)
+		k.expectClose(websocket.ClosePolicyViolation)
+	})
+	t.Run("no WsInit in time", func(t *testing.T) {
+		k := dialKt(t, ts.url(""), nil)
+		k.expectError(errNoInit)
+		k.expectClose(websocket.ClosePolicyViolation)
+	})
+}
+
+// TestGarbageSender: max_errors refused frames close the connection 1008.
+func TestGarbageSender(t *testing.T) {
+	cfg := testConfig()
+	cfg.MaxErrors = 3
+	ts := startServer(t, cfg, Options{})
+	k := join(t, ts.url(""))
+	for range 3 {
+		k.sendRaw(websocket.TextMessage, []byte("{"))
+	}
+	k.expectError(errBadFrame)
+	k.expectError(errBadFrame)
+	k.expectError(errBadFrame)
+	k.expectError(errTooManyErrors)
+	k.expectClose(websocket.ClosePolicyViolation)
+}
+
+// TestRateLimit: past the burst, frames are refused until tokens refill.
+func TestRateLimit(t *testing.T) {
+	cfg := testConfig()
+	cfg.FramesPerSecond = 0.001
+	cfg.FrameBurst = 3
+	ts := startServer(t, cfg, Options{})
+	peer := join(t, ts.url("room=r"))
+	k := join(t, ts.url("room=r")) // WsInit: 1
+	k.sendRaw(websocket.TextMessage, answer("one"))
+	peer.expect("WsSDPAnswer")
+	k.sendRaw(websocket.TextMessage, answer("two"))
+	peer.expect("WsSDPAnswer")
+	k.sendRaw(websocket.TextMessage, answer("three"))
+	k.expectError(errRateLimited)
+}
+
+// TestTokens: with require_token, only a token minted for the pairing
+// gets in, from ?token= or WsInit; any key of the list verifies.
+func TestTokens(t *testing.T) {
+	old, cur := []byte("previous-secret-0123"), []byte("current-secret-4567")
+	cfg := testConfig()
+	cfg.RequireToken = true
+	ts := startServer(t, cfg, Options{TokenKeys: [][]byte{cur, old}})
+	soon := time.Now().Add(time.Minute)
+
+	refusedAtInit := func(t *testing.T, query string, data any) {
+		t.Helper()
+		k := dialKt(t, ts.url(query), nil)
+		k.send("WsInit", data)
+		k.expectError(errNotAuthorised)
+		k.expectClose(websocket.ClosePolicyViolation)
+	}
+	t.Run("no token", func(t *testing.T) { refusedAtInit(t, "room=r", "") })
+	t.Run("expired", func(t *testing.T) {
+		refusedAtInit(t, "room=r&token="+MintToken(cur, "r", time.Now().Add(-time.Second)), "")
+	})
+	t.Run("other pairing", func(t *testing.T) { refusedAtInit(t, "room=q&token="+MintToken(cur, "r", soon), "") })
+	t.Run("malformed", func(t *testing.T) { refusedAtInit(t, "room=r&token=12345.abc", "") })
+	t.Run("unknown key", func(t *testing.T) {
+		refusedAtInit(t, "room=r&token="+MintToken([]byte("someone-elses-key"), "r", soon), "")
+	})
+	t.Run("query", func(t *testing.T) {
+		a := join(t, ts.url("room=r&token="+MintToken(cur, "r", soon)))
+		b := dialKt(t, ts.url("room=r"), nil)
+		b.send("WsInit", wsInitData{Token: MintToken(old, "r", soon)})
+		b.expect("WsIceServers")
+		o := b.send("WsSDPOffer", wsSDPData{Type: "offer", SDP: "x", ControllerID: "r"})
+		a.expectBytes(o)
+	})
+	t.Run("pairing from first frame", func(t *testing.T) {
+		peer := join(t, ts.url("room=f&token="+MintToken(cur, "f", soon)))
+		k := dialKt(t, ts.url("token="+MintToken(cur, "f", soon)), nil)
+		k.send("WsInit", "")
+		k.expect("WsIceServers")
+		o := k.send("WsSDPOffer", wsSDPData{Type: "offer", SDP: "x", ControllerID: "f"})
+		peer.expectBytes(o)
+
+		bad := dialKt(t, ts.url("token="+MintToken(cur, "f", soon)), nil)
+		bad.send("WsInit", "")
+		bad.expect("WsIceServers")
+		bad.send("WsSDPOffer", wsSDPData{Type: "offer", SDP: "x", ControllerID: "g"})
+		bad.expectError(errNotAuthorised)
+		bad.expectClose(websocket.ClosePolicyViolation)
+	})
+	t.Run("rotated away", func(t *testing.T) {
+		ts.SetTokenKeys([][]byte{cur})
+		defer ts.SetTokenKeys([][]byte{cur, old})
+		refusedAtInit(t, "room=r&token="+MintToken(old, "r", soon), "")
+	})
+	t.Run("not required", func(t *testing.T) {
+		cfg := testConfig()
+		if err := ts.Reload(cfg); err != nil {
+			t.Fatal(err)
+		}
+		defer ts.Reload(func() Config { c := testConfig(); c.RequireToken = true; return c }())
+		join(t, ts.url("room=free"))
+		// A token presented is still checked.
+		refusedAtInit(t, "room=free&token="+MintToken(cur, "other", soon), "")
+	})
+	if _, err := New(cfg, Options{}); err == nil {
+		t.Error("New with require_token and no keys succeeded")
+	}
+}
+
+// TestOrigins: browsers from unlisted origins are refused with a WsError
+// they can show; native apps send no Origin and always get in.
+func TestOrigins(t *testing.T) {
+	cfg := testConfig()
+	cfg.AllowedOrigins = []string{"https://app.example.com"}
+	ts := startServer(t, cfg, Options{})
+	hdr := func(o string) http.Header { return http.Header{"Origin": {o}} }
+
+	evil := dialKt(t, ts.url(""), hdr("https://evil.example.com"))
+	evil.expectError(errOrigin)
+	evil.expectClose(websocket.ClosePolicyViolation)
+
+	ok := dialKt(t, ts.url(""), hdr("https://APP.example.com"))
+	ok.send("WsInit", "")
+	ok.expect("WsIceServers")
+	join(t, ts.url(""))
+
+	// With no list, a page from this very host may connect, others not.
+	if err := ts.Reload(testConfig()); err != nil {
+		t.Fatal(err)
+	}
+	same := dialKt(t, ts.url(""), hdr("http://"+ts.addr))
+	same.send("WsInit", "")
+	same.expect("WsIceServers")
+	other := dialKt(t, ts.url(""), hdr("https://app.example.com"))
+	other.expectError(errOrigin)
+}
+
+// TestConnLimits: over max_conns_per_ip or max_conns, a client is told
+// busy and closed 1013.
+func TestConnLimits(t *testing.T) {
+	cfg := testConfig()
+	cfg.MaxConnsPerIP = 2
+	ts := startServer(t, cfg, Options{})
+	a := join(t, ts.url(""))
+	join(t, ts.url(""))
+	c := dialKt(t, ts.url(""), nil)
+	c.expectError(errBusy)
+	c.expectClose(websocket.CloseTryAgainLater)
+
+	a.ws.Close()
+	eventually(t, "a to leave", func() bool { return counterValue(t, ts.cm.active) == 1 })
+	join(t, ts.url(""))
+
+	cfg.MaxConnsPerIP = 100
+	cfg.MaxConns = 2
+	if err := ts.Reload(cfg); err != nil {
+		t.Fatal(err)
+	}
+	d := dialKt(t, ts.url(""), nil)
+	d.expectError(errBusy)
+}

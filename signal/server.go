@@ -1,0 +1,486 @@
+// Package signal serves the WebSocket signaling endpoint /connect that the
+// talk's Kotlin app speaks (shared/PROTOCOL.md): it answers WsInit with
+// icebox's own STUN and TURN servers and fresh credentials, and relays
+// offers, answers and ICE candidates between the members of one pairing,
+// named by controllerId, and nobody else. The same listener answers
+// /healthz and, for apps with their own signaling, GET /ice-servers.
+//
+// Each client gets a bounded send queue and at most one writer goroutine,
+// so a slow or hostile client can only ever hurt itself.
+package signal
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// ICEServer is one entry of the WsIceServers list, as the app decodes it.
+type ICEServer struct {
+	URLs       []string `json:"urls"`
+	Username   string   `json:"username,omitempty"`
+	Credential string   `json:"credential,omitempty"`
+}
+
+// ICEServersFunc returns icebox's own ICE servers with fresh TURN
+// credentials for one client, and when those expire (zero: never).
+type ICEServersFunc func(user string) (servers []ICEServer, expires time.Time)
+
+// Options are the parts of a Server that come from main rather than from
+// the signal section of the config.
+type Options struct {
+	Logger     *slog.Logger          // nil: discard
+	Registerer prometheus.Registerer // nil: don't register
+	ICEServers ICEServersFunc        // nil: an empty list
+	TokenKeys  [][]byte              // join-token HMAC keys: the first mints, all verify
+}
+
+// Server is the signaling server. Its methods are safe for concurrent use.
+type Server struct {
+	log       *slog.Logger
+	ice       ICEServersFunc
+	set       atomic.Pointer[settings]
+	keys      atomic.Pointer[[][]byte]
+	hub       *hub
+	mux       *http.ServeMux
+	up        websocket.Upgrader
+	bufs      sync.Pool // *readBuf
+	errFrames *errorFrames
+	cm        *connMetrics
+	em        *errorMetrics
+	certs     *certReloader // nil without TLS
+	tlsOn     bool
+
+	mu      sync.Mutex
+	conns   map[*conn]struct{}
+	perPeer map[netip.Prefix]int // admitted connections by peerKey
+	total   int                  // admitted connections
+	servers []*http.Server
+	closing bool
+	wg      sync.WaitGroup
+}
+
+// settings is a Config with what Reload derives from it.
+type settings struct {
+	Config
+	anyOrigin bool
+	origins   map[string]bool
+	iceKeys   [][32]byte // SHA-256 of the /ice-servers bearer keys
+}
+
+func newSettings(cfg Config) (*settings, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	s := &settings{Config: cfg, origins: make(map[string]bool)}
+	s.AllowedOrigins = slices.Clone(cfg.AllowedOrigins)
+	for _, o := range cfg.AllowedOrigins {
+		n, _ := normOrigin(o)
+		s.anyOrigin = s.anyOrigin || n == "*"
+		s.origins[n] = true
+	}
+	for _, k := range cfg.IceServersKeys {
+		s.iceKeys = append(s.iceKeys, sha256.Sum256([]byte(k)))
+	}
+	return s, nil
+}
+
+// New returns a Server for cfg, which must be valid.
+func New(cfg Config, opts Options) (*Server, error) {
+	set, err := newSettings(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("signal: %w", err)
+	}
+	if set.RequireToken && len(opts.TokenKeys) == 0 {
+		return nil, errors.New("signal: require_token is set but there is no key to verify join tokens")
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	reg := &registry{reg: opts.Registerer}
+	s := &Server{
+		log:       log,
+		ice:       opts.ICEServers,
+		hub:       newHub(reg),
+		mux:       http.NewServeMux(),
+		errFrames: newErrorFrames(),
+		cm:        newConnMetrics(reg),
+		em:        newErrorMetrics(reg),
+		conns:     make(map[*conn]struct{}),
+		perPeer:   make(map[netip.Prefix]int),
+		tlsOn:     cfg.TLS.On(),
+	}
+	if reg.err != nil {
+		return nil, fmt.Errorf("signal: register metrics: %w", reg.err)
+	}
+	s.set.Store(set)
+	s.SetTokenKeys(opts.TokenKeys)
+	s.bufs.New = func() any { return &readBuf{msg: make([]byte, 0, 4096), scratch: make([]byte, 0, 4096)} }
+	s.up = websocket.Upgrader{
+		HandshakeTimeout: 10 * time.Second,
+		// The upgrade reuses net/http's 4 KiB read buffer, and writes
+		// borrow from a pool: an idle connection holds no write buffer.
+		WriteBufferPool: &sync.Pool{},
+		// Origins are checked after the upgrade, so that a refused
+		// browser gets a WsError it can show rather than a bare 403.
+		CheckOrigin: func(*http.Request) bool { return true },
+	}
+	if s.tlsOn {
+		s.certs = &certReloader{log: log, every: time.Second}
+		s.certs.setFiles(cfg.TLS.Cert, cfg.TLS.Key)
+		if _, err := s.certs.get(nil); err != nil {
+			return nil, fmt.Errorf("signal: %w", err)
+		}
+	}
+	s.mux.HandleFunc("GET /connect", s.serveConnect)
+	s.mux.HandleFunc("GET /healthz", s.serveHealth)
+	s.mux.HandleFunc("GET /ice-servers", s.serveICEServers)
+	return s, nil
+}
+
+func (s *Server) settings() *settings { return s.set.Load() }
+
+func (s *Server) tokenKeys() [][]byte { return *s.keys.Load() }
+
+// SetTokenKeys replaces the join-token keys; the first mints, all verify.
+func (s *Server) SetTokenKeys(keys [][]byte) {
+	k := make([][]byte, len(keys))
+	for i := range keys {
+		k[i] = slices.Clone(keys[i])
+	}
+	s.keys.Store(&k)
+}
+
+// Reload applies a new configuration to new connections and frames:
+// origins, token requirement, limits, timeouts, keys and certificate
+// paths. Listen, enabled and turning TLS on or off need a restart and are
+// kept as they were. An invalid cfg changes nothing.
+func (s *Server) Reload(cfg Config) error {
+	set, err := newSettings(cfg)
+	if err != nil {
+		return fmt.Errorf("signal: %w", err)
+	}
+	if set.RequireToken && len(s.tokenKeys()) == 0 {
+		return errors.New("signal: require_token is set but there is no key to verify join tokens")
+	}
+	old := s.settings()
+	if set.Listen != old.Listen || set.Enabled != old.Enabled || set.TLS.On() != s.tlsOn {
+		s.log.Warn("signal: listen, enabled and turning TLS on or off take effect after a restart")
+		set.Listen, set.Enabled = old.Listen, old.Enabled
+		if set.TLS.On() != s.tlsOn {
+			set.TLS = old.TLS
+		}
+	}
+	if s.certs != nil {
+		s.certs.setFiles(set.TLS.Cert, set.TLS.Key)
+	}
+	s.set.Store(set)
+	s.log.Info("signal: configuration reloaded")
+	return nil
+}
+
+// Handle mounts another handler on the signaling listener, for pages
+// served next to /connect.
+func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
+
+// Handler serves /connect, /healthz and /ice-servers, and whatever was
+// mounted with Handle.
+func (s *Server) Handler() http.Handler { return http.HandlerFunc(s.serveHTTP) }
+
+func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	if s.tlsOn && r.TLS == nil && r.URL.Path != "/healthz" {
+		// Only health probes may skip TLS on a TLS port.
+		http.Error(w, "this port speaks TLS: use https:// or wss://", http.StatusBadRequest)
+		return
+	}
+	s.mux.ServeHTTP(w, r)
+}
+
+// Serve accepts connections on ln until Shutdown. With TLS configured it
+// does the TLS itself, and still answers plain-HTTP /healthz probes.
+func (s *Server) Serve(ln net.Listener) error {
+	hs := &http.Server{
+		Handler:           s.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       time.Minute,
+		MaxHeaderBytes:    16 << 10,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		return http.ErrServerClosed
+	}
+	s.servers = append(s.servers, hs)
+	s.mu.Unlock()
+	if s.certs != nil {
+		ln = newSniffListener(ln, s.certs.config())
+	}
+	s.log.Info("signal: serving", "addr", ln.Addr().String(), "tls", s.tlsOn)
+	if err := hs.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("signal: serve: %w", err)
+	}
+	return nil
+}
+
+// Shutdown stops accepting, closes every WebSocket with 1001 (going away)
+// and waits for them to end, or for ctx, after which it cuts the rest.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closing = true
+	servers := slices.Clone(s.servers)
+	conns := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+
+	var errs []error
+	for _, hs := range servers {
+		errs = append(errs, hs.Shutdown(ctx))
+	}
+	for _, c := range conns {
+		c.setWhy(byShutdown)
+		c.closeWith(websocket.CloseGoingAway, "server shutting down")
+	}
+	done := make(chan struct{})
+	go func() {
+		s.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		for _, c := range conns {
+			c.kill()
+		}
+		<-done
+		errs = append(errs, ctx.Err())
+	}
+	return errors.Join(errs...)
+}
+
+func (s *Server) serveHealth(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	closing := s.closing
+	s.mu.Unlock()
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	if closing {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		fmt.Fprintln(w, "shutting down")
+		return
+	}
+	fmt.Fprintln(w, "ok")
+}
+
+// serveConnect upgrades to a WebSocket and hands it to a reader goroutine
+// of its own. The handler returns at once, so that net/http's per-request
+// state is freed rather than held for the life of the connection.
+func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request) {
+	set := s.settings()
+	peer := peerKey(r.RemoteAddr)
+	refusal := errCode(0)
+	if !s.originAllowed(set, r) {
+		refusal = errOrigin
+	} else if !s.admit(set, peer) {
+		refusal = errBusy
+	}
+	ws, err := s.up.Upgrade(w, r, nil)
+	if err != nil {
+		if refusal == 0 {
+			s.release(peer)
+		}
+		return // Upgrade has answered with an HTTP error
+	}
+	if refusal != 0 {
+		s.cm.refusedConn.Inc()
+		s.refuseNow(ws, refusal)
+		return
+	}
+	q := r.URL.Query()
+	c := &conn{
+		s:          s,
+		ws:         ws,
+		id:         randomID(),
+		peer:       peer,
+		queryRoom:  q.Get("controllerId"),
+		queryToken: q.Get("token"),
+	}
+	if c.queryRoom == "" {
+		c.queryRoom = q.Get("room")
+	}
+	if len(c.queryRoom) > maxControllerID {
+		c.queryRoom = c.queryRoom[:maxControllerID]
+	}
+	s.mu.Lock()
+	closing := s.closing
+	if !closing {
+		s.conns[c] = struct{}{}
+		s.wg.Add(1)
+	}
+	s.mu.Unlock()
+	if closing { // Shutdown began during the upgrade
+		s.release(peer)
+		s.cm.refusedConn.Inc()
+		s.refuseNow(ws, errBusy)
+		return
+	}
+	s.cm.active.Inc()
+	s.log.Debug("signal: connected", "conn", c.id, "remote", r.RemoteAddr)
+	go c.run()
+}
+
+// admit counts a connection against max_conns and max_conns_per_ip.
+func (s *Server) admit(set *settings, peer netip.Prefix) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing || s.total >= set.MaxConns || s.perPeer[peer] >= set.MaxConnsPerIP {
+		return false
+	}
+	s.perPeer[peer]++
+	s.total++
+	return true
+}
+
+func (s *Server) release(peer netip.Prefix) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.total--
+	if s.perPeer[peer]--; s.perPeer[peer] <= 0 {
+		delete(s.perPeer, peer)
+	}
+}
+
+// forget is the last step of a connection.
+func (s *Server) forget(c *conn, why disconnectReason) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+	s.release(c.peer)
+	s.cm.active.Dec()
+	s.cm.disconnects[why].Inc()
+	s.wg.Done()
+}
+
+// refuseNow tells a connection that was never admitted why, and closes it.
+func (s *Server) refuseNow(ws *websocket.Conn, code errCode) {
+	defer ws.Close()
+	s.em.inc(code)
+	deadline := time.Now().Add(closeGrace)
+	ws.SetWriteDeadline(deadline)
+	if ws.WriteMessage(websocket.TextMessage, s.errFrames.get(code)) != nil {
+		return
+	}
+	s.cm.framesOut[kindError].Inc()
+	if ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code.info().close, code.info().name), deadline) != nil {
+		return
+	}
+	// Wait for the client's close frame, so that closing the socket does
+	// not reset the connection under the frames just sent.
+	ws.SetReadDeadline(deadline)
+	for {
+		if _, _, err := ws.NextReader(); err != nil {
+			return
+		}
+	}
+}
+
+// originAllowed: native apps send no Origin; browsers must be listed, or
+// come from this host when the list is empty.
+func (s *Server) originAllowed(set *settings, r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" || set.anyOrigin {
+		return true
+	}
+	n, err := normOrigin(origin)
+	if err != nil {
+		return false
+	}
+	if len(set.origins) == 0 {
+		_, host, _ := strings.Cut(n, "://")
+		return strings.EqualFold(host, r.Host)
+	}
+	return set.origins[n]
+}
+
+// peerKey is what max_conns_per_ip counts: the IPv4 address, or the IPv6
+// /64, which one subscriber usually has whole.
+func peerKey(remote string) netip.Prefix {
+	ap, err := netip.ParseAddrPort(remote)
+	if err != nil {
+		return netip.Prefix{}
+	}
+	a := ap.Addr().Unmap()
+	bits := 32
+	if a.Is6() {
+		bits = 64
+	}
+	p, _ := a.Prefix(bits)
+	return p
+}
+
+func randomID() string {
+	var b [8]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// iceFrame builds the WsIceServers frame for user.
+func (s *Server) iceFrame(user string) ([]byte, time.Time, error) {
+	servers, exp := s.iceServers(user)
+	b, err := encodeFrame(kindIceServers, iceServersData{servers})
+	if err != nil {
+		return nil, time.Time{}, fmt.Errorf("encode WsIceServers: %w", err)
+	}
+	return b, exp, nil
+}
+
+// iceServersData is the data of WsIceServers and the body of /ice-servers.
+type iceServersData struct {
+	IceServers []ICEServer `json:"iceServers"`
+}
+
+func (s *Server) iceServers(user string) ([]ICEServer, time.Time) {
+	var servers []ICEServer
+	var exp time.Time
+	if s.ice != nil {
+		servers, exp = s.ice(user)
+	}
+	// The app's decoder wants lists, never null.
+	out := make([]ICEServer, 0, len(servers))
+	for _, sv := range servers {
+		if sv.URLs == nil {
+			sv.URLs = []string{}
+		}
+		out = append(out, sv)
+	}
+	return out, exp
+}
+
+// keyAllowed compares digests in constant time, which also hides the
+// keys' lengths.
+func keyAllowed(keys [][32]byte, key string) bool {
+	h := sha256.Sum256([]byte(key))
+	ok := 0
+	for i := range keys {
+		ok |= subtle.ConstantTimeCompare(h[:], keys[i][:])
+	}
+	return ok == 1
+}

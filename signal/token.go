@@ -1,0 +1,90 @@
+package signal
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Join tokens let an app backend decide who may enter a pairing without
+// talking to icebox: both hold the same key.
+//
+//	token = EXPIRY "." base64url(HMAC-SHA256(key, "icebox-join-v1:" ROOM ":" EXPIRY))
+//
+// EXPIRY is the expiry as decimal Unix seconds, ROOM the controllerId, and
+// base64url is RFC 4648 §5 without padding. EXPIRY is digits only, so the
+// last ':' of the signed text separates it from a ROOM that contains ':'.
+// A token is checked when its connection joins the pairing; a connection
+// that joined stays when the token expires later.
+
+const tokenContext = "icebox-join-v1:"
+
+// MintToken returns a join token for room, valid until expiry.
+func MintToken(key []byte, room string, expiry time.Time) string {
+	exp := strconv.FormatInt(expiry.Unix(), 10)
+	return exp + "." + base64.RawURLEncoding.EncodeToString(tokenMAC(key, room, exp))
+}
+
+func tokenMAC(key []byte, room, exp string) []byte {
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte(tokenContext))
+	m.Write([]byte(room))
+	m.Write([]byte{':'})
+	m.Write([]byte(exp))
+	return m.Sum(nil)
+}
+
+// Token errors, for callers that report why a token was refused.
+var (
+	ErrTokenMalformed = errors.New("join token malformed")
+	ErrTokenExpired   = errors.New("join token expired")
+	ErrTokenInvalid   = errors.New("join token not valid for this pairing")
+)
+
+// VerifyToken checks that token was minted by one of keys for room and has
+// not expired at now.
+func VerifyToken(keys [][]byte, room, token string, now time.Time) error {
+	exp, sig, err := splitToken(token)
+	if err != nil {
+		return err
+	}
+	if !now.Before(exp) {
+		return ErrTokenExpired
+	}
+	exps := token[:strings.IndexByte(token, '.')]
+	for _, k := range keys {
+		if hmac.Equal(sig, tokenMAC(k, room, exps)) {
+			return nil
+		}
+	}
+	return ErrTokenInvalid
+}
+
+// checkTokenForm checks what can be checked before the pairing is known.
+func checkTokenForm(token string, now time.Time) error {
+	exp, _, err := splitToken(token)
+	if err == nil && !now.Before(exp) {
+		err = ErrTokenExpired
+	}
+	return err
+}
+
+func splitToken(token string) (time.Time, []byte, error) {
+	exps, sigs, ok := strings.Cut(token, ".")
+	if !ok || exps == "" || len(exps) > 19 || strings.Trim(exps, "0123456789") != "" {
+		return time.Time{}, nil, ErrTokenMalformed
+	}
+	sec, err := strconv.ParseInt(exps, 10, 64)
+	if err != nil {
+		return time.Time{}, nil, ErrTokenMalformed
+	}
+	sig, err := base64.RawURLEncoding.DecodeString(sigs)
+	if err != nil || len(sig) != sha256.Size {
+		return time.Time{}, nil, ErrTokenMalformed
+	}
+	return time.Unix(sec, 0), sig, nil
+}

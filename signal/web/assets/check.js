@@ -1,0 +1,176 @@
+// The diagnostics page, after WebRTC's "Trickle ICE" sample: it gets the
+// ICE servers from /connect exactly as a call does and gathers candidates
+// against each URL separately, one RTCPeerConnection per URL, so every
+// server and transport gets its own verdict and timing.
+
+import { openSignal, iceServersOf, randomName } from './signal.js';
+
+const $ = (id) => document.getElementById(id);
+
+// How long one URL may take. Browsers give up on an unreachable STUN or
+// TURN server after about this long anyway.
+const limitMs = 10000;
+
+// fetchIceServers joins a throwaway room, takes the WsIceServers answer to
+// WsInit and leaves; a random room cannot disturb anyone's call.
+function fetchIceServers() {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => fail('icebox sent no ICE servers within 10 s'), 10000);
+    const sig = openSignal('check-' + randomName(12), (id, data) => {
+      if (id === 'WsIceServers') {
+        clearTimeout(timer);
+        sig.close();
+        resolve(iceServersOf(data));
+      } else if (id === 'WsError') {
+        fail(`icebox refused: ${data.message} (${data.code})`);
+      }
+    }, (text) => fail(text));
+    function fail(text) {
+      clearTimeout(timer);
+      sig.close();
+      reject(new Error(text));
+    }
+  });
+}
+
+// testsFor turns the server list into one test per URL.
+function testsFor(servers) {
+  const tests = [];
+  for (const s of servers) {
+    for (const url of [].concat(s.urls)) {
+      const scheme = url.split(':')[0].toLowerCase();
+      if (scheme === 'stun' || scheme === 'stuns') {
+        tests.push({ kind: 'stun', name: 'STUN', url, server: { urls: url }, want: 'srflx', policy: 'all' });
+      } else if (scheme === 'turn' || scheme === 'turns') {
+        const transport = scheme === 'turns' ? 'TLS' : /[?&]transport=tcp/i.test(url) ? 'TCP' : 'UDP';
+        const server = { urls: url, username: s.username, credential: s.credential };
+        tests.push({ kind: 'turn-' + transport.toLowerCase(), name: 'TURN over ' + transport, url, server, want: 'relay', policy: 'relay' });
+      }
+    }
+  }
+  return tests;
+}
+
+// gather collects candidates for one URL until the first one of the wanted
+// type arrives, gathering ends, or the time limit passes.
+function gather(test) {
+  return new Promise((resolve) => {
+    const t0 = performance.now();
+    const errors = [];
+    let pc;
+    const finish = (candidate) => {
+      clearTimeout(timer);
+      pc.close();
+      resolve({ candidate, errors, ms: Math.round(performance.now() - t0) });
+    };
+    const timer = setTimeout(() => finish(null), limitMs);
+    pc = new RTCPeerConnection({ iceServers: [test.server], iceTransportPolicy: test.policy });
+    pc.createDataChannel('check'); // something to negotiate, so ICE starts
+    pc.onicecandidate = (e) => {
+      if (!e.candidate) finish(null);
+      else if (e.candidate.type === test.want) finish(e.candidate);
+    };
+    pc.onicecandidateerror = (e) => {
+      errors.push(`${e.errorCode} ${e.errorText}`.trim());
+    };
+    pc.createOffer().then((o) => pc.setLocalDescription(o)).catch((err) => {
+      errors.push(err.message);
+      finish(null);
+    });
+  });
+}
+
+// verdict says in plain words what one test's result means.
+function verdict(test, r) {
+  const c = r.candidate;
+  if (c && test.kind === 'stun') {
+    return { ok: true, text: `answered: your public address, as icebox sees it, is ${hostPort(c.address, c.port)}` };
+  }
+  if (c) {
+    const over = c.relayProtocol ? ` (browser confirms ${c.relayProtocol.toUpperCase()})` : '';
+    return { ok: true, text: `allocated relay address ${hostPort(c.address, c.port)}${over}` };
+  }
+  let text = r.ms >= limitMs ? `no answer within ${limitMs / 1000} s` : 'no answer';
+  const codes = r.errors.join('; ');
+  if (codes) text += ` — ${codes}`;
+  if (/\b401\b/.test(codes)) text += '. The credentials were refused: is the clock right, and does TURN share the secret?';
+  else if (/\b70[01]\b/.test(codes) || !codes) text += '. A firewall may block this port or transport.';
+  return { ok: false, text };
+}
+
+function hostPort(addr, port) {
+  return addr && addr.includes(':') ? `[${addr}]:${port}` : `${addr}:${port}`;
+}
+
+function row(test) {
+  const tr = document.createElement('tr');
+  tr.dataset.kind = test.kind;
+  const what = document.createElement('td');
+  what.append(test.name, document.createElement('br'));
+  const small = document.createElement('small');
+  small.textContent = test.url;
+  what.append(small);
+  const result = document.createElement('td');
+  result.className = 'detail';
+  result.textContent = 'trying…';
+  const time = document.createElement('td');
+  tr.append(what, result, time);
+  $('results').append(tr);
+  return { tr, result, time };
+}
+
+async function run() {
+  $('run').disabled = true;
+  $('results').textContent = '';
+  const summary = $('summary');
+  summary.className = 'message';
+  summary.textContent = 'Checking…';
+  delete summary.dataset.done;
+  try {
+    if (!window.RTCPeerConnection) {
+      throw new Error('This browser has no WebRTC (RTCPeerConnection is missing), so it cannot call at all.');
+    }
+    const servers = await fetchIceServers();
+    $('servers').textContent = JSON.stringify(servers.map((s) => s.urls), null, 1);
+    const tests = testsFor(servers);
+    if (!tests.length) throw new Error('icebox offered no STUN or TURN servers.');
+    const outcomes = await Promise.all(tests.map(async (test) => {
+      const cells = row(test);
+      const r = await gather(test);
+      const v = verdict(test, r);
+      cells.result.textContent = (v.ok ? '✔ ' : '✘ ') + v.text;
+      cells.result.classList.add(v.ok ? 'good' : 'bad');
+      cells.time.textContent = r.ms + ' ms';
+      cells.tr.dataset.ok = v.ok;
+      return { test, ok: v.ok };
+    }));
+    summarize(outcomes);
+  } catch (err) {
+    summary.textContent = err.message;
+    summary.classList.add('bad');
+  }
+  summary.dataset.done = 'true';
+  $('run').disabled = false;
+}
+
+function summarize(outcomes) {
+  const ok = (prefix) => outcomes.some((o) => o.ok && o.test.kind.startsWith(prefix));
+  const summary = $('summary');
+  let text;
+  if (ok('turn')) {
+    const works = ['udp', 'tcp', 'tls'].filter((t) => ok('turn-' + t)).map((t) => t.toUpperCase());
+    text = `Calls from here will work: TURN relays over ${works.join(', ')}` +
+      (ok('stun') ? ', and STUN answered, so direct paths are tried first.' : '.');
+    summary.className = 'good';
+  } else if (ok('stun')) {
+    text = 'STUN answered but no TURN relay could be allocated: calls work only when a direct path exists.';
+    summary.className = 'unknown';
+  } else {
+    text = 'Neither STUN nor TURN answered from here: calls through icebox will fail from this network.';
+    summary.className = 'bad';
+  }
+  summary.textContent = text;
+}
+
+$('run').onclick = run;
+run();

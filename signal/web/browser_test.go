@@ -1,0 +1,195 @@
+package web
+
+// Browser tests: the pages in a real headless Chromium, calling through a
+// real TURN server on 127.0.0.1. They skip only where no Chromium is
+// installed and CI is unset; .ci/run installs it, so CI always runs them.
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+)
+
+// chromiumPath finds the browser, or skips (fails under CI) without one.
+func chromiumPath(t *testing.T) string {
+	t.Helper()
+	for _, p := range []string{os.Getenv("ICEBOX_CHROMIUM"), "/usr/bin/chromium"} {
+		if p != "" {
+			if _, err := os.Stat(p); err == nil {
+				return p
+			}
+		}
+	}
+	if p, err := exec.LookPath("chromium"); err == nil {
+		return p
+	}
+	if os.Getenv("CI") != "" {
+		t.Fatal("CI is set but /usr/bin/chromium is missing: .ci/run must apt-get install chromium")
+	}
+	t.Skip("no Chromium at /usr/bin/chromium (apt-get install chromium, or set ICEBOX_CHROMIUM): browser tests skipped")
+	return ""
+}
+
+// newBrowser starts headless Chromium with shared/BROWSER-TESTS.md's
+// switches, which keep all its traffic on loopback, and returns the context
+// of its first tab.
+func newBrowser(t *testing.T) context.Context {
+	t.Helper()
+	opts := []chromedp.ExecAllocatorOption{
+		chromedp.ExecPath(chromiumPath(t)),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.Headless,
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		chromedp.NoFirstRun,
+		chromedp.NoDefaultBrowserCheck,
+		chromedp.Flag("use-fake-device-for-media-stream", true),
+		chromedp.Flag("use-fake-ui-for-media-stream", true),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("host-resolver-rules", "MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1"),
+		chromedp.Flag("webrtc-ip-handling-policy", "default_public_interface_only"),
+		chromedp.Flag("disable-features", "WebRtcHideLocalIpsWithMdns"),
+		chromedp.Flag("allow-loopback-in-peer-connection", true),
+		chromedp.Flag("autoplay-policy", "no-user-gesture-required"),
+		chromedp.Flag("mute-audio", true),
+		chromedp.Flag("disable-background-timer-throttling", true),
+		chromedp.Flag("disable-renderer-backgrounding", true),
+		chromedp.Flag("disable-backgrounding-occluded-windows", true),
+		chromedp.Flag("disable-dev-shm-usage", true),
+		chromedp.WindowSize(900, 1000),
+	}
+	alloc, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancel := chromedp.NewContext(alloc)
+	t.Cleanup(func() {
+		cancel()
+		cancelAlloc()
+	})
+	if err := chromedp.Do(ctx); err != nil { // starts the browser
+		t.Fatalf("starting Chromium: %v", err)
+	}
+	return ctx
+}
+
+// tab is one browser tab, with the page's console kept for the test log
+// and its uncaught exceptions counted as failures.
+type tab struct {
+	name string
+	ctx  context.Context
+	mu   sync.Mutex
+	logs []string
+	errs []string
+}
+
+func newTab(t *testing.T, parent context.Context, name string) *tab {
+	t.Helper()
+	ctx, cancel := chromedp.NewContext(parent)
+	tb := &tab{name: name, ctx: ctx}
+	if err := chromedp.Do(ctx); err != nil {
+		t.Fatalf("opening tab %s: %v", name, err)
+	}
+	msgs := chromedp.Console(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for m, err := range msgs {
+			if err != nil {
+				return
+			}
+			tb.mu.Lock()
+			tb.logs = append(tb.logs, m.String())
+			if m.IsException() {
+				tb.errs = append(tb.errs, m.String())
+			}
+			tb.mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		tb.mu.Lock()
+		defer tb.mu.Unlock()
+		if t.Failed() {
+			for _, l := range tb.logs {
+				t.Logf("%s console: %s", name, l)
+			}
+		}
+		for _, e := range tb.errs {
+			t.Errorf("%s: uncaught exception: %s", name, e)
+		}
+	})
+	return tb
+}
+
+func (tb *tab) do(t *testing.T, steps ...chromedp.Action[chromedp.Void]) {
+	t.Helper()
+	if err := chromedp.Do(tb.ctx, steps...); err != nil {
+		t.Fatalf("%s: %v", tb.name, err)
+	}
+}
+
+// poll waits until the JavaScript expression, which may be async, gives a
+// truthy value, and returns it. The page polls itself every 50 ms, so the
+// test needs no sleeps.
+func poll[T any](t *testing.T, tb *tab, what string, limit time.Duration, expr string) T {
+	t.Helper()
+	v, err := chromedp.Run(tb.ctx, chromedp.Poll[T](expr,
+		chromedp.WithPollingInterval(50*time.Millisecond), chromedp.WithPollingTimeout(limit)))
+	if errors.Is(err, chromedp.ErrPollingTimeout) {
+		t.Fatalf("%s: gave up after %v waiting for %s", tb.name, limit, what)
+	}
+	if err != nil {
+		t.Fatalf("%s: waiting for %s: %v", tb.name, what, err)
+	}
+	return v
+}
+
+func eval[T any](t *testing.T, tb *tab, expr string) T {
+	t.Helper()
+	v, err := chromedp.Run(tb.ctx, chromedp.Evaluate[T](expr, chromedp.EvalAwaitPromise))
+	if err != nil {
+		t.Fatalf("%s: %s: %v", tb.name, expr, err)
+	}
+	return v
+}
+
+// artifactDir is where screenshots go: $ICEBOX_ARTIFACTS, or one fixed
+// directory under the temp dir that each run overwrites.
+func artifactDir(t *testing.T) string {
+	dir := os.Getenv("ICEBOX_ARTIFACTS")
+	if dir == "" {
+		dir = filepath.Join(os.TempDir(), "icebox-web-artifacts")
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+func (tb *tab) screenshot(t *testing.T, file string) {
+	t.Helper()
+	png, err := chromedp.Run(tb.ctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		t.Errorf("%s: screenshot: %v", tb.name, err)
+		return
+	}
+	path := filepath.Join(artifactDir(t), file)
+	if err := os.WriteFile(path, png, 0o644); err != nil {
+		t.Error(err)
+		return
+	}
+	t.Logf("screenshot of %s: %s", tb.name, path)
+}
+
+func safeName(s string) string {
+	return strings.NewReplacer("/", "-", " ", "-").Replace(s)
+}

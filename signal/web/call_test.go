@@ -1,0 +1,159 @@
+package web
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+)
+
+// callStats is what the test reads from a tab's RTCPeerConnection itself,
+// not from what the page chose to display.
+type callStats struct {
+	State  string  `json:"state"`
+	Local  string  `json:"local"`  // candidateType of the selected pair's local side
+	Remote string  `json:"remote"` // and of its remote side
+	Relay  string  `json:"relay"`  // relayProtocol, where Chromium tells it
+	RTT    float64 `json:"rtt"`    // seconds; -1 when not measured yet
+	Bytes  float64 `json:"bytes"`  // inbound-rtp video bytesReceived
+	Role   string  `json:"role"`   // the type of the tab's local description
+}
+
+// statsJS gives callStats once the tab is connected and video has arrived,
+// null before.
+const statsJS = `(async () => {
+  const pc = window.icebox && window.icebox.pc;
+  if (!pc || pc.connectionState !== 'connected') return null;
+  const s = await pc.getStats();
+  let pair = null, nominated = null, video = null;
+  s.forEach((r) => {
+    if (r.type === 'transport' && r.selectedCandidatePairId) pair = s.get(r.selectedCandidatePairId);
+    if (r.type === 'candidate-pair' && r.nominated && r.state === 'succeeded') nominated = r;
+    if (r.type === 'inbound-rtp' && r.kind === 'video') video = r;
+  });
+  pair = pair || nominated;
+  if (!pair || !video || !video.bytesReceived) return null;
+  const l = s.get(pair.localCandidateId), r = s.get(pair.remoteCandidateId);
+  return {state: pc.connectionState, local: l.candidateType, remote: r.candidateType,
+    relay: l.relayProtocol || '', rtt: pair.currentRoundTripTime ?? -1,
+    bytes: video.bytesReceived, role: pc.localDescription.type};
+})()`
+
+// TestCallRelayOnly opens the call page in two tabs of one room with
+// "relay only" on and checks that they call each other through TURN:
+// connected, relay on both ends of the selected pair, video flowing, and
+// chat both ways. It runs once against a server that keeps a lone tab's
+// frames for the next one (as icebox's signal package does) and once
+// against one that drops them, since the page must not depend on either.
+func TestCallRelayOnly(t *testing.T) {
+	browser := newBrowser(t)
+	ts := startTURN(t)
+	for _, backlog := range []bool{true, false} {
+		name := map[bool]string{true: "backlog", false: "no-backlog"}[backlog]
+		t.Run(name, func(t *testing.T) {
+			si := &standIn{ice: ts.iceServers(ts.secret), backlog: backlog}
+			srv := si.serve(t)
+			before, _, _ := ts.counts()
+			callRelayOnly(t, browser, srv.URL+"/?room=call-"+name, name)
+
+			frames := si.check(t)
+			if frames["WsSDPOffer"] < 2 || frames["WsSDPAnswer"] < 1 || frames["WsIceCandidates"] < 1 {
+				t.Errorf("frames seen by /connect: %v; want both tabs to offer, one to answer, and candidates", frames)
+			}
+			after, perms, _ := ts.counts()
+			if after["UDP"] <= before["UDP"] || perms == 0 {
+				t.Errorf("TURN server saw %v allocations (before %v) and %d permissions; want the call relayed", after, before, perms)
+			}
+		})
+	}
+}
+
+func callRelayOnly(t *testing.T, browser context.Context, url, name string) {
+	t.Helper()
+	a := newTab(t, browser, "tab A")
+	startCall(t, a, url, false)
+	// A is alone when it offers, so with no backlog its first offer is lost.
+	poll[bool](t, a, "tab A's offer", 10*time.Second,
+		`!!(window.icebox.pc && window.icebox.pc.signalingState === 'have-local-offer')`)
+
+	b := newTab(t, browser, "tab B")
+	t0 := time.Now()
+	startCall(t, b, url, true)
+	var sa, sb callStats
+	sb = poll[callStats](t, b, "tab B connected with video", 20*time.Second, statsJS)
+	sa = poll[callStats](t, a, "tab A connected with video", 10*time.Second, statsJS)
+	t.Logf("connected with video %v after tab B's Start; A is the %s side, B the %s side",
+		time.Since(t0).Round(time.Millisecond), roleOf(sa.Role), roleOf(sb.Role))
+	for _, s := range []struct {
+		tab string
+		st  callStats
+	}{{"A", sa}, {"B", sb}} {
+		t.Logf("tab %s: %+v", s.tab, s.st)
+		if s.st.Local != "relay" || s.st.Remote != "relay" {
+			t.Errorf("tab %s: selected pair %s <-> %s, want relay <-> relay", s.tab, s.st.Local, s.st.Remote)
+		}
+	}
+	if sa.Role == sb.Role {
+		t.Errorf("both tabs ended with a local %s; want one offer and one answer", sa.Role)
+	}
+
+	// Video keeps arriving, in both directions.
+	for _, s := range []struct {
+		tb *tab
+		st callStats
+	}{{a, sa}, {b, sb}} {
+		poll[callStats](t, s.tb, "inbound video bytes to grow", 10*time.Second,
+			fmt.Sprintf(`(async () => { const s = await %s; return s && s.bytes > %f ? s : null; })()`, statsJS, s.st.Bytes))
+	}
+
+	chat(t, a, b, "hello from A")
+	chat(t, b, a, "hello from B")
+
+	// What the page shows agrees with getStats. The display refreshes once a
+	// second, so wait for it to have caught up.
+	for _, tb := range []*tab{a, b} {
+		shown := poll[string](t, tb, "the page to show the relay path and RTT", 5*time.Second,
+			`document.getElementById('pair').dataset.local === 'relay' && /\d+ ms/.test(document.getElementById('rtt').textContent)
+			 && document.getElementById('conn').textContent === 'connected'
+			 && document.getElementById('pair').textContent + ' / ' + document.getElementById('rtt').textContent`)
+		t.Logf("%s shows: %s", tb.name, shown)
+	}
+	a.screenshot(t, "call-"+name+"-tab-a.png")
+	b.screenshot(t, "call-"+name+"-tab-b-phone.png")
+}
+
+func roleOf(descType string) string {
+	if descType == "offer" {
+		return "offering"
+	}
+	return "answering"
+}
+
+// startCall opens url in a new tab, switches on relay only and presses
+// Start; phone makes the tab phone-sized, to see that the page fits.
+func startCall(t *testing.T, tb *tab, url string, phone bool) {
+	t.Helper()
+	steps := []chromedp.Action[chromedp.Void]{}
+	if phone {
+		steps = append(steps, chromedp.EmulateViewport(390, 844, chromedp.EmulateMobile, chromedp.EmulateScale(2)))
+	}
+	steps = append(steps,
+		chromedp.Navigate(url),
+		chromedp.WaitVisible(chromedp.ID("start")),
+		chromedp.Click(chromedp.ID("relay")),
+		chromedp.Click(chromedp.ID("start")),
+	)
+	tb.do(t, steps...)
+}
+
+func chat(t *testing.T, from, to *tab, text string) {
+	t.Helper()
+	from.do(t,
+		chromedp.SendKeys(chromedp.ID("text"), text),
+		chromedp.Click(chromedp.ID("send")),
+	)
+	poll[bool](t, to, "chat text "+text, 10*time.Second,
+		fmt.Sprintf(`[...document.querySelectorAll('#log li')].some((li) => li.textContent === %q)`, "them: "+text))
+}

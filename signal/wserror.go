@@ -1,0 +1,133 @@
+package signal
+
+import (
+	"encoding/json"
+	"strconv"
+
+	"github.com/gorilla/websocket"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// errCode is the "code" of a WsError frame. Codes are part of the wire
+// contract: apps switch on them, so a code never changes meaning. They sit
+// in 4000-4099, the range RFC 6455 leaves to applications, so they cannot
+// be mistaken for HTTP statuses or WebSocket close codes.
+type errCode int
+
+const (
+	errBadFrame      errCode = 4000 // not {"id","data"} JSON, bad data for its kind, binary, or invalid UTF-8
+	errUnknownKind   errCode = 4001 // an id icebox does not know
+	errForbiddenKind errCode = 4002 // a client sent WsIceServers or WsError
+	errTooLarge      errCode = 4003 // frame over max_frame_size; closes 1009
+	errRateLimited   errCode = 4004 // over frames_per_second / frame_burst
+	errRoomFull      errCode = 4005 // the pairing has room_capacity members; closes 1008
+	errNotAuthorised errCode = 4006 // join token missing, malformed, expired or for another pairing; closes 1008
+	errOrigin        errCode = 4007 // browser Origin not in allowed_origins; closes 1008
+	errNoInit        errCode = 4008 // first frame not WsInit, or none within init_timeout; closes 1008
+	errNoPairing     errCode = 4009 // frame to forward before the connection named a controllerId
+	errWrongPairing  errCode = 4010 // controllerId differs from the connection's pairing
+	errDuplicateInit errCode = 4011 // a second WsInit
+	errBusy          errCode = 4012 // max_conns or max_conns_per_ip reached, or shutting down; closes 1013
+	errTooManyErrors errCode = 4013 // max_errors refused frames; closes 1008
+	errInternal      errCode = 4014 // icebox could not build the ICE server list; closes 1011
+
+	firstCode = errBadFrame
+	numCodes  = int(errInternal-firstCode) + 1
+)
+
+// errInfo says what a code means on the wire and in metrics.
+type errInfo struct {
+	name    string // metrics label
+	message string // WsError "message": fixed text, never echoes client input
+	close   int    // WebSocket close code sent after the WsError; 0 keeps the connection
+}
+
+func (c errCode) info() errInfo {
+	switch c {
+	case errBadFrame:
+		return errInfo{"bad_frame", "malformed frame: want {\"id\":kind,\"data\":string} with the keys of shared/PROTOCOL.md", 0}
+	case errUnknownKind:
+		return errInfo{"unknown_kind", "unknown frame id", 0}
+	case errForbiddenKind:
+		return errInfo{"forbidden_kind", "clients may not send WsIceServers or WsError", 0}
+	case errTooLarge:
+		return errInfo{"too_large", "frame too large", websocket.CloseMessageTooBig}
+	case errRateLimited:
+		return errInfo{"rate_limited", "too many frames, slow down", 0}
+	case errRoomFull:
+		return errInfo{"room_full", "this pairing is full", websocket.ClosePolicyViolation}
+	case errNotAuthorised:
+		return errInfo{"not_authorised", "join token missing, invalid, expired or for another pairing", websocket.ClosePolicyViolation}
+	case errOrigin:
+		return errInfo{"origin", "origin not allowed", websocket.ClosePolicyViolation}
+	case errNoInit:
+		return errInfo{"no_init", "the first frame must be WsInit", websocket.ClosePolicyViolation}
+	case errNoPairing:
+		return errInfo{"no_pairing", "no controllerId yet: name the pairing first", 0}
+	case errWrongPairing:
+		return errInfo{"wrong_pairing", "controllerId differs from this connection's pairing", 0}
+	case errDuplicateInit:
+		return errInfo{"duplicate_init", "WsInit was already received", 0}
+	case errBusy:
+		return errInfo{"busy", "server busy, try again later", websocket.CloseTryAgainLater}
+	case errTooManyErrors:
+		return errInfo{"too_many_errors", "too many refused frames", websocket.ClosePolicyViolation}
+	case errInternal:
+		return errInfo{"internal", "internal error", websocket.CloseInternalServerErr}
+	}
+	return errInfo{"unknown", "unknown error", websocket.CloseInternalServerErr}
+}
+
+// errorFrames holds every WsError frame, built once so that refusing a
+// flood of garbage costs no allocation.
+type errorFrames [numCodes][]byte
+
+func newErrorFrames() *errorFrames {
+	var t errorFrames
+	for i := range t {
+		c := firstCode + errCode(i)
+		t[i] = mustFrame(kindError, struct {
+			Code    int    `json:"code"`
+			Message string `json:"message"`
+		}{int(c), c.info().message})
+	}
+	return &t
+}
+
+func (t *errorFrames) get(c errCode) []byte { return t[c-firstCode] }
+
+// errorMetrics counts refusals by code.
+type errorMetrics [numCodes]prometheus.Counter
+
+func newErrorMetrics(reg *registry) *errorMetrics {
+	vec := reg.counterVec("errors_total", "WsError frames sent, by code.", "code", "reason")
+	var m errorMetrics
+	for i := range m {
+		c := firstCode + errCode(i)
+		m[i] = vec.WithLabelValues(strconv.Itoa(int(c)), c.info().name)
+	}
+	return &m
+}
+
+func (m *errorMetrics) inc(c errCode) { m[c-firstCode].Inc() }
+
+// encodeFrame builds a server frame: data is JSON-encoded, then carried as
+// a string, the double encoding kotlinx produces.
+func encodeFrame(k kind, data any) ([]byte, error) {
+	inner, err := json.Marshal(data)
+	if err != nil {
+		return nil, err
+	}
+	return json.Marshal(struct {
+		ID   string `json:"id"`
+		Data string `json:"data"`
+	}{k.String(), string(inner)})
+}
+
+func mustFrame(k kind, data any) []byte {
+	b, err := encodeFrame(k, data)
+	if err != nil {
+		panic(err) // only called with fixed, marshalable values
+	}
+	return b
+}
