@@ -26,7 +26,7 @@ import (
 type conn struct {
 	s    *Server
 	ws   *websocket.Conn
-	id   string      // random; names the connection in logs and TURN usernames
+	id   string       // random; names the connection in logs and TURN usernames
 	peer netip.Prefix // per-IP accounting key
 
 	// Owned by the reader goroutine.

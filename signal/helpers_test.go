@@ -15,8 +15,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
-	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 )
 
 // testConfig is the default config with limits loose enough for tests that
@@ -102,8 +102,8 @@ type (
 		IceCandidates []wsIceCandidateData `json:"iceCandidates"`
 	}
 	wsIceCandidateData struct {
-		Candidate     string `json:"candidate"`
-		SDPMLineIndex int    `json:"sdpMLineIndex"`
+		Candidate     string  `json:"candidate"`
+		SDPMLineIndex int     `json:"sdpMLineIndex"`
 		SDPMid        *string `json:"sdpMid"`
 	}
 	wsErrorData struct {
