@@ -71,7 +71,6 @@ func TestCallRelayOnly(t *testing.T) {
 }
 
 func callRelayOnly(t *testing.T, browser context.Context, url, name string) {
-	t.Helper()
 	a := newTab(t, browser, "tab A")
 	startCall(t, a, url, false)
 	// A is alone when it offers, so with no backlog its first offer is lost.

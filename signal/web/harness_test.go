@@ -89,10 +89,10 @@ func startTURN(t *testing.T) *turnServer {
 func (ts *turnServer) counts() (allocs map[string]int, perms, authFail int) {
 	ts.mu.Lock()
 	defer ts.mu.Unlock()
-	return maps(ts.allocs), ts.perms, ts.authFail
+	return copyCounts(ts.allocs), ts.perms, ts.authFail
 }
 
-func maps(m map[string]int) map[string]int {
+func copyCounts(m map[string]int) map[string]int {
 	out := make(map[string]int, len(m))
 	for k, v := range m {
 		out[k] = v
@@ -318,5 +318,5 @@ func (s *standIn) check(t *testing.T) map[string]int {
 	for _, b := range s.bad {
 		t.Errorf("protocol violation: %s", b)
 	}
-	return maps(s.frames)
+	return copyCounts(s.frames)
 }

@@ -313,8 +313,8 @@ async function showStats() {
   const r = pair && stats.get(pair.remoteCandidateId);
   if (l && r) {
     const kind = l.candidateType === 'relay' || r.candidateType === 'relay' ? 'relay' : l.candidateType;
-    let text = `${pathWords[kind] || kind} (${l.candidateType} ↔ ${r.candidateType}, ${l.protocol}`;
-    if (l.relayProtocol) text += `, TURN over ${l.relayProtocol.toUpperCase()}`;
+    let text = `${pathWords[kind] || kind} (${l.candidateType} ↔ ${r.candidateType}, `;
+    text += l.relayProtocol ? `TURN over ${l.relayProtocol.toUpperCase()}` : l.protocol;
     $('pair').textContent = text + ')';
     $('pair').dataset.local = l.candidateType;
     $('pair').dataset.remote = r.candidateType;
