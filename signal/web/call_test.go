@@ -63,7 +63,7 @@ func TestCallRelayOnly(t *testing.T) {
 				t.Errorf("frames seen by /connect: %v; want both tabs to offer, one to answer, and candidates", frames)
 			}
 			after, perms, _ := ts.counts()
-			if after["UDP"] <= before["UDP"] || perms == 0 {
+			if after["udp"] <= before["udp"] || perms == 0 {
 				t.Errorf("TURN server saw %v allocations (before %v) and %d permissions; want the call relayed", after, before, perms)
 			}
 		})

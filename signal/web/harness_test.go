@@ -31,7 +31,7 @@ type turnServer struct {
 	udpAddr  string
 	tcpAddr  string
 	mu       sync.Mutex
-	allocs   map[string]int // allocations made, by client transport ("UDP", "TCP")
+	allocs   map[string]int // allocations made, by client transport ("udp", "tcp")
 	perms    int            // permissions created: a peer was actually relayed to
 	authFail int
 }
@@ -67,9 +67,11 @@ func startTURN(t *testing.T) *turnServer {
 					ts.mu.Unlock()
 				}
 			},
-			OnAllocationCreated: func(_, _ net.Addr, protocol, _, _ string, _ net.Addr, _ int) {
+			// protocol is the relayed one, always UDP; the listener's
+			// address tells how the client reached the server.
+			OnAllocationCreated: func(_, listener net.Addr, _, _, _ string, _ net.Addr, _ int) {
 				ts.mu.Lock()
-				ts.allocs[protocol]++
+				ts.allocs[listener.Network()]++
 				ts.mu.Unlock()
 			},
 			OnPermissionCreated: func(_, _ net.Addr, _, _, _ string, _ net.Addr, _ net.IP) {

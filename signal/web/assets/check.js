@@ -90,11 +90,23 @@ function verdict(test, r) {
     const over = c.relayProtocol ? ` (browser confirms ${c.relayProtocol.toUpperCase()})` : '';
     return { ok: true, text: `allocated relay address ${hostPort(c.address, c.port)}${over}` };
   }
-  let text = r.ms >= limitMs ? `no answer within ${limitMs / 1000} s` : 'no answer';
-  const codes = r.errors.join('; ');
-  if (codes) text += ` — ${codes}`;
-  if (/\b401\b/.test(codes)) text += '. The credentials were refused: is the clock right, and does TURN share the secret?';
-  else if (/\b70[01]\b/.test(codes) || !codes) text += '. A firewall may block this port or transport.';
+  // Browsers report a server's error response with its STUN error code
+  // (300-699) and a server they could not reach with 701.
+  const codes = r.errors.map((e) => parseInt(e, 10));
+  const refused = codes.find((c) => c >= 300 && c < 700);
+  let text;
+  if (refused) {
+    text = `refused by the server (${r.errors.join('; ')})`;
+    if ([400, 401, 403, 431].includes(refused)) {
+      text += '. The credentials were not accepted: does the TURN server share icebox\'s secret, and is this device\'s clock right?';
+    } else if (refused === 486) {
+      text += '. Too many relays are open for this user.';
+    }
+  } else {
+    text = r.ms >= limitMs ? `no answer within ${limitMs / 1000} s` : 'no answer';
+    if (r.errors.length) text += ` (${r.errors.join('; ')})`;
+    text += '. A firewall between here and icebox may block this port or transport.';
+  }
   return { ok: false, text };
 }
 
@@ -159,16 +171,12 @@ function summarize(outcomes) {
   let text;
   if (ok('turn')) {
     const works = ['udp', 'tcp', 'tls'].filter((t) => ok('turn-' + t)).map((t) => t.toUpperCase());
-    text = `Calls from here will work: TURN relays over ${works.join(', ')}` +
-      (ok('stun') ? ', and STUN answered, so direct paths are tried first.' : '.');
+    const list = works.length > 1 ? works.slice(0, -1).join(', ') + ' and ' + works.at(-1) : works[0];
+    text = `Calls from here will work: TURN relays over ${list}.`;
+    if (ok('stun')) text += ' STUN answered too, so a direct path is tried first.';
+    if (outcomes.some((o) => !o.ok)) text += ' Some tests failed; see below.';
     summary.className = 'good';
   } else if (ok('stun')) {
-    text = 'STUN answered but no TURN relay could be allocated: calls work only when a direct path exists.';
-    summary.className = 'unknown';
-  } else {
-    text = 'Neither STUN nor TURN answered from here: calls through icebox will fail from this network.';
-    summary.className = 'bad';
-  }
   summary.textContent = text;
 }
 

@@ -1,0 +1,255 @@
+package signal
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"regexp"
+	"slices"
+	"strconv"
+	"testing"
+	"unicode/utf8"
+)
+
+func TestDecodeFrame(t *testing.T) {
+	for _, tc := range []struct {
+		msg   string
+		kind  kind
+		code  errCode
+		room  string
+		token string
+	}{
+		{msg: `{"id":"WsInit","data":""}`, kind: kindInit},
+		{msg: ` { "data" : "" , "id" : "WsInit" } `, kind: kindInit},
+		{msg: `{"id":"WsInit","data":"{\"controllerId\":\"tv\",\"token\":\"1.x\"}"}`, kind: kindInit, room: "tv", token: "1.x"},
+		{msg: `{"id":"WsInit","data":"{\"controllerId\":null}"}`, kind: kindInit},
+		{msg: `{"id":"WsInit","data":"{\"controllerId\":\"\"}"}`, kind: kindInit},
+		{msg: `{"id":"WsInit","data":"{}"}`, kind: kindInit},
+		{msg: `{"\u0069d":"Ws\u0049nit","data":"{\"controllerId\":\"\\ud83d\\ude00\\u00e9\"}"}`, kind: kindInit, room: "😀é"},
+		{msg: `{"id":"WsInit","data":"{\"controllerId\":\"\\ud83d\"}"}`, kind: kindInit, room: "\uFFFD"},
+		{msg: `{"id":"WsSDPOffer","data":"{\"type\":\"offer\",\"sdp\":\"v=0\\r\\n\",\"controllerId\":\"tv\"}"}`, kind: kindOffer, room: "tv"},
+		{msg: `{"id":"WsSDPAnswer","data":"{\"type\":\"answer\",\"sdp\":\"v=0\"}"}`, kind: kindAnswer},
+		{msg: `{"id":"WsIceCandidates","data":"{\"controllerId\":\"a\",\"iceCandidates\":[]}"}`, kind: kindCandidates, room: "a"},
+		{msg: `{"id":"WsIceCandidates","data":"{\"iceCandidates\":[{\"candidate\":\"c\",\"sdpMLineIndex\":10,\"sdpMid\":null},{\"sdpMLineIndex\":0,\"candidate\":\"d\"}]}"}`, kind: kindCandidates},
+		{msg: `{"id":"WsIceServers","data":"whatever"}`, kind: kindIceServers},
+		{msg: `{"id":"Hello","data":""}`, kind: kindUnknown, code: errUnknownKind},
+		{msg: `{"id":"wsinit","data":""}`, kind: kindUnknown, code: errUnknownKind},
+		{msg: ``, code: errBadFrame},
+		{msg: `{"id":"WsInit","data":"", }`, code: errBadFrame},
+		{msg: `{"id":"WsInit","data":"",}`, code: errBadFrame},
+		{msg: `{"id":"WsInit" "data":""}`, code: errBadFrame},
+		{msg: `{"id":"WsInit","data":null}`, code: errBadFrame},
+		{msg: `{"id":"WsInit","data":"\x01"}`, code: errBadFrame},
+		{msg: `{"id":"WsInit","data":"\q"}`, code: errBadFrame},
+		{msg: `{"id":"WsInit","data":"\u12"}`, code: errBadFrame},
+		{msg: `{"id":"WsInit","data":" "}`, code: errBadFrame},
+		{msg: `{"id":"WsInit","data":"{\"controllerId\":1}"}`, code: errBadFrame},
+		{msg: `{"id":"WsInit","data":"{\"controllerId\":\"a\",\"controllerId\":\"b\"}"}`, code: errBadFrame},
+		{msg: `{"id":"WsSDPOffer","data":"{\"type\":\"offer\",\"sdp\":\"v=0\"}x"}`, code: errBadFrame},
+		{msg: `{"id":"WsIceCandidates","data":"{\"iceCandidates\":[{\"candidate\":\"c\",\"sdpMLineIndex\":01}]}"}`, code: errBadFrame},
+		{msg: `{"id":"WsIceCandidates","data":"{\"iceCandidates\":[{\"candidate\":\"c\",\"sdpMLineIndex\":65536}]}"}`, code: errBadFrame},
+		{msg: `{"id":"WsIceCandidates","data":"{\"iceCandidates\":[{\"candidate\":\"c\",\"sdpMLineIndex\":-1}]}"}`, code: errBadFrame},
+		{msg: `{"id":"WsIceCandidates","data":"{\"iceCandidates\":[{\"candidate\":\"c\"}]}"}`, code: errBadFrame},
+		{msg: `{"id":"WsIceCandidates","data":"{\"iceCandidates\":[{\"candidate\":\"c\",\"sdpMLineIndex\":0},]}"}`, code: errBadFrame},
+		{msg: `{"id":"WsIceCandidates","data":"{\"controllerId\":\"a\"}"}`, code: errBadFrame},
+	} {
+		f, _, code := decodeFrame([]byte(tc.msg), nil)
+		if code != tc.code || code == 0 && (f.kind != tc.kind || string(f.controllerID) != tc.room || string(f.token) != tc.token) {
+			t.Errorf("decodeFrame(%s) = kind %v room %q token %q code %d; want %v %q %q %d",
+				tc.msg, f.kind, f.controllerID, f.token, code, tc.kind, tc.room, tc.token, tc.code)
+		}
+		if ref := referenceDecode([]byte(tc.msg)); ref.code != code {
+			t.Errorf("reference decoder disagrees on %s: %d", tc.msg, ref.code)
+		}
+	}
+}
+
+// TestDecodeFrameAllocs: checking a frame allocates nothing once the
+// scratch buffer has grown.
+func TestDecodeFrameAllocs(t *testing.T) {
+	msg := candidates("room-1", "candidate:1 1 udp 2122260223 127.0.0.1 54321 typ host", "candidate:2 1 udp 1 127.0.0.1 3478 typ relay")
+	scratch := make([]byte, 0, 1024)
+	allocs := testing.AllocsPerRun(100, func() {
+		var code errCode
+		_, scratch, code = decodeFrame(msg, scratch)
+		if code != 0 {
+			t.Fatal(code)
+		}
+	})
+	if allocs != 0 {
+		t.Fatalf("decodeFrame allocates %v times", allocs)
+	}
+}
+
+// FuzzDecodeFrame checks decodeFrame against a reference built on
+// encoding/json: both must accept and refuse the same frames and extract
+// the same values, and neither may panic.
+func FuzzDecodeFrame(f *testing.F) {
+	f.Add(frameOf("WsInit", ""))
+	f.Add(offer("tv-42", "v=0\r\n"))
+	f.Add(answer("v=0"))
+	f.Add(candidates("tv-42", "candidate:1 1 udp 1 127.0.0.1 9 typ host"))
+	f.Fuzz(func(t *testing.T, msg []byte) {
+		got, _, code := decodeFrame(msg, nil)
+		want := referenceDecode(msg)
+		if code != want.code {
+			t.Fatalf("decodeFrame(%q) code %d, reference %d (%v)", msg, code, want.code, want.err)
+		}
+		if code != 0 {
+			return
+		}
+		if got.kind != want.kind || string(got.controllerID) != want.room || string(got.token) != want.token {
+			t.Fatalf("decodeFrame(%q) = %v %q %q, reference %v %q %q", msg, got.kind, got.controllerID, got.token, want.kind, want.room, want.token)
+		}
+	})
+}
+
+type refResult struct {
+	kind        kind
+	room, token string
+	code        errCode
+	err         error
+}
+
+// referenceDecode is the protocol's rules written the slow, obvious way.
+func referenceDecode(msg []byte) (r refResult) {
+	bad := func(err error) refResult { return refResult{code: errBadFrame, err: err} }
+	if !utf8.Valid(msg) {
+		return bad(errors.New("invalid UTF-8"))
+	}
+	outer, err := members(msg, "id", "data")
+	if err != nil {
+		return bad(err)
+	}
+	if len(outer) != 2 {
+		return bad(errors.New("id or data missing"))
+	}
+	var id, data string
+	if err := jsonString(outer["id"], &id); err != nil {
+		return bad(err)
+	}
+	if err := jsonString(outer["data"], &data); err != nil {
+		return bad(err)
+	}
+	r.kind = kindOf([]byte(id))
+	if r.kind == kindUnknown {
+		return refResult{kind: kindUnknown, code: errUnknownKind}
+	}
+	optString := func(m map[string]json.RawMessage, key string, max int) (string, error) {
+		raw, ok := m[key]
+		if !ok || string(raw) == "null" {
+			return "", nil
+		}
+		var s string
+		if err := jsonString(raw, &s); err != nil {
+			return "", err
+		}
+		if len(s) > max {
+			return "", errors.New(key + " too long")
+		}
+		return s, nil
+	}
+	switch r.kind {
+	case kindInit:
+		if data == "" {
+			return r
+		}
+		m, err := members([]byte(data), "controllerId", "token")
+		if err != nil {
+			return bad(err)
+		}
+		if r.room, err = optString(m, "controllerId", maxControllerID); err != nil {
+			return bad(err)
+		}
+		if r.token, err = optString(m, "token", maxToken); err != nil {
+			return bad(err)
+		}
+	case kindOffer, kindAnswer:
+		m, err := members([]byte(data), "type", "sdp", "controllerId")
+		if err != nil {
+			return bad(err)
+		}
+		var s string
+		if jsonString(m["type"], &s) != nil || jsonString(m["sdp"], &s) != nil {
+			return bad(errors.New("type or sdp not a string"))
+		}
+		if r.room, err = optString(m, "controllerId", maxControllerID); err != nil {
+			return bad(err)
+		}
+	case kindCandidates:
+		m, err := members([]byte(data), "controllerId", "iceCandidates")
+		if err != nil {
+			return bad(err)
+		}
+		if r.room, err = optString(m, "controllerId", maxControllerID); err != nil {
+			return bad(err)
+		}
+		var list []json.RawMessage
+		if raw := m["iceCandidates"]; len(raw) == 0 || raw[0] != '[' || json.Unmarshal(raw, &list) != nil {
+			return bad(errors.New("iceCandidates not a list"))
+		}
+		for _, c := range list {
+			cm, err := members(c, "candidate", "sdpMLineIndex", "sdpMid")
+			if err != nil {
+				return bad(err)
+			}
+			var s string
+			if jsonString(cm["candidate"], &s) != nil {
+				return bad(errors.New("candidate not a string"))
+			}
+			idx := string(cm["sdpMLineIndex"])
+			if n, err := strconv.Atoi(idx); !mLineIndex.MatchString(idx) || err != nil || n > 65535 {
+				return bad(errors.New("bad sdpMLineIndex"))
+			}
+			if _, err := optString(cm, "sdpMid", 1<<30); err != nil {
+				return bad(err)
+			}
+		}
+	}
+	return r
+}
+
+var mLineIndex = regexp.MustCompile(`^(0|[1-9][0-9]*)$`)
+
+// members decodes a JSON object whose keys must be among allowed, each at
+// most once; values are returned raw.
+func members(doc []byte, allowed ...string) (map[string]json.RawMessage, error) {
+	dec := json.NewDecoder(bytes.NewReader(doc))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return nil, errors.New("not an object")
+	}
+	m := map[string]json.RawMessage{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil, err
+		}
+		key := tok.(string)
+		if !slices.Contains(allowed, key) {
+			return nil, errors.New("unknown key " + key)
+		}
+		if _, dup := m[key]; dup {
+			return nil, errors.New("duplicate key " + key)
+		}
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err != nil {
+			return nil, err
+		}
+		m[key] = raw
+	}
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('}') {
+		return nil, errors.New("object not closed")
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, errors.New("trailing data")
+	}
+	return m, nil
+}
+
+func jsonString(raw json.RawMessage, s *string) error {
+	if len(raw) == 0 || raw[0] != '"' {
+		return errors.New("not a string")
+	}
+	return json.Unmarshal(raw, s)
+}

@@ -1,0 +1,130 @@
+package signal
+
+import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// writeCert writes a self-signed certificate for 127.0.0.1 and returns it.
+func writeCert(t *testing.T, certFile, keyFile string, mtime time.Time) *x509.Certificate {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()),
+		Subject:      pkix.Name{CommonName: "icebox test"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write := func(name, typ string, b []byte) {
+		if err := os.WriteFile(name, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: b}), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chtimes(name, mtime, mtime); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(keyFile, "EC PRIVATE KEY", kder)
+	write(certFile, "CERTIFICATE", der)
+	cert, _ := x509.ParseCertificate(der)
+	return cert
+}
+
+// TestTLS: wss:// works with the configured certificate, a renewed
+// certificate is served without a restart, a broken renewal keeps the old
+// one, and plain HTTP on the same port still answers /healthz only.
+func TestTLS(t *testing.T) {
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	now := time.Now()
+	first := writeCert(t, certFile, keyFile, now.Add(-time.Hour))
+	cfg := testConfig()
+	cfg.TLS = TLSConfig{Cert: certFile, Key: keyFile}
+	ts := startServer(t, cfg, Options{})
+	ts.certs.mu.Lock()
+	ts.certs.every = 0 // look at the files on every handshake
+	ts.certs.mu.Unlock()
+
+	served := func() *x509.Certificate {
+		t.Helper()
+		c, err := tls.Dial("tcp", ts.addr, &tls.Config{InsecureSkipVerify: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		return c.ConnectionState().PeerCertificates[0]
+	}
+
+	pool := x509.NewCertPool()
+	pool.AddCert(first)
+	d := websocket.Dialer{TLSClientConfig: &tls.Config{RootCAs: pool}, HandshakeTimeout: readTimeout}
+	ws, _, err := d.Dial("wss://"+ts.addr+"/connect", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := &ktClient{t: t, ws: ws}
+	k.send("WsInit", "")
+	k.expect("WsIceServers")
+	ws.Close()
+
+	get := func(url string) (int, string) {
+		t.Helper()
+		c := http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+		resp, err := c.Get(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+	if code, body := get("http://" + ts.addr + "/healthz"); code != 200 || body != "ok\n" {
+		t.Fatalf("plain /healthz: %d %q", code, body)
+	}
+	if code, _ := get("http://" + ts.addr + "/connect"); code != http.StatusBadRequest {
+		t.Fatalf("plain /connect: %d", code)
+	}
+	if code, _ := get("https://" + ts.addr + "/healthz"); code != 200 {
+		t.Fatalf("https /healthz: %d", code)
+	}
+
+	renewed := writeCert(t, certFile, keyFile, now)
+	if got := served(); !bytes.Equal(got.Raw, renewed.Raw) {
+		t.Fatal("renewed certificate not served")
+	}
+	if err := os.WriteFile(certFile, []byte("half-written"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got := served(); !bytes.Equal(got.Raw, renewed.Raw) {
+		t.Fatal("a broken certificate file replaced the working one")
+	}
+}
