@@ -60,8 +60,8 @@ func TestCheckPage(t *testing.T) {
 			t.Errorf("/check says %s does not work: %+v", kind, r)
 		}
 	}
-	if len(rows) != 3 {
-		t.Errorf("/check ran %d tests, want one per URL (3): %v", len(rows), rows)
+	if r := rows["turn-tls"]; r.OK || !strings.Contains(r.Text, "not offered") {
+		t.Errorf("/check should say TURN over TLS is not offered: %+v", r)
 	}
 	allocs, _, _ := ts.counts()
 	if allocs["udp"] == 0 || allocs["tcp"] == 0 {

@@ -98,8 +98,8 @@ async function getMedia() {
   if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
     say(window.isSecureContext
       ? 'This browser offers no camera access. You can still see the other side and chat.'
-      : 'The camera needs a secure page: open icebox over https:// (signal.tls) or as ' +
-        'http://localhost. You can still see the other side and chat.');
+      : 'The camera needs a secure page: open icebox over HTTPS (signal.tls), or as ' +
+        'localhost on the same computer. You can still see the other side and chat.');
     return null;
   }
   try {

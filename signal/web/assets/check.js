@@ -126,6 +126,7 @@ function row(test) {
   result.className = 'detail';
   result.textContent = 'trying…';
   const time = document.createElement('td');
+  time.className = 'time';
   tr.append(what, result, time);
   $('results').append(tr);
   return { tr, result, time };
@@ -143,7 +144,7 @@ async function run() {
       throw new Error('This browser has no WebRTC (RTCPeerConnection is missing), so it cannot call at all.');
     }
     const servers = await fetchIceServers();
-    $('servers').textContent = JSON.stringify(servers.map((s) => s.urls), null, 1);
+    $('servers').textContent = servers.flatMap((s) => [].concat(s.urls)).join('\n');
     const tests = testsFor(servers);
     if (!tests.length) throw new Error('icebox offered no STUN or TURN servers.');
     const outcomes = await Promise.all(tests.map(async (test) => {
@@ -156,6 +157,12 @@ async function run() {
       cells.tr.dataset.ok = v.ok;
       return { test, ok: v.ok };
     }));
+    // Say what was not tried, so a missing transport is not mistaken for a pass.
+    for (const [kind, name] of [['stun', 'STUN'], ['turn-udp', 'TURN over UDP'], ['turn-tcp', 'TURN over TCP'], ['turn-tls', 'TURN over TLS']]) {
+      if (!tests.some((t) => t.kind === kind)) {
+        row({ kind, name, url: '' }).result.textContent = '– not offered by this icebox';
+      }
+    }
     summarize(outcomes);
   } catch (err) {
     summary.textContent = err.message;
@@ -177,6 +184,12 @@ function summarize(outcomes) {
     if (outcomes.some((o) => !o.ok)) text += ' Some tests failed; see below.';
     summary.className = 'good';
   } else if (ok('stun')) {
+    text = 'STUN answered but no TURN relay could be allocated: calls work only when a direct path exists.';
+    summary.className = 'unknown';
+  } else {
+    text = 'Neither STUN nor TURN answered from here: calls through icebox will fail from this network.';
+    summary.className = 'bad';
+  }
   summary.textContent = text;
 }
 
