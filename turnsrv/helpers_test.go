@@ -238,14 +238,15 @@ func counterValue(t testing.TB, c prometheus.Metric) float64 {
 	return m.Gauge.GetValue()
 }
 
-// logRecorder is a slog.Handler keeping every record, at every level.
+// logRecorder is a slog.Handler keeping every record from Debug up (not
+// pion's per-packet chatter).
 type logRecorder struct {
 	mu      sync.Mutex
 	records []slog.Record
 }
 
-func (l *logRecorder) Enabled(context.Context, slog.Level) bool {
-	return true
+func (l *logRecorder) Enabled(_ context.Context, level slog.Level) bool {
+	return level >= slog.LevelDebug
 }
 
 func (l *logRecorder) Handle(_ context.Context, r slog.Record) error {

@@ -1,0 +1,5 @@
+//go:build !race
+
+package turnsrv
+
+const raceEnabled = false
