@@ -294,3 +294,28 @@ func TestLoadSecrets(t *testing.T) {
 		t.Error("the generated secret was not kept")
 	}
 }
+
+// A Binding request carrying ICE's short-term credentials is not a TURN
+// authentication: it must not count as a failure nor throttle its source.
+func TestBindingNotJudged(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig()
+	cfg.Quotas.AuthFailures = 1
+	ts := startServer(t, cfg)
+	c := dialRaw(t, "tcp", ts.tcp, "remote:local", "ice-password")
+	for range 3 {
+		m, err := stun.Build(stun.TransactionID, stun.BindingRequest, stun.NewUsername("remote:local"),
+			stun.NewShortTermIntegrity("ice-password"), stun.Fingerprint)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res := c.roundTrip(m); res.Type != stun.BindingSuccess {
+			t.Fatalf("got %v", res)
+		}
+	}
+	for _, r := range authReasons {
+		if v := counterValue(t, ts.metrics.authFailures[r]); v != 0 {
+			t.Errorf("auth_failures{reason=%q} = %v", r, v)
+		}
+	}
+}

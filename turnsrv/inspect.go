@@ -31,8 +31,10 @@ const (
 	integrityLen   = 20
 	fingerprintXOR = 0x5354554e
 
-	methodAllocate = 0x003
-	methodRefresh  = 0x004
+	methodAllocate         = 0x003
+	methodRefresh          = 0x004
+	methodCreatePermission = 0x008
+	methodChannelBind      = 0x009
 )
 
 // authFields locates what inspect needs in a STUN request.
@@ -127,6 +129,13 @@ func (s *Server) inspect(b []byte, from net.Addr) bool {
 	f, ok := parseRequest(b)
 	if !ok || f.integrity == 0 {
 		return true // pion answers 401 with a nonce, or handles data
+	}
+	switch f.method {
+	case methodAllocate, methodRefresh, methodCreatePermission, methodChannelBind:
+	default:
+		// A Binding may carry short-term ICE credentials; it is not ours
+		// to judge, nor a failure to count against its source.
+		return true
 	}
 	lv := s.live.Load()
 	now := time.Now()
