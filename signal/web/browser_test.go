@@ -40,8 +40,9 @@ func chromiumPath(t *testing.T) string {
 
 // newBrowser starts headless Chromium with shared/BROWSER-TESTS.md's
 // switches, which keep all its traffic on loopback, and returns the context
-// of its first tab.
-func newBrowser(t *testing.T) context.Context {
+// of its first tab. Switches named in without are left out, to find out
+// which ones a call needs.
+func newBrowser(t *testing.T, without ...string) context.Context {
 	t.Helper()
 	opts := []chromedp.ExecAllocatorOption{
 		chromedp.ExecPath(chromiumPath(t)),
@@ -67,6 +68,9 @@ func newBrowser(t *testing.T) context.Context {
 		chromedp.Flag("disable-backgrounding-occluded-windows", true),
 		chromedp.Flag("disable-dev-shm-usage", true),
 		chromedp.WindowSize(900, 1000),
+	}
+	for _, name := range without {
+		opts = append(opts, chromedp.Flag(name, false)) // false removes it
 	}
 	alloc, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancel := chromedp.NewContext(alloc)

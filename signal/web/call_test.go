@@ -70,17 +70,20 @@ func TestCallRelayOnly(t *testing.T) {
 	}
 }
 
-func callRelayOnly(t *testing.T, browser context.Context, url, name string) {
-	a := newTab(t, browser, "tab A")
+// connectPair opens url in tab A, waits for A's offer to go out while it
+// is alone, then opens B, and returns both tabs' stats once they are
+// connected with video, having checked that the path is relay.
+func connectPair(t *testing.T, browser context.Context, url string) (a, b *tab, sa, sb callStats) {
+	t.Helper()
+	a = newTab(t, browser, "tab A")
 	startCall(t, a, url, false)
 	// A is alone when it offers, so with no backlog its first offer is lost.
 	poll[bool](t, a, "tab A's offer", 10*time.Second,
 		`!!(window.icebox.pc && window.icebox.pc.signalingState === 'have-local-offer')`)
 
-	b := newTab(t, browser, "tab B")
+	b = newTab(t, browser, "tab B")
 	t0 := time.Now()
 	startCall(t, b, url, true)
-	var sa, sb callStats
 	sb = poll[callStats](t, b, "tab B connected with video", 20*time.Second, statsJS)
 	sa = poll[callStats](t, a, "tab A connected with video", 10*time.Second, statsJS)
 	t.Logf("connected with video %v after tab B's Start; A is the %s side, B the %s side",
@@ -94,6 +97,11 @@ func callRelayOnly(t *testing.T, browser context.Context, url, name string) {
 			t.Errorf("tab %s: selected pair %s <-> %s, want relay <-> relay", s.tab, s.st.Local, s.st.Remote)
 		}
 	}
+	return a, b, sa, sb
+}
+
+func callRelayOnly(t *testing.T, browser context.Context, url, name string) {
+	a, b, sa, sb := connectPair(t, browser, url)
 	if sa.Role == sb.Role {
 		t.Errorf("both tabs ended with a local %s; want one offer and one answer", sa.Role)
 	}
@@ -121,6 +129,34 @@ func callRelayOnly(t *testing.T, browser context.Context, url, name string) {
 	}
 	a.screenshot(t, "call-"+name+"-tab-a.png")
 	b.screenshot(t, "call-"+name+"-tab-b-phone.png")
+
+	// B comes back as a new page: A, still holding the old call, must take
+	// B's new offer as a new peer and answer it.
+	eval[bool](t, a, `window.icebox.pc.oldCall = true`)
+	t0 := time.Now()
+	startCall(t, b, url, true)
+	poll[callStats](t, a, "tab A to take the rejoined tab B's call", 20*time.Second,
+		`(async () => window.icebox.pc.oldCall ? null : await `+statsJS+`)()`)
+	sb = poll[callStats](t, b, "rejoined tab B connected with video", 10*time.Second, statsJS)
+	if sb.Local != "relay" || sb.Remote != "relay" || sb.Role != "offer" {
+		t.Errorf("rejoined tab B: %+v; want a relay call that B offered", sb)
+	}
+	chat(t, a, b, "welcome back")
+	t.Logf("rejoined after %v", time.Since(t0).Round(time.Millisecond))
+}
+
+// TestCallWithoutLoopbackSwitches records a finding: with Chromium's
+// WebRTC sockets bound to the wildcard address (which
+// --webrtc-ip-handling-policy=default_public_interface_only does), a call
+// through TURN on 127.0.0.1 needs neither --allow-loopback-in-peer-connection
+// nor mDNS host-candidate hiding turned off. The full set stays in
+// newBrowser all the same: the mDNS switch keeps multicast off the
+// machine's outward interface, which is about traffic, not about calling.
+func TestCallWithoutLoopbackSwitches(t *testing.T) {
+	browser := newBrowser(t, "allow-loopback-in-peer-connection", "disable-features")
+	ts := startTURN(t)
+	srv := (&standIn{ice: ts.iceServers(ts.secret), backlog: true}).serve(t)
+	connectPair(t, browser, srv.URL+"/?room=no-loopback-switches")
 }
 
 func roleOf(descType string) string {
