@@ -29,7 +29,9 @@ func TestMintCredential(t *testing.T) {
 // TestCredentials runs pion's client with good and bad credentials.
 func TestCredentials(t *testing.T) {
 	t.Parallel()
-	ts := startServer(t, testConfig())
+	cfg := testConfig()
+	cfg.Quotas.AuthFailures = 100 // every failure here comes from 127.0.0.1
+	ts := startServer(t, cfg)
 	secret := []byte(testSecret)
 	now := time.Now()
 	mint := func(secret []byte, ttl time.Duration) [2]string {
