@@ -407,8 +407,7 @@ func (c *conn) write() {
 			c.spare = batch[:0]
 		}
 		if closeCode != 0 {
-			c.closeSent = true
-			close(c.flushed)
+			c.closeDoneLocked()
 		}
 		c.mu.Unlock()
 		if err != nil {
@@ -457,8 +456,18 @@ func (c *conn) kill() {
 	}
 	c.dead = true
 	c.queue, c.spare, c.queued = nil, nil, 0
+	c.closeDoneLocked() // a close frame still queued will never go out
 	c.mu.Unlock()
 	c.ws.NetConn().Close()
+}
+
+// closeDoneLocked marks the close frame as sent or given up, releasing
+// finish from waiting for it.
+func (c *conn) closeDoneLocked() {
+	if c.flushed != nil && !c.closeSent {
+		c.closeSent = true
+		close(c.flushed)
+	}
 }
 
 // onPing queues the pong for the writer, so that only it writes.

@@ -306,3 +306,35 @@ func TestServerErrorFramesDecode(t *testing.T) {
 		}
 	}
 }
+
+// TestReload: an invalid configuration changes nothing; listen keeps its
+// value until a restart; the rest applies to new connections.
+func TestReload(t *testing.T) {
+	ts := startServer(t, testConfig(), Options{})
+	bad := testConfig()
+	bad.RoomCapacity = 0
+	if err := ts.Reload(bad); err == nil {
+		t.Fatal("invalid config accepted")
+	}
+	if ts.settings().RoomCapacity != 2 {
+		t.Fatal("invalid config applied")
+	}
+	tok := testConfig()
+	tok.RequireToken = true
+	if err := ts.Reload(tok); err == nil {
+		t.Fatal("require_token without keys accepted")
+	}
+	moved := testConfig()
+	moved.Listen = "127.0.0.1:1"
+	moved.RoomCapacity = 5
+	if err := ts.Reload(moved); err != nil {
+		t.Fatal(err)
+	}
+	if set := ts.settings(); set.Listen != "127.0.0.1:0" || set.RoomCapacity != 5 {
+		t.Fatalf("after reload: listen %q capacity %d", set.Listen, set.RoomCapacity)
+	}
+	long := strings.Repeat("r", maxControllerID+1)
+	if _, err := dialWS(ts.url("controllerId="+long), nil); err == nil {
+		t.Fatal("over-long controllerId accepted")
+	}
+}

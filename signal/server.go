@@ -302,6 +302,16 @@ func (s *Server) serveHealth(w http.ResponseWriter, r *http.Request) {
 // state is freed rather than held for the life of the connection.
 func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request) {
 	set := s.settings()
+	q := r.URL.Query()
+	room := q.Get("controllerId")
+	if room == "" {
+		room = q.Get("room")
+	}
+	if len(room) > maxControllerID {
+		// Cutting it short could pair strangers whose names share a prefix.
+		http.Error(w, "controllerId too long", http.StatusBadRequest)
+		return
+	}
 	peer := peerKey(r.RemoteAddr)
 	refusal := errCode(0)
 	if !s.originAllowed(set, r) {
@@ -321,20 +331,13 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request) {
 		s.refuseNow(ws, refusal)
 		return
 	}
-	q := r.URL.Query()
 	c := &conn{
 		s:          s,
 		ws:         ws,
 		id:         randomID(),
 		peer:       peer,
-		queryRoom:  q.Get("controllerId"),
+		queryRoom:  room,
 		queryToken: q.Get("token"),
-	}
-	if c.queryRoom == "" {
-		c.queryRoom = q.Get("room")
-	}
-	if len(c.queryRoom) > maxControllerID {
-		c.queryRoom = c.queryRoom[:maxControllerID]
 	}
 	s.mu.Lock()
 	closing := s.closing
