@@ -239,7 +239,7 @@ async function onOffer(data) {
   }
   if (pc.signalingState === 'have-local-offer' && !pc.remoteDescription) {
     if (sessionId(pc.localDescription.sdp) > theirs) {
-      return; // MUTATION
+      sendDescription(); // impolite: ours stands; make sure they have it
       return;
     }
     await pc.setLocalDescription({ type: 'rollback' });
