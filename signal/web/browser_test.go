@@ -1,4 +1,4 @@
-package web
+package web_test
 
 // Browser tests: the pages in a real headless Chromium, calling through a
 // real TURN server on 127.0.0.1. They skip only where no Chromium is

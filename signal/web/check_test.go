@@ -1,4 +1,4 @@
-package web
+package web_test
 
 import (
 	"encoding/json"
@@ -52,7 +52,7 @@ func TestCheckPage(t *testing.T) {
 	browser := newBrowser(t)
 	ts := startTURN(t)
 
-	good := (&standIn{ice: ts.iceServers(ts.secret)}).serve(t)
+	good := serveIcebox(t, ts.iceServers(ts.secret))
 	tb := newTab(t, browser, "check")
 	_, rows := runCheck(t, tb, good.URL+"/check")
 	for _, kind := range []string{"stun", "turn-udp", "turn-tcp"} {
@@ -69,7 +69,7 @@ func TestCheckPage(t *testing.T) {
 	}
 	tb.screenshot(t, "check.png")
 
-	bad := (&standIn{ice: ts.iceServers("not the secret")}).serve(t)
+	bad := serveIcebox(t, ts.iceServers("not the secret"))
 	_, rows = runCheck(t, tb, bad.URL+"/check")
 	if !rows["stun"].OK {
 		t.Errorf("STUN needs no credentials and should still work: %+v", rows["stun"])

@@ -1,8 +1,11 @@
-package web
+package web_test
 
 // The pieces the browser tests run against, all on 127.0.0.1: a real TURN
-// server (pion/turn, which also answers STUN Binding) and a stand-in for
-// /connect. Nothing here is icebox's production code.
+// server (pion/turn, which also answers STUN Binding), icebox's signal
+// package serving /connect with the pages beside it, as icebox mounts them,
+// and a small stand-in /connect for what the real one never does.
+//
+// These tests are in package web_test because signal imports web.
 
 import (
 	"crypto/hmac"
@@ -22,6 +25,9 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/pion/logging"
 	"github.com/pion/turn/v4"
+
+	"icebox/signal"
+	"icebox/signal/web"
 )
 
 // turnServer is a pion TURN server with a UDP and a TCP listener, checking
@@ -102,20 +108,13 @@ func copyCounts(m map[string]int) map[string]int {
 	return out
 }
 
-// iceServer is one entry of WsIceServers.
-type iceServer struct {
-	URLs       []string `json:"urls"`
-	Username   string   `json:"username,omitempty"`
-	Credential string   `json:"credential,omitempty"`
-}
-
 // iceServers lists the STUN URL and both TURN URLs with credentials minted
 // from secret, which a test may set wrong on purpose.
-func (ts *turnServer) iceServers(secret string) []iceServer {
+func (ts *turnServer) iceServers(secret string) []signal.ICEServer {
 	user := fmt.Sprintf("%d:web-test", time.Now().Add(time.Hour).Unix())
 	mac := hmac.New(sha1.New, []byte(secret))
 	mac.Write([]byte(user))
-	return []iceServer{
+	return []signal.ICEServer{
 		{URLs: []string{"stun:" + ts.udpAddr}},
 		{
 			URLs:       []string{"turn:" + ts.udpAddr + "?transport=udp", "turn:" + ts.tcpAddr + "?transport=tcp"},
@@ -125,24 +124,41 @@ func (ts *turnServer) iceServers(secret string) []iceServer {
 	}
 }
 
-// standIn is a STAND-IN for icebox's signal package, which was being
-// written beside this one: just enough of shared/PROTOCOL.md for the pages.
-// It answers WsInit with WsIceServers and forwards every other frame to the
+// serveIcebox starts icebox's signal server on 127.0.0.1, handing out the
+// given ICE servers, with the pages mounted at "/" as icebox does.
+func serveIcebox(t *testing.T, ice []signal.ICEServer) *httptest.Server {
+	t.Helper()
+	s, err := signal.New(signal.DefaultConfig(), signal.Options{
+		ICEServers: func(string) ([]signal.ICEServer, time.Time) { return ice, time.Time{} },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Mount the pages unless signal already does (signal.web: true).
+	probe := httptest.NewRecorder()
+	s.Handler().ServeHTTP(probe, httptest.NewRequest("GET", "/check", nil))
+	if probe.Code == http.StatusNotFound {
+		s.Handle("/", web.Handler())
+	}
+	srv := httptest.NewServer(s.Handler())
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+// standIn is a STAND-IN for /connect, just enough of shared/PROTOCOL.md
+// for the pages, for what icebox's signal package never does: it drops the
+// frames a lone tab sends instead of keeping them for the next to join, so
+// the page's offers are tested against a server that loses them. It
+// answers WsInit with WsIceServers and forwards every other frame to the
 // other member of the same ?room=, two members at most. It also checks that
 // the page sends only the kinds and keys the mobile app's strict decoder
-// accepts, since the real server forwards frames byte for byte.
-//
-// With backlog set it keeps a lone member's frames for the next one to
-// join, as the real signal package does; without, they are dropped, as a
-// simpler server would. The call page must work either way.
+// accepts.
 type standIn struct {
 	t       *testing.T
-	ice     []iceServer
-	backlog bool
+	ice []signal.ICEServer
 
 	mu     sync.Mutex
 	rooms  map[string][]*member
-	kept   map[string][][]byte
 	frames map[string]int // frames seen, by id
 	bad    []string       // protocol violations
 }
@@ -163,11 +179,10 @@ func (m *member) write(b []byte) {
 func (s *standIn) serve(t *testing.T) *httptest.Server {
 	s.t = t
 	s.rooms = map[string][]*member{}
-	s.kept = map[string][][]byte{}
 	s.frames = map[string]int{}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/connect", s.connect)
-	mux.Handle("/", Handler())
+	mux.Handle("/", web.Handler())
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
 	return srv
@@ -198,10 +213,6 @@ func (s *standIn) connect(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.rooms[room] = append(s.rooms[room], me)
-	for _, b := range s.kept[room] {
-		me.write(b)
-	}
-	delete(s.kept, room)
 	s.mu.Unlock()
 	defer s.leave(room, me)
 
@@ -216,9 +227,6 @@ func (s *standIn) connect(w http.ResponseWriter, r *http.Request) {
 		}
 		s.mu.Lock()
 		others := slices.DeleteFunc(slices.Clone(s.rooms[room]), func(m *member) bool { return m == me })
-		if len(others) == 0 && s.backlog {
-			s.kept[room] = append(s.kept[room], msg)
-		}
 		s.mu.Unlock()
 		for _, o := range others {
 			o.write(msg)
@@ -232,7 +240,6 @@ func (s *standIn) leave(room string, me *member) {
 	s.rooms[room] = slices.DeleteFunc(s.rooms[room], func(m *member) bool { return m == me })
 	if len(s.rooms[room]) == 0 {
 		delete(s.rooms, room)
-		delete(s.kept, room)
 	}
 }
 
