@@ -154,7 +154,7 @@ func serveIcebox(t *testing.T, ice []signal.ICEServer) *httptest.Server {
 // the page sends only the kinds and keys the mobile app's strict decoder
 // accepts.
 type standIn struct {
-	t       *testing.T
+	t   *testing.T
 	ice []signal.ICEServer
 
 	mu     sync.Mutex
