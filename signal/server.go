@@ -22,7 +22,6 @@ import (
 	"net/http"
 	"net/netip"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -220,7 +219,8 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	s.mux.ServeHTTP(w, r)
 }
 
-// Serve accepts connections on ln until Shutdown. With TLS configured it
+// Serve accepts connections on ln until Shutdown, then returns nil; after
+// Shutdown it closes ln and returns at once. With TLS configured it
 // does the TLS itself, and still answers plain-HTTP /healthz probes.
 func (s *Server) Serve(ln net.Listener) error {
 	hs := &http.Server{
@@ -233,7 +233,8 @@ func (s *Server) Serve(ln net.Listener) error {
 	s.mu.Lock()
 	if s.closing {
 		s.mu.Unlock()
-		return http.ErrServerClosed
+		ln.Close()
+		return nil
 	}
 	s.servers = append(s.servers, hs)
 	s.mu.Unlock()
@@ -295,155 +296,6 @@ func (s *Server) serveHealth(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	fmt.Fprintln(w, "ok")
-}
-
-// serveConnect upgrades to a WebSocket and hands it to a reader goroutine
-// of its own. The handler returns at once, so that net/http's per-request
-// state is freed rather than held for the life of the connection.
-func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request) {
-	set := s.settings()
-	q := r.URL.Query()
-	room := q.Get("controllerId")
-	if room == "" {
-		room = q.Get("room")
-	}
-	if len(room) > maxControllerID {
-		// Cutting it short could pair strangers whose names share a prefix.
-		http.Error(w, "controllerId too long", http.StatusBadRequest)
-		return
-	}
-	peer := peerKey(r.RemoteAddr)
-	refusal := errCode(0)
-	if !s.originAllowed(set, r) {
-		refusal = errOrigin
-	} else if !s.admit(set, peer) {
-		refusal = errBusy
-	}
-	ws, err := s.up.Upgrade(w, r, nil)
-	if err != nil {
-		if refusal == 0 {
-			s.release(peer)
-		}
-		return // Upgrade has answered with an HTTP error
-	}
-	if refusal != 0 {
-		s.cm.refusedConn.Inc()
-		s.refuseNow(ws, refusal)
-		return
-	}
-	c := &conn{
-		s:          s,
-		ws:         ws,
-		id:         randomID(),
-		peer:       peer,
-		queryRoom:  room,
-		queryToken: q.Get("token"),
-	}
-	s.mu.Lock()
-	closing := s.closing
-	if !closing {
-		s.conns[c] = struct{}{}
-		s.wg.Add(1)
-	}
-	s.mu.Unlock()
-	if closing { // Shutdown began during the upgrade
-		s.release(peer)
-		s.cm.refusedConn.Inc()
-		s.refuseNow(ws, errBusy)
-		return
-	}
-	s.cm.active.Inc()
-	s.log.Debug("signal: connected", "conn", c.id, "remote", r.RemoteAddr)
-	go c.run()
-}
-
-// admit counts a connection against max_conns and max_conns_per_ip.
-func (s *Server) admit(set *settings, peer netip.Prefix) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closing || s.total >= set.MaxConns || s.perPeer[peer] >= set.MaxConnsPerIP {
-		return false
-	}
-	s.perPeer[peer]++
-	s.total++
-	return true
-}
-
-func (s *Server) release(peer netip.Prefix) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.total--
-	if s.perPeer[peer]--; s.perPeer[peer] <= 0 {
-		delete(s.perPeer, peer)
-	}
-}
-
-// forget is the last step of a connection.
-func (s *Server) forget(c *conn, why disconnectReason) {
-	s.mu.Lock()
-	delete(s.conns, c)
-	s.mu.Unlock()
-	s.release(c.peer)
-	s.cm.active.Dec()
-	s.cm.disconnects[why].Inc()
-	s.wg.Done()
-}
-
-// refuseNow tells a connection that was never admitted why, and closes it.
-func (s *Server) refuseNow(ws *websocket.Conn, code errCode) {
-	defer ws.Close()
-	s.em.inc(code)
-	deadline := time.Now().Add(closeGrace)
-	ws.SetWriteDeadline(deadline)
-	if ws.WriteMessage(websocket.TextMessage, s.errFrames.get(code)) != nil {
-		return
-	}
-	s.cm.framesOut[kindError].Inc()
-	if ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code.info().close, code.info().name), deadline) != nil {
-		return
-	}
-	// Wait for the client's close frame, so that closing the socket does
-	// not reset the connection under the frames just sent.
-	ws.SetReadDeadline(deadline)
-	for {
-		if _, _, err := ws.NextReader(); err != nil {
-			return
-		}
-	}
-}
-
-// originAllowed: native apps send no Origin; browsers must be listed, or
-// come from this host when the list is empty.
-func (s *Server) originAllowed(set *settings, r *http.Request) bool {
-	origin := r.Header.Get("Origin")
-	if origin == "" || set.anyOrigin {
-		return true
-	}
-	n, err := normOrigin(origin)
-	if err != nil {
-		return false
-	}
-	if len(set.origins) == 0 {
-		_, host, _ := strings.Cut(n, "://")
-		return strings.EqualFold(host, r.Host)
-	}
-	return set.origins[n]
-}
-
-// peerKey is what max_conns_per_ip counts: the IPv4 address, or the IPv6
-// /64, which one subscriber usually has whole.
-func peerKey(remote string) netip.Prefix {
-	ap, err := netip.ParseAddrPort(remote)
-	if err != nil {
-		return netip.Prefix{}
-	}
-	a := ap.Addr().Unmap()
-	bits := 32
-	if a.Is6() {
-		bits = 64
-	}
-	p, _ := a.Prefix(bits)
-	return p
 }
 
 func randomID() string {

@@ -1,0 +1,70 @@
+package signal
+
+import "time"
+
+// The timers a connection runs: WebSocket pings, whose pongs keep its read
+// deadline moving, and the re-sending of TURN credentials before they
+// expire.
+
+// onPong: the client is alive.
+func (c *conn) onPong(string) error {
+	if c.inited && !c.closing() {
+		set := c.s.settings()
+		c.ws.SetReadDeadline(time.Now().Add(set.PingInterval + set.PongTimeout))
+	}
+	return nil
+}
+
+// pingTick runs on the ping timer.
+func (c *conn) pingTick() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.dead || c.closeCode != 0 {
+		return
+	}
+	c.pingDue = true
+	c.startWriterLocked()
+	c.ping.Reset(c.s.settings().PingInterval)
+}
+
+// scheduleRefresh arranges for fresh credentials to be sent before the
+// ones that expire at exp run out.
+func (c *conn) scheduleRefresh(set *settings, exp time.Time) {
+	if exp.IsZero() {
+		return
+	}
+	d := refreshDelay(time.Now(), exp, set.CredentialRefresh)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.dead || c.closeCode != 0 {
+		return
+	}
+	if c.refresh == nil {
+		c.refresh = time.AfterFunc(d, c.refreshTick)
+	} else {
+		c.refresh.Reset(d)
+	}
+}
+
+// minRefresh keeps credentials that come back already expired from
+// turning the refresh timer into a busy loop.
+const minRefresh = time.Second
+
+// refreshDelay is when to re-send credentials expiring at exp: margin
+// before, but not before half their remaining life, so that short-lived
+// credentials are still used a while.
+func refreshDelay(now, exp time.Time, margin time.Duration) time.Duration {
+	left := exp.Sub(now)
+	return max(left-margin, left/2, minRefresh)
+}
+
+func (c *conn) refreshTick() {
+	greeting, exp, err := c.s.iceFrame(c.id)
+	if err != nil {
+		c.s.log.Error("signal: ICE servers", "err", err)
+		return
+	}
+	c.send(greeting, kindIceServers)
+	c.s.cm.refreshes.Inc()
+	c.scheduleRefresh(c.s.settings(), exp)
+}

@@ -1,0 +1,24 @@
+package signal
+
+import "time"
+
+// bucket is a token bucket limiting frames per second; only the reader
+// goroutine touches it.
+type bucket struct {
+	tokens float64
+	last   time.Time
+}
+
+func (b *bucket) allow(now time.Time, rate float64, burst int) bool {
+	if b.last.IsZero() {
+		b.tokens = float64(burst)
+	} else {
+		b.tokens = min(float64(burst), b.tokens+now.Sub(b.last).Seconds()*rate)
+	}
+	b.last = now
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
+}
