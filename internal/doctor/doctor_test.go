@@ -326,6 +326,28 @@ func TestParseICEURL(t *testing.T) {
 	}
 }
 
+func TestSkippedTransports(t *testing.T) {
+	c := &checker{opts: Options{Timeout: time.Second}}
+	for in, want := range map[string]string{
+		"stuns:h":                   "stuns: URLs (over TLS) are not checked",
+		"turns:h:443?transport=udp": "turns: URLs (over DTLS) are not checked",
+	} {
+		u, err := parseICEURL(in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var s Step
+		if u.isTURN() {
+			s = c.allocate(t.Context(), u).step
+		} else {
+			s = c.stunBind(t.Context(), u)
+		}
+		if s.Status() != "skip" || s.Cause != want {
+			t.Errorf("%s: %s %q, want skip %q", in, s.Status(), s.Cause, want)
+		}
+	}
+}
+
 func TestSignalingURL(t *testing.T) {
 	for in, want := range map[string]string{
 		"example.com":                    "ws://example.com/connect?room=r",

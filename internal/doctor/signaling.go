@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -142,23 +141,16 @@ func diagnoseDial(err error, resp *http.Response, u *url.URL, timeout time.Durat
 
 	detail = err.Error()
 	var dnsErr *net.DNSError
-	var unknownCA x509.UnknownAuthorityError
-	var hostErr x509.HostnameError
-	var invalid x509.CertificateInvalidError
 	var recErr tls.RecordHeaderError
 	switch {
 	case errors.As(err, &dnsErr):
 		cause = fmt.Sprintf("%s does not resolve: check its DNS records", u.Hostname())
 	case errors.Is(err, syscall.ECONNREFUSED):
 		cause = fmt.Sprintf("connection refused: nothing listens at %s (icebox not running, another port, or signal.listen on another address)", hostport)
-	case errors.As(err, &unknownCA):
-		cause = "the TLS certificate is not trusted: self-signed, or the server does not send its intermediate chain (serve fullchain.pem); --insecure skips this check for tests"
-	case errors.As(err, &hostErr):
-		cause = fmt.Sprintf("the TLS certificate is not for %s: get one that names it", u.Hostname())
-	case errors.As(err, &invalid) && invalid.Reason == x509.Expired:
-		cause = "the TLS certificate has expired or is not valid yet (or this machine's clock is wrong): renew it and send icebox SIGHUP"
 	case errors.As(err, &recErr):
 		cause = "the server does not speak TLS on this port: use ws://, or turn on signal.tls"
+	case tlsCause(err, u.Hostname()) != "":
+		cause = tlsCause(err, u.Hostname())
 	case errors.Is(err, syscall.ECONNRESET) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
 		cause = "the connection was cut during the handshake: a firewall or proxy, or a TLS/plain-text mismatch (ws:// vs wss://)"
 	case isTimeout(err):

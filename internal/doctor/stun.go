@@ -40,6 +40,8 @@ func (u iceURL) names() string {
 // transportName says how the client reaches the server: UDP, TCP or TLS.
 func (u iceURL) transportName() string {
 	switch {
+	case u.scheme == "stuns":
+		return "STUN over TLS"
 	case u.secure() && u.transport == "tcp":
 		return "TLS"
 	case u.secure():
@@ -119,33 +121,43 @@ func resolve4(ctx context.Context, host string) ([]netip.Addr, error) {
 	return addrs, nil
 }
 
-// resolveCause explains a failed lookup of an ICE URL's host.
-func resolveCause(u iceURL, err error) string {
-	if isTimeout(err) {
-		return fmt.Sprintf("resolving %s timed out: check this machine's DNS", u.host)
+// begin starts the step for u: it bounds it by the step timeout, times
+// it, and resolves u's host. When it returns ok=false the step is done:
+// skipped (a transport the check does not speak) or failed (no address).
+func (c *checker) begin(ctx context.Context, u iceURL, step *Step) (_ context.Context, ips []netip.Addr, done func(), ok bool) {
+	if t := u.transportName(); t == "STUN over TLS" || t == "DTLS" {
+		step.OK, step.Skipped = true, true
+		step.Cause = u.scheme + ": URLs (over " + strings.TrimPrefix(t, "STUN over ") + ") are not checked"
+		return ctx, nil, func() {}, false
 	}
-	if strings.Contains(err.Error(), "IPv4") {
-		return "icebox serves STUN and TURN over IPv4: advertise an IPv4 address or a name with an A record"
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(ctx, c.opts.Timeout)
+	done = func() {
+		cancel()
+		step.Took = time.Since(start)
 	}
-	return fmt.Sprintf("%s has no IPv4 address (A record): fix DNS, or set signal.ice_host to a name clients can resolve", u.host)
+	ips, err := resolve4(ctx, u.host)
+	if err != nil {
+		step.Detail = err.Error()
+		switch {
+		case isTimeout(err):
+			step.Cause = fmt.Sprintf("resolving %s timed out: check this machine's DNS", u.host)
+		case strings.Contains(err.Error(), "IPv4"):
+			step.Cause = "icebox serves STUN and TURN over IPv4: advertise an IPv4 address or a name with an A record"
+		default:
+			step.Cause = fmt.Sprintf("%s has no IPv4 address (A record): fix DNS, or set signal.ice_host to a name clients can resolve", u.host)
+		}
+		return ctx, nil, done, false
+	}
+	return ctx, ips, done, true
 }
 
 // stunBind sends a Binding request over UDP and reports the mapped address.
 func (c *checker) stunBind(ctx context.Context, u iceURL) (step Step) {
 	step = Step{Name: StepSTUN, Target: u.raw}
-	if u.secure() {
-		step.OK, step.Skipped = true, true
-		step.Cause = "STUN over TLS is not checked"
-		return step
-	}
-	ctx, cancel := context.WithTimeout(ctx, c.opts.Timeout)
-	defer cancel()
-	start := time.Now()
-	defer func() { step.Took = time.Since(start) }()
-
-	ips, err := resolve4(ctx, u.host)
-	if err != nil {
-		step.Detail, step.Cause = err.Error(), resolveCause(u, err)
+	ctx, ips, done, ok := c.begin(ctx, u, &step)
+	defer done()
+	if !ok {
 		return step
 	}
 	server := netip.AddrPortFrom(ips[0], uint16(u.port))
@@ -194,7 +206,7 @@ func (c *checker) stunBind(ctx context.Context, u iceURL) (step Step) {
 			if res.Type.Class == stun.ClassErrorResponse {
 				var code stun.ErrorCodeAttribute
 				code.GetFrom(res)
-				step.Detail = fmt.Sprintf("Binding error %d %s", code.Code, code.Reason)
+				step.Detail = strings.TrimSpace(fmt.Sprintf("Binding error %d %s", code.Code, code.Reason))
 				step.Cause = "the server refused a plain Binding request: it is not icebox's STUN listener"
 				return step
 			}

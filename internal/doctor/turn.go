@@ -82,21 +82,12 @@ type turnResult struct {
 func (c *checker) allocate(ctx context.Context, u iceURL) (res turnResult) {
 	res.step = Step{Name: StepTURN, Target: u.raw}
 	step := &res.step
-	if u.transportName() == "DTLS" {
-		step.OK, step.Skipped = true, true
-		step.Cause = "TURN over DTLS is not checked"
+	ctx, ips, done, ok := c.begin(ctx, u, step)
+	defer done()
+	if !ok {
 		return res
 	}
-	ctx, cancel := context.WithTimeout(ctx, c.opts.Timeout)
-	defer cancel()
-	start := time.Now()
-	defer func() { step.Took = time.Since(start) }()
-
-	ips, err := resolve4(ctx, u.host)
-	if err != nil {
-		step.Detail, step.Cause = err.Error(), resolveCause(u, err)
-		return res
-	}
+	var err error
 	server := netip.AddrPortFrom(ips[0], uint16(u.port))
 	a := &allocation{url: u, serverIPs: ips}
 	var uc *udpConn
@@ -266,7 +257,7 @@ func allocateDiagnosis(u iceURL, err error, refused bool, timeout time.Duration)
 		return detail, fmt.Sprintf("connected over %s but no TURN answer: turn.enabled is false, or another service holds tcp/%d", u.transportName(), u.port)
 	case errors.As(err, &te):
 		code := te.ErrorCodeAttr
-		detail = fmt.Sprintf("Allocate error %d %s", code.Code, code.Reason)
+		detail = strings.TrimSpace(fmt.Sprintf("Allocate error %d %s", code.Code, code.Reason))
 		switch code.Code {
 		case stun.CodeBadRequest, stun.CodeUnauthorized, stun.CodeWrongCredentials:
 			// pion (and so icebox) answers a bad MESSAGE-INTEGRITY or an
@@ -443,7 +434,7 @@ func (c *checker) roundTrip(ctx context.Context, allocs []*allocation) (step Ste
 			if bytes.Equal(buf[:n], pong) {
 				step.OK = true
 				step.Detail = fmt.Sprintf("%s (%s) → %s (%s) and back in %s", a.relayed, a.url.transportName(),
-					b.relayed, b.url.transportName(), time.Since(sent).Round(time.Millisecond))
+					b.relayed, b.url.transportName(), fmtDuration(time.Since(sent)))
 				c.log.Debug("doctor: relay round trip", "from", from, "rtt", time.Since(sent))
 				return step
 			}
