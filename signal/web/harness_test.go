@@ -154,7 +154,6 @@ func serveIcebox(t *testing.T, ice []signal.ICEServer) *httptest.Server {
 // the page sends only the kinds and keys the mobile app's strict decoder
 // accepts.
 type standIn struct {
-	t   *testing.T
 	ice []signal.ICEServer
 
 	mu     sync.Mutex
@@ -177,7 +176,6 @@ func (m *member) write(b []byte) {
 // serve starts an HTTP server with the stand-in at /connect and the
 // package's Handler at "/".
 func (s *standIn) serve(t *testing.T) *httptest.Server {
-	s.t = t
 	s.rooms = map[string][]*member{}
 	s.frames = map[string]int{}
 	mux := http.NewServeMux()

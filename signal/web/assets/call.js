@@ -56,8 +56,14 @@ function pickRoom() {
   return name;
 }
 
+// say shows how the call is going; it changes as the call does.
 function say(text) {
   $('message').textContent = text;
+}
+
+// mediaNote says why there is no camera; it stays for the whole call.
+function mediaNote(text) {
+  $('media-note').textContent = text;
 }
 
 function logLine(text, cls) {
@@ -76,6 +82,7 @@ async function start() {
     return;
   }
   say('');
+  mediaNote('');
   $('start').disabled = true;
   $('relay').disabled = true;
   $('hangup').disabled = false;
@@ -96,7 +103,7 @@ async function start() {
 // goes on, receive-only with chat, and the user is told why.
 async function getMedia() {
   if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
-    say(window.isSecureContext
+    mediaNote(window.isSecureContext
       ? 'This browser offers no camera access. You can still see the other side and chat.'
       : 'The camera needs a secure page: open icebox over HTTPS (signal.tls), or as ' +
         'localhost on the same computer. You can still see the other side and chat.');
@@ -108,11 +115,11 @@ async function getMedia() {
     return stream;
   } catch (err) {
     const why = {
-      NotAllowedError: 'Camera and microphone were refused. Allow them in the address bar and press Start again',
+      NotAllowedError: 'Camera and microphone were refused. To use them, allow them in the address bar, then Hang up and Start again',
       NotFoundError: 'No camera or microphone was found',
       NotReadableError: 'The camera or microphone is busy in another program',
     }[err.name] || 'The camera could not start (' + err.name + ')';
-    say(why + '. You can still see the other side and chat.');
+    mediaNote(why + '. You can still see the other side and chat.');
     return null;
   }
 }
@@ -127,8 +134,13 @@ async function onFrame(id, data) {
         newPeer();
         await sendOffer();
       } else {
-        // Fresh TURN credentials before the old ones expire.
-        pc.setConfiguration(rtcConfig());
+        // Fresh TURN credentials before the old ones expire; a browser
+        // that refuses them keeps the old ones, which still work a while.
+        try {
+          pc.setConfiguration(rtcConfig());
+        } catch (err) {
+          console.warn('icebox: new ICE servers not applied:', err);
+        }
       }
       return;
     case 'WsSDPOffer':
