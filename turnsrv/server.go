@@ -106,11 +106,8 @@ func New(cfg Config, opts Options) (*Server, error) {
 	}
 	warnLooseSecretFile(log, cfg.SecretFile)
 
-	bind := netip.IPv4Unspecified()
-	if cfg.Relay.Address != "" {
-		bind = netip.MustParseAddr(cfg.Relay.Address).Unmap() // Validate checked it
-	}
-	public, err := choosePublicIP(opts.PublicIP, bind)
+	bind := cfg.relayBind()
+	public, err := ChoosePublicIP(opts.PublicIP, cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -212,8 +209,12 @@ func New(cfg Config, opts Options) (*Server, error) {
 	return s, nil
 }
 
-// choosePublicIP picks the address clients are told for relays.
-func choosePublicIP(given, bind netip.Addr) (netip.Addr, error) {
+// ChoosePublicIP picks the address clients are told for relays, as New
+// does: given when valid, else the specific relay bind address, else this
+// host's first public then private IPv4 address, else 127.0.0.1. It lets
+// tools that run without a server (icebox credentials) name the same host.
+func ChoosePublicIP(given netip.Addr, cfg Config) (netip.Addr, error) {
+	bind := cfg.relayBind()
 	if given.IsValid() {
 		if a := given.Unmap(); a.Is4() {
 			return a, nil
@@ -237,6 +238,14 @@ func choosePublicIP(given, bind netip.Addr) (netip.Addr, error) {
 		return private, nil
 	}
 	return netip.AddrFrom4([4]byte{127, 0, 0, 1}), nil
+}
+
+// relayBind is the address relays bind to; Validate has checked it.
+func (c Config) relayBind() netip.Addr {
+	if c.Relay.Address == "" {
+		return netip.IPv4Unspecified()
+	}
+	return netip.MustParseAddr(c.Relay.Address).Unmap()
 }
 
 func reservedPeersContain(a netip.Addr) bool { return containsAddr(reservedPeers, a) }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"reflect"
@@ -16,15 +17,21 @@ import (
 
 	"icebox/internal/cfgerr"
 	"icebox/stunsrv"
+	"icebox/turnsrv"
 )
 
 // Config is the whole config file: one section per part of icebox, each
 // the part's own Config, so a part's options live next to its code.
 type Config struct {
-	// PublicIP is the address clients reach this box at; relay addresses
-	// and ICE URLs carry it. Default "": the first public address of the
-	// host's interfaces.
+	// PublicIP is the IPv4 address clients reach this box at; relay
+	// addresses and ICE URLs carry it. "auto" finds it at start: the host's
+	// public address, else what the public_ip_stun servers see. Default "":
+	// the relay bind address, else the host's first public, then private,
+	// interface address.
 	PublicIP string `yaml:"public_ip"`
+	// PublicIPSTUN lists STUN servers (host:port) that public_ip: auto may
+	// ask. Default none: icebox asks nobody the operator did not name.
+	PublicIPSTUN []string `yaml:"public_ip_stun"`
 	// StateDir keeps what icebox generates itself (the TURN secret).
 	// Default "": $STATE_DIRECTORY under systemd, else /var/lib/icebox if
 	// writable, else ~/.local/state/icebox.
@@ -32,6 +39,7 @@ type Config struct {
 
 	Log   LogConfig      `yaml:"log"`
 	STUN  stunsrv.Config `yaml:"stun"`
+	TURN  turnsrv.Config `yaml:"turn"`
 	Admin AdminConfig    `yaml:"admin"`
 }
 
@@ -48,6 +56,7 @@ func DefaultConfig() Config {
 	return Config{
 		Log:   LogConfig{Level: "info", Format: "text"},
 		STUN:  stunsrv.DefaultConfig(),
+		TURN:  turnsrv.DefaultConfig(),
 		Admin: defaultAdminConfig(),
 	}
 }
@@ -55,9 +64,14 @@ func DefaultConfig() Config {
 // Validate checks every section and returns all mistakes at once.
 func (c *Config) Validate() error {
 	var errs []error
-	if c.PublicIP != "" {
-		if ip, err := netip.ParseAddr(c.PublicIP); err != nil || ip.IsUnspecified() {
-			errs = append(errs, cfgerr.New("public_ip", fmt.Sprintf("%q is not an IP address clients can reach", c.PublicIP), `public_ip: 203.0.113.10 (the VM's public address), or leave it out`))
+	if c.PublicIP != "" && c.PublicIP != publicIPAuto {
+		if ip, err := netip.ParseAddr(c.PublicIP); err != nil || ip.IsUnspecified() || !ip.Unmap().Is4() {
+			errs = append(errs, cfgerr.New("public_ip", fmt.Sprintf("%q is not an IPv4 address clients can reach", c.PublicIP), `public_ip: 203.0.113.10 (the VM's public address), or "auto"`))
+		}
+	}
+	for i, s := range c.PublicIPSTUN {
+		if _, _, err := net.SplitHostPort(s); err != nil {
+			errs = append(errs, cfgerr.New(fmt.Sprintf("public_ip_stun[%d]", i), err.Error(), `host:port, e.g. "stun.example.net:3478"`))
 		}
 	}
 	if !slices.Contains([]string{"debug", "info", "warn", "error"}, c.Log.Level) {
@@ -67,6 +81,7 @@ func (c *Config) Validate() error {
 		errs = append(errs, cfgerr.New("log.format", fmt.Sprintf("unknown format %q", c.Log.Format), "text or json"))
 	}
 	errs = append(errs, cfgerr.In("stun", c.STUN.Validate()))
+	errs = append(errs, cfgerr.In("turn", c.TURN.Validate()))
 	errs = append(errs, cfgerr.In("admin", c.Admin.validate()))
 	return errors.Join(errs...)
 }
@@ -338,3 +353,6 @@ func typeHint(key string) string {
 	}
 	return "see config.yaml for this option's form"
 }
+
+// iceName is the DNS name ICE URLs carry instead of the public IP, if any.
+func (c *Config) iceName() string { return "" }

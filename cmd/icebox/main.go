@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"os"
 	"os/signal"
 	"strings"
@@ -19,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"icebox/stunsrv"
+	"icebox/turnsrv"
 )
 
 const usage = `icebox: STUN, TURN and WebRTC signaling in one small daemon.
@@ -26,6 +28,9 @@ const usage = `icebox: STUN, TURN and WebRTC signaling in one small daemon.
 Usage:
   icebox [-config FILE]          run the daemon (no FILE: built-in defaults,
                                  STUN on UDP and TCP :3478)
+  icebox credentials [-config FILE] [-ttl 1h] [-user NAME]
+                                 print ICE servers JSON with a fresh TURN
+                                 credential, for a browser or app
   icebox version                 print version, commit and Go version
 
 Options:
@@ -47,6 +52,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		case "version":
 			fmt.Fprintln(stdout, versionString())
 			return 0
+		case "credentials":
+			return credentialsCmd(args[1:], stdout, stderr)
 		case "help":
 			fmt.Fprint(stdout, usage)
 			return 0
@@ -86,10 +93,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 // daemon is every running part of icebox.
 type daemon struct {
-	log   *slog.Logger
-	reg   *prometheus.Registry
-	stun  *stunsrv.Server
-	admin *admin
+	log      *slog.Logger
+	reg      *prometheus.Registry
+	publicIP netip.Addr
+	stun     *stunsrv.Server
+	turn     *turnsrv.Server // nil with TURN off
+	admin    *admin
 }
 
 // start brings up every enabled part; on error nothing is left running.
@@ -100,18 +109,52 @@ func start(cfg Config, log *slog.Logger) (_ *daemon, err error) {
 			d.close(context.Background())
 		}
 	}()
+	var how string
+	if d.publicIP, how, err = resolvePublicIP(context.Background(), cfg); err != nil {
+		return d, fmt.Errorf("public_ip: %w", err)
+	}
+	log.Info("public address chosen", "public_ip", d.publicIP, "how", how)
+
 	d.stun, err = stunsrv.New(cfg.STUN, stunsrv.Options{
-		Logger:     log.With("part", "stun"),
-		Registerer: d.reg,
+		Logger:      log.With("part", "stun"),
+		Registerer:  d.reg,
+		Passthrough: cfg.TURN.Enabled,
+		// A TURN connection is quiet between refreshes, which come before
+		// the allocation's lifetime runs out.
+		TURNIdleTimeout: cfg.TURN.Quotas.MaxLifetime + time.Minute,
 	})
 	if err != nil {
 		return d, err
 	}
+	if cfg.TURN.Enabled {
+		d.turn, err = turnsrv.New(cfg.TURN, turnsrv.Options{
+			Logger:      log.With("part", "turn"),
+			Registerer:  d.reg,
+			PublicIP:    d.publicIP,
+			StateDir:    stateDir(cfg.StateDir),
+			PacketConns: d.stun.PacketConns(),
+			Listeners:   d.stun.Listeners(),
+		})
+		if err != nil {
+			return d, err
+		}
+	}
 	if d.admin, err = startAdmin(cfg.Admin, d.reg, d.ready, log); err != nil {
 		return d, err
 	}
-	log.Info("icebox started", "version", version, "stun", d.stun.Addrs(), "admin", d.admin.addr())
+	log.Info("icebox started", "version", version, "stun", d.stun.Addrs(), "turn", d.turnSummary(cfg), "admin", d.admin.addr())
 	return d, nil
+}
+
+func (d *daemon) turnSummary(cfg Config) string {
+	if d.turn == nil {
+		return "off"
+	}
+	s := "on the STUN sockets, relays " + d.turn.RelayIP().String() + " ports " + cfg.TURN.Relay.Ports
+	if a := d.turn.TLSAddr(); a != nil {
+		s += ", tls " + a.String()
+	}
+	return s
 }
 
 // ready is true when every part answers: the readiness probe and the
@@ -122,6 +165,11 @@ func (d *daemon) ready(ctx context.Context) error {
 
 func (d *daemon) close(ctx context.Context) {
 	d.admin.close(ctx)
+	// TURN closes the STUN sockets it was handed (pion has no other way to
+	// stop reading them), so it goes first; STUN's second close is a no-op.
+	if d.turn != nil {
+		d.turn.Close()
+	}
 	if d.stun != nil {
 		d.stun.Close()
 	}

@@ -31,9 +31,8 @@ func startDaemon(t *testing.T, cfg Config) (*daemon, *syncWriter) {
 func TestCoturnStunclientGetsAnAnswer(t *testing.T) {
 	stunclient := testenv.Tool(t, "turnutils_stunclient", "coturn")
 	port := testenv.FreePort(t)
-	cfg := DefaultConfig()
+	cfg := testConfig(t)
 	cfg.STUN.Listen = []string{fmt.Sprintf("127.0.0.1:%d", port)}
-	cfg.Admin.Listen = "127.0.0.1:0"
 	startDaemon(t, cfg)
 	for _, args := range [][]string{
 		{"-p", fmt.Sprint(port), "127.0.0.1"},
@@ -51,9 +50,8 @@ func TestCoturnStunclientGetsAnAnswer(t *testing.T) {
 
 func TestStartupSummaryAndHelp(t *testing.T) {
 	port := testenv.FreePort(t)
-	cfg := DefaultConfig()
+	cfg := testConfig(t)
 	cfg.STUN.Listen = []string{fmt.Sprintf("127.0.0.1:%d", port)}
-	cfg.Admin.Listen = "127.0.0.1:0"
 	_, logs := startDaemon(t, cfg)
 	if want := fmt.Sprintf("udp 127.0.0.1:%d", port); !strings.Contains(logs.String(), "icebox started") || !strings.Contains(logs.String(), want) {
 		t.Errorf("start-up summary %q lacks %q", logs, want)

@@ -12,11 +12,15 @@ import (
 	"time"
 )
 
-// testConfig is the default config on loopback ports the kernel picks.
-func testConfig() Config {
+// testConfig is the default config on loopback ports the kernel picks,
+// with its own state directory and relays on 127.0.0.1.
+func testConfig(t *testing.T) Config {
 	cfg := DefaultConfig()
 	cfg.STUN.Listen = []string{"127.0.0.1:0"}
 	cfg.Admin.Listen = "127.0.0.1:0"
+	cfg.StateDir = t.TempDir()
+	cfg.PublicIP = "127.0.0.1"
+	cfg.TURN.Relay.Address = "127.0.0.1"
 	return cfg
 }
 
@@ -35,7 +39,7 @@ func TestSystemdNotifyProtocol(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- serve(ctx, testConfig(), slog.New(slog.DiscardHandler)) }()
+	go func() { done <- serve(ctx, testConfig(t), slog.New(slog.DiscardHandler)) }()
 
 	l.SetReadDeadline(time.Now().Add(10 * time.Second))
 	buf := make([]byte, 256)
@@ -68,7 +72,7 @@ func TestSystemdNotifyProtocol(t *testing.T) {
 }
 
 func TestAdminEndpoints(t *testing.T) {
-	d, _ := startDaemon(t, testConfig())
+	d, _ := startDaemon(t, testConfig(t))
 	base := "http://" + d.admin.addr()
 	if err := d.stun.SelfCheck(context.Background()); err != nil {
 		t.Fatal(err)

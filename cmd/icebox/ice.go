@@ -1,0 +1,55 @@
+package main
+
+import (
+	"net"
+	"net/netip"
+	"strconv"
+	"time"
+
+	"icebox/turnsrv"
+)
+
+// iceURLs are the STUN and TURN URLs clients are told, at host (the
+// public IP, or a DNS name matching the TLS certificate).
+type iceURLs struct {
+	stun []string
+	turn []string // empty with TURN off
+}
+
+func newICEURLs(cfg Config, host string) iceURLs {
+	port := 3478
+	if len(cfg.STUN.Listen) > 0 {
+		if _, p, err := net.SplitHostPort(cfg.STUN.Listen[0]); err == nil {
+			port, _ = strconv.Atoi(p)
+		}
+	}
+	u := iceURLs{stun: []string{"stun:" + net.JoinHostPort(host, strconv.Itoa(port))}}
+	if cfg.TURN.Enabled {
+		for _, url := range cfg.TURN.URLs(host, port) {
+			if url == "turn:"+net.JoinHostPort(host, strconv.Itoa(port))+"?transport=tcp" && !cfg.STUN.TCP {
+				continue // no TCP listener to serve it
+			}
+			u.turn = append(u.turn, url)
+		}
+	}
+	return u
+}
+
+// servers returns the ICE servers for one client, with a TURN credential
+// minted from secret for user.
+func (u iceURLs) servers(secret []byte, user string, ttl time.Duration, now time.Time) []turnsrv.ICEServer {
+	out := []turnsrv.ICEServer{{URLs: u.stun}}
+	if len(u.turn) > 0 {
+		out = append(out, turnsrv.NewICEServer(u.turn, secret, user, ttl, now))
+	}
+	return out
+}
+
+// iceHost is the host part of ICE URLs: a name when one is configured,
+// since turns: needs the certificate's name, else the public IP.
+func iceHost(name string, publicIP netip.Addr) string {
+	if name != "" {
+		return name
+	}
+	return publicIP.String()
+}
