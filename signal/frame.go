@@ -80,41 +80,18 @@ func decodeFrame(msg, scratch []byte) (f frame, _ []byte, code errCode) {
 		return f, scratch, errBadFrame
 	}
 	s := scanner{b: msg}
-	if !s.eat('{') {
-		return f, scratch, errBadFrame
-	}
-	var haveID, haveData bool
-	for first := true; ; first = false {
-		var kb [8]byte
-		key, done, ok := s.next(first, kb[:0])
-		if !ok {
-			return f, scratch, errBadFrame
-		}
-		if done {
-			break
-		}
-		switch string(key) {
-		case "id":
+	seen, ok := s.object([]string{"id", "data"}, func(i int) (ok bool) {
+		if i == 0 {
 			var ib [24]byte
-			id, ok := s.str(ib[:0], true)
-			if !ok || haveID {
-				return f, scratch, errBadFrame
-			}
-			haveID = true
+			var id []byte
+			id, ok = s.str(ib[:0], true)
 			f.kind = kindOf(id)
-		case "data":
-			if haveData {
-				return f, scratch, errBadFrame
-			}
-			haveData = true
-			if scratch, ok = s.str(scratch, true); !ok {
-				return f, scratch, errBadFrame
-			}
-		default:
-			return f, scratch, errBadFrame
+			return ok
 		}
-	}
-	if !s.end() || !haveID || !haveData {
+		scratch, ok = s.str(scratch, true)
+		return ok
+	})
+	if !ok || seen != 0b11 || !s.end() {
 		return frame{}, scratch, errBadFrame
 	}
 	if f.kind == kindUnknown {
@@ -149,115 +126,42 @@ func okCode(ok bool) errCode {
 // decodeInit reads {"controllerId": "...", "token": "..."}, both optional.
 func decodeInit(data []byte, f *frame, scratch []byte) ([]byte, bool) {
 	d := scanner{b: data}
-	if !d.eat('{') {
-		return scratch, false
-	}
-	var seen uint8
-	for first := true; ; first = false {
-		var kb [16]byte
-		key, done, ok := d.next(first, kb[:0])
-		if !ok {
-			return scratch, false
+	_, ok := d.object([]string{"controllerId", "token"}, func(i int) (ok bool) {
+		if i == 0 {
+			f.controllerID, scratch, ok = d.keptString(scratch, maxControllerID)
+		} else {
+			f.token, scratch, ok = d.keptString(scratch, maxToken)
 		}
-		if done {
-			break
-		}
-		switch string(key) {
-		case "controllerId":
-			if seen&1 != 0 {
-				return scratch, false
-			}
-			seen |= 1
-			if f.controllerID, scratch, ok = d.keptString(scratch, maxControllerID); !ok {
-				return scratch, false
-			}
-		case "token":
-			if seen&2 != 0 {
-				return scratch, false
-			}
-			seen |= 2
-			if f.token, scratch, ok = d.keptString(scratch, maxToken); !ok {
-				return scratch, false
-			}
-		default:
-			return scratch, false
-		}
-	}
-	return scratch, d.end()
+		return ok
+	})
+	return scratch, ok && d.end()
 }
 
 // decodeSDP reads {"type": "...", "sdp": "...", "controllerId": "..."};
 // controllerId may be absent or null (answers from the device carry none).
 func decodeSDP(data []byte, f *frame, scratch []byte) ([]byte, bool) {
 	d := scanner{b: data}
-	if !d.eat('{') {
-		return scratch, false
-	}
-	var seen uint8
-	for first := true; ; first = false {
-		var kb [16]byte
-		key, done, ok := d.next(first, kb[:0])
-		if !ok {
-			return scratch, false
+	seen, ok := d.object([]string{"type", "sdp", "controllerId"}, func(i int) (ok bool) {
+		if i < 2 {
+			return d.skipString()
 		}
-		if done {
-			break
-		}
-		var bit uint8
-		switch string(key) {
-		case "type":
-			bit = 1
-			_, ok = d.str(nil, false)
-		case "sdp":
-			bit = 2
-			_, ok = d.str(nil, false)
-		case "controllerId":
-			bit = 4
-			f.controllerID, scratch, ok = d.keptString(scratch, maxControllerID)
-		default:
-			return scratch, false
-		}
-		if !ok || seen&bit != 0 {
-			return scratch, false
-		}
-		seen |= bit
-	}
-	return scratch, seen&3 == 3 && d.end()
+		f.controllerID, scratch, ok = d.keptString(scratch, maxControllerID)
+		return ok
+	})
+	return scratch, ok && seen&0b11 == 0b11 && d.end()
 }
 
 // decodeCandidates reads {"controllerId": "...", "iceCandidates": [...]}.
 func decodeCandidates(data []byte, f *frame, scratch []byte) ([]byte, bool) {
 	d := scanner{b: data}
-	if !d.eat('{') {
-		return scratch, false
-	}
-	var seen uint8
-	for first := true; ; first = false {
-		var kb [16]byte
-		key, done, ok := d.next(first, kb[:0])
-		if !ok {
-			return scratch, false
+	seen, ok := d.object([]string{"controllerId", "iceCandidates"}, func(i int) (ok bool) {
+		if i == 1 {
+			return d.candidateList()
 		}
-		if done {
-			break
-		}
-		var bit uint8
-		switch string(key) {
-		case "controllerId":
-			bit = 1
-			f.controllerID, scratch, ok = d.keptString(scratch, maxControllerID)
-		case "iceCandidates":
-			bit = 2
-			ok = d.candidateList()
-		default:
-			return scratch, false
-		}
-		if !ok || seen&bit != 0 {
-			return scratch, false
-		}
-		seen |= bit
-	}
-	return scratch, seen&2 == 2 && d.end()
+		f.controllerID, scratch, ok = d.keptString(scratch, maxControllerID)
+		return ok
+	})
+	return scratch, ok && seen&0b10 != 0 && d.end()
 }
 
 // candidateList reads [{"candidate":"...","sdpMLineIndex":0,"sdpMid":"0"}, ...];
@@ -270,7 +174,16 @@ func (s *scanner) candidateList() bool {
 		return true
 	}
 	for {
-		if !s.candidate() {
+		seen, ok := s.object([]string{"candidate", "sdpMLineIndex", "sdpMid"}, func(i int) bool {
+			switch i {
+			case 0:
+				return s.skipString()
+			case 1:
+				return s.smallUint()
+			}
+			return s.null() || s.skipString()
+		})
+		if !ok || seen&0b11 != 0b11 {
 			return false
 		}
 		if s.eat(']') {
@@ -280,42 +193,6 @@ func (s *scanner) candidateList() bool {
 			return false
 		}
 	}
-}
-
-func (s *scanner) candidate() bool {
-	if !s.eat('{') {
-		return false
-	}
-	var seen uint8
-	for first := true; ; first = false {
-		var kb [16]byte
-		key, done, ok := s.next(first, kb[:0])
-		if !ok {
-			return false
-		}
-		if done {
-			break
-		}
-		var bit uint8
-		switch string(key) {
-		case "candidate":
-			bit = 1
-			_, ok = s.str(nil, false)
-		case "sdpMLineIndex":
-			bit = 2
-			ok = s.smallUint()
-		case "sdpMid":
-			bit = 4
-			ok = s.null() || s.skipString()
-		default:
-			return false
-		}
-		if !ok || seen&bit != 0 {
-			return false
-		}
-		seen |= bit
-	}
-	return seen&3 == 3
 }
 
 // scanner reads JSON tokens from b without allocating.
@@ -349,6 +226,33 @@ func (s *scanner) eat(c byte) bool {
 func (s *scanner) end() bool {
 	s.ws()
 	return s.i == len(s.b)
+}
+
+// object reads an object whose keys must be among names, each at most
+// once. member reads the value of names[i]; object returns a bit set of
+// the keys seen.
+func (s *scanner) object(names []string, member func(i int) bool) (seen uint, ok bool) {
+	if !s.eat('{') {
+		return 0, false
+	}
+	for first := true; ; first = false {
+		var kb [16]byte
+		key, done, ok := s.next(first, kb[:0])
+		if !ok {
+			return 0, false
+		}
+		if done {
+			return seen, true
+		}
+		i := 0
+		for i < len(names) && string(key) != names[i] {
+			i++
+		}
+		if i == len(names) || seen&(1<<i) != 0 || !member(i) {
+			return 0, false
+		}
+		seen |= 1 << i
+	}
 }
 
 // next moves to the next member of an object whose '{' was eaten and
