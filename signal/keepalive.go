@@ -64,7 +64,7 @@ func (c *conn) refreshTick() {
 		c.s.log.Error("signal: ICE servers", "err", err)
 		return
 	}
+	c.s.cm.refreshes.Inc() // first, so that it is counted once the client has it
 	c.send(greeting, kindIceServers)
-	c.s.cm.refreshes.Inc()
 	c.scheduleRefresh(c.s.settings(), exp)
 }
