@@ -154,18 +154,19 @@ func callRelayOnly(t *testing.T, browser context.Context, url, name string) {
 	t.Logf("rejoined after %v", time.Since(t0).Round(time.Millisecond))
 }
 
-// TestCallWithoutLoopbackSwitches records a finding: with Chromium's
-// WebRTC sockets bound to the wildcard address (which
+// TestCallWithoutAllowLoopback records a finding: with Chromium's WebRTC
+// sockets bound to the wildcard address (which
 // --webrtc-ip-handling-policy=default_public_interface_only does), a call
-// through TURN on 127.0.0.1 needs neither --allow-loopback-in-peer-connection
-// nor mDNS host-candidate hiding turned off. The full set stays in
-// newBrowser all the same: the mDNS switch keeps multicast off the
-// machine's outward interface, which is about traffic, not about calling.
-func TestCallWithoutLoopbackSwitches(t *testing.T) {
-	browser := newBrowser(t, "allow-loopback-in-peer-connection", "disable-features")
+// through TURN on 127.0.0.1 does not need --allow-loopback-in-peer-connection.
+// Nor, for connecting, does it need mDNS host-candidate hiding turned off,
+// but that switch stays on here: without it Chromium joins the mDNS group
+// on the machine's outward interface (IGMP reports seen with tcpdump),
+// and tests may only talk to loopback.
+func TestCallWithoutAllowLoopback(t *testing.T) {
+	browser := newBrowser(t, "allow-loopback-in-peer-connection")
 	ts := startTURN(t)
 	srv := serveIcebox(t, ts.iceServers(ts.secret))
-	connectPair(t, browser, srv.URL+"/?room=no-loopback-switches")
+	connectPair(t, browser, srv.URL+"/?room=no-allow-loopback")
 }
 
 func roleOf(descType string) string {
