@@ -147,21 +147,39 @@ func New(cfg Config, opts Options) (*Server, error) {
 		sockets = runtime.GOMAXPROCS(0)
 	}
 	for _, addr := range cfg.Listen {
-		if err := s.listenUDP(addr, sockets); err != nil {
+		if err := s.listen(addr, sockets); err != nil {
 			s.Close()
 			return nil, err
-		}
-		if cfg.TCP {
-			if err := s.listenTCP(addr); err != nil {
-				s.Close()
-				return nil, err
-			}
 		}
 	}
 	if !opts.Passthrough {
 		s.drain()
 	}
 	return s, nil
+}
+
+// listen binds UDP and, if configured, TCP on one address. With port 0
+// (tests) the kernel picks the UDP port and TCP must get the same one; if
+// a TCP socket already holds it, try another.
+func (s *Server) listen(addr string, sockets int) error {
+	ap, _ := parseListen(addr)
+	for attempt := 0; ; attempt++ {
+		nUDP := len(s.udp)
+		if err := s.listenUDP(addr, sockets); err != nil {
+			return err
+		}
+		if !s.cfg.TCP {
+			return nil
+		}
+		err := s.listenTCP(addr)
+		if err == nil || ap.Port() != 0 || attempt == 10 || !errors.Is(err, syscall.EADDRINUSE) {
+			return err
+		}
+		for _, pc := range s.udp[nUDP:] {
+			pc.Close()
+		}
+		s.udp = s.udp[:nUDP]
+	}
 }
 
 func (s *Server) listenUDP(addr string, sockets int) error {

@@ -31,6 +31,9 @@ Usage:
   icebox credentials [-config FILE] [-ttl 1h] [-user NAME]
                                  print ICE servers JSON with a fresh TURN
                                  credential, for a browser or app
+  icebox check [-insecure] URL   check a deployment from outside: signaling,
+                                 STUN, TURN allocation and relaying, with the
+                                 likely cause of what fails
   icebox version                 print version, commit and Go version
 
 Options:
@@ -54,6 +57,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return 0
 		case "credentials":
 			return credentialsCmd(args[1:], stdout, stderr)
+		case "check":
+			return checkCmd(args[1:], stdout, stderr)
 		case "help":
 			fmt.Fprint(stdout, usage)
 			return 0
@@ -81,10 +86,18 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "icebox: invalid config:\n%v\n", err)
 		return 1
 	}
-	log, _ := newLogger(stderr, cfg.Log)
+	log, level := newLogger(stderr, cfg.Log)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := serve(ctx, cfg, log); err != nil {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	reload := reloader{
+		signals: hup,
+		load:    func() (Config, error) { return LoadConfig(*configPath) },
+		level:   level,
+	}
+	if err := serve(ctx, cfg, log, reload); err != nil {
 		log.Error("icebox stopped", "err", err)
 		return 1
 	}
@@ -175,8 +188,16 @@ func (d *daemon) close(ctx context.Context) {
 	}
 }
 
+// reloader is how serve learns of a reload (SIGHUP, systemctl reload)
+// and re-reads the config.
+type reloader struct {
+	signals <-chan os.Signal
+	load    func() (Config, error)
+	level   *slog.LevelVar
+}
+
 // serve runs icebox until ctx ends, keeping systemd informed.
-func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
+func serve(ctx context.Context, cfg Config, log *slog.Logger, rl reloader) error {
 	d, err := start(cfg, log)
 	if err != nil {
 		return err
@@ -199,6 +220,17 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 			defer cancel()
 			d.close(stopCtx)
 			return nil
+		case <-rl.signals:
+			sdNotify("RELOADING=1")
+			next, err := rl.load()
+			if err != nil {
+				log.Error("reload refused, the running config stays", "err", err)
+			} else if err := d.reload(cfg, next, rl.level); err != nil {
+				log.Error("reload failed, the running config stays where it could", "err", err)
+			} else {
+				cfg = next
+			}
+			sdNotify("READY=1")
 		case <-watchdog:
 			// A stuck reader must not be kept alive by a healthy timer:
 			// ping only when STUN still answers.

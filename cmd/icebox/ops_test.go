@@ -39,7 +39,7 @@ func TestSystemdNotifyProtocol(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- serve(ctx, testConfig(t), slog.New(slog.DiscardHandler)) }()
+	go func() { done <- serve(ctx, testConfig(t), slog.New(slog.DiscardHandler), reloader{}) }()
 
 	l.SetReadDeadline(time.Now().Add(10 * time.Second))
 	buf := make([]byte, 256)
