@@ -199,8 +199,32 @@ func TestShutdown(t *testing.T) {
 	}
 }
 
-func TestHealthz(t *testing.T) {
-	ts := startServer(t, testConfig(), Options{})
+// TestHTTP: /healthz, pages mounted with Handle next to /connect, and a
+// plain GET of /connect, which must not hold a connection slot.
+func TestHTTP(t *testing.T) {
+	cfg := testConfig()
+	cfg.MaxConnsPerIP = 1
+	ts := startServer(t, cfg, Options{})
+	ts.Handle("/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "page "+r.URL.Path) }))
+	get := func(path string) (int, string) {
+		t.Helper()
+		resp, err := http.Get("http://" + ts.addr + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+	if code, body := get("/check"); code != 200 || body != "page /check" {
+		t.Fatalf("mounted page: %d %q", code, body)
+	}
+	for range 3 {
+		if code, _ := get("/connect"); code != http.StatusBadRequest {
+			t.Fatalf("plain GET /connect: %d", code)
+		}
+	}
+	join(t, ts.url(""))
 	resp, err := http.Get("http://" + ts.addr + "/healthz")
 	if err != nil {
 		t.Fatal(err)
