@@ -62,6 +62,11 @@ type Config struct {
 	// IceServersKeys are the bearer keys accepted by GET /ice-servers.
 	// Default empty: the endpoint answers 404.
 	IceServersKeys []string `yaml:"ice_servers_keys"`
+
+	// Web serves the embedded call page at / and the diagnostics page at
+	// /check on the same listener. Default true, so the first run shows
+	// something; turn it off where only apps connect.
+	Web bool `yaml:"web"`
 }
 
 // TLSConfig names the certificate and key files, both PEM.
@@ -77,6 +82,7 @@ func (t TLSConfig) On() bool { return t.Cert != "" && t.Key != "" }
 func DefaultConfig() Config {
 	return Config{
 		Enabled:           true,
+		Web:               true,
 		Listen:            ":8080",
 		RoomCapacity:      2,
 		InitTimeout:       10 * time.Second,

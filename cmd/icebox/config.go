@@ -16,6 +16,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"icebox/internal/cfgerr"
+	"icebox/signal"
 	"icebox/stunsrv"
 	"icebox/turnsrv"
 )
@@ -37,10 +38,11 @@ type Config struct {
 	// writable, else ~/.local/state/icebox.
 	StateDir string `yaml:"state_dir"`
 
-	Log   LogConfig      `yaml:"log"`
-	STUN  stunsrv.Config `yaml:"stun"`
-	TURN  turnsrv.Config `yaml:"turn"`
-	Admin AdminConfig    `yaml:"admin"`
+	Log    LogConfig      `yaml:"log"`
+	STUN   stunsrv.Config `yaml:"stun"`
+	TURN   turnsrv.Config `yaml:"turn"`
+	Signal signal.Config  `yaml:"signal"`
+	Admin  AdminConfig    `yaml:"admin"`
 }
 
 // LogConfig is the log section.
@@ -54,10 +56,11 @@ type LogConfig struct {
 // DefaultConfig is what icebox runs with when no config file is given.
 func DefaultConfig() Config {
 	return Config{
-		Log:   LogConfig{Level: "info", Format: "text"},
-		STUN:  stunsrv.DefaultConfig(),
-		TURN:  turnsrv.DefaultConfig(),
-		Admin: defaultAdminConfig(),
+		Log:    LogConfig{Level: "info", Format: "text"},
+		STUN:   stunsrv.DefaultConfig(),
+		TURN:   turnsrv.DefaultConfig(),
+		Signal: signal.DefaultConfig(),
+		Admin:  defaultAdminConfig(),
 	}
 }
 
@@ -82,6 +85,7 @@ func (c *Config) Validate() error {
 	}
 	errs = append(errs, cfgerr.In("stun", c.STUN.Validate()))
 	errs = append(errs, cfgerr.In("turn", c.TURN.Validate()))
+	errs = append(errs, cfgerr.In("signal", c.Signal.Validate()))
 	errs = append(errs, cfgerr.In("admin", c.Admin.validate()))
 	return errors.Join(errs...)
 }
@@ -355,4 +359,4 @@ func typeHint(key string) string {
 }
 
 // iceName is the DNS name ICE URLs carry instead of the public IP, if any.
-func (c *Config) iceName() string { return "" }
+func (c *Config) iceName() string { return c.Signal.ICEHost }

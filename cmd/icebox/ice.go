@@ -16,13 +16,7 @@ type iceURLs struct {
 	turn []string // empty with TURN off
 }
 
-func newICEURLs(cfg Config, host string) iceURLs {
-	port := 3478
-	if len(cfg.STUN.Listen) > 0 {
-		if _, p, err := net.SplitHostPort(cfg.STUN.Listen[0]); err == nil {
-			port, _ = strconv.Atoi(p)
-		}
-	}
+func newICEURLs(cfg Config, host string, port int) iceURLs {
 	u := iceURLs{stun: []string{"stun:" + net.JoinHostPort(host, strconv.Itoa(port))}}
 	if cfg.TURN.Enabled {
 		for _, url := range cfg.TURN.URLs(host, port) {
@@ -33,6 +27,18 @@ func newICEURLs(cfg Config, host string) iceURLs {
 		}
 	}
 	return u
+}
+
+// configPort is the STUN/TURN port the config asks for: what a command
+// without a running server tells clients.
+func configPort(cfg Config) int {
+	if len(cfg.STUN.Listen) > 0 {
+		if _, p, err := net.SplitHostPort(cfg.STUN.Listen[0]); err == nil {
+			port, _ := strconv.Atoi(p)
+			return port
+		}
+	}
+	return 3478
 }
 
 // servers returns the ICE servers for one client, with a TURN credential

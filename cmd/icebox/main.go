@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -26,11 +27,14 @@ import (
 const usage = `icebox: STUN, TURN and WebRTC signaling in one small daemon.
 
 Usage:
-  icebox [-config FILE]          run the daemon (no FILE: built-in defaults,
-                                 STUN on UDP and TCP :3478)
+  icebox [-config FILE]          run the daemon (no FILE: built-in defaults:
+                                 STUN and TURN on :3478, signaling and the
+                                 web page on http://localhost:8080/)
   icebox credentials [-config FILE] [-ttl 1h] [-user NAME]
                                  print ICE servers JSON with a fresh TURN
                                  credential, for a browser or app
+  icebox token [-config FILE] -room R [-ttl 10m]
+                                 print a join token for one pairing
   icebox check [-insecure] URL   check a deployment from outside: signaling,
                                  STUN, TURN allocation and relaying, with the
                                  likely cause of what fails
@@ -41,7 +45,8 @@ Options:
                  option with its default. Usually /etc/icebox/config.yaml.
   -h             this help
 
-Signals: SIGINT or SIGTERM stop icebox cleanly.
+Signals: SIGHUP (systemctl reload) re-reads the config and certificates
+without dropping calls; SIGINT or SIGTERM stop icebox cleanly.
 `
 
 func main() {
@@ -59,6 +64,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return credentialsCmd(args[1:], stdout, stderr)
 		case "check":
 			return checkCmd(args[1:], stdout, stderr)
+		case "token":
+			return tokenCmd(args[1:], stdout, stderr)
 		case "help":
 			fmt.Fprint(stdout, usage)
 			return 0
@@ -111,6 +118,7 @@ type daemon struct {
 	publicIP netip.Addr
 	stun     *stunsrv.Server
 	turn     *turnsrv.Server // nil with TURN off
+	signal   *signalPart     // nil with signaling off
 	admin    *admin
 }
 
@@ -152,10 +160,20 @@ func start(cfg Config, log *slog.Logger) (_ *daemon, err error) {
 			return d, err
 		}
 	}
+	if cfg.Signal.Enabled {
+		// The port actually bound, which differs from the config's only
+		// when that says 0 (tests).
+		port := d.stun.PacketConns()[0].LocalAddr().(*net.UDPAddr).Port
+		urls := newICEURLs(cfg, iceHost(cfg.iceName(), d.publicIP), port)
+		if d.signal, err = startSignal(cfg, urls, d.turn, log.With("part", "signal"), d.reg); err != nil {
+			return d, err
+		}
+	}
 	if d.admin, err = startAdmin(cfg.Admin, d.reg, d.ready, log); err != nil {
 		return d, err
 	}
-	log.Info("icebox started", "version", version, "stun", d.stun.Addrs(), "turn", d.turnSummary(cfg), "admin", d.admin.addr())
+	log.Info("icebox started", "version", version, "stun", d.stun.Addrs(), "turn", d.turnSummary(cfg),
+		"signal", d.signal.addr(), "web", cfg.Signal.Enabled && cfg.Signal.Web, "admin", d.admin.addr())
 	return d, nil
 }
 
@@ -177,6 +195,9 @@ func (d *daemon) ready(ctx context.Context) error {
 }
 
 func (d *daemon) close(ctx context.Context) {
+	// Signaling first: its clients are told (close 1001) while TURN still
+	// relays their calls.
+	d.signal.close(ctx)
 	d.admin.close(ctx)
 	// TURN closes the STUN sockets it was handed (pion has no other way to
 	// stop reading them), so it goes first; STUN's second close is a no-op.

@@ -18,6 +18,7 @@ func testConfig(t *testing.T) Config {
 	cfg := DefaultConfig()
 	cfg.STUN.Listen = []string{"127.0.0.1:0"}
 	cfg.Admin.Listen = "127.0.0.1:0"
+	cfg.Signal.Listen = "127.0.0.1:0"
 	cfg.StateDir = t.TempDir()
 	cfg.PublicIP = "127.0.0.1"
 	cfg.TURN.Relay.Address = "127.0.0.1"

@@ -30,6 +30,9 @@ func (d *daemon) reload(old, cfg Config, level *slog.LevelVar) error {
 			return err
 		}
 	}
+	if err := d.signal.reload(cfg, d.turn); err != nil {
+		return err
+	}
 	d.stun.SetTCPIdleTimeout(cfg.STUN.TCPIdleTimeout)
 	level.Set(parseLevel(cfg.Log.Level))
 	d.log.Info("config reloaded")

@@ -2,6 +2,9 @@ package main
 
 import (
 	"bytes"
+	"crypto/hmac"
+	"crypto/sha1"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -97,4 +100,12 @@ func TestCredentialsCommandAllocatesOnTheDaemon(t *testing.T) {
 			t.Logf("mapped %v, relayed %v", mapped, relay.LocalAddr())
 		})
 	}
+}
+
+// expectedPassword is the TURN REST password for username: what a
+// client's credential must equal.
+func expectedPassword(secret []byte, username string) string {
+	mac := hmac.New(sha1.New, secret)
+	mac.Write([]byte(username))
+	return base64.StdEncoding.EncodeToString(mac.Sum(nil))
 }

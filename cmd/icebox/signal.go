@@ -1,0 +1,108 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"icebox/signal"
+	"icebox/signal/web"
+	"icebox/turnsrv"
+)
+
+// signalPart is the signaling server on its own listener, handed icebox's
+// own ICE servers.
+type signalPart struct {
+	srv  *signal.Server
+	ln   net.Listener
+	done chan struct{}
+}
+
+func startSignal(cfg Config, urls iceURLs, turn *turnsrv.Server, log *slog.Logger, reg prometheus.Registerer) (*signalPart, error) {
+	p := &signalPart{done: make(chan struct{})}
+	keys, err := tokenKeys(cfg, turn)
+	if err != nil {
+		return nil, err
+	}
+	iceServers := func(user string) ([]signal.ICEServer, time.Time) {
+		out := []signal.ICEServer{{URLs: urls.stun}}
+		if turn == nil || len(urls.turn) == 0 {
+			// Nothing expires: refresh rarely.
+			return out, time.Now().Add(24 * time.Hour)
+		}
+		username, password, expires := turn.MintCredential(user, 0)
+		return append(out, signal.ICEServer{URLs: urls.turn, Username: username, Credential: password}), expires
+	}
+	p.srv, err = signal.New(cfg.Signal, signal.Options{
+		Logger:     log,
+		Registerer: reg,
+		ICEServers: iceServers,
+		TokenKeys:  keys,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Signal.Web {
+		p.srv.Handle("/", web.Handler())
+	}
+	if p.ln, err = net.Listen("tcp", cfg.Signal.Listen); err != nil {
+		return nil, fmt.Errorf("signal: listen %s: %w (another web server may hold the port; set signal.listen)", cfg.Signal.Listen, err)
+	}
+	go func() {
+		defer close(p.done)
+		if err := p.srv.Serve(p.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("signaling listener failed", "err", err)
+		}
+	}()
+	return p, nil
+}
+
+// tokenKeys are the join-token keys: the TURN secrets, so that one secret
+// serves both (PROTOCOL.md's one set of credentials).
+func tokenKeys(cfg Config, turn *turnsrv.Server) ([][]byte, error) {
+	if turn != nil {
+		return turn.Secrets(), nil
+	}
+	return turnsrv.LoadSecrets(cfg.TURN, stateDir(cfg.StateDir), true)
+}
+
+func (p *signalPart) reload(cfg Config, turn *turnsrv.Server) error {
+	if p == nil {
+		return nil
+	}
+	keys, err := tokenKeys(cfg, turn)
+	if err != nil {
+		return err
+	}
+	if err := p.srv.Reload(cfg.Signal); err != nil {
+		return err
+	}
+	p.srv.SetTokenKeys(keys)
+	return nil
+}
+
+func (p *signalPart) addr() string {
+	if p == nil {
+		return "off"
+	}
+	return p.ln.Addr().String()
+}
+
+// close stops accepting and closes every WebSocket with 1001 (going away).
+func (p *signalPart) close(ctx context.Context) {
+	if p == nil {
+		return
+	}
+	p.srv.Shutdown(ctx)
+	p.ln.Close()
+	select {
+	case <-p.done:
+	case <-ctx.Done():
+	}
+}
