@@ -2,16 +2,10 @@ package signal
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
+	"icebox/internal/testenv"
 	"io"
-	"math/big"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -21,44 +15,6 @@ import (
 	"github.com/gorilla/websocket"
 )
 
-// writeCert writes a self-signed certificate for 127.0.0.1 and returns it.
-func writeCert(t *testing.T, certFile, keyFile string, mtime time.Time) *x509.Certificate {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()),
-		Subject:      pkix.Name{CommonName: "icebox test"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	write := func(name, typ string, b []byte) {
-		if err := os.WriteFile(name, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: b}), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Chtimes(name, mtime, mtime); err != nil {
-			t.Fatal(err)
-		}
-	}
-	write(keyFile, "EC PRIVATE KEY", kder)
-	write(certFile, "CERTIFICATE", der)
-	cert, _ := x509.ParseCertificate(der)
-	return cert
-}
-
 // TestTLS: wss:// works with the configured certificate, a renewed
 // certificate is served without a restart, a broken renewal keeps the old
 // one, and plain HTTP on the same port still answers /healthz only.
@@ -66,7 +22,7 @@ func TestTLS(t *testing.T) {
 	dir := t.TempDir()
 	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
 	now := time.Now()
-	first := writeCert(t, certFile, keyFile, now.Add(-time.Hour))
+	first := testenv.WriteCert(t, certFile, keyFile, now.Add(-time.Hour))
 	cfg := testConfig()
 	cfg.TLS = TLSConfig{Cert: certFile, Key: keyFile}
 	ts := startServer(t, cfg, Options{})
@@ -117,7 +73,7 @@ func TestTLS(t *testing.T) {
 		t.Fatalf("https /healthz: %d", code)
 	}
 
-	renewed := writeCert(t, certFile, keyFile, now)
+	renewed := testenv.WriteCert(t, certFile, keyFile, now)
 	if got := served(); !bytes.Equal(got.Raw, renewed.Raw) {
 		t.Fatal("renewed certificate not served")
 	}

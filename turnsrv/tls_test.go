@@ -1,15 +1,9 @@
 package turnsrv
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
-	"net"
+	"icebox/internal/testenv"
 	"os"
 	"path/filepath"
 	"testing"
@@ -26,7 +20,7 @@ func TestTLS(t *testing.T) {
 	cfg := testConfig()
 	cfg.TLS.Listen = "127.0.0.1:0"
 	cfg.TLS.Cert, cfg.TLS.Key = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	first := writeCert(t, cfg.TLS, 1)
+	first := testenv.WriteCert(t, cfg.TLS.Cert, cfg.TLS.Key, time.Time{})
 	ts := startServer(t, cfg)
 	echo := udpEcho(t)
 
@@ -61,7 +55,7 @@ func TestTLS(t *testing.T) {
 	}
 	dial(first)
 
-	second := writeCert(t, cfg.TLS, 2)
+	second := testenv.WriteCert(t, cfg.TLS.Cert, cfg.TLS.Key, time.Time{})
 	if err := ts.Reload(cfg); err != nil {
 		t.Fatal(err)
 	}
@@ -75,43 +69,4 @@ func TestTLS(t *testing.T) {
 		t.Fatal("Reload accepted a broken certificate")
 	}
 	dial(second)
-}
-
-// writeCert writes a self-signed certificate for 127.0.0.1 to c's files.
-func writeCert(t *testing.T, c TLSConfig, serial int64) *x509.Certificate {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(serial),
-		Subject:               pkix.Name{CommonName: "icebox test"},
-		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(c.Cert, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(c.Key, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cert
 }

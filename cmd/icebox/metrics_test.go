@@ -1,0 +1,130 @@
+package main
+
+import (
+	"io"
+	"net"
+	"net/http"
+	"os/exec"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pion/stun/v3"
+
+	"icebox/turnsrv"
+)
+
+// scrape returns the value of one exact series from /metrics, 0 if absent.
+func scrape(t *testing.T, admin, series string) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + admin + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(series) + ` (\S+)$`).FindSubmatch(body)
+	if m == nil {
+		return 0
+	}
+	v, _ := strconv.ParseFloat(string(m[1]), 64)
+	return v
+}
+
+// TestMetricsCountRealTraffic drives known traffic through every part and
+// checks the counters moved by exactly that much.
+func TestMetricsCountRealTraffic(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.TURN.Secrets = []string{"metrics-secret-0123456789"}
+	d, _ := startDaemon(t, cfg)
+	admin := d.admin.addr()
+	stunAddr := d.stun.PacketConns()[0].LocalAddr().String()
+
+	// STUN: 5 Bindings and 3 malformed datagrams from one socket.
+	c, _ := net.Dial("udp4", stunAddr)
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	for range 3 {
+		c.Write([]byte("junk"))
+	}
+	buf := make([]byte, 1500)
+	for range 5 {
+		c.Write(stun.MustBuild(stun.TransactionID, stun.BindingRequest).Raw)
+		if _, err := c.Read(buf); err != nil {
+			t.Fatal(err)
+		}
+	}
+	answered := `icebox_stun_requests_total{family="ipv4",outcome="answered",transport="udp"}`
+	if got := scrape(t, admin, answered); got != 5 {
+		t.Errorf("%s = %v, want 5", answered, got)
+	}
+	if got := scrape(t, admin, `icebox_stun_requests_total{family="ipv4",outcome="malformed",transport="udp"}`); got != 3 {
+		t.Errorf("malformed = %v, want 3", got)
+	}
+
+	// TURN: two allocations relaying 4 packets one way.
+	u, p, _ := turnsrv.MintCredential([]byte(cfg.TURN.Secrets[0]), "m", time.Hour, time.Now())
+	_, a, err := allocate(t, stunAddr, u, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, b, err := allocate(t, stunAddr, u, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := scrape(t, admin, "icebox_turn_allocations_total"); got != 2 {
+		t.Errorf("allocations_total = %v, want 2", got)
+	}
+	if got := scrape(t, admin, "icebox_turn_allocations_active"); got != 2 {
+		t.Errorf("allocations_active = %v, want 2", got)
+	}
+	toPeer := `icebox_turn_relayed_packets_total{direction="to_peer"}`
+	before := scrape(t, admin, toPeer)
+	for i := range 4 {
+		relayOnce(t, a, b, "packet "+strconv.Itoa(i))
+	}
+	// Each relayOnce relays b's permission-opening "hello" and the packet.
+	if got := scrape(t, admin, toPeer) - before; got != 8 {
+		t.Errorf("%s grew by %v, want 8", toPeer, got)
+	}
+	if got := scrape(t, admin, `icebox_turn_auth_failures_total{reason="bad_mac"}`); got != 0 {
+		t.Errorf("auth failures before any bad credential: %v", got)
+	}
+	if _, _, err := allocate(t, stunAddr, u, "wrong"); err == nil {
+		t.Fatal("wrong password allocated")
+	}
+	if got := scrape(t, admin, `icebox_turn_auth_failures_total{reason="bad_mac"}`); got != 1 {
+		t.Errorf("auth failures = %v, want 1", got)
+	}
+
+	// Signaling: a pair, one offer forwarded, one bad frame.
+	controller, device := dialWS(t, d.signal.addr(), "tv-42"), dialWS(t, d.signal.addr(), "tv-42")
+	forwardOnce(t, controller, device, "v=0")
+	if got := scrape(t, admin, "icebox_signal_connections"); got != 2 {
+		t.Errorf("signal connections = %v, want 2", got)
+	}
+	if got := scrape(t, admin, `icebox_signal_frames_received_total{kind="WsSDPOffer"}`); got != 1 {
+		t.Errorf("offers received = %v, want 1", got)
+	}
+	for _, want := range []string{"icebox_signal_rooms 1", `icebox_signal_frames_received_total{kind="WsInit"} 2`} {
+		series, value, _ := strings.Cut(want, " ")
+		if got := strconv.FormatFloat(scrape(t, admin, series), 'f', -1, 64); got != value {
+			t.Errorf("%s = %s, want %s", series, got, value)
+		}
+	}
+}
+
+// The daemon must not carry test-only dependencies.
+func TestDaemonDoesNotLinkTestDependencies(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", ".").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, dep := range strings.Fields(string(out)) {
+		if strings.HasPrefix(dep, "github.com/pion/webrtc") || strings.HasPrefix(dep, "github.com/chromedp") {
+			t.Errorf("cmd/icebox links %s", dep)
+		}
+	}
+}
