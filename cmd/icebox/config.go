@@ -101,6 +101,13 @@ func LoadConfig(path string) (Config, error) {
 	if err != nil {
 		return cfg, fmt.Errorf("config: %w", err)
 	}
+	return parseConfig(path, data)
+}
+
+// parseConfig is LoadConfig for a file already read; path only names it
+// in errors.
+func parseConfig(path string, data []byte) (Config, error) {
+	cfg := DefaultConfig()
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
 		return cfg, fmt.Errorf("%s", locateYAMLError(path, err))

@@ -119,3 +119,31 @@ func TestEmptyConfigFileMeansDefaults(t *testing.T) {
 		t.Errorf("got %+v", cfg)
 	}
 }
+
+// FuzzParseConfig: no input crashes the loader, every refusal names the
+// file, and whatever it accepts is valid.
+func FuzzParseConfig(f *testing.F) {
+	example, err := os.ReadFile("../../config.yaml")
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(example)
+	f.Add([]byte("stun:\n  listen: [\":3478\", \"[::1]:3479\"]\n  sockets: 2\n"))
+	f.Add([]byte("turn:\n  secrets: [\"0123456789abcdef\"]\n  peers:\n    allow: [10.0.0.0/8]\n"))
+	f.Add([]byte("stun:\n  lisen: []\n"))
+	f.Add([]byte("- a\n- b\n"))
+	f.Add([]byte("log: {level: [1, 2]}\n"))
+	f.Add([]byte("signal:\n  init_timeout: 10\n  &a x: *a\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		cfg, err := parseConfig("fuzz.yaml", data)
+		if err != nil {
+			if !strings.HasPrefix(err.Error(), "fuzz.yaml") {
+				t.Fatalf("error does not name the file: %v", err)
+			}
+			return
+		}
+		if err := cfg.Validate(); err != nil {
+			t.Fatalf("accepted an invalid config: %v", err)
+		}
+	})
+}
