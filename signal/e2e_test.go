@@ -1,80 +1,59 @@
 package signal
 
 import (
-	"crypto/hmac"
-	"crypto/sha1"
-	"encoding/base64"
 	"fmt"
+	"icebox/stunsrv"
+	"icebox/turnsrv"
 	"net"
-	"strconv"
-	"strings"
+	"net/netip"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/gorilla/websocket"
 	"github.com/pion/ice/v4"
-	"github.com/pion/turn/v4"
 	"github.com/pion/webrtc/v4"
 )
 
-// turnREST mints credentials in the TURN REST scheme of PROTOCOL.md.
-func turnREST(secret []byte, user string, exp time.Time) (username, credential string) {
-	username = strconv.FormatInt(exp.Unix(), 10) + ":" + user
-	m := hmac.New(sha1.New, secret)
-	m.Write([]byte(username))
-	return username, base64.StdEncoding.EncodeToString(m.Sum(nil))
-}
-
-// startTURN runs a pion/turn server on 127.0.0.1 that checks TURN REST
-// credentials, and counts the allocations it authorised.
-func startTURN(t *testing.T, secret []byte) (addr string, authorised *atomic.Int32) {
+// startTURN runs icebox's own STUN and TURN on 127.0.0.1, wired as the
+// daemon wires them: TURN on the STUN port's sockets, REST credentials from
+// secret, the default peer policy (relay-to-relay on the relay address is
+// what lets two relay-only peers meet).
+func startTURN(t *testing.T, secret []byte) (addr string, turnSrv *turnsrv.Server) {
 	t.Helper()
-	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	stunCfg := stunsrv.DefaultConfig()
+	stunCfg.Listen = []string{"127.0.0.1:0"}
+	st, err := stunsrv.New(stunCfg, stunsrv.Options{Passthrough: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	const realm = "icebox"
-	authorised = new(atomic.Int32)
-	srv, err := turn.NewServer(turn.ServerConfig{
-		Realm: realm,
-		AuthHandler: func(username, realm string, _ net.Addr) ([]byte, bool) {
-			exp, user, ok := strings.Cut(username, ":")
-			sec, err := strconv.ParseInt(exp, 10, 64)
-			if !ok || err != nil || time.Now().Unix() >= sec {
-				return nil, false
-			}
-			_, password := turnREST(secret, user, time.Unix(sec, 0))
-			authorised.Add(1)
-			return turn.GenerateAuthKey(username, realm, password), true
-		},
-		PacketConnConfigs: []turn.PacketConnConfig{{
-			PacketConn: pc,
-			RelayAddressGenerator: &turn.RelayAddressGeneratorStatic{
-				RelayAddress: net.IPv4(127, 0, 0, 1),
-				Address:      "127.0.0.1",
-			},
-		}},
+	turnCfg := turnsrv.DefaultConfig()
+	turnCfg.Secrets = []string{string(secret)}
+	turnCfg.Relay.Address = "127.0.0.1"
+	turnSrv, err = turnsrv.New(turnCfg, turnsrv.Options{
+		PublicIP:    netip.MustParseAddr("127.0.0.1"),
+		StateDir:    t.TempDir(),
+		PacketConns: st.PacketConns(),
+		Listeners:   st.Listeners(),
 	})
 	if err != nil {
+		st.Close()
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { srv.Close() })
-	return pc.LocalAddr().String(), authorised
+	t.Cleanup(func() { turnSrv.Close(); st.Close() })
+	return st.PacketConns()[0].LocalAddr().String(), turnSrv
 }
 
 // TestEndToEnd: a pion/webrtc controller and device pair through
 // /connect exactly as the app does, configure ICE only from the
-// WsIceServers they got, connect relay-only through a TURN server that
-// checks icebox's credentials, and exchange the app's single-byte
+// WsIceServers they got, connect relay-only through icebox's own TURN
+// (turnsrv on stunsrv's sockets), and exchange the app's single-byte
 // data-channel commands. Everything stays on 127.0.0.1.
 func TestEndToEnd(t *testing.T) {
-	secret := []byte("turn-rest-secret")
-	turnAddr, authorised := startTURN(t, secret)
+	secret := []byte("turn-rest-secret-0123")
+	turnAddr, turnSrv := startTURN(t, secret)
 	ice := func(user string) ([]ICEServer, time.Time) {
-		exp := time.Now().Add(10 * time.Minute)
-		u, c := turnREST(secret, user, exp)
+		u, c, exp := turnsrv.MintCredential(secret, user, 10*time.Minute, time.Now())
 		return []ICEServer{
 			{URLs: []string{"stun:" + turnAddr}},
 			{URLs: []string{"turn:" + turnAddr + "?transport=udp"}, Username: u, Credential: c},
@@ -140,8 +119,8 @@ func TestEndToEnd(t *testing.T) {
 	if pair.Local.Typ != webrtc.ICECandidateTypeRelay || pair.Remote.Typ != webrtc.ICECandidateTypeRelay {
 		t.Errorf("selected pair %s, want relay to relay", pair)
 	}
-	if authorised.Load() == 0 {
-		t.Error("the TURN server authorised nobody")
+	if n := turnSrv.Allocations(); n < 2 {
+		t.Errorf("icebox's TURN holds %d allocations, want one per peer", n)
 	}
 	if n := counterValue(t, ts.cm.framesOut[kindCandidates]); n < 2 {
 		t.Errorf("%v candidate frames relayed, want trickle from both sides", n)
