@@ -2,8 +2,6 @@ package signal
 
 import (
 	"fmt"
-	"icebox/stunsrv"
-	"icebox/turnsrv"
 	"net"
 	"net/netip"
 	"sync"
@@ -13,6 +11,9 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/pion/ice/v4"
 	"github.com/pion/webrtc/v4"
+
+	"icebox/stunsrv"
+	"icebox/turnsrv"
 )
 
 // startTURN runs icebox's own STUN and TURN on 127.0.0.1, wired as the

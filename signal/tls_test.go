@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"crypto/tls"
 	"crypto/x509"
-	"icebox/internal/testenv"
 	"io"
 	"net/http"
 	"os"
@@ -13,6 +12,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"icebox/internal/testenv"
 )
 
 // TestTLS: wss:// works with the configured certificate, a renewed

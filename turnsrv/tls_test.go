@@ -3,13 +3,14 @@ package turnsrv
 import (
 	"crypto/tls"
 	"crypto/x509"
-	"icebox/internal/testenv"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/pion/turn/v4"
+
+	"icebox/internal/testenv"
 )
 
 // TestTLS allocates over TURN-over-TLS and swaps the certificate with
