@@ -1,8 +1,9 @@
 package web_test
 
-// Browser tests: the pages in a real headless Chromium, calling through a
-// real TURN server on 127.0.0.1. They skip only where no Chromium is
-// installed and CI is unset; .ci/run installs it, so CI always runs them.
+// Browser tests: the pages in a real headless Chromium, calling through
+// icebox's own STUN and TURN servers on 127.0.0.1. They skip only where no
+// Chromium is installed and CI is unset; .ci/run installs it, so CI always
+// runs them.
 
 import (
 	"context"
@@ -42,7 +43,13 @@ func chromiumPath(t *testing.T) string {
 // switches, which keep all its traffic on loopback, and returns the context
 // of its first tab. Switches named in without are left out, to find out
 // which ones a call needs.
-func newBrowser(t *testing.T, without ...string) context.Context {
+//
+// Chromium checks the certificate of a turns: server like a web site's:
+// with r's self-signed one, TURN over TLS fails (701) unless it is
+// trusted. --ignore-certificate-errors-spki-list trusts that one key and
+// nothing else (Chromium honours it only with --user-data-dir, which is
+// set); plain --ignore-certificate-errors works too but trusts anything.
+func newBrowser(t *testing.T, r *relay, without ...string) context.Context {
 	t.Helper()
 	opts := []chromedp.ExecAllocatorOption{
 		chromedp.ExecPath(chromiumPath(t)),
@@ -68,6 +75,7 @@ func newBrowser(t *testing.T, without ...string) context.Context {
 		chromedp.Flag("disable-backgrounding-occluded-windows", true),
 		chromedp.Flag("disable-dev-shm-usage", true),
 		chromedp.WindowSize(900, 1000),
+		chromedp.Flag("ignore-certificate-errors-spki-list", r.spki),
 	}
 	for _, name := range without {
 		opts = append(opts, chromedp.Flag(name, false)) // false removes it

@@ -48,8 +48,8 @@ const statsJS = `(async () => {
 // against icebox's signal package and once against a stand-in that drops
 // what a lone tab sends, since the page must not depend on either.
 func TestCallRelayOnly(t *testing.T) {
-	browser := newBrowser(t)
-	ts := startTURN(t)
+	r := startRelay(t)
+	browser := newBrowser(t, r)
 	for _, name := range []string{"signal", "no-backlog"} {
 		t.Run(name, func(t *testing.T) {
 			// signal keeps a lone tab's offer for the tab that joins next;
@@ -57,12 +57,16 @@ func TestCallRelayOnly(t *testing.T) {
 			var url string
 			var si *standIn
 			if name == "signal" {
-				url = serveIcebox(t, ts.iceServers(ts.secret)).URL
+				url = serveIcebox(t, r.iceServers()).URL
 			} else {
-				si = &standIn{ice: ts.iceServers(ts.secret)}
+				si = &standIn{ice: r.iceServers()}
 				url = si.serve(t).URL
 			}
-			before, _, _ := ts.counts()
+			allocs := r.metric(t, "icebox_turn_allocations_total")
+			toPeer := r.metric(t, "icebox_turn_relayed_packets_total", "direction", "to_peer")
+			fromPeer := r.metric(t, "icebox_turn_relayed_packets_total", "direction", "from_peer")
+			refused := r.metric(t, "icebox_turn_peer_refusals_total")
+			stale := r.metric(t, "icebox_turn_peer_refusals_total", "reason", "relay_port")
 			callRelayOnly(t, browser, url+"/?room=call-"+name, name)
 
 			if si != nil {
@@ -71,9 +75,25 @@ func TestCallRelayOnly(t *testing.T) {
 					t.Errorf("frames seen by /connect: %v; want both tabs to offer, one to answer, and candidates", frames)
 				}
 			}
-			after, perms, _ := ts.counts()
-			if after["udp"] <= before["udp"] || perms == 0 {
-				t.Errorf("TURN server saw %v allocations (before %v) and %d permissions; want the call relayed", after, before, perms)
+			// icebox's TURN server relayed the call, both ways: each tab's
+			// relay sent to the other's and received from it.
+			allocs = r.metric(t, "icebox_turn_allocations_total") - allocs
+			toPeer = r.metric(t, "icebox_turn_relayed_packets_total", "direction", "to_peer") - toPeer
+			fromPeer = r.metric(t, "icebox_turn_relayed_packets_total", "direction", "from_peer") - fromPeer
+			// The default peer policy lets one tab's relay reach the
+			// other's (the relay address, on a live relay port), so the
+			// call needs no turn.peers.allow. Checks still aimed at the
+			// relays of a page that went away are refused as relay_port;
+			// nothing else may be.
+			refused = r.metric(t, "icebox_turn_peer_refusals_total") - refused
+			stale = r.metric(t, "icebox_turn_peer_refusals_total", "reason", "relay_port") - stale
+			t.Logf("icebox TURN: %v allocations, %v packets to peers, %v from peers, %v refused by the peer policy (%v to closed relays)",
+				allocs, toPeer, fromPeer, refused, stale)
+			if refused != stale {
+				t.Errorf("icebox's peer policy refused %v permissions or packets for other reasons than a closed relay port; the default policy should let relays reach each other", refused-stale)
+			}
+			if allocs < 2 || toPeer == 0 || fromPeer == 0 {
+				t.Errorf("icebox TURN made %v allocations and relayed %v packets to peers, %v from them; want the call relayed", allocs, toPeer, fromPeer)
 			}
 		})
 	}
@@ -163,9 +183,9 @@ func callRelayOnly(t *testing.T, browser context.Context, url, name string) {
 // on the machine's outward interface (IGMP reports seen with tcpdump),
 // and tests may only talk to loopback.
 func TestCallWithoutAllowLoopback(t *testing.T) {
-	browser := newBrowser(t, "allow-loopback-in-peer-connection")
-	ts := startTURN(t)
-	srv := serveIcebox(t, ts.iceServers(ts.secret))
+	r := startRelay(t)
+	browser := newBrowser(t, r, "allow-loopback-in-peer-connection")
+	srv := serveIcebox(t, r.iceServers())
 	connectPair(t, browser, srv.URL+"/?room=no-allow-loopback")
 }
 

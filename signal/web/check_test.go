@@ -46,41 +46,46 @@ func runCheck(t *testing.T, tb *tab, url string) (summary string, rows map[strin
 	return res.Summary, rows
 }
 
-// TestCheckPage runs /check against working STUN and TURN, and against a
-// TURN server that refuses the credentials, which it must report as such.
+// TestCheckPage runs /check against icebox's own STUN and TURN, and against
+// ICE servers whose credentials were minted from another secret than the
+// TURN server's, which it must report as refused.
 func TestCheckPage(t *testing.T) {
-	browser := newBrowser(t)
-	ts := startTURN(t)
+	r := startRelay(t)
+	browser := newBrowser(t, r)
 
-	good := serveIcebox(t, ts.iceServers(ts.secret))
+	good := serveIcebox(t, r.iceServers())
 	tb := newTab(t, browser, "check")
 	_, rows := runCheck(t, tb, good.URL+"/check")
-	for _, kind := range []string{"stun", "turn-udp", "turn-tcp"} {
-		if r, ok := rows[kind]; !ok || !r.OK {
-			t.Errorf("/check says %s does not work: %+v", kind, r)
+	for _, kind := range []string{"stun", "turn-udp", "turn-tcp", "turn-tls"} {
+		if row, ok := rows[kind]; !ok || !row.OK {
+			t.Errorf("/check says %s does not work: %+v", kind, row)
 		}
 	}
-	if r := rows["turn-tls"]; r.OK || !strings.Contains(r.Text, "not offered") {
-		t.Errorf("/check should say TURN over TLS is not offered: %+v", r)
+	// icebox saw it: its STUN port answered Binding itself and passed TURN
+	// on to turnsrv over UDP and TCP, and turnsrv allocated for each of
+	// the three TURN URLs.
+	for _, seen := range [][2]string{{"udp", "answered"}, {"udp", "passed"}, {"tcp", "passed"}} {
+		if n := r.metric(t, "icebox_stun_requests_total", "transport", seen[0], "outcome", seen[1]); n == 0 {
+			t.Errorf("icebox's STUN port %s nothing over %s", seen[1], seen[0])
+		}
 	}
-	allocs, _, _ := ts.counts()
-	if allocs["udp"] == 0 || allocs["tcp"] == 0 {
-		t.Errorf("TURN server saw allocations %v; want UDP and TCP from /check", allocs)
+	if n := r.metric(t, "icebox_turn_allocations_total"); n < 3 {
+		t.Errorf("icebox TURN made %v allocations; want UDP, TCP and TLS from /check", n)
 	}
 	tb.screenshot(t, "check.png")
 
-	bad := serveIcebox(t, ts.iceServers("not the secret"))
+	bad := serveIcebox(t, r.iceServers("not the secret"))
 	_, rows = runCheck(t, tb, bad.URL+"/check")
 	if !rows["stun"].OK {
 		t.Errorf("STUN needs no credentials and should still work: %+v", rows["stun"])
 	}
-	for _, kind := range []string{"turn-udp", "turn-tcp"} {
-		if r := rows[kind]; r.OK || !strings.Contains(r.Text, "credentials were not accepted") {
-			t.Errorf("/check should say %s refused the credentials: %+v", kind, r)
+	for _, kind := range []string{"turn-udp", "turn-tcp", "turn-tls"} {
+		if row := rows[kind]; row.OK || !strings.Contains(row.Text, "credentials were not accepted") {
+			t.Errorf("/check should say %s refused the credentials: %+v", kind, row)
 		}
 	}
-	if _, _, fails := ts.counts(); fails == 0 {
-		t.Error("TURN server refused nothing, so the wrong-credentials case tested nothing")
+	if n := r.metric(t, "icebox_turn_auth_failures_total", "reason", "bad_mac"); n == 0 {
+		t.Error("icebox TURN refused nothing, so the wrong-credentials case tested nothing")
 	}
 	tb.screenshot(t, "check-wrong-secret.png")
 }

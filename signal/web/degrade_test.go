@@ -24,9 +24,9 @@ func (tb *tab) beforeLoad(t *testing.T, js string) {
 // the call, receiving video and chatting; a browser without WebRTC is
 // told so on both pages.
 func TestDegrades(t *testing.T) {
-	browser := newBrowser(t)
-	ts := startTURN(t)
-	url := serveIcebox(t, ts.iceServers(ts.secret)).URL
+	r := startRelay(t)
+	browser := newBrowser(t, r)
+	url := serveIcebox(t, r.iceServers()).URL
 
 	t.Run("camera-refused", func(t *testing.T) {
 		a := newTab(t, browser, "tab A (camera refused)")

@@ -1,103 +1,156 @@
 package web_test
 
-// The pieces the browser tests run against, all on 127.0.0.1: a real TURN
-// server (pion/turn, which also answers STUN Binding), icebox's signal
-// package serving /connect with the pages beside it, as icebox mounts them,
-// and a small stand-in /connect for what the real one never does.
+// The pieces the browser tests run against, all on 127.0.0.1: icebox's own
+// STUN and TURN servers wired together as cmd/icebox wires them (TURN on
+// the STUN port's sockets, plus TURN over TLS on a port of its own),
+// icebox's signal package serving /connect with the pages beside it, as
+// icebox mounts them, and a small stand-in /connect for what the real one
+// never does.
 //
 // These tests are in package web_test because signal imports web.
 
 import (
-	"crypto/hmac"
 	"crypto/rand"
-	"crypto/sha1"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
+	"path/filepath"
 	"slices"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/gorilla/websocket"
-	"github.com/pion/logging"
-	"github.com/pion/turn/v4"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
+	"icebox/internal/testenv"
 	"icebox/signal"
 	"icebox/signal/web"
+	"icebox/stunsrv"
+	"icebox/turnsrv"
 )
 
-// turnServer is a pion TURN server with a UDP and a TCP listener, checking
-// TURN REST credentials as icebox's own relay does.
-type turnServer struct {
-	secret   string
-	udpAddr  string
-	tcpAddr  string
-	mu       sync.Mutex
-	allocs   map[string]int // allocations made, by client transport ("udp", "tcp")
-	perms    int            // permissions created: a peer was actually relayed to
-	authFail int
+// relay is icebox's STUN and TURN servers, as cmd/icebox's start() sets
+// them up: stunsrv owns UDP and TCP on one port and passes everything but
+// Binding to turnsrv, which also listens for TURN over TLS with a
+// self-signed certificate for localhost and 127.0.0.1.
+type relay struct {
+	stun    *stunsrv.Server
+	turn    *turnsrv.Server
+	reg     *prometheus.Registry // both servers' metrics
+	port    int                  // the STUN/TURN port, UDP and TCP
+	tlsPort int                  // TURN over TLS
+	// spki is the certificate's public key hash, for Chromium's
+	// --ignore-certificate-errors-spki-list: it trusts this one key only.
+	spki string
 }
 
-func startTURN(t *testing.T) *turnServer {
+func startRelay(t *testing.T) *relay {
 	t.Helper()
-	ts := &turnServer{secret: rand.Text(), allocs: map[string]int{}}
-	udp, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tcp, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts.udpAddr, ts.tcpAddr = udp.LocalAddr().String(), tcp.Addr().String()
-	gen := func() turn.RelayAddressGenerator {
-		return &turn.RelayAddressGeneratorStatic{RelayAddress: net.IPv4(127, 0, 0, 1), Address: "127.0.0.1"}
-	}
-	logs := logging.NewDefaultLoggerFactory()
-	logs.DefaultLogLevel = logging.LogLevelDisabled
-	srv, err := turn.NewServer(turn.ServerConfig{
-		Realm:             "icebox.test",
-		LoggerFactory:     logs,
-		AuthHandler:       turn.LongTermTURNRESTAuthHandler(ts.secret, logs.NewLogger("auth")),
-		PacketConnConfigs: []turn.PacketConnConfig{{PacketConn: udp, RelayAddressGenerator: gen()}},
-		ListenerConfigs:   []turn.ListenerConfig{{Listener: tcp, RelayAddressGenerator: gen()}},
-		EventHandler: turn.EventHandler{
-			OnAuth: func(_, _ net.Addr, _, _, _, _ string, ok bool) {
-				if !ok {
-					ts.mu.Lock()
-					ts.authFail++
-					ts.mu.Unlock()
-				}
-			},
-			// protocol is the relayed one, always UDP; the listener's
-			// address tells how the client reached the server.
-			OnAllocationCreated: func(_, listener net.Addr, _, _, _ string, _ net.Addr, _ int) {
-				ts.mu.Lock()
-				ts.allocs[listener.Network()]++
-				ts.mu.Unlock()
-			},
-			OnPermissionCreated: func(_, _ net.Addr, _, _, _ string, _ net.Addr, _ net.IP) {
-				ts.mu.Lock()
-				ts.perms++
-				ts.mu.Unlock()
-			},
-		},
+	r := &relay{reg: prometheus.NewRegistry()}
+
+	tcfg := turnsrv.DefaultConfig()
+	tcfg.Secrets = []string{rand.Text()}
+	tcfg.Relay.Address = "127.0.0.1"
+	dir := t.TempDir()
+	tcfg.TLS.Listen = "127.0.0.1:0"
+	tcfg.TLS.Cert, tcfg.TLS.Key = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	cert := testenv.WriteCert(t, tcfg.TLS.Cert, tcfg.TLS.Key, time.Time{})
+	sum := sha256.Sum256(cert.RawSubjectPublicKeyInfo)
+	r.spki = base64.StdEncoding.EncodeToString(sum[:])
+
+	scfg := stunsrv.DefaultConfig()
+	scfg.Listen = []string{"127.0.0.1:0"}
+	scfg.TCP = true
+	var err error
+	r.stun, err = stunsrv.New(scfg, stunsrv.Options{
+		Registerer:      r.reg,
+		Passthrough:     true,
+		TURNIdleTimeout: tcfg.Quotas.MaxLifetime + time.Minute,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { srv.Close() })
-	return ts
+	r.turn, err = turnsrv.New(tcfg, turnsrv.Options{
+		Registerer:  r.reg,
+		PublicIP:    netip.MustParseAddr("127.0.0.1"),
+		StateDir:    t.TempDir(),
+		PacketConns: r.stun.PacketConns(),
+		Listeners:   r.stun.Listeners(),
+	})
+	if err != nil {
+		r.stun.Close()
+		t.Fatal(err)
+	}
+	// TURN closes the STUN sockets it was handed, so it goes first.
+	t.Cleanup(func() {
+		if err := r.turn.Close(); err != nil {
+			t.Error(err)
+		}
+		r.stun.Close()
+	})
+	r.port = r.stun.PacketConns()[0].LocalAddr().(*net.UDPAddr).Port
+	r.tlsPort = r.turn.TLSAddr().(*net.TCPAddr).Port
+	return r
 }
 
-func (ts *turnServer) counts() (allocs map[string]int, perms, authFail int) {
-	ts.mu.Lock()
-	defer ts.mu.Unlock()
-	return copyCounts(ts.allocs), ts.perms, ts.authFail
+// iceServers is what cmd/icebox hands signal: STUN, TURN over UDP and TCP
+// on the STUN port and TURN over TLS by name (the certificate's), with a
+// credential minted per user. With a secret it mints from that instead of
+// the server's, as a TURN server that does not share icebox's secret
+// would see it.
+func (r *relay) iceServers(wrongSecret ...string) signal.ICEServersFunc {
+	hp := net.JoinHostPort("127.0.0.1", strconv.Itoa(r.port))
+	urls := []string{
+		"turn:" + hp + "?transport=udp",
+		"turn:" + hp + "?transport=tcp",
+		"turns:" + net.JoinHostPort("localhost", strconv.Itoa(r.tlsPort)) + "?transport=tcp",
+	}
+	return func(user string) ([]signal.ICEServer, time.Time) {
+		username, password, expires := r.turn.MintCredential(user, 0)
+		if len(wrongSecret) > 0 {
+			username, password, expires = turnsrv.MintCredential([]byte(wrongSecret[0]), user, time.Hour, time.Now())
+		}
+		return []signal.ICEServer{
+			{URLs: []string{"stun:" + hp}},
+			{URLs: urls, Username: username, Credential: password},
+		}, expires
+	}
+}
+
+// metric sums the samples of the named counter or gauge in both servers'
+// registry whose labels include every name=value pair in labels.
+func (r *relay) metric(t *testing.T, name string, labels ...string) float64 {
+	t.Helper()
+	mfs, err := r.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	samples:
+		for _, m := range mf.GetMetric() {
+			for i := 0; i+1 < len(labels); i += 2 {
+				if !slices.ContainsFunc(m.GetLabel(), func(l *dto.LabelPair) bool {
+					return l.GetName() == labels[i] && l.GetValue() == labels[i+1]
+				}) {
+					continue samples
+				}
+			}
+			sum += m.GetCounter().GetValue() + m.GetGauge().GetValue()
+		}
+	}
+	return sum
 }
 
 func copyCounts(m map[string]int) map[string]int {
@@ -108,29 +161,11 @@ func copyCounts(m map[string]int) map[string]int {
 	return out
 }
 
-// iceServers lists the STUN URL and both TURN URLs with credentials minted
-// from secret, which a test may set wrong on purpose.
-func (ts *turnServer) iceServers(secret string) []signal.ICEServer {
-	user := fmt.Sprintf("%d:web-test", time.Now().Add(time.Hour).Unix())
-	mac := hmac.New(sha1.New, []byte(secret))
-	mac.Write([]byte(user))
-	return []signal.ICEServer{
-		{URLs: []string{"stun:" + ts.udpAddr}},
-		{
-			URLs:       []string{"turn:" + ts.udpAddr + "?transport=udp", "turn:" + ts.tcpAddr + "?transport=tcp"},
-			Username:   user,
-			Credential: base64.StdEncoding.EncodeToString(mac.Sum(nil)),
-		},
-	}
-}
-
 // serveIcebox starts icebox's signal server on 127.0.0.1, handing out the
 // given ICE servers, with the pages mounted at "/" as icebox does.
-func serveIcebox(t *testing.T, ice []signal.ICEServer) *httptest.Server {
+func serveIcebox(t *testing.T, ice signal.ICEServersFunc) *httptest.Server {
 	t.Helper()
-	s, err := signal.New(signal.DefaultConfig(), signal.Options{
-		ICEServers: func(string) ([]signal.ICEServer, time.Time) { return ice, time.Time{} },
-	})
+	s, err := signal.New(signal.DefaultConfig(), signal.Options{ICEServers: ice})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,7 +189,7 @@ func serveIcebox(t *testing.T, ice []signal.ICEServer) *httptest.Server {
 // the page sends only the kinds and keys the mobile app's strict decoder
 // accepts.
 type standIn struct {
-	ice []signal.ICEServer
+	ice signal.ICEServersFunc // called per connection, as signal does
 
 	mu     sync.Mutex
 	rooms  map[string][]*member
@@ -201,7 +236,8 @@ func (s *standIn) connect(w http.ResponseWriter, r *http.Request) {
 		s.violation("first frame was %q, not WsInit", id)
 		return
 	}
-	servers, _ := json.Marshal(map[string]any{"iceServers": s.ice})
+	ice, _ := s.ice(rand.Text())
+	servers, _ := json.Marshal(map[string]any{"iceServers": ice})
 	me.write(frame("WsIceServers", string(servers)))
 
 	s.mu.Lock()
