@@ -2,13 +2,9 @@ package stunsrv
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/binary"
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
-	"time"
 )
 
 // SelfCheck sends one Binding request to each UDP address the server
@@ -27,42 +23,9 @@ func (s *Server) SelfCheck(ctx context.Context) error {
 		if addr.IsUnspecified() {
 			addr = netip.MustParseAddr("127.0.0.1")
 		}
-		if err := bindOnce(ctx, netip.AddrPortFrom(addr, ap.Port())); err != nil {
+		if _, err := MappedAddress(ctx, netip.AddrPortFrom(addr, ap.Port()).String()); err != nil {
 			return fmt.Errorf("stun self-check on %v: %w", ap, err)
 		}
 	}
 	return nil
-}
-
-func bindOnce(ctx context.Context, to netip.AddrPort) error {
-	c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(to))
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	dl, ok := ctx.Deadline()
-	if !ok {
-		dl = time.Now().Add(2 * time.Second)
-	}
-	c.SetDeadline(dl)
-	req := make([]byte, headerSize)
-	binary.BigEndian.PutUint16(req, typeBindingRequest)
-	binary.BigEndian.PutUint32(req[4:], magicCookie)
-	rand.Read(req[8:])
-	if _, err := c.Write(req); err != nil {
-		return err
-	}
-	buf := make([]byte, 128)
-	for {
-		n, err := c.Read(buf)
-		if err != nil {
-			return err
-		}
-		if n >= headerSize && binary.BigEndian.Uint16(buf) == typeBindingResponse && string(buf[8:20]) == string(req[8:20]) {
-			return nil
-		}
-		if ctx.Err() != nil {
-			return errors.New("no answer")
-		}
-	}
 }
