@@ -2,16 +2,15 @@ package signal
 
 import (
 	"fmt"
-	"net"
 	"net/netip"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/gorilla/websocket"
-	"github.com/pion/ice/v4"
 	"github.com/pion/webrtc/v4"
 
+	"icebox/internal/testenv"
 	"icebox/stunsrv"
 	"icebox/turnsrv"
 )
@@ -168,17 +167,7 @@ func newAppPeer(t *testing.T, url, room string) *appPeer {
 	for _, s := range v.(*wsIceServersData).IceServers {
 		servers = append(servers, webrtc.ICEServer{URLs: s.URLs, Username: s.Username, Credential: s.Credential})
 	}
-	var se webrtc.SettingEngine
-	se.SetRelayAcceptanceMinWait(0)
-	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
-	se.SetInterfaceFilter(func(name string) bool {
-		ifi, err := net.InterfaceByName(name)
-		return err == nil && ifi.Flags&net.FlagLoopback != 0
-	})
-	se.SetIPFilter(func(ip net.IP) bool { return ip.IsLoopback() })
-	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
-	se.SetIncludeLoopbackCandidate(true)
-	p.pc, err = webrtc.NewAPI(webrtc.WithSettingEngine(se)).NewPeerConnection(webrtc.Configuration{
+	p.pc, err = testenv.LoopbackWebRTC().NewPeerConnection(webrtc.Configuration{
 		ICEServers:         servers,
 		ICETransportPolicy: webrtc.ICETransportPolicyRelay,
 	})

@@ -1,12 +1,12 @@
 package turnsrv
 
 import (
-	"net"
 	"testing"
 	"time"
 
-	"github.com/pion/ice/v4"
 	"github.com/pion/webrtc/v4"
+
+	"icebox/internal/testenv"
 )
 
 // TestWebRTCRelayOnly connects two pion/webrtc peers that may only use
@@ -20,18 +20,8 @@ func TestWebRTCRelayOnly(t *testing.T) {
 	ts := startServer(t, cfg)
 
 	newPeer := func(name string) *webrtc.PeerConnection {
-		var se webrtc.SettingEngine
-		se.SetRelayAcceptanceMinWait(0)
-		se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
-		se.SetInterfaceFilter(func(name string) bool {
-			ifi, err := net.InterfaceByName(name)
-			return err == nil && ifi.Flags&net.FlagLoopback != 0
-		})
-		se.SetIPFilter(func(ip net.IP) bool { return ip.IsLoopback() })
-		se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
-		se.SetIncludeLoopbackCandidate(true)
 		u, p, _ := ts.MintCredential(name, 0)
-		pc, err := webrtc.NewAPI(webrtc.WithSettingEngine(se)).NewPeerConnection(webrtc.Configuration{
+		pc, err := testenv.LoopbackWebRTC().NewPeerConnection(webrtc.Configuration{
 			ICEServers: []webrtc.ICEServer{{
 				URLs:       []string{"turn:" + ts.udp.String() + "?transport=udp"},
 				Username:   u,
