@@ -166,7 +166,11 @@ func explainDecodeError(path string, root *yaml.Node, err error) error {
 		}
 		problem := m[2]
 		if v := valueRe.FindStringSubmatch(problem); v != nil {
-			problem = "cannot use " + v[1] + " here"
+			value := v[1]
+			if secretKey(key) {
+				value = "this value (not shown: it may be a secret)"
+			}
+			problem = "cannot use " + value + " here"
 		}
 		out = append(out, fmt.Errorf("%s:%d: %s: %s (fix: %s)", path, line, key, problem, typeHint(key)))
 	}
@@ -329,6 +333,13 @@ func fieldByTag(t reflect.Type, tag string) (reflect.StructField, bool) {
 		}
 	}
 	return reflect.StructField{}, false
+}
+
+// secretKey is true for options whose values must not reach a log or a
+// terminal: a misplaced secret is still a secret.
+func secretKey(key string) bool {
+	k := strings.ToLower(key)
+	return strings.Contains(k, "secret") || strings.Contains(k, "key") || strings.Contains(k, "token")
 }
 
 // typeHint says what a value of the option's type looks like.

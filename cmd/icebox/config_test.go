@@ -103,6 +103,24 @@ func TestConfigErrorsNameFileLineAndFix(t *testing.T) {
 	}
 }
 
+// A secret written in the wrong form must not be echoed in the error.
+func TestConfigErrorsDoNotEchoSecrets(t *testing.T) {
+	for _, body := range []string{
+		"turn:\n  secrets: hunter2-hunter2-hunter2\n",
+		"turn:\n  secrets:\n    - [hunter2-hunter2-hunter2]\n",
+		"signal:\n  ice_servers_keys: hunter2-hunter2-hunter2\n",
+		"turn:\n  tls:\n    key: [hunter2-hunter2-hunter2]\n",
+	} {
+		_, err := LoadConfig(writeConfig(t, body))
+		if err == nil {
+			t.Fatalf("accepted %q", body)
+		}
+		if strings.Contains(err.Error(), "hunter2") {
+			t.Errorf("error echoes the secret: %v", err)
+		}
+	}
+}
+
 func TestSeveralMistakesAreReportedTogether(t *testing.T) {
 	_, err := LoadConfig(writeConfig(t, "log:\n  level: loud\n  format: xml\n"))
 	if err == nil || !strings.Contains(err.Error(), ":2: log.level") || !strings.Contains(err.Error(), ":3: log.format") {
