@@ -48,8 +48,10 @@ type authFields struct {
 
 // parseRequest returns the fields of b if it is a well-formed STUN request.
 // Attributes after MESSAGE-INTEGRITY other than FINGERPRINT are ignored,
-// as RFC 5389 section 15.4 requires. Anything else, ChannelData and
-// indications included, is pion's business.
+// as RFC 5389 section 15.4 requires, but must still be well-formed, and a
+// LIFETIME there makes the request malformed: pion does read attributes
+// after MESSAGE-INTEGRITY, and would grant that lifetime unclamped.
+// Anything else, ChannelData and indications included, is pion's business.
 func parseRequest(b []byte) (f authFields, ok bool) {
 	if len(b) < stunHeaderLen || b[0]&0xC0 != 0 {
 		return f, false
@@ -71,10 +73,14 @@ func parseRequest(b []byte) (f authFields, ok bool) {
 			return f, false
 		}
 		if f.integrity != 0 {
-			if at == attrFingerprint && n == 4 {
+			switch {
+			case at == attrLifetime:
+				return f, false
+			case at == attrFingerprint && n == 4 && off == f.integrity+4+integrityLen:
 				f.fingerprint = off
 			}
-			break
+			off = v + (n+3)&^3
+			continue
 		}
 		switch {
 		case at == attrUsername && f.username == nil:
@@ -83,7 +89,10 @@ func parseRequest(b []byte) (f authFields, ok bool) {
 			f.realm = b[v : v+n]
 		case at == attrLifetime && n == 4 && f.lifetime == 0:
 			f.lifetime = v
-		case at == attrIntegrity && n == integrityLen:
+		case at == attrIntegrity:
+			if n != integrityLen {
+				return f, false // malformed; pion would check this one
+			}
 			f.integrity = off
 		}
 		off = v + (n+3)&^3
