@@ -51,6 +51,7 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request) {
 		queryRoom:  room,
 		queryToken: q.Get("token"),
 	}
+	c.writeFn = c.write
 	s.mu.Lock()
 	closing := s.closing
 	if !closing {
@@ -107,7 +108,7 @@ func (s *Server) refuseNow(ws *websocket.Conn, code errCode) {
 	s.em.inc(code)
 	deadline := time.Now().Add(closeGrace)
 	ws.SetWriteDeadline(deadline)
-	if ws.WriteMessage(websocket.TextMessage, s.errFrames.get(code)) != nil {
+	if ws.WriteMessage(websocket.TextMessage, s.errFrames.get(code).b) != nil {
 		return
 	}
 	s.cm.framesOut[kindError].Inc()

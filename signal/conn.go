@@ -1,7 +1,6 @@
 package signal
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -24,10 +23,11 @@ import (
 // else writes to ws, so a slow client only ever slows its own writer, and
 // its queue overflowing disconnects it.
 type conn struct {
-	s    *Server
-	ws   *websocket.Conn
-	id   string       // random; names the connection in logs and TURN usernames
-	peer netip.Prefix // per-IP accounting key
+	s       *Server
+	ws      *websocket.Conn
+	id      string       // random; names the connection in logs and TURN usernames
+	peer    netip.Prefix // per-IP accounting key
+	writeFn func()       // c.write, bound once: see startWriterLocked
 
 	// Owned by the reader goroutine.
 	queryRoom  string // ?controllerId= or ?room=
@@ -39,10 +39,10 @@ type conn struct {
 	bucket     bucket
 
 	mu        sync.Mutex
-	queue     [][]byte // frames waiting for the writer
-	spare     [][]byte // the writer's previous batch, reused
-	queued    int      // bytes in queue
-	writing   bool     // a writer goroutine is running
+	queue     []*frameBuf // frames waiting for the writer, each holding a reference
+	spare     []*frameBuf // the writer's previous batch, reused
+	queued    int         // bytes in queue
+	writing   bool        // a writer goroutine is running
 	pingDue   bool
 	pongDue   bool
 	pongData  string
@@ -232,12 +232,13 @@ func (c *conn) init(set *settings, f frame) {
 	}
 	c.ws.SetReadDeadline(now.Add(set.PingInterval + set.PongTimeout))
 
-	greeting, expires, err := c.s.iceFrame(c.id)
+	greeting, expires, err := c.s.iceFrame(c.id) // one reference, ours
 	if err != nil {
 		c.s.log.Error("signal: ICE servers", "err", err)
 		c.refuse(errInternal)
 		return
 	}
+	defer greeting.release()
 	name, wrong := c.queryRoom, false
 	if name == "" && f.controllerID != nil {
 		name = string(f.controllerID)
@@ -263,7 +264,7 @@ func (c *conn) init(set *settings, f frame) {
 }
 
 // join puts c in the pairing name, checking its token and the capacity.
-func (c *conn) join(set *settings, name string, greeting []byte) bool {
+func (c *conn) join(set *settings, name string, greeting *frameBuf) bool {
 	if c.token != "" || set.RequireToken {
 		if err := VerifyToken(c.s.tokenKeys(), name, c.token, time.Now()); err != nil {
 			c.s.log.Debug("signal: token refused", "conn", c.id, "err", err)
@@ -299,7 +300,9 @@ func (c *conn) forward(set *settings, f frame, msg []byte) {
 		// Only at debug: SDPs and candidates carry the users' addresses.
 		c.s.log.Debug("signal: forward", "conn", c.id, "kind", f.kind, "frame", string(msg))
 	}
-	c.s.hub.forward(set, c.room, c, bytes.Clone(msg), f.kind)
+	fb := newFrameBuf(msg)
+	c.s.hub.forward(set, c.room, c, fb, f.kind)
+	fb.release()
 }
 
 // refuse answers with a WsError, closing the connection when the code says

@@ -66,5 +66,6 @@ func (c *conn) refreshTick() {
 	}
 	c.s.cm.refreshes.Inc() // first, so that it is counted once the client has it
 	c.send(greeting, kindIceServers)
+	greeting.release()
 	c.scheduleRefresh(c.s.settings(), exp)
 }

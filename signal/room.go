@@ -23,9 +23,10 @@ type room struct {
 	backlogBytes int
 }
 
+// pending is a backlogged frame, holding a reference to fb.
 type pending struct {
 	from *conn
-	b    []byte
+	fb   *frameBuf
 	k    kind
 }
 
@@ -66,7 +67,7 @@ func newHub(reg *registry) *hub {
 // join adds c to the room called name. greeting, when not nil, is queued
 // to c before anything else can be, followed by the room's backlog. With
 // the room full, c is not added and join returns errRoomFull.
-func (h *hub) join(c *conn, name string, capacity int, greeting []byte) (*room, errCode) {
+func (h *hub) join(c *conn, name string, capacity int, greeting *frameBuf) (*room, errCode) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	r := h.rooms[name]
@@ -85,7 +86,8 @@ func (h *hub) join(c *conn, name string, capacity int, greeting []byte) (*room, 
 		c.send(greeting, kindIceServers)
 	}
 	for _, p := range r.backlog {
-		c.send(p.b, p.k)
+		c.send(p.fb, p.k)
+		p.fb.release()
 	}
 	clear(r.backlog)
 	r.backlog, r.backlogBytes = r.backlog[:0], 0
@@ -102,7 +104,8 @@ func (h *hub) leave(c *conn, r *room) {
 	r.members = slices.DeleteFunc(r.members, func(m *conn) bool { return m == c })
 	r.backlog = slices.DeleteFunc(r.backlog, func(p pending) bool {
 		if p.from == c {
-			r.backlogBytes -= len(p.b)
+			r.backlogBytes -= len(p.fb.b)
+			p.fb.release()
 			return true
 		}
 		return false
@@ -113,16 +116,16 @@ func (h *hub) leave(c *conn, r *room) {
 	}
 }
 
-// forward queues b, sent by from, to every other member of r, or keeps it
-// for the next member when from is alone. b must not change afterwards:
-// all queues share it.
-func (h *hub) forward(set *settings, r *room, from *conn, b []byte, k kind) {
+// forward queues fb, sent by from, to every other member of r, or keeps it
+// for the next member when from is alone. Each queue and the backlog take
+// their own reference; the caller keeps its own.
+func (h *hub) forward(set *settings, r *room, from *conn, fb *frameBuf, k kind) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	sent := false
 	for _, m := range r.members {
 		if m != from {
-			m.send(b, k)
+			m.send(fb, k)
 			sent = true
 		}
 	}
@@ -130,10 +133,11 @@ func (h *hub) forward(set *settings, r *room, from *conn, b []byte, k kind) {
 		return
 	}
 	frames, bytes := backlogLimits(set)
-	if len(r.backlog) >= frames || r.backlogBytes+len(b) > bytes {
+	if len(r.backlog) >= frames || r.backlogBytes+len(fb.b) > bytes {
 		h.backlogDropped.Inc()
 		return
 	}
-	r.backlog = append(r.backlog, pending{from, b, k})
-	r.backlogBytes += len(b)
+	fb.hold()
+	r.backlog = append(r.backlog, pending{from, fb, k})
+	r.backlogBytes += len(fb.b)
 }

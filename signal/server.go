@@ -141,7 +141,9 @@ func New(cfg Config, opts Options) (*Server, error) {
 		// thousands of phones waiting for a call. A small read buffer
 		// costs nothing in speed, as frames larger than it are read
 		// straight into the pooled message buffer; writes borrow a
-		// buffer from a pool, so an idle connection holds none.
+		// buffer from a pool, so an idle connection holds none. (gorilla
+		// boxes the buffer to put it back, one allocation per message
+		// written: the price of holding none. See alloc_test.go.)
 		ReadBufferSize:  readBufferSize,
 		WriteBufferPool: &sync.Pool{},
 		// Origins are checked after the upgrade, so that a refused
@@ -304,14 +306,15 @@ func randomID() string {
 	return hex.EncodeToString(b[:])
 }
 
-// iceFrame builds the WsIceServers frame for user.
-func (s *Server) iceFrame(user string) ([]byte, time.Time, error) {
+// iceFrame builds the WsIceServers frame for user, holding one reference
+// for the caller.
+func (s *Server) iceFrame(user string) (*frameBuf, time.Time, error) {
 	servers, exp := s.iceServers(user)
 	b, err := encodeFrame(kindIceServers, iceServersData{servers})
 	if err != nil {
 		return nil, time.Time{}, fmt.Errorf("encode WsIceServers: %w", err)
 	}
-	return b, exp, nil
+	return ownFrame(b), exp, nil
 }
 
 // iceServersData is the data of WsIceServers and the body of /ice-servers.

@@ -6,24 +6,26 @@ import (
 	"github.com/gorilla/websocket"
 )
 
-// send queues b for the client. A client whose queue is full is
+// send queues fb for the client, taking a reference to it for the
+// writer; the caller keeps its own. A client whose queue is full is
 // disconnected at once: waiting for it would hold up the sender.
-func (c *conn) send(b []byte, k kind) {
+func (c *conn) send(fb *frameBuf, k kind) {
 	set := c.s.settings()
 	c.mu.Lock()
 	if c.dead || c.closeCode != 0 {
 		c.mu.Unlock()
 		return
 	}
-	if len(c.queue) >= set.SendQueue || c.queued+len(b) > set.SendQueueBytes {
+	if len(c.queue) >= set.SendQueue || c.queued+len(fb.b) > set.SendQueueBytes {
 		c.mu.Unlock()
 		c.s.log.Debug("signal: slow reader", "conn", c.id)
 		c.setWhy(bySlowness)
 		c.kill()
 		return
 	}
-	c.queue = append(c.queue, b)
-	c.queued += len(b)
+	fb.hold()
+	c.queue = append(c.queue, fb)
+	c.queued += len(fb.b)
 	c.startWriterLocked()
 	c.mu.Unlock()
 	c.s.cm.framesOut[k].Inc()
@@ -58,9 +60,14 @@ func (c *conn) setWhy(r disconnectReason) {
 func (c *conn) startWriterLocked() {
 	if !c.writing {
 		c.writing = true
-		go c.write()
+		go c.writeFn() // go c.write() would allocate a closure each time
 	}
 }
+
+// maxSpare bounds the batch slice a connection keeps for its next batch:
+// a full default send queue, so that a steady flow of frames allocates
+// nothing, and at most 512 bytes for an idle connection to hold.
+const maxSpare = 64
 
 // write is the writer goroutine: it drains the queue, then the pending
 // control frames, and exits when nothing is left.
@@ -84,10 +91,13 @@ func (c *conn) write() {
 		c.mu.Unlock()
 
 		err := c.writeBatch(batch, ping, pong, pongData, closeCode, closeText)
-		clear(batch)
+		for i, fb := range batch {
+			fb.release()
+			batch[i] = nil
+		}
 
 		c.mu.Lock()
-		if cap(batch) <= 16 {
+		if cap(batch) <= maxSpare {
 			c.spare = batch[:0]
 		}
 		if closeCode != 0 {
@@ -106,11 +116,11 @@ func (c *conn) write() {
 	}
 }
 
-func (c *conn) writeBatch(batch [][]byte, ping, pong bool, pongData string, closeCode int, closeText string) error {
+func (c *conn) writeBatch(batch []*frameBuf, ping, pong bool, pongData string, closeCode int, closeText string) error {
 	deadline := time.Now().Add(c.s.settings().WriteTimeout)
 	c.ws.SetWriteDeadline(deadline)
-	for _, b := range batch {
-		if err := c.ws.WriteMessage(websocket.TextMessage, b); err != nil {
+	for _, fb := range batch {
+		if err := c.ws.WriteMessage(websocket.TextMessage, fb.b); err != nil {
 			return err
 		}
 	}
@@ -139,6 +149,9 @@ func (c *conn) kill() {
 		return
 	}
 	c.dead = true
+	for _, fb := range c.queue {
+		fb.release()
+	}
 	c.queue, c.spare, c.queued = nil, nil, 0
 	c.closeDoneLocked() // a close frame still queued will never go out
 	c.mu.Unlock()
