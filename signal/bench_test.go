@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"icebox/internal/testenv"
 )
 
 // The benchmarks and the memory test drive the server with hand-made
@@ -233,7 +235,7 @@ func TestIdleConnMemory(t *testing.T) {
 		}
 		conns = append(conns, c)
 	}
-	eventually(t, "all connections to be counted", func() bool { return counterValue(t, ts.cm.active) == n })
+	eventually(t, "all connections to be counted", func() bool { return testenv.MetricValue(t, ts.cm.active) == n })
 	after := liveMemory()
 	per := float64(after-before) / n
 	t.Logf("%.0f bytes per idle connection (heap in use + stacks, %d connections, race detector %v)", per, n, raceEnabled)

@@ -122,7 +122,7 @@ func TestEndToEnd(t *testing.T) {
 	if n := turnSrv.Allocations(); n < 2 {
 		t.Errorf("icebox's TURN holds %d allocations, want one per peer", n)
 	}
-	if n := counterValue(t, ts.cm.framesOut[kindCandidates]); n < 2 {
+	if n := testenv.MetricValue(t, ts.cm.framesOut[kindCandidates]); n < 2 {
 		t.Errorf("%v candidate frames relayed, want trickle from both sides", n)
 	}
 }

@@ -15,8 +15,6 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
-	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 )
 
 // testConfig is the default config with limits loose enough for tests that
@@ -336,19 +334,6 @@ func candidates(room string, cands ...string) []byte {
 		d.IceCandidates = append(d.IceCandidates, wsIceCandidateData{Candidate: c, SDPMid: ptr("0")})
 	}
 	return frameOf("WsIceCandidates", d)
-}
-
-// counterValue reads a counter or gauge directly.
-func counterValue(t testing.TB, c prometheus.Metric) float64 {
-	t.Helper()
-	var m dto.Metric
-	if err := c.Write(&m); err != nil {
-		t.Fatal(err)
-	}
-	if m.Counter != nil {
-		return m.Counter.GetValue()
-	}
-	return m.Gauge.GetValue()
 }
 
 // eventually polls cond until it holds or 5 s pass. Only for state with no

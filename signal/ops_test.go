@@ -15,6 +15,8 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"icebox/internal/testenv"
 )
 
 // TestSlowReader: a client that stops reading is disconnected once its
@@ -69,7 +71,7 @@ func TestSlowReader(t *testing.T) {
 		t.Fatalf("slow reader got all %d frames", got)
 	}
 	eventually(t, "the slow disconnect to be counted", func() bool {
-		return counterValue(t, ts.cm.disconnects[bySlowness]) == 1
+		return testenv.MetricValue(t, ts.cm.disconnects[bySlowness]) == 1
 	})
 	next := join(t, ts.url("room=r"))
 	o := fast.send("WsSDPOffer", wsSDPData{Type: "offer", SDP: "still here", ControllerID: "r"})
@@ -109,7 +111,7 @@ func TestPing(t *testing.T) {
 
 	silent := join(t, ts.url("room=r"))
 	eventually(t, "the silent client to time out", func() bool {
-		return counterValue(t, ts.cm.disconnects[byTimeout]) == 1
+		return testenv.MetricValue(t, ts.cm.disconnects[byTimeout]) == 1
 	})
 	silent.expectGone()
 
@@ -157,7 +159,7 @@ func TestCredentialRefresh(t *testing.T) {
 	if second.Credential == first.Credential || second.Username == first.Username {
 		t.Fatalf("refresh repeated the credentials: %+v", second)
 	}
-	if got := counterValue(t, ts.cm.refreshes); got != 1 {
+	if got := testenv.MetricValue(t, ts.cm.refreshes); got != 1 {
 		t.Fatalf("refreshes = %v", got)
 	}
 }

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"icebox/internal/testenv"
 )
 
 // TestBadInput: every malformed frame gets its WsError and the connection
@@ -233,7 +235,7 @@ func TestConnLimits(t *testing.T) {
 	c.expectClose(websocket.CloseTryAgainLater)
 
 	a.ws.Close()
-	eventually(t, "a to leave", func() bool { return counterValue(t, ts.cm.active) == 1 })
+	eventually(t, "a to leave", func() bool { return testenv.MetricValue(t, ts.cm.active) == 1 })
 	join(t, ts.url(""))
 
 	cfg.MaxConnsPerIP = 100

@@ -3,6 +3,8 @@ package signal
 import (
 	"reflect"
 	"testing"
+
+	"icebox/internal/testenv"
 )
 
 // TestKotlinApp runs the talk's call setup: the controller app sends
@@ -156,7 +158,7 @@ func TestCapacity(t *testing.T) {
 
 	b.ws.Close()
 	e := dialKt(t, ts.url("room=r"), nil)
-	eventually(t, "b to leave", func() bool { return counterValue(t, ts.cm.active) == 2 })
+	eventually(t, "b to leave", func() bool { return testenv.MetricValue(t, ts.cm.active) == 2 })
 	e.send("WsInit", "")
 	e.expect("WsIceServers")
 	o := a.send("WsSDPOffer", wsSDPData{Type: "offer", SDP: "again", ControllerID: "r"})
@@ -183,7 +185,7 @@ func TestPeerLeavesMidCall(t *testing.T) {
 	o := ctl.send("WsSDPOffer", wsSDPData{Type: "offer", SDP: "1", ControllerID: "r"})
 	dev.expectBytes(o)
 	dev.ws.Close()
-	eventually(t, "device to leave", func() bool { return counterValue(t, ts.cm.active) == 1 })
+	eventually(t, "device to leave", func() bool { return testenv.MetricValue(t, ts.cm.active) == 1 })
 
 	c := ctl.send("WsIceCandidates", wsIceCandidatesData{ControllerID: "r", IceCandidates: []wsIceCandidateData{{Candidate: "candidate:late"}}})
 	dev2 := join(t, ts.url("room=r"))
@@ -195,7 +197,7 @@ func TestPeerLeavesMidCall(t *testing.T) {
 	lone.send("WsInit", "")
 	lone.expectError(errDuplicateInit)
 	lone.ws.Close()
-	eventually(t, "lone sender to leave", func() bool { return counterValue(t, ts.hub.active) == 1 })
+	eventually(t, "lone sender to leave", func() bool { return testenv.MetricValue(t, ts.hub.active) == 1 })
 	first := join(t, ts.url("room=s"))
 	second := join(t, ts.url("room=s"))
 	m := second.send("WsSDPAnswer", wsSDPData{Type: "answer", SDP: "fresh"})

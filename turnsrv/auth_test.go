@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/pion/stun/v3"
+
+	"icebox/internal/testenv"
 )
 
 func TestMintCredential(t *testing.T) {
@@ -56,7 +58,7 @@ func TestCredentials(t *testing.T) {
 			t.Run(tc.name+"/"+network, func(t *testing.T) {
 				before := 0.0
 				if tc.reason != "" {
-					before = counterValue(t, ts.metrics.authFailures[tc.reason])
+					before = testenv.MetricValue(t, ts.metrics.authFailures[tc.reason])
 				}
 				client, _ := dialTURN(t, network, ts.addr(network), tc.cred[0], tc.cred[1])
 				relay, err := client.Allocate()
@@ -74,7 +76,7 @@ func TestCredentials(t *testing.T) {
 				if code := turnCode(err); code != int(stun.CodeBadRequest) {
 					t.Errorf("error %v, want 400", err)
 				}
-				if got := counterValue(t, ts.metrics.authFailures[tc.reason]); got != before+1 {
+				if got := testenv.MetricValue(t, ts.metrics.authFailures[tc.reason]); got != before+1 {
 					t.Errorf("auth_failures{reason=%q} went from %v to %v, want +1", tc.reason, before, got)
 				}
 			})
@@ -154,7 +156,7 @@ func TestRealm(t *testing.T) {
 	if res := c.do(stun.MethodAllocate, udpTransport()); errorCode(res) != int(stun.CodeBadRequest) {
 		t.Fatalf("got %v, want 400", res)
 	}
-	if counterValue(t, ts.metrics.authFailures[authRealm]) != 1 {
+	if testenv.MetricValue(t, ts.metrics.authFailures[authRealm]) != 1 {
 		t.Error("realm failure not counted")
 	}
 }
@@ -231,7 +233,7 @@ func TestAuthThrottle(t *testing.T) {
 	if res == nil || res.TransactionID != unsigned.TransactionID {
 		t.Fatalf("first answer %v, want the unsigned request's 401", res)
 	}
-	if got := counterValue(t, ts.metrics.authFailures[authThrottled]); got != 1 {
+	if got := testenv.MetricValue(t, ts.metrics.authFailures[authThrottled]); got != 1 {
 		t.Errorf("throttled = %v, want 1", got)
 	}
 	if n := len(ts.logs.matching("authentication failed")); n != 1 {
@@ -316,7 +318,7 @@ func TestBindingNotJudged(t *testing.T) {
 		}
 	}
 	for _, r := range authReasons {
-		if v := counterValue(t, ts.metrics.authFailures[r]); v != 0 {
+		if v := testenv.MetricValue(t, ts.metrics.authFailures[r]); v != 0 {
 			t.Errorf("auth_failures{reason=%q} = %v", r, v)
 		}
 	}

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/pion/stun/v3"
+
+	"icebox/internal/testenv"
 )
 
 // infoLogger logs as a production server does, so benchmarks don't
@@ -114,7 +116,7 @@ func BenchmarkInspectSignedRequest(b *testing.B) {
 			b.Fatal("dropped")
 		}
 	}
-	if counterValue(b, s.metrics.authFailures[authBadMAC]) != 0 {
+	if testenv.MetricValue(b, s.metrics.authFailures[authBadMAC]) != 0 {
 		b.Fatal("the request did not verify")
 	}
 }

@@ -18,7 +18,6 @@ import (
 	"github.com/pion/stun/v3"
 	"github.com/pion/turn/v4"
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 )
 
 const (
@@ -223,19 +222,6 @@ func turnCode(err error) int {
 		return int(tp.ErrorCodeAttr.Code)
 	}
 	return 0
-}
-
-// counterValue reads a counter or gauge.
-func counterValue(t testing.TB, c prometheus.Metric) float64 {
-	t.Helper()
-	var m dto.Metric
-	if err := c.Write(&m); err != nil {
-		t.Fatal(err)
-	}
-	if m.Counter != nil {
-		return m.Counter.GetValue()
-	}
-	return m.Gauge.GetValue()
 }
 
 // logRecorder is a slog.Handler keeping every record from Debug up (not

@@ -9,6 +9,8 @@ import (
 
 	"github.com/pion/stun/v3"
 	"github.com/pion/turn/v4"
+
+	"icebox/internal/testenv"
 )
 
 // policyCases are the peer address forms every listener must judge alike.
@@ -94,7 +96,7 @@ func TestPeerPolicy(t *testing.T) {
 				ip := net.ParseIP(tc.peer)
 				var before float64
 				if tc.why != "" {
-					before = counterValue(t, ts.metrics.peerRefusals[tc.why])
+					before = testenv.MetricValue(t, ts.metrics.peerRefusals[tc.why])
 				}
 				port := 10000 + i // a peer address may hold only one channel
 				permErr := client.CreatePermission(&net.UDPAddr{IP: ip, Port: port})
@@ -104,7 +106,7 @@ func TestPeerPolicy(t *testing.T) {
 					continue
 				}
 				if tc.why != "" {
-					if got := counterValue(t, ts.metrics.peerRefusals[tc.why]); got != before+2 {
+					if got := testenv.MetricValue(t, ts.metrics.peerRefusals[tc.why]); got != before+2 {
 						t.Errorf("%s: peer_refusals{reason=%q} %v -> %v, want +2", tc.peer, tc.why, before, got)
 					}
 				}
@@ -187,7 +189,7 @@ func TestRelayToRelay(t *testing.T) {
 	if n := pending(t, victim); n > 0 {
 		t.Fatalf("victim received %d bytes", n)
 	}
-	if got := counterValue(t, ts.metrics.peerRefusals[refuseRelayPort]); got < 1 {
+	if got := testenv.MetricValue(t, ts.metrics.peerRefusals[refuseRelayPort]); got < 1 {
 		t.Error("relay_port refusal not counted")
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"testing"
 
 	"github.com/pion/stun/v3"
+
+	"icebox/internal/testenv"
 )
 
 // TestQuotas fills each quota with pion clients, checks the next
@@ -44,7 +46,7 @@ func TestQuotas(t *testing.T) {
 			if code := turnCode(err); code != int(stun.CodeAllocQuotaReached) {
 				t.Fatalf("allocation over quota: %v, want 486", err)
 			}
-			if got := counterValue(t, ts.metrics.quotaRefusals[tc.by]); got != 1 {
+			if got := testenv.MetricValue(t, ts.metrics.quotaRefusals[tc.by]); got != 1 {
 				t.Errorf("quota_refusals{quota=%q} = %v, want 1", tc.by, got)
 			}
 
@@ -59,10 +61,10 @@ func TestQuotas(t *testing.T) {
 				r.Close()
 			}
 			ts.waitAllocations(t, 0)
-			if v := counterValue(t, ts.metrics.allocActive); v != 0 {
+			if v := testenv.MetricValue(t, ts.metrics.allocActive); v != 0 {
 				t.Errorf("allocations_active = %v after all closed", v)
 			}
-			if v := counterValue(t, ts.metrics.allocTotal); v != float64(last+1) {
+			if v := testenv.MetricValue(t, ts.metrics.allocTotal); v != float64(last+1) {
 				t.Errorf("allocations_total = %v, want %d", v, last+1)
 			}
 		})

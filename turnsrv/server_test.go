@@ -6,6 +6,8 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"icebox/internal/testenv"
 )
 
 // TestRelay allocates with pion's client over UDP and TCP and relays to a
@@ -71,10 +73,10 @@ func TestRelay(t *testing.T) {
 			}
 
 			m := ts.metrics
-			if v := counterValue(t, m.allocActive); v != 1 {
+			if v := testenv.MetricValue(t, m.allocActive); v != 1 {
 				t.Errorf("allocations_active = %v, want 1", v)
 			}
-			if counterValue(t, m.toPeerPackets) == 0 || counterValue(t, m.fromPeerBytes) == 0 {
+			if testenv.MetricValue(t, m.toPeerPackets) == 0 || testenv.MetricValue(t, m.fromPeerBytes) == 0 {
 				t.Error("relayed traffic was not counted")
 			}
 		})

@@ -96,7 +96,7 @@ func TestWebRTCRelayOnly(t *testing.T) {
 	if pair.Local.Typ != webrtc.ICECandidateTypeRelay || pair.Remote.Typ != webrtc.ICECandidateTypeRelay {
 		t.Errorf("selected pair %s, want relay to relay", pair)
 	}
-	if counterValue(t, ts.metrics.allocTotal) < 2 || counterValue(t, ts.metrics.toPeerPackets) == 0 {
+	if testenv.MetricValue(t, ts.metrics.allocTotal) < 2 || testenv.MetricValue(t, ts.metrics.toPeerPackets) == 0 {
 		t.Error("the server saw no allocations or relayed nothing")
 	}
 }
