@@ -82,7 +82,12 @@ func splitToken(token string) (time.Time, []byte, error) {
 	if err != nil {
 		return time.Time{}, nil, ErrTokenMalformed
 	}
-	sig, err := base64.RawURLEncoding.DecodeString(sigs)
+	// Only the canonical spelling of a signature: exactly 43 characters
+	// (the decoder skips CR and LF) with the 2 spare bits zero (Strict).
+	if len(sigs) != base64.RawURLEncoding.EncodedLen(sha256.Size) {
+		return time.Time{}, nil, ErrTokenMalformed
+	}
+	sig, err := base64.RawURLEncoding.Strict().DecodeString(sigs)
 	if err != nil || len(sig) != sha256.Size {
 		return time.Time{}, nil, ErrTokenMalformed
 	}
