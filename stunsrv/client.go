@@ -53,30 +53,46 @@ func MappedAddress(ctx context.Context, server string) (netip.AddrPort, error) {
 	}
 }
 
-// parseMapped finds (XOR-)MAPPED-ADDRESS in a Binding success response
-// to the request with cookie+transaction ID id.
+// parseMapped finds the mapped address in a Binding success response to
+// the request with cookie+transaction ID id: XOR-MAPPED-ADDRESS, or
+// MAPPED-ADDRESS from an RFC 3489 server that sends none. XOR-MAPPED-ADDRESS
+// wins wherever it is: NAT ALGs rewrite MAPPED-ADDRESS, which is why the
+// XOR form exists. A truncated response, and malformed attributes, are
+// not read.
 func parseMapped(b, id []byte) (netip.AddrPort, bool) {
 	if len(b) < headerSize || binary.BigEndian.Uint16(b) != typeBindingResponse || string(b[4:headerSize]) != string(id) {
 		return netip.AddrPort{}, false
 	}
-	for off := headerSize; off+4 <= len(b); {
+	end := headerSize + int(binary.BigEndian.Uint16(b[2:4]))
+	if end > len(b) {
+		return netip.AddrPort{}, false // truncated
+	}
+	var mapped netip.AddrPort
+	for off := headerSize; off+4 <= end; {
 		typ := binary.BigEndian.Uint16(b[off:])
 		l := int(binary.BigEndian.Uint16(b[off+2:]))
-		v := b[off+4 : min(len(b), off+4+l)]
-		if (typ == attrXORMappedAddress || typ == attrMappedAddress) && len(v) >= 8 {
-			port := binary.BigEndian.Uint16(v[2:])
-			raw := append([]byte(nil), v[4:]...)
-			if typ == attrXORMappedAddress {
-				port ^= magicCookie >> 16
-				for i := range raw {
-					raw[i] ^= id[i%len(id)]
-				}
-			}
-			if ip, ok := netip.AddrFromSlice(raw); ok && (len(raw) == 4 || len(raw) == 16) {
-				return netip.AddrPortFrom(ip.Unmap(), port), true
-			}
+		if off+4+l > end {
+			break
 		}
-		off += 4 + l + (4-l%4)%4
+		v := b[off+4 : off+4+l]
+		off += 4 + (l+3)&^3
+		wellFormed := l == 8 && v[1] == familyIPv4 || l == 20 && v[1] == familyIPv6
+		if !wellFormed || typ != attrXORMappedAddress && (typ != attrMappedAddress || mapped.IsValid()) {
+			continue
+		}
+		port := binary.BigEndian.Uint16(v[2:])
+		raw := append([]byte(nil), v[4:]...)
+		if typ == attrMappedAddress {
+			ip, _ := netip.AddrFromSlice(raw)
+			mapped = netip.AddrPortFrom(ip.Unmap(), port)
+			continue
+		}
+		port ^= magicCookie >> 16
+		for i := range raw {
+			raw[i] ^= id[i]
+		}
+		ip, _ := netip.AddrFromSlice(raw)
+		return netip.AddrPortFrom(ip.Unmap(), port), true
 	}
-	return netip.AddrPort{}, false
+	return mapped, mapped.IsValid()
 }
