@@ -137,7 +137,9 @@ func (p *peerPolicy) refusal(ip net.IP) string {
 		return ""
 	case containsAddr(reservedPeers, c):
 		return refuseReserved
-	case containsAddr(p.deny, c):
+	case containsAddr(p.deny, c), containsAddr(p.deny, a.Unmap().WithZone("")):
+		// Deny matches the written form too: an operator denying 2002::/16
+		// means the 6to4 addresses, whatever IPv4 they embed.
 		return refuseDenied
 	}
 	if _, ok := p.own[c]; ok {

@@ -219,6 +219,22 @@ func TestPeerPolicyUnit(t *testing.T) {
 	}
 }
 
+// A deny entry naming an IPv6 range that embeds IPv4 addresses refuses
+// those addresses in that form, not only their canonical IPv4.
+func TestPeerDenyMatchesWrittenForm(t *testing.T) {
+	p := newPeerPolicy(PeerConfig{Deny: []string{"2002::/16", "64:ff9b::/96"}}, nil, nil)
+	for _, tc := range []struct{ peer, why string }{
+		{"2002:101:101::", refuseDenied},
+		{"64:ff9b::101:101", refuseDenied},
+		{"1.1.1.1", ""},
+		{"::ffff:1.1.1.1", ""},
+	} {
+		if got := p.refusal(net.ParseIP(tc.peer)); got != tc.why {
+			t.Errorf("%s: refusal %q, want %q", tc.peer, got, tc.why)
+		}
+	}
+}
+
 func TestPortSet(t *testing.T) {
 	var s portSet
 	for _, p := range []int{0, 1, 63, 64, 49152, 65535} {
