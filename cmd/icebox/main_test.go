@@ -65,6 +65,10 @@ func TestStartupSummaryAndHelp(t *testing.T) {
 	if code := run([]string{"-config", writeConfig(t, "stun:\n  lisen: []\n")}, &out, &errOut); code != 1 || !strings.Contains(errOut.String(), ":2: stun.lisen: unknown option") {
 		t.Errorf("bad config: code %d, output %q", code, errOut.String())
 	}
+	out.Reset()
+	if code := run([]string{"version"}, &out, &errOut); code != 0 || !strings.HasPrefix(out.String(), "icebox ") || !strings.Contains(out.String(), "go1.") {
+		t.Errorf("version: code %d, output %q", code, out.String())
+	}
 	errOut.Reset()
 	if code := run([]string{"frobnicate"}, &out, &errOut); code != 2 || !strings.Contains(errOut.String(), `unknown command "frobnicate"`) {
 		t.Errorf("unknown command: code %d, output %q", code, errOut.String())
