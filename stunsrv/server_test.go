@@ -441,6 +441,45 @@ func TestUDPReadAndAnswerAllocatesNothing(t *testing.T) {
 	}
 }
 
+// TestPassthroughReadAllocatesNothing: a relayed packet from a known TURN
+// client reaches pion's reader without an allocation in the front door.
+func TestPassthroughReadAllocatesNothing(t *testing.T) {
+	for _, listen := range []string{"0.0.0.0:0", "127.0.0.1:0"} {
+		t.Run(listen, func(t *testing.T) {
+			s := startServer(t, func(c *Config, o *Options) {
+				c.Listen = []string{listen}
+				c.Sockets = 1
+				c.TCP = false
+				o.Passthrough = true
+			})
+			pc := s.PacketConns()[0]
+			to := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), udpAddr(s).Port())
+			c, _ := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.MustParseAddrPort("127.0.0.1:0")))
+			defer c.Close()
+			channelData := append([]byte{0x40, 0x00, 0x00, 0xA0}, make([]byte, 160)...)
+			buf := make([]byte, 1600)
+			pc.SetReadDeadline(time.Now().Add(deadline))
+			var first net.Addr
+			allocs := testing.AllocsPerRun(200, func() {
+				c.WriteToUDPAddrPort(channelData, to)
+				n, from, err := pc.ReadFrom(buf)
+				if err != nil || n != len(channelData) {
+					t.Fatalf("read %d, %v", n, err)
+				}
+				if first == nil {
+					first = from
+				}
+			})
+			if allocs != 0 {
+				t.Errorf("a ChannelData packet through the front door allocates %v times", allocs)
+			}
+			if got, want := addrPortOf(first), addrPortOf(c.LocalAddr()); got != want {
+				t.Errorf("from %v, want %v", got, want)
+			}
+		})
+	}
+}
+
 // TestBatchedAnswersReachEveryClient fires requests from many sockets at
 // once, so that one recvmmsg returns several datagrams and one sendmmsg
 // carries several answers: each must reach its own sender.

@@ -21,6 +21,10 @@ type packetConn struct {
 	oobIn  []byte
 	oobOut []byte
 	reply  []byte
+	// peers caches the net.Addr handed to pion for each TURN client, so a
+	// relayed packet does not allocate one; pion only reads it. Bounded
+	// like locals.
+	peers map[netip.AddrPort]*net.UDPAddr
 
 	// Where each TURN client reached us, so that pion's replies on a
 	// wildcard socket leave from that address too. Bounded: a flood of
@@ -48,6 +52,7 @@ func newPacketConn(c *net.UDPConn, st *stats, passthrough bool) *packetConn {
 		wildcard:    local.Addr().IsUnspecified() && pktinfoSupported,
 		ipv6:        local.Addr().Is6() && !local.Addr().Is4In6(),
 		reply:       make([]byte, 0, maxResponseSize),
+		peers:       make(map[netip.AddrPort]*net.UDPAddr),
 	}
 	if rc, err := c.SyscallConn(); err == nil {
 		pc.batch = newMMsgBatch(rc, pc.ipv6)
@@ -168,7 +173,15 @@ func (c *packetConn) passOn(from netip.AddrPort, local localAddr) net.Addr {
 	if c.wildcard {
 		c.remember(from, local)
 	}
-	return net.UDPAddrFromAddrPort(from)
+	addr, ok := c.peers[from]
+	if !ok {
+		if len(c.peers) >= maxLocals {
+			clear(c.peers)
+		}
+		addr = net.UDPAddrFromAddrPort(from)
+		c.peers[from] = addr
+	}
+	return addr
 }
 
 func (c *packetConn) remember(from netip.AddrPort, local localAddr) {
