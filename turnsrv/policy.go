@@ -176,12 +176,34 @@ func mustPrefixes(ss ...string) []netip.Prefix {
 	return ps
 }
 
+// routeSourceAddrs returns the addresses this host sends from by default,
+// one per family, found by connecting UDP sockets to documentation
+// addresses: connect only looks up the route, no packet leaves.
+func routeSourceAddrs() []netip.Addr {
+	var out []netip.Addr
+	for _, probe := range []string{"192.0.2.1:9", "[2001:db8::1]:9"} {
+		c, err := net.Dial("udp", probe)
+		if err != nil {
+			continue // no route for this family
+		}
+		if a, ok := netip.AddrFromSlice(c.LocalAddr().(*net.UDPAddr).IP); ok {
+			out = append(out, a.Unmap())
+		}
+		c.Close()
+	}
+	return out
+}
+
 // hostAddrs lists this host's interface addresses and the directed
 // broadcast address of each IPv4 subnet, for the own-address rule.
 func hostAddrs() []netip.Addr {
 	ifas, err := net.InterfaceAddrs()
 	if err != nil {
-		return nil // the reserved ranges still cover loopback and private
+		// Under systemd's RestrictAddressFamilies (no AF_NETLINK) the
+		// interfaces cannot be listed; the kernel still tells which
+		// address it would send from. The reserved ranges still cover
+		// loopback and private addresses.
+		return routeSourceAddrs()
 	}
 	var out []netip.Addr
 	for _, ifa := range ifas {

@@ -135,6 +135,10 @@ func start(cfg Config, log *slog.Logger) (_ *daemon, err error) {
 		return d, fmt.Errorf("public_ip: %w", err)
 	}
 	log.Info("public address chosen", "public_ip", d.publicIP, "how", how)
+	if cfg.TURN.Enabled && !isPublic(d.publicIP) {
+		log.Warn("clients are told a non-public address for TURN relays: only clients on this network can use them; set public_ip to the address clients reach",
+			"public_ip", d.publicIP)
+	}
 
 	d.stun, err = stunsrv.New(cfg.STUN, stunsrv.Options{
 		Logger:      log.With("part", "stun"),
