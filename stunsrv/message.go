@@ -67,9 +67,10 @@ func Classify(b []byte) Kind {
 	if len(b) < 4 {
 		return Malformed
 	}
-	if b[0]&0xF0 == 0x40 {
-		// Channel numbers are 0x4000-0x4FFF (RFC 8656 §12); the reserved
-		// rest of 0x4000-0x7FFF is where "GET /" and "POST" would land.
+	if b[0]&0xC0 == 0x40 {
+		// RFC 8656 narrowed channel numbers to 0x4000-0x4FFF, but RFC 5766
+		// allowed up to 0x7FFF and pion, coturn and clients such as
+		// turnutils_uclient still bind channels there.
 		if int(binary.BigEndian.Uint16(b[2:4]))+4 > len(b) {
 			return Malformed
 		}

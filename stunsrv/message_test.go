@@ -182,7 +182,8 @@ func TestClassify(t *testing.T) {
 		{"fingerprint not last", fingerprintNotLast, Malformed},
 		{"classic allocate", func() []byte { b := bytes.Clone(allocate); b[4] = 0; return b }(), Malformed},
 		{"http", []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"), Malformed},
-		{"reserved channel", []byte{0x50, 0x00, 0x00, 0x00}, Malformed},
+		{"channel from RFC 5766's wider range", []byte{0x7d, 0x06, 0x00, 0x00}, ChannelData},
+		{"not a channel", []byte{0x80, 0x00, 0x00, 0x00}, Malformed},
 	} {
 		if got := Classify(tc.in); got != tc.want {
 			t.Errorf("%s: got %v, want %v", tc.name, got, tc.want)

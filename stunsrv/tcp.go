@@ -119,7 +119,7 @@ func (c *tcpConn) nextFrame() error {
 	}
 	var size int
 	switch {
-	case b[0]&0xF0 == 0x40 && c.turn:
+	case b[0]&0xC0 == 0x40 && c.turn:
 		// ChannelData needs a channel bound on this very connection, so
 		// as a first frame it is garbage ("GET " parses as channel 0x4745).
 		size = 4 + int(binary.BigEndian.Uint16(b[2:4]))

@@ -18,6 +18,8 @@ import (
 	"github.com/pion/stun/v3"
 	"github.com/pion/turn/v4"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"icebox/stunsrv"
 )
 
 const (
@@ -46,16 +48,18 @@ func testConfig() Config {
 	return cfg
 }
 
+// startServer runs the TURN server on stunsrv's sockets, as the daemon
+// does, so every test also passes through the STUN front door.
 func startServer(t testing.TB, cfg Config, mutOpts ...func(*Options)) *testServer {
 	t.Helper()
-	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	stunCfg := stunsrv.DefaultConfig()
+	stunCfg.Listen = []string{"127.0.0.1:0"}
+	stunCfg.Sockets = 1
+	front, err := stunsrv.New(stunCfg, stunsrv.Options{Passthrough: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	pc, ln := front.PacketConns()[0], front.Listeners()[0]
 	logs := &logRecorder{}
 	opts := Options{
 		Logger:      slog.New(logs),
@@ -70,14 +74,14 @@ func startServer(t testing.TB, cfg Config, mutOpts ...func(*Options)) *testServe
 	}
 	s, err := New(cfg, opts)
 	if err != nil {
-		pc.Close()
-		ln.Close()
+		front.Close()
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
 		if err := s.Close(); err != nil {
 			t.Error(err)
 		}
+		front.Close() // the TURN server closed the sockets it was handed
 	})
 	return &testServer{Server: s, udp: pc.LocalAddr(), tcp: ln.Addr(), cfg: cfg, logs: logs}
 }
