@@ -32,26 +32,14 @@ func startCoturn(b *testing.B) netip.AddrPort {
 
 // startAndWait starts a STUN server process and returns once it answers.
 func startAndWait(b *testing.B, cmd *exec.Cmd, port int) netip.AddrPort {
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	// Ready when it answers. Until it has bound the port, the kernel
-	// refuses the request at once, so this asks again; it never waits
-	// longer than an answer takes.
 	addr := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port))
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	testenv.StartProcess(b, cmd, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
 		_, err := MappedAddress(ctx, addr.String())
-		cancel()
-		if err == nil {
-			return addr
-		}
-		if time.Now().After(deadline) {
-			b.Fatalf("%s does not answer: %v", cmd.Path, err)
-		}
-	}
+		return err
+	})
+	return addr
 }
 
 // startIcebox runs the icebox binary as its own process, STUN only, as

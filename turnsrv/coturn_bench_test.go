@@ -243,26 +243,14 @@ func startCoturnRelay(b *testing.B) relayServer {
 // STUN Binding request on its port.
 func startRelay(b *testing.B, name string, cmd *exec.Cmd, port int) relayServer {
 	b.Helper()
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	// Until the server has bound the port, the kernel refuses the request
-	// at once, so this asks again; it never waits longer than an answer
-	// takes.
 	addr := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port)).String()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	testenv.StartProcess(b, cmd, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
 		_, err := stunsrv.MappedAddress(ctx, addr)
-		cancel()
-		if err == nil {
-			return relayServer{name: name, port: port, pid: cmd.Process.Pid}
-		}
-		if time.Now().After(deadline) {
-			b.Fatalf("%s does not answer: %v", cmd.Path, err)
-		}
-	}
+		return err
+	})
+	return relayServer{name: name, port: port, pid: cmd.Process.Pid}
 }
 
 // startEchoPeer runs turnutils_peer on 127.0.0.1 and returns its port once
@@ -270,31 +258,22 @@ func startRelay(b *testing.B, name string, cmd *exec.Cmd, port int) relayServer 
 func startEchoPeer(b *testing.B, bin string) int {
 	b.Helper()
 	port := testenv.FreePort(b)
-	cmd := exec.Command(bin, "-L", "127.0.0.1", "-p", strconv.Itoa(port))
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 	c, err := net.DialUDP("udp4", nil, &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port})
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer c.Close()
 	ping, buf := []byte("icebox"), make([]byte, 64)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		// As in startRelay: refused at once until the port is bound.
+	testenv.StartProcess(b, exec.Command(bin, "-L", "127.0.0.1", "-p", strconv.Itoa(port)), func() error {
 		c.SetReadDeadline(time.Now().Add(time.Second))
-		_, err := c.Write(ping)
-		if err == nil {
-			var n int
-			n, err = c.Read(buf)
-			if err == nil && bytes.Equal(buf[:n], ping) {
-				return port
-			}
+		if _, err := c.Write(ping); err != nil {
+			return err
 		}
-		if time.Now().After(deadline) {
-			b.Fatalf("turnutils_peer does not echo: %v", err)
+		n, err := c.Read(buf)
+		if err == nil && !bytes.Equal(buf[:n], ping) {
+			err = fmt.Errorf("echoed %q", buf[:n])
 		}
-	}
+		return err
+	})
+	return port
 }
