@@ -3,13 +3,14 @@ package turnsrv
 import (
 	"context"
 	"net"
-	"os"
 	"os/exec"
 	"regexp"
 	"strconv"
 	"sync"
 	"testing"
 	"time"
+
+	"icebox/internal/testenv"
 )
 
 // TestCoturnUclient runs coturn's turnutils_uclient, an independent TURN
@@ -18,8 +19,8 @@ import (
 // through channels and Send indications. Every run must lose nothing.
 func TestCoturnUclient(t *testing.T) {
 	t.Parallel()
-	uclient := lookTool(t, "turnutils_uclient")
-	peerBin := lookTool(t, "turnutils_peer")
+	uclient := testenv.Tool(t, "turnutils_uclient", "coturn")
+	peerBin := testenv.Tool(t, "turnutils_peer", "coturn")
 
 	cfg := testConfig()
 	cfg.Peers.Allow = nil // relay-to-relay runs without opening loopback
@@ -29,7 +30,7 @@ func TestCoturnUclient(t *testing.T) {
 
 	// turnutils_peer echoes on a UDP port we pick by binding and closing;
 	// if another process grabs it meanwhile the run fails loudly.
-	peerPort := freeUDPPort(t)
+	peerPort := testenv.FreePort(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	t.Cleanup(cancel)
 	peer := exec.CommandContext(ctx, peerBin, "-L", "127.0.0.1", "-p", strconv.Itoa(peerPort))
@@ -79,28 +80,4 @@ func TestCoturnUclient(t *testing.T) {
 			}
 		})
 	}
-}
-
-// lookTool finds a coturn tool; without it the test skips on a developer
-// machine and fails in CI, which installs coturn.
-func lookTool(t *testing.T, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("CI") == "" {
-			t.Skipf("%s not installed (Debian package coturn)", name)
-		}
-		t.Fatalf("%s not installed (Debian package coturn): %v", name, err)
-	}
-	return p
-}
-
-func freeUDPPort(t *testing.T) int {
-	t.Helper()
-	c, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	return c.LocalAddr().(*net.UDPAddr).Port
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -114,7 +115,8 @@ func parseConfig(path string, data []byte) (Config, error) {
 	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
-	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, errEOF) {
+	// io.EOF: an empty file, which means the defaults.
+	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
 		return cfg, explainDecodeError(path, &root, err)
 	}
 	if err := cfg.Validate(); err != nil {
@@ -122,8 +124,6 @@ func parseConfig(path string, data []byte) (Config, error) {
 	}
 	return cfg, nil
 }
-
-var errEOF = func() error { return yaml.NewDecoder(strings.NewReader("")).Decode(new(any)) }()
 
 var (
 	lineRe    = regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`)
