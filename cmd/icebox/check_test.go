@@ -15,12 +15,12 @@ func TestCheckCommand(t *testing.T) {
 		wantCode int
 		want     []string
 	}{
-		{"healthy", func(*Config) {}, 0, []string{"PASS", "relay round trip"}},
-		{"turn disabled", func(c *Config) { c.TURN.Enabled = false }, 1, []string{"FAIL", "TURN"}},
+		{"healthy", func(*Config) {}, 0, []string{"PASS: 6 ok", "and back in"}},
+		{"turn disabled", func(c *Config) { c.TURN.Enabled = false }, 1, []string{"FAIL", "turn.enabled is false"}},
 		// The ICE URLs name loopback (ice_host) while relays are announced
 		// at a TEST-NET address: the check must blame public_ip, and never
 		// send a packet there.
-		{"wrong public ip", func(c *Config) { c.PublicIP = "192.0.2.1"; c.Signal.ICEHost = "127.0.0.1" }, 1, []string{"FAIL", "public_ip"}},
+		{"wrong public ip", func(c *Config) { c.PublicIP = "192.0.2.1"; c.Signal.ICEHost = "127.0.0.1" }, 1, []string{"FAIL", "public_ip is probably wrong"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := testConfig(t)

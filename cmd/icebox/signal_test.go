@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -90,14 +91,24 @@ func TestTokenCommand(t *testing.T) {
 	}
 	// With require_token, the token gets the app in, and nothing else does.
 	wsInit(t, d, "?controllerId=tv-42&token="+token)
+	// A token for tv-42 must not open tv-43: WsError 4006, then close 1008.
 	c, _, err := websocket.DefaultDialer.Dial("ws://"+d.signal.addr()+"/connect?controllerId=tv-43&token="+token, nil)
-	if err == nil {
-		defer c.Close()
-		c.SetReadDeadline(time.Now().Add(10 * time.Second))
-		c.WriteMessage(websocket.TextMessage, []byte(`{"id":"WsInit","data":""}`))
-		var frame struct{ ID, Data string }
-		if err := c.ReadJSON(&frame); err == nil && frame.ID != "WsError" {
-			t.Errorf("token for tv-42 let a client into tv-43: %+v", frame)
-		}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	c.WriteMessage(websocket.TextMessage, []byte(`{"id":"WsInit","data":""}`))
+	var frame struct{ ID, Data string }
+	if err := c.ReadJSON(&frame); err != nil {
+		t.Fatalf("no answer for a token of another room: %v", err)
+	}
+	if frame.ID != "WsError" || !strings.Contains(frame.Data, `"code":4006`) {
+		t.Errorf("token for tv-42 in tv-43 got %+v, want WsError 4006", frame)
+	}
+	_, _, err = c.ReadMessage()
+	var ce *websocket.CloseError
+	if !errors.As(err, &ce) || ce.Code != websocket.ClosePolicyViolation {
+		t.Errorf("after the refusal: %v, want close 1008", err)
 	}
 }
