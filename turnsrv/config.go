@@ -298,12 +298,15 @@ type ICEServer struct {
 }
 
 // URLs returns the TURN URLs under which clients reach this server at host:
-// UDP and TCP on port (the STUN/TURN port, 3478 by default) and, when TLS
-// is configured, turns: on the TLS port. host must match the certificate
-// for turns: to work.
-func (c Config) URLs(host string, port int) []string {
+// UDP on port (the STUN/TURN port, 3478 by default), TCP there too when
+// the port is served over TCP, and, when TLS is configured, turns: on the
+// TLS port. host must match the certificate for turns: to work.
+func (c Config) URLs(host string, port int, tcp bool) []string {
 	hp := net.JoinHostPort(host, strconv.Itoa(port))
-	urls := []string{"turn:" + hp + "?transport=udp", "turn:" + hp + "?transport=tcp"}
+	urls := []string{"turn:" + hp + "?transport=udp"}
+	if tcp {
+		urls = append(urls, "turn:"+hp+"?transport=tcp")
+	}
 	if c.TLS.Cert != "" {
 		if _, p, err := net.SplitHostPort(c.TLS.Listen); err == nil && p != "" {
 			urls = append(urls, "turns:"+net.JoinHostPort(host, p)+"?transport=tcp")

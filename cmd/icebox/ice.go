@@ -19,12 +19,7 @@ type iceURLs struct {
 func newICEURLs(cfg Config, host string, port int) iceURLs {
 	u := iceURLs{stun: []string{"stun:" + net.JoinHostPort(host, strconv.Itoa(port))}}
 	if cfg.TURN.Enabled {
-		for _, url := range cfg.TURN.URLs(host, port) {
-			if url == "turn:"+net.JoinHostPort(host, strconv.Itoa(port))+"?transport=tcp" && !cfg.STUN.TCP {
-				continue // no TCP listener to serve it
-			}
-			u.turn = append(u.turn, url)
-		}
+		u.turn = cfg.TURN.URLs(host, port, cfg.STUN.TCP)
 	}
 	return u
 }
