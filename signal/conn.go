@@ -34,6 +34,8 @@ type conn struct {
 	queryToken string // ?token=
 	token      string // the join token, checked when the pairing is known
 	inited     bool
+	presence   bool // opted in to WsPresence; set before joining, never after
+	lastDesc   kind // the kind of the last SDP this client sent, 0 before any
 	room       *room
 	refused    int // frames refused so far, toward max_errors
 	bucket     bucket
@@ -206,7 +208,7 @@ func (c *conn) handle(typ int, rb *readBuf) {
 		c.refuse(errDuplicateInit)
 	case f.kind == kindInit:
 		c.init(set, f)
-	case f.kind == kindIceServers || f.kind == kindError:
+	case f.kind == kindIceServers || f.kind == kindError || f.kind == kindPresence:
 		c.refuse(errForbiddenKind)
 	default:
 		c.forward(set, f, rb.msg)
@@ -217,6 +219,7 @@ func (c *conn) handle(typ int, rb *readBuf) {
 // already known.
 func (c *conn) init(set *settings, f frame) {
 	c.inited = true
+	c.presence = f.presence
 	now := time.Now()
 	c.token = c.queryToken
 	if f.token != nil {
@@ -299,6 +302,9 @@ func (c *conn) forward(set *settings, f frame, msg []byte) {
 	if c.s.log.Enabled(context.Background(), slog.LevelDebug) {
 		// Only at debug: SDPs and candidates carry the users' addresses.
 		c.s.log.Debug("signal: forward", "conn", c.id, "kind", f.kind, "frame", string(msg))
+	}
+	if f.kind == kindOffer || f.kind == kindAnswer {
+		c.lastDesc = f.kind
 	}
 	fb := newFrameBuf(msg)
 	c.s.hub.forward(set, c.room, c, fb, f.kind)

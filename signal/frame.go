@@ -22,6 +22,7 @@ const (
 	kindAnswer
 	kindCandidates
 	kindError
+	kindPresence // server to opted-in clients only
 	numKinds
 )
 
@@ -39,6 +40,8 @@ func (k kind) String() string {
 		return "WsIceCandidates"
 	case kindError:
 		return "WsError"
+	case kindPresence:
+		return "WsPresence"
 	case kindUnknown:
 		return "unknown"
 	}
@@ -67,9 +70,10 @@ type frame struct {
 	kind         kind
 	controllerID []byte // nil when absent, null or ""
 	token        []byte // WsInit only; nil when absent
+	presence     bool   // WsInit only: the client opts in to WsPresence
 }
 
-// decodeFrame checks msg against shared/PROTOCOL.md: a JSON object with
+// decodeFrame checks msg against docs/protocol.md: a JSON object with
 // exactly "id" and "data", data a string holding the kind's JSON document
 // with only the keys the app knows. scratch receives the unescaped data and
 // is returned, possibly grown, for the next call. code is 0 when msg is
@@ -112,7 +116,7 @@ func decodeFrame(msg, scratch []byte) (f frame, _ []byte, code errCode) {
 		scratch, ok := decodeCandidates(data, &f, scratch)
 		return f, scratch, okCode(ok)
 	}
-	// WsIceServers and WsError are refused whatever they hold.
+	// WsIceServers, WsError and WsPresence are refused whatever they hold.
 	return f, scratch, 0
 }
 
@@ -123,14 +127,18 @@ func okCode(ok bool) errCode {
 	return errBadFrame
 }
 
-// decodeInit reads {"controllerId": "...", "token": "..."}, both optional.
+// decodeInit reads {"controllerId": "...", "token": "...", "presence": true},
+// all optional.
 func decodeInit(data []byte, f *frame, scratch []byte) ([]byte, bool) {
 	d := scanner{b: data}
-	_, ok := d.object([]string{"controllerId", "token"}, func(i int) (ok bool) {
-		if i == 0 {
+	_, ok := d.object([]string{"controllerId", "token", "presence"}, func(i int) (ok bool) {
+		switch i {
+		case 0:
 			f.controllerID, scratch, ok = d.keptString(scratch, maxControllerID)
-		} else {
+		case 1:
 			f.token, scratch, ok = d.keptString(scratch, maxToken)
+		default:
+			f.presence, ok = d.boolean()
 		}
 		return ok
 	})
@@ -278,6 +286,20 @@ func (s *scanner) null() bool {
 		return true
 	}
 	return false
+}
+
+// boolean reads true, false or null (false).
+func (s *scanner) boolean() (v, ok bool) {
+	if s.null() {
+		return false, true
+	}
+	for _, w := range []string{"false", "true"} {
+		if len(s.b)-s.i >= len(w) && string(s.b[s.i:s.i+len(w)]) == w {
+			s.i += len(w)
+			return w == "true", true
+		}
+	}
+	return false, false
 }
 
 func (s *scanner) skipString() bool {

@@ -14,11 +14,12 @@ import (
 
 func TestDecodeFrame(t *testing.T) {
 	for _, tc := range []struct {
-		msg   string
-		kind  kind
-		code  errCode
-		room  string
-		token string
+		msg      string
+		kind     kind
+		code     errCode
+		room     string
+		token    string
+		presence bool
 	}{
 		{msg: `{"id":"WsInit","data":""}`, kind: kindInit},
 		{msg: ` { "data" : "" , "id" : "WsInit" } `, kind: kindInit},
@@ -26,6 +27,14 @@ func TestDecodeFrame(t *testing.T) {
 		{msg: `{"id":"WsInit","data":"{\"controllerId\":null}"}`, kind: kindInit},
 		{msg: `{"id":"WsInit","data":"{\"controllerId\":\"\"}"}`, kind: kindInit},
 		{msg: `{"id":"WsInit","data":"{}"}`, kind: kindInit},
+		{msg: `{"id":"WsInit","data":"{\"presence\":true,\"controllerId\":\"tv\"}"}`, kind: kindInit, room: "tv", presence: true},
+		{msg: `{"id":"WsInit","data":"{\"presence\": false}"}`, kind: kindInit},
+		{msg: `{"id":"WsInit","data":"{\"presence\":null}"}`, kind: kindInit},
+		{msg: `{"id":"WsInit","data":"{\"presence\":1}"}`, code: errBadFrame},
+		{msg: `{"id":"WsInit","data":"{\"presence\":\"true\"}"}`, code: errBadFrame},
+		{msg: `{"id":"WsInit","data":"{\"presence\":truex}"}`, code: errBadFrame},
+		{msg: `{"id":"WsInit","data":"{\"presence\":true,\"presence\":true}"}`, code: errBadFrame},
+		{msg: `{"id":"WsPresence","data":""}`, kind: kindPresence},
 		{msg: `{"\u0069d":"Ws\u0049nit","data":"{\"controllerId\":\"\\ud83d\\ude00\\u00e9\"}"}`, kind: kindInit, room: "😀é"},
 		{msg: `{"id":"WsInit","data":"{\"controllerId\":\"\\ud83d\"}"}`, kind: kindInit, room: "\uFFFD"},
 		{msg: `{"id":"WsSDPOffer","data":"{\"type\":\"offer\",\"sdp\":\"v=0\\r\\n\",\"controllerId\":\"tv\"}"}`, kind: kindOffer, room: "tv"},
@@ -55,9 +64,9 @@ func TestDecodeFrame(t *testing.T) {
 		{msg: `{"id":"WsIceCandidates","data":"{\"controllerId\":\"a\"}"}`, code: errBadFrame},
 	} {
 		f, _, code := decodeFrame([]byte(tc.msg), nil)
-		if code != tc.code || code == 0 && (f.kind != tc.kind || string(f.controllerID) != tc.room || string(f.token) != tc.token) {
-			t.Errorf("decodeFrame(%s) = kind %v room %q token %q code %d; want %v %q %q %d",
-				tc.msg, f.kind, f.controllerID, f.token, code, tc.kind, tc.room, tc.token, tc.code)
+		if code != tc.code || code == 0 && (f.kind != tc.kind || string(f.controllerID) != tc.room || string(f.token) != tc.token || f.presence != tc.presence) {
+			t.Errorf("decodeFrame(%s) = kind %v room %q token %q presence %v code %d; want %v %q %q %v %d",
+				tc.msg, f.kind, f.controllerID, f.token, f.presence, code, tc.kind, tc.room, tc.token, tc.presence, tc.code)
 		}
 		if ref := referenceDecode([]byte(tc.msg)); ref.code != code {
 			t.Errorf("reference decoder disagrees on %s: %d", tc.msg, ref.code)
@@ -99,8 +108,8 @@ func FuzzDecodeFrame(f *testing.F) {
 		if code != 0 {
 			return
 		}
-		if got.kind != want.kind || string(got.controllerID) != want.room || string(got.token) != want.token {
-			t.Fatalf("decodeFrame(%q) = %v %q %q, reference %v %q %q", msg, got.kind, got.controllerID, got.token, want.kind, want.room, want.token)
+		if got.kind != want.kind || string(got.controllerID) != want.room || string(got.token) != want.token || got.presence != want.presence {
+			t.Fatalf("decodeFrame(%q) = %v %q %q %v, reference %v %q %q %v", msg, got.kind, got.controllerID, got.token, got.presence, want.kind, want.room, want.token, want.presence)
 		}
 	})
 }
@@ -108,6 +117,7 @@ func FuzzDecodeFrame(f *testing.F) {
 type refResult struct {
 	kind        kind
 	room, token string
+	presence    bool
 	code        errCode
 	err         error
 }
@@ -155,9 +165,16 @@ func referenceDecode(msg []byte) (r refResult) {
 		if data == "" {
 			return r
 		}
-		m, err := members([]byte(data), "controllerId", "token")
+		m, err := members([]byte(data), "controllerId", "token", "presence")
 		if err != nil {
 			return bad(err)
+		}
+		switch raw := string(m["presence"]); raw {
+		case "", "null", "false":
+		case "true":
+			r.presence = true
+		default:
+			return bad(errors.New("presence not a boolean"))
 		}
 		if r.room, err = optString(m, "controllerId", maxControllerID); err != nil {
 			return bad(err)

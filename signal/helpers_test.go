@@ -111,6 +111,7 @@ type (
 	wsInitData struct {
 		ControllerID string `json:"controllerId,omitempty"`
 		Token        string `json:"token,omitempty"`
+		Presence     bool   `json:"presence,omitempty"` // icebox's page, not the app
 	}
 )
 

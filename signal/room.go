@@ -3,6 +3,7 @@ package signal
 import (
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -10,9 +11,13 @@ import (
 // A room is one pairing: the connections that named the same controllerId.
 // Frames go only to the other members of the sender's room.
 //
-// Frames sent while their sender is alone are kept, within limits, and
-// handed to the next member to join: the app sends its offer as soon as it
-// has its ICE servers, often before the device it calls is connected.
+// What a member sends while it is alone is kept, within limits, and handed
+// to the next member to join: the app sends its offer as soon as it has its
+// ICE servers, often before the device it calls is connected. Only a call
+// setup is kept (docs/protocol.md, "Kept offer"): the sender's latest offer
+// and its candidates, for keptTTL at most. Since kept frames go to the
+// next member and leave with their sender, the backlog only ever holds
+// frames of the room's one member.
 type room struct {
 	name string // controllerId; "" is the open room
 	open bool   // open_room: no capacity limit, controllerIds not checked
@@ -28,6 +33,7 @@ type pending struct {
 	from *conn
 	fb   *frameBuf
 	k    kind
+	at   time.Time // when it was kept
 }
 
 // Bounds on a room's backlog. A call setup is one SDP plus a few dozen
@@ -37,6 +43,11 @@ type pending struct {
 const (
 	maxBacklog      = 64
 	maxBacklogBytes = 256 << 10
+	// keptTTL is how long an offer waits for someone to answer it. The
+	// app waits that long in front of a device that is off; past it, the
+	// person has given up, and the TURN credentials in the offer's
+	// candidates may be near their end.
+	keptTTL = 5 * time.Minute
 )
 
 func backlogLimits(set *settings) (frames, bytes int) {
@@ -52,21 +63,31 @@ type hub struct {
 	mu    sync.Mutex
 	rooms map[string]*room
 
+	now func() time.Time // the clock of keptTTL
+
 	active         prometheus.Gauge   // rooms with at least one member
-	backlogDropped prometheus.Counter // frames lost because a lone sender's backlog was full
+	backlogDropped prometheus.Counter // frames a lone sender sent that were not kept
+	keptBytes      prometheus.Gauge   // bytes in all rooms' backlogs
 }
 
-func newHub(reg *registry) *hub {
+func newHub(reg *registry, now func() time.Time) *hub {
+	if now == nil {
+		now = time.Now
+	}
 	return &hub{
 		rooms:          make(map[string]*room),
+		now:            now,
 		active:         reg.gauge("rooms", "Pairings with at least one connection."),
-		backlogDropped: reg.counter("backlog_dropped_total", "Frames dropped because a lone sender's backlog was full."),
+		backlogDropped: reg.counter("backlog_dropped_total", "Frames a lone sender sent that were not kept for the next to join: backlog full, or an answer to a peer that has left."),
+		keptBytes:      reg.gauge("kept_bytes", "Bytes of offers and candidates kept for the next member of a pairing."),
 	}
 }
 
 // join adds c to the room called name. greeting, when not nil, is queued
-// to c before anything else can be, followed by the room's backlog. With
-// the room full, c is not added and join returns errRoomFull.
+// to c before anything else can be, followed, for a client that opted in,
+// by the WsPresence list of the others, then by the room's backlog. The
+// others that opted in learn that c joined. With the room full, c is not
+// added and join returns errRoomFull.
 func (h *hub) join(c *conn, name string, capacity int, greeting *frameBuf) (*room, errCode) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -81,16 +102,21 @@ func (h *hub) join(c *conn, name string, capacity int, greeting *frameBuf) (*roo
 	if !r.open && len(r.members) >= capacity {
 		return nil, errRoomFull
 	}
-	r.members = append(r.members, c)
 	if greeting != nil {
 		c.send(greeting, kindIceServers)
 	}
+	if !r.open {
+		if c.presence {
+			sendPresence(presenceHere, r.members, c)
+		}
+		announce(presenceJoined, c, r.members)
+	}
+	r.members = append(r.members, c)
+	h.expireLocked(r)
 	for _, p := range r.backlog {
 		c.send(p.fb, p.k)
-		p.fb.release()
 	}
-	clear(r.backlog)
-	r.backlog, r.backlogBytes = r.backlog[:0], 0
+	h.dropKeptLocked(r, func(pending) bool { return true })
 	return r, 0
 }
 
@@ -102,14 +128,10 @@ func (h *hub) leave(c *conn, r *room) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.members = slices.DeleteFunc(r.members, func(m *conn) bool { return m == c })
-	r.backlog = slices.DeleteFunc(r.backlog, func(p pending) bool {
-		if p.from == c {
-			r.backlogBytes -= len(p.fb.b)
-			p.fb.release()
-			return true
-		}
-		return false
-	})
+	h.dropKeptLocked(r, func(p pending) bool { return p.from == c })
+	if !r.open {
+		announce(presenceLeft, c, r.members)
+	}
 	if len(r.members) == 0 {
 		delete(h.rooms, r.name)
 		h.active.Dec()
@@ -129,8 +151,23 @@ func (h *hub) forward(set *settings, r *room, from *conn, fb *frameBuf, k kind) 
 			sent = true
 		}
 	}
-	if sent {
+	if !sent {
+		h.keepLocked(set, r, from, fb, k)
+	}
+}
+
+// keepLocked keeps fb, which from sent while alone in r, for the next
+// member: offers, and candidates unless from's last SDP was an answer (then
+// they, like the answer, were meant for a peer that has left). A new offer
+// replaces from's kept offer and everything kept with it.
+func (h *hub) keepLocked(set *settings, r *room, from *conn, fb *frameBuf, k kind) {
+	if k == kindAnswer || k == kindCandidates && from.lastDesc == kindAnswer {
+		h.backlogDropped.Inc()
 		return
+	}
+	h.expireLocked(r)
+	if k == kindOffer && slices.ContainsFunc(r.backlog, func(p pending) bool { return p.from == from && p.k == kindOffer }) {
+		h.dropKeptLocked(r, func(p pending) bool { return p.from == from })
 	}
 	frames, bytes := backlogLimits(set)
 	if len(r.backlog) >= frames || r.backlogBytes+len(fb.b) > bytes {
@@ -138,6 +175,81 @@ func (h *hub) forward(set *settings, r *room, from *conn, fb *frameBuf, k kind) 
 		return
 	}
 	fb.hold()
-	r.backlog = append(r.backlog, pending{from, fb, k})
+	r.backlog = append(r.backlog, pending{from, fb, k, h.now()})
 	r.backlogBytes += len(fb.b)
+	h.keptBytes.Add(float64(len(fb.b)))
+}
+
+// expireLocked drops what was kept longer than keptTTL, and all a sender
+// kept with an offer that expired.
+func (h *hub) expireLocked(r *room) {
+	now := h.now()
+	var stale []*conn
+	for _, p := range r.backlog {
+		if now.Sub(p.at) >= keptTTL && !slices.Contains(stale, p.from) {
+			stale = append(stale, p.from)
+		}
+	}
+	if stale != nil {
+		h.dropKeptLocked(r, func(p pending) bool { return slices.Contains(stale, p.from) })
+	}
+}
+
+// dropKeptLocked removes the backlog entries that drop selects.
+func (h *hub) dropKeptLocked(r *room, drop func(pending) bool) {
+	r.backlog = slices.DeleteFunc(r.backlog, func(p pending) bool {
+		if !drop(p) {
+			return false
+		}
+		r.backlogBytes -= len(p.fb.b)
+		h.keptBytes.Sub(float64(len(p.fb.b)))
+		p.fb.release()
+		return true
+	})
+}
+
+// Presence events, the "event" of a WsPresence frame.
+const (
+	presenceHere   = "here"   // to a newcomer: who was in the pairing before it
+	presenceJoined = "joined" // to the others: a member joined
+	presenceLeft   = "left"   // to the others: a member left
+)
+
+// presenceData is the data of WsPresence (docs/protocol.md).
+type presenceData struct {
+	Event string         `json:"event"`
+	Peers []presencePeer `json:"peers"`
+}
+
+type presencePeer struct {
+	ID       string `json:"id"`       // the connection's random id
+	Presence bool   `json:"presence"` // it opted in too: a page, not the app
+}
+
+// sendPresence queues a WsPresence frame listing peers (but not to) to to.
+func sendPresence(event string, peers []*conn, to *conn) {
+	d := presenceData{Event: event, Peers: make([]presencePeer, 0, len(peers))}
+	for _, p := range peers {
+		if p != to {
+			d.Peers = append(d.Peers, presencePeer{p.id, p.presence})
+		}
+	}
+	fb := ownFrame(mustFrame(kindPresence, d))
+	to.send(fb, kindPresence)
+	fb.release()
+}
+
+// announce tells the members that opted in that c joined or left.
+func announce(event string, c *conn, members []*conn) {
+	var fb *frameBuf
+	for _, m := range members {
+		if m == c || !m.presence {
+			continue
+		}
+		if fb == nil {
+			fb = ownFrame(mustFrame(kindPresence, presenceData{event, []presencePeer{{c.id, c.presence}}}))
+			defer fb.release()
+		}
+		m.send(fb, kindPresence)
+	}
 }

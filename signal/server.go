@@ -1,5 +1,5 @@
 // Package signal serves the WebSocket signaling endpoint /connect that the
-// talk's Kotlin app speaks (shared/PROTOCOL.md): it answers WsInit with
+// talk's Kotlin app speaks (docs/protocol.md): it answers WsInit with
 // icebox's own STUN and TURN servers and fresh credentials, and relays
 // offers, answers and ICE candidates between the members of one pairing,
 // named by controllerId, and nobody else. The same listener answers
@@ -48,6 +48,9 @@ type Options struct {
 	Registerer prometheus.Registerer // nil: don't register
 	ICEServers ICEServersFunc        // nil: an empty list
 	TokenKeys  [][]byte              // join-token HMAC keys: the first mints, all verify
+	// Now is the clock that ages kept offers; nil: time.Now. Tests move
+	// it to expire an offer without waiting.
+	Now func() time.Time
 }
 
 // Server is the signaling server. Its methods are safe for concurrent use.
@@ -120,7 +123,7 @@ func New(cfg Config, opts Options) (*Server, error) {
 	s := &Server{
 		log:       log,
 		ice:       opts.ICEServers,
-		hub:       newHub(reg),
+		hub:       newHub(reg, opts.Now),
 		mux:       http.NewServeMux(),
 		errFrames: newErrorFrames(),
 		cm:        newConnMetrics(reg),

@@ -17,7 +17,7 @@ type errCode int
 const (
 	errBadFrame      errCode = 4000 // not {"id","data"} JSON, bad data for its kind, binary, or invalid UTF-8
 	errUnknownKind   errCode = 4001 // an id icebox does not know
-	errForbiddenKind errCode = 4002 // a client sent WsIceServers or WsError
+	errForbiddenKind errCode = 4002 // a client sent WsIceServers, WsError or WsPresence
 	errTooLarge      errCode = 4003 // frame over max_frame_size; closes 1009
 	errRateLimited   errCode = 4004 // over frames_per_second / frame_burst
 	errRoomFull      errCode = 4005 // the pairing has room_capacity members; closes 1008
@@ -45,11 +45,11 @@ type errInfo struct {
 func (c errCode) info() errInfo {
 	switch c {
 	case errBadFrame:
-		return errInfo{"bad_frame", "malformed frame: want {\"id\":kind,\"data\":string} with the keys of shared/PROTOCOL.md", 0}
+		return errInfo{"bad_frame", "malformed frame: want {\"id\":kind,\"data\":string} with the keys of icebox's docs/protocol.md", 0}
 	case errUnknownKind:
 		return errInfo{"unknown_kind", "unknown frame id", 0}
 	case errForbiddenKind:
-		return errInfo{"forbidden_kind", "clients may not send WsIceServers or WsError", 0}
+		return errInfo{"forbidden_kind", "clients may not send WsIceServers, WsError or WsPresence", 0}
 	case errTooLarge:
 		return errInfo{"too_large", "frame too large", websocket.CloseMessageTooBig}
 	case errRateLimited:
