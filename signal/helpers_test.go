@@ -3,18 +3,17 @@ package signal
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
-	"fmt"
 	"net"
 	"net/http"
-	"reflect"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"icebox/internal/ktapp"
 )
 
 // testConfig is the default config with limits loose enough for tests that
@@ -76,100 +75,23 @@ func startServer(t testing.TB, cfg Config, opts Options) *testServer {
 	return &testServer{Server: s, addr: ln.Addr().String()}
 }
 
-// The data classes of the Kotlin app, as its kotlinx decoder sees them.
+// The data classes of the Kotlin app and its strict decoder (ktapp).
 type (
-	wsPacket struct {
-		ID   string `json:"id"`
-		Data string `json:"data"`
-	}
-	wsIceServersData struct {
-		IceServers []wsIceServer `json:"iceServers"`
-	}
-	wsIceServer struct {
-		URLs       []string `json:"urls"`
-		Username   string   `json:"username,omitempty"`
-		Credential string   `json:"credential,omitempty"`
-	}
-	wsSDPData struct {
-		Type         string `json:"type"`
-		SDP          string `json:"sdp"`
-		ControllerID string `json:"controllerId,omitempty"`
-	}
-	wsIceCandidatesData struct {
-		ControllerID  string               `json:"controllerId,omitempty"`
-		IceCandidates []wsIceCandidateData `json:"iceCandidates"`
-	}
-	wsIceCandidateData struct {
-		Candidate     string  `json:"candidate"`
-		SDPMLineIndex int     `json:"sdpMLineIndex"`
-		SDPMid        *string `json:"sdpMid"`
-	}
-	wsErrorData struct {
-		Code    int    `json:"code"`
-		Message string `json:"message"`
-	}
-	wsInitData struct {
-		ControllerID string `json:"controllerId,omitempty"`
-		Token        string `json:"token,omitempty"`
-		Presence     bool   `json:"presence,omitempty"` // icebox's page, not the app
-	}
+	wsPacket            = ktapp.WsPacket
+	wsIceServersData    = ktapp.WsIceServersData
+	wsIceServer         = ktapp.WsIceServer
+	wsSDPData           = ktapp.WsSDPData
+	wsIceCandidatesData = ktapp.WsIceCandidatesData
+	wsIceCandidateData  = ktapp.WsIceCandidateData
+	wsErrorData         = ktapp.WsErrorData
+	wsInitData          = ktapp.WsInitData
 )
 
-// strictDecode decodes like kotlinx with ignoreUnknownKeys=false: unknown
-// keys fail (DisallowUnknownFields), and so do keys that only match up to
-// case, which encoding/json would let through: the document must survive
-// a round trip through v unchanged.
-func strictDecode(data []byte, v any) error {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return err
-	}
-	if dec.More() {
-		return errors.New("trailing data")
-	}
-	again, err := json.Marshal(v)
-	if err != nil {
-		return err
-	}
-	var a, b any
-	if err := json.Unmarshal(data, &a); err != nil {
-		return err
-	}
-	if err := json.Unmarshal(again, &b); err != nil {
-		return err
-	}
-	if !reflect.DeepEqual(a, b) {
-		return fmt.Errorf("keys differ from the data class: got %s, class has %s", data, again)
-	}
-	return nil
-}
-
-// decodeServerFrame decodes a frame sent to a client the way the app would,
-// failing on any id or key the app does not know.
-func decodeServerFrame(msg []byte) (wsPacket, any, error) {
-	var p wsPacket
-	if err := strictDecode(msg, &p); err != nil {
-		return p, nil, fmt.Errorf("frame %s: %w", msg, err)
-	}
-	var v any
-	switch p.ID {
-	case "WsIceServers":
-		v = &wsIceServersData{}
-	case "WsError":
-		v = &wsErrorData{}
-	case "WsSDPOffer", "WsSDPAnswer":
-		v = &wsSDPData{}
-	case "WsIceCandidates":
-		v = &wsIceCandidatesData{}
-	default:
-		return p, nil, fmt.Errorf("frame %s: id %q unknown to the app", msg, p.ID)
-	}
-	if err := strictDecode([]byte(p.Data), v); err != nil {
-		return p, nil, fmt.Errorf("frame %s: data: %w", msg, err)
-	}
-	return p, v, nil
-}
+var (
+	strictDecode      = ktapp.StrictDecode
+	decodeServerFrame = ktapp.Decode
+	frameOf           = ktapp.Frame
+)
 
 // ktClient behaves like the talk's Kotlin app: WsInit with data "", strict
 // decoding of everything it receives.
@@ -207,23 +129,6 @@ func join(t testing.TB, url string) *ktClient {
 	k.send("WsInit", "")
 	k.expect("WsIceServers")
 	return k
-}
-
-// frame encodes a packet as kotlinx would: data JSON-encoded into a string.
-func frameOf(id string, data any) []byte {
-	s, ok := data.(string)
-	if !ok {
-		b, err := json.Marshal(data)
-		if err != nil {
-			panic(err)
-		}
-		s = string(b)
-	}
-	b, err := json.Marshal(wsPacket{ID: id, Data: s})
-	if err != nil {
-		panic(err)
-	}
-	return b
 }
 
 func (k *ktClient) send(id string, data any) []byte {

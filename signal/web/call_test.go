@@ -44,71 +44,47 @@ const statsJS = `(async () => {
 // TestCallRelayOnly opens the call page in two tabs of one room with
 // "relay only" on and checks that they call each other through TURN:
 // connected, relay on both ends of the selected pair, video flowing, and
-// chat both ways, and a tab that comes back is called again. It runs once
-// against icebox's signal package and once against a stand-in that drops
-// what a lone tab sends, since the page must not depend on either.
+// chat both ways, and a tab that comes back is called again.
 func TestCallRelayOnly(t *testing.T) {
 	r := startRelay(t)
 	browser := newBrowser(t, r)
-	for _, name := range []string{"signal", "no-backlog"} {
-		t.Run(name, func(t *testing.T) {
-			// signal keeps a lone tab's offer for the tab that joins next;
-			// the stand-in drops it, so the page's second offer must do.
-			var url string
-			var si *standIn
-			if name == "signal" {
-				url = serveIcebox(t, r.iceServers()).URL
-			} else {
-				si = &standIn{ice: r.iceServers()}
-				url = si.serve(t).URL
-			}
-			allocs := r.metric(t, "icebox_turn_allocations_total")
-			toPeer := r.metric(t, "icebox_turn_relayed_packets_total", "direction", "to_peer")
-			fromPeer := r.metric(t, "icebox_turn_relayed_packets_total", "direction", "from_peer")
-			refused := r.metric(t, "icebox_turn_peer_refusals_total")
-			stale := r.metric(t, "icebox_turn_peer_refusals_total", "reason", "relay_port")
-			callRelayOnly(t, browser, url+"/?room=call-"+name, name)
+	url := serveIcebox(t, r.iceServers()).URL
+	allocs := r.metric(t, "icebox_turn_allocations_total")
+	toPeer := r.metric(t, "icebox_turn_relayed_packets_total", "direction", "to_peer")
+	fromPeer := r.metric(t, "icebox_turn_relayed_packets_total", "direction", "from_peer")
+	refused := r.metric(t, "icebox_turn_peer_refusals_total")
+	stale := r.metric(t, "icebox_turn_peer_refusals_total", "reason", "relay_port")
+	callRelayOnly(t, browser, url+"/?room=call", "signal")
 
-			if si != nil {
-				frames := si.check(t)
-				if frames["WsSDPOffer"] < 2 || frames["WsSDPAnswer"] < 1 || frames["WsIceCandidates"] < 1 {
-					t.Errorf("frames seen by /connect: %v; want both tabs to offer, one to answer, and candidates", frames)
-				}
-			}
-			// icebox's TURN server relayed the call, both ways: each tab's
-			// relay sent to the other's and received from it.
-			allocs = r.metric(t, "icebox_turn_allocations_total") - allocs
-			toPeer = r.metric(t, "icebox_turn_relayed_packets_total", "direction", "to_peer") - toPeer
-			fromPeer = r.metric(t, "icebox_turn_relayed_packets_total", "direction", "from_peer") - fromPeer
-			// The default peer policy lets one tab's relay reach the
-			// other's (the relay address, on a live relay port), so the
-			// call needs no turn.peers.allow. Checks still aimed at the
-			// relays of a page that went away are refused as relay_port;
-			// nothing else may be.
-			refused = r.metric(t, "icebox_turn_peer_refusals_total") - refused
-			stale = r.metric(t, "icebox_turn_peer_refusals_total", "reason", "relay_port") - stale
-			t.Logf("icebox TURN: %v allocations, %v packets to peers, %v from peers, %v refused by the peer policy (%v to closed relays)",
-				allocs, toPeer, fromPeer, refused, stale)
-			if refused != stale {
-				t.Errorf("icebox's peer policy refused %v permissions or packets for other reasons than a closed relay port; the default policy should let relays reach each other", refused-stale)
-			}
-			if allocs < 2 || toPeer == 0 || fromPeer == 0 {
-				t.Errorf("icebox TURN made %v allocations and relayed %v packets to peers, %v from them; want the call relayed", allocs, toPeer, fromPeer)
-			}
-		})
+	// icebox's TURN server relayed the call, both ways: each tab's
+	// relay sent to the other's and received from it.
+	allocs = r.metric(t, "icebox_turn_allocations_total") - allocs
+	toPeer = r.metric(t, "icebox_turn_relayed_packets_total", "direction", "to_peer") - toPeer
+	fromPeer = r.metric(t, "icebox_turn_relayed_packets_total", "direction", "from_peer") - fromPeer
+	// The default peer policy lets one tab's relay reach the other's (the
+	// relay address, on a live relay port), so the call needs no
+	// turn.peers.allow. Checks still aimed at the relays of a page that
+	// went away are refused as relay_port; nothing else may be.
+	refused = r.metric(t, "icebox_turn_peer_refusals_total") - refused
+	stale = r.metric(t, "icebox_turn_peer_refusals_total", "reason", "relay_port") - stale
+	t.Logf("icebox TURN: %v allocations, %v packets to peers, %v from peers, %v refused by the peer policy (%v to closed relays)",
+		allocs, toPeer, fromPeer, refused, stale)
+	if refused != stale {
+		t.Errorf("icebox's peer policy refused %v permissions or packets for other reasons than a closed relay port; the default policy should let relays reach each other", refused-stale)
+	}
+	if allocs < 2 || toPeer == 0 || fromPeer == 0 {
+		t.Errorf("icebox TURN made %v allocations and relayed %v packets to peers, %v from them; want the call relayed", allocs, toPeer, fromPeer)
 	}
 }
 
-// connectPair opens url in tab A, waits for A's offer to go out while it
-// is alone, then opens B, and returns both tabs' stats once they are
-// connected with video, having checked that the path is relay.
+// connectPair opens url in tab A, waits until A knows it is alone, then
+// opens B, and returns both tabs' stats once they are connected with
+// video, having checked that the path is relay.
 func connectPair(t *testing.T, browser context.Context, url string) (a, b *tab, sa, sb callStats) {
 	t.Helper()
 	a = newTab(t, browser, "tab A")
 	startCall(t, a, url, false)
-	// A is alone when it offers, so with no backlog its first offer is lost.
-	poll[bool](t, a, "tab A's offer", 10*time.Second,
-		`!!(window.icebox.pc && window.icebox.pc.signalingState === 'have-local-offer')`)
+	waitAlone(t, a)
 
 	b = newTab(t, browser, "tab B")
 	t0 := time.Now()

@@ -1,43 +1,74 @@
-// The call page: two tabs in the same room call each other through
-// icebox's /connect, STUN and TURN.
+// The call page: a tab calls another tab, or answers the talk's app, or
+// (as "controller") calls a device, through icebox's /connect, STUN and
+// TURN.
 //
-// Who offers. icebox tells nobody that a peer has joined, and frames may
-// carry only the protocol's keys, so there is no "hello" message and no
-// way to agree on roles beforehand. Instead every tab sends an offer as
-// soon as it has its ICE servers; the offer is the hello. Then:
-//   - An offer that finds us with our own offer outstanding is glare. The
-//     tab whose SDP session id (the random number on the o= line) is lower
-//     is polite: it drops its offer and answers. The other ignores the
-//     incoming offer and sends its own offer again, because the peer may
-//     have joined after our first offer went out and never seen it. The
-//     copy is the current local description, which by now lists the
-//     candidates gathered so far, so none are lost with the first copy.
-//   - An offer with the session id of the peer we already talk to is such
-//     a copy and is ignored.
-//   - Any other offer means a new peer (the other tab reloaded): start a
-//     fresh connection and answer it.
-// Both tabs reach the same decision from the same two session ids, so the
-// outcome does not depend on timing or on whether the server kept the
-// first offer for the late joiner.
+// Who offers. The page opts in to WsPresence (docs/protocol.md), so the
+// server tells it who is in the room when it joins and who joins or leaves
+// later, and whether each peer is a page (opted in too) or not (the app,
+// or a device built from the talk). From that alone, both sides agree:
+//   - Two pages: the one that joins later offers, the other answers. No
+//     glare, whatever the timing.
+//   - A page and the app: the app offers, always, and never answers, so the
+//     page never offers to it; it answers every offer the app sends, on a
+//     fresh RTCPeerConnection. When the app was there first, its kept offer
+//     arrives right after the presence list and is answered like any other.
+//   - A page in controller role and a peer that is not a page (a device
+//     built from the talk): the page offers, as the app would.
+// Any offer that arrives is answered on a fresh RTCPeerConnection, so no
+// state of an earlier call can spoil the answer.
+//
+// Data channels. The app opens its "input" channel itself with stream id
+// 0 (not negotiated). The page's own chat channel is negotiated on a fixed
+// id far from the ids an app's channel may take (CHAT_ID), and exists only
+// between pages; the page never creates a channel with a fixed low id.
 
 import { openSignal, iceServersOf, randomName } from './signal.js';
 
 const $ = (id) => document.getElementById(id);
 
 const room = pickRoom();
+// CHAT_ID is the stream id of the chat channel between two pages:
+// negotiated, so both create it without waiting for each other, and high,
+// so it never takes the id of a channel an app opens (the talk's "input"
+// is 0; browsers hand out the lowest free ids). Chromium allows 0..1023.
+const CHAT_ID = 1000;
+// MAX_COMMANDS is how many received commands the device view lists.
+const MAX_COMMANDS = 100;
+
+const role = pickRole();
 let sig = null; // signaling connection, while started
 let pc = null;
-let dc = null; // the chat data channel of pc
+let dc = null; // the chat data channel of pc, between pages only
+let input = null; // the "input" channel of pc: received (device) or created (controller)
+let peer = null; // {id, presence} of the other side, from WsPresence
+let met = ''; // how we met peer: 'here' (it was there first) or 'joined' (it came later)
 let local = null; // camera and microphone, or null when refused
-let iceServers = [];
+let iceServers = null; // from WsIceServers; null before the first
 let inbox = Promise.resolve(); // frames are handled one at a time, in order
-let early = []; // remote candidates that came before their description
+let early = []; // remote candidates that came before their description; kept
+// across fresh connections for the same peer, as the app's may overtake its offer
 let outbox = []; // local candidates waiting to be sent together
 let flushTimer = 0;
 let statsTimer = 0;
 
 // For the browser test and for poking at the call from the devtools.
-window.icebox = { get pc() { return pc; } };
+window.icebox = {
+  get pc() { return pc; },
+  get input() { return input; },
+  get peer() { return peer; },
+  get met() { return met; },
+  role,
+};
+
+// pickRole reads ?role=controller; anything else is a device, which shows
+// the commands it receives.
+function pickRole() {
+  const r = new URLSearchParams(location.search).get('role') === 'controller' ? 'controller' : 'device';
+  $('role').value = r;
+  $('device-view').hidden = r !== 'device';
+  $('controller-view').hidden = r !== 'controller';
+  return r;
+}
 
 function pickRoom() {
   const q = new URLSearchParams(location.search).get('room') || '';
@@ -50,6 +81,7 @@ function pickRoom() {
   }
   $('room').value = name;
   const link = $('share');
+  // The link invites the other side as a device, whatever this tab is.
   link.href = location.origin + location.pathname + '?room=' + encodeURIComponent(name);
   link.textContent = link.href;
   link.target = '_blank';
@@ -85,6 +117,7 @@ async function start() {
   mediaNote('');
   $('start').disabled = true;
   $('relay').disabled = true;
+  $('role').disabled = true;
   $('hangup').disabled = false;
   local = await getMedia();
   $('sig').textContent = 'connecting…';
@@ -96,7 +129,7 @@ async function start() {
   }, (text) => {
     $('sig').textContent = text;
     sig = null;
-  });
+  }, { presence: true });
 }
 
 // getMedia asks for camera and microphone. Without them the call still
@@ -128,12 +161,11 @@ async function onFrame(id, data) {
   if (!sig) return; // hung up while frames were queued
   switch (id) {
     case 'WsIceServers':
-      iceServers = iceServersOf(data);
-      if (!pc) {
+      if (!iceServers) {
         $('sig').textContent = 'connected to room ' + room;
-        newPeer();
-        await sendOffer();
-      } else {
+      }
+      iceServers = iceServersOf(data);
+      if (pc) {
         // Fresh TURN credentials before the old ones expire; a browser
         // that refuses them keeps the old ones, which still work a while.
         try {
@@ -143,6 +175,8 @@ async function onFrame(id, data) {
         }
       }
       return;
+    case 'WsPresence':
+      return onPresence(data);
     case 'WsSDPOffer':
       return onOffer(data);
     case 'WsSDPAnswer':
@@ -158,37 +192,112 @@ async function onFrame(id, data) {
   }
 }
 
-function rtcConfig() {
-  return { iceServers, iceTransportPolicy: $('relay').checked ? 'relay' : 'all' };
+// onPresence follows who is in the room; see "Who offers" above.
+async function onPresence(data) {
+  const peers = data.peers || [];
+  switch (data.event) {
+    case 'here':
+      if (!peers.length) {
+        waiting();
+        return;
+      }
+      setPeer(peers[peers.length - 1]);
+      met = 'here';
+      if (peer.presence) return callPage(); // we came later: we offer
+      return meetApp();
+    case 'joined':
+      setPeer(peers[0]);
+      met = 'joined';
+      if (peer.presence) {
+        say('Another page joined; it calls this one.');
+        return;
+      }
+      return meetApp();
+    case 'left':
+      if (peer && peers.some((p) => p.id === peer.id)) {
+        logLine('the other side left', 'system');
+        closePeer();
+        peer = null;
+        waiting();
+      }
+  }
 }
 
-function newPeer() {
+// setPeer notes who the other side is; a different peer starts afresh.
+function setPeer(p) {
+  if (!peer || peer.id !== p.id) {
+    closePeer();
+    early = [];
+  }
+  peer = { id: p.id, presence: !!p.presence };
+}
+
+function waiting() {
+  say(`Waiting for the other side. Open the link above on another device, or start the app with controllerId "${room}".`);
+}
+
+// meetApp handles a peer that is not a page: the app, which offers, or in
+// controller role a device, which waits for an offer.
+async function meetApp() {
+  if (role === 'controller') {
+    say('');
+    newPeer(false);
+    await sendOffer();
+    return;
+  }
+  say('The app is here. Waiting for its offer…');
+}
+
+// callPage offers a call with camera, microphone and chat to another page.
+async function callPage() {
+  say('');
+  newPeer(true);
+  await sendOffer();
+}
+
+function rtcConfig() {
+  return { iceServers: iceServers || [], iceTransportPolicy: $('relay').checked ? 'relay' : 'all' };
+}
+
+function closePeer() {
   if (pc) pc.close();
+  pc = null;
+  dc = null;
+  input = null;
+  $('remote').srcObject = null;
+  $('text').disabled = true;
+  $('send').disabled = true;
+  setKeypad(false);
+}
+
+// newPeer starts a fresh RTCPeerConnection: for a call between pages (media
+// and chat), or a data-only one with the app or a device. offering says
+// whether this side will send the offer: only then are receive-only
+// transceivers added for a tab without camera, since an answer takes its
+// sections from the offer.
+function newPeer(withPage, offering = true) {
+  closePeer();
   const me = new RTCPeerConnection(rtcConfig());
   pc = me;
-  early = [];
   outbox = [];
-  if (local) {
-    for (const t of local.getTracks()) me.addTrack(t, local);
-  } else {
-    me.addTransceiver('audio', { direction: 'recvonly' });
-    me.addTransceiver('video', { direction: 'recvonly' });
+  if (withPage) {
+    if (local) {
+      for (const t of local.getTracks()) me.addTrack(t, local);
+    } else if (offering) {
+      me.addTransceiver('audio', { direction: 'recvonly' });
+      me.addTransceiver('video', { direction: 'recvonly' });
+    }
+    openChat(me);
   }
-  // Negotiated with a fixed id, both tabs create the same channel without
-  // waiting for each other: no ondatachannel, nothing to undo on rollback.
-  const ch = me.createDataChannel('chat', { negotiated: true, id: 0 });
-  dc = ch;
-  ch.onopen = () => {
-    $('text').disabled = false;
-    $('send').disabled = false;
-    logLine('chat open', 'system');
+  if (role === 'controller' && (withPage || offering)) {
+    // Like the app: not negotiated, ordered; the browser picks a free id.
+    // Never when answering the app: its own "input" is on its way, on id
+    // 0, which this side's first channel could otherwise take.
+    useInput(me, me.createDataChannel('input', { ordered: true }));
+  }
+  me.ondatachannel = (e) => {
+    if (pc === me && e.channel.label === 'input') useInput(me, e.channel);
   };
-  ch.onclose = () => {
-    if (dc !== ch) return;
-    $('text').disabled = true;
-    $('send').disabled = true;
-  };
-  ch.onmessage = (e) => logLine('them: ' + e.data);
   me.onicecandidate = (e) => {
     if (pc !== me) return;
     if (e.candidate && e.candidate.candidate) {
@@ -209,10 +318,74 @@ function newPeer() {
     if (pc !== me) return;
     showState(me.connectionState);
   };
-  $('remote').srcObject = null;
   showState(me.connectionState);
   clearInterval(statsTimer);
   statsTimer = setInterval(showStats, 1000);
+}
+
+function openChat(me) {
+  const ch = me.createDataChannel('chat', { negotiated: true, id: CHAT_ID });
+  dc = ch;
+  ch.onopen = () => {
+    if (dc !== ch) return;
+    $('text').disabled = false;
+    $('send').disabled = false;
+    logLine('chat open', 'system');
+  };
+  ch.onclose = () => {
+    if (dc !== ch) return;
+    $('text').disabled = true;
+    $('send').disabled = true;
+  };
+  ch.onmessage = (e) => logLine('them: ' + e.data);
+}
+
+// useInput shows what arrives on an "input" channel (device role) or lets
+// the keypad send on it (controller role).
+function useInput(me, ch) {
+  if (pc !== me) return;
+  input = ch;
+  ch.binaryType = 'arraybuffer';
+  ch.onopen = () => {
+    if (input !== ch) return;
+    logLine('input channel open', 'system');
+    setKeypad(role === 'controller');
+  };
+  ch.onclose = () => {
+    if (input === ch) setKeypad(false);
+  };
+  ch.onmessage = (e) => {
+    if (input !== ch) return;
+    if (typeof e.data === 'string') {
+      showCommand(null, 'text "' + e.data.slice(0, 40) + '", not a command');
+      return;
+    }
+    for (const b of new Uint8Array(e.data)) showCommand(b);
+  };
+  if (ch.readyState === 'open') ch.onopen();
+}
+
+// A command is one byte: key + 128 × state, as the talk's app sends it
+// (key is the ordinal of the app's key, state that of pressed/released).
+function showCommand(b, note) {
+  const li = document.createElement('li');
+  li.textContent = note || `key ${b & 127} · state ${b >> 7}`;
+  if (b !== null) li.dataset.byte = String(b);
+  const list = $('commands');
+  list.prepend(li);
+  while (list.children.length > MAX_COMMANDS) list.lastElementChild.remove();
+  $('command-count').textContent = String(Number($('command-count').textContent) + 1);
+}
+
+function sendCommand(key, state) {
+  if (!input || input.readyState !== 'open') return;
+  const b = key + 128 * state;
+  input.send(new Uint8Array([b]));
+  logLine(`sent key ${key} · state ${state}`, 'me');
+}
+
+function setKeypad(on) {
+  for (const btn of document.querySelectorAll('#keypad button')) btn.disabled = !on;
 }
 
 function flush() {
@@ -231,38 +404,28 @@ function sendDescription() {
 }
 
 async function sendOffer() {
-  await pc.setLocalDescription(await pc.createOffer());
-  sendDescription();
+  const me = pc;
+  const offer = await me.createOffer();
+  if (pc !== me) return;
+  await me.setLocalDescription(offer);
+  if (pc === me) sendDescription();
 }
 
-// sessionId is the o= line's session id: random per RTCPeerConnection,
-// kept for all its descriptions, and compared as a number of up to 20
-// digits by padding.
-function sessionId(sdp) {
-  const m = /^o=\S+ (\d+)/m.exec(sdp || '');
-  return m ? m[1].padStart(24, '0') : '';
-}
-
+// onOffer answers on a fresh RTCPeerConnection, shaped like the offer: a
+// call with media for an offer with audio or video, data only otherwise
+// (the app's offer has only its data channel; answering it from a
+// connection that had offered media is what made Chromium refuse to start
+// SCTP).
 async function onOffer(data) {
-  if (!pc) return;
-  const theirs = sessionId(data.sdp);
-  if (pc.remoteDescription && sessionId(pc.remoteDescription.sdp) === theirs) {
-    return; // a copy of what we already answered
-  }
-  if (pc.signalingState === 'have-local-offer' && !pc.remoteDescription) {
-    if (sessionId(pc.localDescription.sdp) > theirs) {
-      sendDescription(); // impolite: ours stands; make sure they have it
-      return;
-    }
-    await pc.setLocalDescription({ type: 'rollback' });
-  } else {
-    logLine('new peer in the room', 'system');
-    newPeer();
-  }
-  await pc.setRemoteDescription({ type: 'offer', sdp: data.sdp });
+  const media = /^m=(audio|video) /m.test(data.sdp || '');
+  newPeer(media, false);
+  const me = pc;
+  await me.setRemoteDescription({ type: 'offer', sdp: data.sdp });
   await addEarly();
-  await pc.setLocalDescription(await pc.createAnswer());
-  sendDescription();
+  const answer = await me.createAnswer();
+  if (pc !== me) return;
+  await me.setLocalDescription(answer);
+  if (pc === me) sendDescription();
 }
 
 async function onAnswer(data) {
@@ -281,8 +444,8 @@ async function addCandidate(c) {
   try {
     await pc.addIceCandidate(c);
   } catch (err) {
-    // Candidates of an offer that lost a glare, or of a peer that left,
-    // do not fit the current description; they are not needed.
+    // Candidates of a connection that was replaced, or of a peer that
+    // left, do not fit the current description; they are not needed.
     console.debug('icebox: candidate dropped', err.message);
   }
 }
@@ -343,17 +506,18 @@ function hangup() {
   flush();
   if (sig) sig.close();
   sig = null;
-  if (pc) pc.close();
-  pc = null;
+  closePeer();
+  peer = null;
+  early = [];
+  iceServers = null;
   if (local) for (const t of local.getTracks()) t.stop();
   local = null;
   $('local').srcObject = null;
   $('remote').srcObject = null;
   $('start').disabled = false;
   $('relay').disabled = false;
+  $('role').disabled = false;
   $('hangup').disabled = true;
-  $('text').disabled = true;
-  $('send').disabled = true;
   $('sig').textContent = 'not connected';
   showState('closed');
 }
@@ -363,8 +527,31 @@ $('hangup').onclick = hangup;
 $('room-form').onsubmit = (e) => {
   e.preventDefault();
   const name = $('room').value.trim();
-  location.search = '?room=' + encodeURIComponent(name || randomName(8));
+  const q = new URLSearchParams({ room: name || randomName(8) });
+  if (role === 'controller') q.set('role', 'controller');
+  location.search = '?' + q;
 };
+$('role').onchange = () => {
+  const q = new URLSearchParams(location.search);
+  q.set('room', room);
+  if ($('role').value === 'controller') q.set('role', 'controller');
+  else q.delete('role');
+  location.search = '?' + q;
+};
+// The keypad sends state 0 when a key goes down and state 1 when it comes
+// up, one byte each, as the app does for its keys.
+for (const btn of document.querySelectorAll('#keypad button')) {
+  const key = Number(btn.dataset.key);
+  btn.onpointerdown = () => sendCommand(key, 0);
+  btn.onpointerup = () => sendCommand(key, 1);
+  btn.onkeydown = (e) => {
+    if (e.key === 'Enter' || e.key === ' ') {
+      e.preventDefault();
+      sendCommand(key, 0);
+      sendCommand(key, 1);
+    }
+  };
+}
 $('chat-form').onsubmit = (e) => {
   e.preventDefault();
   const text = $('text').value;

@@ -1,14 +1,17 @@
-// Speaks icebox's /connect protocol (shared/PROTOCOL.md in the icebox
+// Speaks icebox's /connect protocol (docs/protocol.md in the icebox
 // repository). Every frame is {"id": kind, "data": "<JSON as a string>"}:
 // the data is encoded twice because that is what the mobile app's
 // kotlinx serialization produces, and the app's strict decoder rejects any
-// key not in the protocol, so this file never adds keys of its own.
+// key not in the protocol, so this file never adds keys of its own to
+// frames a peer receives.
 
 // openSignal connects to /connect in the given room and sends WsInit.
 // onFrame(id, data) gets each frame with its data already decoded (null for
-// ""); onClose(text) is called once when the socket ends. It returns
+// ""); onClose(text) is called once when the socket ends. With presence,
+// WsInit opts in to WsPresence frames (who is in the room); the server
+// never forwards WsInit, so the opt-in reaches no app. It returns
 // {send(id, obj), close()}.
-export function openSignal(room, onFrame, onClose) {
+export function openSignal(room, onFrame, onClose, { presence = false } = {}) {
   const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
   const url = `${scheme}//${location.host}/connect?room=${encodeURIComponent(room)}`;
   const ws = new WebSocket(url);
@@ -19,7 +22,7 @@ export function openSignal(room, onFrame, onClose) {
       onClose(text);
     }
   };
-  ws.onopen = () => ws.send(JSON.stringify({ id: 'WsInit', data: '' }));
+  ws.onopen = () => ws.send(JSON.stringify({ id: 'WsInit', data: presence ? JSON.stringify({ presence: true }) : '' }));
   ws.onmessage = (e) => {
     let id, data;
     try {
