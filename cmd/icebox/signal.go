@@ -64,7 +64,7 @@ func startSignal(cfg Config, urls iceURLs, turn *turnsrv.Server, log *slog.Logge
 }
 
 // tokenKeys are the join-token keys: the TURN secrets, so that one secret
-// serves both (PROTOCOL.md's one set of credentials).
+// serves both (docs/protocol.md's one set of credentials).
 func tokenKeys(cfg Config, turn *turnsrv.Server) ([][]byte, error) {
 	if turn != nil {
 		return turn.Secrets(), nil

@@ -232,7 +232,7 @@ func (c *checker) init(ctx context.Context, ws *websocket.Conn, shown string) (_
 	var f frame
 	if err := decodeStrict(msg, &f); err != nil {
 		step.Detail = fmt.Sprintf("bad frame %.120q: %v", msg, err)
-		step.Cause = `frames must be exactly {"id":kind,"data":string} (shared/PROTOCOL.md); the app's strict decoder rejects anything else`
+		step.Cause = `frames must be exactly {"id":kind,"data":string} (docs/protocol.md); the app's strict decoder rejects anything else`
 		return nil, step
 	}
 	switch f.ID {
@@ -242,7 +242,7 @@ func (c *checker) init(ctx context.Context, ws *websocket.Conn, shown string) (_
 		return nil, step
 	default:
 		step.Detail = fmt.Sprintf("the answer to WsInit is %q, not WsIceServers", f.ID)
-		step.Cause = "the app waits for WsIceServers before it calls: this server does not speak icebox's protocol (shared/PROTOCOL.md)"
+		step.Cause = "the app waits for WsIceServers before it calls: this server does not speak icebox's protocol (docs/protocol.md)"
 		return nil, step
 	}
 	var data struct {
@@ -348,7 +348,7 @@ func diagnoseWsError(data string) (detail, cause string) {
 	case 4014:
 		cause = "icebox could not build the ICE server list: see its log (TURN secret, ice_host)"
 	default:
-		cause = "the server refused WsInit: see the message and shared/PROTOCOL.md"
+		cause = "the server refused WsInit: see the message and docs/protocol.md"
 	}
 	return detail, cause
 }
