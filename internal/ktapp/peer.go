@@ -218,14 +218,19 @@ func (p *Peer) configure(d *WsIceServersData) error {
 		return err
 	}
 	p.useInput(dc)
-	offer, err := pc.CreateOffer(nil)
+	return p.sendLocal(pc, "WsSDPOffer", func() (webrtc.SessionDescription, error) { return pc.CreateOffer(nil) })
+}
+
+// sendLocal creates a description, sets it and sends it as kind id.
+func (p *Peer) sendLocal(pc *webrtc.PeerConnection, id string, create func() (webrtc.SessionDescription, error)) error {
+	d, err := create()
 	if err == nil {
-		err = pc.SetLocalDescription(offer)
+		err = pc.SetLocalDescription(d)
 	}
 	if err != nil {
 		return err
 	}
-	p.send("WsSDPOffer", WsSDPData{Type: "offer", SDP: offer.SDP, ControllerID: p.room})
+	p.send(id, WsSDPData{Type: d.Type.String(), SDP: d.SDP, ControllerID: p.room})
 	return nil
 }
 
@@ -256,23 +261,13 @@ func (p *Peer) remote(id string, d *WsSDPData) error {
 	early := p.early
 	p.early = nil
 	p.mu.Unlock()
-	for _, c := range early {
-		if err := pc.AddICECandidate(c); err != nil {
-			return fmt.Errorf("addIceCandidate: %w", err)
-		}
+	if err := addCandidates(pc, early); err != nil {
+		return err
 	}
 	if typ == webrtc.SDPTypeAnswer {
 		return nil
 	}
-	a, err := pc.CreateAnswer(nil)
-	if err == nil {
-		err = pc.SetLocalDescription(a)
-	}
-	if err != nil {
-		return err
-	}
-	p.send("WsSDPAnswer", WsSDPData{Type: "answer", SDP: a.SDP, ControllerID: p.room})
-	return nil
+	return p.sendLocal(pc, "WsSDPAnswer", func() (webrtc.SessionDescription, error) { return pc.CreateAnswer(nil) })
 }
 
 // candidates adds the peer's candidates. The app adds them as they come;
@@ -281,22 +276,25 @@ func (p *Peer) remote(id string, d *WsSDPData) error {
 func (p *Peer) candidates(d *WsIceCandidatesData) error {
 	p.mu.Lock()
 	pc, ready := p.pc, p.remoteSet
+	var now []webrtc.ICECandidateInit
+	for _, c := range d.IceCandidates {
+		idx := uint16(c.SDPMLineIndex)
+		now = append(now, webrtc.ICECandidateInit{Candidate: c.Candidate, SDPMid: c.SDPMid, SDPMLineIndex: &idx})
+	}
 	if !ready {
-		for _, c := range d.IceCandidates {
-			idx := uint16(c.SDPMLineIndex)
-			p.early = append(p.early, webrtc.ICECandidateInit{Candidate: c.Candidate, SDPMid: c.SDPMid, SDPMLineIndex: &idx})
-		}
+		p.early = append(p.early, now...)
+		now = nil
 	}
 	p.mu.Unlock()
 	if pc == nil {
 		return errors.New("WsIceCandidates before WsIceServers")
 	}
-	if !ready {
-		return nil
-	}
-	for _, c := range d.IceCandidates {
-		idx := uint16(c.SDPMLineIndex)
-		if err := pc.AddICECandidate(webrtc.ICECandidateInit{Candidate: c.Candidate, SDPMid: c.SDPMid, SDPMLineIndex: &idx}); err != nil {
+	return addCandidates(pc, now)
+}
+
+func addCandidates(pc *webrtc.PeerConnection, list []webrtc.ICECandidateInit) error {
+	for _, c := range list {
+		if err := pc.AddICECandidate(c); err != nil {
 			return fmt.Errorf("addIceCandidate: %w", err)
 		}
 	}

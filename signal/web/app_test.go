@@ -184,6 +184,23 @@ func checkRelayed(t *testing.T, p *ktapp.Peer, what string) {
 	}
 }
 
+// eachRun runs call(i, room) runs(t) times for each join order, in a
+// fresh room each time, stopping an order at its first failed run.
+func eachRun(t *testing.T, orders []string, call func(t *testing.T, order string, i int, room string)) {
+	for _, order := range orders {
+		t.Run(order, func(t *testing.T) {
+			start := time.Now()
+			for i := range runs(t) {
+				call(t, order, i, fmt.Sprintf("%s-%d", order, i))
+				if t.Failed() {
+					return
+				}
+			}
+			t.Logf("%d calls, %s, in %v", runs(t), order, time.Since(start).Round(time.Millisecond))
+		})
+	}
+}
+
 // commandsFor are the bytes run i sends: key + 128 × state, every key and
 // both states over the runs.
 func commandsFor(i int) []int {
@@ -201,62 +218,55 @@ func TestAppCallsPage(t *testing.T) {
 	b := newCallBench(t)
 	page := newTab(t, b.browser, "page")
 	toPeer := b.relay.metric(t, "icebox_turn_relayed_packets_total", "direction", "to_peer")
-	for _, order := range []string{"page-first", "app-first"} {
-		t.Run(order, func(t *testing.T) {
-			start := time.Now()
-			for i := range runs(t) {
-				room := fmt.Sprintf("app-%s-%d", order, i)
-				var app *ktapp.Peer
-				if order == "page-first" {
-					openPage(t, page, b.url, room, "device")
-					waitAlone(t, page)
-					app = ktapp.App(t, b.wsURL(""), room)
-				} else {
-					before := b.offersReceived(t)
-					app = ktapp.App(t, b.wsURL(""), room)
-					b.waitOffers(t, before+1, app)
-					openPage(t, page, b.url, room, "device")
-				}
-				waitPeer(t, app, fmt.Sprintf("run %d: app", i))
-				p := poll[pagePath](t, page, "the page connected", 10*time.Second, pathJS)
-				wantMet := map[string]string{"page-first": "joined", "app-first": "here"}[order]
-				if p.Local != "relay" || p.Met != wantMet || p.Role != "answer" {
-					t.Errorf("run %d: page %+v; want its relay, the app met as %q, the page answering", i, p, wantMet)
-				}
-				checkRelayed(t, app, fmt.Sprintf("run %d: app", i))
-				if id := app.InputID(); id == nil || *id != 0 {
-					t.Errorf("run %d: the app's input channel has id %v, want 0", i, id)
-				}
-				if got := eval[string](t, page, `window.icebox.input ? window.icebox.input.label + ' ' + window.icebox.input.id : 'none'`); got != "input 0" {
-					t.Errorf("run %d: the page's input channel is %q, want the app's: input 0", i, got)
-				}
+	eachRun(t, []string{"page-first", "app-first"}, func(t *testing.T, order string, i int, room string) {
+		var app *ktapp.Peer
+		if order == "page-first" {
+			openPage(t, page, b.url, room, "device")
+			waitAlone(t, page)
+			app = ktapp.App(t, b.wsURL(""), room)
+		} else {
+			before := b.offersReceived(t)
+			app = ktapp.App(t, b.wsURL(""), room)
+			b.waitOffers(t, before+1, app)
+			openPage(t, page, b.url, room, "device")
+		}
+		defer app.Close()
+		waitPeer(t, app, fmt.Sprintf("run %d: app", i))
+		p := poll[pagePath](t, page, "the page connected", 10*time.Second, pathJS)
+		wantMet := map[string]string{"page-first": "joined", "app-first": "here"}[order]
+		if p.Local != "relay" || p.Met != wantMet || p.Role != "answer" {
+			t.Errorf("run %d: page %+v; want its relay, the app met as %q, the page answering", i, p, wantMet)
+		}
+		checkRelayed(t, app, fmt.Sprintf("run %d: app", i))
+		if id := app.InputID(); id == nil || *id != 0 {
+			t.Errorf("run %d: the app's input channel has id %v, want 0", i, id)
+		}
+		// The page's only channel is the app's: no chat, nothing of its own.
+		if got := eval[string](t, page, `(window.icebox.input ? window.icebox.input.label + ' ' + window.icebox.input.id : 'none') + (window.icebox.chat ? ' and chat' : '')`); got != "input 0" {
+			t.Errorf("run %d: the page's channels are %q, want only the app's: input 0", i, got)
+		}
 
-				sent := commandsFor(i)
-				for _, c := range sent {
-					if err := app.Send(c%128, c/128); err != nil {
-						t.Fatalf("run %d: send: %v", i, err)
-					}
-				}
-				want := make([]string, len(sent))
-				for j, c := range sent {
-					want[len(sent)-1-j] = strconv.Itoa(c)
-				}
-				poll[bool](t, page, "the app's commands in the device view", 10*time.Second,
-					fmt.Sprintf(`%s === %q`, shownJS, strings.Join(want, ",")))
-				last := sent[len(sent)-1]
-				if got := eval[string](t, page, `document.querySelector('#commands li').textContent`); got != fmt.Sprintf("key %d · state %d", last%128, last/128) {
-					t.Errorf("run %d: the newest command reads %q", i, got)
-				}
-				noErrors(t, app)
-				app.Close()
-				if t.Failed() {
-					page.screenshot(t, "app-"+order+".png")
-					return
-				}
+		sent := commandsFor(i)
+		for _, c := range sent {
+			if err := app.Send(c%128, c/128); err != nil {
+				t.Fatalf("run %d: send: %v", i, err)
 			}
-			t.Logf("%d calls, %s, in %v", runs(t), order, time.Since(start).Round(time.Millisecond))
-		})
-	}
+		}
+		want := make([]string, len(sent))
+		for j, c := range sent {
+			want[len(sent)-1-j] = strconv.Itoa(c)
+		}
+		poll[bool](t, page, "the app's commands in the device view", 10*time.Second,
+			fmt.Sprintf(`%s === %q`, shownJS, strings.Join(want, ",")))
+		last := sent[len(sent)-1]
+		if got := eval[string](t, page, `document.querySelector('#commands li').textContent`); got != fmt.Sprintf("key %d · state %d", last%128, last/128) {
+			t.Errorf("run %d: the newest command reads %q", i, got)
+		}
+		noErrors(t, app)
+		if t.Failed() {
+			page.screenshot(t, "app-"+order+".png")
+		}
+	})
 	if d := b.relay.metric(t, "icebox_turn_relayed_packets_total", "direction", "to_peer") - toPeer; d == 0 {
 		t.Error("icebox's TURN relayed nothing: the calls did not go through it")
 	}
@@ -269,40 +279,38 @@ func TestPageControlsPage(t *testing.T) {
 	b := newCallBench(t)
 	ctl := newTab(t, b.browser, "controller page")
 	dev := newTab(t, b.browser, "device page")
-	for _, order := range []string{"device-first", "controller-first"} {
-		t.Run(order, func(t *testing.T) {
-			start := time.Now()
-			for i := range runs(t) {
-				room := fmt.Sprintf("pages-%s-%d", order, i)
-				first, second := dev, ctl
-				firstRole, secondRole := "device", "controller"
-				if order == "controller-first" {
-					first, second, firstRole, secondRole = ctl, dev, "controller", "device"
-				}
-				openPage(t, first, b.url, room, firstRole)
-				waitAlone(t, first)
-				openPage(t, second, b.url, room, secondRole)
+	eachRun(t, []string{"device-first", "controller-first"}, func(t *testing.T, order string, i int, room string) {
+		first, second := dev, ctl
+		firstRole, secondRole := "device", "controller"
+		if order == "controller-first" {
+			first, second, firstRole, secondRole = ctl, dev, "controller", "device"
+		}
+		openPage(t, first, b.url, room, firstRole)
+		waitAlone(t, first)
+		openPage(t, second, b.url, room, secondRole)
 
-				pf := poll[pagePath](t, first, "the first page connected", 20*time.Second, pathJS)
-				ps := poll[pagePath](t, second, "the second page connected", 10*time.Second, pathJS)
-				if pf.Local != "relay" || ps.Local != "relay" || pf.Role != "answer" || ps.Role != "offer" {
-					t.Errorf("run %d: first page %+v, second %+v; want relay, the later page offering", i, pf, ps)
-				}
-				poll[bool](t, ctl, "the controller's keypad", 10*time.Second,
-					`!document.querySelector('#keypad button[data-key="5"]').disabled`)
-				key := i % 8
-				ctl.do(t, chromedp.Click(fmt.Sprintf(`#keypad button[data-key="%d"]`, key)))
-				poll[bool](t, dev, "the pressed key in the device view", 10*time.Second,
-					fmt.Sprintf(`%s === %q`, shownJS, fmt.Sprintf("%d,%d", key+128, key)))
-				if t.Failed() {
-					ctl.screenshot(t, "pages-"+order+"-controller.png")
-					dev.screenshot(t, "pages-"+order+"-device.png")
-					return
-				}
+		pf := poll[pagePath](t, first, "the first page connected", 20*time.Second, pathJS)
+		ps := poll[pagePath](t, second, "the second page connected", 10*time.Second, pathJS)
+		if pf.Local != "relay" || ps.Local != "relay" || pf.Role != "answer" || ps.Role != "offer" {
+			t.Errorf("run %d: first page %+v, second %+v; want relay, the later page offering", i, pf, ps)
+		}
+		// The pages' chat keeps clear of the ids an app's channel takes.
+		for _, tb := range []*tab{ctl, dev} {
+			if id := eval[int](t, tb, `window.icebox.chat.id`); id != 1000 {
+				t.Errorf("run %d: %s's chat channel has id %d, want 1000", i, tb.name, id)
 			}
-			t.Logf("%d calls, %s, in %v", runs(t), order, time.Since(start).Round(time.Millisecond))
-		})
-	}
+		}
+		poll[bool](t, ctl, "the controller's keypad", 10*time.Second,
+			`!document.querySelector('#keypad button[data-key="5"]').disabled`)
+		key := i % 8
+		ctl.do(t, chromedp.Click(fmt.Sprintf(`#keypad button[data-key="%d"]`, key)))
+		poll[bool](t, dev, "the pressed key in the device view", 10*time.Second,
+			fmt.Sprintf(`%s === %q`, shownJS, fmt.Sprintf("%d,%d", key+128, key)))
+		if t.Failed() {
+			ctl.screenshot(t, "pages-"+order+"-controller.png")
+			dev.screenshot(t, "pages-"+order+"-device.png")
+		}
+	})
 	dev.screenshot(t, "device-view.png")
 	ctl.screenshot(t, "controller-view.png")
 }
@@ -313,53 +321,45 @@ func TestPageControlsPage(t *testing.T) {
 func TestPageControlsDevice(t *testing.T) {
 	b := newCallBench(t)
 	ctl := newTab(t, b.browser, "controller page")
-	for _, order := range []string{"page-first", "device-first"} {
-		t.Run(order, func(t *testing.T) {
-			start := time.Now()
-			for i := range runs(t) {
-				room := fmt.Sprintf("device-%s-%d", order, i)
-				var dev *ktapp.Peer
-				if order == "page-first" {
-					openPage(t, ctl, b.url, room, "controller")
-					waitAlone(t, ctl)
-					dev = ktapp.Device(t, b.wsURL("controllerId="+room), room)
-				} else {
-					dev = ktapp.Device(t, b.wsURL("controllerId="+room), room)
-					openPage(t, ctl, b.url, room, "controller")
-				}
-				waitPeer(t, dev, fmt.Sprintf("run %d: device", i))
-				p := poll[pagePath](t, ctl, "the page connected", 10*time.Second, pathJS)
-				if p.Local != "relay" || p.Role != "offer" {
-					t.Errorf("run %d: page %+v; want its relay, the page offering", i, p)
-				}
-				checkRelayed(t, dev, fmt.Sprintf("run %d: device", i))
-				poll[bool](t, ctl, "the keypad", 10*time.Second,
-					`!document.querySelector('#keypad button[data-key="0"]').disabled`)
-				key := i % 8
-				ctl.do(t, chromedp.Click(fmt.Sprintf(`#keypad button[data-key="%d"]`, key)))
-				var got []int
-				timeout := time.After(10 * time.Second)
-				for len(got) < 2 {
-					select {
-					case c := <-dev.Commands:
-						got = append(got, int(c))
-					case err := <-dev.Errs:
-						t.Fatal(err)
-					case <-timeout:
-						t.Fatalf("run %d: the device got %v, want key %d pressed and released", i, got, key)
-					}
-				}
-				if !slices.Equal(got, []int{key, key + 128}) {
-					t.Errorf("run %d: the device got %v, want %v", i, got, []int{key, key + 128})
-				}
-				noErrors(t, dev)
-				dev.Close()
-				if t.Failed() {
-					ctl.screenshot(t, "device-"+order+".png")
-					return
-				}
+	eachRun(t, []string{"page-first", "device-first"}, func(t *testing.T, order string, i int, room string) {
+		var dev *ktapp.Peer
+		if order == "page-first" {
+			openPage(t, ctl, b.url, room, "controller")
+			waitAlone(t, ctl)
+			dev = ktapp.Device(t, b.wsURL("controllerId="+room), room)
+		} else {
+			dev = ktapp.Device(t, b.wsURL("controllerId="+room), room)
+			openPage(t, ctl, b.url, room, "controller")
+		}
+		defer dev.Close()
+		waitPeer(t, dev, fmt.Sprintf("run %d: device", i))
+		p := poll[pagePath](t, ctl, "the page connected", 10*time.Second, pathJS)
+		if p.Local != "relay" || p.Role != "offer" {
+			t.Errorf("run %d: page %+v; want its relay, the page offering", i, p)
+		}
+		checkRelayed(t, dev, fmt.Sprintf("run %d: device", i))
+		poll[bool](t, ctl, "the keypad", 10*time.Second,
+			`!document.querySelector('#keypad button[data-key="0"]').disabled`)
+		key := i % 8
+		ctl.do(t, chromedp.Click(fmt.Sprintf(`#keypad button[data-key="%d"]`, key)))
+		var got []int
+		timeout := time.After(10 * time.Second)
+		for len(got) < 2 {
+			select {
+			case c := <-dev.Commands:
+				got = append(got, int(c))
+			case err := <-dev.Errs:
+				t.Fatal(err)
+			case <-timeout:
+				t.Fatalf("run %d: the device got %v, want key %d pressed and released", i, got, key)
 			}
-			t.Logf("%d calls, %s, in %v", runs(t), order, time.Since(start).Round(time.Millisecond))
-		})
-	}
+		}
+		if !slices.Equal(got, []int{key, key + 128}) {
+			t.Errorf("run %d: the device got %v, want %v", i, got, []int{key, key + 128})
+		}
+		noErrors(t, dev)
+		if t.Failed() {
+			ctl.screenshot(t, "device-"+order+".png")
+		}
+	})
 }

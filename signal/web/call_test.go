@@ -135,13 +135,13 @@ func callRelayOnly(t *testing.T, browser context.Context, url, name string) {
 	a.screenshot(t, "call-"+name+"-tab-a.png")
 	b.screenshot(t, "call-"+name+"-tab-b-phone.png")
 
-	// B comes back as a new page: A, still holding the old call, must take
-	// B's new offer as a new peer and answer it.
+	// B comes back as a new page: A, told that the old B left and the new
+	// one joined, must answer the new B's offer on a fresh connection.
 	eval[bool](t, a, `window.icebox.pc.oldCall = true`)
 	t0 := time.Now()
 	startCall(t, b, url, true)
 	poll[callStats](t, a, "tab A to take the rejoined tab B's call", 20*time.Second,
-		`(async () => window.icebox.pc.oldCall ? null : await `+statsJS+`)()`)
+		`(async () => !window.icebox.pc || window.icebox.pc.oldCall ? null : await `+statsJS+`)()`)
 	sb = poll[callStats](t, b, "rejoined tab B connected with video", 10*time.Second, statsJS)
 	if sb.Local != "relay" || sb.Remote != "relay" || sb.Role != "offer" {
 		t.Errorf("rejoined tab B: %+v; want a relay call that B offered", sb)

@@ -57,6 +57,7 @@ window.icebox = {
   get input() { return input; },
   get peer() { return peer; },
   get met() { return met; },
+  get chat() { return dc; },
   role,
 };
 
@@ -346,8 +347,11 @@ function useInput(me, ch) {
   if (pc !== me) return;
   input = ch;
   ch.binaryType = 'arraybuffer';
+  let opened = false;
+  // A received channel may be open already and still fire open.
   ch.onopen = () => {
-    if (input !== ch) return;
+    if (input !== ch || opened) return;
+    opened = true;
     logLine('input channel open', 'system');
     setKeypad(role === 'controller');
   };
