@@ -25,6 +25,9 @@ func (d *daemon) reload(old, cfg Config, level *slog.LevelVar) error {
 			d.log.Warn("setting changed; it takes effect on restart", "key", key)
 		}
 	}
+	if err := d.tls.reload(old, cfg, d.log); err != nil {
+		return err
+	}
 	if d.turn != nil {
 		if err := d.turn.Reload(cfg.TURN); err != nil {
 			return err
