@@ -43,8 +43,8 @@ func startSignal(cfg Config, urls iceURLs, turn *turnsrv.Server, tlsp *tlsPart, 
 		return append(out, signal.ICEServer{URLs: urls.turn, Username: username, Credential: password}), expires
 	}
 	p.srv, err = signal.New(cfg.Signal, signal.Options{
-		Logger:     log,
-		Registerer: reg,
+		Logger:         log,
+		Registerer:     reg,
 		ICEServers:     iceServers,
 		TokenKeys:      keys,
 		GetCertificate: tlsp.signalCert(),

@@ -179,9 +179,9 @@ func (t *tlsPart) sharedPort() int {
 // restart.
 func (t *tlsPart) reload(old, cfg Config, log *slog.Logger) error {
 	for key, changed := range map[string]bool{
-		"tls.listen":           old.TLS.Listen != cfg.TLS.Listen,
-		"tls.acme":             fmt.Sprint(old.TLS.ACME) != fmt.Sprint(cfg.TLS.ACME),
-		"tls.cert (on or off)": (old.TLS.Cert == "") != (cfg.TLS.Cert == ""),
+		"tls.listen":             old.TLS.Listen != cfg.TLS.Listen,
+		"tls.acme":               fmt.Sprint(old.TLS.ACME) != fmt.Sprint(cfg.TLS.ACME),
+		"tls.cert (on or off)":   (old.TLS.Cert == "") != (cfg.TLS.Cert == ""),
 		"signal.tls (on or off)": (old.Signal.TLS.On() || old.TLS.On()) != (cfg.Signal.TLS.On() || cfg.TLS.On()),
 		"turn.tls (on or off)":   (old.TURN.TLS.Cert != "" || old.TLS.On()) != (cfg.TURN.TLS.Cert != "" || cfg.TLS.On()),
 	} {
