@@ -123,7 +123,8 @@ func TestDaemonDoesNotLinkTestDependencies(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, dep := range strings.Fields(string(out)) {
-		if strings.HasPrefix(dep, "github.com/pion/webrtc") || strings.HasPrefix(dep, "github.com/chromedp") {
+		if strings.HasPrefix(dep, "github.com/pion/webrtc") || strings.HasPrefix(dep, "github.com/chromedp") ||
+			strings.HasPrefix(dep, "github.com/letsencrypt/pebble") || dep == "icebox/internal/testenv" {
 			t.Errorf("cmd/icebox links %s", dep)
 		}
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/pion/turn/v4"
 
 	"icebox/internal/testenv"
+	"icebox/signal"
 )
 
 // servedCert is the leaf certificate a TLS client gets from addr for name.
@@ -159,4 +160,91 @@ func TestSharedTLSPort(t *testing.T) {
 	renewedRoots := x509.NewCertPool()
 	renewedRoots.AddCert(renewed)
 	relayOnce(t, allocateTLS(t, shared, renewedRoots, u, p), overUDP, "after renewal")
+}
+
+// TestTLSConfigErrors: mistakes in the tls section stop start-up with
+// file, line and fix.
+func TestTLSConfigErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name, body string
+		want       []string
+	}{
+		{"port without certificate", "tls:\n  listen: \":443\"\n",
+			[]string{":2: tls.listen: has no certificate", "acme.domains"}},
+		{"acme without port", "tls:\n  acme:\n    domains: [turn.example.com]\n",
+			[]string{":3: tls.acme.domains: ACME needs listen", `listen: ":443"`}},
+		{"cert without key", "tls:\n  listen: \":443\"\n  cert: /etc/x.pem\n",
+			[]string{":3: tls.cert: is set without key", "or neither"}},
+		{"files and acme", "tls:\n  listen: \":443\"\n  cert: /c\n  key: /k\n  acme:\n    domains: [a.example.com]\n",
+			[]string{":6: tls.acme.domains: certificate files and ACME are both set"}},
+		{"bad domain", "tls:\n  listen: \":443\"\n  acme:\n    domains: [\"https://a.example.com\"]\n",
+			[]string{":4: tls.acme.domains[0]:", "bare name"}},
+		{"plain http directory", "tls:\n  listen: \":443\"\n  acme:\n    domains: [a.example.com]\n    directory: http://ca.example/dir\n",
+			[]string{":5: tls.acme.directory:", "https://"}},
+		{"missing ca root", "tls:\n  listen: \":443\"\n  acme:\n    domains: [a.example.com]\n    ca_root: /nonexistent/root.pem\n",
+			[]string{":5: tls.acme.ca_root:", "PEM file"}},
+		{"unknown option", "tls:\n  acme:\n    domain: [a.example.com]\n",
+			[]string{":3: tls.acme.domain: unknown option", "domains, email, directory, ca_root"}},
+		{"bad port", "tls:\n  listen: \"443\"\n  cert: /c\n  key: /k\n",
+			[]string{":2: tls.listen:", `":443"`}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := writeConfig(t, tc.body)
+			_, err := LoadConfig(path)
+			if err == nil {
+				t.Fatal("config accepted")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q\nlacks %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+// TestACMEOnSharedPort: with tls.acme, Pebble issues the certificate over
+// TLS-ALPN-01 on the shared port (the test's 443), and the daemon serves
+// it there, on signaling's port and on TURN's TLS port; WsIceServers
+// names the ACME domain in its turns: URL.
+func TestACMEOnSharedPort(t *testing.T) {
+	port := testenv.FreePort(t)
+	pebble := testenv.StartPebble(t, port, 0)
+	cfg := testConfig(t)
+	cfg.TLS.Listen = fmt.Sprintf("127.0.0.1:%d", port)
+	cfg.TLS.ACME.Domains = []string{"icebox.test"}
+	cfg.TLS.ACME.Directory = pebble.Directory
+	cfg.TLS.ACME.CARoot = pebble.CARootFile
+	cfg.TURN.TLS.Listen = "127.0.0.1:0"
+	d, _ := startDaemon(t, cfg)
+	roots := pebble.Roots()
+	for name, addr := range map[string]string{
+		"tls.listen":      d.tls.mux.Addr().String(),
+		"signal.listen":   d.signal.addr(),
+		"turn.tls.listen": d.turn.TLSAddr().String(),
+	} {
+		waitUntil(t, 60*time.Second, "Pebble's certificate on "+name, func() bool {
+			_, err := servedCert(t, addr, "icebox.test", roots)
+			return err == nil
+		})
+	}
+	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: roots, ServerName: "icebox.test"}}}
+	resp, err := hc.Get("https://" + d.tls.mux.Addr().String() + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("GET /: %d", resp.StatusCode)
+	}
+	dialer := &websocket.Dialer{TLSClientConfig: &tls.Config{RootCAs: roots, ServerName: "icebox.test"}, HandshakeTimeout: 5 * time.Second}
+	_, servers := wsInitAt(t, dialer, "wss://"+d.tls.mux.Addr().String()+"/connect?controllerId=acme")
+	want := fmt.Sprintf("turns:icebox.test:%d?transport=tcp", port)
+	if !slices.ContainsFunc(servers, func(s signal.ICEServer) bool { return slices.Contains(s.URLs, want) }) {
+		t.Errorf("WsIceServers %+v lacks %q", servers, want)
+	}
+	if got := testenv.GatherValue(t, d.reg, "icebox_tls_acme_obtained_total", "kind", "new"); got != 1 {
+		t.Errorf("icebox_tls_acme_obtained_total{kind=new} = %v, want 1", got)
+	}
 }

@@ -69,12 +69,13 @@ func (c ACMEConfig) On() bool { return len(c.Domains) > 0 }
 func (c *Config) Validate() error {
 	var errs []error
 	add := func(key, problem, fix string) { errs = append(errs, cfgerr.New(key, problem, fix)) }
-	if (c.Cert == "") != (c.Key == "") {
-		key := "key"
-		if c.Cert == "" {
-			key = "cert"
-		}
-		add(key, "is needed when the other of cert and key is set", "set both files, or neither")
+	// Reported at the option that is written, so the line number points
+	// at something in the file.
+	switch {
+	case c.Cert != "" && c.Key == "":
+		add("cert", "is set without key", "set key to the private key file too, or neither")
+	case c.Cert == "" && c.Key != "":
+		add("key", "is set without cert", "set cert to the certificate chain file too, or neither")
 	}
 	if c.Cert != "" && c.ACME.On() {
 		add("acme.domains", "certificate files and ACME are both set", "use cert and key, or acme, not both")
