@@ -76,13 +76,7 @@ func TestTLS(t *testing.T) {
 	}
 
 	renewed := testenv.WriteCert(t, certFile, keyFile, now)
-	deadline := time.Now().Add(5 * time.Second)
-	for !bytes.Equal(served().Raw, renewed.Raw) {
-		if time.Now().After(deadline) {
-			t.Fatal("renewed certificate not served after 5s")
-		}
-		time.Sleep(20 * time.Millisecond) // polling interval
-	}
+	testenv.WaitFor(t, 5*time.Second, "the renewed certificate", func() bool { return bytes.Equal(served().Raw, renewed.Raw) })
 	if err := os.WriteFile(certFile, []byte("half-written"), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -42,14 +42,12 @@ func TestTLS(t *testing.T) {
 		t.Helper()
 		pool := x509.NewCertPool()
 		pool.AddCert(want)
-		c, err := tls.Dial("tcp4", ts.TLSAddr().String(), &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"})
-		for deadline := time.Now().Add(5 * time.Second); err != nil && time.Now().Before(deadline); {
-			time.Sleep(20 * time.Millisecond) // polling for the source to read the new files
+		var c *tls.Conn
+		testenv.WaitFor(t, 5*time.Second, "the certificate to be served", func() bool {
+			var err error
 			c, err = tls.Dial("tcp4", ts.TLSAddr().String(), &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"})
-		}
-		if err != nil {
-			t.Fatalf("tls dial: %v", err)
-		}
+			return err == nil
+		})
 		conn := turn.NewSTUNConn(c)
 		defer conn.Close()
 		u, p, _ := ts.MintCredential("tls", 0)
@@ -81,11 +79,8 @@ func TestTLS(t *testing.T) {
 	if err := os.WriteFile(cfg.TLS.Cert, []byte("garbage"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	for deadline := time.Now().Add(5 * time.Second); testenv.GatherValue(t, reg, "icebox_tls_certificate_loads_total", "result", "refused") < 1; {
-		if time.Now().After(deadline) {
-			t.Fatal("the broken certificate file was never looked at")
-		}
-		time.Sleep(20 * time.Millisecond) // polling interval
-	}
+	testenv.WaitFor(t, 5*time.Second, "the broken file to be refused", func() bool {
+		return testenv.GatherValue(t, reg, "icebox_tls_certificate_loads_total", "result", "refused") >= 1
+	})
 	dial(second)
 }

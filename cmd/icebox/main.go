@@ -45,8 +45,9 @@ Options:
                  option with its default. Usually /etc/icebox/config.yaml.
   -h             this help
 
-Signals: SIGHUP (systemctl reload) re-reads the config and certificates
-without dropping calls; SIGINT or SIGTERM stop icebox cleanly.
+Signals: SIGHUP (systemctl reload) re-reads the config without dropping
+calls (certificate files are re-read when they change, without it);
+SIGINT or SIGTERM stop icebox cleanly.
 `
 
 func main() {

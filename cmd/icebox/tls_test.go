@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
-	"github.com/pion/logging"
 	"github.com/pion/turn/v4"
 
 	"icebox/internal/testenv"
@@ -34,17 +33,6 @@ func servedCert(t *testing.T, addr, name string, roots *x509.CertPool, alpn ...s
 	return c.ConnectionState().PeerCertificates[0], nil
 }
 
-// waitUntil polls cond every 50 ms until it holds or limit passes.
-func waitUntil(t *testing.T, limit time.Duration, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(limit); !cond(); {
-		if time.Now().After(deadline) {
-			t.Fatalf("gave up after %v waiting for %s", limit, what)
-		}
-		time.Sleep(50 * time.Millisecond) // polling interval
-	}
-}
-
 // allocateTLS allocates a relay through TURN over TLS at addr, as pion's
 // client does it for a turns: URL.
 func allocateTLS(t *testing.T, addr string, roots *x509.CertPool, user, pass string) net.PacketConn {
@@ -53,23 +41,10 @@ func allocateTLS(t *testing.T, addr string, roots *x509.CertPool, user, pass str
 	if err != nil {
 		t.Fatal(err)
 	}
-	conn := turn.NewSTUNConn(c)
-	client, err := turn.NewClient(&turn.ClientConfig{
-		STUNServerAddr: addr, TURNServerAddr: addr, Conn: conn,
-		Username: user, Password: pass, LoggerFactory: logging.NewDefaultLoggerFactory(),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { client.Close(); conn.Close() })
-	if err := client.Listen(); err != nil {
-		t.Fatal(err)
-	}
-	relay, err := client.Allocate()
+	_, relay, err := allocateOn(t, turn.NewSTUNConn(c), addr, user, pass)
 	if err != nil {
 		t.Fatalf("allocate over TLS on %s: %v", addr, err)
 	}
-	t.Cleanup(func() { relay.Close() })
 	return relay
 }
 
@@ -151,7 +126,7 @@ func TestSharedTLSPort(t *testing.T) {
 		"turn.tls.listen": d.turn.TLSAddr().String(),
 	}
 	for name, addr := range listeners {
-		waitUntil(t, 10*time.Second, "the renewed certificate on "+name, func() bool {
+		testenv.WaitFor(t, 10*time.Second, "the renewed certificate on "+name, func() bool {
 			got, err := servedCert(t, addr, "localhost", nil)
 			return err == nil && bytes.Equal(got.Raw, renewed.Raw)
 		})
@@ -160,47 +135,6 @@ func TestSharedTLSPort(t *testing.T) {
 	renewedRoots := x509.NewCertPool()
 	renewedRoots.AddCert(renewed)
 	relayOnce(t, allocateTLS(t, shared, renewedRoots, u, p), overUDP, "after renewal")
-}
-
-// TestTLSConfigErrors: mistakes in the tls section stop start-up with
-// file, line and fix.
-func TestTLSConfigErrors(t *testing.T) {
-	for _, tc := range []struct {
-		name, body string
-		want       []string
-	}{
-		{"port without certificate", "tls:\n  listen: \":443\"\n",
-			[]string{":2: tls.listen: has no certificate", "acme.domains"}},
-		{"acme without port", "tls:\n  acme:\n    domains: [turn.example.com]\n",
-			[]string{":3: tls.acme.domains: ACME needs listen", `listen: ":443"`}},
-		{"cert without key", "tls:\n  listen: \":443\"\n  cert: /etc/x.pem\n",
-			[]string{":3: tls.cert: is set without key", "or neither"}},
-		{"files and acme", "tls:\n  listen: \":443\"\n  cert: /c\n  key: /k\n  acme:\n    domains: [a.example.com]\n",
-			[]string{":6: tls.acme.domains: certificate files and ACME are both set"}},
-		{"bad domain", "tls:\n  listen: \":443\"\n  acme:\n    domains: [\"https://a.example.com\"]\n",
-			[]string{":4: tls.acme.domains[0]:", "bare name"}},
-		{"plain http directory", "tls:\n  listen: \":443\"\n  acme:\n    domains: [a.example.com]\n    directory: http://ca.example/dir\n",
-			[]string{":5: tls.acme.directory:", "https://"}},
-		{"missing ca root", "tls:\n  listen: \":443\"\n  acme:\n    domains: [a.example.com]\n    ca_root: /nonexistent/root.pem\n",
-			[]string{":5: tls.acme.ca_root:", "PEM file"}},
-		{"unknown option", "tls:\n  acme:\n    domain: [a.example.com]\n",
-			[]string{":3: tls.acme.domain: unknown option", "domains, email, directory, ca_root"}},
-		{"bad port", "tls:\n  listen: \"443\"\n  cert: /c\n  key: /k\n",
-			[]string{":2: tls.listen:", `":443"`}},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			path := writeConfig(t, tc.body)
-			_, err := LoadConfig(path)
-			if err == nil {
-				t.Fatal("config accepted")
-			}
-			for _, w := range tc.want {
-				if !strings.Contains(err.Error(), w) {
-					t.Errorf("error %q\nlacks %q", err, w)
-				}
-			}
-		})
-	}
 }
 
 // TestACMEOnSharedPort: with tls.acme, Pebble issues the certificate over
@@ -223,7 +157,7 @@ func TestACMEOnSharedPort(t *testing.T) {
 		"signal.listen":   d.signal.addr(),
 		"turn.tls.listen": d.turn.TLSAddr().String(),
 	} {
-		waitUntil(t, 60*time.Second, "Pebble's certificate on "+name, func() bool {
+		testenv.WaitFor(t, 60*time.Second, "Pebble's certificate on "+name, func() bool {
 			_, err := servedCert(t, addr, "icebox.test", roots)
 			return err == nil
 		})

@@ -3,6 +3,7 @@ package certs
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"log/slog"
 	"path/filepath"
@@ -42,15 +43,15 @@ type ACME struct {
 	cache  *certmagic.Cache
 	magic  *certmagic.Config
 	issuer *certmagic.ACMEIssuer
+	ctx    context.Context // ends with Close, and with it the renewals
 	cancel context.CancelFunc
-	ctx    context.Context
 }
 
 // NewACME prepares the ACME source; Start begins obtaining certificates,
 // once the listeners that answer the CA's challenge are up.
 func NewACME(cfg ACMEConfig, opts ACMEOptions) (*ACME, error) {
 	if !cfg.On() {
-		return nil, fmt.Errorf("tls.acme: no domains")
+		return nil, errors.New("tls.acme: no domains")
 	}
 	a := &ACME{cfg: cfg, log: opts.Logger, m: opts.Metrics}
 	if a.log == nil {
@@ -107,9 +108,10 @@ func (a *ACME) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, err
 const ACMEProto = "acme-tls/1"
 
 // Start loads certificates kept from earlier runs and obtains missing
-// ones in the background; listenAddr is the bound address of the
-// listener the CA reaches (its port is what certmagic would otherwise try
-// to bind for the challenge).
+// ones in the background. host and port are where the listener the CA
+// reaches is bound ("" for every address): certmagic finds that port
+// taken and leaves the challenge to GetCertificate there, instead of
+// binding 443 itself.
 func (a *ACME) Start(host string, port int) error {
 	a.issuer.ListenHost = host
 	a.issuer.AltTLSALPNPort = port

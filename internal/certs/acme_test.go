@@ -30,18 +30,6 @@ func served(addr, name string, roots *x509.CertPool) (*x509.Certificate, error) 
 	return c.ConnectionState().PeerCertificates[0], nil
 }
 
-// waitFor polls cond every 50 ms until it holds or limit passes.
-func waitFor(t *testing.T, limit time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(limit)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("gave up after %v waiting for %s", limit, what)
-		}
-		time.Sleep(50 * time.Millisecond) // polling interval, not synchronisation
-	}
-}
-
 // TestACMEObtainsRenewsAndSurvivesCAOutage: Pebble issues a certificate
 // over TLS-ALPN-01 on the listener that serves it; a short-lived one is
 // renewed before it runs out; with the CA down, a renewal fails, is
@@ -86,7 +74,7 @@ func TestACMEObtainsRenewsAndSurvivesCAOutage(t *testing.T) {
 
 	roots := pebble.Roots()
 	var first *x509.Certificate
-	waitFor(t, 30*time.Second, "Pebble's certificate to be served", func() bool {
+	testenv.WaitFor(t, 30*time.Second, "Pebble's certificate to be served", func() bool {
 		first, _ = served(ln.Addr().String(), "icebox.test", roots)
 		return first != nil
 	})
@@ -112,7 +100,7 @@ func TestACMEObtainsRenewsAndSurvivesCAOutage(t *testing.T) {
 	}
 
 	var renewed *x509.Certificate
-	waitFor(t, 30*time.Second, "the short-lived certificate to be renewed", func() bool {
+	testenv.WaitFor(t, 30*time.Second, "the short-lived certificate to be renewed", func() bool {
 		c, err := served(ln.Addr().String(), "icebox.test", roots)
 		if err == nil && !bytes.Equal(c.Raw, first.Raw) {
 			renewed = c
@@ -133,7 +121,7 @@ func TestACMEObtainsRenewsAndSurvivesCAOutage(t *testing.T) {
 		t.Fatal(err)
 	}
 	pebble.Close()
-	waitFor(t, 30*time.Second, "a failed renewal to be counted", func() bool {
+	testenv.WaitFor(t, 30*time.Second, "a failed renewal to be counted", func() bool {
 		return counter(t, m.failures, "renewal") >= 1
 	})
 	c, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{ServerName: "icebox.test", InsecureSkipVerify: true})

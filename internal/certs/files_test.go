@@ -48,14 +48,14 @@ func TestFilesFollowTheFiles(t *testing.T) {
 	}
 
 	second := testenv.WriteCert(t, certFile, keyFile, time.Time{})
-	waitFor(t, 5*time.Second, "the rewritten pair", func() bool { return bytes.Equal(leaf(), second.Raw) })
+	testenv.WaitFor(t, 5*time.Second, "the rewritten pair", func() bool { return bytes.Equal(leaf(), second.Raw) })
 
 	if err := os.WriteFile(certFile, []byte("half-written"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "the broken file to be refused", func() bool { return loads("refused") == 1 })
+	testenv.WaitFor(t, 5*time.Second, "the broken file to be refused", func() bool { return loads("refused") == 1 })
 	// Several more polls see the same broken file: still counted once.
-	waitFor(t, 5*time.Second, "more polls", func() bool {
+	testenv.WaitFor(t, 5*time.Second, "more polls", func() bool {
 		f.mu.Lock()
 		defer f.mu.Unlock()
 		return f.refused != ""
@@ -79,7 +79,7 @@ func TestFilesFollowTheFiles(t *testing.T) {
 		t.Fatal("a failed SetFiles replaced the working certificate")
 	}
 	third := testenv.WriteCert(t, certFile, keyFile, time.Time{})
-	waitFor(t, 5*time.Second, "the repaired pair", func() bool { return bytes.Equal(leaf(), third.Raw) })
+	testenv.WaitFor(t, 5*time.Second, "the repaired pair", func() bool { return bytes.Equal(leaf(), third.Raw) })
 	if got := loads("loaded"); got != 3 {
 		t.Errorf("loaded %v times, want 3", got)
 	}
