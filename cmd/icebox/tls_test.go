@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"path/filepath"
@@ -180,5 +181,34 @@ func TestACMEOnSharedPort(t *testing.T) {
 	}
 	if got := testenv.GatherValue(t, d.reg, "icebox_tls_acme_obtained_total", "kind", "new"); got != 1 {
 		t.Errorf("icebox_tls_acme_obtained_total{kind=new} = %v, want 1", got)
+	}
+}
+
+// TestReloadRenamedCertificateFiles: a reload that names other files
+// serves them; one that names a broken pair keeps the working certificate
+// and says why.
+func TestReloadRenamedCertificateFiles(t *testing.T) {
+	cfg, first := sharedPortConfig(t)
+	d, _ := startDaemon(t, cfg)
+	shared := d.tls.mux.Addr().String()
+
+	next := cfg
+	dir := t.TempDir()
+	next.TLS.Cert, next.TLS.Key = filepath.Join(dir, "new-cert.pem"), filepath.Join(dir, "new-key.pem")
+	second := testenv.WriteCert(t, next.TLS.Cert, next.TLS.Key, time.Time{})
+	if err := d.reload(cfg, next, new(slog.LevelVar)); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := servedCert(t, shared, "localhost", nil); err != nil || !bytes.Equal(got.Raw, second.Raw) {
+		t.Fatalf("after reload to new files: %v; want the new certificate (the old was %v)", err, first.SerialNumber)
+	}
+
+	broken := next
+	broken.TLS.Cert = filepath.Join(dir, "missing.pem")
+	if err := d.reload(next, broken, new(slog.LevelVar)); err == nil || !strings.Contains(err.Error(), "missing.pem") {
+		t.Fatalf("reload to a missing file: %v; want an error naming it", err)
+	}
+	if got, err := servedCert(t, shared, "localhost", nil); err != nil || !bytes.Equal(got.Raw, second.Raw) {
+		t.Fatalf("after a refused reload: %v; want the working certificate still", err)
 	}
 }
