@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/tls"
 	"crypto/x509"
+	"fmt"
 	"io"
 	"log"
 	"log/slog"
@@ -40,16 +41,21 @@ func TestACMEObtainsRenewsAndSurvivesCAOutage(t *testing.T) {
 		t.Fatal(err)
 	}
 	port := ln.Addr().(*net.TCPAddr).Port
-	// 12 s certificates: renewed when a third is left, 8 s after issue.
-	pebble := testenv.StartPebble(t, port, 12)
+	// 20 s certificates: renewed when a third is left (or earlier, where
+	// the CA's ARI window says), 13 s after issue at the latest.
+	pebble := testenv.StartPebble(t, port, 20)
 
 	reg := prometheus.NewRegistry()
 	m, err := NewMetrics(reg)
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A name of its own per run: certmagic remembers failed renewals per
+	// name, process-wide, and backs off, so a second run (-count) under
+	// the same name would wait out the first one's CA outage.
+	domain := fmt.Sprintf("run-%d.icebox.test", time.Now().UnixNano())
 	cfg := DefaultConfig().ACME
-	cfg.Domains = []string{"icebox.test"}
+	cfg.Domains = []string{domain}
 	cfg.Directory = pebble.Directory
 	cfg.CARoot = pebble.CARootFile
 	cfg.Email = "ops@icebox.test"
@@ -75,7 +81,7 @@ func TestACMEObtainsRenewsAndSurvivesCAOutage(t *testing.T) {
 	roots := pebble.Roots()
 	var first *x509.Certificate
 	testenv.WaitFor(t, 30*time.Second, "Pebble's certificate to be served", func() bool {
-		first, _ = served(ln.Addr().String(), "icebox.test", roots)
+		first, _ = served(ln.Addr().String(), domain, roots)
 		return first != nil
 	})
 	t.Logf("served %v, valid %v to %v", first.DNSNames, first.NotBefore, first.NotAfter)
@@ -84,7 +90,7 @@ func TestACMEObtainsRenewsAndSurvivesCAOutage(t *testing.T) {
 	}
 	// A plain HTTPS client, trusting Pebble's root, gets the page.
 	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
-		TLSClientConfig: &tls.Config{RootCAs: roots, ServerName: "icebox.test"}}}
+		TLSClientConfig: &tls.Config{RootCAs: roots, ServerName: domain}}}
 	resp, err := hc.Get("https://" + ln.Addr().String() + "/")
 	if err != nil {
 		t.Fatal(err)
@@ -101,7 +107,7 @@ func TestACMEObtainsRenewsAndSurvivesCAOutage(t *testing.T) {
 
 	var renewed *x509.Certificate
 	testenv.WaitFor(t, 30*time.Second, "the short-lived certificate to be renewed", func() bool {
-		c, err := served(ln.Addr().String(), "icebox.test", roots)
+		c, err := served(ln.Addr().String(), domain, roots)
 		if err == nil && !bytes.Equal(c.Raw, first.Raw) {
 			renewed = c
 		}
@@ -116,7 +122,7 @@ func TestACMEObtainsRenewsAndSurvivesCAOutage(t *testing.T) {
 
 	// The CA goes away: the next renewal fails, is counted, and the
 	// certificate in service stays, even once it has run out.
-	latest, err := served(ln.Addr().String(), "icebox.test", roots)
+	latest, err := served(ln.Addr().String(), domain, roots)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,7 +130,7 @@ func TestACMEObtainsRenewsAndSurvivesCAOutage(t *testing.T) {
 	testenv.WaitFor(t, 30*time.Second, "a failed renewal to be counted", func() bool {
 		return counter(t, m.failures, "renewal") >= 1
 	})
-	c, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{ServerName: "icebox.test", InsecureSkipVerify: true})
+	c, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{ServerName: domain, InsecureSkipVerify: true})
 	if err != nil {
 		t.Fatalf("no certificate served while the CA is down: %v", err)
 	}

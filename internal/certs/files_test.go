@@ -50,7 +50,12 @@ func TestFilesFollowTheFiles(t *testing.T) {
 	second := testenv.WriteCert(t, certFile, keyFile, time.Time{})
 	testenv.WaitFor(t, 5*time.Second, "the rewritten pair", func() bool { return bytes.Equal(leaf(), second.Raw) })
 
-	if err := os.WriteFile(certFile, []byte("half-written"), 0o600); err != nil {
+	// Written aside and renamed into place, so the poller sees one broken
+	// file, not an empty one first.
+	if err := os.WriteFile(certFile+".new", []byte("half-written"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(certFile+".new", certFile); err != nil {
 		t.Fatal(err)
 	}
 	testenv.WaitFor(t, 5*time.Second, "the broken file to be refused", func() bool { return loads("refused") == 1 })
