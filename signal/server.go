@@ -45,16 +45,16 @@ type ICEServersFunc func(user string) (servers []ICEServer, expires time.Time)
 // Options are the parts of a Server that come from main rather than from
 // the signal section of the config.
 type Options struct {
-	Logger     *slog.Logger          // nil: discard
-	Registerer prometheus.Registerer // nil: don't register
-	ICEServers ICEServersFunc        // nil: an empty list
-	TokenKeys  [][]byte              // join-token HMAC keys: the first mints, all verify
-
 	// GetCertificate makes Serve speak TLS (HTTPS, WSS) with the
 	// certificate it returns per handshake; icebox's internal/certs
 	// supplies it, re-read as the files change or ACME renews. nil: plain
 	// HTTP.
 	GetCertificate func(*tls.ClientHelloInfo) (*tls.Certificate, error)
+
+	Logger     *slog.Logger          // nil: discard
+	Registerer prometheus.Registerer // nil: don't register
+	ICEServers ICEServersFunc        // nil: an empty list
+	TokenKeys  [][]byte              // join-token HMAC keys: the first mints, all verify
 }
 
 // Server is the signaling server. Its methods are safe for concurrent use.
