@@ -14,6 +14,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -44,6 +45,12 @@ type ICEServersFunc func(user string) (servers []ICEServer, expires time.Time)
 // Options are the parts of a Server that come from main rather than from
 // the signal section of the config.
 type Options struct {
+	// GetCertificate makes Serve speak TLS (HTTPS, WSS) with the
+	// certificate it returns per handshake; icebox's internal/certs
+	// supplies it, re-read as the files change or ACME renews. nil: plain
+	// HTTP.
+	GetCertificate func(*tls.ClientHelloInfo) (*tls.Certificate, error)
+
 	Logger     *slog.Logger          // nil: discard
 	Registerer prometheus.Registerer // nil: don't register
 	ICEServers ICEServersFunc        // nil: an empty list
@@ -66,7 +73,7 @@ type Server struct {
 	errFrames *errorFrames
 	cm        *connMetrics
 	em        *errorMetrics
-	certs     *certReloader // nil without TLS
+	tlsConf   *tls.Config // nil without TLS
 	tlsOn     bool
 
 	mu      sync.Mutex
@@ -130,7 +137,7 @@ func New(cfg Config, opts Options) (*Server, error) {
 		em:        newErrorMetrics(reg),
 		conns:     make(map[*conn]struct{}),
 		perPeer:   make(map[netip.Prefix]int),
-		tlsOn:     cfg.TLS.On(),
+		tlsOn:     opts.GetCertificate != nil,
 	}
 	if reg.err != nil {
 		return nil, fmt.Errorf("signal: register metrics: %w", reg.err)
@@ -154,11 +161,7 @@ func New(cfg Config, opts Options) (*Server, error) {
 		CheckOrigin: func(*http.Request) bool { return true },
 	}
 	if s.tlsOn {
-		s.certs = &certReloader{log: log, every: time.Second}
-		s.certs.setFiles(cfg.TLS.Cert, cfg.TLS.Key)
-		if _, err := s.certs.get(nil); err != nil {
-			return nil, fmt.Errorf("signal: %w", err)
-		}
+		s.tlsConf = tlsConfig(opts.GetCertificate)
 	}
 	s.mux.HandleFunc("GET /connect", s.serveConnect)
 	s.mux.HandleFunc("GET /healthz", s.serveHealth)
@@ -180,9 +183,9 @@ func (s *Server) SetTokenKeys(keys [][]byte) {
 }
 
 // Reload applies a new configuration to new connections and frames:
-// origins, token requirement, limits, timeouts, keys and certificate
-// paths. Listen, enabled and turning TLS on or off need a restart and are
-// kept as they were. An invalid cfg changes nothing.
+// origins, token requirement, limits, timeouts and keys. Listen and
+// enabled need a restart and are kept as they were; the certificate is
+// Options.GetCertificate's business. An invalid cfg changes nothing.
 func (s *Server) Reload(cfg Config) error {
 	set, err := newSettings(cfg)
 	if err != nil {
@@ -192,15 +195,9 @@ func (s *Server) Reload(cfg Config) error {
 		return errors.New("signal: require_token is set but there is no key to verify join tokens")
 	}
 	old := s.settings()
-	if set.Listen != old.Listen || set.Enabled != old.Enabled || set.TLS.On() != s.tlsOn {
-		s.log.Warn("signal: listen, enabled and turning TLS on or off take effect after a restart")
+	if set.Listen != old.Listen || set.Enabled != old.Enabled {
+		s.log.Warn("signal: listen and enabled take effect after a restart")
 		set.Listen, set.Enabled = old.Listen, old.Enabled
-		if set.TLS.On() != s.tlsOn {
-			set.TLS = old.TLS
-		}
-	}
-	if s.certs != nil {
-		s.certs.setFiles(set.TLS.Cert, set.TLS.Key)
 	}
 	s.set.Store(set)
 	s.log.Info("signal: configuration reloaded")
@@ -216,6 +213,12 @@ func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, 
 func (s *Server) Handler() http.Handler { return http.HandlerFunc(s.serveHTTP) }
 
 func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.TLS == nil {
+		// A connection whose TLS another listener terminated.
+		if cs, ok := r.Context().Value(tlsStateKey{}).(*tls.ConnectionState); ok {
+			r.TLS = cs
+		}
+	}
 	if s.tlsOn && r.TLS == nil && r.URL.Path != "/healthz" {
 		// Only health probes may skip TLS on a TLS port.
 		http.Error(w, "this port speaks TLS: use https:// or wss://", http.StatusBadRequest)
@@ -228,12 +231,40 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 // Shutdown it closes ln and returns at once. With TLS configured it
 // does the TLS itself, and still answers plain-HTTP /healthz probes.
 func (s *Server) Serve(ln net.Listener) error {
+	if s.tlsConf != nil {
+		ln = newSniffListener(ln, s.tlsConf)
+	}
+	return s.serve(ln, s.tlsOn)
+}
+
+// ServeTerminated is Serve for a listener that has done the TLS already
+// (icebox's shared TLS port): its connections' ConnectionState methods
+// say what TLS they speak, and requests see it in r.TLS.
+func (s *Server) ServeTerminated(ln net.Listener) error {
+	return s.serve(ln, true)
+}
+
+// tlsStateKey carries the TLS state of a connection that is not a
+// *tls.Conn (net/http fills r.TLS only for those) to serveHTTP.
+type tlsStateKey struct{}
+
+func (s *Server) serve(ln net.Listener, tlsOn bool) error {
 	hs := &http.Server{
 		Handler:           s.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       time.Minute,
 		MaxHeaderBytes:    16 << 10,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			if _, native := c.(*tls.Conn); native {
+				return ctx
+			}
+			if tc, ok := c.(interface{ ConnectionState() tls.ConnectionState }); ok {
+				cs := tc.ConnectionState()
+				return context.WithValue(ctx, tlsStateKey{}, &cs)
+			}
+			return ctx
+		},
 	}
 	s.mu.Lock()
 	if s.closing {
@@ -243,10 +274,7 @@ func (s *Server) Serve(ln net.Listener) error {
 	}
 	s.servers = append(s.servers, hs)
 	s.mu.Unlock()
-	if s.certs != nil {
-		ln = newSniffListener(ln, s.certs.config())
-	}
-	s.log.Info("signal: serving", "addr", ln.Addr().String(), "tls", s.tlsOn)
+	s.log.Info("signal: serving", "addr", ln.Addr().String(), "tls", tlsOn)
 	if err := hs.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("signal: serve: %w", err)
 	}

@@ -3,91 +3,22 @@ package signal
 import (
 	"crypto/tls"
 	"errors"
-	"fmt"
 	"io"
-	"log/slog"
 	"net"
-	"os"
 	"sync"
 	"time"
 )
 
-// certReloader serves the certificate from the configured files and
-// re-reads them when they change, so that a renewal (certbot, ACME
-// clients) needs no restart. A pair that fails to load, e.g. the key
-// written but not yet the certificate, keeps the old one in service.
-type certReloader struct {
-	log   *slog.Logger
-	every time.Duration // how often the files are looked at
-
-	mu       sync.Mutex
-	certFile string
-	keyFile  string
-	cert     *tls.Certificate
-	stamp    string // size and mtime of both files when cert was loaded
-	checked  time.Time
-}
-
-func (r *certReloader) setFiles(cert, key string) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if cert != r.certFile || key != r.keyFile {
-		r.certFile, r.keyFile = cert, key
-		r.stamp, r.checked = "", time.Time{}
-	}
-}
-
-func (r *certReloader) config() *tls.Config {
+// tlsConfig is the TLS of signal's own listener.
+func tlsConfig(get func(*tls.ClientHelloInfo) (*tls.Certificate, error)) *tls.Config {
 	return &tls.Config{
-		GetCertificate: r.get,
+		GetCertificate: get,
 		MinVersion:     tls.VersionTLS12,
-		// No h2: WebSockets here are HTTP/1.1 upgrades.
-		NextProtos: []string{"http/1.1"},
+		// No h2: WebSockets here are HTTP/1.1 upgrades. acme-tls/1: an
+		// ACME certificate source answers the CA's TLS-ALPN-01 challenge
+		// in GetCertificate, when this is the port the CA reaches.
+		NextProtos: []string{"http/1.1", "acme-tls/1"},
 	}
-}
-
-func (r *certReloader) get(*tls.ClientHelloInfo) (*tls.Certificate, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if now := time.Now(); r.checked.IsZero() || now.Sub(r.checked) >= r.every {
-		r.checked = now
-		if err := r.reloadLocked(); err != nil {
-			if r.cert == nil {
-				return nil, err
-			}
-			r.log.Warn("signal: keeping the current TLS certificate", "err", err)
-		}
-	}
-	return r.cert, nil
-}
-
-func (r *certReloader) reloadLocked() error {
-	stamp, err := fileStamp(r.certFile, r.keyFile)
-	if err != nil {
-		return fmt.Errorf("TLS certificate: %w", err)
-	}
-	if stamp == r.stamp {
-		return nil
-	}
-	cert, err := tls.LoadX509KeyPair(r.certFile, r.keyFile)
-	if err != nil {
-		return fmt.Errorf("TLS certificate: %w", err)
-	}
-	r.cert, r.stamp = &cert, stamp
-	r.log.Info("signal: TLS certificate loaded", "cert", r.certFile)
-	return nil
-}
-
-func fileStamp(names ...string) (string, error) {
-	var stamp string
-	for _, n := range names {
-		fi, err := os.Stat(n)
-		if err != nil {
-			return "", err
-		}
-		stamp += fmt.Sprintf("%d/%d;", fi.Size(), fi.ModTime().UnixNano())
-	}
-	return stamp, nil
 }
 
 // sniffListener lets one port speak TLS and, for health probes, plain

@@ -13,23 +13,24 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"icebox/internal/certs"
 	"icebox/internal/testenv"
 )
 
-// TestTLS: wss:// works with the configured certificate, a renewed
-// certificate is served without a restart, a broken renewal keeps the old
+// TestTLS: wss:// works with the certificate source's certificate, a
+// renewed file is served without a restart, a broken renewal keeps the old
 // one, and plain HTTP on the same port still answers /healthz only.
 func TestTLS(t *testing.T) {
 	dir := t.TempDir()
 	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
 	now := time.Now()
 	first := testenv.WriteCert(t, certFile, keyFile, now.Add(-time.Hour))
-	cfg := testConfig()
-	cfg.TLS = TLSConfig{Cert: certFile, Key: keyFile}
-	ts := startServer(t, cfg, Options{})
-	ts.certs.mu.Lock()
-	ts.certs.every = 0 // look at the files on every handshake
-	ts.certs.mu.Unlock()
+	files, err := certs.OpenFiles(certFile, keyFile, certs.FilesOptions{Name: "signal.tls", Interval: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer files.Close()
+	ts := startServer(t, testConfig(), Options{GetCertificate: files.GetCertificate})
 
 	served := func() *x509.Certificate {
 		t.Helper()
@@ -75,13 +76,16 @@ func TestTLS(t *testing.T) {
 	}
 
 	renewed := testenv.WriteCert(t, certFile, keyFile, now)
-	if got := served(); !bytes.Equal(got.Raw, renewed.Raw) {
-		t.Fatal("renewed certificate not served")
-	}
+	testenv.WaitFor(t, 5*time.Second, "the renewed certificate", func() bool { return bytes.Equal(served().Raw, renewed.Raw) })
 	if err := os.WriteFile(certFile, []byte("half-written"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if got := served(); !bytes.Equal(got.Raw, renewed.Raw) {
-		t.Fatal("a broken certificate file replaced the working one")
+	// The source looks every 20 ms; 10 handshakes over 200 ms give it
+	// many chances to take the broken file.
+	for range 10 {
+		if got := served(); !bytes.Equal(got.Raw, renewed.Raw) {
+			t.Fatal("a broken certificate file replaced the working one")
+		}
+		time.Sleep(20 * time.Millisecond) // spacing between probes
 	}
 }

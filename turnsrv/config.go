@@ -69,10 +69,12 @@ type Config struct {
 
 // TLSConfig configures TURN over TLS.
 type TLSConfig struct {
-	// Listen is the TLS listen address. Default ":5349". Restart to change.
+	// Listen is the TLS listen address, used when there is a certificate
+	// (Cert, or icebox's shared tls section). Default ":5349"; "" serves
+	// no TLS port of its own. Restart to change.
 	Listen string `yaml:"listen"`
-	// Cert is a PEM certificate chain file. Default "" (no TLS). Re-read on
-	// Reload, so a renewed certificate is picked up by SIGHUP.
+	// Cert is a PEM certificate chain file. Default "": the shared one
+	// (icebox's tls section), if any. Re-read when it changes.
 	Cert string `yaml:"cert"`
 	// Key is the PEM private key file for Cert. Default "".
 	Key string `yaml:"key"`
@@ -195,7 +197,7 @@ func (c *Config) Validate() error {
 			key = "tls.cert"
 		}
 		add(key, "is needed when the other of tls.cert and tls.key is set", "set both files, or neither to serve no TLS")
-	case c.TLS.Cert != "":
+	case c.TLS.Listen != "":
 		if _, _, err := net.SplitHostPort(c.TLS.Listen); err != nil {
 			add("tls.listen", fmt.Sprintf("%q is not a host:port address", c.TLS.Listen), `write e.g. ":5349"`)
 		}
@@ -299,15 +301,15 @@ type ICEServer struct {
 
 // URLs returns the TURN URLs under which clients reach this server at host:
 // UDP on port (the STUN/TURN port, 3478 by default), TCP there too when
-// the port is served over TCP, and, when TLS is configured, turns: on the
-// TLS port. host must match the certificate for turns: to work.
-func (c Config) URLs(host string, port int, tcp bool) []string {
+// the port is served over TCP, and, when tls says TURN over TLS is served,
+// turns: on the TLS port. host must match the certificate for turns: to work.
+func (c Config) URLs(host string, port int, tcp, tls bool) []string {
 	hp := net.JoinHostPort(host, strconv.Itoa(port))
 	urls := []string{"turn:" + hp + "?transport=udp"}
 	if tcp {
 		urls = append(urls, "turn:"+hp+"?transport=tcp")
 	}
-	if c.TLS.Cert != "" {
+	if tls {
 		if _, p, err := net.SplitHostPort(c.TLS.Listen); err == nil && p != "" {
 			urls = append(urls, "turns:"+net.JoinHostPort(host, p)+"?transport=tcp")
 		}

@@ -49,6 +49,10 @@ type Options struct {
 	// Listeners are stream listeners (TCP from stunsrv) to serve TURN on.
 	// The server owns them from now on: Close closes them.
 	Listeners []net.Listener
+	// GetCertificate opens TURN over TLS on cfg.TLS.Listen, with the
+	// certificate it returns per handshake (icebox's internal/certs:
+	// files re-read as they change, or ACME). nil: no TLS listener.
+	GetCertificate func(*tls.ClientHelloInfo) (*tls.Certificate, error)
 }
 
 // live is what Reload swaps: everything read per request.
@@ -75,7 +79,6 @@ type Server struct {
 	quotas     *quotas
 	relayPorts portSet
 
-	cert  atomic.Pointer[tls.Certificate]
 	tlsLn net.Listener // nil without TLS
 
 	mu     sync.Mutex
@@ -88,7 +91,7 @@ type Server struct {
 }
 
 // New validates cfg and starts serving TURN on opts' sockets and, when
-// cfg.TLS has a certificate, on a TLS listener of its own.
+// opts has a certificate source, on a TLS listener of its own.
 func New(cfg Config, opts Options) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("turn config: %w", err)
@@ -137,12 +140,9 @@ func New(cfg Config, opts Options) (*Server, error) {
 	s.live.Store(&live{cfg: cfg, secrets: secrets, policy: newPeerPolicy(cfg.Peers, s.ownAddrs(), s.relayIPs)})
 
 	listeners := opts.Listeners
-	if cfg.TLS.Cert != "" {
-		if err := s.loadCert(cfg.TLS); err != nil {
-			return nil, err
-		}
+	if opts.GetCertificate != nil && cfg.TLS.Listen != "" {
 		s.tlsLn, err = tls.Listen("tcp", cfg.TLS.Listen, &tls.Config{
-			GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return s.cert.Load(), nil },
+			GetCertificate: opts.GetCertificate,
 			MinVersion:     tls.VersionTLS12,
 		})
 		if err != nil {
@@ -279,15 +279,6 @@ func warnLooseSecretFile(log *slog.Logger, path string) {
 	}
 }
 
-func (s *Server) loadCert(c TLSConfig) error {
-	cert, err := tls.LoadX509KeyPair(c.Cert, c.Key)
-	if err != nil {
-		return fmt.Errorf("turn: tls certificate: %w", err)
-	}
-	s.cert.Store(&cert)
-	return nil
-}
-
 func (s *Server) closeTLS() {
 	if s.tlsLn != nil {
 		s.tlsLn.Close()
@@ -376,11 +367,12 @@ func (s *Server) Close() error {
 	return s.closeErr
 }
 
-// Reload applies cfg's secrets, credential lifetimes, peer policy, quotas
-// and TLS certificate to new requests; existing allocations, permissions
-// and channels survive. Nothing changes if cfg is invalid or a secret or
-// the certificate cannot be loaded. Changes to settings that need a
-// restart (enabled, realm, relay, tls.listen) are logged and ignored.
+// Reload applies cfg's secrets, credential lifetimes, peer policy and
+// quotas to new requests; existing allocations, permissions and channels
+// survive. Nothing changes if cfg is invalid or a secret cannot be loaded.
+// Changes to settings that need a restart (enabled, realm, relay,
+// tls.listen) are logged and ignored. The certificate is the source's
+// business (Options.GetCertificate).
 func (s *Server) Reload(cfg Config) error {
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("turn config: %w", err)
@@ -390,17 +382,11 @@ func (s *Server) Reload(cfg Config) error {
 		return err
 	}
 	old := s.live.Load().cfg
-	if s.tlsLn != nil && cfg.TLS.Cert != "" {
-		if err := s.loadCert(cfg.TLS); err != nil {
-			return err
-		}
-	}
 	for key, changed := range map[string]bool{
 		"enabled":    cfg.Enabled != old.Enabled,
 		"realm":      cfg.Realm != old.Realm,
 		"relay":      cfg.Relay != old.Relay,
-		"tls.listen": s.tlsLn != nil && cfg.TLS.Listen != old.TLS.Listen,
-		"tls":        (s.tlsLn != nil) != (cfg.TLS.Cert != ""),
+		"tls.listen": cfg.TLS.Listen != old.TLS.Listen,
 	} {
 		if changed {
 			s.log.Warn("turn: setting changed; it takes effect on restart", "key", "turn."+key)

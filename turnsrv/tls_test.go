@@ -9,12 +9,15 @@ import (
 	"time"
 
 	"github.com/pion/turn/v4"
+	"github.com/prometheus/client_golang/prometheus"
 
+	"icebox/internal/certs"
 	"icebox/internal/testenv"
 )
 
-// TestTLS allocates over TURN-over-TLS and swaps the certificate with
-// Reload, as SIGHUP does after a renewal.
+// TestTLS allocates over TURN-over-TLS with the certificate source's
+// certificate; a renewed file is served without SIGHUP, a broken one
+// leaves the working one in service.
 func TestTLS(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
@@ -22,17 +25,29 @@ func TestTLS(t *testing.T) {
 	cfg.TLS.Listen = "127.0.0.1:0"
 	cfg.TLS.Cert, cfg.TLS.Key = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
 	first := testenv.WriteCert(t, cfg.TLS.Cert, cfg.TLS.Key, time.Time{})
-	ts := startServer(t, cfg)
+	reg := prometheus.NewRegistry()
+	m, err := certs.NewMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	files, err := certs.OpenFiles(cfg.TLS.Cert, cfg.TLS.Key, certs.FilesOptions{Name: "turn.tls", Metrics: m, Interval: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer files.Close()
+	ts := startServer(t, cfg, func(o *Options) { o.GetCertificate = files.GetCertificate })
 	echo := udpEcho(t)
 
 	dial := func(want *x509.Certificate) {
 		t.Helper()
 		pool := x509.NewCertPool()
 		pool.AddCert(want)
-		c, err := tls.Dial("tcp4", ts.TLSAddr().String(), &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"})
-		if err != nil {
-			t.Fatalf("tls dial: %v", err)
-		}
+		var c *tls.Conn
+		testenv.WaitFor(t, 5*time.Second, "the certificate to be served", func() bool {
+			var err error
+			c, err = tls.Dial("tcp4", ts.TLSAddr().String(), &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"})
+			return err == nil
+		})
 		conn := turn.NewSTUNConn(c)
 		defer conn.Close()
 		u, p, _ := ts.MintCredential("tls", 0)
@@ -56,18 +71,16 @@ func TestTLS(t *testing.T) {
 	}
 	dial(first)
 
+	// Renewed on disk: served without SIGHUP.
 	second := testenv.WriteCert(t, cfg.TLS.Cert, cfg.TLS.Key, time.Time{})
-	if err := ts.Reload(cfg); err != nil {
-		t.Fatal(err)
-	}
 	dial(second)
 
 	// A broken certificate is refused and the old one stays.
 	if err := os.WriteFile(cfg.TLS.Cert, []byte("garbage"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := ts.Reload(cfg); err == nil {
-		t.Fatal("Reload accepted a broken certificate")
-	}
+	testenv.WaitFor(t, 5*time.Second, "the broken file to be refused", func() bool {
+		return testenv.GatherValue(t, reg, "icebox_tls_certificate_loads_total", "result", "refused") >= 1
+	})
 	dial(second)
 }

@@ -44,6 +44,7 @@ type Config struct {
 	TURN   turnsrv.Config `yaml:"turn"`
 	Signal signal.Config  `yaml:"signal"`
 	Admin  AdminConfig    `yaml:"admin"`
+	TLS    TLSConfig      `yaml:"tls"`
 }
 
 // LogConfig is the log section.
@@ -62,6 +63,7 @@ func DefaultConfig() Config {
 		TURN:   turnsrv.DefaultConfig(),
 		Signal: signal.DefaultConfig(),
 		Admin:  defaultAdminConfig(),
+		TLS:    defaultTLSConfig(),
 	}
 }
 
@@ -88,6 +90,7 @@ func (c *Config) Validate() error {
 	errs = append(errs, cfgerr.In("turn", c.TURN.Validate()))
 	errs = append(errs, cfgerr.In("signal", c.Signal.Validate()))
 	errs = append(errs, cfgerr.In("admin", c.Admin.validate()))
+	errs = append(errs, cfgerr.In("tls", c.TLS.validate()))
 	return errors.Join(errs...)
 }
 
@@ -314,10 +317,19 @@ func optionsAt(key string) []string {
 	if t.Kind() != reflect.Struct {
 		return nil
 	}
+	return yamlKeys(t)
+}
+
+// yamlKeys lists a struct's yaml keys, those of inline fields included.
+func yamlKeys(t reflect.Type) []string {
 	var keys []string
 	for f := range t.Fields() {
-		if tag := strings.Split(f.Tag.Get("yaml"), ",")[0]; tag != "" && tag != "-" {
-			keys = append(keys, tag)
+		name, opts, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		switch {
+		case opts == "inline":
+			keys = append(keys, yamlKeys(f.Type)...)
+		case name != "" && name != "-":
+			keys = append(keys, name)
 		}
 	}
 	return keys
@@ -328,8 +340,14 @@ func fieldByTag(t reflect.Type, tag string) (reflect.StructField, bool) {
 		return reflect.StructField{}, false
 	}
 	for f := range t.Fields() {
-		if strings.Split(f.Tag.Get("yaml"), ",")[0] == tag {
+		name, opts, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		if name == tag {
 			return f, true
+		}
+		if opts == "inline" {
+			if inner, ok := fieldByTag(f.Type, tag); ok {
+				return inner, true
+			}
 		}
 	}
 	return reflect.StructField{}, false
@@ -376,5 +394,12 @@ func typeHint(key string) string {
 	return "see config.yaml for this option's form"
 }
 
-// iceName is the DNS name ICE URLs carry instead of the public IP, if any.
-func (c *Config) iceName() string { return c.Signal.ICEHost }
+// iceName is the DNS name ICE URLs carry instead of the public IP, if any:
+// signal.ice_host, else the ACME certificate's first name, which turns:
+// needs.
+func (c *Config) iceName() string {
+	if c.Signal.ICEHost == "" && c.TLS.ACME.On() {
+		return c.TLS.ACME.Domains[0]
+	}
+	return c.Signal.ICEHost
+}

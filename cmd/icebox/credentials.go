@@ -57,7 +57,7 @@ func credentialsCmd(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "icebox: public_ip: %v\n", err)
 		return 1
 	}
-	servers := newICEURLs(cfg, iceHost(cfg.iceName(), ip), configPort(cfg)).servers(secrets[0], *user, *ttl, time.Now())
+	servers := newICEURLs(cfg, iceHost(cfg.iceName(), ip), configPort(cfg), listenPort(cfg.TLS.Listen)).servers(secrets[0], *user, *ttl, time.Now())
 	enc := json.NewEncoder(stdout)
 	enc.SetIndent("", "  ")
 	if err := enc.Encode(servers); err != nil {

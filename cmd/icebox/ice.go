@@ -16,10 +16,17 @@ type iceURLs struct {
 	turn []string // empty with TURN off
 }
 
-func newICEURLs(cfg Config, host string, port int) iceURLs {
+// newICEURLs: port is the STUN/TURN port, sharedPort the shared TLS port
+// (tls.listen; 0 without one), which carries turns: for networks that
+// pass nothing but 443.
+func newICEURLs(cfg Config, host string, port, sharedPort int) iceURLs {
 	u := iceURLs{stun: []string{"stun:" + net.JoinHostPort(host, strconv.Itoa(port))}}
 	if cfg.TURN.Enabled {
-		u.turn = cfg.TURN.URLs(host, port, cfg.STUN.TCP)
+		ownTLS := cfg.TURN.TLS.Listen != "" && (cfg.TURN.TLS.Cert != "" || cfg.TLS.On())
+		u.turn = cfg.TURN.URLs(host, port, cfg.STUN.TCP, ownTLS)
+		if sharedPort != 0 {
+			u.turn = append(u.turn, "turns:"+net.JoinHostPort(host, strconv.Itoa(sharedPort))+"?transport=tcp")
+		}
 	}
 	return u
 }

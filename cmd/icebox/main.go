@@ -45,8 +45,9 @@ Options:
                  option with its default. Usually /etc/icebox/config.yaml.
   -h             this help
 
-Signals: SIGHUP (systemctl reload) re-reads the config and certificates
-without dropping calls; SIGINT or SIGTERM stop icebox cleanly.
+Signals: SIGHUP (systemctl reload) re-reads the config without dropping
+calls (certificate files are re-read when they change, without it);
+SIGINT or SIGTERM stop icebox cleanly.
 `
 
 func main() {
@@ -120,6 +121,7 @@ type daemon struct {
 	turn     *turnsrv.Server // nil with TURN off
 	signal   *signalPart     // nil with signaling off
 	admin    *admin
+	tls      *tlsPart
 }
 
 // start brings up every enabled part; on error nothing is left running.
@@ -140,6 +142,9 @@ func start(cfg Config, log *slog.Logger) (_ *daemon, err error) {
 			"public_ip", d.publicIP)
 	}
 
+	if d.tls, err = startTLS(cfg, log.With("part", "tls"), d.reg); err != nil {
+		return d, err
+	}
 	d.stun, err = stunsrv.New(cfg.STUN, stunsrv.Options{
 		Logger:      log.With("part", "stun"),
 		Registerer:  d.reg,
@@ -152,14 +157,17 @@ func start(cfg Config, log *slog.Logger) (_ *daemon, err error) {
 		return d, err
 	}
 	if cfg.TURN.Enabled {
-		d.turn, err = turnsrv.New(cfg.TURN, turnsrv.Options{
-			Logger:      log.With("part", "turn"),
-			Registerer:  d.reg,
-			PublicIP:    d.publicIP,
-			StateDir:    stateDir(cfg.StateDir),
-			PacketConns: d.stun.PacketConns(),
-			Listeners:   d.stun.Listeners(),
-		})
+		opts := turnsrv.Options{
+			Logger:         log.With("part", "turn"),
+			Registerer:     d.reg,
+			PublicIP:       d.publicIP,
+			StateDir:       stateDir(cfg.StateDir),
+			PacketConns:    d.stun.PacketConns(),
+			Listeners:      d.stun.Listeners(),
+			GetCertificate: d.tls.turnCert(),
+		}
+		turnFromSharedPort(&opts, d.tls)
+		d.turn, err = turnsrv.New(cfg.TURN, opts)
 		if err != nil {
 			return d, err
 		}
@@ -168,16 +176,20 @@ func start(cfg Config, log *slog.Logger) (_ *daemon, err error) {
 		// The port actually bound, which differs from the config's only
 		// when that says 0 (tests).
 		port := d.stun.PacketConns()[0].LocalAddr().(*net.UDPAddr).Port
-		urls := newICEURLs(cfg, iceHost(cfg.iceName(), d.publicIP), port)
-		if d.signal, err = startSignal(cfg, urls, d.turn, log.With("part", "signal"), d.reg); err != nil {
+		urls := newICEURLs(cfg, iceHost(cfg.iceName(), d.publicIP), port, d.tls.sharedPort())
+		if d.signal, err = startSignal(cfg, urls, d.turn, d.tls, log.With("part", "signal"), d.reg); err != nil {
 			return d, err
 		}
+	}
+	if err := d.tls.startACME(); err != nil {
+		return d, err
 	}
 	if d.admin, err = startAdmin(cfg.Admin, d.reg, d.ready, log); err != nil {
 		return d, err
 	}
 	log.Info("icebox started", "version", version, "stun", d.stun.Addrs(), "turn", d.turnSummary(cfg),
-		"signal", d.signal.addr(), "web", cfg.Signal.Enabled && cfg.Signal.Web, "admin", d.admin.addr())
+		"signal", d.signal.addr(), "web", cfg.Signal.Enabled && cfg.Signal.Web, "admin", d.admin.addr(),
+		"tls_port", d.tls.addr())
 	return d, nil
 }
 
@@ -211,6 +223,7 @@ func (d *daemon) close(ctx context.Context) {
 	if d.stun != nil {
 		d.stun.Close()
 	}
+	d.tls.close()
 }
 
 // reloader is how serve learns of a reload (SIGHUP, systemctl reload)

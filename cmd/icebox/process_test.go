@@ -111,6 +111,12 @@ func allocate(t *testing.T, server, user, pass string) (*turn.Client, net.Packet
 	if err != nil {
 		t.Fatal(err)
 	}
+	return allocateOn(t, conn, server, user, pass)
+}
+
+// allocateOn allocates a relay with pion's client speaking over conn.
+func allocateOn(t *testing.T, conn net.PacketConn, server, user, pass string) (*turn.Client, net.PacketConn, error) {
+	t.Helper()
 	c, err := turn.NewClient(&turn.ClientConfig{
 		STUNServerAddr: server, TURNServerAddr: server, Conn: conn,
 		Username: user, Password: pass, LoggerFactory: logging.NewDefaultLoggerFactory(),

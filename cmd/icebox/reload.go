@@ -6,9 +6,9 @@ import (
 )
 
 // reload applies what can change while calls go on: TURN secrets, peer
-// policy, quotas and certificate, signaling limits, origins and certificate,
-// the STUN TCP idle timeout and the log level. Listening addresses and other
-// settings that need new sockets are logged as needing a restart. The new
+// policy and quotas, signaling limits and origins, renamed certificate
+// files, the STUN TCP idle timeout and the log level. Listening addresses
+// and other settings that need new sockets are logged as needing a restart. The new
 // config has been validated; a part that still cannot take it (an unreadable
 // secret file or certificate) keeps its old settings and reload says so.
 func (d *daemon) reload(old, cfg Config, level *slog.LevelVar) error {
@@ -24,6 +24,9 @@ func (d *daemon) reload(old, cfg Config, level *slog.LevelVar) error {
 		if changed {
 			d.log.Warn("setting changed; it takes effect on restart", "key", key)
 		}
+	}
+	if err := d.tls.reload(old, cfg, d.log); err != nil {
+		return err
 	}
 	if d.turn != nil {
 		if err := d.turn.Reload(cfg.TURN); err != nil {

@@ -22,9 +22,12 @@ type signalPart struct {
 	srv  *signal.Server
 	ln   net.Listener
 	done chan struct{}
+	// shared is closed when serving the shared TLS port's HTTP ends;
+	// nil without that port.
+	shared chan struct{}
 }
 
-func startSignal(cfg Config, urls iceURLs, turn *turnsrv.Server, log *slog.Logger, reg prometheus.Registerer) (*signalPart, error) {
+func startSignal(cfg Config, urls iceURLs, turn *turnsrv.Server, tlsp *tlsPart, log *slog.Logger, reg prometheus.Registerer) (*signalPart, error) {
 	p := &signalPart{done: make(chan struct{})}
 	keys, err := tokenKeys(cfg, turn)
 	if err != nil {
@@ -40,10 +43,11 @@ func startSignal(cfg Config, urls iceURLs, turn *turnsrv.Server, log *slog.Logge
 		return append(out, signal.ICEServer{URLs: urls.turn, Username: username, Credential: password}), expires
 	}
 	p.srv, err = signal.New(cfg.Signal, signal.Options{
-		Logger:     log,
-		Registerer: reg,
-		ICEServers: iceServers,
-		TokenKeys:  keys,
+		Logger:         log,
+		Registerer:     reg,
+		ICEServers:     iceServers,
+		TokenKeys:      keys,
+		GetCertificate: tlsp.signalCert(),
 	})
 	if err != nil {
 		return nil, err
@@ -60,6 +64,15 @@ func startSignal(cfg Config, urls iceURLs, turn *turnsrv.Server, log *slog.Logge
 			log.Error("signaling listener failed", "err", err)
 		}
 	}()
+	if tlsp.mux != nil {
+		p.shared = make(chan struct{})
+		go func() {
+			defer close(p.shared)
+			if err := p.srv.ServeTerminated(tlsp.mux.HTTP()); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("signaling on the shared TLS port failed", "err", err)
+			}
+		}()
+	}
 	return p, nil
 }
 
@@ -101,8 +114,13 @@ func (p *signalPart) close(ctx context.Context) {
 	}
 	p.srv.Shutdown(ctx)
 	p.ln.Close()
-	select {
-	case <-p.done:
-	case <-ctx.Done():
+	for _, done := range []chan struct{}{p.done, p.shared} {
+		if done == nil {
+			continue
+		}
+		select {
+		case <-done:
+		case <-ctx.Done():
+		}
 	}
 }

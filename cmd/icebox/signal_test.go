@@ -35,7 +35,14 @@ func writeTestConfig(t *testing.T, cfg Config) string {
 // wsInit connects like the talk's app and returns the WsIceServers data.
 func wsInit(t *testing.T, d *daemon, query string) (*websocket.Conn, []signal.ICEServer) {
 	t.Helper()
-	c, _, err := websocket.DefaultDialer.Dial("ws://"+d.signal.addr()+"/connect"+query, nil)
+	return wsInitAt(t, websocket.DefaultDialer, "ws://"+d.signal.addr()+"/connect"+query)
+}
+
+// wsInitAt connects to url as the app does and returns the ICE servers
+// WsInit got.
+func wsInitAt(t *testing.T, dialer *websocket.Dialer, url string) (*websocket.Conn, []signal.ICEServer) {
+	t.Helper()
+	c, _, err := dialer.Dial(url, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"testing"
+	"time"
 )
 
 // Tool returns the path of an external program a test needs. Outside CI a
@@ -45,4 +46,16 @@ func FreePort(t testing.TB) int {
 	}
 	t.Fatal("no free port on 127.0.0.1")
 	return 0
+}
+
+// WaitFor polls cond every 20 ms until it holds, and fails t if limit
+// passes first: a wait on a condition with a deadline, not a sleep.
+func WaitFor(t testing.TB, limit time.Duration, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(limit); !cond(); {
+		if time.Now().After(deadline) {
+			t.Fatalf("gave up after %v waiting for %s", limit, what)
+		}
+		time.Sleep(20 * time.Millisecond) // polling interval
+	}
 }

@@ -9,7 +9,6 @@ import (
 	"context"
 	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -17,27 +16,9 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
-)
 
-// chromiumPath finds the browser, or skips (fails under CI) without one.
-func chromiumPath(t *testing.T) string {
-	t.Helper()
-	for _, p := range []string{os.Getenv("ICEBOX_CHROMIUM"), "/usr/bin/chromium"} {
-		if p != "" {
-			if _, err := os.Stat(p); err == nil {
-				return p
-			}
-		}
-	}
-	if p, err := exec.LookPath("chromium"); err == nil {
-		return p
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatal("CI is set but /usr/bin/chromium is missing: .ci/run must apt-get install chromium")
-	}
-	t.Skip("no Chromium at /usr/bin/chromium (apt-get install chromium, or set ICEBOX_CHROMIUM): browser tests skipped")
-	return ""
-}
+	"icebox/internal/testenv"
+)
 
 // newBrowser starts headless Chromium with shared/BROWSER-TESTS.md's
 // switches, which keep all its traffic on loopback, and returns the context
@@ -51,32 +32,10 @@ func chromiumPath(t *testing.T) string {
 // set); plain --ignore-certificate-errors works too but trusts anything.
 func newBrowser(t *testing.T, r *relay, without ...string) context.Context {
 	t.Helper()
-	opts := []chromedp.ExecAllocatorOption{
-		chromedp.ExecPath(chromiumPath(t)),
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.Headless,
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.NoFirstRun,
-		chromedp.NoDefaultBrowserCheck,
-		chromedp.Flag("use-fake-device-for-media-stream", true),
-		chromedp.Flag("use-fake-ui-for-media-stream", true),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("host-resolver-rules", "MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1"),
-		chromedp.Flag("webrtc-ip-handling-policy", "default_public_interface_only"),
-		chromedp.Flag("disable-features", "WebRtcHideLocalIpsWithMdns"),
-		chromedp.Flag("allow-loopback-in-peer-connection", true),
-		chromedp.Flag("autoplay-policy", "no-user-gesture-required"),
-		chromedp.Flag("mute-audio", true),
-		chromedp.Flag("disable-background-timer-throttling", true),
-		chromedp.Flag("disable-renderer-backgrounding", true),
-		chromedp.Flag("disable-backgrounding-occluded-windows", true),
-		chromedp.Flag("disable-dev-shm-usage", true),
+	opts := append(testenv.ChromiumOptions(t),
 		chromedp.WindowSize(900, 1000),
 		chromedp.Flag("ignore-certificate-errors-spki-list", r.spki),
-	}
+	)
 	for _, name := range without {
 		opts = append(opts, chromedp.Flag(name, false)) // false removes it
 	}

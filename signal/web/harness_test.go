@@ -25,6 +25,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
+	"icebox/internal/certs"
 	"icebox/internal/testenv"
 	"icebox/signal"
 	"icebox/signal/web"
@@ -58,13 +59,17 @@ func startRelay(t *testing.T) *relay {
 	tcfg.TLS.Listen = "127.0.0.1:0"
 	tcfg.TLS.Cert, tcfg.TLS.Key = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
 	cert := testenv.WriteCert(t, tcfg.TLS.Cert, tcfg.TLS.Key, time.Time{})
+	files, err := certs.OpenFiles(tcfg.TLS.Cert, tcfg.TLS.Key, certs.FilesOptions{Name: "turn.tls"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(files.Close)
 	sum := sha256.Sum256(cert.RawSubjectPublicKeyInfo)
 	r.spki = base64.StdEncoding.EncodeToString(sum[:])
 
 	scfg := stunsrv.DefaultConfig()
 	scfg.Listen = []string{"127.0.0.1:0"}
 	scfg.TCP = true
-	var err error
 	r.stun, err = stunsrv.New(scfg, stunsrv.Options{
 		Registerer:      r.reg,
 		Passthrough:     true,
@@ -74,11 +79,12 @@ func startRelay(t *testing.T) *relay {
 		t.Fatal(err)
 	}
 	r.turn, err = turnsrv.New(tcfg, turnsrv.Options{
-		Registerer:  r.reg,
-		PublicIP:    netip.MustParseAddr("127.0.0.1"),
-		StateDir:    t.TempDir(),
-		PacketConns: r.stun.PacketConns(),
-		Listeners:   r.stun.Listeners(),
+		Registerer:     r.reg,
+		PublicIP:       netip.MustParseAddr("127.0.0.1"),
+		StateDir:       t.TempDir(),
+		PacketConns:    r.stun.PacketConns(),
+		Listeners:      r.stun.Listeners(),
+		GetCertificate: files.GetCertificate,
 	})
 	if err != nil {
 		r.stun.Close()

@@ -1,0 +1,252 @@
+package tlsmux
+
+import (
+	"bufio"
+	"crypto/tls"
+	"errors"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pion/stun/v3"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"icebox/internal/testenv"
+)
+
+type port struct {
+	m    *Mux
+	addr string
+	turn chan []byte // first message each TURN connection sent
+}
+
+// startPort serves a mux on 127.0.0.1 with a self-signed certificate: an
+// HTTP server that says which kind of connection it got, and a TURN taker
+// that records the first 20 bytes (a STUN header) and echoes them.
+func startPort(t *testing.T, opts Options) *port {
+	t.Helper()
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "c.pem"), filepath.Join(dir, "k.pem")
+	testenv.WriteCert(t, certFile, keyFile, time.Time{})
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts.GetCertificate = func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return &cert, nil }
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := New(ln, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &port{m: m, addr: ln.Addr().String(), turn: make(chan []byte, 16)}
+	hs := &http.Server{
+		ErrorLog: log.New(io.Discard, "", 0),
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			io.WriteString(w, "page for "+r.Method+" "+r.URL.Path)
+		}),
+	}
+	go hs.Serve(m.HTTP())
+	go func() {
+		for {
+			c, err := m.TURN().Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				b := make([]byte, 20)
+				if _, err := io.ReadFull(c, b); err != nil {
+					return
+				}
+				p.turn <- b
+				c.Write(b)
+			}()
+		}
+	}()
+	t.Cleanup(func() { hs.Close(); m.Close() })
+	return p
+}
+
+func (p *port) dial(t *testing.T, alpn ...string) *tls.Conn {
+	t.Helper()
+	c, err := tls.Dial("tcp4", p.addr, &tls.Config{InsecureSkipVerify: true, NextProtos: alpn})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	return c
+}
+
+func (p *port) routed(t *testing.T, route string) float64 {
+	return testenv.MetricValue(t, p.m.routed.WithLabelValues(route))
+}
+
+// TestRoutes: TURN and HTTP each reach their taker both by ALPN and by
+// their first bytes, which arrive intact; anything else is refused.
+func TestRoutes(t *testing.T) {
+	t.Parallel()
+	p := startPort(t, Options{TURN: true, HTTP: true, Registerer: prometheus.NewRegistry()})
+	binding := stun.MustBuild(stun.TransactionID, stun.BindingRequest).Raw
+	for _, alpn := range [][]string{{ProtoTURN}, nil, {"h2", ProtoTURN}} {
+		c := p.dial(t, alpn...)
+		if _, err := c.Write(binding); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case got := <-p.turn:
+			if string(got) != string(binding[:20]) {
+				t.Fatalf("ALPN %v: TURN taker got % x, want % x", alpn, got, binding[:20])
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("ALPN %v: STUN never reached the TURN taker", alpn)
+		}
+		echo := make([]byte, 20)
+		if _, err := io.ReadFull(c, echo); err != nil {
+			t.Fatalf("ALPN %v: %v", alpn, err)
+		}
+	}
+	for _, alpn := range [][]string{{ProtoHTTP}, nil, {"h2", ProtoHTTP}} {
+		c := p.dial(t, alpn...)
+		io.WriteString(c, "GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatalf("ALPN %v: %v", alpn, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		if string(body) != "page for GET /hello" {
+			t.Fatalf("ALPN %v: body %q", alpn, body)
+		}
+	}
+	// A real HTTPS client (ALPN h2 and http/1.1).
+	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, ForceAttemptHTTP2: true}}
+	resp, err := hc.Get("https://" + p.addr + "/x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.Proto != "HTTP/1.1" {
+		t.Errorf("negotiated %s, want HTTP/1.1", resp.Proto)
+	}
+	if got := p.routed(t, "turn"); got != 3 {
+		t.Errorf("routed to turn %v times, want 3", got)
+	}
+	if got := p.routed(t, "http"); got != 4 {
+		t.Errorf("routed to http %v times, want 4", got)
+	}
+
+	// Junk after the handshake is refused: the connection is closed.
+	c := p.dial(t)
+	io.WriteString(c, "\xff\xfejunk...")
+	if _, err := c.Read(make([]byte, 1)); err == nil {
+		t.Fatal("junk got an answer")
+	}
+	if got := p.routed(t, "refused"); got != 1 {
+		t.Errorf("refused %v, want 1", got)
+	}
+}
+
+// TestRouteWithoutTaker: with TURN off, a TURN client is closed and the
+// page still loads.
+func TestRouteWithoutTaker(t *testing.T) {
+	t.Parallel()
+	p := startPort(t, Options{HTTP: true})
+	c := p.dial(t)
+	c.Write(stun.MustBuild(stun.TransactionID, stun.BindingRequest).Raw)
+	if _, err := c.Read(make([]byte, 1)); err == nil {
+		t.Fatal("TURN connection answered with TURN off")
+	}
+	c = p.dial(t, ProtoHTTP)
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	if resp, err := http.ReadResponse(bufio.NewReader(c), nil); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("page with TURN off: %v", err)
+	}
+}
+
+// TestSilentClients: an attacker's connections that never finish the
+// handshake, or never send a byte after it, are cut after Timeout; past
+// MaxPending they are closed at once; a legitimate client keeps getting
+// the page meanwhile.
+func TestSilentClients(t *testing.T) {
+	t.Parallel()
+	const timeout = 300 * time.Millisecond
+	p := startPort(t, Options{TURN: true, HTTP: true, Timeout: timeout, MaxPending: 8})
+	var silent []net.Conn
+	for range 4 { // no handshake at all
+		c, err := net.Dial("tcp4", p.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		silent = append(silent, c)
+	}
+	for range 2 { // a handshake, then nothing
+		silent = append(silent, p.dial(t))
+	}
+	legit := func() {
+		t.Helper()
+		c := p.dial(t, ProtoHTTP)
+		io.WriteString(c, "GET /legit HTTP/1.1\r\nHost: x\r\n\r\n")
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("legitimate client: %v", err)
+		}
+	}
+	legit()
+	start := time.Now()
+	for i, c := range silent {
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, err := c.Read(make([]byte, 1))
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			t.Fatalf("silent connection %d still open after 5s", i)
+		}
+	}
+	t.Logf("silent connections cut after %v (timeout %v)", time.Since(start).Round(time.Millisecond), timeout)
+
+	// Past MaxPending, a connection is closed straight away.
+	var flood []net.Conn
+	for range 8 {
+		c, err := net.Dial("tcp4", p.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		flood = append(flood, c)
+	}
+	waitRefused := time.Now().Add(5 * time.Second)
+	extra, err := net.Dial("tcp4", p.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer extra.Close()
+	extra.SetReadDeadline(waitRefused)
+	if _, err := extra.Read(make([]byte, 1)); err == nil || strings.Contains(err.Error(), "timeout") {
+		t.Fatalf("connection past MaxPending: %v, want closed at once", err)
+	}
+	for _, c := range flood {
+		c.Close()
+	}
+	// Once the flood is gone, the legitimate client gets in again.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c, err := tls.Dial("tcp4", p.addr, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{ProtoHTTP}})
+		if err == nil {
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("legitimate client still refused after the flood: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond) // polling interval
+	}
+	legit()
+}
