@@ -122,6 +122,13 @@ type QuotaConfig struct {
 	// AuthFailureWindow is the window for AuthFailures. It is also how
 	// often, at most, a failure from one address is logged. Default 1m.
 	AuthFailureWindow time.Duration `yaml:"auth_failure_window"`
+	// AnswerRate is how many requests without a valid credential (the
+	// first, unsigned Allocate; a failed one) one client address (per /64
+	// for IPv6) gets answered per second, in bursts of twice that; the
+	// rest are dropped, so icebox cannot be used to reflect traffic at a
+	// forged source. A client needs one such answer per allocation.
+	// Default 32; 0 means no limit.
+	AnswerRate int `yaml:"answer_rate"`
 }
 
 // DefaultConfig returns the defaults stated on Config's fields.
@@ -140,6 +147,7 @@ func DefaultConfig() Config {
 			MaxLifetime:       time.Hour,
 			AuthFailures:      10,
 			AuthFailureWindow: time.Minute,
+			AnswerRate:        32,
 		},
 	}
 }
@@ -226,7 +234,7 @@ func (c *Config) Validate() error {
 	for _, n := range []struct {
 		key string
 		v   int
-	}{{"quotas.per_user", q.PerUser}, {"quotas.per_ip", q.PerIP}, {"quotas.total", q.Total}, {"quotas.auth_failures", q.AuthFailures}} {
+	}{{"quotas.per_user", q.PerUser}, {"quotas.per_ip", q.PerIP}, {"quotas.total", q.Total}, {"quotas.auth_failures", q.AuthFailures}, {"quotas.answer_rate", q.AnswerRate}} {
 		if n.v < 0 {
 			add(n.key, "is negative", "write 0 for no limit, or a positive count")
 		}

@@ -21,16 +21,20 @@ type packetConn struct {
 	net.PacketConn
 	s      *Server
 	closer onceCloser
+	key    keyOwner // used by the one goroutine pion reads with
 }
 
 func (c *packetConn) ReadFrom(p []byte) (int, net.Addr, error) {
 	for {
 		n, addr, err := c.PacketConn.ReadFrom(p)
-		if err != nil || n == 0 || p[0]&0xC0 != 0 || c.s.inspect(p[:n], addr) {
+		if err != nil || n == 0 || p[0]&0xC0 != 0 || c.s.inspect(p[:n], addr, c) {
 			return n, addr, err
 		}
 	}
 }
+
+func (c *packetConn) reply(b []byte, to net.Addr) { c.PacketConn.WriteTo(b, to) }
+func (c *packetConn) keyOwner() *keyOwner         { return &c.key }
 
 // Close is idempotent: the socket may be shared with stunsrv, which closes
 // it too.
@@ -100,7 +104,11 @@ type frameConn struct {
 	r      *bufio.Reader
 	s      *Server
 	closer onceCloser
+	key    keyOwner
 }
+
+func (c *frameConn) reply(b []byte, _ net.Addr) { c.Conn.Write(b) }
+func (c *frameConn) keyOwner() *keyOwner        { return &c.key }
 
 func (c *frameConn) Read(p []byte) (int, error) {
 	for {
@@ -111,7 +119,7 @@ func (c *frameConn) Read(p []byte) (int, error) {
 		if err != nil {
 			return 0, err
 		}
-		if p[0]&0xC0 != 0 || c.s.inspect(p[:n], c.RemoteAddr()) {
+		if p[0]&0xC0 != 0 || c.s.inspect(p[:n], c.RemoteAddr(), c) {
 			return n, nil
 		}
 	}
@@ -140,6 +148,7 @@ func (c *frameConn) readFrame(p []byte) (int, error) {
 func (c *frameConn) Close() error {
 	return c.closer.close(func() error {
 		c.s.trackConn(c, false)
+		c.s.keys.drop(&c.key)
 		return c.Conn.Close()
 	})
 }

@@ -72,6 +72,7 @@ type Server struct {
 	metrics    *metrics
 	keys       authKeys
 	guard      authGuard
+	answers    answerBudget
 	quotas     *quotas
 	relayPorts portSet
 
@@ -180,6 +181,7 @@ func New(cfg Config, opts Options) (*Server, error) {
 				s.quotas.deleted(userOf(username), connIDOf(src))
 				s.metrics.allocActive.Dec()
 			},
+			OnAllocationError: func(src, _ net.Addr, _, _ string) { s.quotas.failed(connIDOf(src)) },
 		},
 	}
 	for _, c := range opts.PacketConns {
