@@ -229,7 +229,7 @@ func (s *Server) toRelayRefused(dst *net.UDPAddr) bool {
 	if !ok {
 		return false
 	}
-	a = a.Unmap()
+	a, _ = canonicalPeer(a) // whatever form, the relay address is checked
 	p := s.live.Load().policy
 	return p.isRelay(a) && !s.relayPorts.has(dst.Port) && !p.allowed(a)
 }

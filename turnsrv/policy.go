@@ -133,7 +133,10 @@ func (p *peerPolicy) refusal(ip net.IP) string {
 		return refuseTeredo
 	case p.allowed(c):
 		return ""
-	case p.isRelay(c):
+	case p.isRelay(c) && c == a.Unmap().WithZone(""):
+		// Only the relay address as written: the per-packet port check
+		// (toRelayRefused) must see the same address pion sends to, not a
+		// NAT64, 6to4 or compatible form of it.
 		return ""
 	case containsAddr(reservedPeers, c):
 		return refuseReserved

@@ -1,0 +1,178 @@
+package turnsrv
+
+import (
+	"net"
+	"testing"
+	"time"
+
+	"github.com/pion/stun/v3"
+
+	"icebox/internal/testenv"
+)
+
+// The tests here are the findings of the attack review (issue 10): each
+// failed on the code before its fix.
+
+// TestKeyStoreBounded: signed requests pion never authenticates (its
+// nonce is stale, or there is none) replayed from 300 source ports leave
+// at most one key per reader behind, where the old store kept one per
+// source until it had 4,096 and then scanned them all on every insert.
+func TestKeyStoreBounded(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig()
+	cfg.Quotas.AnswerRate = 0
+	ts := startServer(t, cfg)
+	u, p, _ := ts.MintCredential("replay", 0)
+	for i := range 300 {
+		c := dialRaw(t, "udp", ts.udp, u, p)
+		c.nonce = stun.NewNonce("stale-or-forged")
+		req := c.build(stun.MethodAllocate, true, udpTransport())
+		if i%2 == 1 { // no NONCE: pion answers 400 and never asks for a key
+			req = c.build(stun.MethodAllocate, false, udpTransport(), c.user, c.realm, c.key)
+		}
+		if res := c.roundTrip(req); res.Type.Class != stun.ClassErrorResponse {
+			t.Fatalf("replay %d: %v", i, res)
+		}
+		c.conn.Close()
+	}
+	ts.keys.mu.Lock()
+	n := len(ts.keys.m)
+	ts.keys.mu.Unlock()
+	if n > 1 {
+		t.Fatalf("%d keys held after 300 replays from one UDP socket's clients, want at most 1", n)
+	}
+	// The store still works: a real client allocates.
+	client, _ := dialTURN(t, "udp", ts.udp, u, p)
+	relay, err := client.Allocate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	relay.Close()
+}
+
+// TestUnsignedAnswersRationed: a flood of 20-byte unsigned Allocates from
+// one address gets at most 2×answer_rate 401s plus the refill, so icebox
+// reflects little at a forged source; a client on another address is
+// answered as usual meanwhile.
+func TestUnsignedAnswersRationed(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig()
+	cfg.Quotas.AnswerRate = 4
+	ts := startServer(t, cfg)
+	flood, err := net.DialUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 3)}, ts.udp.(*net.UDPAddr))
+	if err != nil {
+		t.Skipf("127.0.0.3 unusable: %v", err)
+	}
+	defer flood.Close()
+	const sent = 400
+	req := make([]byte, 20+8)
+	req[1] = 0x03 // Allocate request
+	req[3] = 8
+	copy(req[4:8], []byte{0x21, 0x12, 0xA4, 0x42})
+	copy(req[20:], []byte{0x00, 0x19, 0x00, 0x04, 17, 0, 0, 0})
+	start := time.Now()
+	for i := range sent {
+		req[8] = byte(i)
+		req[9] = byte(i >> 8)
+		if _, err := flood.Write(req); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Every request is either answered or counted unanswered: read
+	// answers until the two add up.
+	answered, bytesOut := 0, 0
+	buf := make([]byte, 1500)
+	deadline := time.Now().Add(10 * time.Second)
+	for answered+int(testenv.MetricValue(t, ts.metrics.unanswered)) < sent {
+		flood.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+		n, err := flood.Read(buf)
+		if err == nil {
+			answered++
+			bytesOut += n
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("answered %d, unanswered %v of %d", answered, testenv.MetricValue(t, ts.metrics.unanswered), sent)
+		}
+	}
+	elapsed := time.Since(start)
+	limit := 2*cfg.Quotas.AnswerRate + int(elapsed.Seconds()*float64(cfg.Quotas.AnswerRate)) + 1
+	if answered > limit {
+		t.Errorf("%d of %d unsigned requests answered in %v, want at most %d", answered, sent, elapsed, limit)
+	}
+	t.Logf("flood: %d requests, %d B in; %d answers, %d B out (ratio %.3f)", sent, sent*len(req), answered, bytesOut,
+		float64(bytesOut)/float64(sent*len(req)))
+
+	// Another address is answered and allocates.
+	u, p, _ := ts.MintCredential("bystander", 0)
+	client, _ := dialTURN(t, "udp", ts.udp, u, p)
+	relay, err := client.Allocate()
+	if err != nil {
+		t.Fatalf("a client on another address: %v", err)
+	}
+	relay.Close()
+}
+
+// TestRightAnswers: icebox answers what pion would get wrong. A TCP relay
+// or an IPv6 relay is refused with 442 or 440 (not granted as UDP/IPv4),
+// a refused peer with 403 on CreatePermission and ChannelBind (not a code-
+// less error or 401), and a request for an allocation that does not exist
+// (e.g. after a restart) with 437 at once (not silence). Each answer is
+// signed, so the client can trust it.
+func TestRightAnswers(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t, testConfig())
+	for _, network := range []string{"udp", "tcp"} {
+		u, p, _ := ts.MintCredential("answers", 0)
+		c := dialRaw(t, network, ts.addr(network), u, p)
+		check := func(what string, res *stun.Message, code int) {
+			t.Helper()
+			if got := errorCode(res); got != code {
+				t.Errorf("%s %s: %v (code %d), want %d", network, what, res, got, code)
+				return
+			}
+			if err := c.key.Check(res); err != nil {
+				t.Errorf("%s %s: answer not signed: %v", network, what, err)
+			}
+		}
+		check("Refresh without an allocation", c.do(stun.MethodRefresh, lifetimeAttr(10*time.Minute)), 437)
+		check("CreatePermission without an allocation", c.do(stun.MethodCreatePermission, peerAttr(net.IPv4(127, 0, 0, 1), 9)), 437)
+		check("ChannelBind without an allocation", c.do(stun.MethodChannelBind, channelAttr(0x4000), peerAttr(net.IPv4(127, 0, 0, 1), 9)), 437)
+		check("Allocate over TCP", c.do(stun.MethodAllocate, rawAttr(stun.AttrRequestedTransport, []byte{6, 0, 0, 0})), 442)
+		check("Allocate for IPv6", c.do(stun.MethodAllocate, udpTransport(), rawAttr(stun.AttrRequestedAddressFamily, []byte{2, 0, 0, 0})), 440)
+		if res := c.do(stun.MethodAllocate, udpTransport()); res.Type.Class != stun.ClassSuccessResponse {
+			t.Fatalf("%s allocate: %v", network, res)
+		}
+		for _, peer := range []string{"10.0.0.1", "169.254.169.254", "::ffff:192.168.1.1", "64:ff9b::a00:1"} {
+			ip := net.ParseIP(peer)
+			check("CreatePermission to "+peer, c.do(stun.MethodCreatePermission, peerAttr(ip, 9)), 403)
+			check("ChannelBind to "+peer, c.do(stun.MethodChannelBind, channelAttr(0x4001), peerAttr(ip, 9)), 403)
+		}
+		// One refused peer among allowed ones refuses the request.
+		check("CreatePermission with one refused peer",
+			c.do(stun.MethodCreatePermission, peerAttr(net.IPv4(127, 0, 0, 1), 9), peerAttr(net.IPv4(10, 0, 0, 1), 9)), 403)
+		if res := c.do(stun.MethodCreatePermission, peerAttr(net.IPv4(127, 0, 0, 1), 9)); res.Type.Class != stun.ClassSuccessResponse {
+			t.Errorf("%s CreatePermission to an allowed peer: %v", network, res)
+		}
+		if res := c.do(stun.MethodRefresh, lifetimeAttr(0)); res.Type.Class != stun.ClassSuccessResponse {
+			t.Errorf("%s release: %v", network, res)
+		}
+	}
+	ts.waitAllocations(t, 0)
+}
+
+// TestRelayExceptionCanonical: the relay address's exception in the peer
+// policy holds for the address as written only, and the per-packet port
+// check sees through every IPv6 form of it.
+func TestRelayExceptionCanonical(t *testing.T) {
+	s := wrapperServer() // relay 192.0.2.10, live relay port 50000
+	for _, ip := range []string{"192.0.2.10", "::ffff:192.0.2.10", "64:ff9b::c000:20a", "2002:c000:20a::", "::192.0.2.10"} {
+		dst := &net.UDPAddr{IP: net.ParseIP(ip), Port: 3478}
+		if !s.toRelayRefused(dst) {
+			t.Errorf("a packet to %v (not a relay port) is let through", dst)
+		}
+		dst.Port = 50000
+		if s.toRelayRefused(dst) {
+			t.Errorf("a packet to the live relay %v is refused", dst)
+		}
+	}
+}
