@@ -426,5 +426,7 @@ type capture struct {
 	replies [][]byte
 }
 
-func (c *capture) reply(b []byte, _ net.Addr) { c.replies = append(c.replies, append([]byte(nil), b...)) }
-func (c *capture) keyOwner() *keyOwner         { return &c.owner }
+func (c *capture) reply(b []byte, _ net.Addr) {
+	c.replies = append(c.replies, append([]byte(nil), b...))
+}
+func (c *capture) keyOwner() *keyOwner { return &c.owner }

@@ -2,11 +2,11 @@ package turnsrv
 
 import (
 	"bytes"
-	"errors"
 	"crypto/hmac"
 	"crypto/sha1" //nolint:gosec // the TURN REST API scheme is HMAC-SHA1 by definition.
 	"encoding/base64"
 	"encoding/binary"
+	"errors"
 	"log/slog"
 	"net"
 	"strconv"
