@@ -33,6 +33,7 @@ type conn struct {
 	queryRoom  string // ?controllerId= or ?room=
 	queryToken string // ?token=
 	token      string // the join token, checked when the pairing is known
+	turnUser   string // whom its TURN credentials name; set at WsInit, then read-only
 	inited     bool
 	room       *room
 	refused    int // frames refused so far, toward max_errors
@@ -222,29 +223,25 @@ func (c *conn) init(set *settings, f frame) {
 	if f.token != nil {
 		c.token = string(f.token)
 	}
-	if c.token == "" && set.RequireToken {
-		c.refuse(errNotAuthorised)
-		return
-	}
-	if c.token != "" && checkTokenForm(c.token, now) != nil {
-		c.refuse(errNotAuthorised)
-		return
-	}
-	c.ws.SetReadDeadline(now.Add(set.PingInterval + set.PongTimeout))
-
-	greeting, expires, err := c.s.iceFrame(c.id) // one reference, ours
-	if err != nil {
-		c.s.log.Error("signal: ICE servers", "err", err)
-		c.refuse(errInternal)
-		return
-	}
-	defer greeting.release()
 	name, wrong := c.queryRoom, false
 	if name == "" && f.controllerID != nil {
 		name = string(f.controllerID)
 	} else if name != "" && f.controllerID != nil && string(f.controllerID) != name {
 		wrong = true
 	}
+	if !c.admitInit(set, name, now) {
+		c.refuse(errNotAuthorised)
+		return
+	}
+	c.ws.SetReadDeadline(now.Add(set.PingInterval + set.PongTimeout))
+
+	greeting, expires, err := c.s.iceFrame(c.turnUser) // one reference, ours
+	if err != nil {
+		c.s.log.Error("signal: ICE servers", "err", err)
+		c.refuse(errInternal)
+		return
+	}
+	defer greeting.release()
 	switch {
 	case name != "":
 		if !c.join(set, name, greeting) {
