@@ -1,8 +1,12 @@
 package signal
 
 import (
+	"net"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
 )
 
 // TestTURNUser: the credentials icebox mints name a user TURN's per-user
@@ -36,4 +40,51 @@ func TestTURNUser(t *testing.T) {
 	if u := user("room=" + long); strings.Contains(u, long) || len(u) > 5+maxTURNUser || u != user("room="+long) {
 		t.Errorf("a 200-byte pairing got user %q", u)
 	}
+}
+
+// TestFairShareConns: two addresses opening all the WebSockets they can
+// no longer fill max_conns between them: a third address still gets in.
+// Before, max_conns_per_ip alone let 160 addresses take all 10,000.
+func TestFairShareConns(t *testing.T) {
+	cfg := testConfig()
+	cfg.MaxConns, cfg.MaxConnsPerIP = 40, 32
+	ts := startServer(t, cfg, Options{})
+	dialFrom := func(ip string) (*websocket.Conn, error) {
+		d := websocket.Dialer{HandshakeTimeout: readTimeout,
+			NetDialContext: (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}).DialContext}
+		ws, resp, err := d.Dial(ts.url(""), nil)
+		if resp != nil && resp.Body != nil {
+			resp.Body.Close()
+		}
+		if err != nil {
+			t.Skipf("%s unusable: %v", ip, err)
+		}
+		t.Cleanup(func() { ws.Close() })
+		return ws, nil
+	}
+	// A refused connection gets WsError busy at once; an admitted one
+	// answers WsInit.
+	admitted := func(ws *websocket.Conn) bool {
+		ws.SetReadDeadline(time.Now().Add(readTimeout))
+		ws.WriteMessage(websocket.TextMessage, []byte(`{"id":"WsInit","data":""}`))
+		_, msg, err := ws.ReadMessage()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.Contains(string(msg), "WsIceServers")
+	}
+	held := 0
+	for _, ip := range []string{"127.0.0.2", "127.0.0.3"} {
+		for range cfg.MaxConnsPerIP {
+			ws, _ := dialFrom(ip)
+			if !admitted(ws) {
+				break
+			}
+			held++
+		}
+	}
+	if ws, _ := dialFrom("127.0.0.4"); !admitted(ws) {
+		t.Fatalf("after two addresses took %d of %d connections, a third was refused", held, cfg.MaxConns)
+	}
+	t.Logf("two grabbing addresses hold %d of %d", held, cfg.MaxConns)
 }

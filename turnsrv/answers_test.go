@@ -5,7 +5,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pion/logging"
 	"github.com/pion/stun/v3"
+	"github.com/pion/turn/v4"
 
 	"icebox/internal/testenv"
 )
@@ -70,6 +72,13 @@ func TestUnsignedAnswersRationed(t *testing.T) {
 	req[3] = 8
 	copy(req[4:8], []byte{0x21, 0x12, 0xA4, 0x42})
 	copy(req[20:], []byte{0x00, 0x19, 0x00, 0x04, 17, 0, 0, 0})
+	// Sent in rounds of 40, each accounted for before the next, so the
+	// kernel's socket buffer never overflows: every request is either
+	// answered or counted unanswered, and the test reads answers until the
+	// two add up.
+	answered, bytesOut := 0, 0
+	buf := make([]byte, 1500)
+	deadline := time.Now().Add(20 * time.Second)
 	start := time.Now()
 	for i := range sent {
 		req[8] = byte(i)
@@ -77,21 +86,19 @@ func TestUnsignedAnswersRationed(t *testing.T) {
 		if _, err := flood.Write(req); err != nil {
 			t.Fatal(err)
 		}
-	}
-	// Every request is either answered or counted unanswered: read
-	// answers until the two add up.
-	answered, bytesOut := 0, 0
-	buf := make([]byte, 1500)
-	deadline := time.Now().Add(10 * time.Second)
-	for answered+int(testenv.MetricValue(t, ts.metrics.unanswered)) < sent {
-		flood.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
-		n, err := flood.Read(buf)
-		if err == nil {
-			answered++
-			bytesOut += n
+		if (i+1)%40 != 0 {
+			continue
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("answered %d, unanswered %v of %d", answered, testenv.MetricValue(t, ts.metrics.unanswered), sent)
+		for answered+int(testenv.MetricValue(t, ts.metrics.unanswered)) < i+1 {
+			flood.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+			n, err := flood.Read(buf)
+			if err == nil {
+				answered++
+				bytesOut += n
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("answered %d, unanswered %v of %d", answered, testenv.MetricValue(t, ts.metrics.unanswered), i+1)
+			}
 		}
 	}
 	elapsed := time.Since(start)
@@ -161,8 +168,10 @@ func TestRightAnswers(t *testing.T) {
 }
 
 // TestRelayExceptionCanonical: the relay address's exception in the peer
-// policy holds for the address as written only, and the per-packet port
-// check sees through every IPv6 form of it.
+// policy holds for every form of it (as every rule does), so the
+// per-packet port check must see through every IPv6 form too: a NAT64,
+// 6to4 or compatible spelling of the relay address reaches live relay
+// ports only.
 func TestRelayExceptionCanonical(t *testing.T) {
 	s := wrapperServer() // relay 192.0.2.10, live relay port 50000
 	for _, ip := range []string{"192.0.2.10", "::ffff:192.0.2.10", "64:ff9b::c000:20a", "2002:c000:20a::", "::192.0.2.10"} {
@@ -175,4 +184,63 @@ func TestRelayExceptionCanonical(t *testing.T) {
 			t.Errorf("a packet to the live relay %v is refused", dst)
 		}
 	}
+}
+
+// allocateFrom allocates with a pion client on a UDP socket bound to ip
+// (any 127/8 address is loopback), returning the relay or the error.
+func allocateFrom(t *testing.T, ts *testServer, ip string, user string) (net.PacketConn, error) {
+	t.Helper()
+	c, err := net.ListenPacket("udp4", ip+":0")
+	if err != nil {
+		t.Skipf("%s unusable: %v", ip, err)
+	}
+	u, p, _ := ts.MintCredential(user, 0)
+	lf := logging.NewDefaultLoggerFactory()
+	lf.DefaultLogLevel = logging.LogLevelDisabled
+	client, err := turn.NewClient(&turn.ClientConfig{
+		STUNServerAddr: ts.udp.String(), TURNServerAddr: ts.udp.String(),
+		Username: u, Password: p, Conn: c, LoggerFactory: lf,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := client.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close(); c.Close() })
+	return client.Allocate()
+}
+
+// TestFairShare: two addresses grabbing all the allocations they can no
+// longer hold quotas.total between them: a third address still gets one.
+// Before, per_ip (32) let 32 addresses hold all of total (1,000); here
+// two of per_ip 32 held all of total 40.
+func TestFairShare(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig()
+	cfg.Quotas.PerUser, cfg.Quotas.PerIP, cfg.Quotas.Total = 0, 32, 40
+	ts := startServer(t, cfg)
+	held := 0
+	for _, ip := range []string{"127.0.0.2", "127.0.0.3"} {
+		for range cfg.Quotas.PerIP {
+			r, err := allocateFrom(t, ts, ip, "grabber")
+			if err != nil {
+				if turnCode(err) != int(stun.CodeAllocQuotaReached) {
+					t.Fatalf("%s: %v", ip, err)
+				}
+				break
+			}
+			t.Cleanup(func() { r.Close() })
+			held++
+		}
+	}
+	r, err := allocateFrom(t, ts, "127.0.0.4", "newcomer")
+	if err != nil {
+		t.Fatalf("after two addresses took %d of %d allocations, a third got %v", held, cfg.Quotas.Total, err)
+	}
+	r.Close()
+	if got := testenv.MetricValue(t, ts.metrics.quotaRefusals[quotaFair]); got < 2 {
+		t.Errorf("fair_share refusals = %v, want one per grabbing address", got)
+	}
+	t.Logf("two grabbing addresses hold %d of %d", held, cfg.Quotas.Total)
 }

@@ -25,6 +25,7 @@ const (
 	quotaUser  = "user"
 	quotaIP    = "ip"
 	quotaTotal = "total"
+	quotaFair  = "fair_share" // the source has its share of a server more than half full
 )
 
 // metrics holds every collector, with label children resolved once so the
@@ -84,7 +85,7 @@ func newMetrics() *metrics {
 	for _, r := range refusalReasons {
 		m.peerRefusals[r] = peer.WithLabelValues(r)
 	}
-	for _, r := range []string{quotaUser, quotaIP, quotaTotal} {
+	for _, r := range []string{quotaUser, quotaIP, quotaTotal, quotaFair} {
 		m.quotaRefusals[r] = quota.WithLabelValues(r)
 	}
 	m.toPeerBytes, m.fromPeerBytes = bytes.WithLabelValues("to_peer"), bytes.WithLabelValues("from_peer")

@@ -133,10 +133,9 @@ func (p *peerPolicy) refusal(ip net.IP) string {
 		return refuseTeredo
 	case p.allowed(c):
 		return ""
-	case p.isRelay(c) && c == a.Unmap().WithZone(""):
-		// Only the relay address as written: the per-packet port check
-		// (toRelayRefused) must see the same address pion sends to, not a
-		// NAT64, 6to4 or compatible form of it.
+	case p.isRelay(c):
+		// In any form: toRelayRefused checks the port of every packet to
+		// the canonical relay address.
 		return ""
 	case containsAddr(reservedPeers, c):
 		return refuseReserved
