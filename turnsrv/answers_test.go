@@ -244,3 +244,41 @@ func TestFairShare(t *testing.T) {
 	}
 	t.Logf("two grabbing addresses hold %d of %d", held, cfg.Quotas.Total)
 }
+
+// TestSmallRelayRange: every port of a 51-port relay range is used before
+// an allocation gets 508, and a failed allocation does not keep holding
+// its source's quota. Before, pion's 10 random tries failed well before
+// the range was full, and each failure held a reservation for 10 s, so
+// two addresses exhausted the range.
+func TestSmallRelayRange(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig()
+	cfg.Relay.Ports = "31200-31250" // below Linux's ephemeral ports: nobody else binds there
+	cfg.Quotas.PerUser, cfg.Quotas.PerIP = 0, 26
+	ts := startServer(t, cfg)
+	var first net.PacketConn
+	for i := range 51 {
+		ip := []string{"127.0.0.2", "127.0.0.3"}[i%2]
+		r, err := allocateFrom(t, ts, ip, "ranger")
+		if err != nil {
+			t.Fatalf("allocation %d of a 51-port range: %v", i+1, err)
+		}
+		if i == 0 {
+			first = r
+		} else {
+			t.Cleanup(func() { r.Close() })
+		}
+	}
+	if _, err := allocateFrom(t, ts, "127.0.0.3", "ranger"); turnCode(err) != int(stun.CodeInsufficientCapacity) {
+		t.Fatalf("allocation 52: %v, want 508", err)
+	}
+	// 127.0.0.2 holds 26 (its per_ip), 127.0.0.3 25 after its failure:
+	// once a port is free, 127.0.0.3 gets it at once.
+	first.Close()
+	ts.waitAllocations(t, 50)
+	r, err := allocateFrom(t, ts, "127.0.0.3", "ranger")
+	if err != nil {
+		t.Fatalf("after a port was freed: %v", err)
+	}
+	r.Close()
+}

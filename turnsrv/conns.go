@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/netip"
+	"strconv"
 	"sync"
 	"time"
 
@@ -163,7 +165,14 @@ type relayGenerator struct {
 func (g *relayGenerator) Validate() error { return g.inner.Validate() }
 
 func (g *relayGenerator) AllocatePacketConn(network string, requestedPort int) (net.PacketConn, net.Addr, error) {
-	conn, addr, err := g.inner.AllocatePacketConn(network, requestedPort)
+	var conn net.PacketConn
+	var addr net.Addr
+	var err error
+	if requestedPort != 0 {
+		conn, addr, err = g.inner.AllocatePacketConn(network, requestedPort)
+	} else {
+		conn, addr, err = g.freePort(network)
+	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("turn: allocating relay port in %d-%d: %w", g.inner.MinPort, g.inner.MaxPort, err)
 	}
@@ -174,6 +183,38 @@ func (g *relayGenerator) AllocatePacketConn(network string, requestedPort int) (
 	}
 	g.s.relayPorts.add(ua.Port)
 	return &relayConn{PacketConn: conn, s: g.s, port: ua.Port}, addr, nil
+}
+
+// maxBindFailures bounds the binds one allocation tries on ports no relay
+// of ours holds (something else on the host may hold them).
+const maxBindFailures = 32
+
+// freePort binds a relay socket on a port of the range that no relay holds,
+// starting at a random one and going round: pion's generator tries 10
+// random ports, so in a small range it failed (508) long before the range
+// was full.
+func (g *relayGenerator) freePort(network string) (net.PacketConn, net.Addr, error) {
+	lo, hi := int(g.inner.MinPort), int(g.inner.MaxPort)
+	n := hi - lo + 1
+	start := rand.IntN(n)
+	failures := 0
+	for i := range n {
+		port := lo + (start+i)%n
+		if g.s.relayPorts.has(port) {
+			continue
+		}
+		conn, err := net.ListenPacket(network, net.JoinHostPort(g.inner.Address, strconv.Itoa(port)))
+		if err != nil {
+			if failures++; failures >= maxBindFailures {
+				return nil, nil, err
+			}
+			continue
+		}
+		addr := *conn.LocalAddr().(*net.UDPAddr)
+		addr.IP = g.inner.RelayAddress
+		return conn, &addr, nil
+	}
+	return nil, nil, errors.New("every port is in use")
 }
 
 func (g *relayGenerator) AllocateConn(string, int) (net.Conn, net.Addr, error) {
