@@ -80,3 +80,30 @@ func fairShareFull(held, total, max int) bool {
 
 // fairDivisor: above half of max, a source may hold 1/fairDivisor of the rest.
 const fairDivisor = 8
+
+// fanoutAllowed spends n bytes times the open room's other members from
+// c's fan-out budget (open_room_fanout per second, bursts of 4 s worth),
+// so that one member's burst cannot become a thousandfold flood out.
+func (c *conn) fanoutAllowed(set *settings, n int) bool {
+	c.room.mu.Lock()
+	others := len(c.room.members) - 1
+	c.room.mu.Unlock()
+	cost := n * max(others, 0)
+	rate := float64(set.OpenRoomFanout)
+	burst := 4 * set.OpenRoomFanout
+	if cost > burst {
+		return false
+	}
+	b, now := &c.fanout, time.Now()
+	if b.last.IsZero() {
+		b.tokens = float64(burst)
+	} else {
+		b.tokens = min(float64(burst), b.tokens+now.Sub(b.last).Seconds()*rate)
+	}
+	b.last = now
+	if b.tokens < float64(cost) {
+		return false
+	}
+	b.tokens -= float64(cost)
+	return true
+}

@@ -88,3 +88,39 @@ func TestFairShareConns(t *testing.T) {
 	}
 	t.Logf("two grabbing addresses hold %d of %d", held, cfg.MaxConns)
 }
+
+// TestOpenRoomBudget: the open room takes open_room_capacity members, and
+// a member's burst is cut at its fan-out budget (frame size × others) with
+// WsError 4004, where before 2,000 members turned one member's 3.6 MB
+// into 2.9 GB out.
+func TestOpenRoomBudget(t *testing.T) {
+	cfg := testConfig()
+	cfg.OpenRoom = true
+	cfg.OpenRoomCapacity = 5
+	cfg.OpenRoomFanout = 10 << 10 // 40 KiB burst
+	cfg.FrameBurst, cfg.FramesPerSecond = 1000, 1000
+	ts := startServer(t, cfg, Options{})
+	members := make([]*ktClient, cfg.OpenRoomCapacity)
+	for i := range members {
+		members[i] = join(t, ts.url(""))
+	}
+	full := dialKt(t, ts.url(""), nil)
+	full.send("WsInit", "")
+	full.expectError(errRoomFull)
+
+	// 4 KiB offers to 4 others: 16 KiB each, so the 40 KiB burst passes
+	// two and refuses the third.
+	sdp := strings.Repeat("a", 4<<10)
+	sender := members[0]
+	for range 2 {
+		o := sender.send("WsSDPOffer", wsSDPData{Type: "offer", SDP: sdp, ControllerID: "x"})
+		for _, m := range members[1:] {
+			m.expectBytes(o)
+		}
+	}
+	sender.send("WsSDPOffer", wsSDPData{Type: "offer", SDP: sdp, ControllerID: "x"})
+	sender.expectError(errRateLimited)
+	// The others were not sent it: the next frame they get is a small one.
+	small := members[1].send("WsSDPAnswer", wsSDPData{Type: "answer", SDP: "small"})
+	members[2].expectBytes(small)
+}

@@ -38,6 +38,7 @@ type conn struct {
 	room       *room
 	refused    int // frames refused so far, toward max_errors
 	bucket     bucket
+	fanout     bucket // bytes sent on its behalf in the open room
 
 	mu        sync.Mutex
 	queue     []*frameBuf // frames waiting for the writer, each holding a reference
@@ -269,7 +270,11 @@ func (c *conn) join(set *settings, name string, greeting *frameBuf) bool {
 			return false
 		}
 	}
-	r, code := c.s.hub.join(c, name, set.RoomCapacity, greeting)
+	capacity := set.RoomCapacity
+	if name == openRoom {
+		capacity = set.OpenRoomCapacity
+	}
+	r, code := c.s.hub.join(c, name, capacity, greeting)
 	if code != 0 {
 		c.refuse(code)
 		return false
@@ -296,6 +301,10 @@ func (c *conn) forward(set *settings, f frame, msg []byte) {
 	if c.s.log.Enabled(context.Background(), slog.LevelDebug) {
 		// Only at debug: SDPs and candidates carry the users' addresses.
 		c.s.log.Debug("signal: forward", "conn", c.id, "kind", f.kind, "frame", string(msg))
+	}
+	if c.room.open && !c.fanoutAllowed(set, len(msg)) {
+		c.refuse(errRateLimited)
+		return
 	}
 	fb := newFrameBuf(msg)
 	c.s.hub.forward(set, c.room, c, fb, f.kind)
