@@ -10,6 +10,7 @@
 package signal
 
 import (
+	"crypto/tls"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -181,27 +182,49 @@ func (s *Server) SetTokenKeys(keys [][]byte) {
 // paths. Listen, enabled and turning TLS on or off need a restart and are
 // kept as they were. An invalid cfg changes nothing.
 func (s *Server) Reload(cfg Config) error {
+	commit, err := s.PrepareReload(cfg, s.tokenKeys())
+	if err != nil {
+		return err
+	}
+	commit()
+	return nil
+}
+
+// PrepareReload checks cfg, with keys as the join-token keys, and loads
+// its certificate, changing nothing; the returned commit applies cfg and
+// keys and cannot fail. It lets the daemon reload every part or none.
+func (s *Server) PrepareReload(cfg Config, keys [][]byte) (commit func(), err error) {
 	set, err := newSettings(cfg)
 	if err != nil {
-		return fmt.Errorf("signal: %w", err)
+		return nil, fmt.Errorf("signal: %w", err)
 	}
-	if set.RequireToken && len(s.tokenKeys()) == 0 {
-		return errors.New("signal: require_token is set but there is no key to verify join tokens")
+	if set.RequireToken && len(keys) == 0 {
+		return nil, errors.New("signal: require_token is set but there is no key to verify join tokens")
 	}
 	old := s.settings()
-	if set.Listen != old.Listen || set.Enabled != old.Enabled || set.TLS.On() != s.tlsOn {
-		s.log.Warn("signal: listen, enabled and turning TLS on or off take effect after a restart")
+	restart := set.Listen != old.Listen || set.Enabled != old.Enabled || set.TLS.On() != s.tlsOn
+	if restart {
 		set.Listen, set.Enabled = old.Listen, old.Enabled
 		if set.TLS.On() != s.tlsOn {
 			set.TLS = old.TLS
 		}
 	}
 	if s.certs != nil {
-		s.certs.setFiles(set.TLS.Cert, set.TLS.Key)
+		if _, err := tls.LoadX509KeyPair(set.TLS.Cert, set.TLS.Key); err != nil {
+			return nil, fmt.Errorf("signal: TLS certificate: %w", err)
+		}
 	}
-	s.set.Store(set)
-	s.log.Info("signal: configuration reloaded")
-	return nil
+	return func() {
+		if restart {
+			s.log.Warn("signal: listen, enabled and turning TLS on or off take effect after a restart")
+		}
+		if s.certs != nil {
+			s.certs.setFiles(set.TLS.Cert, set.TLS.Key)
+		}
+		s.SetTokenKeys(keys)
+		s.set.Store(set)
+		s.log.Info("signal: configuration reloaded")
+	}, nil
 }
 
 // Handle mounts another handler on the signaling listener, for pages

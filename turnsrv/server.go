@@ -384,19 +384,31 @@ func (s *Server) Close() error {
 // the certificate cannot be loaded. Changes to settings that need a
 // restart (enabled, realm, relay, tls.listen) are logged and ignored.
 func (s *Server) Reload(cfg Config) error {
-	if err := cfg.Validate(); err != nil {
-		return fmt.Errorf("turn config: %w", err)
-	}
-	secrets, err := LoadSecrets(cfg, s.stateDir, true)
+	p, err := s.PrepareReload(cfg)
 	if err != nil {
 		return err
 	}
+	p.Commit()
+	return nil
+}
+
+// PreparedReload is a reload that has loaded everything it needs and can
+// no longer fail: Commit applies it, and dropping it changes nothing. It
+// lets the daemon reload every part or none.
+type PreparedReload struct {
+	s    *Server
+	live *live
+	cert *tls.Certificate // nil: keep the current one
+}
+
+// Secrets are the secrets the reload would put in force; the first mints.
+func (p *PreparedReload) Secrets() [][]byte { return p.live.secrets }
+
+// Commit applies the prepared reload.
+func (p *PreparedReload) Commit() {
+	s := p.s
 	old := s.live.Load().cfg
-	if s.tlsLn != nil && cfg.TLS.Cert != "" {
-		if err := s.loadCert(cfg.TLS); err != nil {
-			return err
-		}
-	}
+	cfg := p.live.cfg
 	for key, changed := range map[string]bool{
 		"enabled":    cfg.Enabled != old.Enabled,
 		"realm":      cfg.Realm != old.Realm,
@@ -409,9 +421,32 @@ func (s *Server) Reload(cfg Config) error {
 		}
 	}
 	warnLooseSecretFile(s.log, cfg.SecretFile)
-	s.live.Store(&live{cfg: cfg, secrets: secrets, policy: newPeerPolicy(cfg.Peers, s.ownAddrs(), s.relayIPs)})
-	s.log.Info("turn: reloaded", "secrets", len(secrets))
-	return nil
+	if p.cert != nil {
+		s.cert.Store(p.cert)
+	}
+	s.live.Store(p.live)
+	s.log.Info("turn: reloaded", "secrets", len(p.live.secrets))
+}
+
+// PrepareReload validates cfg and loads its secrets and certificate
+// without applying anything.
+func (s *Server) PrepareReload(cfg Config) (*PreparedReload, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("turn config: %w", err)
+	}
+	secrets, err := LoadSecrets(cfg, s.stateDir, true)
+	if err != nil {
+		return nil, err
+	}
+	p := &PreparedReload{s: s, live: &live{cfg: cfg, secrets: secrets, policy: newPeerPolicy(cfg.Peers, s.ownAddrs(), s.relayIPs)}}
+	if s.tlsLn != nil && cfg.TLS.Cert != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.TLS.Cert, cfg.TLS.Key)
+		if err != nil {
+			return nil, fmt.Errorf("turn: tls certificate: %w", err)
+		}
+		p.cert = &cert
+	}
+	return p, nil
 }
 
 // Secrets returns copies of the secrets in force; the first one mints.
