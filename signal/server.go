@@ -10,11 +10,11 @@
 package signal
 
 import (
-	"crypto/tls"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
