@@ -1,7 +1,10 @@
 package turnsrv
 
 import (
+	"errors"
 	"net"
+	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -281,4 +284,37 @@ func TestSmallRelayRange(t *testing.T) {
 		t.Fatalf("after a port was freed: %v", err)
 	}
 	r.Close()
+}
+
+// TestFailClosedWithoutInterfaces: when the host's addresses cannot be
+// listed (systemd's RestrictAddressFamilies without AF_NETLINK), TURN
+// refuses to start rather than relay to the host's other addresses, and
+// says how to fix it; a reload that cannot list them keeps the old policy.
+func TestFailClosedWithoutInterfaces(t *testing.T) {
+	t.Parallel()
+	noNetlink := func() ([]net.Addr, error) { return nil, errors.New("address family not supported by protocol") }
+	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	_, err = New(testConfig(), Options{PublicIP: netip.MustParseAddr("127.0.0.1"), StateDir: t.TempDir(),
+		PacketConns: []net.PacketConn{pc}, InterfaceAddrs: noNetlink})
+	if err == nil || !strings.Contains(err.Error(), "AF_NETLINK") {
+		t.Fatalf("New without interfaces: %v, want a refusal naming AF_NETLINK", err)
+	}
+
+	fail := false
+	ts := startServer(t, testConfig(), func(o *Options) {
+		o.InterfaceAddrs = func() ([]net.Addr, error) {
+			if fail {
+				return noNetlink()
+			}
+			return net.InterfaceAddrs()
+		}
+	})
+	fail = true
+	if err := ts.Reload(testConfig()); err == nil {
+		t.Fatal("reload without interfaces succeeded")
+	}
 }

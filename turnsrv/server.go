@@ -49,6 +49,10 @@ type Options struct {
 	// Listeners are stream listeners (TCP from stunsrv) to serve TURN on.
 	// The server owns them from now on: Close closes them.
 	Listeners []net.Listener
+	// InterfaceAddrs lists this host's addresses for the peer policy.
+	// Default: net.InterfaceAddrs. If it fails, New fails: relaying
+	// without knowing the host's own addresses could reach its services.
+	InterfaceAddrs func() ([]net.Addr, error)
 }
 
 // live is what Reload swaps: everything read per request.
@@ -66,6 +70,7 @@ type Server struct {
 	reg      prometheus.Registerer
 	publicIP netip.Addr
 	relayIPs []netip.Addr // where relay sockets can be reached
+	ifaces   func() ([]net.Addr, error)
 	ownExtra []netip.Addr // own addresses interfaces may not list: public IP, listeners
 
 	live       atomic.Pointer[live]
@@ -108,6 +113,10 @@ func New(cfg Config, opts Options) (*Server, error) {
 	warnLooseSecretFile(log, cfg.SecretFile)
 
 	bind := cfg.relayBind()
+	ifaces := opts.InterfaceAddrs
+	if ifaces == nil {
+		ifaces = net.InterfaceAddrs
+	}
 	public, err := ChoosePublicIP(opts.PublicIP, cfg)
 	if err != nil {
 		return nil, err
@@ -122,6 +131,7 @@ func New(cfg Config, opts Options) (*Server, error) {
 		publicIP: public,
 		relayIPs: []netip.Addr{public},
 		ownExtra: []netip.Addr{public},
+		ifaces:   ifaces,
 		metrics:  newMetrics(),
 		quotas:   newQuotas(),
 		conns:    map[*frameConn]struct{}{},
@@ -135,7 +145,11 @@ func New(cfg Config, opts Options) (*Server, error) {
 	for _, l := range opts.Listeners {
 		s.ownExtra = appendSpecific(s.ownExtra, l.Addr())
 	}
-	s.live.Store(&live{cfg: cfg, secrets: secrets, policy: newPeerPolicy(cfg.Peers, s.ownAddrs(), s.relayIPs)})
+	own, err := s.ownAddrs()
+	if err != nil {
+		return nil, err
+	}
+	s.live.Store(&live{cfg: cfg, secrets: secrets, policy: newPeerPolicy(cfg.Peers, own, s.relayIPs)})
 
 	listeners := opts.Listeners
 	if cfg.TLS.Cert != "" {
@@ -227,7 +241,11 @@ func ChoosePublicIP(given netip.Addr, cfg Config) (netip.Addr, error) {
 		return bind, nil
 	}
 	var private netip.Addr
-	for _, a := range hostAddrs() {
+	addrs, err := hostAddrs(net.InterfaceAddrs)
+	if err != nil {
+		addrs = routeSourceAddrs() // only to pick an address: the policy fails closed elsewhere
+	}
+	for _, a := range addrs {
 		switch {
 		case !a.Is4() || !a.IsGlobalUnicast():
 		case !a.IsPrivate() && !reservedPeersContain(a):
@@ -268,8 +286,9 @@ func appendSpecific(as []netip.Addr, a net.Addr) []netip.Addr {
 
 // ownAddrs is the own-address rule's list: read again on Reload, since
 // interfaces come and go.
-func (s *Server) ownAddrs() []netip.Addr {
-	return append(hostAddrs(), s.ownExtra...)
+func (s *Server) ownAddrs() ([]netip.Addr, error) {
+	addrs, err := hostAddrs(s.ifaces)
+	return append(addrs, s.ownExtra...), err
 }
 
 func warnLooseSecretFile(log *slog.Logger, path string) {
@@ -438,7 +457,11 @@ func (s *Server) PrepareReload(cfg Config) (*PreparedReload, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &PreparedReload{s: s, live: &live{cfg: cfg, secrets: secrets, policy: newPeerPolicy(cfg.Peers, s.ownAddrs(), s.relayIPs)}}
+	own, err := s.ownAddrs()
+	if err != nil {
+		return nil, err
+	}
+	p := &PreparedReload{s: s, live: &live{cfg: cfg, secrets: secrets, policy: newPeerPolicy(cfg.Peers, own, s.relayIPs)}}
 	if s.tlsLn != nil && cfg.TLS.Cert != "" {
 		cert, err := tls.LoadX509KeyPair(cfg.TLS.Cert, cfg.TLS.Key)
 		if err != nil {
