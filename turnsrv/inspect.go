@@ -165,7 +165,7 @@ type transport interface {
 // Who pays for what: a request without a credential costs pion a 401 with
 // a nonce, larger than the request, so such answers are rationed per
 // source (answerBudget). A signed request is verified here; a failure gets
-// a 401 of icebox's own no larger than the request, rationed alike. A
+// a 401 of icebox's own no larger than the request. A
 // request that verifies is never dropped, whatever else came from its
 // address: UDP sources can be forged, so only failures on a stream (whose
 // source the handshake proved) count toward quotas.auth_failures, and the
@@ -224,17 +224,18 @@ func (s *Server) inspect(b []byte, from net.Addr, t transport) bool {
 			return false
 		}
 		s.authFailed(src, reason, now, lv, c.stream)
-		if s.mayAnswer(src, now, lv) {
-			// RFC 8489 section 9.2.4: 401, with the realm and the nonce
-			// the client sent (pion judges the nonce on the next try).
-			t.reply(errorResponse(b, f.method, codeUnauthorized, nil,
-				answerAttr{attrRealm, []byte(s.realm)}, answerAttr{attrNonce, f.nonce}), from)
-		}
+		// RFC 8489 section 9.2.4: 401, with the realm and the nonce the
+		// client sent (pion judges the nonce on the next try). Never
+		// larger than the request, so not rationed: rationing answers to
+		// failures would let forged failures use up the answers the
+		// forged source's own unsigned requests need.
+		t.reply(errorResponse(b, f.method, codeUnauthorized, nil,
+			answerAttr{attrRealm, []byte(s.realm)}, answerAttr{attrNonce, f.nonce}), from)
 		return false
 	}
 
 	if code := s.wrongForPion(b, f, c, lv); code != 0 {
-		t.reply(errorResponse(b, f.method, code, key), from)
+		t.reply(errorResponse(b, f.method, code, key), from) // smaller than the request
 		return false
 	}
 	if f.lifetime != 0 && (f.method == methodAllocate || f.method == methodRefresh) {
