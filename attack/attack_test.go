@@ -567,3 +567,28 @@ func TestSIGHUPStorm(t *testing.T) {
 		t.Errorf("only %d reloads done during the attack", reloads)
 	}
 }
+
+// TestKill9Restart: kill -9 under a call, restart at once on the same
+// ports with the same secret: the credential minted before works, the
+// old allocation's Refresh gets 437 at once (so the client re-allocates
+// instead of waiting), and the legitimate client's checks pass again.
+func TestKill9Restart(t *testing.T) {
+	d := start(t, config(t))
+	// An allocation made before the kill, by hand so its 5-tuple survives.
+	old := dialRawTURN(t, "udp", d.stun)
+	if res := old.do(stun.MethodAllocate, transport()); res.Type.Class != stun.ClassSuccessResponse {
+		t.Fatalf("allocate: %v", res)
+	}
+	d.cmd.Process.Kill()
+	<-d.exited
+	t0 := time.Now()
+	d.run() // same config: same ports, same secret
+	t.Logf("restarted on the same ports in %v", time.Since(t0).Round(time.Millisecond))
+	if res := old.do(stun.MethodRefresh, stun.RawAttribute{Type: stun.AttrLifetime, Value: []byte{0, 0, 2, 0x58}}); code(res) != 437 {
+		t.Errorf("Refresh of an allocation lost in the restart: %v, want 437", res)
+	}
+	if res := old.do(stun.MethodAllocate, transport()); res.Type.Class != stun.ClassSuccessResponse {
+		t.Errorf("re-allocating with the credential minted before the restart: %v", res)
+	}
+	underAttack(t, d, func(stop <-chan struct{}) { <-stop })
+}
