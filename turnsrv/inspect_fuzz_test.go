@@ -315,6 +315,11 @@ func FuzzInspect(f *testing.F) {
 				if len(r) > len(orig) {
 					t.Fatalf("inspect answered %d bytes to a %d-byte request", len(r), len(orig))
 				}
+				m := &stun.Message{Raw: r}
+				if err := m.Decode(); err != nil || m.Type.Class != stun.ClassErrorResponse ||
+					!bytes.Equal(r[4:20], orig[4:20]) || stun.Fingerprint.Check(m) != nil {
+					t.Fatalf("inspect's answer %x to %x is not a well-formed error response for it (%v)", r, orig, err)
+				}
 			}
 			return
 		}
