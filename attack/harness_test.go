@@ -180,19 +180,11 @@ func (d *daemon) run() {
 // first; the deadline only guards against hanging.
 func (d *daemon) waitLog(msg string) map[string]any {
 	d.t.Helper()
-	deadline := time.After(20 * time.Second)
-	for {
-		select {
-		case line := <-d.lines:
-			if line["msg"] == msg {
-				return line
-			}
-		case <-d.exited:
-			d.t.Fatalf("icebox exited before logging %q", msg)
-		case <-deadline:
-			d.t.Fatalf("icebox did not log %q", msg)
-		}
+	line, why := d.nextLog(msg, 20*time.Second)
+	if line == nil {
+		d.t.Fatalf("icebox %s before logging %q", why, msg)
 	}
+	return line
 }
 
 // alive fails the test if the process has exited.
@@ -228,17 +220,23 @@ func (d *daemon) rss() int {
 // awaitLog is waitLog for other goroutines than the test's: it reports
 // whether msg was logged within limit.
 func (d *daemon) awaitLog(msg string, limit time.Duration) bool {
+	line, _ := d.nextLog(msg, limit)
+	return line != nil
+}
+
+// nextLog returns the first log line with msg, or nil and why not.
+func (d *daemon) nextLog(msg string, limit time.Duration) (map[string]any, string) {
 	deadline := time.After(limit)
 	for {
 		select {
 		case line := <-d.lines:
 			if line["msg"] == msg {
-				return true
+				return line, ""
 			}
 		case <-d.exited:
-			return false
+			return nil, "exited"
 		case <-deadline:
-			return false
+			return nil, "was silent for " + limit.String()
 		}
 	}
 }

@@ -89,21 +89,6 @@ func (c *conn) fanoutAllowed(set *settings, n int) bool {
 	others := len(c.room.members) - 1
 	c.room.mu.Unlock()
 	cost := n * max(others, 0)
-	rate := float64(set.OpenRoomFanout)
 	burst := 4 * set.OpenRoomFanout
-	if cost > burst {
-		return false
-	}
-	b, now := &c.fanout, time.Now()
-	if b.last.IsZero() {
-		b.tokens = float64(burst)
-	} else {
-		b.tokens = min(float64(burst), b.tokens+now.Sub(b.last).Seconds()*rate)
-	}
-	b.last = now
-	if b.tokens < float64(cost) {
-		return false
-	}
-	b.tokens -= float64(cost)
-	return true
+	return cost <= burst && c.fanout.allowN(time.Now(), float64(set.OpenRoomFanout), burst, cost)
 }
