@@ -8,6 +8,7 @@ import (
 	"fmt"
 	mrand "math/rand/v2"
 	"net"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -18,6 +19,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/pion/stun/v3"
 
+	"icebox/internal/testenv"
 	"icebox/turnsrv"
 )
 
@@ -299,19 +301,23 @@ func TestAllocationExhaustion(t *testing.T) {
 	}
 }
 
-// TestSlowloris: 300 connections to signaling that send a request header
-// a byte at a time, and 300 to the shared TURN port that send half a STUN
-// header, held open through the attack.
+// TestSlowloris: 200 connections each to signaling (a request header a
+// byte at a time), to the shared TURN port (half a STUN header) and to
+// TURN over TLS (a ClientHello a byte at a time), held open through the
+// attack.
 func TestSlowloris(t *testing.T) {
-	d := start(t, config(t))
+	cfg := config(t)
+	dir := t.TempDir()
+	cert, key := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	testenv.WriteCert(t, cert, key, time.Time{})
+	tlsAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	set(cfg, "turn.tls", map[string]any{"listen": tlsAddr, "cert": cert, "key": key})
+	d := start(t, cfg)
 	var open atomic.Int64
 	underAttack(t, d, func(stop <-chan struct{}) {
 		var wg sync.WaitGroup
 		for i := range 600 {
-			target, ip := d.signal, net.IPv4(127, 0, 0, byte(20+i%8))
-			if i%2 == 1 {
-				target = d.stun
-			}
+			target, ip := []string{d.signal, d.stun, tlsAddr}[i%3], net.IPv4(127, 0, 0, byte(20+i%8))
 			wg.Go(func() {
 				c, err := (&net.Dialer{LocalAddr: &net.TCPAddr{IP: ip}, Timeout: time.Second}).Dial("tcp4", target)
 				if err != nil {
@@ -320,8 +326,11 @@ func TestSlowloris(t *testing.T) {
 				defer c.Close()
 				open.Add(1)
 				msg := []byte("GET /connect HTTP/1.1\r\nHost: x\r\nX-Slow: ")
-				if target == d.stun {
+				switch target {
+				case d.stun:
 					msg = []byte{0x00, 0x03, 0x00}
+				case tlsAddr: // a TLS record header promising a 512-byte ClientHello
+					msg = []byte{0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03}
 				}
 				tick := time.NewTicker(100 * time.Millisecond)
 				defer tick.Stop()
@@ -341,7 +350,7 @@ func TestSlowloris(t *testing.T) {
 		}
 		wg.Wait()
 	})
-	t.Logf("attack: %d slow connections opened", open.Load())
+	t.Logf("attack: %d slow connections opened (signaling, TURN TCP, TURN TLS)", open.Load())
 }
 
 // TestWebSocketFloods: from one address, as many WebSockets as it can

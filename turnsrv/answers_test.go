@@ -318,3 +318,31 @@ func TestFailClosedWithoutInterfaces(t *testing.T) {
 		t.Fatal("reload without interfaces succeeded")
 	}
 }
+
+// TestAnswerBudgetBounded: a spray of forged sources keeps the answer
+// budget's memory at maxAnswerSources; past it, new sources share the
+// overflow bucket, and a source already known keeps its own.
+func TestAnswerBudgetBounded(t *testing.T) {
+	var a answerBudget
+	now := time.Now()
+	known := netip.MustParseAddr("192.0.2.1")
+	if !a.allow(known, now, 32) {
+		t.Fatal("first answer refused")
+	}
+	overflowed := 0
+	for i := range 2 * maxAnswerSources {
+		ip := netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
+		if !a.allow(ip, now, 32) {
+			overflowed++
+		}
+	}
+	if n := len(a.src); n > maxAnswerSources {
+		t.Errorf("%d sources kept, want at most %d", n, maxAnswerSources)
+	}
+	if overflowed < maxAnswerSources-overflowRate {
+		t.Errorf("only %d of the sources beyond the bound were refused", overflowed)
+	}
+	if !a.allow(known, now, 32) {
+		t.Error("a known source lost its own budget to the spray")
+	}
+}
