@@ -116,18 +116,20 @@ type QuotaConfig struct {
 	// nothing) and 1h (what pion/turn grants at most).
 	MaxLifetime time.Duration `yaml:"max_lifetime"`
 	// AuthFailures is how many failed authentications one client address
-	// (per /64 for IPv6) may make per AuthFailureWindow before its
-	// authenticated requests are dropped unanswered. Default 10.
+	// (per /64 for IPv6) may make over TCP or TLS per AuthFailureWindow
+	// before its further failures are dropped unanswered. UDP failures do
+	// not count (their source can be forged), and a request that verifies
+	// is never dropped. Default 10.
 	AuthFailures int `yaml:"auth_failures"`
 	// AuthFailureWindow is the window for AuthFailures. It is also how
 	// often, at most, a failure from one address is logged. Default 1m.
 	AuthFailureWindow time.Duration `yaml:"auth_failure_window"`
-	// AnswerRate is how many requests without a valid credential (the
-	// first, unsigned Allocate; a failed one) one client address (per /64
-	// for IPv6) gets answered per second, in bursts of twice that; the
-	// rest are dropped, so icebox cannot be used to reflect traffic at a
-	// forged source. A client needs one such answer per allocation.
-	// Default 32; 0 means no limit.
+	// AnswerRate is how many requests without a credential (the first,
+	// unsigned Allocate; one signed without a NONCE) one client address
+	// (per /64 for IPv6) gets answered per second, in bursts of twice
+	// that; the rest are dropped, so icebox cannot be used to reflect
+	// traffic at a forged source. A client needs one such answer per
+	// allocation. Default 32; 0 means no limit.
 	AnswerRate int `yaml:"answer_rate"`
 }
 

@@ -359,8 +359,8 @@ func (k *authKeys) take(s authSlot) ([]byte, bool) {
 	return v.key, ok
 }
 
-// answerBudget rations the answers icebox and pion give to requests that
-// carry no valid credential (401s with a nonce, 400s): per source (IPv4
+// answerBudget rations the answers pion gives to requests that carry no
+// credential (401s with a nonce, 400s): per source (IPv4
 // address or IPv6 /64) a bucket of 2×quotas.answer_rate refilled at
 // answer_rate per second, so a forged source gets at most that many
 // answers reflected at it. A legitimate client needs one such answer per

@@ -60,7 +60,7 @@ func newMetrics() *metrics {
 	})
 	unanswered := prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "icebox_turn_unanswered_total",
-		Help: "Requests without a valid credential left unanswered: their source had used its answers for now.",
+		Help: "Requests without a credential left unanswered: their source had used up quotas.answer_rate for now.",
 	})
 	auth := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "icebox_turn_auth_failures_total", Help: "Failed TURN authentications, by reason.",
