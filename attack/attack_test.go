@@ -313,44 +313,53 @@ func TestSlowloris(t *testing.T) {
 	tlsAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 	set(cfg, "turn.tls", map[string]any{"listen": tlsAddr, "cert": cert, "key": key})
 	d := start(t, cfg)
-	var open atomic.Int64
+	// One goroutine feeds every connection its next byte each 100 ms, so
+	// the attack costs the test process little beside its client.
+	type slow struct {
+		c   net.Conn
+		msg []byte
+		at  int
+	}
+	var conns []*slow
+	t.Cleanup(func() {
+		for _, sc := range conns {
+			sc.c.Close()
+		}
+	})
 	underAttack(t, d, func(stop <-chan struct{}) {
-		var wg sync.WaitGroup
 		for i := range 600 {
 			target, ip := []string{d.signal, d.stun, tlsAddr}[i%3], net.IPv4(127, 0, 0, byte(20+i%8))
-			wg.Go(func() {
-				c, err := (&net.Dialer{LocalAddr: &net.TCPAddr{IP: ip}, Timeout: time.Second}).Dial("tcp4", target)
-				if err != nil {
-					return
-				}
-				defer c.Close()
-				open.Add(1)
-				msg := []byte("GET /connect HTTP/1.1\r\nHost: x\r\nX-Slow: ")
-				switch target {
-				case d.stun:
-					msg = []byte{0x00, 0x03, 0x00}
-				case tlsAddr: // a TLS record header promising a 512-byte ClientHello
-					msg = []byte{0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03}
-				}
-				tick := time.NewTicker(100 * time.Millisecond)
-				defer tick.Stop()
-				for j := 0; ; j++ {
-					select {
-					case <-stop:
-						return
-					case <-tick.C:
-					}
-					if j < len(msg) {
-						c.Write(msg[j : j+1])
-					} else if target == d.signal {
-						c.Write([]byte("a"))
-					}
-				}
-			})
+			c, err := (&net.Dialer{LocalAddr: &net.TCPAddr{IP: ip}, Timeout: time.Second}).Dial("tcp4", target)
+			if err != nil {
+				continue
+			}
+			msg := []byte("GET /connect HTTP/1.1\r\nHost: x\r\nX-Slow: " + strings.Repeat("a", 1000))
+			switch target {
+			case d.stun:
+				msg = []byte{0x00, 0x03, 0x00}
+			case tlsAddr: // a TLS record header promising a 512-byte ClientHello
+				msg = []byte{0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03}
+			}
+			conns = append(conns, &slow{c: c, msg: msg})
 		}
-		wg.Wait()
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+			for _, sc := range conns {
+				if sc.at < len(sc.msg) {
+					sc.c.SetWriteDeadline(time.Now().Add(10 * time.Millisecond))
+					sc.c.Write(sc.msg[sc.at : sc.at+1])
+					sc.at++
+				}
+			}
+		}
 	})
-	t.Logf("attack: %d slow connections opened (signaling, TURN TCP, TURN TLS)", open.Load())
+	t.Logf("attack: %d slow connections opened (signaling, TURN TCP, TURN TLS)", len(conns))
 }
 
 // TestWebSocketFloods: from one address, as many WebSockets as it can
@@ -371,44 +380,52 @@ func TestWebSocketFloods(t *testing.T) {
 	}
 	underAttack(t, d, func(stop <-chan struct{}) {
 		var wg sync.WaitGroup
+		// 80 connections from one address in 40 pairings; one goroutine
+		// sends every admitted one a frame each 25 ms (40 frames/s, twice
+		// frames_per_second), so the attack costs the test process little.
+		var flooders []*websocket.Conn
+		var offers [][]byte
 		for i := range 80 {
-			wg.Go(func() {
-				ws, err := dialFrom("127.0.0.30", fmt.Sprintf("flood-%d", i%40))
-				if err != nil {
-					return
-				}
-				defer ws.Close()
-				ws.WriteMessage(websocket.TextMessage, []byte(`{"id":"WsInit","data":""}`))
-				ws.SetReadDeadline(time.Now().Add(5 * time.Second))
-				if _, first, err := ws.ReadMessage(); err != nil || !strings.Contains(string(first), "WsIceServers") {
-					return // refused: max_conns_per_ip
-				}
-				ws.SetReadDeadline(time.Time{})
-				opened.Add(1)
-				go func() { // keep reading so only the frame limits act
-					for {
-						if _, _, err := ws.ReadMessage(); err != nil {
-							return
-						}
-					}
-				}()
-				offer := []byte(`{"id":"WsSDPOffer","data":"{\"type\":\"offer\",\"sdp\":\"` + strings.Repeat("x", 300) + `\",\"controllerId\":\"flood\"}"}`)
-				tick := time.NewTicker(25 * time.Millisecond) // 40 frames/s, twice frames_per_second
-				defer tick.Stop()
+			room := fmt.Sprintf("flood-%d", i%40)
+			ws, err := dialFrom("127.0.0.30", room)
+			if err != nil {
+				continue
+			}
+			t.Cleanup(func() { ws.Close() })
+			ws.WriteMessage(websocket.TextMessage, []byte(`{"id":"WsInit","data":""}`))
+			ws.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if _, first, err := ws.ReadMessage(); err != nil || !strings.Contains(string(first), "WsIceServers") {
+				continue // refused: max_conns_per_ip
+			}
+			ws.SetReadDeadline(time.Time{})
+			opened.Add(1)
+			go func() { // keep reading so only the frame limits act
 				for {
-					select {
-					case <-stop:
-						return
-					case <-tick.C:
-					}
-					ws.SetWriteDeadline(time.Now().Add(time.Second))
-					if ws.WriteMessage(websocket.TextMessage, offer) != nil {
+					if _, _, err := ws.ReadMessage(); err != nil {
 						return
 					}
-					frames.Add(1)
 				}
-			})
+			}()
+			flooders = append(flooders, ws)
+			offers = append(offers, []byte(`{"id":"WsSDPOffer","data":"{\"type\":\"offer\",\"sdp\":\"`+strings.Repeat("x", 300)+`\",\"controllerId\":\"`+room+`\"}"}`))
 		}
+		wg.Go(func() {
+			tick := time.NewTicker(25 * time.Millisecond)
+			defer tick.Stop()
+			for {
+				select {
+				case <-stop:
+					return
+				case <-tick.C:
+				}
+				for k, ws := range flooders {
+					ws.SetWriteDeadline(time.Now().Add(10 * time.Millisecond))
+					if ws.WriteMessage(websocket.TextMessage, offers[k]) == nil {
+						frames.Add(1)
+					}
+				}
+			}
+		})
 		// Slow readers: a pairing whose device never reads while its
 		// controller sends.
 		wg.Go(func() {
