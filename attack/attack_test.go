@@ -114,27 +114,33 @@ func TestBaseline(t *testing.T) {
 func TestGarbageUDP(t *testing.T) {
 	d := start(t, config(t))
 	conns := []*net.UDPConn{udpFrom(t, "127.0.0.2", d.stun), udpFrom(t, "127.0.0.3", d.stun)}
+	// 512 garbage datagrams made up front and sent round: making each one
+	// would cost the test process more than icebox reading it.
+	r := mrand.New(mrand.NewPCG(1, 2))
+	pool := make([][]byte, 512)
+	for i := range pool {
+		b := make([]byte, r.IntN(1500))
+		rand.Read(b)
+		n := len(b)
+		switch i % 3 {
+		case 0: // a STUN header claiming more than it has
+			if n >= 20 {
+				binary.BigEndian.PutUint16(b[0:], uint16(r.IntN(0x3FFF)))
+				binary.BigEndian.PutUint16(b[2:], uint16(r.IntN(0xFFFF)))
+				binary.BigEndian.PutUint32(b[4:], 0x2112A442)
+			}
+		case 1: // ChannelData for an unbound channel
+			if n >= 4 {
+				binary.BigEndian.PutUint16(b[0:], 0x4000|uint16(r.IntN(0x3FFF)))
+				binary.BigEndian.PutUint16(b[2:], uint16(n-4))
+			}
+		}
+		pool[i] = b
+	}
 	var sent int64
 	underAttack(t, d, func(stop <-chan struct{}) {
 		sent = flood(stop, len(conns), garbageRate, func(r *mrand.Rand) bool {
-			c := conns[r.IntN(len(conns))]
-			var b [1500]byte
-			n := r.IntN(len(b))
-			rand.Read(b[:n])
-			switch r.IntN(3) {
-			case 0: // a STUN header claiming more than it has
-				if n >= 20 {
-					binary.BigEndian.PutUint16(b[0:], uint16(r.IntN(0x3FFF)))
-					binary.BigEndian.PutUint16(b[2:], uint16(r.IntN(0xFFFF)))
-					binary.BigEndian.PutUint32(b[4:], 0x2112A442)
-				}
-			case 1: // ChannelData for an unbound channel
-				if n >= 4 {
-					binary.BigEndian.PutUint16(b[0:], 0x4000|uint16(r.IntN(0x3FFF)))
-					binary.BigEndian.PutUint16(b[2:], uint16(n-4))
-				}
-			}
-			_, err := c.Write(b[:n])
+			_, err := conns[r.IntN(len(conns))].Write(pool[r.IntN(len(pool))])
 			return err == nil
 		})
 	})
@@ -175,10 +181,16 @@ func TestGarbageTCP(t *testing.T) {
 	t.Logf("attack: %d TCP connections with garbage", opened.Load())
 }
 
-// signedFlood sends TURN requests built by build from conns at full rate.
+// signedFlood sends TURN requests from conns at authRate: 256 built by
+// build up front and sent round, as an attacker would replay them.
 func signedFlood(stop <-chan struct{}, conns []*net.UDPConn, build func(r *mrand.Rand) []byte) int64 {
+	r := mrand.New(mrand.NewPCG(3, 4))
+	pool := make([][]byte, 256)
+	for i := range pool {
+		pool[i] = build(r)
+	}
 	return flood(stop, 1, authRate, func(r *mrand.Rand) bool {
-		_, err := conns[r.IntN(len(conns))].Write(build(r))
+		_, err := conns[r.IntN(len(conns))].Write(pool[r.IntN(len(pool))])
 		return err == nil
 	})
 }

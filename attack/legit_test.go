@@ -106,6 +106,9 @@ func allocateFrom(server, ip, user string) (relay net.PacketConn, close func(), 
 	if err != nil {
 		return nil, nil, err
 	}
+	// As a client process of its own would ride out the test process's
+	// pauses (the attack runs in it too).
+	conn.(*net.UDPConn).SetReadBuffer(4 << 20)
 	u, p, _ := turnsrv.MintCredential([]byte(testSecret), user, time.Hour, time.Now())
 	c, err := turn.NewClient(&turn.ClientConfig{
 		STUNServerAddr: server, TURNServerAddr: server, Conn: conn,
