@@ -70,10 +70,12 @@ func (r report) check(t *testing.T) {
 		ok, tried int
 		min       int
 	}{
+		// Minimums well below what the loops try (200, 1,000, 4, 8), as
+		// a loaded machine slows the client, but enough to mean something.
 		{"STUN transactions", r.stunOK, r.stunTx, 20},
-		{"relayed packets", r.relayRecv, r.relaySent, 200},
+		{"relayed packets", r.relayRecv, r.relaySent, 100},
 		{"allocations", r.allocOK, r.allocTx, 2},
-		{"WebSocket handshakes", r.wsOK, r.wsTx, 4},
+		{"WebSocket handshakes", r.wsOK, r.wsTx, 2},
 	} {
 		if c.tried < c.min {
 			t.Errorf("only %d %s tried, want at least %d", c.tried, c.what, c.min)
