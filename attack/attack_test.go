@@ -76,6 +76,20 @@ func flood(stop <-chan struct{}, n, rate int, send func(r *mrand.Rand) bool) int
 	return sent.Load()
 }
 
+// every calls fn each period until stop closes.
+func every(stop <-chan struct{}, period time.Duration, fn func()) {
+	tick := time.NewTicker(period)
+	defer tick.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-tick.C:
+		}
+		fn()
+	}
+}
+
 func udpFrom(t *testing.T, ip, to string) *net.UDPConn {
 	t.Helper()
 	raddr, _ := net.ResolveUDPAddr("udp4", to)
@@ -354,14 +368,7 @@ func TestSlowloris(t *testing.T) {
 			}
 			conns = append(conns, &slow{c: c, msg: msg})
 		}
-		tick := time.NewTicker(100 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-			}
+		every(stop, 100*time.Millisecond, func() {
 			for _, sc := range conns {
 				if sc.at < len(sc.msg) {
 					sc.c.SetWriteDeadline(time.Now().Add(10 * time.Millisecond))
@@ -369,7 +376,7 @@ func TestSlowloris(t *testing.T) {
 					sc.at++
 				}
 			}
-		}
+		})
 	})
 	t.Logf("attack: %d slow connections opened (signaling, TURN TCP, TURN TLS)", len(conns))
 }
@@ -422,21 +429,14 @@ func TestWebSocketFloods(t *testing.T) {
 			offers = append(offers, []byte(`{"id":"WsSDPOffer","data":"{\"type\":\"offer\",\"sdp\":\"`+strings.Repeat("x", 300)+`\",\"controllerId\":\"`+room+`\"}"}`))
 		}
 		wg.Go(func() {
-			tick := time.NewTicker(25 * time.Millisecond)
-			defer tick.Stop()
-			for {
-				select {
-				case <-stop:
-					return
-				case <-tick.C:
-				}
+			every(stop, 25*time.Millisecond, func() {
 				for k, ws := range flooders {
 					ws.SetWriteDeadline(time.Now().Add(10 * time.Millisecond))
 					if ws.WriteMessage(websocket.TextMessage, offers[k]) == nil {
 						frames.Add(1)
 					}
 				}
-			}
+			})
 		})
 		// Slow readers: a pairing whose device never reads while its
 		// controller sends.
