@@ -70,11 +70,13 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request) {
 	go c.run()
 }
 
-// admit counts a connection against max_conns and max_conns_per_ip.
+// admit counts a connection against max_conns and max_conns_per_ip, and
+// against the fair share: see fairShareFull.
 func (s *Server) admit(set *settings, peer netip.Prefix) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closing || s.total >= set.MaxConns || s.perPeer[peer] >= set.MaxConnsPerIP {
+	if s.closing || s.total >= set.MaxConns || s.perPeer[peer] >= set.MaxConnsPerIP ||
+		fairShareFull(s.perPeer[peer], s.total, set.MaxConns) {
 		return false
 	}
 	s.perPeer[peer]++

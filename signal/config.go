@@ -37,6 +37,12 @@ type Config struct {
 	// OpenRoom puts connections that name no pairing into one shared room,
 	// the talk's server behaviour. Default false.
 	OpenRoom bool `yaml:"open_room"`
+	// OpenRoomCapacity caps the open room's members. Default 50.
+	OpenRoomCapacity int `yaml:"open_room_capacity"`
+	// OpenRoomFanout is the bytes per second one member of the open room
+	// may cause to be sent (frame size × other members), in bursts of 4
+	// seconds' worth; frames beyond get WsError 4004. Default 262144.
+	OpenRoomFanout int `yaml:"open_room_fanout"`
 
 	RoomCapacity int           `yaml:"room_capacity"` // members per pairing; default 2
 	InitTimeout  time.Duration `yaml:"init_timeout"`  // WsInit must arrive within; default 10s
@@ -85,6 +91,8 @@ func DefaultConfig() Config {
 		Web:               true,
 		Listen:            ":8080",
 		RoomCapacity:      2,
+		OpenRoomCapacity:  50,
+		OpenRoomFanout:    256 << 10,
 		InitTimeout:       10 * time.Second,
 		MaxFrameSize:      64 << 10,
 		FramesPerSecond:   20,
@@ -130,6 +138,8 @@ func (c *Config) Validate() error {
 		}
 	}
 	positive("room_capacity", c.RoomCapacity, 2, 1000, "members")
+	positive("open_room_capacity", c.OpenRoomCapacity, 2, 100000, "members")
+	positive("open_room_fanout", c.OpenRoomFanout, 1024, 1<<30, "bytes per second")
 	positive("max_frame_size", c.MaxFrameSize, 1024, 16<<20, "bytes")
 	positive("frame_burst", c.FrameBurst, 1, 100000, "frames")
 	positive("max_errors", c.MaxErrors, 1, 100000, "refused frames")

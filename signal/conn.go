@@ -33,12 +33,14 @@ type conn struct {
 	queryRoom  string // ?controllerId= or ?room=
 	queryToken string // ?token=
 	token      string // the join token, checked when the pairing is known
+	turnUser   string // whom its TURN credentials name; set at WsInit, then read-only
 	inited     bool
 	presence   bool // opted in to WsPresence; set before joining, never after
 	lastDesc   kind // the kind of the last SDP this client sent, 0 before any
 	room       *room
 	refused    int // frames refused so far, toward max_errors
 	bucket     bucket
+	fanout     bucket // bytes sent on its behalf in the open room
 
 	mu        sync.Mutex
 	queue     []*frameBuf // frames waiting for the writer, each holding a reference
@@ -225,29 +227,25 @@ func (c *conn) init(set *settings, f frame) {
 	if f.token != nil {
 		c.token = string(f.token)
 	}
-	if c.token == "" && set.RequireToken {
-		c.refuse(errNotAuthorised)
-		return
-	}
-	if c.token != "" && checkTokenForm(c.token, now) != nil {
-		c.refuse(errNotAuthorised)
-		return
-	}
-	c.ws.SetReadDeadline(now.Add(set.PingInterval + set.PongTimeout))
-
-	greeting, expires, err := c.s.iceFrame(c.id) // one reference, ours
-	if err != nil {
-		c.s.log.Error("signal: ICE servers", "err", err)
-		c.refuse(errInternal)
-		return
-	}
-	defer greeting.release()
 	name, wrong := c.queryRoom, false
 	if name == "" && f.controllerID != nil {
 		name = string(f.controllerID)
 	} else if name != "" && f.controllerID != nil && string(f.controllerID) != name {
 		wrong = true
 	}
+	if !c.admitInit(set, name, now) {
+		c.refuse(errNotAuthorised)
+		return
+	}
+	c.ws.SetReadDeadline(now.Add(set.PingInterval + set.PongTimeout))
+
+	greeting, expires, err := c.s.iceFrame(c.turnUser) // one reference, ours
+	if err != nil {
+		c.s.log.Error("signal: ICE servers", "err", err)
+		c.refuse(errInternal)
+		return
+	}
+	defer greeting.release()
 	switch {
 	case name != "":
 		if !c.join(set, name, greeting) {
@@ -275,7 +273,11 @@ func (c *conn) join(set *settings, name string, greeting *frameBuf) bool {
 			return false
 		}
 	}
-	r, code := c.s.hub.join(c, name, set.RoomCapacity, greeting)
+	capacity := set.RoomCapacity
+	if name == openRoom {
+		capacity = set.OpenRoomCapacity
+	}
+	r, code := c.s.hub.join(c, name, capacity, greeting)
 	if code != 0 {
 		c.refuse(code)
 		return false
@@ -302,6 +304,10 @@ func (c *conn) forward(set *settings, f frame, msg []byte) {
 	if c.s.log.Enabled(context.Background(), slog.LevelDebug) {
 		// Only at debug: SDPs and candidates carry the users' addresses.
 		c.s.log.Debug("signal: forward", "conn", c.id, "kind", f.kind, "frame", string(msg))
+	}
+	if c.room.open && !c.fanoutAllowed(set, len(msg)) {
+		c.refuse(errRateLimited)
+		return
 	}
 	if f.kind == kindOffer || f.kind == kindAnswer {
 		c.lastDesc = f.kind

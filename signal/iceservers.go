@@ -10,7 +10,7 @@ import (
 // signaling but want icebox's TURN, the way Twilio's and Cloudflare's TURN
 // APIs work: a backend holding a bearer key fetches the same JSON the app
 // would get in WsIceServers, and the Expires header says when the
-// credentials run out.
+// credentials run out. ?user= names whom the credentials are for.
 func (s *Server) serveICEServers(w http.ResponseWriter, r *http.Request) {
 	set := s.settings()
 	if len(set.iceKeys) == 0 {
@@ -23,7 +23,7 @@ func (s *Server) serveICEServers(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "a valid bearer key is required", http.StatusUnauthorized)
 		return
 	}
-	servers, exp := s.iceServers(randomID())
+	servers, exp := s.iceServers(appUser(r.URL.Query().Get("user")))
 	body, err := json.Marshal(iceServersData{servers})
 	if err != nil {
 		s.log.Error("signal: encode ICE servers", "err", err)
@@ -37,4 +37,15 @@ func (s *Server) serveICEServers(w http.ResponseWriter, r *http.Request) {
 		h.Set("Expires", exp.UTC().Format(http.TimeFormat))
 	}
 	w.Write(body)
+}
+
+// appUser is the TURN user of credentials fetched from /ice-servers: the
+// backend's ?user= (its own user or call id, so TURN's per-user quota
+// counts it), or a random one when the backend names none.
+func appUser(name string) string {
+	if name == "" {
+		return randomID()
+	}
+	u := turnUser(name, nil)
+	return "app-" + strings.TrimPrefix(u, "pair-")
 }

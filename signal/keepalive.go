@@ -59,7 +59,7 @@ func refreshDelay(now, exp time.Time, margin time.Duration) time.Duration {
 }
 
 func (c *conn) refreshTick() {
-	greeting, exp, err := c.s.iceFrame(c.id)
+	greeting, exp, err := c.s.iceFrame(c.turnUser)
 	if err != nil {
 		c.s.log.Error("signal: ICE servers", "err", err)
 		return

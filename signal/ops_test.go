@@ -276,6 +276,18 @@ func TestICEServersEndpoint(t *testing.T) {
 	if err := strictDecode(body, &d); err != nil || len(d.IceServers) != 2 || d.IceServers[1].Credential == "" {
 		t.Fatalf("body %s: %v", body, err)
 	}
+	// ?user= names the TURN user, so the per-user quota counts it.
+	req, _ := http.NewRequest("GET", "http://"+ts.addr+"/ice-servers?user=alice", nil)
+	req.Header.Set("Authorization", "Bearer "+key)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ = io.ReadAll(resp.Body)
+	if err := strictDecode(body, &d); err != nil || !strings.HasSuffix(d.IceServers[1].Username, ":app-alice") {
+		t.Fatalf("?user=alice: %s, %v", body, err)
+	}
 }
 
 // TestLogging: SDPs and candidates carry addresses and appear only at

@@ -10,15 +10,20 @@ type bucket struct {
 }
 
 func (b *bucket) allow(now time.Time, rate float64, burst int) bool {
+	return b.allowN(now, rate, burst, 1)
+}
+
+// allowN spends n tokens at once, or none.
+func (b *bucket) allowN(now time.Time, rate float64, burst, n int) bool {
 	if b.last.IsZero() {
 		b.tokens = float64(burst)
 	} else {
 		b.tokens = min(float64(burst), b.tokens+now.Sub(b.last).Seconds()*rate)
 	}
 	b.last = now
-	if b.tokens < 1 {
+	if b.tokens < float64(n) {
 		return false
 	}
-	b.tokens--
+	b.tokens -= float64(n)
 	return true
 }

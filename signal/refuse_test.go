@@ -1,8 +1,10 @@
 package signal
 
 import (
+	"encoding/base64"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -159,20 +161,16 @@ func TestTokens(t *testing.T) {
 		o := b.send("WsSDPOffer", wsSDPData{Type: "offer", SDP: "x", ControllerID: "r"})
 		a.expectBytes(o)
 	})
-	t.Run("pairing from first frame", func(t *testing.T) {
-		peer := join(t, ts.url("room=f&token="+MintToken(cur, "f", soon)))
-		k := dialKt(t, ts.url("token="+MintToken(cur, "f", soon)), nil)
-		k.send("WsInit", "")
-		k.expect("WsIceServers")
-		o := k.send("WsSDPOffer", wsSDPData{Type: "offer", SDP: "x", ControllerID: "f"})
-		peer.expectBytes(o)
-
-		bad := dialKt(t, ts.url("token="+MintToken(cur, "f", soon)), nil)
-		bad.send("WsInit", "")
-		bad.expect("WsIceServers")
-		bad.send("WsSDPOffer", wsSDPData{Type: "offer", SDP: "x", ControllerID: "g"})
-		bad.expectError(errNotAuthorised)
-		bad.expectClose(websocket.ClosePolicyViolation)
+	// A token is an HMAC over its pairing: with require_token, one that
+	// cannot be checked at WsInit gets no credentials, so the pairing must
+	// be named by then.
+	t.Run("pairing only in a later frame", func(t *testing.T) {
+		refusedAtInit(t, "token="+MintToken(cur, "f", soon), "")
+	})
+	forged := strconv.FormatInt(soon.Unix(), 10) + "." + base64.RawURLEncoding.EncodeToString(make([]byte, 32))
+	t.Run("forged, no pairing", func(t *testing.T) { refusedAtInit(t, "token="+forged, "") })
+	t.Run("forged, pairing in WsInit", func(t *testing.T) {
+		refusedAtInit(t, "", wsInitData{ControllerID: "r", Token: forged})
 	})
 	t.Run("rotated away", func(t *testing.T) {
 		ts.SetTokenKeys([][]byte{cur})
@@ -186,8 +184,21 @@ func TestTokens(t *testing.T) {
 		}
 		defer ts.Reload(func() Config { c := testConfig(); c.RequireToken = true; return c }())
 		join(t, ts.url("room=free"))
-		// A token presented is still checked.
+		// A token presented is still checked, at WsInit or, when the
+		// pairing comes later, when it is named.
 		refusedAtInit(t, "room=free&token="+MintToken(cur, "other", soon), "")
+		peer := join(t, ts.url("room=f"))
+		k := dialKt(t, ts.url("token="+MintToken(cur, "f", soon)), nil)
+		k.send("WsInit", "")
+		k.expect("WsIceServers")
+		o := k.send("WsSDPOffer", wsSDPData{Type: "offer", SDP: "x", ControllerID: "f"})
+		peer.expectBytes(o)
+		bad := dialKt(t, ts.url("token="+MintToken(cur, "f", soon)), nil)
+		bad.send("WsInit", "")
+		bad.expect("WsIceServers")
+		bad.send("WsSDPOffer", wsSDPData{Type: "offer", SDP: "x", ControllerID: "g"})
+		bad.expectError(errNotAuthorised)
+		bad.expectClose(websocket.ClosePolicyViolation)
 	})
 	if _, err := New(cfg, Options{}); err == nil {
 		t.Error("New with require_token and no keys succeeded")

@@ -99,7 +99,7 @@ func (h *hub) join(c *conn, name string, capacity int, greeting *frameBuf) (*roo
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if !r.open && len(r.members) >= capacity {
+	if len(r.members) >= capacity {
 		return nil, errRoomFull
 	}
 	if greeting != nil {

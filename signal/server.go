@@ -187,21 +187,38 @@ func (s *Server) SetTokenKeys(keys [][]byte) {
 // enabled need a restart and are kept as they were; the certificate is
 // Options.GetCertificate's business. An invalid cfg changes nothing.
 func (s *Server) Reload(cfg Config) error {
+	commit, err := s.PrepareReload(cfg, s.tokenKeys())
+	if err != nil {
+		return err
+	}
+	commit()
+	return nil
+}
+
+// PrepareReload checks cfg, with keys as the join-token keys, changing
+// nothing; the returned commit applies cfg and
+// keys and cannot fail. It lets the daemon reload every part or none.
+func (s *Server) PrepareReload(cfg Config, keys [][]byte) (commit func(), err error) {
 	set, err := newSettings(cfg)
 	if err != nil {
-		return fmt.Errorf("signal: %w", err)
+		return nil, fmt.Errorf("signal: %w", err)
 	}
-	if set.RequireToken && len(s.tokenKeys()) == 0 {
-		return errors.New("signal: require_token is set but there is no key to verify join tokens")
+	if set.RequireToken && len(keys) == 0 {
+		return nil, errors.New("signal: require_token is set but there is no key to verify join tokens")
 	}
 	old := s.settings()
-	if set.Listen != old.Listen || set.Enabled != old.Enabled {
-		s.log.Warn("signal: listen and enabled take effect after a restart")
+	restart := set.Listen != old.Listen || set.Enabled != old.Enabled
+	if restart {
 		set.Listen, set.Enabled = old.Listen, old.Enabled
 	}
-	s.set.Store(set)
-	s.log.Info("signal: configuration reloaded")
-	return nil
+	return func() {
+		if restart {
+			s.log.Warn("signal: listen and enabled take effect after a restart")
+		}
+		s.SetTokenKeys(keys)
+		s.set.Store(set)
+		s.log.Info("signal: configuration reloaded")
+	}, nil
 }
 
 // Handle mounts another handler on the signaling listener, for pages

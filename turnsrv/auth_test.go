@@ -73,8 +73,8 @@ func TestCredentials(t *testing.T) {
 					relay.Close()
 					t.Fatal("allocation succeeded")
 				}
-				if code := turnCode(err); code != int(stun.CodeBadRequest) {
-					t.Errorf("error %v, want 400", err)
+				if code := turnCode(err); code != int(stun.CodeUnauthorized) {
+					t.Errorf("error %v, want 401 (RFC 8489 section 9.2.4)", err)
 				}
 				if got := testenv.MetricValue(t, ts.metrics.authFailures[tc.reason]); got != before+1 {
 					t.Errorf("auth_failures{reason=%q} went from %v to %v, want +1", tc.reason, before, got)
@@ -153,8 +153,8 @@ func TestRealm(t *testing.T) {
 	c := dialRaw(t, "udp", ts.udp, u, p)
 	c.realm = stun.NewRealm("elsewhere")
 	c.key = stun.NewLongTermIntegrity(u, "elsewhere", p)
-	if res := c.do(stun.MethodAllocate, udpTransport()); errorCode(res) != int(stun.CodeBadRequest) {
-		t.Fatalf("got %v, want 400", res)
+	if res := c.do(stun.MethodAllocate, udpTransport()); errorCode(res) != int(stun.CodeUnauthorized) {
+		t.Fatalf("got %v, want 401", res)
 	}
 	if testenv.MetricValue(t, ts.metrics.authFailures[authRealm]) != 1 {
 		t.Error("realm failure not counted")
@@ -202,9 +202,10 @@ func TestLifetimeCap(t *testing.T) {
 	}
 }
 
-// TestAuthThrottle: after quotas.auth_failures failures, authenticated
-// requests from that source go unanswered until the window refills, and
-// the failures are logged once per window.
+// TestAuthThrottle: after quotas.auth_failures failures over a stream
+// (whose source is proven), that source's further failures go unanswered
+// until the window refills, and are logged once per window; a valid
+// credential from the same address is still served.
 func TestAuthThrottle(t *testing.T) {
 	t.Parallel()
 	cfg := testConfig()
@@ -212,29 +213,30 @@ func TestAuthThrottle(t *testing.T) {
 	cfg.Quotas.AuthFailureWindow = time.Hour
 	ts := startServer(t, cfg)
 	u, _, _ := ts.MintCredential("mallory", 0)
-	bad := dialRaw(t, "udp", ts.udp, u, "guessed")
+	bad := dialRaw(t, "tcp", ts.tcp, u, "guessed")
 	for i := 0; i < cfg.Quotas.AuthFailures; i++ {
-		if res := bad.do(stun.MethodAllocate, udpTransport()); errorCode(res) != int(stun.CodeBadRequest) {
-			t.Fatalf("attempt %d: %v, want 400", i, res)
+		if res := bad.do(stun.MethodAllocate, udpTransport()); errorCode(res) != int(stun.CodeUnauthorized) {
+			t.Fatalf("attempt %d: %v, want 401", i, res)
 		}
 	}
-
-	// Throttled: even a good credential from the same address is dropped.
-	// The unsigned request after it is answered, which proves the server
-	// read the signed one first.
-	u, p, _ := ts.MintCredential("mallory", 0)
-	good := dialRaw(t, "udp", ts.udp, u, p)
-	good.nonce = bad.nonce
-	signed := good.build(stun.MethodAllocate, true, udpTransport())
-	good.send(signed.Raw)
-	unsigned := good.build(stun.MethodAllocate, false, udpTransport())
-	good.send(unsigned.Raw)
-	res := good.read(time.Now().Add(5 * time.Second))
-	if res == nil || res.TransactionID != unsigned.TransactionID {
+	// Throttled: the next failure is dropped; the unsigned request after
+	// it is answered, which proves the server read the failure first.
+	failed := bad.build(stun.MethodAllocate, true, udpTransport())
+	bad.send(failed.Raw)
+	unsigned := bad.build(stun.MethodAllocate, false, udpTransport())
+	bad.send(unsigned.Raw)
+	if res := bad.read(time.Now().Add(5 * time.Second)); res == nil || res.TransactionID != unsigned.TransactionID {
 		t.Fatalf("first answer %v, want the unsigned request's 401", res)
 	}
 	if got := testenv.MetricValue(t, ts.metrics.authFailures[authThrottled]); got != 1 {
 		t.Errorf("throttled = %v, want 1", got)
+	}
+
+	// A valid credential from the throttled address is served.
+	u, p, _ := ts.MintCredential("mallory", 0)
+	good := dialRaw(t, "tcp", ts.tcp, u, p)
+	if res := good.do(stun.MethodAllocate, udpTransport()); res.Type.Class != stun.ClassSuccessResponse {
+		t.Fatalf("valid Allocate from a throttled source: %v", res)
 	}
 	if n := len(ts.logs.matching("authentication failed")); n != 1 {
 		t.Errorf("%d failure log lines, want 1 for the window", n)
@@ -244,6 +246,49 @@ func TestAuthThrottle(t *testing.T) {
 	}
 	if all := ts.logs.text(); strings.Contains(all, p) || strings.Contains(all, "guessed") || strings.Contains(all, testSecret) {
 		t.Errorf("a credential was logged:\n%s", all)
+	}
+}
+
+// TestForgedFailuresHarmless: bad MACs sent over UDP from the victim's own
+// address (what a forger of its source achieves) at 20 times
+// quotas.auth_failures do not cost the victim one Refresh,
+// CreatePermission or ChannelBind: UDP failures prove nothing about their
+// source, and a valid MAC is never dropped.
+func TestForgedFailuresHarmless(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig()
+	cfg.Quotas.AuthFailures = 3
+	cfg.Quotas.AuthFailureWindow = time.Hour
+	cfg.Quotas.AnswerRate = 0 // the forger's answers are not what is tested here
+	ts := startServer(t, cfg)
+	u, p, _ := ts.MintCredential("victim", 0)
+	victim := dialRaw(t, "udp", ts.udp, u, p)
+	if res := victim.do(stun.MethodAllocate, udpTransport()); res.Type.Class != stun.ClassSuccessResponse {
+		t.Fatalf("allocate: %v", res)
+	}
+	// The forger shares the victim's socket, so its packets carry exactly
+	// the victim's source address and port.
+	forger := &rawClient{t: t, conn: victim.conn, user: victim.user, realm: victim.realm, nonce: victim.nonce,
+		key: stun.NewLongTermIntegrity(u, testRealm, "forged")}
+	peer := udpEcho(t)
+	for round := range 20 {
+		for range cfg.Quotas.AuthFailures {
+			if res := forger.roundTrip(forger.build(stun.MethodRefresh, true)); errorCode(res) != int(stun.CodeUnauthorized) {
+				t.Fatalf("forged Refresh: %v, want 401", res)
+			}
+		}
+		for _, req := range []*stun.Message{
+			victim.build(stun.MethodRefresh, true, lifetimeAttr(10*time.Minute)),
+			victim.build(stun.MethodCreatePermission, true, peerAttr(peer.IP, peer.Port)),
+			victim.build(stun.MethodChannelBind, true, channelAttr(0x4000), peerAttr(peer.IP, peer.Port)),
+		} {
+			if res := victim.roundTrip(req); res.Type.Class != stun.ClassSuccessResponse {
+				t.Fatalf("round %d: the victim's %v got %v", round, req.Type, res)
+			}
+		}
+	}
+	if got := testenv.MetricValue(t, ts.metrics.authFailures[authThrottled]); got != 0 {
+		t.Errorf("throttled = %v, want 0", got)
 	}
 }
 

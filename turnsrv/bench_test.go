@@ -110,9 +110,11 @@ func BenchmarkInspectSignedRequest(b *testing.B) {
 		b.Fatal(err)
 	}
 	from := &net.UDPAddr{IP: net.IPv4(198, 51, 100, 1), Port: 4}
+	s.quotas.created("bench", connIDOf(from)) // a Refresh needs an allocation
+	tr := &capture{}
 	b.ReportAllocs()
 	for b.Loop() {
-		if !s.inspect(m.Raw, from) {
+		if !s.inspect(m.Raw, from, tr) {
 			b.Fatal("dropped")
 		}
 	}

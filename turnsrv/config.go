@@ -118,12 +118,21 @@ type QuotaConfig struct {
 	// nothing) and 1h (what pion/turn grants at most).
 	MaxLifetime time.Duration `yaml:"max_lifetime"`
 	// AuthFailures is how many failed authentications one client address
-	// (per /64 for IPv6) may make per AuthFailureWindow before its
-	// authenticated requests are dropped unanswered. Default 10.
+	// (per /64 for IPv6) may make over TCP or TLS per AuthFailureWindow
+	// before its further failures are dropped unanswered. UDP failures do
+	// not count (their source can be forged), and a request that verifies
+	// is never dropped. Default 10.
 	AuthFailures int `yaml:"auth_failures"`
 	// AuthFailureWindow is the window for AuthFailures. It is also how
 	// often, at most, a failure from one address is logged. Default 1m.
 	AuthFailureWindow time.Duration `yaml:"auth_failure_window"`
+	// AnswerRate is how many requests without a credential (the first,
+	// unsigned Allocate; one signed without a NONCE) one client address
+	// (per /64 for IPv6) gets answered per second, in bursts of twice
+	// that; the rest are dropped, so icebox cannot be used to reflect
+	// traffic at a forged source. A client needs one such answer per
+	// allocation. Default 32; 0 means no limit.
+	AnswerRate int `yaml:"answer_rate"`
 }
 
 // DefaultConfig returns the defaults stated on Config's fields.
@@ -142,6 +151,7 @@ func DefaultConfig() Config {
 			MaxLifetime:       time.Hour,
 			AuthFailures:      10,
 			AuthFailureWindow: time.Minute,
+			AnswerRate:        32,
 		},
 	}
 }
@@ -228,7 +238,7 @@ func (c *Config) Validate() error {
 	for _, n := range []struct {
 		key string
 		v   int
-	}{{"quotas.per_user", q.PerUser}, {"quotas.per_ip", q.PerIP}, {"quotas.total", q.Total}, {"quotas.auth_failures", q.AuthFailures}} {
+	}{{"quotas.per_user", q.PerUser}, {"quotas.per_ip", q.PerIP}, {"quotas.total", q.Total}, {"quotas.auth_failures", q.AuthFailures}, {"quotas.answer_rate", q.AnswerRate}} {
 		if n.v < 0 {
 			add(n.key, "is negative", "write 0 for no limit, or a positive count")
 		}

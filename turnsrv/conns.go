@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/netip"
+	"strconv"
 	"sync"
 	"time"
 
@@ -21,16 +23,20 @@ type packetConn struct {
 	net.PacketConn
 	s      *Server
 	closer onceCloser
+	key    keyOwner // used by the one goroutine pion reads with
 }
 
 func (c *packetConn) ReadFrom(p []byte) (int, net.Addr, error) {
 	for {
 		n, addr, err := c.PacketConn.ReadFrom(p)
-		if err != nil || n == 0 || p[0]&0xC0 != 0 || c.s.inspect(p[:n], addr) {
+		if err != nil || n == 0 || p[0]&0xC0 != 0 || c.s.inspect(p[:n], addr, c) {
 			return n, addr, err
 		}
 	}
 }
+
+func (c *packetConn) reply(b []byte, to net.Addr) { c.PacketConn.WriteTo(b, to) }
+func (c *packetConn) keyOwner() *keyOwner         { return &c.key }
 
 // Close is idempotent: the socket may be shared with stunsrv, which closes
 // it too.
@@ -100,7 +106,11 @@ type frameConn struct {
 	r      *bufio.Reader
 	s      *Server
 	closer onceCloser
+	key    keyOwner
 }
+
+func (c *frameConn) reply(b []byte, _ net.Addr) { c.Conn.Write(b) }
+func (c *frameConn) keyOwner() *keyOwner        { return &c.key }
 
 func (c *frameConn) Read(p []byte) (int, error) {
 	for {
@@ -111,7 +121,7 @@ func (c *frameConn) Read(p []byte) (int, error) {
 		if err != nil {
 			return 0, err
 		}
-		if p[0]&0xC0 != 0 || c.s.inspect(p[:n], c.RemoteAddr()) {
+		if p[0]&0xC0 != 0 || c.s.inspect(p[:n], c.RemoteAddr(), c) {
 			return n, nil
 		}
 	}
@@ -140,6 +150,7 @@ func (c *frameConn) readFrame(p []byte) (int, error) {
 func (c *frameConn) Close() error {
 	return c.closer.close(func() error {
 		c.s.trackConn(c, false)
+		c.s.keys.drop(&c.key)
 		return c.Conn.Close()
 	})
 }
@@ -154,7 +165,14 @@ type relayGenerator struct {
 func (g *relayGenerator) Validate() error { return g.inner.Validate() }
 
 func (g *relayGenerator) AllocatePacketConn(network string, requestedPort int) (net.PacketConn, net.Addr, error) {
-	conn, addr, err := g.inner.AllocatePacketConn(network, requestedPort)
+	var conn net.PacketConn
+	var addr net.Addr
+	var err error
+	if requestedPort != 0 {
+		conn, addr, err = g.inner.AllocatePacketConn(network, requestedPort)
+	} else {
+		conn, addr, err = g.freePort(network)
+	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("turn: allocating relay port in %d-%d: %w", g.inner.MinPort, g.inner.MaxPort, err)
 	}
@@ -165,6 +183,38 @@ func (g *relayGenerator) AllocatePacketConn(network string, requestedPort int) (
 	}
 	g.s.relayPorts.add(ua.Port)
 	return &relayConn{PacketConn: conn, s: g.s, port: ua.Port}, addr, nil
+}
+
+// maxBindFailures bounds the binds one allocation tries on ports no relay
+// of ours holds (something else on the host may hold them).
+const maxBindFailures = 32
+
+// freePort binds a relay socket on a port of the range that no relay holds,
+// starting at a random one and going round: pion's generator tries 10
+// random ports, so in a small range it failed (508) long before the range
+// was full.
+func (g *relayGenerator) freePort(network string) (net.PacketConn, net.Addr, error) {
+	lo, hi := int(g.inner.MinPort), int(g.inner.MaxPort)
+	n := hi - lo + 1
+	start := rand.IntN(n)
+	failures := 0
+	for i := range n {
+		port := lo + (start+i)%n
+		if g.s.relayPorts.has(port) {
+			continue
+		}
+		conn, err := net.ListenPacket(network, net.JoinHostPort(g.inner.Address, strconv.Itoa(port)))
+		if err != nil {
+			if failures++; failures >= maxBindFailures {
+				return nil, nil, err
+			}
+			continue
+		}
+		addr := *conn.LocalAddr().(*net.UDPAddr)
+		addr.IP = g.inner.RelayAddress
+		return conn, &addr, nil
+	}
+	return nil, nil, errors.New("every port is in use")
 }
 
 func (g *relayGenerator) AllocateConn(string, int) (net.Conn, net.Addr, error) {
@@ -220,7 +270,7 @@ func (s *Server) toRelayRefused(dst *net.UDPAddr) bool {
 	if !ok {
 		return false
 	}
-	a = a.Unmap()
+	a, _ = canonicalPeer(a) // whatever form, the relay address is checked
 	p := s.live.Load().policy
 	return p.isRelay(a) && !s.relayPorts.has(dst.Port) && !p.allowed(a)
 }

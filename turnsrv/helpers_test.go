@@ -418,3 +418,15 @@ func errorCode(m *stun.Message) int {
 	}
 	return int(ec.Code)
 }
+
+// capture is a transport for calling inspect directly: it keeps the
+// answers inspect sends.
+type capture struct {
+	owner   keyOwner
+	replies [][]byte
+}
+
+func (c *capture) reply(b []byte, _ net.Addr) {
+	c.replies = append(c.replies, append([]byte(nil), b...))
+}
+func (c *capture) keyOwner() *keyOwner { return &c.owner }

@@ -22,11 +22,19 @@ const (
 	stunHeaderLen   = 20
 	stunMagicCookie = 0x2112A442
 
-	attrUsername    = 0x0006
-	attrIntegrity   = 0x0008
-	attrLifetime    = 0x000D
-	attrRealm       = 0x0014
-	attrFingerprint = 0x8028
+	attrUsername        = 0x0006
+	attrIntegrity       = 0x0008
+	attrLifetime        = 0x000D
+	attrXORPeerAddress  = 0x0012
+	attrRealm           = 0x0014
+	attrNonce           = 0x0015
+	attrRequestedFamily = 0x0017
+	attrRequestedTrans  = 0x0019
+	attrFingerprint     = 0x8028
+
+	protoUDP   = 17 // REQUESTED-TRANSPORT's only value icebox relays
+	familyIPv4 = 1  // REQUESTED-ADDRESS-FAMILY values (RFC 8656 section 18.8)
+	familyIPv6 = 2
 
 	integrityLen   = 20
 	fingerprintXOR = 0x5354554e
@@ -39,11 +47,15 @@ const (
 
 // authFields locates what inspect needs in a STUN request.
 type authFields struct {
-	method          uint16
-	username, realm []byte
-	integrity       int // offset of the MESSAGE-INTEGRITY attribute header; 0 if absent
-	lifetime        int // offset of LIFETIME's 4-byte value; 0 if absent
-	fingerprint     int // offset of the FINGERPRINT attribute header; 0 if absent
+	method                 uint16
+	username, realm, nonce []byte // the first of each before MESSAGE-INTEGRITY
+	integrity              int    // offset of the MESSAGE-INTEGRITY attribute header; 0 if absent
+	lifetime               int    // offset of LIFETIME's 4-byte value; 0 if absent
+	fingerprint            int    // offset of the FINGERPRINT attribute header; 0 if absent
+	// The first REQUESTED-TRANSPORT and REQUESTED-ADDRESS-FAMILY anywhere
+	// in the message, as pion reads them: offset of the attribute header,
+	// 0 if absent.
+	transport, family int
 }
 
 // parseRequest returns the fields of b if it is a well-formed STUN request.
@@ -72,6 +84,12 @@ func parseRequest(b []byte) (f authFields, ok bool) {
 		if v+n > end {
 			return f, false
 		}
+		switch {
+		case at == attrRequestedTrans && f.transport == 0:
+			f.transport = off
+		case at == attrRequestedFamily && f.family == 0:
+			f.family = off
+		}
 		if f.integrity != 0 {
 			switch {
 			case at == attrLifetime:
@@ -87,6 +105,8 @@ func parseRequest(b []byte) (f authFields, ok bool) {
 			f.username = b[v : v+n]
 		case at == attrRealm && f.realm == nil:
 			f.realm = b[v : v+n]
+		case at == attrNonce && f.nonce == nil:
+			f.nonce = b[v : v+n]
 		case at == attrLifetime && n == 4 && f.lifetime == 0:
 			f.lifetime = v
 		case at == attrIntegrity:
@@ -132,12 +152,30 @@ func resign(b []byte, f authFields, key []byte) {
 	}
 }
 
+// transport is what inspect knows of the socket a message came on: where
+// to send an answer of its own, and whose key slot to use.
+type transport interface {
+	reply(b []byte, to net.Addr)
+	keyOwner() *keyOwner
+}
+
 // inspect checks one message from a client before pion handles it and
 // reports whether pion should see it at all. b may be modified in place.
-func (s *Server) inspect(b []byte, from net.Addr) bool {
+//
+// Who pays for what: a request without a credential costs pion a 401 with
+// a nonce, larger than the request, so such answers are rationed per
+// source (answerBudget). A signed request is verified here; a failure gets
+// a 401 of icebox's own no larger than the request. A
+// request that verifies is never dropped, whatever else came from its
+// address: UDP sources can be forged, so only failures on a stream (whose
+// source the handshake proved) count toward quotas.auth_failures, and the
+// block only silences that source's further failures. Requests pion would
+// answer wrongly (a refused peer, a relay icebox does not offer, an
+// allocation that no longer exists) get the right error from here.
+func (s *Server) inspect(b []byte, from net.Addr, t transport) bool {
 	f, ok := parseRequest(b)
-	if !ok || f.integrity == 0 {
-		return true // pion answers 401 with a nonce, or handles data
+	if !ok {
+		return true // ChannelData, indications, or malformed: pion's business
 	}
 	switch f.method {
 	case methodAllocate, methodRefresh, methodCreatePermission, methodChannelBind:
@@ -150,10 +188,9 @@ func (s *Server) inspect(b []byte, from net.Addr) bool {
 	now := time.Now()
 	c := connIDOf(from)
 	src := sourceKey(c.src.Addr())
-	if s.guard.blocked(src, now, lv.cfg.Quotas) {
-		// Unanswered: answering costs as much as the HMACs it saves.
-		s.metrics.authFailures[authThrottled].Inc()
-		return false
+	if f.integrity == 0 || f.nonce == nil || f.username == nil || f.realm == nil {
+		// pion answers without asking for a key: 401 with a nonce, or 400.
+		return s.mayAnswer(src, now, lv)
 	}
 
 	username := string(f.username)
@@ -181,11 +218,26 @@ func (s *Server) inspect(b []byte, from net.Addr) bool {
 		}
 	}
 	if reason != "" {
-		// pion finds no key for this request and refuses it.
-		s.authFailed(src, reason, now, lv)
-		return true
+		if c.stream && s.guard.blocked(src, now, lv.cfg.Quotas) {
+			// Unanswered: answering costs as much as the HMACs it saves.
+			s.metrics.authFailures[authThrottled].Inc()
+			return false
+		}
+		s.authFailed(src, reason, now, lv, c.stream)
+		// RFC 8489 section 9.2.4: 401, with the realm and the nonce the
+		// client sent (pion judges the nonce on the next try). Never
+		// larger than the request, so not rationed: rationing answers to
+		// failures would let forged failures use up the answers the
+		// forged source's own unsigned requests need.
+		t.reply(errorResponse(b, f.method, codeUnauthorized, nil,
+			answerAttr{attrRealm, []byte(s.realm)}, answerAttr{attrNonce, f.nonce}), from)
+		return false
 	}
 
+	if code := s.wrongForPion(b, f, c, lv); code != 0 {
+		t.reply(errorResponse(b, f.method, code, key), from) // smaller than the request
+		return false
+	}
 	if f.lifetime != 0 && (f.method == methodAllocate || f.method == methodRefresh) {
 		limit := uint32(lv.cfg.Quotas.MaxLifetime / time.Second)
 		if binary.BigEndian.Uint32(b[f.lifetime:]) > limit {
@@ -193,15 +245,173 @@ func (s *Server) inspect(b []byte, from net.Addr) bool {
 			resign(b, f, key)
 		}
 	}
-	s.keys.put(c, username, key, now)
+	s.keys.put(t.keyOwner(), authSlot{c, username}, key)
 	return true
 }
 
+// STUN error codes icebox answers itself.
+const (
+	codeUnauthorized      = 401
+	codeForbidden         = 403
+	codeAllocMismatch     = 437
+	codeFamilyUnsupported = 440
+	codeTransUnsupported  = 442
+)
+
+// wrongForPion returns the error code for an authenticated request pion
+// would answer wrongly, or 0: a transport or address family icebox does
+// not relay (pion grants UDP over IPv4 whatever was asked), a peer the
+// policy refuses (pion answers without a code, or 401), or an allocation
+// that is gone, e.g. after a restart (pion does not answer, and the
+// client waits instead of allocating again).
+func (s *Server) wrongForPion(b []byte, f authFields, c connID, lv *live) int {
+	switch f.method {
+	case methodAllocate:
+		if f.transport != 0 && attrLen(b, f.transport) == 4 && b[f.transport+4] != protoUDP {
+			return codeTransUnsupported
+		}
+		if f.family != 0 && attrLen(b, f.family) == 4 && b[f.family+4] == familyIPv6 {
+			return codeFamilyUnsupported
+		}
+		return 0
+	case methodRefresh, methodCreatePermission, methodChannelBind:
+		if !s.quotas.hasAllocation(c) {
+			return codeAllocMismatch
+		}
+	}
+	if f.method == methodCreatePermission || f.method == methodChannelBind {
+		refused := ""
+		forEachPeer(b, f.method == methodCreatePermission, func(ip net.IP) bool {
+			refused = s.peerRefusal(ip)
+			return refused == ""
+		})
+		if refused != "" {
+			return codeForbidden
+		}
+	}
+	return 0
+}
+
+func attrLen(b []byte, off int) int { return int(binary.BigEndian.Uint16(b[off+2:])) }
+
+// forEachPeer calls fn with every XOR-PEER-ADDRESS of the STUN message b
+// that pion would decode (all of them up to the first it cannot decode
+// when all is set, as CreatePermission does; else the first, as
+// ChannelBind does), until fn returns false. b must have passed
+// parseRequest.
+func forEachPeer(b []byte, all bool, fn func(net.IP) bool) {
+	end := stunHeaderLen + int(binary.BigEndian.Uint16(b[2:4]))
+	var ip [16]byte
+	for off := stunHeaderLen; off+4 <= end; {
+		at, n := binary.BigEndian.Uint16(b[off:]), attrLen(b, off)
+		v := b[off+4 : off+4+n]
+		off += 4 + (n+3)&^3
+		if at != attrXORPeerAddress {
+			continue
+		}
+		a, ok := xorPeer(v, b[4:20], ip[:])
+		if !ok || !fn(a) || !all {
+			return
+		}
+	}
+}
+
+// xorPeer decodes an XOR-PEER-ADDRESS value exactly as pion/stun does
+// (including its leniency with short addresses) into buf, given the
+// message's cookie and transaction ID.
+func xorPeer(v, cookieTxID, buf []byte) (net.IP, bool) {
+	if len(v) <= 4 {
+		return nil, false
+	}
+	n := 0
+	switch binary.BigEndian.Uint16(v) {
+	case familyIPv4:
+		n = net.IPv4len
+	case familyIPv6:
+		n = net.IPv6len
+	default:
+		return nil, false
+	}
+	if len(v)-4 > n {
+		return nil, false
+	}
+	ip := buf[:n]
+	clear(ip)
+	for i := range len(v) - 4 {
+		ip[i] = v[4+i] ^ cookieTxID[i]
+	}
+	return ip, true
+}
+
+// peerRefusal is the peer policy's verdict on ip, counted and logged as
+// pion's PermissionHandler would.
+func (s *Server) peerRefusal(ip net.IP) string {
+	r := s.live.Load().policy.refusal(ip)
+	if r != "" {
+		s.metrics.peerRefusals[r].Inc()
+	}
+	return r
+}
+
+// answerAttr is one attribute of an answer icebox builds itself.
+type answerAttr struct {
+	typ   uint16
+	value []byte
+}
+
+// errorResponse builds the error response to request b: ERROR-CODE
+// without a reason phrase (smaller answers), extra attributes, then
+// MESSAGE-INTEGRITY with key when the request was authenticated, and
+// FINGERPRINT.
+func errorResponse(b []byte, method uint16, code int, key []byte, extra ...answerAttr) []byte {
+	typ := method&0x000F | (method&0x0070)<<1 | (method&0x0F80)<<2 | 0x0110
+	out := make([]byte, stunHeaderLen, 128)
+	binary.BigEndian.PutUint16(out, typ)
+	copy(out[4:20], b[4:20])
+	out = appendAttr(out, answerAttr{0x0009, []byte{0, 0, byte(code / 100), byte(code % 100)}})
+	for _, a := range extra {
+		out = appendAttr(out, a)
+	}
+	if key != nil {
+		mi := len(out)
+		out = appendAttr(out, answerAttr{attrIntegrity, make([]byte, integrityLen)})
+		binary.BigEndian.PutUint16(out[2:4], uint16(len(out)-stunHeaderLen))
+		sum := integrity(out, mi, key)
+		copy(out[mi+4:], sum[:])
+	}
+	fp := len(out)
+	out = appendAttr(out, answerAttr{attrFingerprint, make([]byte, 4)})
+	binary.BigEndian.PutUint16(out[2:4], uint16(len(out)-stunHeaderLen))
+	binary.BigEndian.PutUint32(out[fp+4:], crc32.ChecksumIEEE(out[:fp])^fingerprintXOR)
+	return out
+}
+
+func appendAttr(out []byte, a answerAttr) []byte {
+	out = binary.BigEndian.AppendUint16(out, a.typ)
+	out = binary.BigEndian.AppendUint16(out, uint16(len(a.value)))
+	out = append(out, a.value...)
+	for len(out)%4 != 0 {
+		out = append(out, 0)
+	}
+	return out
+}
+
+// mayAnswer spends one of src's answers to unauthenticated or failed
+// requests, or counts the request as left unanswered.
+func (s *Server) mayAnswer(src netip.Addr, now time.Time, lv *live) bool {
+	if s.answers.allow(src, now, lv.cfg.Quotas.AnswerRate) {
+		return true
+	}
+	s.metrics.unanswered.Inc()
+	return false
+}
+
 // authFailed counts a failure and logs it, at most once per source and
-// window. The credential never appears in the log.
-func (s *Server) authFailed(src netip.Addr, reason string, now time.Time, lv *live) {
+// window. Only failures whose source is proven (tied) count toward the
+// throttle. The credential never appears in the log.
+func (s *Server) authFailed(src netip.Addr, reason string, now time.Time, lv *live, tied bool) {
 	s.metrics.authFailures[reason].Inc()
-	logIt, quiet, throttled := s.guard.failed(src, now, lv.cfg.Quotas)
+	logIt, quiet, throttled := s.guard.failed(src, now, lv.cfg.Quotas, tied)
 	if logIt {
 		s.log.Debug("turn: authentication failed", "source", src, "reason", reason, "suppressed", quiet)
 	}
@@ -214,5 +424,5 @@ func (s *Server) authFailed(src netip.Addr, reason string, now time.Time, lv *li
 // authenticate is pion's AuthHandler: it hands over the key inspect
 // verified for this request, if any.
 func (s *Server) authenticate(username, _ string, from net.Addr) ([]byte, bool) {
-	return s.keys.take(connIDOf(from), username)
+	return s.keys.take(authSlot{connIDOf(from), username})
 }

@@ -6,6 +6,7 @@ import (
 	"crypto/sha1" //nolint:gosec // the TURN REST API scheme is HMAC-SHA1 by definition.
 	"encoding/base64"
 	"encoding/binary"
+	"errors"
 	"log/slog"
 	"net"
 	"strconv"
@@ -91,6 +92,12 @@ func turnSeeds(tb testing.TB, username string) []fuzzSeed {
 		{"refresh_delete", build(stun.MethodRefresh, []stun.Setter{lifetimeAttr(0)}, good, true)},
 		{"create_permission", build(stun.MethodCreatePermission, []stun.Setter{peer("8.8.8.8"), peer("::ffff:127.0.0.1")}, good, true)},
 		{"channel_bind", build(stun.MethodChannelBind, []stun.Setter{channelAttr(0x4000), peer("64:ff9b::7f00:1")}, good, true)},
+		{"create_permission_refused", build(stun.MethodCreatePermission, []stun.Setter{peer("8.8.8.8"), peer("10.0.0.1")}, good, true)},
+		{"channel_bind_refused", build(stun.MethodChannelBind, []stun.Setter{channelAttr(0x4001), peer("::ffff:169.254.169.254")}, good, true)},
+		{"allocate_tcp", build(stun.MethodAllocate, []stun.Setter{rawAttr(stun.AttrRequestedTransport, []byte{6, 0, 0, 0})}, good, true)},
+		{"allocate_ipv6", build(stun.MethodAllocate, []stun.Setter{udpTransport(), rawAttr(stun.AttrRequestedAddressFamily, []byte{2, 0, 0, 0})}, good, true)},
+		{"allocate_no_nonce", build(stun.MethodAllocate, alloc, []stun.Setter{stun.NewUsername(username),
+			stun.NewRealm(testRealm), stun.NewLongTermIntegrity(username, testRealm, pass)}, true)},
 		{"bad_mac", flipped},
 		{"forged_secret", build(stun.MethodAllocate, alloc, creds(username, testRealm, "another-secret-0123456789"), true)},
 		{"wrong_password", build(stun.MethodAllocate, alloc, []stun.Setter{stun.NewUsername(username),
@@ -157,6 +164,12 @@ func referenceFields(m *stun.Message) (f authFields, ok bool) {
 	off, mi := stunHeaderLen, -1
 	for i, a := range m.Attributes {
 		v := off + 4
+		switch {
+		case a.Type == stun.AttrRequestedTransport && f.transport == 0:
+			f.transport = off
+		case a.Type == stun.AttrRequestedAddressFamily && f.family == 0:
+			f.family = off
+		}
 		if f.integrity != 0 {
 			if i == mi+1 && a.Type == stun.AttrFingerprint && a.Length == 4 {
 				f.fingerprint = off
@@ -173,6 +186,10 @@ func referenceFields(m *stun.Message) (f authFields, ok bool) {
 			case stun.AttrRealm:
 				if f.realm == nil {
 					f.realm = m.Raw[v : v+len(a.Value)]
+				}
+			case stun.AttrNonce:
+				if f.nonce == nil {
+					f.nonce = m.Raw[v : v+len(a.Value)]
 				}
 			case stun.AttrLifetime:
 				if a.Length == 4 && f.lifetime == 0 {
@@ -193,6 +210,8 @@ func referenceFields(m *stun.Message) (f authFields, ok bool) {
 func sameFields(a, b authFields) bool {
 	return a.method == b.method && bytes.Equal(a.username, b.username) && (a.username == nil) == (b.username == nil) &&
 		bytes.Equal(a.realm, b.realm) && (a.realm == nil) == (b.realm == nil) &&
+		bytes.Equal(a.nonce, b.nonce) && (a.nonce == nil) == (b.nonce == nil) &&
+		a.transport == b.transport && a.family == b.family &&
 		a.integrity == b.integrity && a.lifetime == b.lifetime && a.fingerprint == b.fingerprint
 }
 
@@ -257,6 +276,12 @@ func FuzzInspect(f *testing.F) {
 		&net.UDPAddr{IP: net.ParseIP("2001:db8::1"), Port: 40001},
 		&net.TCPAddr{IP: net.IPv4(198, 51, 100, 2), Port: 40002},
 	}
+	// Each source holds an allocation, so Refresh, CreatePermission and
+	// ChannelBind reach pion rather than a 437.
+	for _, a := range sources {
+		ts.quotas.created("", connIDOf(a))
+		defer ts.quotas.deleted("", connIDOf(a))
+	}
 	f.Fuzz(func(t *testing.T, b []byte, sign, src uint8) {
 		if s := int(sign % 3); s > 0 {
 			signRef(b, testRealm, secrets[s-1])
@@ -264,19 +289,20 @@ func FuzzInspect(f *testing.F) {
 		from := sources[int(src)%len(sources)]
 		orig := bytes.Clone(b)
 		before := time.Now()
-		pass := ts.inspect(b, from)
+		tr := &capture{}
+		pass := ts.inspect(b, from, tr)
 		after := time.Now()
 		ts.keys.mu.Lock()
 		handed := ts.keys.m
 		ts.keys.m = nil
 		ts.keys.mu.Unlock()
 
-		if !pass {
-			t.Fatal("inspect dropped a message with throttling off")
-		}
-		want := referenceVerdict(orig, cfg, before, after)
+		want := referenceVerdict(orig, cfg, ts.live.Load().policy, before, after)
 		if len(handed) > 1 {
 			t.Fatalf("inspect handed %d keys for one message", len(handed))
+		}
+		if len(tr.replies) > 1 || (pass && len(tr.replies) != 0) {
+			t.Fatalf("inspect answered %d times and passed=%v", len(tr.replies), pass)
 		}
 		if len(handed) == 0 {
 			if want.ok {
@@ -285,7 +311,20 @@ func FuzzInspect(f *testing.F) {
 			if !bytes.Equal(b, orig) {
 				t.Fatal("inspect changed a message it did not authenticate")
 			}
+			for _, r := range tr.replies {
+				if len(r) > len(orig) {
+					t.Fatalf("inspect answered %d bytes to a %d-byte request", len(r), len(orig))
+				}
+				m := &stun.Message{Raw: r}
+				if err := m.Decode(); err != nil || m.Type.Class != stun.ClassErrorResponse ||
+					!bytes.Equal(r[4:20], orig[4:20]) || stun.Fingerprint.Check(m) != nil {
+					t.Fatalf("inspect's answer %x to %x is not a well-formed error response for it (%v)", r, orig, err)
+				}
+			}
 			return
+		}
+		if !pass {
+			t.Fatal("inspect handed a key and dropped the message")
 		}
 		var slot authSlot
 		var vk verifiedKey
@@ -360,7 +399,7 @@ type verdict struct {
 // referenceVerdict decides, with pion/stun, whether b is an authenticated
 // TURN request icebox must accept, knowing inspect ran between before and
 // after.
-func referenceVerdict(b []byte, cfg Config, before, after time.Time) (v verdict) {
+func referenceVerdict(b []byte, cfg Config, policy *peerPolicy, before, after time.Time) (v verdict) {
 	no := func(why string) verdict { v.why = why; return v }
 	m := &stun.Message{Raw: bytes.Clone(b)}
 	if err := m.Decode(); err != nil {
@@ -375,7 +414,7 @@ func referenceVerdict(b []byte, cfg Config, before, after time.Time) (v verdict)
 	default:
 		return no("not a TURN method that needs a credential")
 	}
-	var user, realm []byte
+	var user, realm, nonce []byte
 	sawMI := false
 	for i, a := range m.Attributes {
 		switch {
@@ -387,6 +426,8 @@ func referenceVerdict(b []byte, cfg Config, before, after time.Time) (v verdict)
 			user = append([]byte{}, a.Value...)
 		case a.Type == stun.AttrRealm && realm == nil:
 			realm = append([]byte{}, a.Value...)
+		case a.Type == stun.AttrNonce && nonce == nil:
+			nonce = append([]byte{}, a.Value...)
 		case a.Type == stun.AttrMessageIntegrity:
 			if a.Length != integrityLen {
 				return no("MESSAGE-INTEGRITY is not 20 bytes")
@@ -399,6 +440,12 @@ func referenceVerdict(b []byte, cfg Config, before, after time.Time) (v verdict)
 	}
 	if !sawMI {
 		return no("no MESSAGE-INTEGRITY")
+	}
+	if nonce == nil || user == nil || realm == nil {
+		return no("no NONCE, USERNAME or REALM before MESSAGE-INTEGRITY: pion answers without a key")
+	}
+	if why := refusedBeforePion(m, policy); why != "" {
+		return no(why)
 	}
 	if string(realm) != cfg.Realm {
 		return no("another realm")
@@ -424,4 +471,38 @@ func referenceVerdict(b []byte, cfg Config, before, after time.Time) (v verdict)
 		}
 	}
 	return no("MESSAGE-INTEGRITY verifies under no secret")
+}
+
+// refusedBeforePion says why icebox answers an authenticated request m
+// itself, from pion/stun's reading of it: a transport other than UDP, an
+// IPv6 relay, or a peer the policy refuses (every XOR-PEER-ADDRESS pion
+// decodes for CreatePermission, the first for ChannelBind).
+func refusedBeforePion(m *stun.Message, policy *peerPolicy) string {
+	switch m.Type.Method {
+	case stun.MethodAllocate:
+		if v, err := m.Get(stun.AttrRequestedTransport); err == nil && len(v) == 4 && v[0] != 17 {
+			return "REQUESTED-TRANSPORT is not UDP"
+		}
+		if v, err := m.Get(stun.AttrRequestedAddressFamily); err == nil && len(v) == 4 && v[0] == 2 {
+			return "REQUESTED-ADDRESS-FAMILY is IPv6"
+		}
+	case stun.MethodCreatePermission, stun.MethodChannelBind:
+		why := ""
+		m.ForEach(stun.AttrXORPeerAddress, func(m *stun.Message) error {
+			var a stun.XORMappedAddress
+			if err := a.GetFromAs(m, stun.AttrXORPeerAddress); err != nil {
+				return err
+			}
+			if policy.refusal(a.IP) != "" {
+				why = "peer refused"
+				return errors.New(why)
+			}
+			if m.Type.Method == stun.MethodChannelBind {
+				return errors.New("ChannelBind reads only the first")
+			}
+			return nil
+		})
+		return why
+	}
+	return ""
 }

@@ -62,6 +62,9 @@ type quotas struct {
 	total   int // held and reserved
 	active  int // held
 	pending map[connID]pendingAlloc
+	// allocs counts allocations by client transport, so inspect can tell
+	// a request for an allocation that no longer exists (437).
+	allocs map[connID]int
 	// changed is closed and replaced whenever active changes, so Close and
 	// tests can wait for allocations to come and go without polling.
 	changed chan struct{}
@@ -75,11 +78,16 @@ type pendingAlloc struct {
 
 const pendingTTL = 10 * time.Second
 
+// fairDivisor: above half of quotas.total, a source may hold an
+// allocation more only while it holds less than 1/fairDivisor of the rest.
+const fairDivisor = 8
+
 func newQuotas() *quotas {
 	return &quotas{
 		perUser: map[string]int{},
 		perIP:   map[netip.Addr]int{},
 		pending: map[connID]pendingAlloc{},
+		allocs:  map[connID]int{},
 		changed: make(chan struct{}),
 	}
 }
@@ -101,6 +109,13 @@ func (q *quotas) admit(user string, c connID, lim QuotaConfig, now time.Time) (r
 		return quotaTotal
 	case lim.PerIP > 0 && q.perIP[ip] >= lim.PerIP:
 		return quotaIP
+	case lim.PerIP > 0 && lim.Total > 0 && q.perIP[ip] > 0 && q.total >= lim.Total/2 &&
+		q.perIP[ip] >= (lim.Total-q.total+fairDivisor-1)/fairDivisor:
+		// Above half of total, a source holding allocations may hold at
+		// most an eighth of what is free, so a source holding none always
+		// gets one: N sources grabbing all they can leave total×8/(N+8)
+		// free, where per_ip alone let 32 addresses take all 1,000.
+		return quotaFair
 	case lim.PerUser > 0 && user != "" && q.perUser[user] >= lim.PerUser:
 		return quotaUser
 	}
@@ -118,6 +133,7 @@ func (q *quotas) created(user string, c connID) {
 	} else {
 		q.add(user, sourceKey(c.src.Addr()), 1)
 	}
+	q.allocs[c]++
 	q.setActive(q.active + 1)
 }
 
@@ -126,7 +142,29 @@ func (q *quotas) deleted(user string, c connID) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	q.add(user, sourceKey(c.src.Addr()), -1)
+	if q.allocs[c]--; q.allocs[c] <= 0 {
+		delete(q.allocs, c)
+	}
 	q.setActive(q.active - 1)
+}
+
+// failed releases the reservation c made, if any, as soon as pion reports
+// that its request failed (e.g. no relay port free), rather than after
+// pendingTTL: a client retrying should not be refused by its own failures.
+func (q *quotas) failed(c connID) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if p, ok := q.pending[c]; ok {
+		delete(q.pending, c)
+		q.add(p.user, p.ip, -1)
+	}
+}
+
+// hasAllocation reports whether client transport c holds an allocation.
+func (q *quotas) hasAllocation(c connID) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.allocs[c] > 0
 }
 
 func (q *quotas) setActive(n int) {
@@ -208,8 +246,10 @@ func (g *authGuard) blocked(ip netip.Addr, now time.Time, lim QuotaConfig) bool 
 
 // failed records a failure from ip. It says whether to log it (at most one
 // per window and source, with how many were left out before it) and
-// whether ip has just become throttled.
-func (g *authGuard) failed(ip netip.Addr, now time.Time, lim QuotaConfig) (logIt bool, quiet int, throttled bool) {
+// whether ip has just become throttled. Only a tied failure, one whose
+// source is proven, uses up the source's allowance: anyone can forge a
+// UDP source.
+func (g *authGuard) failed(ip netip.Addr, now time.Time, lim QuotaConfig, tied bool) (logIt bool, quiet int, throttled bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	s := g.src[ip]
@@ -224,7 +264,9 @@ func (g *authGuard) failed(ip netip.Addr, now time.Time, lim QuotaConfig) (logIt
 		g.src[ip] = s
 	}
 	g.refill(s, now, lim)
-	s.tokens--
+	if tied {
+		s.tokens--
+	}
 	if lim.AuthFailures > 0 && s.tokens < 1 && !s.throttled {
 		s.throttled, throttled = true, true
 	}
@@ -255,7 +297,12 @@ func (g *authGuard) sweep(now time.Time, lim QuotaConfig) {
 // authKeys hands the key that verified a request's MESSAGE-INTEGRITY from
 // the inspection in front of pion to pion's AuthHandler, which sees only
 // username, realm and source. Both run on the goroutine reading that
-// client's transport, one right after the other.
+// client's transport, one right after the other, and pion finishes with a
+// message before it reads the next. So each reader (a UDP socket, a stream
+// connection) has at most one key waiting: putting a new one drops the
+// reader's previous one if pion never took it (it answered 438, or the
+// request failed before authentication). The map holds at most one entry
+// per reader, whatever clients send, and every operation is O(1).
 type authKeys struct {
 	mu sync.Mutex
 	m  map[authSlot]verifiedKey
@@ -267,38 +314,122 @@ type authSlot struct {
 }
 
 type verifiedKey struct {
-	key []byte
-	at  time.Time
+	key   []byte
+	owner *keyOwner
 }
 
-// An entry pion never collects (its nonce had gone stale) is dropped after
-// keyTTL, once the map has grown past maxKeys.
-const (
-	keyTTL  = 30 * time.Second
-	maxKeys = 4096
-)
+// keyOwner is a reader's record of the key it left for pion.
+type keyOwner struct {
+	last authSlot
+	has  bool
+}
 
-func (k *authKeys) put(c connID, username string, key []byte, now time.Time) {
+func (k *authKeys) put(o *keyOwner, s authSlot, key []byte) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if k.m == nil {
 		k.m = map[authSlot]verifiedKey{}
 	}
-	if len(k.m) >= maxKeys {
-		for s, v := range k.m {
-			if now.Sub(v.at) > keyTTL {
-				delete(k.m, s)
-			}
-		}
-	}
-	k.m[authSlot{c, username}] = verifiedKey{key, now}
+	k.dropLocked(o)
+	k.m[s] = verifiedKey{key, o}
+	o.last, o.has = s, true
 }
 
-func (k *authKeys) take(c connID, username string) ([]byte, bool) {
+// drop forgets o's waiting key, e.g. when its connection closes.
+func (k *authKeys) drop(o *keyOwner) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	s := authSlot{c, username}
+	k.dropLocked(o)
+}
+
+func (k *authKeys) dropLocked(o *keyOwner) {
+	if o.has {
+		if v, ok := k.m[o.last]; ok && v.owner == o {
+			delete(k.m, o.last)
+		}
+		o.has = false
+	}
+}
+
+func (k *authKeys) take(s authSlot) ([]byte, bool) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
 	v, ok := k.m[s]
 	delete(k.m, s)
 	return v.key, ok
+}
+
+// answerBudget rations the answers pion gives to requests that carry no
+// credential (401s with a nonce, 400s): per source (IPv4
+// address or IPv6 /64) a bucket of 2×quotas.answer_rate refilled at
+// answer_rate per second, so a forged source gets at most that many
+// answers reflected at it. A legitimate client needs one such answer per
+// allocation. Memory is bounded by maxAnswerSources; past it, sources
+// whose bucket is full again are forgotten, and if none is, new sources
+// share one overflow bucket.
+type answerBudget struct {
+	mu        sync.Mutex
+	src       map[netip.Addr]*answerBucket
+	overflow  answerBucket
+	lastSweep time.Time
+}
+
+type answerBucket struct {
+	tokens float64
+	last   time.Time
+}
+
+const (
+	maxAnswerSources = 1 << 16
+	// overflowRate is what all sources beyond maxAnswerSources share.
+	overflowRate = 1000
+)
+
+func (b *answerBucket) take(now time.Time, rate, burst float64) bool {
+	if b.last.IsZero() {
+		b.tokens = burst
+	} else {
+		b.tokens = min(burst, b.tokens+now.Sub(b.last).Seconds()*rate)
+	}
+	b.last = now
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
+}
+
+func (a *answerBudget) allow(ip netip.Addr, now time.Time, rate int) bool {
+	if rate <= 0 {
+		return true
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	b := a.src[ip]
+	if b == nil {
+		if a.src == nil {
+			a.src = map[netip.Addr]*answerBucket{}
+		}
+		if len(a.src) >= maxAnswerSources && now.Sub(a.lastSweep) >= 2*time.Second {
+			a.sweep(now, rate)
+		}
+		if len(a.src) >= maxAnswerSources {
+			return a.overflow.take(now, overflowRate, overflowRate)
+		}
+		b = &answerBucket{}
+		a.src[ip] = b
+	}
+	return b.take(now, float64(rate), float64(2*rate))
+}
+
+// sweep forgets sources whose bucket has refilled: they are as if new.
+// It runs only when the map is full, at most once per refill time (2 s),
+// so its cost is spread over many requests.
+func (a *answerBudget) sweep(now time.Time, rate int) {
+	a.lastSweep = now
+	for ip, b := range a.src {
+		if now.Sub(b.last).Seconds()*float64(rate)+b.tokens >= float64(2*rate) {
+			delete(a.src, ip)
+		}
+	}
 }

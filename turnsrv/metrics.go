@@ -25,6 +25,7 @@ const (
 	quotaUser  = "user"
 	quotaIP    = "ip"
 	quotaTotal = "total"
+	quotaFair  = "fair_share" // the source has its share of a server more than half full
 )
 
 // metrics holds every collector, with label children resolved once so the
@@ -33,6 +34,7 @@ const (
 type metrics struct {
 	allocActive prometheus.Gauge
 	allocTotal  prometheus.Counter
+	unanswered  prometheus.Counter
 
 	authFailures  map[string]prometheus.Counter
 	peerRefusals  map[string]prometheus.Counter
@@ -56,6 +58,10 @@ func newMetrics() *metrics {
 	allocTotal := prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "icebox_turn_allocations_total", Help: "TURN allocations created.",
 	})
+	unanswered := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "icebox_turn_unanswered_total",
+		Help: "Requests without a credential left unanswered: their source had used up quotas.answer_rate for now.",
+	})
 	auth := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "icebox_turn_auth_failures_total", Help: "Failed TURN authentications, by reason.",
 	}, []string{"reason"})
@@ -72,19 +78,19 @@ func newMetrics() *metrics {
 		Name: "icebox_turn_relayed_packets_total", Help: "Datagrams through relay sockets, by direction.",
 	}, []string{"direction"})
 
-	m.allocActive, m.allocTotal = allocActive, allocTotal
+	m.allocActive, m.allocTotal, m.unanswered = allocActive, allocTotal, unanswered
 	for _, r := range authReasons {
 		m.authFailures[r] = auth.WithLabelValues(r)
 	}
 	for _, r := range refusalReasons {
 		m.peerRefusals[r] = peer.WithLabelValues(r)
 	}
-	for _, r := range []string{quotaUser, quotaIP, quotaTotal} {
+	for _, r := range []string{quotaUser, quotaIP, quotaTotal, quotaFair} {
 		m.quotaRefusals[r] = quota.WithLabelValues(r)
 	}
 	m.toPeerBytes, m.fromPeerBytes = bytes.WithLabelValues("to_peer"), bytes.WithLabelValues("from_peer")
 	m.toPeerPackets, m.fromPeerPackets = packets.WithLabelValues("to_peer"), packets.WithLabelValues("from_peer")
-	m.all = []prometheus.Collector{allocActive, allocTotal, auth, peer, quota, bytes, packets}
+	m.all = []prometheus.Collector{allocActive, allocTotal, unanswered, auth, peer, quota, bytes, packets}
 	return m
 }
 

@@ -1,6 +1,7 @@
 package turnsrv
 
 import (
+	"fmt"
 	"net"
 	"net/netip"
 	"sync/atomic"
@@ -134,6 +135,8 @@ func (p *peerPolicy) refusal(ip net.IP) string {
 	case p.allowed(c):
 		return ""
 	case p.isRelay(c):
+		// In any form: toRelayRefused checks the port of every packet to
+		// the canonical relay address.
 		return ""
 	case containsAddr(reservedPeers, c):
 		return refuseReserved
@@ -195,15 +198,16 @@ func routeSourceAddrs() []netip.Addr {
 }
 
 // hostAddrs lists this host's interface addresses and the directed
-// broadcast address of each IPv4 subnet, for the own-address rule.
-func hostAddrs() []netip.Addr {
-	ifas, err := net.InterfaceAddrs()
+// broadcast address of each IPv4 subnet, for the own-address rule. list is
+// net.InterfaceAddrs but for tests.
+func hostAddrs(list func() ([]net.Addr, error)) ([]netip.Addr, error) {
+	ifas, err := list()
 	if err != nil {
-		// Under systemd's RestrictAddressFamilies (no AF_NETLINK) the
-		// interfaces cannot be listed; the kernel still tells which
-		// address it would send from. The reserved ranges still cover
-		// loopback and private addresses.
-		return routeSourceAddrs()
+		// Under systemd's RestrictAddressFamilies without AF_NETLINK the
+		// interfaces cannot be listed, and a relay could reach services on
+		// the host's other addresses: icebox refuses to relay blind.
+		return nil, fmt.Errorf("turn: cannot list this host's addresses, which the peer policy must refuse (%w); "+
+			"under systemd, allow AF_NETLINK in RestrictAddressFamilies as systemd/icebox.service does", err)
 	}
 	var out []netip.Addr
 	for _, ifa := range ifas {
@@ -225,7 +229,7 @@ func hostAddrs() []netip.Addr {
 			out = append(out, netip.AddrFrom4(b))
 		}
 	}
-	return out
+	return out, nil
 }
 
 // portSet is a lock-free set of UDP ports: the live relay ports, consulted

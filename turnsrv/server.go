@@ -53,6 +53,10 @@ type Options struct {
 	// certificate it returns per handshake (icebox's internal/certs:
 	// files re-read as they change, or ACME). nil: no TLS listener.
 	GetCertificate func(*tls.ClientHelloInfo) (*tls.Certificate, error)
+	// InterfaceAddrs lists this host's addresses for the peer policy.
+	// Default: net.InterfaceAddrs. If it fails, New fails: relaying
+	// without knowing the host's own addresses could reach its services.
+	InterfaceAddrs func() ([]net.Addr, error)
 }
 
 // live is what Reload swaps: everything read per request.
@@ -70,12 +74,14 @@ type Server struct {
 	reg      prometheus.Registerer
 	publicIP netip.Addr
 	relayIPs []netip.Addr // where relay sockets can be reached
+	ifaces   func() ([]net.Addr, error)
 	ownExtra []netip.Addr // own addresses interfaces may not list: public IP, listeners
 
 	live       atomic.Pointer[live]
 	metrics    *metrics
 	keys       authKeys
 	guard      authGuard
+	answers    answerBudget
 	quotas     *quotas
 	relayPorts portSet
 
@@ -110,6 +116,10 @@ func New(cfg Config, opts Options) (*Server, error) {
 	warnLooseSecretFile(log, cfg.SecretFile)
 
 	bind := cfg.relayBind()
+	ifaces := opts.InterfaceAddrs
+	if ifaces == nil {
+		ifaces = net.InterfaceAddrs
+	}
 	public, err := ChoosePublicIP(opts.PublicIP, cfg)
 	if err != nil {
 		return nil, err
@@ -124,6 +134,7 @@ func New(cfg Config, opts Options) (*Server, error) {
 		publicIP: public,
 		relayIPs: []netip.Addr{public},
 		ownExtra: []netip.Addr{public},
+		ifaces:   ifaces,
 		metrics:  newMetrics(),
 		quotas:   newQuotas(),
 		conns:    map[*frameConn]struct{}{},
@@ -137,7 +148,11 @@ func New(cfg Config, opts Options) (*Server, error) {
 	for _, l := range opts.Listeners {
 		s.ownExtra = appendSpecific(s.ownExtra, l.Addr())
 	}
-	s.live.Store(&live{cfg: cfg, secrets: secrets, policy: newPeerPolicy(cfg.Peers, s.ownAddrs(), s.relayIPs)})
+	own, err := s.ownAddrs()
+	if err != nil {
+		return nil, err
+	}
+	s.live.Store(&live{cfg: cfg, secrets: secrets, policy: newPeerPolicy(cfg.Peers, own, s.relayIPs)})
 
 	listeners := opts.Listeners
 	if opts.GetCertificate != nil && cfg.TLS.Listen != "" {
@@ -180,6 +195,7 @@ func New(cfg Config, opts Options) (*Server, error) {
 				s.quotas.deleted(userOf(username), connIDOf(src))
 				s.metrics.allocActive.Dec()
 			},
+			OnAllocationError: func(src, _ net.Addr, _, _ string) { s.quotas.failed(connIDOf(src)) },
 		},
 	}
 	for _, c := range opts.PacketConns {
@@ -225,7 +241,11 @@ func ChoosePublicIP(given netip.Addr, cfg Config) (netip.Addr, error) {
 		return bind, nil
 	}
 	var private netip.Addr
-	for _, a := range hostAddrs() {
+	addrs, err := hostAddrs(net.InterfaceAddrs)
+	if err != nil {
+		addrs = routeSourceAddrs() // only to pick an address: the policy fails closed elsewhere
+	}
+	for _, a := range addrs {
 		switch {
 		case !a.Is4() || !a.IsGlobalUnicast():
 		case !a.IsPrivate() && !reservedPeersContain(a):
@@ -266,8 +286,9 @@ func appendSpecific(as []netip.Addr, a net.Addr) []netip.Addr {
 
 // ownAddrs is the own-address rule's list: read again on Reload, since
 // interfaces come and go.
-func (s *Server) ownAddrs() []netip.Addr {
-	return append(hostAddrs(), s.ownExtra...)
+func (s *Server) ownAddrs() ([]netip.Addr, error) {
+	addrs, err := hostAddrs(s.ifaces)
+	return append(addrs, s.ownExtra...), err
 }
 
 func warnLooseSecretFile(log *slog.Logger, path string) {
@@ -374,14 +395,30 @@ func (s *Server) Close() error {
 // tls.listen) are logged and ignored. The certificate is the source's
 // business (Options.GetCertificate).
 func (s *Server) Reload(cfg Config) error {
-	if err := cfg.Validate(); err != nil {
-		return fmt.Errorf("turn config: %w", err)
-	}
-	secrets, err := LoadSecrets(cfg, s.stateDir, true)
+	p, err := s.PrepareReload(cfg)
 	if err != nil {
 		return err
 	}
+	p.Commit()
+	return nil
+}
+
+// PreparedReload is a reload that has loaded everything it needs and can
+// no longer fail: Commit applies it, and dropping it changes nothing. It
+// lets the daemon reload every part or none.
+type PreparedReload struct {
+	s    *Server
+	live *live
+}
+
+// Secrets are the secrets the reload would put in force; the first mints.
+func (p *PreparedReload) Secrets() [][]byte { return p.live.secrets }
+
+// Commit applies the prepared reload.
+func (p *PreparedReload) Commit() {
+	s := p.s
 	old := s.live.Load().cfg
+	cfg := p.live.cfg
 	for key, changed := range map[string]bool{
 		"enabled":    cfg.Enabled != old.Enabled,
 		"realm":      cfg.Realm != old.Realm,
@@ -393,9 +430,25 @@ func (s *Server) Reload(cfg Config) error {
 		}
 	}
 	warnLooseSecretFile(s.log, cfg.SecretFile)
-	s.live.Store(&live{cfg: cfg, secrets: secrets, policy: newPeerPolicy(cfg.Peers, s.ownAddrs(), s.relayIPs)})
-	s.log.Info("turn: reloaded", "secrets", len(secrets))
-	return nil
+	s.live.Store(p.live)
+	s.log.Info("turn: reloaded", "secrets", len(p.live.secrets))
+}
+
+// PrepareReload validates cfg and loads its secrets without applying
+// anything; the certificate is Options.GetCertificate's business.
+func (s *Server) PrepareReload(cfg Config) (*PreparedReload, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("turn config: %w", err)
+	}
+	secrets, err := LoadSecrets(cfg, s.stateDir, true)
+	if err != nil {
+		return nil, err
+	}
+	own, err := s.ownAddrs()
+	if err != nil {
+		return nil, err
+	}
+	return &PreparedReload{s: s, live: &live{cfg: cfg, secrets: secrets, policy: newPeerPolicy(cfg.Peers, own, s.relayIPs)}}, nil
 }
 
 // Secrets returns copies of the secrets in force; the first one mints.

@@ -264,7 +264,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, rl reloader) error
 			if err != nil {
 				log.Error("reload refused, the running config stays", "err", err)
 			} else if err := d.reload(cfg, next, rl.level); err != nil {
-				log.Error("reload failed, the running config stays where it could", "err", err)
+				log.Error("reload failed, the running config stays", "err", err)
 			} else {
 				cfg = next
 			}

@@ -3,14 +3,17 @@ package main
 import (
 	"log/slog"
 	"reflect"
+
+	"icebox/turnsrv"
 )
 
 // reload applies what can change while calls go on: TURN secrets, peer
-// policy and quotas, signaling limits and origins, renamed certificate
-// files, the STUN TCP idle timeout and the log level. Listening addresses
-// and other settings that need new sockets are logged as needing a restart. The new
-// config has been validated; a part that still cannot take it (an unreadable
-// secret file or certificate) keeps its old settings and reload says so.
+// policy, quotas and certificates, signaling limits and origins, renamed
+// certificate files, the STUN TCP idle timeout and the log level. Listening
+// addresses and other settings that need new sockets are logged as needing
+// a restart. The new config has been validated; if any part still cannot
+// take it (an unreadable secret file or certificate), every part keeps its
+// old settings and reload says why.
 func (d *daemon) reload(old, cfg Config, level *slog.LevelVar) error {
 	for key, changed := range map[string]bool{
 		"public_ip":                old.PublicIP != cfg.PublicIP,
@@ -25,17 +28,30 @@ func (d *daemon) reload(old, cfg Config, level *slog.LevelVar) error {
 			d.log.Warn("setting changed; it takes effect on restart", "key", key)
 		}
 	}
-	if err := d.tls.reload(old, cfg, d.log); err != nil {
+	// Every part prepares (loads secrets, certificates, checks) first;
+	// only when all have succeeded does any of them change.
+	commitTLS, err := d.tls.prepareReload(old, cfg, d.log)
+	if err != nil {
 		return err
 	}
+	var turnReload *turnsrv.PreparedReload
+	var keys [][]byte
 	if d.turn != nil {
-		if err := d.turn.Reload(cfg.TURN); err != nil {
+		var err error
+		if turnReload, err = d.turn.PrepareReload(cfg.TURN); err != nil {
 			return err
 		}
+		keys = turnReload.Secrets()
 	}
-	if err := d.signal.reload(cfg, d.turn); err != nil {
+	commitSignal, err := d.signal.prepareReload(cfg, keys)
+	if err != nil {
 		return err
 	}
+	commitTLS()
+	if turnReload != nil {
+		turnReload.Commit()
+	}
+	commitSignal()
 	d.stun.SetTCPIdleTimeout(cfg.STUN.TCPIdleTimeout)
 	level.Set(parseLevel(cfg.Log.Level))
 	d.log.Info("config reloaded")

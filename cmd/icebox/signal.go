@@ -85,19 +85,20 @@ func tokenKeys(cfg Config, turn *turnsrv.Server) ([][]byte, error) {
 	return turnsrv.LoadSecrets(cfg.TURN, stateDir(cfg.StateDir), true)
 }
 
-func (p *signalPart) reload(cfg Config, turn *turnsrv.Server) error {
+// prepareReload checks cfg for signaling with keys as the join-token keys
+// (the TURN secrets the reload puts in force); nil keys means load them as
+// startSignal does. The commit it returns cannot fail.
+func (p *signalPart) prepareReload(cfg Config, keys [][]byte) (func(), error) {
 	if p == nil {
-		return nil
+		return func() {}, nil
 	}
-	keys, err := tokenKeys(cfg, turn)
-	if err != nil {
-		return err
+	if keys == nil {
+		var err error
+		if keys, err = tokenKeys(cfg, nil); err != nil {
+			return nil, err
+		}
 	}
-	if err := p.srv.Reload(cfg.Signal); err != nil {
-		return err
-	}
-	p.srv.SetTokenKeys(keys)
-	return nil
+	return p.srv.PrepareReload(cfg.Signal, keys)
 }
 
 func (p *signalPart) addr() string {

@@ -96,7 +96,7 @@ func TestSystemdUnitSettings(t *testing.T) {
 		"Type=notify", "WatchdogSec=", "DynamicUser=yes", "StateDirectory=icebox",
 		"ConfigurationDirectory=icebox", "AmbientCapabilities=CAP_NET_BIND_SERVICE\n",
 		"CapabilityBoundingSet=CAP_NET_BIND_SERVICE\n", "NoNewPrivileges=yes", "ProtectSystem=strict",
-		"RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX\n", "SystemCallFilter=@system-service",
+		"RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX AF_NETLINK\n", "SystemCallFilter=@system-service",
 		"MemoryDenyWriteExecute=yes", "Restart=on-failure", "LimitNOFILE=", "ExecReload=",
 	} {
 		if !strings.Contains(string(unit), want) {

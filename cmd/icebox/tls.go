@@ -174,10 +174,11 @@ func (t *tlsPart) sharedPort() int {
 	return t.mux.Addr().(*net.TCPAddr).Port
 }
 
-// reload points file sources at renamed files; a pair that does not load
-// keeps the old one. Turning a source on or off, ACME and the port need a
-// restart.
-func (t *tlsPart) reload(old, cfg Config, log *slog.Logger) error {
+// prepareReload loads renamed certificate files without putting them in
+// service; the commit it returns points the file sources at them. A pair
+// that does not load refuses the reload. Turning a source on or off, ACME
+// and the port need a restart.
+func (t *tlsPart) prepareReload(old, cfg Config, log *slog.Logger) (commit func(), err error) {
 	for key, changed := range map[string]bool{
 		"tls.listen":             old.TLS.Listen != cfg.TLS.Listen,
 		"tls.acme":               fmt.Sprint(old.TLS.ACME) != fmt.Sprint(cfg.TLS.ACME),
@@ -189,21 +190,35 @@ func (t *tlsPart) reload(old, cfg Config, log *slog.Logger) error {
 			log.Warn("setting changed; it takes effect on restart", "key", key)
 		}
 	}
-	for _, s := range []struct {
+	type swap struct {
 		f         *certs.Files
 		cert, key string
-	}{
+	}
+	var swaps []swap
+	for _, s := range []swap{
 		{t.files, cfg.TLS.Cert, cfg.TLS.Key},
 		{t.signal, cfg.Signal.TLS.Cert, cfg.Signal.TLS.Key},
 		{t.turn, cfg.TURN.TLS.Cert, cfg.TURN.TLS.Key},
 	} {
-		if s.f != nil && s.cert != "" {
+		if s.f == nil || s.cert == "" {
+			continue
+		}
+		// Load each new pair once now, so that a broken one refuses the
+		// whole reload before any part has changed.
+		if _, err := tls.LoadX509KeyPair(s.cert, s.key); err != nil {
+			return nil, fmt.Errorf("certificate %s: %w", s.cert, err)
+		}
+		swaps = append(swaps, s)
+	}
+	return func() {
+		for _, s := range swaps {
+			// Only a file changed again since the check above can fail
+			// here; its watcher keeps the old pair and says so.
 			if err := s.f.SetFiles(s.cert, s.key); err != nil {
-				return err
+				log.Error("certificate changed during reload; keeping the old one", "file", s.cert, "err", err)
 			}
 		}
-	}
-	return nil
+	}, nil
 }
 
 func (t *tlsPart) close() {

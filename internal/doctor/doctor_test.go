@@ -225,8 +225,8 @@ func TestWrongSecret(t *testing.T) {
 	}
 	for _, s := range steps {
 		wantFail(t, s, "credentials rejected", "TURN secret differs", "clock skew")
-		// pion, and so icebox, answers bad credentials with 400 after
-		// its 401 challenge.
+		// This test's plain pion server answers bad credentials with 400
+		// after its 401 challenge (icebox with 401).
 		if !strings.Contains(s.Detail, "Allocate error 400") {
 			t.Errorf("detail %q lacks the 400", s.Detail)
 		}

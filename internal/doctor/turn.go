@@ -260,9 +260,10 @@ func allocateDiagnosis(u iceURL, err error, refused bool, timeout time.Duration)
 		detail = strings.TrimSpace(fmt.Sprintf("Allocate error %d %s", code.Code, code.Reason))
 		switch code.Code {
 		case stun.CodeBadRequest, stun.CodeUnauthorized, stun.CodeWrongCredentials:
-			// pion (and so icebox) answers a bad MESSAGE-INTEGRITY or an
-			// unknown or expired username with 400; the error comes from
-			// the authenticated request, after the server's 401 challenge.
+			// icebox answers a bad MESSAGE-INTEGRITY or an unknown or
+			// expired username with 401 (pion alone, and older icebox,
+			// with 400); the error comes from the authenticated request,
+			// after the server's 401 challenge.
 			cause = "credentials rejected: the TURN secret differs from the one signaling mints with, or clock skew"
 			if u.username == "" {
 				cause = "WsIceServers gave no username/credential for this URL: signaling does not mint TURN credentials (no turn secret?)"

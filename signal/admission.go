@@ -1,0 +1,94 @@
+package signal
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"time"
+	"unicode"
+)
+
+// Admission at WsInit: whether a connection gets TURN credentials at all,
+// and whom they name. Nothing that costs the server (a TURN credential, a
+// place in a pairing) is handed out before this has passed.
+
+// admitInit checks c's join token against the pairing named at WsInit
+// (URL or WsInit data), or the open room, before any credential is minted,
+// and picks the TURN user its credentials carry. With require_token, the
+// pairing must be named by then: a token is an HMAC over its pairing, and
+// one that cannot be checked gets nothing.
+func (c *conn) admitInit(set *settings, name string, now time.Time) bool {
+	known := name != "" || set.OpenRoom // name "" is then the open room
+	switch {
+	case c.token == "" && set.RequireToken:
+		return false
+	case c.token != "" && known:
+		if err := VerifyToken(c.s.tokenKeys(), name, c.token, now); err != nil {
+			c.s.log.Debug("signal: token refused", "conn", c.id, "err", err)
+			return false
+		}
+	case c.token != "" && set.RequireToken:
+		c.s.log.Debug("signal: token refused", "conn", c.id, "err", "no pairing named at WsInit to check it against")
+		return false
+	case c.token != "":
+		// Not required and the pairing comes later: checked at join.
+		if checkTokenForm(c.token, now) != nil {
+			return false
+		}
+	}
+	c.turnUser = turnUser(name, c)
+	return true
+}
+
+// turnUser is the user TURN's per-user quota counts for c: its pairing,
+// so one call's allocations are counted together however many times its
+// members reconnect; or, for the open room and connections that name no
+// pairing at WsInit, its source address (IPv4, or IPv6 /64).
+func turnUser(pairing string, c *conn) string {
+	if pairing == "" {
+		return "addr-" + c.peer.Addr().String()
+	}
+	if len(pairing) <= maxTURNUser && printable(pairing) {
+		return "pair-" + pairing
+	}
+	// A long or odd name would bloat or break every TURN request.
+	h := sha256.Sum256([]byte(pairing))
+	return "pair-" + hex.EncodeToString(h[:12])
+}
+
+// maxTURNUser bounds a pairing name used as is in a TURN username.
+const maxTURNUser = 64
+
+func printable(s string) bool {
+	for _, r := range s {
+		if r > unicode.MaxASCII || !unicode.IsPrint(r) {
+			return false
+		}
+	}
+	return true
+}
+
+// fairShareFull says whether a source already holding held of the total
+// connections (out of max) has had its share. Below half of max, every
+// source may grow up to max_conns_per_ip; above it, a source holding
+// anything may hold at most an eighth of what is still free. So however
+// few addresses an attacker has, a source holding nothing still gets in:
+// N sources grabbing all they can leave max×8/(N+8) free, where the flat
+// per-IP cap let 160 addresses take everything.
+func fairShareFull(held, total, max int) bool {
+	return max > 0 && held > 0 && total >= max/2 && held >= (max-total+fairDivisor-1)/fairDivisor
+}
+
+// fairDivisor: above half of max, a source may hold 1/fairDivisor of the rest.
+const fairDivisor = 8
+
+// fanoutAllowed spends n bytes times the open room's other members from
+// c's fan-out budget (open_room_fanout per second, bursts of 4 s worth),
+// so that one member's burst cannot become a thousandfold flood out.
+func (c *conn) fanoutAllowed(set *settings, n int) bool {
+	c.room.mu.Lock()
+	others := len(c.room.members) - 1
+	c.room.mu.Unlock()
+	cost := n * max(others, 0)
+	burst := 4 * set.OpenRoomFanout
+	return cost <= burst && c.fanout.allowN(time.Now(), float64(set.OpenRoomFanout), burst, cost)
+}

@@ -1,0 +1,126 @@
+package signal
+
+import (
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// TestTURNUser: the credentials icebox mints name a user TURN's per-user
+// quota can count: the pairing (the same for every member and every
+// reconnection), or the source address for connections that name none,
+// never a fresh random name per connection.
+func TestTURNUser(t *testing.T) {
+	ts := startServer(t, testConfig(), Options{})
+	user := func(query string) string {
+		t.Helper()
+		k := dialKt(t, ts.url(query), nil)
+		k.send("WsInit", "")
+		_, v := k.expect("WsIceServers")
+		for _, sv := range v.(*wsIceServersData).IceServers {
+			if sv.Username != "" {
+				_, u, _ := strings.Cut(sv.Username, ":")
+				return u
+			}
+		}
+		t.Fatal("no TURN credential")
+		return ""
+	}
+	a, b := user("room=tv-42"), user("room=tv-42")
+	if a != "pair-tv-42" || b != a {
+		t.Errorf("members of tv-42 got users %q and %q, want pair-tv-42 for both", a, b)
+	}
+	if u := user(""); u != "addr-127.0.0.1" {
+		t.Errorf("a connection naming no pairing got user %q, want addr-127.0.0.1", u)
+	}
+	long := strings.Repeat("x", 200)
+	if u := user("room=" + long); strings.Contains(u, long) || len(u) > 5+maxTURNUser || u != user("room="+long) {
+		t.Errorf("a 200-byte pairing got user %q", u)
+	}
+}
+
+// TestFairShareConns: two addresses opening all the WebSockets they can
+// no longer fill max_conns between them: a third address still gets in.
+// Before, max_conns_per_ip alone let 160 addresses take all 10,000.
+func TestFairShareConns(t *testing.T) {
+	cfg := testConfig()
+	cfg.MaxConns, cfg.MaxConnsPerIP = 40, 32
+	ts := startServer(t, cfg, Options{})
+	dialFrom := func(ip string) (*websocket.Conn, error) {
+		d := websocket.Dialer{HandshakeTimeout: readTimeout,
+			NetDialContext: (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}).DialContext}
+		ws, resp, err := d.Dial(ts.url(""), nil)
+		if resp != nil && resp.Body != nil {
+			resp.Body.Close()
+		}
+		if err != nil {
+			t.Skipf("%s unusable: %v", ip, err)
+		}
+		t.Cleanup(func() { ws.Close() })
+		return ws, nil
+	}
+	// A refused connection gets WsError busy at once; an admitted one
+	// answers WsInit.
+	admitted := func(ws *websocket.Conn) bool {
+		ws.SetReadDeadline(time.Now().Add(readTimeout))
+		ws.WriteMessage(websocket.TextMessage, []byte(`{"id":"WsInit","data":""}`))
+		_, msg, err := ws.ReadMessage()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.Contains(string(msg), "WsIceServers")
+	}
+	held := 0
+	for _, ip := range []string{"127.0.0.2", "127.0.0.3"} {
+		for range cfg.MaxConnsPerIP {
+			ws, _ := dialFrom(ip)
+			if !admitted(ws) {
+				break
+			}
+			held++
+		}
+	}
+	if ws, _ := dialFrom("127.0.0.4"); !admitted(ws) {
+		t.Fatalf("after two addresses took %d of %d connections, a third was refused", held, cfg.MaxConns)
+	}
+	t.Logf("two grabbing addresses hold %d of %d", held, cfg.MaxConns)
+}
+
+// TestOpenRoomBudget: the open room takes open_room_capacity members, and
+// a member's burst is cut at its fan-out budget (frame size × others) with
+// WsError 4004, where before 2,000 members turned one member's 3.6 MB
+// into 2.9 GB out.
+func TestOpenRoomBudget(t *testing.T) {
+	cfg := testConfig()
+	cfg.OpenRoom = true
+	cfg.OpenRoomCapacity = 5
+	cfg.OpenRoomFanout = 10 << 10 // 40 KiB burst
+	cfg.FrameBurst, cfg.FramesPerSecond = 1000, 1000
+	ts := startServer(t, cfg, Options{})
+	members := make([]*ktClient, cfg.OpenRoomCapacity)
+	for i := range members {
+		members[i] = join(t, ts.url(""))
+	}
+	full := dialKt(t, ts.url(""), nil)
+	full.send("WsInit", "")
+	full.expectError(errRoomFull)
+
+	// 4 KiB offers to 4 others: 16 KiB each, so the 40 KiB burst passes
+	// two and refuses the third.
+	sdp := strings.Repeat("a", 4<<10)
+	sender := members[0]
+	for range 2 {
+		o := sender.send("WsSDPOffer", wsSDPData{Type: "offer", SDP: sdp, ControllerID: "x"})
+		for _, m := range members[1:] {
+			m.expectBytes(o)
+		}
+	}
+	sender.send("WsSDPOffer", wsSDPData{Type: "offer", SDP: sdp, ControllerID: "x"})
+	sender.expectError(errRateLimited)
+	// The others were not sent it: the next frame they get is a small one.
+	small := members[1].send("WsSDPAnswer", wsSDPData{Type: "answer", SDP: "small"})
+	members[2].expectBytes(small)
+}

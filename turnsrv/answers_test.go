@@ -1,0 +1,348 @@
+package turnsrv
+
+import (
+	"errors"
+	"net"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pion/logging"
+	"github.com/pion/stun/v3"
+	"github.com/pion/turn/v4"
+
+	"icebox/internal/testenv"
+)
+
+// The tests here are the findings of the attack review (issue 10): each
+// failed on the code before its fix.
+
+// TestKeyStoreBounded: signed requests pion never authenticates (its
+// nonce is stale, or there is none) replayed from 300 source ports leave
+// at most one key per reader behind, where the old store kept one per
+// source until it had 4,096 and then scanned them all on every insert.
+func TestKeyStoreBounded(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig()
+	cfg.Quotas.AnswerRate = 0
+	ts := startServer(t, cfg)
+	u, p, _ := ts.MintCredential("replay", 0)
+	for i := range 300 {
+		c := dialRaw(t, "udp", ts.udp, u, p)
+		c.nonce = stun.NewNonce("stale-or-forged")
+		req := c.build(stun.MethodAllocate, true, udpTransport())
+		if i%2 == 1 { // no NONCE: pion answers 400 and never asks for a key
+			req = c.build(stun.MethodAllocate, false, udpTransport(), c.user, c.realm, c.key)
+		}
+		if res := c.roundTrip(req); res.Type.Class != stun.ClassErrorResponse {
+			t.Fatalf("replay %d: %v", i, res)
+		}
+		c.conn.Close()
+	}
+	ts.keys.mu.Lock()
+	n := len(ts.keys.m)
+	ts.keys.mu.Unlock()
+	if n > 1 {
+		t.Fatalf("%d keys held after 300 replays from one UDP socket's clients, want at most 1", n)
+	}
+	// The store still works: a real client allocates.
+	client, _ := dialTURN(t, "udp", ts.udp, u, p)
+	relay, err := client.Allocate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	relay.Close()
+}
+
+// TestUnsignedAnswersRationed: a flood of 20-byte unsigned Allocates from
+// one address gets at most 2×answer_rate 401s plus the refill, so icebox
+// reflects little at a forged source; a client on another address is
+// answered as usual meanwhile.
+func TestUnsignedAnswersRationed(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig()
+	cfg.Quotas.AnswerRate = 4
+	ts := startServer(t, cfg)
+	flood, err := net.DialUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 3)}, ts.udp.(*net.UDPAddr))
+	if err != nil {
+		t.Skipf("127.0.0.3 unusable: %v", err)
+	}
+	defer flood.Close()
+	const sent = 400
+	req := make([]byte, 20+8)
+	req[1] = 0x03 // Allocate request
+	req[3] = 8
+	copy(req[4:8], []byte{0x21, 0x12, 0xA4, 0x42})
+	copy(req[20:], []byte{0x00, 0x19, 0x00, 0x04, 17, 0, 0, 0})
+	// Sent in rounds of 40, each accounted for before the next, so the
+	// kernel's socket buffer never overflows: every request is either
+	// answered or counted unanswered, and the test reads answers until the
+	// two add up.
+	answered, bytesOut := 0, 0
+	buf := make([]byte, 1500)
+	deadline := time.Now().Add(20 * time.Second)
+	start := time.Now()
+	for i := range sent {
+		req[8] = byte(i)
+		req[9] = byte(i >> 8)
+		if _, err := flood.Write(req); err != nil {
+			t.Fatal(err)
+		}
+		if (i+1)%40 != 0 {
+			continue
+		}
+		for answered+int(testenv.MetricValue(t, ts.metrics.unanswered)) < i+1 {
+			flood.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+			n, err := flood.Read(buf)
+			if err == nil {
+				answered++
+				bytesOut += n
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("answered %d, unanswered %v of %d", answered, testenv.MetricValue(t, ts.metrics.unanswered), i+1)
+			}
+		}
+	}
+	elapsed := time.Since(start)
+	limit := 2*cfg.Quotas.AnswerRate + int(elapsed.Seconds()*float64(cfg.Quotas.AnswerRate)) + 1
+	if answered > limit {
+		t.Errorf("%d of %d unsigned requests answered in %v, want at most %d", answered, sent, elapsed, limit)
+	}
+	t.Logf("flood: %d requests, %d B in; %d answers, %d B out (ratio %.3f)", sent, sent*len(req), answered, bytesOut,
+		float64(bytesOut)/float64(sent*len(req)))
+
+	// Another address is answered and allocates.
+	u, p, _ := ts.MintCredential("bystander", 0)
+	client, _ := dialTURN(t, "udp", ts.udp, u, p)
+	relay, err := client.Allocate()
+	if err != nil {
+		t.Fatalf("a client on another address: %v", err)
+	}
+	relay.Close()
+}
+
+// TestRightAnswers: icebox answers what pion would get wrong. A TCP relay
+// or an IPv6 relay is refused with 442 or 440 (not granted as UDP/IPv4),
+// a refused peer with 403 on CreatePermission and ChannelBind (not a code-
+// less error or 401), and a request for an allocation that does not exist
+// (e.g. after a restart) with 437 at once (not silence). Each answer is
+// signed, so the client can trust it.
+func TestRightAnswers(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t, testConfig())
+	for _, network := range []string{"udp", "tcp"} {
+		u, p, _ := ts.MintCredential("answers", 0)
+		c := dialRaw(t, network, ts.addr(network), u, p)
+		check := func(what string, res *stun.Message, code int) {
+			t.Helper()
+			if got := errorCode(res); got != code {
+				t.Errorf("%s %s: %v (code %d), want %d", network, what, res, got, code)
+				return
+			}
+			if err := c.key.Check(res); err != nil {
+				t.Errorf("%s %s: answer not signed: %v", network, what, err)
+			}
+		}
+		check("Refresh without an allocation", c.do(stun.MethodRefresh, lifetimeAttr(10*time.Minute)), 437)
+		check("CreatePermission without an allocation", c.do(stun.MethodCreatePermission, peerAttr(net.IPv4(127, 0, 0, 1), 9)), 437)
+		check("ChannelBind without an allocation", c.do(stun.MethodChannelBind, channelAttr(0x4000), peerAttr(net.IPv4(127, 0, 0, 1), 9)), 437)
+		check("Allocate over TCP", c.do(stun.MethodAllocate, rawAttr(stun.AttrRequestedTransport, []byte{6, 0, 0, 0})), 442)
+		check("Allocate for IPv6", c.do(stun.MethodAllocate, udpTransport(), rawAttr(stun.AttrRequestedAddressFamily, []byte{2, 0, 0, 0})), 440)
+		if res := c.do(stun.MethodAllocate, udpTransport()); res.Type.Class != stun.ClassSuccessResponse {
+			t.Fatalf("%s allocate: %v", network, res)
+		}
+		for _, peer := range []string{"10.0.0.1", "169.254.169.254", "::ffff:192.168.1.1", "64:ff9b::a00:1"} {
+			ip := net.ParseIP(peer)
+			check("CreatePermission to "+peer, c.do(stun.MethodCreatePermission, peerAttr(ip, 9)), 403)
+			check("ChannelBind to "+peer, c.do(stun.MethodChannelBind, channelAttr(0x4001), peerAttr(ip, 9)), 403)
+		}
+		// One refused peer among allowed ones refuses the request.
+		check("CreatePermission with one refused peer",
+			c.do(stun.MethodCreatePermission, peerAttr(net.IPv4(127, 0, 0, 1), 9), peerAttr(net.IPv4(10, 0, 0, 1), 9)), 403)
+		if res := c.do(stun.MethodCreatePermission, peerAttr(net.IPv4(127, 0, 0, 1), 9)); res.Type.Class != stun.ClassSuccessResponse {
+			t.Errorf("%s CreatePermission to an allowed peer: %v", network, res)
+		}
+		if res := c.do(stun.MethodRefresh, lifetimeAttr(0)); res.Type.Class != stun.ClassSuccessResponse {
+			t.Errorf("%s release: %v", network, res)
+		}
+	}
+	ts.waitAllocations(t, 0)
+}
+
+// TestRelayExceptionCanonical: the relay address's exception in the peer
+// policy holds for every form of it (as every rule does), so the
+// per-packet port check must see through every IPv6 form too: a NAT64,
+// 6to4 or compatible spelling of the relay address reaches live relay
+// ports only.
+func TestRelayExceptionCanonical(t *testing.T) {
+	s := wrapperServer() // relay 192.0.2.10, live relay port 50000
+	for _, ip := range []string{"192.0.2.10", "::ffff:192.0.2.10", "64:ff9b::c000:20a", "2002:c000:20a::", "::192.0.2.10"} {
+		dst := &net.UDPAddr{IP: net.ParseIP(ip), Port: 3478}
+		if !s.toRelayRefused(dst) {
+			t.Errorf("a packet to %v (not a relay port) is let through", dst)
+		}
+		dst.Port = 50000
+		if s.toRelayRefused(dst) {
+			t.Errorf("a packet to the live relay %v is refused", dst)
+		}
+	}
+}
+
+// allocateFrom allocates with a pion client on a UDP socket bound to ip
+// (any 127/8 address is loopback), returning the relay or the error.
+func allocateFrom(t *testing.T, ts *testServer, ip string, user string) (net.PacketConn, error) {
+	t.Helper()
+	c, err := net.ListenPacket("udp4", ip+":0")
+	if err != nil {
+		t.Skipf("%s unusable: %v", ip, err)
+	}
+	u, p, _ := ts.MintCredential(user, 0)
+	lf := logging.NewDefaultLoggerFactory()
+	lf.DefaultLogLevel = logging.LogLevelDisabled
+	client, err := turn.NewClient(&turn.ClientConfig{
+		STUNServerAddr: ts.udp.String(), TURNServerAddr: ts.udp.String(),
+		Username: u, Password: p, Conn: c, LoggerFactory: lf,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := client.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close(); c.Close() })
+	return client.Allocate()
+}
+
+// TestFairShare: two addresses grabbing all the allocations they can no
+// longer hold quotas.total between them: a third address still gets one.
+// Before, per_ip (32) let 32 addresses hold all of total (1,000); here
+// two of per_ip 32 held all of total 40.
+func TestFairShare(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig()
+	cfg.Quotas.PerUser, cfg.Quotas.PerIP, cfg.Quotas.Total = 0, 32, 40
+	ts := startServer(t, cfg)
+	held := 0
+	for _, ip := range []string{"127.0.0.2", "127.0.0.3"} {
+		for range cfg.Quotas.PerIP {
+			r, err := allocateFrom(t, ts, ip, "grabber")
+			if err != nil {
+				if turnCode(err) != int(stun.CodeAllocQuotaReached) {
+					t.Fatalf("%s: %v", ip, err)
+				}
+				break
+			}
+			t.Cleanup(func() { r.Close() })
+			held++
+		}
+	}
+	r, err := allocateFrom(t, ts, "127.0.0.4", "newcomer")
+	if err != nil {
+		t.Fatalf("after two addresses took %d of %d allocations, a third got %v", held, cfg.Quotas.Total, err)
+	}
+	r.Close()
+	if got := testenv.MetricValue(t, ts.metrics.quotaRefusals[quotaFair]); got < 2 {
+		t.Errorf("fair_share refusals = %v, want one per grabbing address", got)
+	}
+	t.Logf("two grabbing addresses hold %d of %d", held, cfg.Quotas.Total)
+}
+
+// TestSmallRelayRange: every port of a 51-port relay range is used before
+// an allocation gets 508, and a failed allocation does not keep holding
+// its source's quota. Before, pion's 10 random tries failed well before
+// the range was full, and each failure held a reservation for 10 s, so
+// two addresses exhausted the range.
+func TestSmallRelayRange(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig()
+	cfg.Relay.Ports = "31200-31250" // below Linux's ephemeral ports: nobody else binds there
+	cfg.Quotas.PerUser, cfg.Quotas.PerIP = 0, 26
+	ts := startServer(t, cfg)
+	var first net.PacketConn
+	for i := range 51 {
+		ip := []string{"127.0.0.2", "127.0.0.3"}[i%2]
+		r, err := allocateFrom(t, ts, ip, "ranger")
+		if err != nil {
+			t.Fatalf("allocation %d of a 51-port range: %v", i+1, err)
+		}
+		if i == 0 {
+			first = r
+		} else {
+			t.Cleanup(func() { r.Close() })
+		}
+	}
+	if _, err := allocateFrom(t, ts, "127.0.0.3", "ranger"); turnCode(err) != int(stun.CodeInsufficientCapacity) {
+		t.Fatalf("allocation 52: %v, want 508", err)
+	}
+	// 127.0.0.2 holds 26 (its per_ip), 127.0.0.3 25 after its failure:
+	// once a port is free, 127.0.0.3 gets it at once.
+	first.Close()
+	ts.waitAllocations(t, 50)
+	r, err := allocateFrom(t, ts, "127.0.0.3", "ranger")
+	if err != nil {
+		t.Fatalf("after a port was freed: %v", err)
+	}
+	r.Close()
+}
+
+// TestFailClosedWithoutInterfaces: when the host's addresses cannot be
+// listed (systemd's RestrictAddressFamilies without AF_NETLINK), TURN
+// refuses to start rather than relay to the host's other addresses, and
+// says how to fix it; a reload that cannot list them keeps the old policy.
+func TestFailClosedWithoutInterfaces(t *testing.T) {
+	t.Parallel()
+	noNetlink := func() ([]net.Addr, error) { return nil, errors.New("address family not supported by protocol") }
+	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	_, err = New(testConfig(), Options{PublicIP: netip.MustParseAddr("127.0.0.1"), StateDir: t.TempDir(),
+		PacketConns: []net.PacketConn{pc}, InterfaceAddrs: noNetlink})
+	if err == nil || !strings.Contains(err.Error(), "AF_NETLINK") {
+		t.Fatalf("New without interfaces: %v, want a refusal naming AF_NETLINK", err)
+	}
+
+	fail := false
+	ts := startServer(t, testConfig(), func(o *Options) {
+		o.InterfaceAddrs = func() ([]net.Addr, error) {
+			if fail {
+				return noNetlink()
+			}
+			return net.InterfaceAddrs()
+		}
+	})
+	fail = true
+	if err := ts.Reload(testConfig()); err == nil {
+		t.Fatal("reload without interfaces succeeded")
+	}
+}
+
+// TestAnswerBudgetBounded: a spray of forged sources keeps the answer
+// budget's memory at maxAnswerSources; past it, new sources share the
+// overflow bucket, and a source already known keeps its own.
+func TestAnswerBudgetBounded(t *testing.T) {
+	var a answerBudget
+	now := time.Now()
+	known := netip.MustParseAddr("192.0.2.1")
+	if !a.allow(known, now, 32) {
+		t.Fatal("first answer refused")
+	}
+	overflowed := 0
+	for i := range 2 * maxAnswerSources {
+		ip := netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
+		if !a.allow(ip, now, 32) {
+			overflowed++
+		}
+	}
+	if n := len(a.src); n > maxAnswerSources {
+		t.Errorf("%d sources kept, want at most %d", n, maxAnswerSources)
+	}
+	if overflowed < maxAnswerSources-overflowRate {
+		t.Errorf("only %d of the sources beyond the bound were refused", overflowed)
+	}
+	if !a.allow(known, now, 32) {
+		t.Error("a known source lost its own budget to the spray")
+	}
+}
