@@ -20,6 +20,7 @@ import (
 	"runtime"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -122,6 +123,11 @@ type Server struct {
 	udp []*packetConn
 	tcp []*tcpListener
 
+	start time.Time
+	// skew moves the liveness clock forward: tests age a busy loop
+	// without waiting.
+	skew atomic.Int64
+
 	wg sync.WaitGroup
 }
 
@@ -134,7 +140,7 @@ func New(cfg Config, opts Options) (*Server, error) {
 	if opts.TURNIdleTimeout == 0 {
 		opts.TURNIdleTimeout = 15 * time.Minute
 	}
-	s := &Server{cfg: cfg, opts: opts, log: opts.Logger, stats: newStats()}
+	s := &Server{cfg: cfg, opts: opts, log: opts.Logger, stats: newStats(), start: time.Now()}
 	if opts.Registerer != nil {
 		for _, c := range s.stats.collectors {
 			if err := opts.Registerer.Register(c); err != nil {
@@ -218,7 +224,7 @@ func (s *Server) listenUDP(addr string, sockets int) error {
 		if err != nil {
 			return bindError("udp", addr, err)
 		}
-		s.udp = append(s.udp, newPacketConn(c.(*net.UDPConn), s.stats, s.opts.Passthrough))
+		s.udp = append(s.udp, newPacketConn(c.(*net.UDPConn), s.stats, s.opts.Passthrough, s.clock))
 		addr = c.LocalAddr().String()
 	}
 	return nil
@@ -239,11 +245,18 @@ func (s *Server) listenTCP(addr string) error {
 		passthrough: s.opts.Passthrough,
 		slots:       make(chan struct{}, s.cfg.MaxTCPConnections),
 		conns:       make(map[*tcpConn]struct{}),
+		loop:        loopState{clock: s.clock},
 	}
+	l.loop.working() // until a reader comes
 	l.idle.Store(int64(s.cfg.TCPIdleTimeout))
 	l.turnIdle.Store(int64(s.opts.TURNIdleTimeout))
 	s.tcp = append(s.tcp, l)
 	return nil
+}
+
+// clock is the monotonic time since start, as liveness measures it.
+func (s *Server) clock() time.Duration {
+	return time.Since(s.start) + time.Duration(s.skew.Load())
 }
 
 func bindError(network, addr string, err error) error {

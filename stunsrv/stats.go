@@ -23,6 +23,8 @@ type stats struct {
 	// writeErrors counts failed sends of answers; a failed batch counts
 	// once. Clients retransmit, so this matters only when it keeps rising.
 	writeErrors prometheus.Counter
+	// readErrors counts failed socket reads; the loop goes on after each.
+	readErrors prometheus.Counter
 
 	collectors []prometheus.Collector
 }
@@ -59,7 +61,11 @@ func newStats() *stats {
 		Name: "icebox_stun_write_errors_total",
 		Help: "Binding answers the kernel refused to send.",
 	})
-	st.collectors = []prometheus.Collector{requests, st.tcpConns, st.tcpRefused, st.writeErrors}
+	st.readErrors = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "icebox_stun_read_errors_total",
+		Help: "Socket reads and accepts on the STUN port that failed; each is retried after a brief pause.",
+	})
+	st.collectors = []prometheus.Collector{requests, st.tcpConns, st.tcpRefused, st.writeErrors, st.readErrors}
 	return st
 }
 

@@ -30,14 +30,25 @@ type tcpListener struct {
 
 	mu    sync.Mutex
 	conns map[*tcpConn]struct{} // open, so that Close can end them
+
+	loop loopState
 }
 
+// Accept returns the next connection within the caps. It fails only once
+// the listener is closed: other errors (out of file descriptors) are
+// counted and waited out, as net/http does.
 func (l *tcpListener) Accept() (net.Conn, error) {
 	for {
+		l.loop.waiting()
 		c, err := l.Listener.Accept()
 		if err != nil {
-			return nil, err
+			if l.loop.readFailed(err, l.stats) {
+				return nil, err
+			}
+			continue
 		}
+		l.loop.working()
+		l.loop.backoff = 0
 		select {
 		case l.slots <- struct{}{}:
 		default:
