@@ -1,8 +1,11 @@
 package stunsrv
 
 import (
+	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -12,21 +15,104 @@ import (
 )
 
 // RFC 8489 §6.2.2 frames STUN over TCP by its own length field, and RFC 8656
-// §12.5 pads ChannelData to four bytes there. maxFrame bounds what one client
+// §11.5 pads ChannelData to four bytes there. maxFrame bounds what one client
 // can make us buffer: the 16-bit length field plus header.
 const maxFrame = headerSize + 0xFFFF + 3
 
-var errMalformedFrame = errors.New("stunsrv: malformed frame on TCP stream")
+var (
+	errMalformedFrame = errors.New("stunsrv: malformed frame on TCP stream")
+	errFrameTooLarge  = errors.New("stunsrv: frame larger than the reader's buffer")
+)
 
-// tcpListener hands out connections that answer Binding requests
-// themselves, refusing connections past the cap.
+// Why a stream connection was closed at once; the values label
+// icebox_stun_tcp_refused_total.
+const (
+	refuseTotal      = iota // stun.max_tcp_connections reached
+	refusePerSource         // stun.max_tcp_connections_per_source reached
+	refuseHandshakes        // stun.max_tls_handshakes in flight
+	refuseHandshake         // TLS handshake failed or timed out
+	numRefusals
+)
+
+var refusalNames = [numRefusals]string{"total", "per_source", "tls_handshakes", "tls_handshake"}
+
+// admission bounds stream connections on every listener of the front door
+// together: in total, and per source address (IPv4 address or IPv6 /64), so
+// that one host cannot hold every slot.
+type admission struct {
+	mu           sync.Mutex
+	open         int
+	perSource    map[netip.Addr]int
+	max          int
+	maxPerSource int
+	// handshakes holds one token per TLS handshake in flight.
+	handshakes chan struct{}
+}
+
+func newAdmission(cfg Config) *admission {
+	return &admission{
+		perSource:    map[netip.Addr]int{},
+		max:          cfg.MaxTCPConnections,
+		maxPerSource: cfg.MaxTCPConnectionsPerSource,
+		handshakes:   make(chan struct{}, max(cfg.MaxTLSHandshakes, 1)),
+	}
+}
+
+// sourceKey is what the per-source cap counts by: anyone holding an IPv6
+// /64 can pick any address in it.
+func sourceKey(a netip.Addr) netip.Addr {
+	a = a.Unmap()
+	if a.Is6() {
+		p, _ := a.Prefix(64)
+		return p.Addr()
+	}
+	return a
+}
+
+// take admits one connection from src, or says why not.
+func (a *admission) take(src netip.Addr) (refusal int, ok bool) {
+	key := sourceKey(src)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	switch {
+	case a.open >= a.max:
+		return refuseTotal, false
+	case a.perSource[key] >= a.maxPerSource:
+		return refusePerSource, false
+	}
+	a.open++
+	a.perSource[key]++
+	return 0, true
+}
+
+func (a *admission) release(src netip.Addr) {
+	key := sourceKey(src)
+	a.mu.Lock()
+	a.open--
+	if a.perSource[key]--; a.perSource[key] <= 0 {
+		delete(a.perSource, key)
+	}
+	a.mu.Unlock()
+}
+
+// tcpListener hands out framed connections that answer Binding requests
+// themselves, within the admission caps. With a TLS config it terminates
+// TLS first, off the accept path: handshakes run in their own goroutines,
+// at most max_tls_handshakes at once, each within tls_handshake_timeout,
+// so slow or silent clients cannot hold up the ones behind them.
 type tcpListener struct {
 	net.Listener
 	stats       *stats
+	admit       *admission
+	tls         *tls.Config // nil: plain TCP
 	passthrough bool
-	slots       chan struct{}
-	idle        atomic.Int64 // time.Duration: idle timeout before a connection turns to TURN
-	turnIdle    atomic.Int64 // time.Duration: idle timeout once it has
+	idle        *atomic.Int64 // time.Duration: idle timeout until a connection holds an allocation
+	turnIdle    time.Duration // once it does
+	handshake   time.Duration
+
+	ready  chan net.Conn // TLS connections that finished their handshake
+	done   chan struct{} // closed by Close
+	closer sync.Once
 
 	mu    sync.Mutex
 	conns map[*tcpConn]struct{} // open, so that Close can end them
@@ -34,10 +120,25 @@ type tcpListener struct {
 	loop loopState
 }
 
-// Accept returns the next connection within the caps. It fails only once
-// the listener is closed: other errors (out of file descriptors) are
-// counted and waited out, as net/http does.
+// Accept returns the next admitted (and, for TLS, handshaken) connection.
+// It fails only once the listener is closed: other errors (out of file
+// descriptors) are counted and waited out, as net/http does.
 func (l *tcpListener) Accept() (net.Conn, error) {
+	if l.tls != nil {
+		l.loop.waiting()
+		select {
+		case c := <-l.ready:
+			l.loop.working()
+			return c, nil
+		case <-l.done:
+			return nil, net.ErrClosed
+		}
+	}
+	return l.acceptRaw()
+}
+
+// acceptRaw accepts the next connection the caps admit.
+func (l *tcpListener) acceptRaw() (*tcpConn, error) {
 	for {
 		l.loop.waiting()
 		c, err := l.Listener.Accept()
@@ -49,19 +150,24 @@ func (l *tcpListener) Accept() (net.Conn, error) {
 		}
 		l.loop.working()
 		l.loop.backoff = 0
-		select {
-		case l.slots <- struct{}{}:
-		default:
-			l.stats.tcpRefused.Inc()
+		var from netip.AddrPort
+		if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+			ap := ta.AddrPort()
+			from = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+		}
+		if why, ok := l.admit.take(from.Addr()); !ok {
+			l.stats.tcpRefused[why].Inc()
 			c.Close()
 			continue
 		}
 		l.stats.tcpConns.Inc()
-		remote := c.RemoteAddr().(*net.TCPAddr).AddrPort()
+		if l.tls != nil {
+			c = tls.Server(c, l.tls)
+		}
 		tc := &tcpConn{
 			Conn:   c,
 			l:      l,
-			from:   netip.AddrPortFrom(remote.Addr().Unmap(), remote.Port()),
+			from:   from,
 			frame:  make([]byte, 0, 1500),
 			header: make([]byte, 0, maxResponseSize),
 		}
@@ -72,9 +178,43 @@ func (l *tcpListener) Accept() (net.Conn, error) {
 	}
 }
 
+// acceptTLS feeds ready with connections that completed their handshake.
+func (l *tcpListener) acceptTLS() {
+	for {
+		tc, err := l.acceptRaw()
+		if err != nil {
+			return
+		}
+		select {
+		case l.admit.handshakes <- struct{}{}:
+		default:
+			l.stats.tcpRefused[refuseHandshakes].Inc()
+			tc.Close()
+			continue
+		}
+		go func() {
+			defer func() { <-l.admit.handshakes }()
+			ctx, cancel := context.WithTimeout(context.Background(), l.handshake)
+			err := tc.Conn.(*tls.Conn).HandshakeContext(ctx)
+			cancel()
+			if err != nil {
+				l.stats.tcpRefused[refuseHandshake].Inc()
+				tc.Close()
+				return
+			}
+			select {
+			case l.ready <- tc:
+			case <-l.done:
+				tc.Close()
+			}
+		}()
+	}
+}
+
 // Close stops accepting and closes every open connection.
 func (l *tcpListener) Close() error {
 	err := l.Listener.Close()
+	l.closer.Do(func() { close(l.done) })
 	l.mu.Lock()
 	open := make([]*tcpConn, 0, len(l.conns))
 	for c := range l.conns {
@@ -88,51 +228,64 @@ func (l *tcpListener) Close() error {
 }
 
 // tcpConn turns a byte stream into frames. Read returns only frames the
-// TURN server must see, a whole frame at a time when the caller's buffer
-// allows, and answers Binding requests in between.
+// TURN server must see, one whole frame per call, and answers Binding
+// requests in between. Only one goroutine reads.
 type tcpConn struct {
 	net.Conn
-	l       *tcpListener
-	from    netip.AddrPort
-	frame   []byte // the frame being read, then handed out
-	pending []byte // the unread rest of frame
-	header  []byte // Binding answers
-	turn    bool   // has carried TURN traffic: idle timeout is TURN's
-	closed  atomic.Bool
+	l         *tcpListener
+	from      netip.AddrPort
+	frame     []byte // the frame being read
+	header    []byte // Binding answers
+	allocated atomic.Bool
+	closed    atomic.Bool
 }
 
+// SetAllocated tells the connection whether it holds a TURN allocation:
+// only then may it stay quiet for the TURN idle timeout (an allocation's
+// refresh interval) instead of the short one. A connection that merely sent
+// something TURN-like gains nothing.
+func (c *tcpConn) SetAllocated(held bool) { c.allocated.Store(held) }
+
+// Read returns the next frame for the TURN server. A frame larger than p
+// is an error: the stream cannot be resynchronised after it.
 func (c *tcpConn) Read(p []byte) (int, error) {
-	for len(c.pending) == 0 {
-		if err := c.nextFrame(); err != nil {
+	for {
+		b, err := c.nextFrame()
+		if err != nil {
 			return 0, err
 		}
+		if b == nil {
+			continue
+		}
+		if len(b) > len(p) {
+			return 0, fmt.Errorf("%w: %d bytes from %v, buffer %d", errFrameTooLarge, len(b), c.from, len(p))
+		}
+		return copy(p, b), nil
 	}
-	n := copy(p, c.pending)
-	c.pending = c.pending[n:]
-	return n, nil
 }
 
-// nextFrame reads one frame and either answers it, drops it or queues it
-// in pending for Read.
-func (c *tcpConn) nextFrame() error {
-	idle := c.l.idle.Load()
-	if c.turn {
-		idle = c.l.turnIdle.Load()
+// nextFrame reads one frame and answers or drops it (returning nil), or
+// returns it for the TURN server.
+func (c *tcpConn) nextFrame() ([]byte, error) {
+	idle := time.Duration(c.l.idle.Load())
+	if c.allocated.Load() {
+		idle = c.l.turnIdle
 	}
-	if err := c.SetReadDeadline(time.Now().Add(time.Duration(idle))); err != nil {
-		return err
+	if err := c.SetReadDeadline(time.Now().Add(idle)); err != nil {
+		return nil, err
 	}
 	fam := familyOf(c.from)
 	st := &c.l.stats.tcp[fam]
 	b := c.frame[:4]
 	if _, err := io.ReadFull(c.Conn, b); err != nil {
-		return err
+		return nil, err
 	}
 	var size int
 	switch {
-	case b[0]&0xC0 == 0x40 && c.turn:
+	case b[0]&0xC0 == 0x40 && c.allocated.Load():
 		// ChannelData needs a channel bound on this very connection, so
-		// as a first frame it is garbage ("GET " parses as channel 0x4745).
+		// without an allocation it is garbage ("GET " parses as channel
+		// 0x4745).
 		size = 4 + int(binary.BigEndian.Uint16(b[2:4]))
 		size += (4 - size%4) % 4
 	case b[0]&0xC0 == 0:
@@ -140,7 +293,7 @@ func (c *tcpConn) nextFrame() error {
 	default:
 		// The stream is no longer in step: nothing after this can be framed.
 		st.malformed.Inc()
-		return errMalformedFrame
+		return nil, errMalformedFrame
 	}
 	if cap(c.frame) < size {
 		c.frame = make([]byte, 0, size)
@@ -148,28 +301,26 @@ func (c *tcpConn) nextFrame() error {
 	}
 	b = c.frame[:size]
 	if _, err := io.ReadFull(c.Conn, b[4:]); err != nil {
-		return err
+		return nil, err
 	}
 	switch Classify(b) {
 	case BindingRequest:
 		c.header = AppendBindingResponse(c.header[:0], b, c.from)
 		if _, err := c.Conn.Write(c.header); err != nil {
-			return err
+			return nil, err
 		}
 		st.answered.Inc()
-		return nil
+		return nil, nil
 	case Malformed:
 		st.malformed.Inc()
-		return errMalformedFrame
+		return nil, errMalformedFrame
 	}
 	if !c.l.passthrough {
 		st.dropped.Inc()
-		return nil
+		return nil, nil
 	}
 	st.passed.Inc()
-	c.turn = true
-	c.pending = b
-	return nil
+	return b, nil
 }
 
 func (c *tcpConn) Close() error {
@@ -177,7 +328,7 @@ func (c *tcpConn) Close() error {
 		c.l.mu.Lock()
 		delete(c.l.conns, c)
 		c.l.mu.Unlock()
-		<-c.l.slots
+		c.l.admit.release(c.from.Addr())
 		c.l.stats.tcpConns.Dec()
 	}
 	return c.Conn.Close()

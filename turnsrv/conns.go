@@ -73,7 +73,10 @@ func (l *streamListener) Accept() (net.Conn, error) {
 	for {
 		c, err := l.Listener.Accept()
 		if err == nil {
-			fc := &frameConn{Conn: c, r: bufio.NewReaderSize(c, 2048), s: l.s}
+			fc := &frameConn{Conn: c, s: l.s}
+			if _, framed := c.(frontDoorConn); !framed {
+				fc.r = bufio.NewReaderSize(c, 2048)
+			}
 			if !l.s.trackConn(fc, true) {
 				c.Close()
 				return nil, net.ErrClosed
@@ -93,21 +96,45 @@ func (l *streamListener) Accept() (net.Conn, error) {
 
 var errFrame = errors.New("turn: not a STUN or ChannelData frame")
 
-// frameConn reframes a TURN byte stream (RFC 5766 section 11.5) so that
-// each Read returns exactly one STUN message or ChannelData message.
+// frontDoorConn is a stream connection from stunsrv's front door: it
+// already delivers one whole frame per Read, within its own idle timeouts,
+// and wants to know when it holds an allocation.
+type frontDoorConn interface {
+	net.Conn
+	SetAllocated(held bool)
+}
+
+// frameConn passes each frame of a TURN stream through inspect. A
+// connection from the front door is framed there; any other is reframed
+// here (RFC 5766 section 11.5), so that each Read returns exactly one STUN
+// message or ChannelData message.
 type frameConn struct {
 	net.Conn
-	r      *bufio.Reader
+	r      *bufio.Reader // nil for front door connections
 	s      *Server
 	closer onceCloser
 }
 
+func (c *frameConn) frontDoorConn() (frontDoorConn, bool) {
+	if c == nil {
+		return nil, false
+	}
+	fd, ok := c.Conn.(frontDoorConn)
+	return fd, ok
+}
+
 func (c *frameConn) Read(p []byte) (int, error) {
 	for {
-		if err := c.Conn.SetReadDeadline(time.Now().Add(idleTimeout)); err != nil {
-			return 0, err
+		var n int
+		var err error
+		if c.r == nil {
+			n, err = c.Conn.Read(p)
+		} else {
+			if err := c.Conn.SetReadDeadline(time.Now().Add(idleTimeout)); err != nil {
+				return 0, err
+			}
+			n, err = c.readFrame(p)
 		}
-		n, err := c.readFrame(p)
 		if err != nil {
 			return 0, err
 		}

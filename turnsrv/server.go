@@ -49,6 +49,15 @@ type Options struct {
 	// Listeners are stream listeners (TCP from stunsrv) to serve TURN on.
 	// The server owns them from now on: Close closes them.
 	Listeners []net.Listener
+	// FrontDoor admits, frames and (with a TLS config) terminates the
+	// TLS listener's connections with the caps of the STUN port:
+	// stunsrv.Server.AddListener. Default nil: TLS is terminated here
+	// without those caps (tests of turnsrv alone).
+	FrontDoor func(ln net.Listener, tlsConfig *tls.Config) net.Listener
+	// GetCertificate supplies the TLS certificate instead of tls.cert and
+	// tls.key (e.g. one shared with a :443 listener). Default nil: the
+	// files, re-read on Reload.
+	GetCertificate func(*tls.ClientHelloInfo) (*tls.Certificate, error)
 }
 
 // live is what Reload swaps: everything read per request.
@@ -78,9 +87,10 @@ type Server struct {
 	cert  atomic.Pointer[tls.Certificate]
 	tlsLn net.Listener // nil without TLS
 
-	mu     sync.Mutex
-	conns  map[*frameConn]struct{} // accepted stream connections
-	closed bool
+	mu      sync.Mutex
+	conns   map[*frameConn]struct{}       // accepted stream connections
+	streams map[netip.AddrPort]*frameConn // the same, by client address
+	closed  bool
 
 	pion      *turn.Server
 	closeOnce sync.Once
@@ -124,6 +134,7 @@ func New(cfg Config, opts Options) (*Server, error) {
 		metrics:  newMetrics(),
 		quotas:   newQuotas(),
 		conns:    map[*frameConn]struct{}{},
+		streams:  map[netip.AddrPort]*frameConn{},
 	}
 	if !bind.IsUnspecified() && bind != public {
 		s.relayIPs = append(s.relayIPs, bind)
@@ -137,16 +148,23 @@ func New(cfg Config, opts Options) (*Server, error) {
 	s.live.Store(&live{cfg: cfg, secrets: secrets, policy: newPeerPolicy(cfg.Peers, s.ownAddrs(), s.relayIPs)})
 
 	listeners := opts.Listeners
-	if cfg.TLS.Cert != "" {
-		if err := s.loadCert(cfg.TLS); err != nil {
-			return nil, err
+	if cfg.TLS.Cert != "" || opts.GetCertificate != nil {
+		getCert := opts.GetCertificate
+		if getCert == nil {
+			if err := s.loadCert(cfg.TLS); err != nil {
+				return nil, err
+			}
+			getCert = func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return s.cert.Load(), nil }
 		}
-		s.tlsLn, err = tls.Listen("tcp", cfg.TLS.Listen, &tls.Config{
-			GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return s.cert.Load(), nil },
-			MinVersion:     tls.VersionTLS12,
-		})
+		tlsConfig := &tls.Config{GetCertificate: getCert, MinVersion: tls.VersionTLS12}
+		ln, err := net.Listen("tcp", cfg.TLS.Listen)
 		if err != nil {
 			return nil, fmt.Errorf("turn: tls listen: %w", err)
+		}
+		if opts.FrontDoor != nil {
+			s.tlsLn = opts.FrontDoor(ln, tlsConfig)
+		} else {
+			s.tlsLn = tls.NewListener(ln, tlsConfig)
 		}
 		listeners = append(listeners[:len(listeners):len(listeners)], s.tlsLn)
 	}
@@ -173,11 +191,13 @@ func New(cfg Config, opts Options) (*Server, error) {
 		EventHandler: turn.EventHandler{
 			OnAllocationCreated: func(src, _ net.Addr, _, username, _ string, _ net.Addr, _ int) {
 				s.quotas.created(userOf(username), connIDOf(src))
+				s.streamAllocated(src, true)
 				s.metrics.allocActive.Inc()
 				s.metrics.allocTotal.Inc()
 			},
 			OnAllocationDeleted: func(src, _ net.Addr, _, username, _ string) {
 				s.quotas.deleted(userOf(username), connIDOf(src))
+				s.streamAllocated(src, false)
 				s.metrics.allocActive.Dec()
 			},
 		},
@@ -322,15 +342,35 @@ func (s *Server) admit(username, _ string, src net.Addr) bool {
 func (s *Server) trackConn(c *frameConn, add bool) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	from := connIDOf(c.RemoteAddr()).src
 	if !add {
 		delete(s.conns, c)
+		if s.streams[from] == c {
+			delete(s.streams, from)
+		}
 		return true
 	}
 	if s.closed {
 		return false
 	}
 	s.conns[c] = struct{}{}
+	s.streams[from] = c
 	return true
+}
+
+// streamAllocated tells a stream connection whether it holds an
+// allocation: the front door keeps only those open through long silences.
+func (s *Server) streamAllocated(client net.Addr, held bool) {
+	id := connIDOf(client)
+	if !id.stream {
+		return
+	}
+	s.mu.Lock()
+	c := s.streams[id.src]
+	s.mu.Unlock()
+	if fd, ok := c.frontDoorConn(); ok {
+		fd.SetAllocated(held)
+	}
 }
 
 // closeWait bounds how long Close waits for pion to release allocations.

@@ -159,6 +159,7 @@ func start(cfg Config, log *slog.Logger) (_ *daemon, err error) {
 			StateDir:    stateDir(cfg.StateDir),
 			PacketConns: d.stun.PacketConns(),
 			Listeners:   d.stun.Listeners(),
+			FrontDoor:   d.stun.AddListener,
 		})
 		if err != nil {
 			return d, err
