@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pion/turn/v4"
@@ -26,10 +27,34 @@ type packetConn struct {
 func (c *packetConn) ReadFrom(p []byte) (int, net.Addr, error) {
 	for {
 		n, addr, err := c.PacketConn.ReadFrom(p)
-		if err != nil || n == 0 || p[0]&0xC0 != 0 || c.s.inspect(p[:n], addr) {
+		if err != nil || n < 4 {
 			return n, addr, err
 		}
+		switch p[0] >> 6 {
+		case 1: // ChannelData: the data plane's, unless it does not know the channel
+			if c.s.dp.fromClient(p[:n], connIDOf(addr)) {
+				continue
+			}
+			return n, addr, nil
+		case 0:
+			if !c.s.inspect(p[:n], addr) {
+				continue
+			}
+			c.s.dp.noteRequest(p[:n], connIDOf(addr))
+		}
+		return n, addr, nil
 	}
+}
+
+// WriteTo sends pion's answers and Data indications; the data plane
+// learns what pion granted from the success answers.
+func (c *packetConn) WriteTo(p []byte, addr net.Addr) (int, error) {
+	if len(p) >= stunHeaderLen && p[0]&0xC0 == 0 {
+		if ua, ok := addr.(*net.UDPAddr); ok {
+			c.s.dp.noteResponse(p, clientOut{udp: c.PacketConn, to: ua})
+		}
+	}
+	return c.PacketConn.WriteTo(p, addr)
 }
 
 // Close is idempotent: the socket may be shared with stunsrv, which closes
@@ -73,7 +98,7 @@ func (l *streamListener) Accept() (net.Conn, error) {
 	for {
 		c, err := l.Listener.Accept()
 		if err == nil {
-			fc := &frameConn{Conn: c, s: l.s}
+			fc := &frameConn{Conn: c, s: l.s, id: connIDOf(c.RemoteAddr())}
 			if _, framed := c.(frontDoorConn); !framed {
 				fc.r = bufio.NewReaderSize(c, 2048)
 			}
@@ -110,6 +135,7 @@ type frontDoorConn interface {
 // message or ChannelData message.
 type frameConn struct {
 	net.Conn
+	id     connID
 	r      *bufio.Reader // nil for front door connections
 	s      *Server
 	closer onceCloser
@@ -138,10 +164,30 @@ func (c *frameConn) Read(p []byte) (int, error) {
 		if err != nil {
 			return 0, err
 		}
-		if p[0]&0xC0 != 0 || c.s.inspect(p[:n], c.RemoteAddr()) {
+		if n < 4 {
 			return n, nil
 		}
+		switch p[0] >> 6 {
+		case 1:
+			if c.s.dp.fromClient(p[:n], c.id) {
+				continue
+			}
+		case 0:
+			if !c.s.inspect(p[:n], c.RemoteAddr()) {
+				continue
+			}
+			c.s.dp.noteRequest(p[:n], c.id)
+		}
+		return n, nil
 	}
+}
+
+// Write sends pion's answers; the data plane learns from the successes.
+func (c *frameConn) Write(p []byte) (int, error) {
+	if len(p) >= stunHeaderLen && p[0]&0xC0 == 0 {
+		c.s.dp.noteResponse(p, clientOut{stream: c})
+	}
+	return c.Conn.Write(p)
 }
 
 func (c *frameConn) readFrame(p []byte) (int, error) {
@@ -191,14 +237,23 @@ func (g *relayGenerator) AllocatePacketConn(network string, requestedPort int) (
 		return nil, nil, fmt.Errorf("turn: relay address %v is not UDP", addr)
 	}
 	g.s.relayPorts.add(ua.Port)
-	return &relayConn{PacketConn: conn, s: g.s, port: ua.Port}, addr, nil
+	rc := &relayConn{PacketConn: conn, s: g.s, port: ua.Port}
+	if udp, ok := conn.(*net.UDPConn); ok {
+		rc.udp = udp
+		rc.buf = make([]byte, 4+rtpMTU+3)
+		g.s.dp.relayOpened(ua.Port, rc)
+	}
+	return rc, addr, nil
 }
 
 func (g *relayGenerator) AllocateConn(string, int) (net.Conn, net.Addr, error) {
 	return nil, nil, errors.New("turn: TCP relays (RFC 6062) are not supported")
 }
 
-var errRelayPort = errors.New("turn: peer is this server's relay address but not a live relay port")
+var (
+	errRelayPort   = errors.New("turn: peer is this server's relay address but not a live relay port")
+	errPeerRefused = errors.New("turn: the peer policy refuses this peer")
+)
 
 // relayConn is one allocation's relay socket. It counts relayed traffic and
 // enforces the part of the peer policy that needs the port: a permission
@@ -208,21 +263,71 @@ type relayConn struct {
 	s      *Server
 	port   int
 	closer onceCloser
+
+	// The data plane's: the socket itself, the allocation it serves once
+	// pion reports it, and the read buffer, with room for a ChannelData
+	// header before the payload and padding after it.
+	udp   *net.UDPConn
+	alloc atomic.Pointer[dpAlloc]
+	buf   []byte
 }
 
+// rtpMTU is the largest datagram pion reads from a relay socket.
+const rtpMTU = 1600
+
+// ReadFrom is pion's read of the relay socket (pion's only reader of it).
+// A datagram from a peer on a channel the data plane knows goes straight
+// to the client as ChannelData; the rest is returned to pion, from peers
+// the current policy allows. Read errors other than a closed socket are
+// retried: pion would end the allocation.
 func (c *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
-	n, addr, err := c.PacketConn.ReadFrom(p)
-	if err == nil {
+	if c.udp == nil {
+		n, addr, err := c.PacketConn.ReadFrom(p)
+		if err == nil {
+			c.s.metrics.fromPeerBytes.Add(float64(n))
+			c.s.metrics.fromPeerPackets.Inc()
+		}
+		return n, addr, err
+	}
+	backoff := time.Duration(0)
+	for {
+		n, from, err := c.udp.ReadFromUDPAddrPort(c.buf[4 : 4+rtpMTU])
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return 0, nil, err
+			}
+			backoff = min(max(2*backoff, time.Millisecond), 100*time.Millisecond)
+			time.Sleep(backoff)
+			continue
+		}
+		backoff = 0
 		c.s.metrics.fromPeerBytes.Add(float64(n))
 		c.s.metrics.fromPeerPackets.Inc()
+		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+		if a := c.alloc.Load(); a != nil && c.s.dp.fromPeer(a, c.buf, n, from) {
+			continue
+		}
+		if r := c.s.live.Load().policy.refusal(from.Addr().AsSlice()); r != "" {
+			c.s.metrics.peerRefusals[r].Inc()
+			continue
+		}
+		return copy(p, c.buf[4:4+n]), net.UDPAddrFromAddrPort(from), nil
 	}
-	return n, addr, err
 }
 
+// WriteTo is pion's relaying of Send indications and of ChannelData the
+// data plane left to it, checked against the current peer policy: a
+// reload that denies a peer stops what pion granted before.
 func (c *relayConn) WriteTo(p []byte, addr net.Addr) (int, error) {
-	if ua, ok := addr.(*net.UDPAddr); ok && c.s.toRelayRefused(ua) {
-		c.s.metrics.peerRefusals[refuseRelayPort].Inc()
-		return 0, errRelayPort
+	if ua, ok := addr.(*net.UDPAddr); ok {
+		if c.s.toRelayRefused(ua) {
+			c.s.metrics.peerRefusals[refuseRelayPort].Inc()
+			return 0, errRelayPort
+		}
+		if r := c.s.live.Load().policy.refusal(ua.IP); r != "" {
+			c.s.metrics.peerRefusals[r].Inc()
+			return 0, errPeerRefused
+		}
 	}
 	n, err := c.PacketConn.WriteTo(p, addr)
 	if err == nil {
@@ -235,6 +340,9 @@ func (c *relayConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 func (c *relayConn) Close() error {
 	return c.closer.close(func() error {
 		c.s.relayPorts.del(c.port)
+		if c.udp != nil {
+			c.s.dp.relayClosed(c.port, c)
+		}
 		return c.PacketConn.Close()
 	})
 }
@@ -247,7 +355,11 @@ func (s *Server) toRelayRefused(dst *net.UDPAddr) bool {
 	if !ok {
 		return false
 	}
-	a = a.Unmap()
+	return s.toRelayRefusedAddr(netip.AddrPortFrom(a, uint16(dst.Port)))
+}
+
+func (s *Server) toRelayRefusedAddr(dst netip.AddrPort) bool {
+	a := dst.Addr().Unmap()
 	p := s.live.Load().policy
-	return p.isRelay(a) && !s.relayPorts.has(dst.Port) && !p.allowed(a)
+	return p.isRelay(a) && !s.relayPorts.has(int(dst.Port())) && !p.allowed(a)
 }

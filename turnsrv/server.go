@@ -92,6 +92,7 @@ type Server struct {
 	streams map[netip.AddrPort]*frameConn // the same, by client address
 	closed  bool
 
+	dp        *dataPlane
 	pion      *turn.Server
 	closeOnce sync.Once
 	closeErr  error
@@ -136,6 +137,7 @@ func New(cfg Config, opts Options) (*Server, error) {
 		conns:    map[*frameConn]struct{}{},
 		streams:  map[netip.AddrPort]*frameConn{},
 	}
+	s.dp = newDataPlane(s)
 	if !bind.IsUnspecified() && bind != public {
 		s.relayIPs = append(s.relayIPs, bind)
 	}
@@ -189,16 +191,30 @@ func New(cfg Config, opts Options) (*Server, error) {
 		AuthHandler:   s.authenticate,
 		QuotaHandler:  s.admit,
 		EventHandler: turn.EventHandler{
-			OnAllocationCreated: func(src, _ net.Addr, _, username, _ string, _ net.Addr, _ int) {
+			OnAllocationCreated: func(src, _ net.Addr, _, username, _ string, relay net.Addr, _ int) {
+				s.dp.allocationCreated(src, relay)
 				s.quotas.created(userOf(username), connIDOf(src))
 				s.streamAllocated(src, true)
 				s.metrics.allocActive.Inc()
 				s.metrics.allocTotal.Inc()
 			},
 			OnAllocationDeleted: func(src, _ net.Addr, _, username, _ string) {
+				s.dp.allocationDeleted(src)
 				s.quotas.deleted(userOf(username), connIDOf(src))
 				s.streamAllocated(src, false)
 				s.metrics.allocActive.Dec()
+			},
+			OnChannelDeleted: func(src, _ net.Addr, _, _, _ string, _ net.Addr, _ net.Addr, number uint16) {
+				if a := s.dp.lookup(connIDOf(src)); a != nil {
+					a.unbind(number)
+				}
+			},
+			OnPermissionDeleted: func(src, _ net.Addr, _, _, _ string, _ net.Addr, peer net.IP) {
+				if a := s.dp.lookup(connIDOf(src)); a != nil {
+					if ip, ok := netip.AddrFromSlice(peer); ok {
+						a.unpermit(ip.Unmap())
+					}
+				}
 			},
 		},
 	}
