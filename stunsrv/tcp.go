@@ -1,6 +1,7 @@
 package stunsrv
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"encoding/binary"
@@ -18,6 +19,9 @@ import (
 // §11.5 pads ChannelData to four bytes there. maxFrame bounds what one client
 // can make us buffer: the 16-bit length field plus header.
 const maxFrame = headerSize + 0xFFFF + 3
+
+// readBufferSize is each stream connection's read buffer: a few frames.
+const readBufferSize = 4096
 
 var (
 	errMalformedFrame = errors.New("stunsrv: malformed frame on TCP stream")
@@ -166,9 +170,9 @@ func (l *tcpListener) acceptRaw() (*tcpConn, error) {
 		}
 		tc := &tcpConn{
 			Conn:   c,
+			r:      bufio.NewReaderSize(c, readBufferSize),
 			l:      l,
 			from:   from,
-			frame:  make([]byte, 0, 1500),
 			header: make([]byte, 0, maxResponseSize),
 		}
 		l.mu.Lock()
@@ -232,9 +236,10 @@ func (l *tcpListener) Close() error {
 // requests in between. Only one goroutine reads.
 type tcpConn struct {
 	net.Conn
+	r         *bufio.Reader // frames queue up on a busy stream: one read takes several
 	l         *tcpListener
 	from      netip.AddrPort
-	frame     []byte // the frame being read
+	frame     []byte // a frame larger than r's buffer
 	header    []byte // Binding answers
 	allocated atomic.Bool
 	closed    atomic.Bool
@@ -276,8 +281,8 @@ func (c *tcpConn) nextFrame() ([]byte, error) {
 	}
 	fam := familyOf(c.from)
 	st := &c.l.stats.tcp[fam]
-	b := c.frame[:4]
-	if _, err := io.ReadFull(c.Conn, b); err != nil {
+	b, err := c.r.Peek(4)
+	if err != nil {
 		return nil, err
 	}
 	var size int
@@ -295,13 +300,21 @@ func (c *tcpConn) nextFrame() ([]byte, error) {
 		st.malformed.Inc()
 		return nil, errMalformedFrame
 	}
-	if cap(c.frame) < size {
-		c.frame = make([]byte, 0, size)
-		copy(c.frame[:4], b)
-	}
-	b = c.frame[:size]
-	if _, err := io.ReadFull(c.Conn, b[4:]); err != nil {
-		return nil, err
+	if size <= readBufferSize {
+		// The frame stays in r's buffer until the next call: Read copies
+		// it out before then.
+		if b, err = c.r.Peek(size); err != nil {
+			return nil, err
+		}
+		c.r.Discard(size)
+	} else {
+		if cap(c.frame) < size {
+			c.frame = make([]byte, 0, size)
+		}
+		b = c.frame[:size]
+		if _, err := io.ReadFull(c.r, b); err != nil {
+			return nil, err
+		}
 	}
 	switch Classify(b) {
 	case BindingRequest:
