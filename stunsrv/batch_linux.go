@@ -2,6 +2,8 @@ package stunsrv
 
 import (
 	"encoding/binary"
+	"fmt"
+	"net"
 	"net/netip"
 	"syscall"
 	"unsafe"
@@ -37,7 +39,8 @@ type mmsgBatch struct {
 	outBufs  []byte
 	pending  int // answers queued
 
-	ipv6 bool
+	ipv6     bool
+	headroom int // bytes kept free before each received datagram
 
 	// Method values built once: passing c.recv directly would allocate
 	// a closure on every call.
@@ -69,6 +72,64 @@ func newMMsgBatch(rc syscall.RawConn, ipv6 bool) *mmsgBatch {
 	b.recvFn = b.recv
 	b.sendFn = b.send
 	return b
+}
+
+// BatchReader reads a UDP socket several datagrams per syscall
+// (recvmmsg) into buffers it owns, each with room before and after the
+// datagram, so that a relay can put a header in front of a datagram and
+// send it on without copying it. It never allocates. One goroutine reads.
+// golang.org/x/net/ipv4's ReadBatch does the same but allocates a
+// net.Addr per datagram.
+type BatchReader struct {
+	b *mmsgBatch
+}
+
+// NewBatchReader reads c up to count datagrams at a time (at most 32),
+// with headroom free bytes before and tailroom after each datagram of up
+// to size bytes. It holds count 2 KiB buffers.
+func NewBatchReader(c *net.UDPConn, headroom, size, tailroom, count int) (*BatchReader, error) {
+	if headroom+size+tailroom > slotSize {
+		return nil, fmt.Errorf("stunsrv: batch slots hold %d bytes, not %d", slotSize, headroom+size+tailroom)
+	}
+	count = min(max(count, 1), batchSize)
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	b := &mmsgBatch{
+		rc:       rc,
+		headroom: headroom,
+		in:       make([]unix.Mmsghdr, count),
+		inIov:    make([]unix.Iovec, count),
+		inNames:  make([]unix.RawSockaddrInet6, count),
+		inOOB:    make([]byte, count*oobSize),
+		inBufs:   make([]byte, count*slotSize),
+	}
+	for i := range count {
+		b.inIov[i].Base = &b.inBufs[i*slotSize+headroom]
+		b.inIov[i].SetLen(size)
+	}
+	b.recvFn = b.recv
+	return &BatchReader{b: b}, nil
+}
+
+// Fill waits for at least one datagram and reads what is queued, up to
+// a batch. Call it once Next has returned every datagram of the last one.
+func (r *BatchReader) Fill() error { return r.b.fill() }
+
+// Next returns the next datagram of the batch: its slot, with the
+// datagram at slot[headroom:headroom+n] and tailroom after it, and its
+// source. ok is false once the batch is used up.
+func (r *BatchReader) Next() (slot []byte, n int, from netip.AddrPort, ok bool) {
+	msg, from, _, truncated, ok := r.b.take()
+	for ok && truncated {
+		msg, from, _, truncated, ok = r.b.take()
+	}
+	if !ok {
+		return nil, 0, netip.AddrPort{}, false
+	}
+	i := r.b.next - 1
+	return r.b.inBufs[i*slotSize : (i+1)*slotSize], len(msg), from, true
 }
 
 func (b *mmsgBatch) recv(fd uintptr) bool {
@@ -115,7 +176,8 @@ func (b *mmsgBatch) take() (msg []byte, from netip.AddrPort, local localAddr, tr
 	i := b.next
 	b.next++
 	h := &b.in[i].Hdr
-	msg = b.inBufs[i*slotSize : i*slotSize+int(b.in[i].Len)]
+	start := i*slotSize + b.headroom
+	msg = b.inBufs[start : start+int(b.in[i].Len)]
 	from = sockaddrToAddrPort(&b.inNames[i])
 	local.ip, local.ifindex, _ = parseDst(b.inOOB[i*oobSize : i*oobSize+int(h.Controllen)])
 	return msg, from, local, h.Flags&unix.MSG_TRUNC != 0, true

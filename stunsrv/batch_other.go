@@ -3,9 +3,24 @@
 package stunsrv
 
 import (
+	"errors"
+	"net"
 	"net/netip"
 	"syscall"
 )
+
+// BatchReader is recvmmsg's; NewBatchReader fails where there is none.
+type BatchReader struct{}
+
+// NewBatchReader fails: read the socket one datagram at a time.
+func NewBatchReader(*net.UDPConn, int, int, int, int) (*BatchReader, error) {
+	return nil, errors.New("stunsrv: no recvmmsg on this platform")
+}
+
+func (*BatchReader) Fill() error { return nil }
+func (*BatchReader) Next() ([]byte, int, netip.AddrPort, bool) {
+	return nil, 0, netip.AddrPort{}, false
+}
 
 // Without recvmmsg the front door reads one datagram per syscall.
 

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/pion/turn/v4"
+
+	"icebox/stunsrv"
 )
 
 // packetConn is a client-facing UDP socket as pion sees it: every datagram
@@ -239,8 +241,7 @@ func (g *relayGenerator) AllocatePacketConn(network string, requestedPort int) (
 	g.s.relayPorts.add(ua.Port)
 	rc := &relayConn{PacketConn: conn, s: g.s, port: ua.Port}
 	if udp, ok := conn.(*net.UDPConn); ok {
-		rc.udp = udp
-		rc.buf = make([]byte, 4+rtpMTU+3)
+		rc.initDataPlane(udp)
 		g.s.dp.relayOpened(ua.Port, rc)
 	}
 	return rc, addr, nil
@@ -265,15 +266,50 @@ type relayConn struct {
 	closer onceCloser
 
 	// The data plane's: the socket itself, the allocation it serves once
-	// pion reports it, and the read buffer, with room for a ChannelData
-	// header before the payload and padding after it.
-	udp   *net.UDPConn
-	alloc atomic.Pointer[dpAlloc]
-	buf   []byte
+	// pion reports it, how it is read (several datagrams per syscall where
+	// the OS allows) and, for a stream client, frames queued to go out in
+	// one write.
+	udp     *net.UDPConn
+	alloc   atomic.Pointer[dpAlloc]
+	batch   *stunsrv.BatchReader // nil: one datagram per read, into buf
+	buf     []byte
+	wbuf    []byte
+	wstream net.Conn
+	wcount  int
+	backoff time.Duration
 }
 
 // rtpMTU is the largest datagram pion reads from a relay socket.
 const rtpMTU = 1600
+
+// Room the data plane keeps around a datagram read from a peer: a
+// ChannelData header before it, stream padding after it.
+const (
+	headroom = 4
+	tailroom = 3
+)
+
+// maxStreamBatch bounds the frames queued for one stream write.
+const maxStreamBatch = 16 << 10
+
+// relayBatch is how many datagrams one read of a relay socket takes at
+// most: a peer's burst (a video frame) comes in one syscall. The buffers
+// (2 KiB each) are taken only once the relay carries a channel, so idle
+// allocations cost no more than pion's own buffer.
+const relayBatch = 8
+
+func (c *relayConn) initDataPlane(udp *net.UDPConn) {
+	c.udp = udp
+	c.buf = make([]byte, headroom+rtpMTU+tailroom)
+}
+
+// batchReads switches to reading several datagrams per syscall, between
+// two reads (nothing is left in buf).
+func (c *relayConn) batchReads() {
+	if b, err := stunsrv.NewBatchReader(c.udp, headroom, rtpMTU, tailroom, relayBatch); err == nil {
+		c.batch, c.buf = b, nil
+	}
+}
 
 // ReadFrom is pion's read of the relay socket (pion's only reader of it).
 // A datagram from a peer on a channel the data plane knows goes straight
@@ -289,30 +325,80 @@ func (c *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
 		}
 		return n, addr, err
 	}
-	backoff := time.Duration(0)
 	for {
-		n, from, err := c.udp.ReadFromUDPAddrPort(c.buf[4 : 4+rtpMTU])
+		slot, n, from, err := c.next()
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return 0, nil, err
 			}
-			backoff = min(max(2*backoff, time.Millisecond), 100*time.Millisecond)
-			time.Sleep(backoff)
+			c.backoff = min(max(2*c.backoff, time.Millisecond), 100*time.Millisecond)
+			time.Sleep(c.backoff)
 			continue
 		}
-		backoff = 0
+		c.backoff = 0
 		c.s.metrics.fromPeerBytes.Add(float64(n))
 		c.s.metrics.fromPeerPackets.Inc()
 		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
-		if a := c.alloc.Load(); a != nil && c.s.dp.fromPeer(a, c.buf, n, from) {
+		if a := c.alloc.Load(); a != nil && c.s.dp.fromPeer(c, a, slot, n, from) {
+			if c.batch == nil {
+				c.batchReads()
+			}
 			continue
 		}
+		c.flushStream() // what came before goes first
 		if r := c.s.live.Load().policy.refusal(from.Addr().AsSlice()); r != "" {
 			c.s.metrics.peerRefusals[r].Inc()
 			continue
 		}
-		return copy(p, c.buf[4:4+n]), net.UDPAddrFromAddrPort(from), nil
+		return copy(p, slot[headroom:headroom+n]), net.UDPAddrFromAddrPort(from), nil
 	}
+}
+
+// next returns the next datagram from a peer in its slot.
+func (c *relayConn) next() (slot []byte, n int, from netip.AddrPort, err error) {
+	if c.batch == nil {
+		n, from, err = c.udp.ReadFromUDPAddrPort(c.buf[headroom : headroom+rtpMTU])
+		return c.buf, n, from, err
+	}
+	for {
+		if slot, n, from, ok := c.batch.Next(); ok {
+			return slot, n, from, nil
+		}
+		c.flushStream()
+		if err := c.batch.Fill(); err != nil {
+			return nil, 0, netip.AddrPort{}, err
+		}
+	}
+}
+
+// queueStream queues one ChannelData frame for a stream client; the
+// frames of one batch go out in one write.
+func (c *relayConn) queueStream(to net.Conn, frame []byte) {
+	if c.batch == nil || (c.wstream != nil && c.wstream != to) || len(c.wbuf)+len(frame) > maxStreamBatch {
+		c.flushStream()
+	}
+	if c.wbuf == nil {
+		c.wbuf = make([]byte, 0, maxStreamBatch)
+	}
+	c.wstream = to
+	c.wbuf = append(c.wbuf, frame...)
+	c.wcount++
+	if c.batch == nil {
+		c.flushStream()
+	}
+}
+
+func (c *relayConn) flushStream() {
+	if c.wcount == 0 {
+		return
+	}
+	m := c.s.metrics
+	if _, err := c.wstream.Write(c.wbuf); err != nil {
+		m.fastDrops[dropWrite].Add(float64(c.wcount))
+	} else {
+		m.fastFromPeer.Add(float64(c.wcount))
+	}
+	c.wbuf, c.wstream, c.wcount = c.wbuf[:0], nil, 0
 }
 
 // WriteTo is pion's relaying of Send indications and of ChannelData the

@@ -473,10 +473,11 @@ func (d *dataPlane) fromClient(b []byte, from connID) bool {
 	return true
 }
 
-// fromPeer sends a peer's datagram, at buf[4:4+n] with room for padding
-// after it, to the client as ChannelData if the data plane knows the
-// peer's channel, and reports whether it did (or dropped it).
-func (d *dataPlane) fromPeer(a *dpAlloc, buf []byte, n int, peer netip.AddrPort) bool {
+// fromPeer sends a peer's datagram, at slot[4:4+n] with room for
+// padding after it, to the client as ChannelData if the data plane knows
+// the peer's channel, and reports whether it did (or dropped it). Frames
+// for a stream client are queued on rc and written together.
+func (d *dataPlane) fromPeer(rc *relayConn, a *dpAlloc, slot []byte, n int, peer netip.AddrPort) bool {
 	ch := a.byPeer(peer)
 	if ch == nil {
 		return false
@@ -488,18 +489,16 @@ func (d *dataPlane) fromPeer(a *dpAlloc, buf []byte, n int, peer netip.AddrPort)
 	if !d.pass(a, ch) {
 		return true
 	}
-	binary.BigEndian.PutUint16(buf[0:2], ch.number)
-	binary.BigEndian.PutUint16(buf[2:4], uint16(n))
-	var err error
+	binary.BigEndian.PutUint16(slot[0:2], ch.number)
+	binary.BigEndian.PutUint16(slot[2:4], uint16(n))
 	if out.stream != nil {
 		// RFC 8656 §12.5: padded to four bytes over streams.
 		size := (4 + n + 3) &^ 3
-		clear(buf[4+n : size])
-		_, err = out.stream.Write(buf[:size])
-	} else {
-		_, err = out.udp.WriteTo(buf[:4+n], out.to)
+		clear(slot[4+n : size])
+		rc.queueStream(out.stream, slot[:size])
+		return true
 	}
-	if err != nil {
+	if _, err := out.udp.WriteTo(slot[:4+n], out.to); err != nil {
 		d.s.metrics.fastDrops[dropWrite].Inc()
 		return true
 	}
