@@ -262,3 +262,73 @@ func putSockaddr(sa *unix.RawSockaddrInet6, to netip.AddrPort, ipv6 bool) uint32
 	sa.Addr = to.Addr().As16()
 	return unix.SizeofSockaddrInet6
 }
+
+// BatchWriter sends datagrams from one of the front door's UDP sockets
+// several per syscall (sendmmsg), without copying them, from the address
+// each client last reached us at (as WriteTo does). One goroutine uses it;
+// others may write to the socket meanwhile.
+type BatchWriter struct {
+	pc *packetConn
+	b  *mmsgBatch
+}
+
+// NewBatchWriter returns a writer of up to count datagrams per syscall
+// (at most 32) on the socket behind pc, or nil if pc is not one of the
+// front door's sockets.
+func NewBatchWriter(pc net.PacketConn, count int) *BatchWriter {
+	c, ok := pc.(*packetConn)
+	if !ok {
+		return nil
+	}
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	count = min(max(count, 1), batchSize)
+	b := &mmsgBatch{
+		rc:       rc,
+		ipv6:     c.ipv6,
+		out:      make([]unix.Mmsghdr, count),
+		outIov:   make([]unix.Iovec, count),
+		outNames: make([]unix.RawSockaddrInet6, count),
+		outOOB:   make([]byte, count*oobSize),
+	}
+	b.sendFn = b.send
+	return &BatchWriter{pc: c, b: b}
+}
+
+// Queue adds p, to be sent to to. p must stay unchanged until Flush
+// (which Queue calls itself once the batch is full).
+func (w *BatchWriter) Queue(p []byte, to netip.AddrPort) error {
+	b := w.b
+	i := b.pending
+	b.outIov[i].Base = &p[0]
+	b.outIov[i].SetLen(len(p))
+	h := &b.out[i].Hdr
+	h.Name = (*byte)(unsafe.Pointer(&b.outNames[i]))
+	h.Namelen = putSockaddr(&b.outNames[i], to, b.ipv6)
+	h.Iov = &b.outIov[i]
+	h.SetIovlen(1)
+	h.Control, h.Controllen = nil, 0
+	if w.pc.wildcard {
+		w.pc.localsMu.Lock()
+		local, known := w.pc.locals[to]
+		w.pc.localsMu.Unlock()
+		if known {
+			oob := putSrc(b.outOOB[i*oobSize:(i+1)*oobSize], local.ip, local.ifindex, b.ipv6)
+			h.Control = &oob[0]
+			h.SetControllen(len(oob))
+		}
+	}
+	b.pending++
+	if b.pending == len(b.out) {
+		return w.Flush()
+	}
+	return nil
+}
+
+// Pending is how many datagrams wait for Flush.
+func (w *BatchWriter) Pending() int { return w.b.pending }
+
+// Flush sends what is queued; on an error the rest of the batch is dropped.
+func (w *BatchWriter) Flush() error { return w.b.flush() }

@@ -34,3 +34,13 @@ func (*mmsgBatch) take() ([]byte, netip.AddrPort, localAddr, bool, bool) {
 }
 func (*mmsgBatch) queue([]byte, netip.AddrPort, netip.Addr, uint32) error { return nil }
 func (*mmsgBatch) flush() error                                           { return nil }
+
+// BatchWriter is sendmmsg's; NewBatchWriter returns nil where there is none.
+type BatchWriter struct{}
+
+// NewBatchWriter returns nil: write one datagram at a time.
+func NewBatchWriter(net.PacketConn, int) *BatchWriter { return nil }
+
+func (*BatchWriter) Queue([]byte, netip.AddrPort) error { return nil }
+func (*BatchWriter) Pending() int                       { return 0 }
+func (*BatchWriter) Flush() error                       { return nil }

@@ -53,7 +53,7 @@ func (c *packetConn) ReadFrom(p []byte) (int, net.Addr, error) {
 func (c *packetConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 	if len(p) >= stunHeaderLen && p[0]&0xC0 == 0 {
 		if ua, ok := addr.(*net.UDPAddr); ok {
-			c.s.dp.noteResponse(p, clientOut{udp: c.PacketConn, to: ua})
+			c.s.dp.noteResponse(p, clientOut{udp: c.PacketConn, to: ua, toAP: ua.AddrPort()})
 		}
 	}
 	return c.PacketConn.WriteTo(p, addr)
@@ -276,6 +276,10 @@ type relayConn struct {
 	wbuf    []byte
 	wstream net.Conn
 	wcount  int
+	// For a UDP client, the datagrams of one read go out in one sendmmsg
+	// on the client's front door socket.
+	bw      *stunsrv.BatchWriter
+	bwFor   net.PacketConn
 	backoff time.Duration
 }
 
@@ -346,6 +350,7 @@ func (c *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
 			continue
 		}
 		c.flushStream() // what came before goes first
+		c.flushUDP()
 		if r := c.s.live.Load().policy.refusal(from.Addr().AsSlice()); r != "" {
 			c.s.metrics.peerRefusals[r].Inc()
 			continue
@@ -365,6 +370,7 @@ func (c *relayConn) next() (slot []byte, n int, from netip.AddrPort, err error) 
 			return slot, n, from, nil
 		}
 		c.flushStream()
+		c.flushUDP()
 		if err := c.batch.Fill(); err != nil {
 			return nil, 0, netip.AddrPort{}, err
 		}
@@ -386,6 +392,44 @@ func (c *relayConn) queueStream(to net.Conn, frame []byte) {
 	if c.batch == nil {
 		c.flushStream()
 	}
+}
+
+// queueUDP queues one ChannelData datagram for a UDP client, when the
+// relay reads in batches; it reports false when the caller must send it.
+func (c *relayConn) queueUDP(out *clientOut, frame []byte) bool {
+	if c.batch == nil {
+		return false
+	}
+	if c.bwFor != out.udp {
+		c.flushUDP()
+		c.bw, c.bwFor = stunsrv.NewBatchWriter(out.udp, relayBatch), out.udp
+	}
+	if c.bw == nil {
+		return false
+	}
+	if c.bw.Pending() == relayBatch-1 {
+		// Queue flushes a full batch itself: count it here.
+		c.countUDP(c.bw.Queue(frame, out.toAP), relayBatch)
+		return true
+	}
+	c.bw.Queue(frame, out.toAP)
+	return true
+}
+
+func (c *relayConn) flushUDP() {
+	if c.bw == nil || c.bw.Pending() == 0 {
+		return
+	}
+	n := c.bw.Pending()
+	c.countUDP(c.bw.Flush(), n)
+}
+
+func (c *relayConn) countUDP(err error, n int) {
+	if err != nil {
+		c.s.metrics.fastDrops[dropWrite].Add(float64(n))
+		return
+	}
+	c.s.metrics.fastFromPeer.Add(float64(n))
 }
 
 func (c *relayConn) flushStream() {

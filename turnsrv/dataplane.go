@@ -98,6 +98,7 @@ type dpAlloc struct {
 type clientOut struct {
 	udp    net.PacketConn
 	to     *net.UDPAddr
+	toAP   netip.AddrPort
 	stream net.Conn
 }
 
@@ -496,6 +497,9 @@ func (d *dataPlane) fromPeer(rc *relayConn, a *dpAlloc, slot []byte, n int, peer
 		size := (4 + n + 3) &^ 3
 		clear(slot[4+n : size])
 		rc.queueStream(out.stream, slot[:size])
+		return true
+	}
+	if rc.queueUDP(out, slot[:4+n]) {
 		return true
 	}
 	if _, err := out.udp.WriteTo(slot[:4+n], out.to); err != nil {
