@@ -256,7 +256,13 @@ func (s *Server) listenUDP(addr string, sockets int) error {
 		if err != nil {
 			return bindError("udp", addr, err)
 		}
-		s.udp = append(s.udp, newPacketConn(c.(*net.UDPConn), s.stats, s.opts.Passthrough, s.clock))
+		uc := c.(*net.UDPConn)
+		// A burst (every relay's batch, a flood of Bindings) must queue
+		// rather than drop while the reader works; the kernel caps these
+		// at net.core.rmem_max and wmem_max.
+		uc.SetReadBuffer(socketBuffer)
+		uc.SetWriteBuffer(socketBuffer)
+		s.udp = append(s.udp, newPacketConn(uc, s.stats, s.opts.Passthrough, s.clock))
 		addr = c.LocalAddr().String()
 	}
 	return nil
@@ -312,6 +318,10 @@ func (s *Server) AddListener(ln net.Listener, tlsConfig *tls.Config) net.Listene
 	s.mu.Unlock()
 	return l
 }
+
+// socketBuffer is the receive and send buffer asked for each UDP socket
+// of the front door. Memory is only used while datagrams queue.
+const socketBuffer = 4 << 20
 
 // clock is the monotonic time since start, as liveness measures it.
 func (s *Server) clock() time.Duration {

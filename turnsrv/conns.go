@@ -302,8 +302,15 @@ const maxStreamBatch = 16 << 10
 // allocations cost no more than pion's own buffer.
 const relayBatch = 8
 
+// relaySocketBuffer is each relay socket's receive and send buffer: a
+// video frame's burst from a peer queues instead of dropping. Memory is
+// only used while datagrams queue.
+const relaySocketBuffer = 1 << 20
+
 func (c *relayConn) initDataPlane(udp *net.UDPConn) {
 	c.udp = udp
+	udp.SetReadBuffer(relaySocketBuffer)
+	udp.SetWriteBuffer(relaySocketBuffer)
 	c.buf = make([]byte, headroom+rtpMTU+tailroom)
 }
 
