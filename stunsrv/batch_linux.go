@@ -50,28 +50,39 @@ type mmsgBatch struct {
 }
 
 func newMMsgBatch(rc syscall.RawConn, ipv6 bool) *mmsgBatch {
-	b := &mmsgBatch{
-		rc:       rc,
-		ipv6:     ipv6,
-		in:       make([]unix.Mmsghdr, batchSize),
-		inIov:    make([]unix.Iovec, batchSize),
-		inNames:  make([]unix.RawSockaddrInet6, batchSize),
-		inOOB:    make([]byte, batchSize*oobSize),
-		inBufs:   make([]byte, batchSize*slotSize),
-		out:      make([]unix.Mmsghdr, batchSize),
-		outIov:   make([]unix.Iovec, batchSize),
-		outNames: make([]unix.RawSockaddrInet6, batchSize),
-		outOOB:   make([]byte, batchSize*oobSize),
-		outBufs:  make([]byte, batchSize*maxResponseSize),
-	}
+	b := &mmsgBatch{rc: rc, ipv6: ipv6}
+	b.withRecv(batchSize, 0, slotSize)
+	b.withSend(batchSize)
+	b.outBufs = make([]byte, batchSize*maxResponseSize)
 	for i := range batchSize {
-		b.inIov[i].Base = &b.inBufs[i*slotSize]
-		b.inIov[i].SetLen(slotSize)
 		b.outIov[i].Base = &b.outBufs[i*maxResponseSize]
 	}
-	b.recvFn = b.recv
-	b.sendFn = b.send
 	return b
+}
+
+// withRecv sets b up to receive count datagrams of up to size bytes per
+// call, each headroom bytes into its slot.
+func (b *mmsgBatch) withRecv(count, headroom, size int) {
+	b.headroom = headroom
+	b.in = make([]unix.Mmsghdr, count)
+	b.inIov = make([]unix.Iovec, count)
+	b.inNames = make([]unix.RawSockaddrInet6, count)
+	b.inOOB = make([]byte, count*oobSize)
+	b.inBufs = make([]byte, count*slotSize)
+	for i := range count {
+		b.inIov[i].Base = &b.inBufs[i*slotSize+headroom]
+		b.inIov[i].SetLen(size)
+	}
+	b.recvFn = b.recv
+}
+
+// withSend sets b up to send count datagrams per call.
+func (b *mmsgBatch) withSend(count int) {
+	b.out = make([]unix.Mmsghdr, count)
+	b.outIov = make([]unix.Iovec, count)
+	b.outNames = make([]unix.RawSockaddrInet6, count)
+	b.outOOB = make([]byte, count*oobSize)
+	b.sendFn = b.send
 }
 
 // BatchReader reads a UDP socket several datagrams per syscall
@@ -91,25 +102,12 @@ func NewBatchReader(c *net.UDPConn, headroom, size, tailroom, count int) (*Batch
 	if headroom+size+tailroom > slotSize {
 		return nil, fmt.Errorf("stunsrv: batch slots hold %d bytes, not %d", slotSize, headroom+size+tailroom)
 	}
-	count = min(max(count, 1), batchSize)
 	rc, err := c.SyscallConn()
 	if err != nil {
 		return nil, err
 	}
-	b := &mmsgBatch{
-		rc:       rc,
-		headroom: headroom,
-		in:       make([]unix.Mmsghdr, count),
-		inIov:    make([]unix.Iovec, count),
-		inNames:  make([]unix.RawSockaddrInet6, count),
-		inOOB:    make([]byte, count*oobSize),
-		inBufs:   make([]byte, count*slotSize),
-	}
-	for i := range count {
-		b.inIov[i].Base = &b.inBufs[i*slotSize+headroom]
-		b.inIov[i].SetLen(size)
-	}
-	b.recvFn = b.recv
+	b := &mmsgBatch{rc: rc}
+	b.withRecv(min(max(count, 1), batchSize), headroom, size)
 	return &BatchReader{b: b}, nil
 }
 
@@ -284,16 +282,8 @@ func NewBatchWriter(pc net.PacketConn, count int) *BatchWriter {
 	if err != nil {
 		return nil
 	}
-	count = min(max(count, 1), batchSize)
-	b := &mmsgBatch{
-		rc:       rc,
-		ipv6:     c.ipv6,
-		out:      make([]unix.Mmsghdr, count),
-		outIov:   make([]unix.Iovec, count),
-		outNames: make([]unix.RawSockaddrInet6, count),
-		outOOB:   make([]byte, count*oobSize),
-	}
-	b.sendFn = b.send
+	b := &mmsgBatch{rc: rc, ipv6: c.ipv6}
+	b.withSend(min(max(count, 1), batchSize))
 	return &BatchWriter{pc: c, b: b}
 }
 

@@ -62,9 +62,10 @@ func newAdmission(cfg Config) *admission {
 	}
 }
 
-// sourceKey is what the per-source cap counts by: anyone holding an IPv6
-// /64 can pick any address in it.
-func sourceKey(a netip.Addr) netip.Addr {
+// SourceKey is what per-source limits count by: the IPv4 address, or the
+// /64 of an IPv6 one, since anyone holding a /64 can pick any address in
+// it.
+func SourceKey(a netip.Addr) netip.Addr {
 	a = a.Unmap()
 	if a.Is6() {
 		p, _ := a.Prefix(64)
@@ -75,7 +76,7 @@ func sourceKey(a netip.Addr) netip.Addr {
 
 // take admits one connection from src, or says why not.
 func (a *admission) take(src netip.Addr) (refusal int, ok bool) {
-	key := sourceKey(src)
+	key := SourceKey(src)
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	switch {
@@ -90,7 +91,7 @@ func (a *admission) take(src netip.Addr) (refusal int, ok bool) {
 }
 
 func (a *admission) release(src netip.Addr) {
-	key := sourceKey(src)
+	key := SourceKey(src)
 	a.mu.Lock()
 	a.open--
 	if a.perSource[key]--; a.perSource[key] <= 0 {

@@ -329,29 +329,29 @@ func (a *dpAlloc) bind(number uint16, peer netip.AddrPort, now int64) {
 	}
 	ch := &dpChannel{number: number, peer: peer}
 	ch.expires.Store(now + int64(channelLifetime))
-	next := make([]*dpChannel, 0, len(old)+1)
-	for _, c := range old {
-		// pion granted this binding, so an older one for the number or
-		// the peer is gone from pion (expired and rebound).
-		if c.number != number && c.peer != peer {
-			next = append(next, c)
-		}
-	}
-	next = append(next, ch)
-	a.channels.Store(&next)
+	// pion granted this binding, so an older one for the number or the
+	// peer is gone from pion (expired and rebound).
+	next := without(old, func(c *dpChannel) bool { return c.number == number || c.peer == peer })
+	*next = append(*next, ch)
+	a.channels.Store(next)
 }
 
 func (a *dpAlloc) unbind(number uint16) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	old := *a.channels.Load()
-	next := make([]*dpChannel, 0, len(old))
-	for _, c := range old {
-		if c.number != number {
-			next = append(next, c)
+	a.channels.Store(without(*a.channels.Load(), func(c *dpChannel) bool { return c.number == number }))
+}
+
+// without returns a new slice of s's elements but those drop matches:
+// readers of the old one are undisturbed.
+func without[T any](s []T, drop func(T) bool) *[]T {
+	next := make([]T, 0, len(s))
+	for _, e := range s {
+		if !drop(e) {
+			next = append(next, e)
 		}
 	}
-	a.channels.Store(&next)
+	return &next
 }
 
 func (a *dpAlloc) permit(ip netip.Addr, now int64) {
@@ -373,14 +373,7 @@ func (a *dpAlloc) permit(ip netip.Addr, now int64) {
 func (a *dpAlloc) unpermit(ip netip.Addr) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	old := *a.perms.Load()
-	next := make([]*dpPerm, 0, len(old))
-	for _, p := range old {
-		if p.ip != ip {
-			next = append(next, p)
-		}
-	}
-	a.perms.Store(&next)
+	a.perms.Store(without(*a.perms.Load(), func(p *dpPerm) bool { return p.ip == ip }))
 }
 
 func (a *dpAlloc) byNumber(n uint16) *dpChannel {

@@ -167,11 +167,7 @@ func newFlow(o options, i int) (flow, error) {
 	case "alloc":
 		return &allocFlow{o: o}, nil
 	case "hold":
-		network := "udp4"
-		if o.tcp {
-			network = "tcp4"
-		}
-		c, err := dialTURN(network, o.addr, []byte(o.secret), o.realm)
+		c, err := dialTURN(o.network(), o.addr, []byte(o.secret), o.realm)
 		if err != nil {
 			return nil, err
 		}
@@ -292,12 +288,16 @@ type relayFlow struct {
 
 const channel = 0x4000
 
-func newRelayFlow(o options) (*relayFlow, error) {
-	network := "udp4"
+// network is how TURN flows reach the server.
+func (o options) network() string {
 	if o.tcp {
-		network = "tcp4"
+		return "tcp4"
 	}
-	c, err := dialTURN(network, o.addr, []byte(o.secret), o.realm)
+	return "udp4"
+}
+
+func newRelayFlow(o options) (*relayFlow, error) {
+	c, err := dialTURN(o.network(), o.addr, []byte(o.secret), o.realm)
 	if err != nil {
 		return nil, err
 	}
@@ -458,12 +458,8 @@ type allocFlow struct {
 }
 
 func (f *allocFlow) run(stop time.Time) (done, lost int64) {
-	network := "udp4"
-	if f.o.tcp {
-		network = "tcp4"
-	}
 	for time.Now().Before(stop) {
-		c, err := dialTURN(network, f.o.addr, []byte(f.o.secret), f.o.realm)
+		c, err := dialTURN(f.o.network(), f.o.addr, []byte(f.o.secret), f.o.realm)
 		if err != nil {
 			lost++
 			continue
