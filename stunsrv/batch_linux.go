@@ -187,6 +187,17 @@ func (b *mmsgBatch) queue(answer []byte, to netip.AddrPort, src netip.Addr, ifin
 	slot := b.outBufs[i*maxResponseSize : (i+1)*maxResponseSize]
 	n := copy(slot, answer)
 	b.outIov[i].SetLen(n)
+	b.address(i, to, src, ifindex)
+	b.pending++
+	if b.pending == batchSize {
+		return b.flush()
+	}
+	return nil
+}
+
+// address sets outgoing message i's destination and, when src is valid,
+// its source address.
+func (b *mmsgBatch) address(i int, to netip.AddrPort, src netip.Addr, ifindex uint32) {
 	h := &b.out[i].Hdr
 	h.Name = (*byte)(unsafe.Pointer(&b.outNames[i]))
 	h.Namelen = putSockaddr(&b.outNames[i], to, b.ipv6)
@@ -198,11 +209,6 @@ func (b *mmsgBatch) queue(answer []byte, to netip.AddrPort, src netip.Addr, ifin
 		h.Control = &oob[0]
 		h.SetControllen(len(oob))
 	}
-	b.pending++
-	if b.pending == batchSize {
-		return b.flush()
-	}
-	return nil
 }
 
 func (b *mmsgBatch) send(fd uintptr) bool {
@@ -294,22 +300,13 @@ func (w *BatchWriter) Queue(p []byte, to netip.AddrPort) error {
 	i := b.pending
 	b.outIov[i].Base = &p[0]
 	b.outIov[i].SetLen(len(p))
-	h := &b.out[i].Hdr
-	h.Name = (*byte)(unsafe.Pointer(&b.outNames[i]))
-	h.Namelen = putSockaddr(&b.outNames[i], to, b.ipv6)
-	h.Iov = &b.outIov[i]
-	h.SetIovlen(1)
-	h.Control, h.Controllen = nil, 0
+	var local localAddr
 	if w.pc.wildcard {
 		w.pc.localsMu.Lock()
-		local, known := w.pc.locals[to]
+		local = w.pc.locals[to]
 		w.pc.localsMu.Unlock()
-		if known {
-			oob := putSrc(b.outOOB[i*oobSize:(i+1)*oobSize], local.ip, local.ifindex, b.ipv6)
-			h.Control = &oob[0]
-			h.SetControllen(len(oob))
-		}
 	}
+	b.address(i, to, local.ip, local.ifindex)
 	b.pending++
 	if b.pending == len(b.out) {
 		return w.Flush()

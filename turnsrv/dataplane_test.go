@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"icebox/internal/testenv"
+	"icebox/stunsrv"
 )
 
 // peerSocket is a UDP peer on 127.0.0.1 the test reads and writes itself.
@@ -367,5 +368,32 @@ func TestChannelDataAllocatesNothing(t *testing.T) {
 	}
 	if got := testenv.MetricValue(t, ts.metrics.fastFromPeer); got < 2000 {
 		t.Errorf("data plane relayed %v to the client, want every packet", got)
+	}
+}
+
+// TestFastPathAnswersFromTheAddressTheClientUsed: on a wildcard socket
+// (the default ":3478") the data plane's ChannelData leaves from the
+// address the client sent to, as pion's answers do; the client's socket
+// is connected to that address and would drop anything else.
+func TestFastPathAnswersFromTheAddressTheClientUsed(t *testing.T) {
+	t.Parallel()
+	ts := startServerFront(t, func(c *stunsrv.Config) { c.Listen = []string{"0.0.0.0:0"} }, testConfig())
+	server := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 2), Port: ts.udp.(*net.UDPAddr).Port}
+	u, p, _ := ts.MintCredential("wildcard", 0)
+	raw := dialRaw(t, "udp", server, u, p)
+	res := raw.do(stun.MethodAllocate, udpTransport())
+	var relay stun.XORMappedAddress
+	if err := relay.GetFromAs(res, stun.AttrXORRelayedAddress); err != nil {
+		t.Fatalf("allocate: %v", res)
+	}
+	ip, _ := netip.AddrFromSlice(relay.IP)
+	c := &channelClient{rawClient: raw, relay: netip.AddrPortFrom(ip.Unmap(), uint16(relay.Port))}
+	peer := peerSocket(t)
+	mustSucceed(t, c.bind(0x4000, peer), "channel bind")
+	for _, msg := range []string{"one", "two"} {
+		c.roundTrip(t, 0x4000, peer, msg)
+	}
+	if got := testenv.MetricValue(t, ts.metrics.fastFromPeer); got != 2 {
+		t.Errorf("data plane relayed %v to the client, want 2", got)
 	}
 }
