@@ -36,10 +36,13 @@ const (
 	attrXORPeerAddress = 0x0012
 )
 
-// maxPending bounds requests awaiting pion's answer. Unanswered ones
-// (unauthenticated, refused) are forgotten when it fills: a forgotten
-// ChannelBind only means pion relays that channel.
-const maxPending = 4096
+// maxPending bounds requests awaiting pion's answer. Any answer, success
+// or error, removes its request, so only requests in flight are held;
+// ones pion never answered are forgotten after pendingAge once it fills.
+const (
+	maxPending = 16384
+	pendingAge = 5 * time.Second
+)
 
 // dropReason labels icebox_turn_fast_path_drops_total.
 const (
@@ -169,7 +172,7 @@ func (d *dataPlane) allocationDeleted(client net.Addr) {
 		delete(d.count, id)
 		delete(d.allocs, id)
 	}
-	if a != nil {
+	if a != nil && a.relay != nil {
 		a.relay.alloc.CompareAndSwap(a, nil)
 	}
 }
@@ -212,6 +215,7 @@ func (d *dataPlane) noteRequest(b []byte, from connID) {
 	}
 	end := min(stunHeaderLen+int(binary.BigEndian.Uint16(b[2:4])), len(b))
 	req := pendingRequest{client: from, method: method, lifetime: -1, at: d.now()}
+	signed := false
 	for off := stunHeaderLen; off+4 <= end; {
 		at := binary.BigEndian.Uint16(b[off:])
 		n := int(binary.BigEndian.Uint16(b[off+2:]))
@@ -221,6 +225,7 @@ func (d *dataPlane) noteRequest(b []byte, from connID) {
 		}
 		switch {
 		case at == attrIntegrity:
+			signed = true
 			off = end // what follows is not covered by it
 			continue
 		case at == attrChannelNumber && n == 4:
@@ -234,14 +239,24 @@ func (d *dataPlane) noteRequest(b []byte, from connID) {
 		}
 		off = v + (n+3)&^3
 	}
+	if !signed {
+		return // pion answers 401; nothing to learn
+	}
 	var id [12]byte
 	copy(id[:], b[8:stunHeaderLen])
 	d.pendMu.Lock()
+	defer d.pendMu.Unlock()
 	if len(d.pending) >= maxPending {
-		clear(d.pending)
+		for k, r := range d.pending {
+			if req.at-r.at > int64(pendingAge) {
+				delete(d.pending, k)
+			}
+		}
+		if len(d.pending) >= maxPending {
+			return // pion relays what this request grants
+		}
 	}
 	d.pending[id] = req
-	d.pendMu.Unlock()
 }
 
 // xorPeer decodes an XOR-PEER-ADDRESS value; cookieID is the magic
@@ -271,8 +286,9 @@ func xorPeer(v, cookieID []byte) (netip.AddrPort, bool) {
 // noteResponse applies a request pion answered with success: out is how
 // pion reached the client, and how the data plane will.
 func (d *dataPlane) noteResponse(b []byte, out clientOut) {
-	if len(b) < stunHeaderLen || binary.BigEndian.Uint16(b[0:2])&0x0110 != 0x0100 {
-		return // not a success response
+	class := binary.BigEndian.Uint16(b[0:2]) & 0x0110
+	if len(b) < stunHeaderLen || class&0x0100 == 0 {
+		return // not a response
 	}
 	var id [12]byte
 	copy(id[:], b[8:stunHeaderLen])
@@ -280,8 +296,8 @@ func (d *dataPlane) noteResponse(b []byte, out clientOut) {
 	req, ok := d.pending[id]
 	delete(d.pending, id)
 	d.pendMu.Unlock()
-	if !ok {
-		return
+	if !ok || class != 0x0100 {
+		return // unknown, or an error response: nothing granted
 	}
 	a := d.lookup(req.client)
 	if a == nil {

@@ -284,6 +284,12 @@ func TestChannelRebindRefused(t *testing.T) {
 	if got, _ := readPeer(t, second, 0); got != "" {
 		t.Errorf("second peer got %q", got)
 	}
+	// The refused request's entry went with pion's error answer.
+	ts.dp.pendMu.Lock()
+	defer ts.dp.pendMu.Unlock()
+	if n := len(ts.dp.pending); n != 0 {
+		t.Errorf("%d requests still pending after every answer", n)
+	}
 }
 
 // TestReloadDenyingAPeerStopsItsChannels: a reload whose policy refuses a
