@@ -1,6 +1,8 @@
 package stunsrv
 
 import (
+	"errors"
+	"io"
 	"net"
 	"strings"
 	"testing"
@@ -96,5 +98,82 @@ func TestAliveSeesAStuckReader(t *testing.T) {
 	s.skew.Add(int64(stuckAfter + time.Second))
 	if err := s.Alive(); err == nil || !strings.Contains(err.Error(), "busy") {
 		t.Fatalf("Alive = %v, want the stuck reader reported", err)
+	}
+}
+
+// TestAddListenerServesAnExtraListener: connections from a listener handed
+// over later (a :443 demultiplexer's, TLS already terminated) get Binding
+// answers, framing and the shared per-source cap.
+func TestAddListenerServesAnExtraListener(t *testing.T) {
+	s := startServer(t, func(c *Config, o *Options) {
+		c.MaxTCPConnectionsPerSource = 2
+		o.Passthrough = true
+	})
+	raw, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := s.AddListener(raw, nil)
+	frames := make(chan []byte, 1)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				buf := make([]byte, 1600)
+				defer c.Close()
+				for {
+					n, err := c.Read(buf)
+					if err != nil {
+						return
+					}
+					frames <- append([]byte(nil), buf[:n]...)
+				}
+			}()
+		}
+	}()
+
+	// Two connections use up 127.0.0.1's share: one asks a Binding, the
+	// other sends TURN.
+	first, err := net.Dial("tcp4", raw.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, err := stun.NewClient(first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	if mapped := doBinding(t, client); mapped != addrPortOf(first.LocalAddr()) {
+		t.Errorf("mapped %v, want %v", mapped, first.LocalAddr())
+	}
+	c, err := net.Dial("tcp4", raw.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	allocate := stun.MustBuild(stun.TransactionID, stun.NewType(stun.MethodAllocate, stun.ClassRequest))
+	c.Write(allocate.Raw)
+	select {
+	case got := <-frames:
+		if string(got) != string(allocate.Raw) {
+			t.Fatalf("reader got %x, want the allocate request", got)
+		}
+	case <-time.After(deadline):
+		t.Fatal("allocate not handed to the reader")
+	}
+	third, err := net.Dial("tcp4", raw.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer third.Close()
+	third.SetReadDeadline(time.Now().Add(deadline))
+	if _, err := third.Read(make([]byte, 1)); !errors.Is(err, io.EOF) && !isReset(err) {
+		t.Fatalf("third connection from one source: %v, want closed at once", err)
+	}
+	if got := testutil.ToFloat64(s.stats.tcpRefused[refusePerSource]); got != 1 {
+		t.Errorf("refused per source = %v, want 1", got)
 	}
 }
