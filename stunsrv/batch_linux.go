@@ -2,6 +2,8 @@ package stunsrv
 
 import (
 	"encoding/binary"
+	"fmt"
+	"net"
 	"net/netip"
 	"syscall"
 	"unsafe"
@@ -37,7 +39,8 @@ type mmsgBatch struct {
 	outBufs  []byte
 	pending  int // answers queued
 
-	ipv6 bool
+	ipv6     bool
+	headroom int // bytes kept free before each received datagram
 
 	// Method values built once: passing c.recv directly would allocate
 	// a closure on every call.
@@ -47,28 +50,84 @@ type mmsgBatch struct {
 }
 
 func newMMsgBatch(rc syscall.RawConn, ipv6 bool) *mmsgBatch {
-	b := &mmsgBatch{
-		rc:       rc,
-		ipv6:     ipv6,
-		in:       make([]unix.Mmsghdr, batchSize),
-		inIov:    make([]unix.Iovec, batchSize),
-		inNames:  make([]unix.RawSockaddrInet6, batchSize),
-		inOOB:    make([]byte, batchSize*oobSize),
-		inBufs:   make([]byte, batchSize*slotSize),
-		out:      make([]unix.Mmsghdr, batchSize),
-		outIov:   make([]unix.Iovec, batchSize),
-		outNames: make([]unix.RawSockaddrInet6, batchSize),
-		outOOB:   make([]byte, batchSize*oobSize),
-		outBufs:  make([]byte, batchSize*maxResponseSize),
-	}
+	b := &mmsgBatch{rc: rc, ipv6: ipv6}
+	b.withRecv(batchSize, 0, slotSize)
+	b.withSend(batchSize)
+	b.outBufs = make([]byte, batchSize*maxResponseSize)
 	for i := range batchSize {
-		b.inIov[i].Base = &b.inBufs[i*slotSize]
-		b.inIov[i].SetLen(slotSize)
 		b.outIov[i].Base = &b.outBufs[i*maxResponseSize]
 	}
-	b.recvFn = b.recv
-	b.sendFn = b.send
 	return b
+}
+
+// withRecv sets b up to receive count datagrams of up to size bytes per
+// call, each headroom bytes into its slot.
+func (b *mmsgBatch) withRecv(count, headroom, size int) {
+	b.headroom = headroom
+	b.in = make([]unix.Mmsghdr, count)
+	b.inIov = make([]unix.Iovec, count)
+	b.inNames = make([]unix.RawSockaddrInet6, count)
+	b.inOOB = make([]byte, count*oobSize)
+	b.inBufs = make([]byte, count*slotSize)
+	for i := range count {
+		b.inIov[i].Base = &b.inBufs[i*slotSize+headroom]
+		b.inIov[i].SetLen(size)
+	}
+	b.recvFn = b.recv
+}
+
+// withSend sets b up to send count datagrams per call.
+func (b *mmsgBatch) withSend(count int) {
+	b.out = make([]unix.Mmsghdr, count)
+	b.outIov = make([]unix.Iovec, count)
+	b.outNames = make([]unix.RawSockaddrInet6, count)
+	b.outOOB = make([]byte, count*oobSize)
+	b.sendFn = b.send
+}
+
+// BatchReader reads a UDP socket several datagrams per syscall
+// (recvmmsg) into buffers it owns, each with room before and after the
+// datagram, so that a relay can put a header in front of a datagram and
+// send it on without copying it. It never allocates. One goroutine reads.
+// golang.org/x/net/ipv4's ReadBatch does the same but allocates a
+// net.Addr per datagram.
+type BatchReader struct {
+	b *mmsgBatch
+}
+
+// NewBatchReader reads c up to count datagrams at a time (at most 32),
+// with headroom free bytes before and tailroom after each datagram of up
+// to size bytes. It holds count 2 KiB buffers.
+func NewBatchReader(c *net.UDPConn, headroom, size, tailroom, count int) (*BatchReader, error) {
+	if headroom+size+tailroom > slotSize {
+		return nil, fmt.Errorf("stunsrv: batch slots hold %d bytes, not %d", slotSize, headroom+size+tailroom)
+	}
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	b := &mmsgBatch{rc: rc}
+	b.withRecv(min(max(count, 1), batchSize), headroom, size)
+	return &BatchReader{b: b}, nil
+}
+
+// Fill waits for at least one datagram and reads what is queued, up to
+// a batch. Call it once Next has returned every datagram of the last one.
+func (r *BatchReader) Fill() error { return r.b.fill() }
+
+// Next returns the next datagram of the batch: its slot, with the
+// datagram at slot[headroom:headroom+n] and tailroom after it, and its
+// source. ok is false once the batch is used up.
+func (r *BatchReader) Next() (slot []byte, n int, from netip.AddrPort, ok bool) {
+	msg, from, _, truncated, ok := r.b.take()
+	for ok && truncated {
+		msg, from, _, truncated, ok = r.b.take()
+	}
+	if !ok {
+		return nil, 0, netip.AddrPort{}, false
+	}
+	i := r.b.next - 1
+	return r.b.inBufs[i*slotSize : (i+1)*slotSize], len(msg), from, true
 }
 
 func (b *mmsgBatch) recv(fd uintptr) bool {
@@ -115,7 +174,8 @@ func (b *mmsgBatch) take() (msg []byte, from netip.AddrPort, local localAddr, tr
 	i := b.next
 	b.next++
 	h := &b.in[i].Hdr
-	msg = b.inBufs[i*slotSize : i*slotSize+int(b.in[i].Len)]
+	start := i*slotSize + b.headroom
+	msg = b.inBufs[start : start+int(b.in[i].Len)]
 	from = sockaddrToAddrPort(&b.inNames[i])
 	local.ip, local.ifindex, _ = parseDst(b.inOOB[i*oobSize : i*oobSize+int(h.Controllen)])
 	return msg, from, local, h.Flags&unix.MSG_TRUNC != 0, true
@@ -127,6 +187,17 @@ func (b *mmsgBatch) queue(answer []byte, to netip.AddrPort, src netip.Addr, ifin
 	slot := b.outBufs[i*maxResponseSize : (i+1)*maxResponseSize]
 	n := copy(slot, answer)
 	b.outIov[i].SetLen(n)
+	b.address(i, to, src, ifindex)
+	b.pending++
+	if b.pending == batchSize {
+		return b.flush()
+	}
+	return nil
+}
+
+// address sets outgoing message i's destination and, when src is valid,
+// its source address.
+func (b *mmsgBatch) address(i int, to netip.AddrPort, src netip.Addr, ifindex uint32) {
 	h := &b.out[i].Hdr
 	h.Name = (*byte)(unsafe.Pointer(&b.outNames[i]))
 	h.Namelen = putSockaddr(&b.outNames[i], to, b.ipv6)
@@ -138,11 +209,6 @@ func (b *mmsgBatch) queue(answer []byte, to netip.AddrPort, src netip.Addr, ifin
 		h.Control = &oob[0]
 		h.SetControllen(len(oob))
 	}
-	b.pending++
-	if b.pending == batchSize {
-		return b.flush()
-	}
-	return nil
 }
 
 func (b *mmsgBatch) send(fd uintptr) bool {
@@ -200,3 +266,56 @@ func putSockaddr(sa *unix.RawSockaddrInet6, to netip.AddrPort, ipv6 bool) uint32
 	sa.Addr = to.Addr().As16()
 	return unix.SizeofSockaddrInet6
 }
+
+// BatchWriter sends datagrams from one of the front door's UDP sockets
+// several per syscall (sendmmsg), without copying them, from the address
+// each client last reached us at (as WriteTo does). One goroutine uses it;
+// others may write to the socket meanwhile.
+type BatchWriter struct {
+	pc *packetConn
+	b  *mmsgBatch
+}
+
+// NewBatchWriter returns a writer of up to count datagrams per syscall
+// (at most 32) on the socket behind pc, or nil if pc is not one of the
+// front door's sockets.
+func NewBatchWriter(pc net.PacketConn, count int) *BatchWriter {
+	c, ok := pc.(*packetConn)
+	if !ok {
+		return nil
+	}
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	b := &mmsgBatch{rc: rc, ipv6: c.ipv6}
+	b.withSend(min(max(count, 1), batchSize))
+	return &BatchWriter{pc: c, b: b}
+}
+
+// Queue adds p, to be sent to to. p must stay unchanged until Flush
+// (which Queue calls itself once the batch is full).
+func (w *BatchWriter) Queue(p []byte, to netip.AddrPort) error {
+	b := w.b
+	i := b.pending
+	b.outIov[i].Base = &p[0]
+	b.outIov[i].SetLen(len(p))
+	var local localAddr
+	if w.pc.wildcard {
+		w.pc.localsMu.Lock()
+		local = w.pc.locals[to]
+		w.pc.localsMu.Unlock()
+	}
+	b.address(i, to, local.ip, local.ifindex)
+	b.pending++
+	if b.pending == len(b.out) {
+		return w.Flush()
+	}
+	return nil
+}
+
+// Pending is how many datagrams wait for Flush.
+func (w *BatchWriter) Pending() int { return w.b.pending }
+
+// Flush sends what is queued; on an error the rest of the batch is dropped.
+func (w *BatchWriter) Flush() error { return w.b.flush() }

@@ -3,9 +3,24 @@
 package stunsrv
 
 import (
+	"errors"
+	"net"
 	"net/netip"
 	"syscall"
 )
+
+// BatchReader is recvmmsg's; NewBatchReader fails where there is none.
+type BatchReader struct{}
+
+// NewBatchReader fails: read the socket one datagram at a time.
+func NewBatchReader(*net.UDPConn, int, int, int, int) (*BatchReader, error) {
+	return nil, errors.New("stunsrv: no recvmmsg on this platform")
+}
+
+func (*BatchReader) Fill() error { return nil }
+func (*BatchReader) Next() ([]byte, int, netip.AddrPort, bool) {
+	return nil, 0, netip.AddrPort{}, false
+}
 
 // Without recvmmsg the front door reads one datagram per syscall.
 
@@ -19,3 +34,13 @@ func (*mmsgBatch) take() ([]byte, netip.AddrPort, localAddr, bool, bool) {
 }
 func (*mmsgBatch) queue([]byte, netip.AddrPort, netip.Addr, uint32) error { return nil }
 func (*mmsgBatch) flush() error                                           { return nil }
+
+// BatchWriter is sendmmsg's; NewBatchWriter returns nil where there is none.
+type BatchWriter struct{}
+
+// NewBatchWriter returns nil: write one datagram at a time.
+func NewBatchWriter(net.PacketConn, int) *BatchWriter { return nil }
+
+func (*BatchWriter) Queue([]byte, netip.AddrPort) error { return nil }
+func (*BatchWriter) Pending() int                       { return 0 }
+func (*BatchWriter) Flush() error                       { return nil }

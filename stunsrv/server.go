@@ -11,6 +11,7 @@ package stunsrv
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -20,6 +21,7 @@ import (
 	"runtime"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -39,22 +41,36 @@ type Config struct {
 	// Sockets is how many UDP sockets share each address (SO_REUSEPORT), so
 	// that several cores read at once. Default 0: one per CPU.
 	Sockets int `yaml:"sockets"`
-	// MaxTCPConnections caps open TCP connections on the STUN port; more
-	// are closed at once. Default 1024.
+	// MaxTCPConnections caps open TCP and TLS connections on every
+	// listener together; more are closed at once. Default 1024.
 	MaxTCPConnections int `yaml:"max_tcp_connections"`
+	// MaxTCPConnectionsPerSource caps them per source IPv4 address or
+	// IPv6 /64, so one host cannot take every slot. Default 64.
+	MaxTCPConnectionsPerSource int `yaml:"max_tcp_connections_per_source"`
 	// TCPIdleTimeout closes a TCP connection that has sent nothing for this
-	// long. Default 30s. Connections carrying TURN use Options.TURNIdleTimeout.
+	// long. Default 30s. Connections holding a TURN allocation use
+	// Options.TURNIdleTimeout.
 	TCPIdleTimeout time.Duration `yaml:"tcp_idle_timeout"`
+	// TLSHandshakeTimeout closes a TLS connection whose handshake has not
+	// finished in this long. Default 10s.
+	TLSHandshakeTimeout time.Duration `yaml:"tls_handshake_timeout"`
+	// MaxTLSHandshakes bounds TLS handshakes in flight; connections beyond
+	// it are closed at once. It must exceed MaxTCPConnectionsPerSource, so
+	// that one source cannot hold them all. Default 256.
+	MaxTLSHandshakes int `yaml:"max_tls_handshakes"`
 }
 
 // DefaultConfig returns the settings icebox runs with when the config file
 // says nothing.
 func DefaultConfig() Config {
 	return Config{
-		Listen:            []string{":3478"},
-		TCP:               true,
-		MaxTCPConnections: 1024,
-		TCPIdleTimeout:    30 * time.Second,
+		Listen:                     []string{":3478"},
+		TCP:                        true,
+		MaxTCPConnections:          1024,
+		MaxTCPConnectionsPerSource: 64,
+		TCPIdleTimeout:             30 * time.Second,
+		TLSHandshakeTimeout:        10 * time.Second,
+		MaxTLSHandshakes:           256,
 	}
 }
 
@@ -74,6 +90,16 @@ func (c *Config) Validate() error {
 	}
 	if c.TCP && c.MaxTCPConnections < 1 {
 		errs = append(errs, cfgerr.New("max_tcp_connections", "must be at least 1", "max_tcp_connections: 1024, or tcp: false"))
+	}
+	if c.MaxTCPConnectionsPerSource < 1 {
+		errs = append(errs, cfgerr.New("max_tcp_connections_per_source", "must be at least 1", "max_tcp_connections_per_source: 64"))
+	}
+	if c.TLSHandshakeTimeout < time.Second {
+		errs = append(errs, cfgerr.New("tls_handshake_timeout", "shorter than a second fails clients on slow links", "tls_handshake_timeout: 10s"))
+	}
+	if c.MaxTLSHandshakes <= c.MaxTCPConnectionsPerSource {
+		errs = append(errs, cfgerr.Newf("max_tls_handshakes", "max_tls_handshakes: 256, or lower max_tcp_connections_per_source",
+			"%d handshakes in flight let one source (max_tcp_connections_per_source: %d) hold them all", c.MaxTLSHandshakes, c.MaxTCPConnectionsPerSource))
 	}
 	if c.TCP && c.TCPIdleTimeout < time.Second {
 		errs = append(errs, cfgerr.New("tcp_idle_timeout", "shorter than a second drops clients mid-handshake", "tcp_idle_timeout: 30s"))
@@ -107,8 +133,8 @@ type Options struct {
 	// Passthrough hands everything but Binding requests to the reader of
 	// PacketConns and Listeners: set it when a TURN server shares the port.
 	Passthrough bool
-	// TURNIdleTimeout replaces TCPIdleTimeout once a TCP connection has
-	// carried TURN; it must outlast an allocation's refresh interval.
+	// TURNIdleTimeout replaces TCPIdleTimeout once a TCP connection holds
+	// a TURN allocation; it must outlast an allocation's refresh interval.
 	TURNIdleTimeout time.Duration
 }
 
@@ -122,7 +148,18 @@ type Server struct {
 	udp []*packetConn
 	tcp []*tcpListener
 
+	admit *admission
+	idle  atomic.Int64 // time.Duration: TCPIdleTimeout, changed by SetTCPIdleTimeout
+
+	start time.Time
+	// skew moves the liveness clock forward: tests age a busy loop
+	// without waiting.
+	skew atomic.Int64
+
 	wg sync.WaitGroup
+
+	mu    sync.Mutex
+	extra []*tcpListener // AddListener's
 }
 
 // New binds every listen address and starts answering at once. Errors name
@@ -134,7 +171,8 @@ func New(cfg Config, opts Options) (*Server, error) {
 	if opts.TURNIdleTimeout == 0 {
 		opts.TURNIdleTimeout = 15 * time.Minute
 	}
-	s := &Server{cfg: cfg, opts: opts, log: opts.Logger, stats: newStats()}
+	s := &Server{cfg: cfg, opts: opts, log: opts.Logger, stats: newStats(), start: time.Now(), admit: newAdmission(cfg)}
+	s.idle.Store(int64(cfg.TCPIdleTimeout))
 	if opts.Registerer != nil {
 		for _, c := range s.stats.collectors {
 			if err := opts.Registerer.Register(c); err != nil {
@@ -182,9 +220,6 @@ func (s *Server) listen(addr string, sockets int) error {
 	}
 }
 
-// udpReadBuffer is the receive buffer asked for on each UDP socket.
-const udpReadBuffer = 4 << 20
-
 func (s *Server) listenUDP(addr string, sockets int) error {
 	ap, err := parseListen(addr)
 	if err != nil {
@@ -221,11 +256,13 @@ func (s *Server) listenUDP(addr string, sockets int) error {
 		if err != nil {
 			return bindError("udp", addr, err)
 		}
-		// A deep queue rides out a flood's bursts and the reader's pauses
-		// (the kernel caps it at net.core.rmem_max): the default ~200 KiB
-		// holds ~100 datagrams, 3 ms at 30k/s.
-		c.(*net.UDPConn).SetReadBuffer(udpReadBuffer)
-		s.udp = append(s.udp, newPacketConn(c.(*net.UDPConn), s.stats, s.opts.Passthrough))
+		uc := c.(*net.UDPConn)
+		// A burst (every relay's batch, a flood of Bindings) must queue
+		// rather than drop while the reader works; the kernel caps these
+		// at net.core.rmem_max and wmem_max.
+		uc.SetReadBuffer(socketBuffer)
+		uc.SetWriteBuffer(socketBuffer)
+		s.udp = append(s.udp, newPacketConn(uc, s.stats, s.opts.Passthrough, s.clock))
 		addr = c.LocalAddr().String()
 	}
 	return nil
@@ -240,17 +277,55 @@ func (s *Server) listenTCP(addr string) error {
 	if err != nil {
 		return bindError("tcp", addr, err)
 	}
+	s.tcp = append(s.tcp, s.newTCPListener(ln, nil))
+	return nil
+}
+
+func (s *Server) newTCPListener(ln net.Listener, tlsConfig *tls.Config) *tcpListener {
 	l := &tcpListener{
 		Listener:    ln,
 		stats:       s.stats,
+		admit:       s.admit,
+		tls:         tlsConfig,
 		passthrough: s.opts.Passthrough,
-		slots:       make(chan struct{}, s.cfg.MaxTCPConnections),
+		idle:        &s.idle,
+		turnIdle:    s.opts.TURNIdleTimeout,
+		handshake:   s.cfg.TLSHandshakeTimeout,
+		ready:       make(chan net.Conn),
+		done:        make(chan struct{}),
 		conns:       make(map[*tcpConn]struct{}),
+		loop:        loopState{clock: s.clock},
 	}
-	l.idle.Store(int64(s.cfg.TCPIdleTimeout))
-	l.turnIdle.Store(int64(s.opts.TURNIdleTimeout))
-	s.tcp = append(s.tcp, l)
-	return nil
+	l.loop.working() // until a reader comes
+	if tlsConfig != nil {
+		s.wg.Go(l.acceptTLS)
+	}
+	return l
+}
+
+// AddListener puts the front door in front of one more stream listener:
+// its connections get the same caps (shared with the STUN port's, per
+// source and in total), idle timeouts, framing and Binding answers, and,
+// with tlsConfig, TLS termination with a handshake deadline and a bound on
+// handshakes in flight. Give tlsConfig nil for a listener whose
+// connections are already plain STUN/TURN streams (e.g. TLS terminated by
+// a :443 demultiplexer). Serve the returned listener as Listeners'; Close
+// closes it with the rest.
+func (s *Server) AddListener(ln net.Listener, tlsConfig *tls.Config) net.Listener {
+	l := s.newTCPListener(ln, tlsConfig)
+	s.mu.Lock()
+	s.extra = append(s.extra, l)
+	s.mu.Unlock()
+	return l
+}
+
+// socketBuffer is the receive and send buffer asked for each UDP socket
+// of the front door. Memory is only used while datagrams queue.
+const socketBuffer = 4 << 20
+
+// clock is the monotonic time since start, as liveness measures it.
+func (s *Server) clock() time.Duration {
+	return time.Since(s.start) + time.Duration(s.skew.Load())
 }
 
 func bindError(network, addr string, err error) error {
@@ -342,11 +417,7 @@ func (s *Server) Addrs() []string {
 }
 
 // SetTCPIdleTimeout changes the idle timeout for frames read from now on.
-func (s *Server) SetTCPIdleTimeout(d time.Duration) {
-	for _, l := range s.tcp {
-		l.idle.Store(int64(d))
-	}
-}
+func (s *Server) SetTCPIdleTimeout(d time.Duration) { s.idle.Store(int64(d)) }
 
 // Close closes every socket and waits for the server's own readers. Open
 // TCP connections are closed by whoever accepted them (Close does so for
@@ -357,6 +428,12 @@ func (s *Server) Close() error {
 		errs = append(errs, pc.Close())
 	}
 	for _, l := range s.tcp {
+		errs = append(errs, l.Close())
+	}
+	s.mu.Lock()
+	extra := s.extra
+	s.mu.Unlock()
+	for _, l := range extra {
 		errs = append(errs, l.Close())
 	}
 	s.wg.Wait()

@@ -283,7 +283,7 @@ func TestTCPConnectionCapAndIdleTimeout(t *testing.T) {
 	if _, err := second.Read(make([]byte, 1)); !errors.Is(err, io.EOF) && !isReset(err) {
 		t.Fatalf("second connection: %v, want it closed at once", err)
 	}
-	if got := testutil.ToFloat64(s.stats.tcpRefused); got != 1 {
+	if got := testutil.ToFloat64(s.stats.tcpRefused[refuseTotal]); got != 1 {
 		t.Errorf("refused = %v, want 1", got)
 	}
 

@@ -19,10 +19,12 @@ type outcomeCounters struct {
 type stats struct {
 	udp, tcp   [2]outcomeCounters
 	tcpConns   prometheus.Gauge
-	tcpRefused prometheus.Counter
+	tcpRefused [numRefusals]prometheus.Counter
 	// writeErrors counts failed sends of answers; a failed batch counts
 	// once. Clients retransmit, so this matters only when it keeps rising.
 	writeErrors prometheus.Counter
+	// readErrors counts failed socket reads; the loop goes on after each.
+	readErrors prometheus.Counter
 
 	collectors []prometheus.Collector
 }
@@ -35,12 +37,15 @@ func newStats() *stats {
 	st := &stats{
 		tcpConns: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "icebox_stun_tcp_connections",
-			Help: "Open TCP connections on the STUN port.",
+			Help: "Open TCP and TLS connections on the front door.",
 		}),
-		tcpRefused: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "icebox_stun_tcp_refused_total",
-			Help: "TCP connections closed at once because stun.max_tcp_connections was reached.",
-		}),
+	}
+	refused := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "icebox_stun_tcp_refused_total",
+		Help: "TCP and TLS connections closed at once, by reason: a cap (total, per_source, tls_handshakes in flight) or a failed or timed-out TLS handshake.",
+	}, []string{"reason"})
+	for i, name := range refusalNames {
+		st.tcpRefused[i] = refused.WithLabelValues(name)
 	}
 	for fam, famName := range []string{"ipv4", "ipv6"} {
 		for _, t := range []struct {
@@ -59,7 +64,11 @@ func newStats() *stats {
 		Name: "icebox_stun_write_errors_total",
 		Help: "Binding answers the kernel refused to send.",
 	})
-	st.collectors = []prometheus.Collector{requests, st.tcpConns, st.tcpRefused, st.writeErrors}
+	st.readErrors = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "icebox_stun_read_errors_total",
+		Help: "Socket reads and accepts on the STUN port that failed; each is retried after a brief pause.",
+	})
+	st.collectors = []prometheus.Collector{requests, st.tcpConns, refused, st.writeErrors, st.readErrors}
 	return st
 }
 

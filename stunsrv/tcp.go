@@ -1,8 +1,12 @@
 package stunsrv
 
 import (
+	"bufio"
+	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -12,46 +16,160 @@ import (
 )
 
 // RFC 8489 §6.2.2 frames STUN over TCP by its own length field, and RFC 8656
-// §12.5 pads ChannelData to four bytes there. maxFrame bounds what one client
+// §11.5 pads ChannelData to four bytes there. maxFrame bounds what one client
 // can make us buffer: the 16-bit length field plus header.
 const maxFrame = headerSize + 0xFFFF + 3
 
-var errMalformedFrame = errors.New("stunsrv: malformed frame on TCP stream")
+// readBufferSize is each stream connection's read buffer: a few frames.
+const readBufferSize = 4096
 
-// tcpListener hands out connections that answer Binding requests
-// themselves, refusing connections past the cap.
+var (
+	errMalformedFrame = errors.New("stunsrv: malformed frame on TCP stream")
+	errFrameTooLarge  = errors.New("stunsrv: frame larger than the reader's buffer")
+)
+
+// Why a stream connection was closed at once; the values label
+// icebox_stun_tcp_refused_total.
+const (
+	refuseTotal      = iota // stun.max_tcp_connections reached
+	refusePerSource         // stun.max_tcp_connections_per_source reached
+	refuseHandshakes        // stun.max_tls_handshakes in flight
+	refuseHandshake         // TLS handshake failed or timed out
+	numRefusals
+)
+
+var refusalNames = [numRefusals]string{"total", "per_source", "tls_handshakes", "tls_handshake"}
+
+// admission bounds stream connections on every listener of the front door
+// together: in total, and per source address (IPv4 address or IPv6 /64), so
+// that one host cannot hold every slot.
+type admission struct {
+	mu           sync.Mutex
+	open         int
+	perSource    map[netip.Addr]int
+	max          int
+	maxPerSource int
+	// handshakes holds one token per TLS handshake in flight.
+	handshakes chan struct{}
+}
+
+func newAdmission(cfg Config) *admission {
+	return &admission{
+		perSource:    map[netip.Addr]int{},
+		max:          cfg.MaxTCPConnections,
+		maxPerSource: cfg.MaxTCPConnectionsPerSource,
+		handshakes:   make(chan struct{}, max(cfg.MaxTLSHandshakes, 1)),
+	}
+}
+
+// SourceKey is what per-source limits count by: the IPv4 address, or the
+// /64 of an IPv6 one, since anyone holding a /64 can pick any address in
+// it.
+func SourceKey(a netip.Addr) netip.Addr {
+	a = a.Unmap()
+	if a.Is6() {
+		p, _ := a.Prefix(64)
+		return p.Addr()
+	}
+	return a
+}
+
+// take admits one connection from src, or says why not.
+func (a *admission) take(src netip.Addr) (refusal int, ok bool) {
+	key := SourceKey(src)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	switch {
+	case a.open >= a.max:
+		return refuseTotal, false
+	case a.perSource[key] >= a.maxPerSource:
+		return refusePerSource, false
+	}
+	a.open++
+	a.perSource[key]++
+	return 0, true
+}
+
+func (a *admission) release(src netip.Addr) {
+	key := SourceKey(src)
+	a.mu.Lock()
+	a.open--
+	if a.perSource[key]--; a.perSource[key] <= 0 {
+		delete(a.perSource, key)
+	}
+	a.mu.Unlock()
+}
+
+// tcpListener hands out framed connections that answer Binding requests
+// themselves, within the admission caps. With a TLS config it terminates
+// TLS first, off the accept path: handshakes run in their own goroutines,
+// at most max_tls_handshakes at once, each within tls_handshake_timeout,
+// so slow or silent clients cannot hold up the ones behind them.
 type tcpListener struct {
 	net.Listener
 	stats       *stats
+	admit       *admission
+	tls         *tls.Config // nil: plain TCP
 	passthrough bool
-	slots       chan struct{}
-	idle        atomic.Int64 // time.Duration: idle timeout before a connection turns to TURN
-	turnIdle    atomic.Int64 // time.Duration: idle timeout once it has
+	idle        *atomic.Int64 // time.Duration: idle timeout until a connection holds an allocation
+	turnIdle    time.Duration // once it does
+	handshake   time.Duration
+
+	ready  chan net.Conn // TLS connections that finished their handshake
+	done   chan struct{} // closed by Close
+	closer sync.Once
 
 	mu    sync.Mutex
 	conns map[*tcpConn]struct{} // open, so that Close can end them
+
+	loop loopState
 }
 
+// Accept returns the next admitted (and, for TLS, handshaken) connection.
+// It fails only once the listener is closed: other errors (out of file
+// descriptors) are counted and waited out, as net/http does.
 func (l *tcpListener) Accept() (net.Conn, error) {
+	if l.tls != nil {
+		l.loop.waiting()
+		select {
+		case c := <-l.ready:
+			l.loop.working()
+			return c, nil
+		case <-l.done:
+			return nil, net.ErrClosed
+		}
+	}
+	return l.acceptRaw()
+}
+
+// acceptRaw accepts the next connection the caps admit.
+func (l *tcpListener) acceptRaw() (*tcpConn, error) {
 	for {
+		l.loop.waiting()
 		c, err := l.Listener.Accept()
 		if err != nil {
-			return nil, err
+			if l.loop.readFailed(err, l.stats) {
+				return nil, err
+			}
+			continue
 		}
-		select {
-		case l.slots <- struct{}{}:
-		default:
-			l.stats.tcpRefused.Inc()
+		l.loop.working()
+		l.loop.backoff = 0
+		from := remoteAddrPort(c)
+		if why, ok := l.admit.take(from.Addr()); !ok {
+			l.stats.tcpRefused[why].Inc()
 			c.Close()
 			continue
 		}
 		l.stats.tcpConns.Inc()
-		remote := c.RemoteAddr().(*net.TCPAddr).AddrPort()
+		if l.tls != nil {
+			c = tls.Server(c, l.tls)
+		}
 		tc := &tcpConn{
 			Conn:   c,
+			r:      bufio.NewReaderSize(c, readBufferSize),
 			l:      l,
-			from:   netip.AddrPortFrom(remote.Addr().Unmap(), remote.Port()),
-			frame:  make([]byte, 0, 1500),
+			from:   from,
 			header: make([]byte, 0, maxResponseSize),
 		}
 		l.mu.Lock()
@@ -61,9 +179,57 @@ func (l *tcpListener) Accept() (net.Conn, error) {
 	}
 }
 
+// remoteAddrPort is c's peer address, also for connections from an
+// extra listener whose RemoteAddr is not a *net.TCPAddr.
+func remoteAddrPort(c net.Conn) netip.AddrPort {
+	var ap netip.AddrPort
+	switch a := c.RemoteAddr().(type) {
+	case *net.TCPAddr:
+		ap = a.AddrPort()
+	case nil:
+	default:
+		ap, _ = netip.ParseAddrPort(a.String())
+	}
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+}
+
+// acceptTLS feeds ready with connections that completed their handshake.
+func (l *tcpListener) acceptTLS() {
+	for {
+		tc, err := l.acceptRaw()
+		if err != nil {
+			return
+		}
+		select {
+		case l.admit.handshakes <- struct{}{}:
+		default:
+			l.stats.tcpRefused[refuseHandshakes].Inc()
+			tc.Close()
+			continue
+		}
+		go func() {
+			defer func() { <-l.admit.handshakes }()
+			ctx, cancel := context.WithTimeout(context.Background(), l.handshake)
+			err := tc.Conn.(*tls.Conn).HandshakeContext(ctx)
+			cancel()
+			if err != nil {
+				l.stats.tcpRefused[refuseHandshake].Inc()
+				tc.Close()
+				return
+			}
+			select {
+			case l.ready <- tc:
+			case <-l.done:
+				tc.Close()
+			}
+		}()
+	}
+}
+
 // Close stops accepting and closes every open connection.
 func (l *tcpListener) Close() error {
 	err := l.Listener.Close()
+	l.closer.Do(func() { close(l.done) })
 	l.mu.Lock()
 	open := make([]*tcpConn, 0, len(l.conns))
 	for c := range l.conns {
@@ -77,51 +243,65 @@ func (l *tcpListener) Close() error {
 }
 
 // tcpConn turns a byte stream into frames. Read returns only frames the
-// TURN server must see, a whole frame at a time when the caller's buffer
-// allows, and answers Binding requests in between.
+// TURN server must see, one whole frame per call, and answers Binding
+// requests in between. Only one goroutine reads.
 type tcpConn struct {
 	net.Conn
-	l       *tcpListener
-	from    netip.AddrPort
-	frame   []byte // the frame being read, then handed out
-	pending []byte // the unread rest of frame
-	header  []byte // Binding answers
-	turn    bool   // has carried TURN traffic: idle timeout is TURN's
-	closed  atomic.Bool
+	r         *bufio.Reader // frames queue up on a busy stream: one read takes several
+	l         *tcpListener
+	from      netip.AddrPort
+	frame     []byte // a frame larger than r's buffer
+	header    []byte // Binding answers
+	allocated atomic.Bool
+	closed    atomic.Bool
 }
 
+// SetAllocated tells the connection whether it holds a TURN allocation:
+// only then may it stay quiet for the TURN idle timeout (an allocation's
+// refresh interval) instead of the short one. A connection that merely sent
+// something TURN-like gains nothing.
+func (c *tcpConn) SetAllocated(held bool) { c.allocated.Store(held) }
+
+// Read returns the next frame for the TURN server. A frame larger than p
+// is an error: the stream cannot be resynchronised after it.
 func (c *tcpConn) Read(p []byte) (int, error) {
-	for len(c.pending) == 0 {
-		if err := c.nextFrame(); err != nil {
+	for {
+		b, err := c.nextFrame()
+		if err != nil {
 			return 0, err
 		}
+		if b == nil {
+			continue
+		}
+		if len(b) > len(p) {
+			return 0, fmt.Errorf("%w: %d bytes from %v, buffer %d", errFrameTooLarge, len(b), c.from, len(p))
+		}
+		return copy(p, b), nil
 	}
-	n := copy(p, c.pending)
-	c.pending = c.pending[n:]
-	return n, nil
 }
 
-// nextFrame reads one frame and either answers it, drops it or queues it
-// in pending for Read.
-func (c *tcpConn) nextFrame() error {
-	idle := c.l.idle.Load()
-	if c.turn {
-		idle = c.l.turnIdle.Load()
+// nextFrame reads one frame and answers or drops it (returning nil), or
+// returns it for the TURN server.
+func (c *tcpConn) nextFrame() ([]byte, error) {
+	idle := time.Duration(c.l.idle.Load())
+	if c.allocated.Load() {
+		idle = c.l.turnIdle
 	}
-	if err := c.SetReadDeadline(time.Now().Add(time.Duration(idle))); err != nil {
-		return err
+	if err := c.SetReadDeadline(time.Now().Add(idle)); err != nil {
+		return nil, err
 	}
 	fam := familyOf(c.from)
 	st := &c.l.stats.tcp[fam]
-	b := c.frame[:4]
-	if _, err := io.ReadFull(c.Conn, b); err != nil {
-		return err
+	b, err := c.r.Peek(4)
+	if err != nil {
+		return nil, err
 	}
 	var size int
 	switch {
-	case b[0]&0xC0 == 0x40 && c.turn:
+	case b[0]&0xC0 == 0x40 && c.allocated.Load():
 		// ChannelData needs a channel bound on this very connection, so
-		// as a first frame it is garbage ("GET " parses as channel 0x4745).
+		// without an allocation it is garbage ("GET " parses as channel
+		// 0x4745).
 		size = 4 + int(binary.BigEndian.Uint16(b[2:4]))
 		size += (4 - size%4) % 4
 	case b[0]&0xC0 == 0:
@@ -129,36 +309,42 @@ func (c *tcpConn) nextFrame() error {
 	default:
 		// The stream is no longer in step: nothing after this can be framed.
 		st.malformed.Inc()
-		return errMalformedFrame
+		return nil, errMalformedFrame
 	}
-	if cap(c.frame) < size {
-		c.frame = make([]byte, 0, size)
-		copy(c.frame[:4], b)
-	}
-	b = c.frame[:size]
-	if _, err := io.ReadFull(c.Conn, b[4:]); err != nil {
-		return err
+	if size <= readBufferSize {
+		// The frame stays in r's buffer until the next call: Read copies
+		// it out before then.
+		if b, err = c.r.Peek(size); err != nil {
+			return nil, err
+		}
+		c.r.Discard(size)
+	} else {
+		if cap(c.frame) < size {
+			c.frame = make([]byte, 0, size)
+		}
+		b = c.frame[:size]
+		if _, err := io.ReadFull(c.r, b); err != nil {
+			return nil, err
+		}
 	}
 	switch Classify(b) {
 	case BindingRequest:
 		c.header = AppendBindingResponse(c.header[:0], b, c.from)
 		if _, err := c.Conn.Write(c.header); err != nil {
-			return err
+			return nil, err
 		}
 		st.answered.Inc()
-		return nil
+		return nil, nil
 	case Malformed:
 		st.malformed.Inc()
-		return errMalformedFrame
+		return nil, errMalformedFrame
 	}
 	if !c.l.passthrough {
 		st.dropped.Inc()
-		return nil
+		return nil, nil
 	}
 	st.passed.Inc()
-	c.turn = true
-	c.pending = b
-	return nil
+	return b, nil
 }
 
 func (c *tcpConn) Close() error {
@@ -166,7 +352,7 @@ func (c *tcpConn) Close() error {
 		c.l.mu.Lock()
 		delete(c.l.conns, c)
 		c.l.mu.Unlock()
-		<-c.l.slots
+		c.l.admit.release(c.from.Addr())
 		c.l.stats.tcpConns.Dec()
 	}
 	return c.Conn.Close()

@@ -4,6 +4,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"time"
 )
 
 // packetConn is the UDP front door: a net.PacketConn over one socket whose
@@ -34,6 +35,8 @@ type packetConn struct {
 	wpool    sync.Pool // *[]byte oob buffers for concurrent writers
 
 	batch *mmsgBatch // recvmmsg/sendmmsg where the OS has them; else nil
+
+	loop loopState
 }
 
 type localAddr struct {
@@ -43,9 +46,10 @@ type localAddr struct {
 
 const maxLocals = 1 << 16
 
-func newPacketConn(c *net.UDPConn, st *stats, passthrough bool) *packetConn {
+func newPacketConn(c *net.UDPConn, st *stats, passthrough bool, clock func() time.Duration) *packetConn {
 	local := c.LocalAddr().(*net.UDPAddr).AddrPort()
 	pc := &packetConn{
+		loop:        loopState{clock: clock},
 		UDPConn:     c,
 		stats:       st,
 		passthrough: passthrough,
@@ -57,6 +61,7 @@ func newPacketConn(c *net.UDPConn, st *stats, passthrough bool) *packetConn {
 	if rc, err := c.SyscallConn(); err == nil {
 		pc.batch = newMMsgBatch(rc, pc.ipv6)
 	}
+	pc.loop.working() // until a reader comes
 	if pc.wildcard {
 		pc.oobIn = make([]byte, oobSize)
 		pc.oobOut = make([]byte, oobSize)
@@ -68,16 +73,23 @@ func newPacketConn(c *net.UDPConn, st *stats, passthrough bool) *packetConn {
 
 // ReadFrom returns the next datagram that is not a Binding request.
 // Bindings are answered before it returns; malformed datagrams are counted
-// and dropped.
+// and dropped. It returns an error only once the socket is closed: other
+// read errors are counted and retried.
 func (c *packetConn) ReadFrom(p []byte) (int, net.Addr, error) {
 	if c.batch != nil {
 		return c.readFromBatch(p)
 	}
 	for {
+		c.loop.waiting()
 		n, from, local, err := c.readOne(p)
 		if err != nil {
-			return 0, nil, err
+			if c.loop.readFailed(err, c.stats) {
+				return 0, nil, err
+			}
+			continue
 		}
+		c.loop.working()
+		c.loop.backoff = 0
 		answer, pass := c.triage(p[:n], familyOf(from))
 		if answer {
 			c.answer(p[:n], from, local)
@@ -93,9 +105,15 @@ func (c *packetConn) readFromBatch(p []byte) (int, net.Addr, error) {
 		msg, from, local, truncated, ok := c.batch.take()
 		if !ok {
 			c.flush()
+			c.loop.waiting()
 			if err := c.batch.fill(); err != nil {
-				return 0, nil, err
+				if c.loop.readFailed(err, c.stats) {
+					return 0, nil, err
+				}
+				continue
 			}
+			c.loop.working()
+			c.loop.backoff = 0
 			continue
 		}
 		fam := familyOf(from)

@@ -41,6 +41,7 @@ func channelData(n int) []byte {
 // wrapperServer is a Server with just what the wrappers touch.
 func wrapperServer() *Server {
 	s := &Server{metrics: newMetrics(), quotas: newQuotas()}
+	s.dp = newDataPlane(s)
 	relay := []netip.Addr{netip.MustParseAddr("192.0.2.10")}
 	s.live.Store(&live{cfg: DefaultConfig(), policy: newPeerPolicy(PeerConfig{}, nil, relay)})
 	s.relayPorts.add(50000)

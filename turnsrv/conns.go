@@ -11,9 +11,12 @@ import (
 	"net/netip"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pion/turn/v4"
+
+	"icebox/stunsrv"
 )
 
 // packetConn is a client-facing UDP socket as pion sees it: every datagram
@@ -29,14 +32,38 @@ type packetConn struct {
 func (c *packetConn) ReadFrom(p []byte) (int, net.Addr, error) {
 	for {
 		n, addr, err := c.PacketConn.ReadFrom(p)
-		if err != nil || n == 0 || p[0]&0xC0 != 0 || c.s.inspect(p[:n], addr, c) {
+		if err != nil || n < 4 {
 			return n, addr, err
 		}
+		switch p[0] >> 6 {
+		case 1: // ChannelData: the data plane's, unless it does not know the channel
+			if c.s.dp.fromClient(p[:n], connIDOf(addr)) {
+				continue
+			}
+			return n, addr, nil
+		case 0:
+			if !c.s.inspect(p[:n], addr, c) {
+				continue
+			}
+			c.s.dp.noteRequest(p[:n], connIDOf(addr))
+		}
+		return n, addr, nil
 	}
 }
 
 func (c *packetConn) reply(b []byte, to net.Addr) { c.PacketConn.WriteTo(b, to) }
 func (c *packetConn) keyOwner() *keyOwner         { return &c.key }
+
+// WriteTo sends pion's answers and Data indications; the data plane
+// learns what pion granted from the success answers.
+func (c *packetConn) WriteTo(p []byte, addr net.Addr) (int, error) {
+	if len(p) >= stunHeaderLen && p[0]&0xC0 == 0 {
+		if ua, ok := addr.(*net.UDPAddr); ok {
+			c.s.dp.noteResponse(p, clientOut{udp: c.PacketConn, to: ua, toAP: ua.AddrPort()})
+		}
+	}
+	return c.PacketConn.WriteTo(p, addr)
+}
 
 // Close is idempotent: the socket may be shared with stunsrv, which closes
 // it too.
@@ -79,7 +106,10 @@ func (l *streamListener) Accept() (net.Conn, error) {
 	for {
 		c, err := l.Listener.Accept()
 		if err == nil {
-			fc := &frameConn{Conn: c, r: bufio.NewReaderSize(c, 2048), s: l.s}
+			fc := &frameConn{Conn: c, s: l.s, id: connIDOf(c.RemoteAddr())}
+			if _, framed := c.(frontDoorConn); !framed {
+				fc.r = bufio.NewReaderSize(c, 2048)
+			}
 			if !l.s.trackConn(fc, true) {
 				c.Close()
 				return nil, net.ErrClosed
@@ -99,11 +129,22 @@ func (l *streamListener) Accept() (net.Conn, error) {
 
 var errFrame = errors.New("turn: not a STUN or ChannelData frame")
 
-// frameConn reframes a TURN byte stream (RFC 5766 section 11.5) so that
-// each Read returns exactly one STUN message or ChannelData message.
+// frontDoorConn is a stream connection from stunsrv's front door: it
+// already delivers one whole frame per Read, within its own idle timeouts,
+// and wants to know when it holds an allocation.
+type frontDoorConn interface {
+	net.Conn
+	SetAllocated(held bool)
+}
+
+// frameConn passes each frame of a TURN stream through inspect. A
+// connection from the front door is framed there; any other is reframed
+// here (RFC 5766 section 11.5), so that each Read returns exactly one STUN
+// message or ChannelData message.
 type frameConn struct {
 	net.Conn
-	r      *bufio.Reader
+	id     connID
+	r      *bufio.Reader // nil for front door connections
 	s      *Server
 	closer onceCloser
 	key    keyOwner
@@ -112,19 +153,53 @@ type frameConn struct {
 func (c *frameConn) reply(b []byte, _ net.Addr) { c.Conn.Write(b) }
 func (c *frameConn) keyOwner() *keyOwner        { return &c.key }
 
+func (c *frameConn) frontDoorConn() (frontDoorConn, bool) {
+	if c == nil {
+		return nil, false
+	}
+	fd, ok := c.Conn.(frontDoorConn)
+	return fd, ok
+}
+
 func (c *frameConn) Read(p []byte) (int, error) {
 	for {
-		if err := c.Conn.SetReadDeadline(time.Now().Add(idleTimeout)); err != nil {
-			return 0, err
+		var n int
+		var err error
+		if c.r == nil {
+			n, err = c.Conn.Read(p)
+		} else {
+			if err := c.Conn.SetReadDeadline(time.Now().Add(idleTimeout)); err != nil {
+				return 0, err
+			}
+			n, err = c.readFrame(p)
 		}
-		n, err := c.readFrame(p)
 		if err != nil {
 			return 0, err
 		}
-		if p[0]&0xC0 != 0 || c.s.inspect(p[:n], c.RemoteAddr(), c) {
+		if n < 4 {
 			return n, nil
 		}
+		switch p[0] >> 6 {
+		case 1:
+			if c.s.dp.fromClient(p[:n], c.id) {
+				continue
+			}
+		case 0:
+			if !c.s.inspect(p[:n], c.RemoteAddr(), c) {
+				continue
+			}
+			c.s.dp.noteRequest(p[:n], c.id)
+		}
+		return n, nil
 	}
+}
+
+// Write sends pion's answers; the data plane learns from the successes.
+func (c *frameConn) Write(p []byte) (int, error) {
+	if len(p) >= stunHeaderLen && p[0]&0xC0 == 0 {
+		c.s.dp.noteResponse(p, clientOut{stream: c})
+	}
+	return c.Conn.Write(p)
 }
 
 func (c *frameConn) readFrame(p []byte) (int, error) {
@@ -182,7 +257,12 @@ func (g *relayGenerator) AllocatePacketConn(network string, requestedPort int) (
 		return nil, nil, fmt.Errorf("turn: relay address %v is not UDP", addr)
 	}
 	g.s.relayPorts.add(ua.Port)
-	return &relayConn{PacketConn: conn, s: g.s, port: ua.Port}, addr, nil
+	rc := &relayConn{PacketConn: conn, s: g.s, port: ua.Port}
+	if udp, ok := conn.(*net.UDPConn); ok {
+		rc.initDataPlane(udp)
+		g.s.dp.relayOpened(ua.Port, rc)
+	}
+	return rc, addr, nil
 }
 
 // maxBindFailures bounds the binds one allocation tries on ports no relay
@@ -221,7 +301,10 @@ func (g *relayGenerator) AllocateConn(string, int) (net.Conn, net.Addr, error) {
 	return nil, nil, errors.New("turn: TCP relays (RFC 6062) are not supported")
 }
 
-var errRelayPort = errors.New("turn: peer is this server's relay address but not a live relay port")
+var (
+	errRelayPort   = errors.New("turn: peer is this server's relay address but not a live relay port")
+	errPeerRefused = errors.New("turn: the peer policy refuses this peer")
+)
 
 // relayConn is one allocation's relay socket. It counts relayed traffic and
 // enforces the part of the peer policy that needs the port: a permission
@@ -231,21 +314,207 @@ type relayConn struct {
 	s      *Server
 	port   int
 	closer onceCloser
+
+	// The data plane's: the socket itself, the allocation it serves once
+	// pion reports it, how it is read (several datagrams per syscall where
+	// the OS allows) and, for a stream client, frames queued to go out in
+	// one write.
+	udp     *net.UDPConn
+	alloc   atomic.Pointer[dpAlloc]
+	batch   *stunsrv.BatchReader // nil: one datagram per read, into buf
+	buf     []byte
+	wbuf    []byte
+	wstream net.Conn
+	wcount  int
+	// For a UDP client, the datagrams of one read go out in one sendmmsg
+	// on the client's front door socket.
+	bw      *stunsrv.BatchWriter
+	bwFor   net.PacketConn
+	backoff time.Duration
 }
 
+// rtpMTU is the largest datagram pion reads from a relay socket.
+const rtpMTU = 1600
+
+// Room the data plane keeps around a datagram read from a peer: a
+// ChannelData header before it, stream padding after it.
+const (
+	headroom = 4
+	tailroom = 3
+)
+
+// maxStreamBatch bounds the frames queued for one stream write.
+const maxStreamBatch = 16 << 10
+
+// relayBatch is how many datagrams one read of a relay socket takes at
+// most: a peer's burst (a video frame) comes in one syscall. The buffers
+// (2 KiB each) are taken only once the relay carries a channel, so idle
+// allocations cost no more than pion's own buffer.
+const relayBatch = 8
+
+// relaySocketBuffer is each relay socket's receive and send buffer: a
+// video frame's burst from a peer queues instead of dropping. Memory is
+// only used while datagrams queue.
+const relaySocketBuffer = 1 << 20
+
+func (c *relayConn) initDataPlane(udp *net.UDPConn) {
+	c.udp = udp
+	udp.SetReadBuffer(relaySocketBuffer)
+	udp.SetWriteBuffer(relaySocketBuffer)
+	c.buf = make([]byte, headroom+rtpMTU+tailroom)
+}
+
+// batchReads switches to reading several datagrams per syscall, between
+// two reads (nothing is left in buf).
+func (c *relayConn) batchReads() {
+	if b, err := stunsrv.NewBatchReader(c.udp, headroom, rtpMTU, tailroom, relayBatch); err == nil {
+		c.batch, c.buf = b, nil
+	}
+}
+
+// ReadFrom is pion's read of the relay socket (pion's only reader of it).
+// A datagram from a peer on a channel the data plane knows goes straight
+// to the client as ChannelData; the rest is returned to pion, from peers
+// the current policy allows. Read errors other than a closed socket are
+// retried: pion would end the allocation.
 func (c *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
-	n, addr, err := c.PacketConn.ReadFrom(p)
-	if err == nil {
+	if c.udp == nil {
+		n, addr, err := c.PacketConn.ReadFrom(p)
+		if err == nil {
+			c.s.metrics.fromPeerBytes.Add(float64(n))
+			c.s.metrics.fromPeerPackets.Inc()
+		}
+		return n, addr, err
+	}
+	for {
+		slot, n, from, err := c.next()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return 0, nil, err
+			}
+			c.backoff = min(max(2*c.backoff, time.Millisecond), 100*time.Millisecond)
+			time.Sleep(c.backoff)
+			continue
+		}
+		c.backoff = 0
 		c.s.metrics.fromPeerBytes.Add(float64(n))
 		c.s.metrics.fromPeerPackets.Inc()
+		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+		if a := c.alloc.Load(); a != nil && c.s.dp.fromPeer(c, a, slot, n, from) {
+			if c.batch == nil {
+				c.batchReads()
+			}
+			continue
+		}
+		c.flushStream() // what came before goes first
+		c.flushUDP()
+		if r := c.s.live.Load().policy.refusal(from.Addr().AsSlice()); r != "" {
+			c.s.metrics.peerRefusals[r].Inc()
+			continue
+		}
+		return copy(p, slot[headroom:headroom+n]), net.UDPAddrFromAddrPort(from), nil
 	}
-	return n, addr, err
 }
 
+// next returns the next datagram from a peer in its slot.
+func (c *relayConn) next() (slot []byte, n int, from netip.AddrPort, err error) {
+	if c.batch == nil {
+		n, from, err = c.udp.ReadFromUDPAddrPort(c.buf[headroom : headroom+rtpMTU])
+		return c.buf, n, from, err
+	}
+	for {
+		if slot, n, from, ok := c.batch.Next(); ok {
+			return slot, n, from, nil
+		}
+		c.flushStream()
+		c.flushUDP()
+		if err := c.batch.Fill(); err != nil {
+			return nil, 0, netip.AddrPort{}, err
+		}
+	}
+}
+
+// queueStream queues one ChannelData frame for a stream client; the
+// frames of one batch go out in one write.
+func (c *relayConn) queueStream(to net.Conn, frame []byte) {
+	if c.batch == nil || (c.wstream != nil && c.wstream != to) || len(c.wbuf)+len(frame) > maxStreamBatch {
+		c.flushStream()
+	}
+	if c.wbuf == nil {
+		c.wbuf = make([]byte, 0, maxStreamBatch)
+	}
+	c.wstream = to
+	c.wbuf = append(c.wbuf, frame...)
+	c.wcount++
+	if c.batch == nil {
+		c.flushStream()
+	}
+}
+
+// queueUDP queues one ChannelData datagram for a UDP client, when the
+// relay reads in batches; it reports false when the caller must send it.
+func (c *relayConn) queueUDP(out *clientOut, frame []byte) bool {
+	if c.batch == nil {
+		return false
+	}
+	if c.bwFor != out.udp {
+		c.flushUDP()
+		c.bw, c.bwFor = stunsrv.NewBatchWriter(out.udp, relayBatch), out.udp
+	}
+	if c.bw == nil {
+		return false
+	}
+	if c.bw.Pending() == relayBatch-1 {
+		// Queue flushes a full batch itself: count it here.
+		c.countUDP(c.bw.Queue(frame, out.toAP), relayBatch)
+		return true
+	}
+	c.bw.Queue(frame, out.toAP)
+	return true
+}
+
+func (c *relayConn) flushUDP() {
+	if c.bw == nil || c.bw.Pending() == 0 {
+		return
+	}
+	n := c.bw.Pending()
+	c.countUDP(c.bw.Flush(), n)
+}
+
+func (c *relayConn) countUDP(err error, n int) {
+	if err != nil {
+		c.s.metrics.fastDrops[dropWrite].Add(float64(n))
+		return
+	}
+	c.s.metrics.fastFromPeer.Add(float64(n))
+}
+
+func (c *relayConn) flushStream() {
+	if c.wcount == 0 {
+		return
+	}
+	m := c.s.metrics
+	if _, err := c.wstream.Write(c.wbuf); err != nil {
+		m.fastDrops[dropWrite].Add(float64(c.wcount))
+	} else {
+		m.fastFromPeer.Add(float64(c.wcount))
+	}
+	c.wbuf, c.wstream, c.wcount = c.wbuf[:0], nil, 0
+}
+
+// WriteTo is pion's relaying of Send indications and of ChannelData the
+// data plane left to it, checked against the current peer policy: a
+// reload that denies a peer stops what pion granted before.
 func (c *relayConn) WriteTo(p []byte, addr net.Addr) (int, error) {
-	if ua, ok := addr.(*net.UDPAddr); ok && c.s.toRelayRefused(ua) {
-		c.s.metrics.peerRefusals[refuseRelayPort].Inc()
-		return 0, errRelayPort
+	if ua, ok := addr.(*net.UDPAddr); ok {
+		if c.s.toRelayRefused(ua) {
+			c.s.metrics.peerRefusals[refuseRelayPort].Inc()
+			return 0, errRelayPort
+		}
+		if r := c.s.live.Load().policy.refusal(ua.IP); r != "" {
+			c.s.metrics.peerRefusals[r].Inc()
+			return 0, errPeerRefused
+		}
 	}
 	n, err := c.PacketConn.WriteTo(p, addr)
 	if err == nil {
@@ -258,6 +527,9 @@ func (c *relayConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 func (c *relayConn) Close() error {
 	return c.closer.close(func() error {
 		c.s.relayPorts.del(c.port)
+		if c.udp != nil {
+			c.s.dp.relayClosed(c.port, c)
+		}
 		return c.PacketConn.Close()
 	})
 }
@@ -270,7 +542,11 @@ func (s *Server) toRelayRefused(dst *net.UDPAddr) bool {
 	if !ok {
 		return false
 	}
-	a, _ = canonicalPeer(a) // whatever form, the relay address is checked
+	return s.toRelayRefusedAddr(netip.AddrPortFrom(a, uint16(dst.Port)))
+}
+
+func (s *Server) toRelayRefusedAddr(dst netip.AddrPort) bool {
+	a, _ := canonicalPeer(dst.Addr()) // whatever form, the relay address is checked
 	p := s.live.Load().policy
-	return p.isRelay(a) && !s.relayPorts.has(dst.Port) && !p.allowed(a)
+	return p.isRelay(a) && !s.relayPorts.has(int(dst.Port())) && !p.allowed(a)
 }

@@ -34,6 +34,8 @@ type testServer struct {
 	udp, tcp net.Addr
 	cfg      Config
 	logs     *logRecorder
+	front    *stunsrv.Server
+	frontReg *prometheus.Registry // the front door's metrics
 }
 
 // testConfig serves relays on 127.0.0.1 below the ephemeral port range, so
@@ -52,10 +54,21 @@ func testConfig() Config {
 // does, so every test also passes through the STUN front door.
 func startServer(t testing.TB, cfg Config, mutOpts ...func(*Options)) *testServer {
 	t.Helper()
+	return startServerFront(t, nil, cfg, mutOpts...)
+}
+
+// startServerFront is startServer with the front door's config changed
+// by mutFront first.
+func startServerFront(t testing.TB, mutFront func(*stunsrv.Config), cfg Config, mutOpts ...func(*Options)) *testServer {
+	t.Helper()
 	stunCfg := stunsrv.DefaultConfig()
 	stunCfg.Listen = []string{"127.0.0.1:0"}
 	stunCfg.Sockets = 1
-	front, err := stunsrv.New(stunCfg, stunsrv.Options{Passthrough: true})
+	if mutFront != nil {
+		mutFront(&stunCfg)
+	}
+	frontReg := prometheus.NewRegistry()
+	front, err := stunsrv.New(stunCfg, stunsrv.Options{Passthrough: true, Registerer: frontReg})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,6 +81,7 @@ func startServer(t testing.TB, cfg Config, mutOpts ...func(*Options)) *testServe
 		StateDir:    t.TempDir(),
 		PacketConns: []net.PacketConn{pc},
 		Listeners:   []net.Listener{ln},
+		FrontDoor:   front.AddListener,
 	}
 	for _, f := range mutOpts {
 		f(&opts)
@@ -83,7 +97,7 @@ func startServer(t testing.TB, cfg Config, mutOpts ...func(*Options)) *testServe
 		}
 		front.Close() // the TURN server closed the sockets it was handed
 	})
-	return &testServer{Server: s, udp: pc.LocalAddr(), tcp: ln.Addr(), cfg: cfg, logs: logs}
+	return &testServer{Server: s, udp: pc.LocalAddr(), tcp: ln.Addr(), cfg: cfg, logs: logs, front: front, frontReg: frontReg}
 }
 
 func (ts *testServer) addr(network string) net.Addr {

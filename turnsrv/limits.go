@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"sync"
 	"time"
+
+	"icebox/stunsrv"
 )
 
 // connID names a client transport: its address and whether it came over a
@@ -26,16 +28,8 @@ func connIDOf(a net.Addr) connID {
 	return connID{}
 }
 
-// sourceKey is what per-address limits count by: the IPv4 address, or the
-// /64 of an IPv6 one, since anyone holding a /64 can pick any address in it.
-func sourceKey(a netip.Addr) netip.Addr {
-	a = a.Unmap()
-	if a.Is6() {
-		p, _ := a.Prefix(64)
-		return p.Addr()
-	}
-	return a
-}
+// sourceKey is what per-address limits count by, the front door's too.
+func sourceKey(a netip.Addr) netip.Addr { return stunsrv.SourceKey(a) }
 
 // userOf is the quota owner of a TURN REST username: the part after the
 // first ':' ("" when there is none, which no per-user quota applies to).

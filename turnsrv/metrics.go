@@ -43,6 +43,11 @@ type metrics struct {
 	toPeerBytes, fromPeerBytes     prometheus.Counter
 	toPeerPackets, fromPeerPackets prometheus.Counter
 
+	fastDrops map[string]prometheus.Counter
+	// fastToPeer and fastFromPeer count ChannelData relayed by icebox's
+	// data plane rather than pion (a subset of the packets above).
+	fastToPeer, fastFromPeer prometheus.Counter
+
 	all []prometheus.Collector
 }
 
@@ -51,6 +56,7 @@ func newMetrics() *metrics {
 		authFailures:  map[string]prometheus.Counter{},
 		peerRefusals:  map[string]prometheus.Counter{},
 		quotaRefusals: map[string]prometheus.Counter{},
+		fastDrops:     map[string]prometheus.Counter{},
 	}
 	allocActive := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "icebox_turn_allocations_active", Help: "TURN allocations currently held.",
@@ -78,6 +84,16 @@ func newMetrics() *metrics {
 		Name: "icebox_turn_relayed_packets_total", Help: "Datagrams through relay sockets, by direction.",
 	}, []string{"direction"})
 
+	drops := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "icebox_turn_channel_drops_total", Help: "ChannelData dropped by icebox's data plane, by reason: channel or permission expired, peer refused by the policy, send failed.",
+	}, []string{"reason"})
+	fast := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "icebox_turn_channel_fast_packets_total", Help: "ChannelData relayed by icebox's own data plane (the rest of icebox_turn_relayed_packets_total went through pion), by direction.",
+	}, []string{"direction"})
+	m.fastToPeer, m.fastFromPeer = fast.WithLabelValues("to_peer"), fast.WithLabelValues("from_peer")
+	for _, r := range dropReasons {
+		m.fastDrops[r] = drops.WithLabelValues(r)
+	}
 	m.allocActive, m.allocTotal, m.unanswered = allocActive, allocTotal, unanswered
 	for _, r := range authReasons {
 		m.authFailures[r] = auth.WithLabelValues(r)
@@ -90,7 +106,7 @@ func newMetrics() *metrics {
 	}
 	m.toPeerBytes, m.fromPeerBytes = bytes.WithLabelValues("to_peer"), bytes.WithLabelValues("from_peer")
 	m.toPeerPackets, m.fromPeerPackets = packets.WithLabelValues("to_peer"), packets.WithLabelValues("from_peer")
-	m.all = []prometheus.Collector{allocActive, allocTotal, unanswered, auth, peer, quota, bytes, packets}
+	m.all = []prometheus.Collector{allocActive, allocTotal, unanswered, auth, peer, quota, bytes, packets, drops, fast}
 	return m
 }
 

@@ -53,6 +53,11 @@ type Options struct {
 	// certificate it returns per handshake (icebox's internal/certs:
 	// files re-read as they change, or ACME). nil: no TLS listener.
 	GetCertificate func(*tls.ClientHelloInfo) (*tls.Certificate, error)
+	// FrontDoor admits, frames and terminates the TLS listener's
+	// connections with the caps of the STUN port: stunsrv.Server.AddListener.
+	// Default nil: TLS is terminated here without those caps (tests of
+	// turnsrv alone).
+	FrontDoor func(ln net.Listener, tlsConfig *tls.Config) net.Listener
 	// InterfaceAddrs lists this host's addresses for the peer policy.
 	// Default: net.InterfaceAddrs. If it fails, New fails: relaying
 	// without knowing the host's own addresses could reach its services.
@@ -87,10 +92,12 @@ type Server struct {
 
 	tlsLn net.Listener // nil without TLS
 
-	mu     sync.Mutex
-	conns  map[*frameConn]struct{} // accepted stream connections
-	closed bool
+	mu      sync.Mutex
+	conns   map[*frameConn]struct{}       // accepted stream connections
+	streams map[netip.AddrPort]*frameConn // the same, by client address
+	closed  bool
 
+	dp        *dataPlane
 	pion      *turn.Server
 	closeOnce sync.Once
 	closeErr  error
@@ -138,7 +145,9 @@ func New(cfg Config, opts Options) (*Server, error) {
 		metrics:  newMetrics(),
 		quotas:   newQuotas(),
 		conns:    map[*frameConn]struct{}{},
+		streams:  map[netip.AddrPort]*frameConn{},
 	}
+	s.dp = newDataPlane(s)
 	if !bind.IsUnspecified() && bind != public {
 		s.relayIPs = append(s.relayIPs, bind)
 	}
@@ -156,12 +165,15 @@ func New(cfg Config, opts Options) (*Server, error) {
 
 	listeners := opts.Listeners
 	if opts.GetCertificate != nil && cfg.TLS.Listen != "" {
-		s.tlsLn, err = tls.Listen("tcp", cfg.TLS.Listen, &tls.Config{
-			GetCertificate: opts.GetCertificate,
-			MinVersion:     tls.VersionTLS12,
-		})
+		tlsConfig := &tls.Config{GetCertificate: opts.GetCertificate, MinVersion: tls.VersionTLS12}
+		ln, err := net.Listen("tcp", cfg.TLS.Listen)
 		if err != nil {
 			return nil, fmt.Errorf("turn: tls listen: %w", err)
+		}
+		if opts.FrontDoor != nil {
+			s.tlsLn = opts.FrontDoor(ln, tlsConfig)
+		} else {
+			s.tlsLn = tls.NewListener(ln, tlsConfig)
 		}
 		listeners = append(listeners[:len(listeners):len(listeners)], s.tlsLn)
 	}
@@ -186,16 +198,32 @@ func New(cfg Config, opts Options) (*Server, error) {
 		AuthHandler:   s.authenticate,
 		QuotaHandler:  s.admit,
 		EventHandler: turn.EventHandler{
-			OnAllocationCreated: func(src, _ net.Addr, _, username, _ string, _ net.Addr, _ int) {
+			OnAllocationCreated: func(src, _ net.Addr, _, username, _ string, relay net.Addr, _ int) {
+				s.dp.allocationCreated(src, relay)
 				s.quotas.created(userOf(username), connIDOf(src))
+				s.streamAllocated(src, true)
 				s.metrics.allocActive.Inc()
 				s.metrics.allocTotal.Inc()
 			},
 			OnAllocationDeleted: func(src, _ net.Addr, _, username, _ string) {
+				s.dp.allocationDeleted(src)
 				s.quotas.deleted(userOf(username), connIDOf(src))
+				s.streamAllocated(src, false)
 				s.metrics.allocActive.Dec()
 			},
 			OnAllocationError: func(src, _ net.Addr, _, _ string) { s.quotas.failed(connIDOf(src)) },
+			OnChannelDeleted: func(src, _ net.Addr, _, _, _ string, _ net.Addr, _ net.Addr, number uint16) {
+				if a := s.dp.lookup(connIDOf(src)); a != nil {
+					a.unbind(number)
+				}
+			},
+			OnPermissionDeleted: func(src, _ net.Addr, _, _, _ string, _ net.Addr, peer net.IP) {
+				if a := s.dp.lookup(connIDOf(src)); a != nil {
+					if ip, ok := netip.AddrFromSlice(peer); ok {
+						a.unpermit(ip.Unmap())
+					}
+				}
+			},
 		},
 	}
 	for _, c := range opts.PacketConns {
@@ -334,15 +362,35 @@ func (s *Server) admit(username, _ string, src net.Addr) bool {
 func (s *Server) trackConn(c *frameConn, add bool) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	from := connIDOf(c.RemoteAddr()).src
 	if !add {
 		delete(s.conns, c)
+		if s.streams[from] == c {
+			delete(s.streams, from)
+		}
 		return true
 	}
 	if s.closed {
 		return false
 	}
 	s.conns[c] = struct{}{}
+	s.streams[from] = c
 	return true
+}
+
+// streamAllocated tells a stream connection whether it holds an
+// allocation: the front door keeps only those open through long silences.
+func (s *Server) streamAllocated(client net.Addr, held bool) {
+	id := connIDOf(client)
+	if !id.stream {
+		return
+	}
+	s.mu.Lock()
+	c := s.streams[id.src]
+	s.mu.Unlock()
+	if fd, ok := c.frontDoorConn(); ok {
+		fd.SetAllocated(held)
+	}
 }
 
 // closeWait bounds how long Close waits for pion to release allocations.

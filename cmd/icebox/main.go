@@ -164,6 +164,7 @@ func start(cfg Config, log *slog.Logger) (_ *daemon, err error) {
 			StateDir:       stateDir(cfg.StateDir),
 			PacketConns:    d.stun.PacketConns(),
 			Listeners:      d.stun.Listeners(),
+			FrontDoor:      d.stun.AddListener,
 			GetCertificate: d.tls.turnCert(),
 		}
 		turnFromSharedPort(&opts, d.tls)
@@ -207,7 +208,9 @@ func (d *daemon) turnSummary(cfg Config) string {
 // ready is true when every part answers: the readiness probe and the
 // systemd watchdog ask it.
 func (d *daemon) ready(ctx context.Context) error {
-	return d.stun.SelfCheck(ctx)
+	// The read loops report their own progress: a probe over loopback
+	// could be drowned by a flood and restart a healthy relay.
+	return d.stun.Alive()
 }
 
 func (d *daemon) close(ctx context.Context) {
@@ -271,7 +274,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, rl reloader) error
 			sdNotify("READY=1")
 		case <-watchdog:
 			// A stuck reader must not be kept alive by a healthy timer:
-			// ping only when STUN still answers.
+			// ping only when every read loop makes progress.
 			checkCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
 			if err := d.ready(checkCtx); err != nil {
 				log.Error("self-check failed, not pinging the watchdog", "err", err)

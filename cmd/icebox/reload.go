@@ -16,13 +16,16 @@ import (
 // old settings and reload says why.
 func (d *daemon) reload(old, cfg Config, level *slog.LevelVar) error {
 	for key, changed := range map[string]bool{
-		"public_ip":                old.PublicIP != cfg.PublicIP,
-		"state_dir":                old.StateDir != cfg.StateDir,
-		"stun.listen":              !reflect.DeepEqual(old.STUN.Listen, cfg.STUN.Listen),
-		"stun.tcp":                 old.STUN.TCP != cfg.STUN.TCP,
-		"stun.sockets":             old.STUN.Sockets != cfg.STUN.Sockets,
-		"stun.max_tcp_connections": old.STUN.MaxTCPConnections != cfg.STUN.MaxTCPConnections,
-		"admin":                    old.Admin != cfg.Admin,
+		"public_ip":                           old.PublicIP != cfg.PublicIP,
+		"state_dir":                           old.StateDir != cfg.StateDir,
+		"stun.listen":                         !reflect.DeepEqual(old.STUN.Listen, cfg.STUN.Listen),
+		"stun.tcp":                            old.STUN.TCP != cfg.STUN.TCP,
+		"stun.sockets":                        old.STUN.Sockets != cfg.STUN.Sockets,
+		"stun.max_tcp_connections":            old.STUN.MaxTCPConnections != cfg.STUN.MaxTCPConnections,
+		"stun.max_tcp_connections_per_source": old.STUN.MaxTCPConnectionsPerSource != cfg.STUN.MaxTCPConnectionsPerSource,
+		"stun.max_tls_handshakes":             old.STUN.MaxTLSHandshakes != cfg.STUN.MaxTLSHandshakes,
+		"stun.tls_handshake_timeout":          old.STUN.TLSHandshakeTimeout != cfg.STUN.TLSHandshakeTimeout,
+		"admin":                               old.Admin != cfg.Admin,
 	} {
 		if changed {
 			d.log.Warn("setting changed; it takes effect on restart", "key", key)

@@ -149,14 +149,19 @@ func (t *tlsPart) turnCert() func(*tls.ClientHelloInfo) (*tls.Certificate, error
 	return getCert(t.turn, t.shared)
 }
 
-// turnFromSharedPort hands the shared port's TURN connections to the TURN
-// server through the entry point its own TLS listener uses: a stream
-// listener among Options.Listeners. It is the one place to change when
-// the TURN front door takes extra listeners through a method of its own.
+// turnFromSharedPort hands the shared port's TURN connections, their TLS
+// already terminated by the mux, to the TURN server through the STUN
+// port's front door (opts.FrontDoor), so they get the same per-source
+// caps, idle timeouts and framing as 3478 and 5349.
 func turnFromSharedPort(opts *turnsrv.Options, t *tlsPart) {
-	if t.mux != nil {
-		opts.Listeners = append(opts.Listeners[:len(opts.Listeners):len(opts.Listeners)], t.mux.TURN())
+	if t.mux == nil {
+		return
 	}
+	ln := t.mux.TURN()
+	if opts.FrontDoor != nil {
+		ln = opts.FrontDoor(ln, nil)
+	}
+	opts.Listeners = append(opts.Listeners[:len(opts.Listeners):len(opts.Listeners)], ln)
 }
 
 func (t *tlsPart) addr() string {

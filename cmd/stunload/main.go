@@ -1,81 +1,479 @@
-// Command stunload measures how many STUN Binding requests per second a
-// server answers over UDP, so icebox and coturn can be compared on the same
-// machine in the same run: the ratio holds where absolute figures on a
-// shared machine do not.
+// Command stunload loads a STUN or TURN server so that icebox and coturn
+// can be compared on the same machine in the same run: the ratio holds
+// where absolute figures on a shared machine do not. With -pid it reads
+// the server's CPU time (user and system, all threads) from /proc and
+// reports server CPU-µs per operation, the figure to compare.
 //
-//	stunload -addr 127.0.0.1:3478 -clients 8 -window 32 -duration 5s
+//	stunload -mode binding -addr 127.0.0.1:3478 -clients 8 -window 32
+//	stunload -mode channel -secret S -allocs 16 -window 16 -pid 1234
+//	stunload -mode send    -secret S -allocs 64 -window 1
+//	stunload -mode channel -secret S -tcp
+//	stunload -mode alloc   -secret S -allocs 4
+//	stunload -mode hold    -secret S -allocs 5000 -pid 1234
 //
-// Each client socket keeps window requests in flight and sends a new one
-// per answer; a window that goes quiet for -timeout is refilled. Only send
-// it to servers you run yourself, on addresses you own.
+// Modes: binding (a STUN Binding request answered), channel (a ChannelData
+// round trip: client to relay to an echoing peer and back), send (the same
+// with Send and Data indications), alloc (an allocation created and
+// deleted), hold (allocations created and held for -duration: with -pid,
+// the server's resident memory per allocation). Each flow keeps window operations in flight and starts a new
+// one per answer; a window that goes quiet for -timeout counts what was in
+// flight as lost and is refilled. The peers are sockets of stunload's own
+// on -peer-ip, so the server must allow relaying there. Only send it to
+// servers you run yourself, on addresses you own.
 package main
 
 import (
 	"crypto/rand"
 	"encoding/binary"
+	"errors"
 	"flag"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/pion/stun/v3"
+	"golang.org/x/net/ipv4"
 )
 
-func main() {
-	addr := flag.String("addr", "127.0.0.1:3478", "server address (host:port)")
-	clients := flag.Int("clients", 8, "client sockets")
-	window := flag.Int("window", 32, "requests in flight per socket")
-	duration := flag.Duration("duration", 5*time.Second, "how long to send")
-	timeout := flag.Duration("timeout", 200*time.Millisecond, "refill a window silent for this long")
-	flag.Parse()
+type options struct {
+	mode     string
+	addr     string
+	flows    int
+	window   int
+	size     int
+	duration time.Duration
+	timeout  time.Duration
+	secret   string
+	realm    string
+	tcp      bool
+	peerIP   string
+	pid      int
+}
 
-	to, err := net.ResolveUDPAddr("udp", *addr)
-	if err != nil {
+func main() {
+	var o options
+	flag.StringVar(&o.mode, "mode", "binding", "binding, channel, send, alloc or hold")
+	flag.StringVar(&o.addr, "addr", "127.0.0.1:3478", "server address (host:port)")
+	flag.IntVar(&o.flows, "clients", 8, "client sockets (binding)")
+	flag.IntVar(&o.flows, "allocs", 8, "allocations, one client socket each (TURN modes)")
+	flag.IntVar(&o.window, "window", 32, "operations in flight per socket")
+	flag.IntVar(&o.size, "size", 160, "payload bytes per relayed message")
+	flag.DurationVar(&o.duration, "duration", 5*time.Second, "how long to load")
+	flag.DurationVar(&o.timeout, "timeout", 200*time.Millisecond, "refill a window silent for this long")
+	flag.StringVar(&o.secret, "secret", "", "TURN REST API shared secret (TURN modes)")
+	flag.StringVar(&o.realm, "realm", "icebox", "TURN realm")
+	flag.BoolVar(&o.tcp, "tcp", false, "reach the server over TCP (TURN modes)")
+	flag.StringVar(&o.peerIP, "peer-ip", "127.0.0.1", "address of the echoing peers")
+	flag.IntVar(&o.pid, "pid", 0, "server process whose CPU time to report per operation")
+	flag.Parse()
+	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "stunload:", err)
-		os.Exit(2)
+		os.Exit(1)
 	}
-	var answered, sent atomic.Int64
-	stop := time.Now().Add(*duration)
-	var wg sync.WaitGroup
-	for range *clients {
-		c, err := net.DialUDP("udp", nil, to)
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "stunload:", err)
-			os.Exit(1)
+}
+
+// flow is one socket's load: prepared before the clock starts, run
+// until stop, returning operations completed and lost.
+type flow interface {
+	run(stop time.Time) (done, lost int64)
+	close()
+}
+
+func run(o options) error {
+	if o.mode != "binding" && o.secret == "" {
+		return errors.New("-secret is needed for TURN modes")
+	}
+	flows := make([]flow, 0, o.flows)
+	defer func() {
+		for _, f := range flows {
+			f.close()
 		}
+	}()
+	rss0, err := rss(o.pid)
+	if err != nil {
+		return err
+	}
+	for i := range o.flows {
+		f, err := newFlow(o, i)
+		if err != nil {
+			return fmt.Errorf("flow %d: %w", i, err)
+		}
+		flows = append(flows, f)
+	}
+	if o.mode == "hold" {
+		time.Sleep(o.duration) // let the server settle; the allocations stay
+		rss1, err := rss(o.pid)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("mode=hold allocations=%d", len(flows))
+		if o.pid != 0 {
+			fmt.Printf(" server_rss_kib=%d->%d server_kib/alloc=%.2f", rss0, rss1, float64(rss1-rss0)/float64(len(flows)))
+		}
+		fmt.Println()
+		return nil
+	}
+	cpu0, err := cpuTime(o.pid)
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	stop := start.Add(o.duration)
+	var done, lost atomic.Int64
+	var wg sync.WaitGroup
+	for _, f := range flows {
 		wg.Go(func() {
-			defer c.Close()
-			req := make([]byte, 20)
-			binary.BigEndian.PutUint16(req[0:], 0x0001)
-			binary.BigEndian.PutUint32(req[4:], 0x2112A442)
-			send := func() {
-				rand.Read(req[8:20])
-				c.Write(req)
-				sent.Add(1)
-			}
-			for range *window {
-				send()
-			}
-			buf := make([]byte, 1500)
-			for time.Now().Before(stop) {
-				c.SetReadDeadline(time.Now().Add(*timeout))
-				n, err := c.Read(buf)
-				if err != nil {
-					for range *window {
-						send()
-					}
-					continue
-				}
-				if n >= 20 && binary.BigEndian.Uint16(buf) == 0x0101 {
-					answered.Add(1)
-				}
-				send()
-			}
+			d, l := f.run(stop)
+			done.Add(d)
+			lost.Add(l)
 		})
 	}
 	wg.Wait()
-	secs := duration.Seconds()
-	fmt.Printf("addr=%s clients=%d window=%d duration=%s sent=%d answered=%d answered/s=%.0f\n",
-		*addr, *clients, *window, *duration, sent.Load(), answered.Load(), float64(answered.Load())/secs)
+	elapsed := time.Since(start)
+	cpu1, err := cpuTime(o.pid)
+	if err != nil {
+		return err
+	}
+	ops := done.Load()
+	transport := "udp"
+	if o.tcp {
+		transport = "tcp"
+	}
+	fmt.Printf("mode=%s transport=%s addr=%s flows=%d window=%d size=%d duration=%s ops=%d ops/s=%.0f lost=%d",
+		o.mode, transport, o.addr, o.flows, o.window, o.size, o.duration, ops, float64(ops)/elapsed.Seconds(), lost.Load())
+	if o.pid != 0 && ops > 0 {
+		fmt.Printf(" server_cpu_s=%.2f server_cpu_us/op=%.2f", (cpu1 - cpu0).Seconds(), float64((cpu1-cpu0).Microseconds())/float64(ops))
+	}
+	fmt.Println()
+	return nil
 }
+
+func newFlow(o options, i int) (flow, error) {
+	switch o.mode {
+	case "binding":
+		c, err := net.Dial("udp", o.addr)
+		if err != nil {
+			return nil, err
+		}
+		return &bindingFlow{conn: c, o: o}, nil
+	case "channel", "send":
+		return newRelayFlow(o)
+	case "alloc":
+		return &allocFlow{o: o}, nil
+	case "hold":
+		c, err := dialTURN(o.network(), o.addr, []byte(o.secret), o.realm)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := c.allocate(); err != nil {
+			c.Close()
+			return nil, err
+		}
+		return &heldFlow{c}, nil
+	}
+	return nil, fmt.Errorf("unknown -mode %q", o.mode)
+}
+
+// rss is pid's resident memory in KiB (VmRSS).
+func rss(pid int) (int64, error) {
+	if pid == 0 {
+		return 0, nil
+	}
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return 0, fmt.Errorf("server memory: %w", err)
+	}
+	for line := range strings.Lines(string(b)) {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			return strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+		}
+	}
+	return 0, errors.New("server memory: no VmRSS")
+}
+
+// heldFlow is an allocation held open (mode hold).
+type heldFlow struct{ c *turnClient }
+
+func (f *heldFlow) run(time.Time) (int64, int64) { return 0, 0 }
+func (f *heldFlow) close()                       { f.c.release(); f.c.Close() }
+
+// cpuTime is the user plus system CPU time pid has used, all threads.
+func cpuTime(pid int) (time.Duration, error) {
+	if pid == 0 {
+		return 0, nil
+	}
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, fmt.Errorf("server CPU time: %w", err)
+	}
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	if len(f) < 13 {
+		return 0, fmt.Errorf("server CPU time: short /proc/%d/stat", pid)
+	}
+	utime, _ := strconv.ParseInt(f[11], 10, 64)
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	const ticksPerSecond = 100 // USER_HZ on Linux
+	return time.Duration(utime+stime) * time.Second / ticksPerSecond, nil
+}
+
+// window keeps n operations in flight on c: send starts one, recv waits
+// for the next answer (false on timeout).
+func window(stop time.Time, n int, timeout time.Duration, conn net.Conn, send func(), recv func() bool) (done, lost int64) {
+	for range n {
+		send()
+	}
+	inFlight := int64(n)
+	for time.Now().Before(stop) {
+		conn.SetReadDeadline(time.Now().Add(timeout))
+		if !recv() {
+			lost += inFlight
+			for range n {
+				send()
+			}
+			inFlight = int64(n)
+			continue
+		}
+		done++
+		send()
+	}
+	return done, lost
+}
+
+type bindingFlow struct {
+	conn net.Conn
+	o    options
+}
+
+func (f *bindingFlow) run(stop time.Time) (int64, int64) {
+	req := make([]byte, 20)
+	binary.BigEndian.PutUint16(req[0:], 0x0001)
+	binary.BigEndian.PutUint32(req[4:], 0x2112A442)
+	buf := make([]byte, 1500)
+	return window(stop, f.o.window, f.o.timeout, f.conn,
+		func() {
+			rand.Read(req[8:20])
+			f.conn.Write(req)
+		},
+		func() bool {
+			for {
+				n, err := f.conn.Read(buf)
+				if err != nil {
+					return false
+				}
+				if n >= 20 && binary.BigEndian.Uint16(buf) == 0x0101 {
+					return true
+				}
+			}
+		})
+}
+
+func (f *bindingFlow) close() { f.conn.Close() }
+
+// relayFlow is one allocation relaying to its own echoing peer.
+type relayFlow struct {
+	o     options
+	c     *turnClient
+	peer  *net.UDPConn
+	relay netip.AddrPort
+	msg   []byte // what the client sends
+	reply uint16 // first two bytes of what it expects back: channel or Data indication
+}
+
+const channel = 0x4000
+
+// network is how TURN flows reach the server.
+func (o options) network() string {
+	if o.tcp {
+		return "tcp4"
+	}
+	return "udp4"
+}
+
+func newRelayFlow(o options) (*relayFlow, error) {
+	c, err := dialTURN(o.network(), o.addr, []byte(o.secret), o.realm)
+	if err != nil {
+		return nil, err
+	}
+	peer, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(netip.MustParseAddr(o.peerIP), 0)))
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	f := &relayFlow{o: o, c: c, peer: peer}
+	if err := f.setUp(); err != nil {
+		f.close()
+		return nil, err
+	}
+	go f.echo()
+	return f, nil
+}
+
+func (f *relayFlow) setUp() error {
+	var err error
+	if f.relay, err = f.c.allocate(); err != nil {
+		return err
+	}
+	peer := f.peer.LocalAddr().(*net.UDPAddr).AddrPort()
+	payload := make([]byte, f.o.size)
+	if f.o.mode == "channel" {
+		if err := f.c.channelBind(channel, peer); err != nil {
+			return err
+		}
+		f.msg = binary.BigEndian.AppendUint16(nil, channel)
+		f.msg = binary.BigEndian.AppendUint16(f.msg, uint16(len(payload)))
+		f.msg = append(f.msg, payload...)
+		for f.c.stream && len(f.msg)%4 != 0 {
+			f.msg = append(f.msg, 0)
+		}
+		f.reply = channel
+		return nil
+	}
+	if err := f.c.createPermission(peer); err != nil {
+		return err
+	}
+	send, err := stun.Build(stun.TransactionID, stun.NewType(stun.MethodSend, stun.ClassIndication),
+		peerAttr(peer), rawAttr(stun.AttrData, payload), stun.Fingerprint)
+	if err != nil {
+		return err
+	}
+	f.msg = send.Raw
+	f.reply = stun.NewType(stun.MethodData, stun.ClassIndication).Value()
+	return nil
+}
+
+// echo sends every datagram back where it came from: the relay. It
+// reads and writes in batches (recvmmsg, sendmmsg), so that the load
+// generator is not what limits the rate.
+func (f *relayFlow) echo() {
+	pc := ipv4.NewPacketConn(f.peer)
+	in, out := batch(64), make([]ipv4.Message, 64)
+	for {
+		n, err := pc.ReadBatch(in, 0)
+		if err != nil {
+			return
+		}
+		for i := range n {
+			out[i] = ipv4.Message{Buffers: [][]byte{in[i].Buffers[0][:in[i].N]}, Addr: in[i].Addr}
+		}
+		if writeAll(pc, out[:n]) != nil {
+			return
+		}
+	}
+}
+
+// batch is n messages with a buffer each, for ReadBatch.
+func batch(n int) []ipv4.Message {
+	ms := make([]ipv4.Message, n)
+	for i := range ms {
+		ms[i].Buffers = [][]byte{make([]byte, 2048)}
+	}
+	return ms
+}
+
+// writeAll sends every message, in as few sendmmsg calls as the kernel
+// allows.
+func writeAll(pc *ipv4.PacketConn, ms []ipv4.Message) error {
+	for len(ms) > 0 {
+		n, err := pc.WriteBatch(ms, 0)
+		if err != nil {
+			return err
+		}
+		ms = ms[n:]
+	}
+	return nil
+}
+
+func (f *relayFlow) run(stop time.Time) (int64, int64) {
+	if !f.c.stream {
+		return f.runBatched(stop)
+	}
+	return window(stop, f.o.window, f.o.timeout, f.c.conn,
+		func() { f.c.conn.Write(f.msg) },
+		func() bool {
+			for {
+				b, err := f.c.readFrame()
+				if err != nil {
+					return false
+				}
+				if len(b) >= 4 && binary.BigEndian.Uint16(b) == f.reply {
+					return true
+				}
+			}
+		})
+}
+
+// runBatched is window for UDP in batches: every answer that a read
+// brings starts one new operation, all sent in one sendmmsg.
+func (f *relayFlow) runBatched(stop time.Time) (done, lost int64) {
+	pc := ipv4.NewPacketConn(f.c.conn.(*net.UDPConn))
+	w := f.o.window
+	out := make([]ipv4.Message, w)
+	for i := range out {
+		out[i].Buffers = [][]byte{f.msg}
+	}
+	in := batch(w)
+	writeAll(pc, out)
+	inFlight := int64(w)
+	for time.Now().Before(stop) {
+		f.c.conn.SetReadDeadline(time.Now().Add(f.o.timeout))
+		n, err := pc.ReadBatch(in, 0)
+		if err != nil {
+			lost += inFlight
+			writeAll(pc, out)
+			inFlight = int64(w)
+			continue
+		}
+		k := 0
+		for _, m := range in[:n] {
+			if m.N >= 4 && binary.BigEndian.Uint16(m.Buffers[0]) == f.reply {
+				k++
+			}
+		}
+		done += int64(k)
+		writeAll(pc, out[:k])
+	}
+	return done, lost
+}
+
+// close deletes the allocation, so that a later run's socket that gets
+// the same port is not taken for this client (437).
+func (f *relayFlow) close() {
+	f.peer.Close()
+	f.c.release()
+	f.c.Close()
+}
+
+// allocFlow creates and deletes allocations, one at a time, each on a
+// fresh connection (a 5-tuple just released may be held briefly).
+type allocFlow struct {
+	o   options
+	err error
+}
+
+func (f *allocFlow) run(stop time.Time) (done, lost int64) {
+	for time.Now().Before(stop) {
+		c, err := dialTURN(f.o.network(), f.o.addr, []byte(f.o.secret), f.o.realm)
+		if err != nil {
+			lost++
+			continue
+		}
+		if _, err := c.allocate(); err != nil {
+			lost++
+		} else if err := c.release(); err != nil {
+			lost++
+		} else {
+			done++
+		}
+		c.Close()
+	}
+	return done, lost
+}
+
+func (f *allocFlow) close() {}

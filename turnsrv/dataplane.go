@@ -1,0 +1,521 @@
+package turnsrv
+
+import (
+	"encoding/binary"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// icebox relays ChannelData itself; pion/turn keeps the control plane
+// (Allocate, Refresh, CreatePermission, ChannelBind, Send and Data,
+// authentication, lifetimes). pion's per-packet path costs several heap
+// allocations, locks and a payload copy per datagram; this one costs none.
+//
+// The data plane mirrors what pion granted. Allocations come from pion's
+// events; channel bindings and permissions from the client's requests
+// matched with pion's success answers, which refresh them exactly when
+// pion does, so both expire together: channels after 10 minutes,
+// permissions after 5 (RFC 8656 §12 and §9). pion's delete events remove
+// them early. A datagram the data plane knows nothing about goes to pion
+// unchanged, so a gap in the mirror costs speed, never correctness; a
+// datagram on a channel the mirror saw expire, or towards a peer the
+// current policy refuses, is dropped.
+
+// Lifetimes of RFC 8656 §12 (channels) and §9 (permissions).
+const (
+	channelLifetime    = 10 * time.Minute
+	permissionLifetime = 5 * time.Minute
+)
+
+// STUN attributes the data plane reads in requests.
+const (
+	attrChannelNumber = 0x000C
+)
+
+// maxPending bounds requests awaiting pion's answer. Any answer, success
+// or error, removes its request, so only requests in flight are held;
+// ones pion never answered are forgotten after pendingAge once it fills.
+const (
+	maxPending = 16384
+	pendingAge = 5 * time.Second
+)
+
+// dropReason labels icebox_turn_fast_path_drops_total.
+const (
+	dropExpired = "expired" // channel or permission past its lifetime
+	dropRefused = "refused" // the peer policy refuses the peer (after a reload)
+	dropWrite   = "write_error"
+)
+
+var dropReasons = []string{dropExpired, dropRefused, dropWrite}
+
+type dataPlane struct {
+	s     *Server
+	start time.Time
+	// skew moves the data plane's clock forward: tests expire channels
+	// and permissions without waiting.
+	skew atomic.Int64
+
+	mu     sync.RWMutex
+	allocs map[connID]*dpAlloc // by client transport; nil value: ambiguous, leave to pion
+	count  map[connID]int      // allocations per client transport (normally 1)
+	relays map[int]*relayConn  // live relay sockets by port
+
+	pendMu  sync.Mutex
+	pending map[[12]byte]pendingRequest
+}
+
+func newDataPlane(s *Server) *dataPlane {
+	return &dataPlane{
+		s:       s,
+		start:   time.Now(),
+		allocs:  map[connID]*dpAlloc{},
+		count:   map[connID]int{},
+		relays:  map[int]*relayConn{},
+		pending: map[[12]byte]pendingRequest{},
+	}
+}
+
+// now is monotonic nanoseconds since start.
+func (d *dataPlane) now() int64 { return int64(time.Since(d.start)) + d.skew.Load() }
+
+// dpAlloc is one allocation as the data plane sees it.
+type dpAlloc struct {
+	client connID
+	relay  *relayConn
+	// out reaches the client: set from the socket or connection pion
+	// answered the client's ChannelBind on.
+	out atomic.Pointer[clientOut]
+
+	mu       sync.Mutex                   // serialises writers of channels and perms
+	channels atomic.Pointer[[]*dpChannel] // copy on write; readers take no lock
+	perms    atomic.Pointer[[]*dpPerm]
+}
+
+// clientOut is how a peer's datagram reaches the client: over the UDP
+// socket the client uses, or its stream connection.
+type clientOut struct {
+	udp    net.PacketConn
+	to     *net.UDPAddr
+	toAP   netip.AddrPort
+	stream net.Conn
+}
+
+type dpChannel struct {
+	number  uint16
+	peer    netip.AddrPort
+	expires atomic.Int64 // dataPlane.now() units
+	verdict atomic.Pointer[policyVerdict]
+}
+
+type dpPerm struct {
+	ip      netip.Addr
+	expires atomic.Int64
+}
+
+// policyVerdict caches the peer policy's answer for one channel until a
+// reload swaps the policy.
+type policyVerdict struct {
+	lv     *live
+	reason string
+}
+
+type pendingRequest struct {
+	client   connID
+	method   uint16
+	channel  uint16
+	peers    []netip.AddrPort
+	lifetime int // seconds; -1 when absent
+	at       int64
+}
+
+// allocationCreated mirrors a new allocation; pion calls it before the
+// client hears of it.
+func (d *dataPlane) allocationCreated(client net.Addr, relay net.Addr) {
+	ua, ok := relay.(*net.UDPAddr)
+	if !ok {
+		return
+	}
+	id := connIDOf(client)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	rc := d.relays[ua.Port]
+	if rc == nil || rc.udp == nil {
+		return
+	}
+	a := &dpAlloc{client: id, relay: rc}
+	a.channels.Store(&[]*dpChannel{})
+	a.perms.Store(&[]*dpPerm{})
+	d.count[id]++
+	if d.count[id] == 1 {
+		d.allocs[id] = a
+	} else {
+		// The same client address towards two of our addresses: pion
+		// tells them apart by the server address, which the data plane
+		// does not read. Leave both to pion.
+		d.allocs[id] = nil
+	}
+	rc.alloc.Store(a)
+}
+
+// allocationDeleted forgets an allocation: nothing more is relayed for it.
+func (d *dataPlane) allocationDeleted(client net.Addr) {
+	id := connIDOf(client)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	a := d.allocs[id]
+	if d.count[id]--; d.count[id] <= 0 {
+		delete(d.count, id)
+		delete(d.allocs, id)
+	}
+	if a != nil && a.relay != nil {
+		a.relay.alloc.CompareAndSwap(a, nil)
+	}
+}
+
+func (d *dataPlane) relayOpened(port int, c *relayConn) {
+	d.mu.Lock()
+	d.relays[port] = c
+	d.mu.Unlock()
+}
+
+func (d *dataPlane) relayClosed(port int, c *relayConn) {
+	d.mu.Lock()
+	if d.relays[port] == c {
+		delete(d.relays, port)
+	}
+	d.mu.Unlock()
+	c.alloc.Store(nil)
+}
+
+func (d *dataPlane) lookup(id connID) *dpAlloc {
+	d.mu.RLock()
+	a := d.allocs[id]
+	d.mu.RUnlock()
+	return a
+}
+
+// noteRequest remembers a ChannelBind, CreatePermission or Refresh that
+// pion is about to handle, to apply when pion answers it with success.
+func (d *dataPlane) noteRequest(b []byte, from connID) {
+	if len(b) < stunHeaderLen || b[0]&0xC0 != 0 || binary.BigEndian.Uint32(b[4:8]) != stunMagicCookie {
+		return
+	}
+	typ := binary.BigEndian.Uint16(b[0:2])
+	if typ&0x0110 != 0 {
+		return // not a request
+	}
+	method := typ&0x000F | (typ&0x00E0)>>1 | (typ&0x3E00)>>2
+	if method != methodChannelBind && method != methodCreatePermission && method != methodRefresh {
+		return
+	}
+	end := min(stunHeaderLen+int(binary.BigEndian.Uint16(b[2:4])), len(b))
+	req := pendingRequest{client: from, method: method, lifetime: -1, at: d.now()}
+	signed := false
+	for off := stunHeaderLen; off+4 <= end; {
+		at := binary.BigEndian.Uint16(b[off:])
+		n := int(binary.BigEndian.Uint16(b[off+2:]))
+		v := off + 4
+		if v+n > end {
+			return
+		}
+		switch {
+		case at == attrIntegrity:
+			signed = true
+			off = end // what follows is not covered by it
+			continue
+		case at == attrChannelNumber && n == 4:
+			req.channel = binary.BigEndian.Uint16(b[v:])
+		case at == attrLifetime && n == 4:
+			req.lifetime = int(binary.BigEndian.Uint32(b[v:]))
+		case at == attrXORPeerAddress:
+			if ap, ok := xorPeerAddrPort(b[v:v+n], b[4:stunHeaderLen]); ok && len(req.peers) < 16 {
+				req.peers = append(req.peers, ap)
+			}
+		}
+		off = v + (n+3)&^3
+	}
+	if !signed {
+		return // pion answers 401; nothing to learn
+	}
+	var id [12]byte
+	copy(id[:], b[8:stunHeaderLen])
+	d.pendMu.Lock()
+	defer d.pendMu.Unlock()
+	if len(d.pending) >= maxPending {
+		for k, r := range d.pending {
+			if req.at-r.at > int64(pendingAge) {
+				delete(d.pending, k)
+			}
+		}
+		if len(d.pending) >= maxPending {
+			return // pion relays what this request grants
+		}
+	}
+	d.pending[id] = req
+}
+
+// xorPeerAddrPort decodes a well-formed XOR-PEER-ADDRESS value with its
+// port; cookieID is the magic cookie and transaction ID, 16 bytes. Unlike
+// inspect's xorPeer it refuses pion's lenient short forms: a peer it cannot
+// read is left to pion, which then relays that channel itself.
+func xorPeerAddrPort(v, cookieID []byte) (netip.AddrPort, bool) {
+	if len(v) < 8 {
+		return netip.AddrPort{}, false
+	}
+	port := binary.BigEndian.Uint16(v[2:4]) ^ stunMagicCookie>>16
+	switch {
+	case v[1] == 0x01 && len(v) == 8:
+		var ip [4]byte
+		for i := range ip {
+			ip[i] = v[4+i] ^ cookieID[i]
+		}
+		return netip.AddrPortFrom(netip.AddrFrom4(ip), port), true
+	case v[1] == 0x02 && len(v) == 20:
+		var ip [16]byte
+		for i := range ip {
+			ip[i] = v[4+i] ^ cookieID[i]
+		}
+		return netip.AddrPortFrom(netip.AddrFrom16(ip).Unmap(), port), true
+	}
+	return netip.AddrPort{}, false
+}
+
+// noteResponse applies a request pion answered with success: out is how
+// pion reached the client, and how the data plane will.
+func (d *dataPlane) noteResponse(b []byte, out clientOut) {
+	class := binary.BigEndian.Uint16(b[0:2]) & 0x0110
+	if len(b) < stunHeaderLen || class&0x0100 == 0 {
+		return // not a response
+	}
+	var id [12]byte
+	copy(id[:], b[8:stunHeaderLen])
+	d.pendMu.Lock()
+	req, ok := d.pending[id]
+	delete(d.pending, id)
+	d.pendMu.Unlock()
+	if !ok || class != 0x0100 {
+		return // unknown, or an error response: nothing granted
+	}
+	a := d.lookup(req.client)
+	if a == nil {
+		return
+	}
+	now := d.now()
+	switch req.method {
+	case methodChannelBind:
+		if len(req.peers) != 1 {
+			return
+		}
+		if a.out.Load() == nil {
+			a.out.Store(&out)
+		}
+		a.bind(req.channel, req.peers[0], now)
+		a.permit(req.peers[0].Addr(), now)
+	case methodCreatePermission:
+		for _, p := range req.peers {
+			a.permit(p.Addr(), now)
+		}
+	case methodRefresh:
+		if req.lifetime == 0 {
+			d.allocationDeleted(req.client.addr())
+		}
+	}
+}
+
+// addr turns a connID back into the net.Addr pion reports.
+func (c connID) addr() net.Addr {
+	if c.stream {
+		return net.TCPAddrFromAddrPort(c.src)
+	}
+	return net.UDPAddrFromAddrPort(c.src)
+}
+
+func (a *dpAlloc) bind(number uint16, peer netip.AddrPort, now int64) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	old := *a.channels.Load()
+	for _, ch := range old {
+		if ch.number == number && ch.peer == peer {
+			ch.expires.Store(now + int64(channelLifetime))
+			return
+		}
+	}
+	ch := &dpChannel{number: number, peer: peer}
+	ch.expires.Store(now + int64(channelLifetime))
+	// pion granted this binding, so an older one for the number or the
+	// peer is gone from pion (expired and rebound).
+	next := without(old, func(c *dpChannel) bool { return c.number == number || c.peer == peer })
+	*next = append(*next, ch)
+	a.channels.Store(next)
+}
+
+func (a *dpAlloc) unbind(number uint16) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.channels.Store(without(*a.channels.Load(), func(c *dpChannel) bool { return c.number == number }))
+}
+
+// without returns a new slice of s's elements but those drop matches:
+// readers of the old one are undisturbed.
+func without[T any](s []T, drop func(T) bool) *[]T {
+	next := make([]T, 0, len(s))
+	for _, e := range s {
+		if !drop(e) {
+			next = append(next, e)
+		}
+	}
+	return &next
+}
+
+func (a *dpAlloc) permit(ip netip.Addr, now int64) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	old := *a.perms.Load()
+	for _, p := range old {
+		if p.ip == ip {
+			p.expires.Store(now + int64(permissionLifetime))
+			return
+		}
+	}
+	p := &dpPerm{ip: ip}
+	p.expires.Store(now + int64(permissionLifetime))
+	next := append(old[:len(old):len(old)], p)
+	a.perms.Store(&next)
+}
+
+func (a *dpAlloc) unpermit(ip netip.Addr) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.perms.Store(without(*a.perms.Load(), func(p *dpPerm) bool { return p.ip == ip }))
+}
+
+func (a *dpAlloc) byNumber(n uint16) *dpChannel {
+	for _, ch := range *a.channels.Load() {
+		if ch.number == n {
+			return ch
+		}
+	}
+	return nil
+}
+
+func (a *dpAlloc) byPeer(p netip.AddrPort) *dpChannel {
+	for _, ch := range *a.channels.Load() {
+		if ch.peer == p {
+			return ch
+		}
+	}
+	return nil
+}
+
+// unexpired reports whether ch and the permission for its peer are unexpired.
+func (a *dpAlloc) unexpired(ch *dpChannel, now int64) bool {
+	if now >= ch.expires.Load() {
+		return false
+	}
+	ip := ch.peer.Addr()
+	for _, p := range *a.perms.Load() {
+		if p.ip == ip {
+			return now < p.expires.Load()
+		}
+	}
+	return false
+}
+
+// refusal is the current peer policy's verdict on ch's peer, recomputed
+// only after a reload.
+func (d *dataPlane) refusal(ch *dpChannel) string {
+	lv := d.s.live.Load()
+	if v := ch.verdict.Load(); v != nil && v.lv == lv {
+		return v.reason
+	}
+	v := &policyVerdict{lv: lv, reason: lv.policy.refusal(ch.peer.Addr().AsSlice())}
+	ch.verdict.Store(v)
+	return v.reason
+}
+
+// pass checks a datagram on ch against lifetimes and policy, counting
+// what it drops.
+func (d *dataPlane) pass(a *dpAlloc, ch *dpChannel) bool {
+	m := d.s.metrics
+	if !a.unexpired(ch, d.now()) {
+		m.fastDrops[dropExpired].Inc()
+		return false
+	}
+	if r := d.refusal(ch); r != "" {
+		m.fastDrops[dropRefused].Inc()
+		return false
+	}
+	if d.s.toRelayRefusedAddr(ch.peer) {
+		m.peerRefusals[refuseRelayPort].Inc()
+		return false
+	}
+	return true
+}
+
+// fromClient relays one ChannelData message from a client if the data
+// plane knows its channel, and reports whether it did (or dropped it); if
+// not, pion gets the message. b is the whole message, padding included.
+func (d *dataPlane) fromClient(b []byte, from connID) bool {
+	a := d.lookup(from)
+	if a == nil {
+		return false
+	}
+	ch := a.byNumber(binary.BigEndian.Uint16(b[0:2]))
+	size := 4 + int(binary.BigEndian.Uint16(b[2:4]))
+	if ch == nil || size > len(b) {
+		return false
+	}
+	if !d.pass(a, ch) {
+		return true
+	}
+	m := d.s.metrics
+	n, err := a.relay.udp.WriteToUDPAddrPort(b[4:size], ch.peer)
+	if err != nil {
+		m.fastDrops[dropWrite].Inc()
+		return true
+	}
+	m.toPeerBytes.Add(float64(n))
+	m.toPeerPackets.Inc()
+	m.fastToPeer.Inc()
+	return true
+}
+
+// fromPeer sends a peer's datagram, at slot[4:4+n] with room for
+// padding after it, to the client as ChannelData if the data plane knows
+// the peer's channel, and reports whether it did (or dropped it). Frames
+// for a stream client are queued on rc and written together.
+func (d *dataPlane) fromPeer(rc *relayConn, a *dpAlloc, slot []byte, n int, peer netip.AddrPort) bool {
+	ch := a.byPeer(peer)
+	if ch == nil {
+		return false
+	}
+	out := a.out.Load()
+	if out == nil {
+		return false
+	}
+	if !d.pass(a, ch) {
+		return true
+	}
+	binary.BigEndian.PutUint16(slot[0:2], ch.number)
+	binary.BigEndian.PutUint16(slot[2:4], uint16(n))
+	if out.stream != nil {
+		// RFC 8656 §12.5: padded to four bytes over streams.
+		size := (4 + n + 3) &^ 3
+		clear(slot[4+n : size])
+		rc.queueStream(out.stream, slot[:size])
+		return true
+	}
+	if rc.queueUDP(out, slot[:4+n]) {
+		return true
+	}
+	if _, err := out.udp.WriteTo(slot[:4+n], out.to); err != nil {
+		d.s.metrics.fastDrops[dropWrite].Inc()
+		return true
+	}
+	d.s.metrics.fastFromPeer.Inc()
+	return true
+}

@@ -1,0 +1,52 @@
+package turnsrv
+
+import (
+	"net"
+	"testing"
+
+	"github.com/pion/stun/v3"
+)
+
+// FuzzDataPlaneLearning feeds arbitrary client requests and server
+// answers to the data plane's parsers: nothing may panic, and whatever
+// they learn stays within one allocation's bounds.
+func FuzzDataPlaneLearning(f *testing.F) {
+	key := stun.NewLongTermIntegrity("1:u", testRealm, "p")
+	peer := peerAttr(net.IPv4(192, 0, 2, 1), 9)
+	peer6 := peerAttr(net.ParseIP("2001:db8::1"), 9)
+	for _, m := range []*stun.Message{
+		stun.MustBuild(stun.TransactionID, stun.NewType(stun.MethodChannelBind, stun.ClassRequest), channelAttr(0x4000), peer, key, stun.Fingerprint),
+		stun.MustBuild(stun.TransactionID, stun.NewType(stun.MethodCreatePermission, stun.ClassRequest), peer, peer6, key),
+		stun.MustBuild(stun.TransactionID, stun.NewType(stun.MethodRefresh, stun.ClassRequest), lifetimeAttr(0), key),
+		stun.MustBuild(stun.TransactionID, stun.NewType(stun.MethodChannelBind, stun.ClassRequest), channelAttr(0x4001), peer),
+	} {
+		ok := append([]byte(nil), m.Raw...)
+		ok[0] |= 0x01 // success response class bit
+		f.Add(m.Raw, ok)
+	}
+	f.Add([]byte{0x40, 0, 0, 4, 1, 2, 3, 4}, []byte{})
+	f.Fuzz(func(t *testing.T, req, res []byte) {
+		s := wrapperServer()
+		client := &net.UDPAddr{IP: net.IPv4(198, 51, 100, 1), Port: 40000}
+		id := connIDOf(client)
+		a := &dpAlloc{client: id}
+		a.channels.Store(&[]*dpChannel{})
+		a.perms.Store(&[]*dpPerm{})
+		s.dp.allocs[id], s.dp.count[id] = a, 1
+		s.dp.noteRequest(req, id)
+		if len(res) >= stunHeaderLen {
+			s.dp.noteResponse(res, clientOut{udp: &fakeConn{}, to: client, toAP: id.src})
+		}
+		if n := len(*a.channels.Load()); n > 1 {
+			t.Fatalf("one request bound %d channels", n)
+		}
+		if n := len(*a.perms.Load()); n > 16 {
+			t.Fatalf("one request made %d permissions", n)
+		}
+		for _, p := range *a.perms.Load() {
+			if !p.ip.IsValid() || p.ip != p.ip.Unmap() {
+				t.Fatalf("permission for %v", p.ip)
+			}
+		}
+	})
+}

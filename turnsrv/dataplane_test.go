@@ -1,0 +1,405 @@
+package turnsrv
+
+import (
+	"encoding/binary"
+	"io"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/pion/stun/v3"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"icebox/internal/testenv"
+	"icebox/stunsrv"
+)
+
+// peerSocket is a UDP peer on 127.0.0.1 the test reads and writes itself.
+func peerSocket(t *testing.T) *net.UDPConn {
+	t.Helper()
+	return peerSocketAt(t, net.IPv4(127, 0, 0, 1))
+}
+
+func peerSocketAt(t *testing.T, ip net.IP) *net.UDPConn {
+	t.Helper()
+	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: ip})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// channelClient is a raw TURN client holding one allocation.
+type channelClient struct {
+	*rawClient
+	relay netip.AddrPort
+}
+
+func allocateRaw(t *testing.T, ts *testServer, network string) *channelClient {
+	t.Helper()
+	u, p, _ := ts.MintCredential("dp", 0)
+	c := dialRaw(t, network, ts.addr(network), u, p)
+	res := c.do(stun.MethodAllocate, udpTransport())
+	var relay stun.XORMappedAddress
+	if err := relay.GetFromAs(res, stun.AttrXORRelayedAddress); err != nil {
+		t.Fatalf("allocate: %v (%v)", res, err)
+	}
+	ap, _ := netip.AddrFromSlice(relay.IP)
+	return &channelClient{rawClient: c, relay: netip.AddrPortFrom(ap.Unmap(), uint16(relay.Port))}
+}
+
+func (c *channelClient) bind(number uint16, peer *net.UDPConn) *stun.Message {
+	a := peer.LocalAddr().(*net.UDPAddr)
+	return c.do(stun.MethodChannelBind, channelAttr(number), peerAttr(a.IP, a.Port))
+}
+
+func mustSucceed(t *testing.T, res *stun.Message, what string) {
+	t.Helper()
+	if res.Type.Class != stun.ClassSuccessResponse {
+		t.Fatalf("%s: %v (error %d)", what, res, errorCode(res))
+	}
+}
+
+// sendChannelData sends payload on channel number, padded over streams.
+func (c *channelClient) sendChannelData(number uint16, payload string) {
+	b := binary.BigEndian.AppendUint16(nil, number)
+	b = binary.BigEndian.AppendUint16(b, uint16(len(payload)))
+	b = append(b, payload...)
+	if c.stream {
+		for len(b)%4 != 0 {
+			b = append(b, 0)
+		}
+	}
+	c.send(b)
+}
+
+// readChannelData returns the next ChannelData message's channel and
+// payload, skipping STUN messages; ok is false at the deadline.
+func (c *channelClient) readChannelData(t *testing.T, d time.Duration) (number uint16, payload string, ok bool) {
+	t.Helper()
+	c.conn.SetReadDeadline(time.Now().Add(d))
+	buf := make([]byte, 2048)
+	for {
+		var b []byte
+		if c.stream {
+			if _, err := io.ReadFull(c.conn, buf[:4]); err != nil {
+				return 0, "", readFailed(t, err)
+			}
+			size := int(binary.BigEndian.Uint16(buf[2:4]))
+			if buf[0]>>6 == 0 {
+				size += 16
+			} else {
+				size = (size + 3) &^ 3
+			}
+			if _, err := io.ReadFull(c.conn, buf[4:4+size]); err != nil {
+				return 0, "", readFailed(t, err)
+			}
+			b = buf[:4+size]
+		} else {
+			n, err := c.conn.Read(buf)
+			if err != nil {
+				return 0, "", readFailed(t, err)
+			}
+			b = buf[:n]
+		}
+		if b[0]>>6 != 1 {
+			continue
+		}
+		l := int(binary.BigEndian.Uint16(b[2:4]))
+		return binary.BigEndian.Uint16(b), string(b[4 : 4+l]), true
+	}
+}
+
+func readFailed(t *testing.T, err error) bool {
+	t.Helper()
+	if !isTimeout(err) {
+		t.Fatal(err)
+	}
+	return false
+}
+
+// readPeer returns what the peer received next, or "" at the deadline.
+func readPeer(t *testing.T, p *net.UDPConn, d time.Duration) (string, netip.AddrPort) {
+	t.Helper()
+	p.SetReadDeadline(time.Now().Add(d))
+	buf := make([]byte, 2048)
+	n, from, err := p.ReadFromUDPAddrPort(buf)
+	if err != nil {
+		if !isTimeout(err) {
+			t.Fatal(err)
+		}
+		return "", from
+	}
+	return string(buf[:n]), from
+}
+
+const wait = 5 * time.Second // bounds reads that must succeed; never paces
+
+// roundTrip sends msg on channel number to peer, checks it arrives from
+// the relay address, and sends it back through the channel.
+func (c *channelClient) roundTrip(t *testing.T, number uint16, peer *net.UDPConn, msg string) {
+	t.Helper()
+	c.sendChannelData(number, msg)
+	got, from := readPeer(t, peer, wait)
+	if got != msg || from != c.relay {
+		t.Fatalf("peer got %q from %v, want %q from the relay %v", got, from, msg, c.relay)
+	}
+	peer.WriteToUDPAddrPort([]byte(msg+" back"), c.relay)
+	n, back, ok := c.readChannelData(t, wait)
+	if !ok || n != number || back != msg+" back" {
+		t.Fatalf("client got %q on %#x (ok %v), want %q on %#x", back, n, ok, msg+" back", number)
+	}
+}
+
+// TestChannelDataFastPath relays ChannelData both ways for UDP and TCP
+// clients, and checks that icebox's data plane did it, not pion.
+func TestChannelDataFastPath(t *testing.T) {
+	t.Parallel()
+	for _, network := range []string{"udp", "tcp"} {
+		t.Run(network, func(t *testing.T) {
+			ts := startServer(t, testConfig())
+			c := allocateRaw(t, ts, network)
+			peer := peerSocket(t)
+			mustSucceed(t, c.bind(0x4000, peer), "channel bind")
+			for _, msg := range []string{"a", "odd length", "four"} {
+				c.roundTrip(t, 0x4000, peer, msg)
+			}
+			if got := testenv.MetricValue(t, ts.metrics.fastToPeer); got != 3 {
+				t.Errorf("data plane relayed %v to the peer, want 3", got)
+			}
+			if got := testenv.MetricValue(t, ts.metrics.fastFromPeer); got != 3 {
+				t.Errorf("data plane relayed %v to the client, want 3", got)
+			}
+			if got := testenv.MetricValue(t, ts.metrics.toPeerPackets); got != 3 {
+				t.Errorf("relayed packets to peer = %v, want 3", got)
+			}
+		})
+	}
+}
+
+// TestChannelAndPermissionExpiry ages the data plane's clock: a channel
+// whose permission lapsed (5 min) relays nothing until the client binds it
+// again, and a channel not refreshed for 10 minutes relays nothing.
+func TestChannelAndPermissionExpiry(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t, testConfig())
+	c := allocateRaw(t, ts, "udp")
+	peer := peerSocket(t)
+	mustSucceed(t, c.bind(0x4000, peer), "channel bind")
+	c.roundTrip(t, 0x4000, peer, "fresh")
+
+	ts.dp.skew.Add(int64(permissionLifetime + time.Second))
+	c.sendChannelData(0x4000, "permission lapsed")
+	peer.WriteToUDPAddrPort([]byte("from peer, permission lapsed"), c.relay)
+	waitMetric(t, ts.metrics.fastDrops[dropExpired], 2)
+	// The refresh the client owes: binding again refreshes both.
+	mustSucceed(t, c.bind(0x4000, peer), "channel refresh")
+	c.roundTrip(t, 0x4000, peer, "refreshed")
+	if got, _ := readPeer(t, peer, 0); got != "" {
+		t.Fatalf("peer got %q", got)
+	}
+
+	// A CreatePermission keeps the permission alive, but not the channel.
+	for range 3 {
+		ts.dp.skew.Add(int64(channelLifetime / 3))
+		a := peer.LocalAddr().(*net.UDPAddr)
+		mustSucceed(t, c.do(stun.MethodCreatePermission, peerAttr(a.IP, a.Port)), "create permission")
+	}
+	ts.dp.skew.Add(int64(time.Second))
+	c.sendChannelData(0x4000, "channel expired")
+	waitMetric(t, ts.metrics.fastDrops[dropExpired], 3)
+	if got := testenv.MetricValue(t, ts.metrics.fastToPeer); got != 2 {
+		t.Errorf("data plane relayed %v, want only the 2 live round trips", got)
+	}
+}
+
+// waitMetric waits until counter c reaches want: the data plane counts a
+// drop before it reads the next datagram.
+func waitMetric(t *testing.T, c prometheus.Counter, want float64) {
+	t.Helper()
+	end := time.Now().Add(wait)
+	for testenv.MetricValue(t, c) < want {
+		if time.Now().After(end) {
+			t.Fatalf("counter at %v, want %v", testenv.MetricValue(t, c), want)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestNothingRelayedAfterRefreshZero: deleting the allocation ends the
+// data plane's relaying at once, both ways.
+func TestNothingRelayedAfterRefreshZero(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t, testConfig())
+	c := allocateRaw(t, ts, "udp")
+	peer := peerSocket(t)
+	mustSucceed(t, c.bind(0x4000, peer), "channel bind")
+	c.roundTrip(t, 0x4000, peer, "before")
+	mustSucceed(t, c.do(stun.MethodRefresh, lifetimeAttr(0)), "refresh 0")
+	ts.waitAllocations(t, 0)
+	if a := ts.dp.lookup(connIDOf(c.conn.LocalAddr())); a != nil {
+		t.Fatal("data plane still holds the allocation")
+	}
+	c.sendChannelData(0x4000, "after")
+	peer.WriteToUDPAddrPort([]byte("after, from peer"), c.relay)
+	// A Binding answered after both proves the server read them.
+	bindingAfter(t, c)
+	if got, _ := readPeer(t, peer, 0); got != "" {
+		t.Errorf("peer got %q after Refresh(0)", got)
+	}
+	if _, got, ok := c.readChannelData(t, 0); ok {
+		t.Errorf("client got %q after Refresh(0)", got)
+	}
+	if got := testenv.MetricValue(t, ts.metrics.fastToPeer); got != 1 {
+		t.Errorf("data plane relayed %v to the peer, want 1", got)
+	}
+}
+
+// bindingAfter sends a Binding request on the client's connection and
+// waits for its answer.
+func bindingAfter(t *testing.T, c *channelClient) {
+	t.Helper()
+	m := c.build(stun.MethodBinding, false)
+	c.rawClient.roundTrip(m)
+}
+
+// TestChannelRebindRefused: a bound channel number cannot move to another
+// peer (RFC 8656 §12.2: 400), and keeps relaying to the first one; a peer
+// with no permission gets nothing through the relay.
+func TestChannelRebindRefused(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t, testConfig())
+	c := allocateRaw(t, ts, "udp")
+	first, second, stranger := peerSocket(t), peerSocket(t), peerSocket(t)
+	mustSucceed(t, c.bind(0x4000, first), "channel bind")
+	if res := c.bind(0x4000, second); errorCode(res) != int(stun.CodeBadRequest) {
+		t.Fatalf("rebinding to another peer: %v, want 400", res)
+	}
+	// The stranger has no permission: its datagram reaches nobody, and
+	// the first peer's, sent after it, is the first the client sees.
+	stranger.WriteToUDPAddrPort([]byte("stranger"), c.relay)
+	c.roundTrip(t, 0x4000, first, "still the first")
+	if got, _ := readPeer(t, second, 0); got != "" {
+		t.Errorf("second peer got %q", got)
+	}
+	// The refused request's entry went with pion's error answer.
+	ts.dp.pendMu.Lock()
+	defer ts.dp.pendMu.Unlock()
+	if n := len(ts.dp.pending); n != 0 {
+		t.Errorf("%d requests still pending after every answer", n)
+	}
+}
+
+// TestReloadDenyingAPeerStopsItsChannels: a reload whose policy refuses a
+// peer stops the channels already bound to it, both ways, and Send too.
+func TestReloadDenyingAPeerStopsItsChannels(t *testing.T) {
+	t.Parallel()
+	// The peer is not on 127.0.0.1, the relay address, which the policy
+	// treats as another client's relay.
+	cfg := testConfig()
+	cfg.Peers.Allow = []string{"127.0.0.2/32"}
+	ts := startServer(t, cfg)
+	c := allocateRaw(t, ts, "udp")
+	peer := peerSocketAt(t, net.IPv4(127, 0, 0, 2))
+	mustSucceed(t, c.bind(0x4000, peer), "channel bind")
+	c.roundTrip(t, 0x4000, peer, "allowed")
+
+	cfg.Peers.Allow = nil // 127.0.0.2 is loopback: refused by default
+	if err := ts.Reload(cfg); err != nil {
+		t.Fatal(err)
+	}
+	c.sendChannelData(0x4000, "denied, from client")
+	peer.WriteToUDPAddrPort([]byte("denied, from peer"), c.relay)
+	a := peer.LocalAddr().(*net.UDPAddr)
+	send, err := stun.Build(stun.TransactionID, stun.NewType(stun.MethodSend, stun.ClassIndication),
+		peerAttr(a.IP, a.Port), rawAttr(stun.AttrData, []byte("denied, send")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.send(send.Raw)
+	bindingAfter(t, c)
+	waitMetric(t, ts.metrics.fastDrops[dropRefused], 2)
+	waitMetric(t, ts.metrics.peerRefusals[refuseReserved], 1) // the Send
+	if got, _ := readPeer(t, peer, 0); got != "" {
+		t.Errorf("peer got %q after the reload", got)
+	}
+	if _, got, ok := c.readChannelData(t, 0); ok {
+		t.Errorf("client got %q after the reload", got)
+	}
+}
+
+// TestChannelDataAllocatesNothing relays ChannelData both ways through
+// real sockets and counts heap allocations in the whole process: the
+// server's per-packet path (front door, data plane, relay socket) must
+// allocate nothing.
+func TestChannelDataAllocatesNothing(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector allocates")
+	}
+	ts := startServer(t, testConfig(), infoLogger)
+	c := allocateRaw(t, ts, "udp")
+	peer := peerSocket(t)
+	mustSucceed(t, c.bind(0x4000, peer), "channel bind")
+	c.roundTrip(t, 0x4000, peer, "warm up")
+
+	client := c.conn.(*net.UDPConn)
+	msg := make([]byte, 4+160)
+	binary.BigEndian.PutUint16(msg, 0x4000)
+	binary.BigEndian.PutUint16(msg[2:], 160)
+	buf := make([]byte, 2048)
+	client.SetReadDeadline(time.Time{})
+	peer.SetReadDeadline(time.Time{})
+	var failed error
+	toPeer := func() {
+		client.Write(msg)
+		if _, _, err := peer.ReadFromUDPAddrPort(buf); err != nil {
+			failed = err
+		}
+	}
+	toClient := func() {
+		peer.WriteToUDPAddrPort(buf[:160], c.relay)
+		if _, err := client.Read(buf); err != nil {
+			failed = err
+		}
+	}
+	for name, f := range map[string]func(){"client to peer": toPeer, "peer to client": toClient} {
+		if n := testing.AllocsPerRun(2000, f); n != 0 {
+			t.Errorf("%s: %v allocations per packet, want 0", name, n)
+		}
+	}
+	if failed != nil {
+		t.Fatal(failed)
+	}
+	if got := testenv.MetricValue(t, ts.metrics.fastFromPeer); got < 2000 {
+		t.Errorf("data plane relayed %v to the client, want every packet", got)
+	}
+}
+
+// TestFastPathAnswersFromTheAddressTheClientUsed: on a wildcard socket
+// (the default ":3478") the data plane's ChannelData leaves from the
+// address the client sent to, as pion's answers do; the client's socket
+// is connected to that address and would drop anything else.
+func TestFastPathAnswersFromTheAddressTheClientUsed(t *testing.T) {
+	t.Parallel()
+	ts := startServerFront(t, func(c *stunsrv.Config) { c.Listen = []string{"0.0.0.0:0"} }, testConfig())
+	server := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 2), Port: ts.udp.(*net.UDPAddr).Port}
+	u, p, _ := ts.MintCredential("wildcard", 0)
+	raw := dialRaw(t, "udp", server, u, p)
+	res := raw.do(stun.MethodAllocate, udpTransport())
+	var relay stun.XORMappedAddress
+	if err := relay.GetFromAs(res, stun.AttrXORRelayedAddress); err != nil {
+		t.Fatalf("allocate: %v", res)
+	}
+	ip, _ := netip.AddrFromSlice(relay.IP)
+	c := &channelClient{rawClient: raw, relay: netip.AddrPortFrom(ip.Unmap(), uint16(relay.Port))}
+	peer := peerSocket(t)
+	mustSucceed(t, c.bind(0x4000, peer), "channel bind")
+	for _, msg := range []string{"one", "two"} {
+		c.roundTrip(t, 0x4000, peer, msg)
+	}
+	if got := testenv.MetricValue(t, ts.metrics.fastFromPeer); got != 2 {
+		t.Errorf("data plane relayed %v to the client, want 2", got)
+	}
+}
