@@ -179,11 +179,17 @@ func TestSlowlorisTLSCannotStarveALegitimateClient(t *testing.T) {
 	cfg.TLS.Listen = "127.0.0.1:0"
 	cfg.TLS.Cert, cfg.TLS.Key = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
 	cert := testenv.WriteCert(t, cfg.TLS.Cert, cfg.TLS.Key, time.Time{})
+	pair, err := tls.LoadX509KeyPair(cfg.TLS.Cert, cfg.TLS.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
 	ts := startServerFront(t, func(c *stunsrv.Config) {
 		c.MaxTCPConnectionsPerSource = perSource
 		c.MaxTLSHandshakes = 2 * perSource
 		c.TLSHandshakeTimeout = 2 * time.Second
-	}, cfg)
+	}, cfg, func(o *Options) {
+		o.GetCertificate = func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return &pair, nil }
+	})
 	addr := ts.TLSAddr().String()
 	var silent []net.Conn
 	for range attempts {

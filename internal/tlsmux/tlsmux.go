@@ -166,8 +166,8 @@ func (m *Mux) accept() {
 		select {
 		case m.pending <- struct{}{}:
 		default:
-			c.Close()
 			m.refuse(c, "too many connections in handshake")
+			c.Close()
 			continue
 		}
 		m.mu.Lock()
@@ -202,12 +202,14 @@ func (m *Mux) handle(raw net.Conn) {
 	delete(m.inFlight, raw)
 	m.mu.Unlock()
 	if route == nil {
-		tc.Close()
+		// Counted before the close, so that whoever sees the close also
+		// sees the count.
 		if why == "" {
 			m.routed.WithLabelValues("acme").Inc()
-			return
+		} else {
+			m.refuse(raw, why)
 		}
-		m.refuse(raw, why)
+		tc.Close()
 		return
 	}
 	select {
