@@ -152,13 +152,13 @@ func TestGarbageUDP(t *testing.T) {
 		pool[i] = b
 	}
 	var sent int64
-	underAttack(t, d, func(stop <-chan struct{}) {
+	rep := underAttack(t, d, func(stop <-chan struct{}) {
 		sent = flood(stop, len(conns), garbageRate, func(r *mrand.Rand) bool {
 			_, err := conns[r.IntN(len(conns))].Write(pool[r.IntN(len(pool))])
 			return err == nil
 		})
 	})
-	t.Logf("attack: %d garbage datagrams in %v (%.0f/s)", sent, attackTime, float64(sent)/attackTime.Seconds())
+	t.Logf("attack: %d garbage datagrams in %v (%.0f/s)", sent, rep.took.Round(time.Millisecond), float64(sent)/rep.took.Seconds())
 }
 
 // TestGarbageTCP: connections to the shared port that send garbage,
@@ -544,7 +544,7 @@ func TestOpenRoomFanout(t *testing.T) {
 		})
 	}
 	var sent atomic.Int64
-	underAttack(t, d, func(stop <-chan struct{}) {
+	r := underAttack(t, d, func(stop <-chan struct{}) {
 		big := []byte(`{"id":"WsSDPOffer","data":"{\"type\":\"offer\",\"sdp\":\"` + strings.Repeat("y", 6000) + `\",\"controllerId\":\"any\"}"}`)
 		go func() { // the sender reads its WsErrors
 			for {
@@ -576,7 +576,7 @@ func TestOpenRoomFanout(t *testing.T) {
 	}
 	// open_room_fanout's default, 256 KiB/s in bursts of 1 MiB, over the
 	// attack and the drain.
-	if limit := int64(4<<20 + (attackTime+2*time.Second).Seconds()*(256<<10)); got.Load() > limit {
+	if limit := int64(4<<20 + (r.took+2*time.Second).Seconds()*(256<<10)); got.Load() > limit {
 		t.Errorf("%d B went out to the open room, want at most %d", got.Load(), limit)
 	}
 	if got.Load() == 0 {

@@ -38,8 +38,10 @@ const (
 	// maxRSS bounds the daemon's resident memory during and after an
 	// attack.
 	maxRSS = 256 << 20
-	// attackTime is how long each attack class runs.
-	attackTime = 2 * time.Second
+	// attackTime is how long each attack class runs at least, and
+	// maxAttackTime at most (see underAttack).
+	attackTime    = 2 * time.Second
+	maxAttackTime = 20 * time.Second
 )
 
 const testSecret = "attack-suite-secret-0123456789"
