@@ -171,14 +171,16 @@ func New(cfg Config, opts Options) (*Server, error) {
 		AuthHandler:   s.authenticate,
 		QuotaHandler:  s.admit,
 		EventHandler: turn.EventHandler{
+			// The gauges move before the quota count, whose change wakes
+			// whoever waits for it: a waiter then reads gauges that agree.
 			OnAllocationCreated: func(src, _ net.Addr, _, username, _ string, _ net.Addr, _ int) {
-				s.quotas.created(userOf(username), connIDOf(src))
 				s.metrics.allocActive.Inc()
 				s.metrics.allocTotal.Inc()
+				s.quotas.created(userOf(username), connIDOf(src))
 			},
 			OnAllocationDeleted: func(src, _ net.Addr, _, username, _ string) {
-				s.quotas.deleted(userOf(username), connIDOf(src))
 				s.metrics.allocActive.Dec()
+				s.quotas.deleted(userOf(username), connIDOf(src))
 			},
 		},
 	}
