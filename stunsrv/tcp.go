@@ -142,11 +142,11 @@ func (c *tcpConn) nextFrame() error {
 	switch Classify(b) {
 	case BindingRequest:
 		c.header = AppendBindingResponse(c.header[:0], b, c.from)
-		if _, err := c.Conn.Write(c.header); err != nil {
-			return err
-		}
+		// Counted before it is sent, as over UDP: a client that has its
+		// answer must find it counted.
 		st.answered.Inc()
-		return nil
+		_, err := c.Conn.Write(c.header)
+		return err
 	case Malformed:
 		st.malformed.Inc()
 		return errMalformedFrame
