@@ -44,6 +44,10 @@ type Config struct {
 	TURN   turnsrv.Config `yaml:"turn"`
 	Signal signal.Config  `yaml:"signal"`
 	Admin  AdminConfig    `yaml:"admin"`
+
+	// secretCredential names the systemd credential that turn.secret_file
+	// was filled in from, for logs; "" when the config set it.
+	secretCredential string
 }
 
 // LogConfig is the log section.
@@ -93,16 +97,31 @@ func (c *Config) Validate() error {
 
 // LoadConfig reads path over the defaults and validates the result. Every
 // mistake comes back as "path:line: key: problem (fix: ...)".
+// Paths in systemd's credentials directory and the TURN secret the unit
+// passes as a credential are resolved here (applyCredentials).
 func LoadConfig(path string) (Config, error) {
 	cfg := DefaultConfig()
+	var err error
 	if path == "" {
-		return cfg, cfg.Validate()
+		err = cfg.Validate()
+	} else {
+		var data []byte
+		if data, err = os.ReadFile(path); err != nil {
+			return cfg, fmt.Errorf("config: %w", err)
+		}
+		cfg, err = parseConfig(path, data)
 	}
-	data, err := os.ReadFile(path)
 	if err != nil {
-		return cfg, fmt.Errorf("config: %w", err)
+		return cfg, err
 	}
-	return parseConfig(path, data)
+	if err := applyCredentials(&cfg, os.Getenv); err != nil {
+		name := path
+		if name == "" {
+			name = "built-in defaults"
+		}
+		return cfg, fmt.Errorf("%s: %w", name, err)
+	}
+	return cfg, nil
 }
 
 // parseConfig is LoadConfig for a file already read; path only names it

@@ -62,7 +62,7 @@ func TestStartupSummaryAndHelp(t *testing.T) {
 		t.Errorf("-h: code %d, output %q", code, errOut.String())
 	}
 	errOut.Reset()
-	if code := run([]string{"-config", writeConfig(t, "stun:\n  lisen: []\n")}, &out, &errOut); code != 1 || !strings.Contains(errOut.String(), ":2: stun.lisen: unknown option") {
+	if code := run([]string{"-config", writeConfig(t, "stun:\n  lisen: []\n")}, &out, &errOut); code != exitConfig || !strings.Contains(errOut.String(), ":2: stun.lisen: unknown option") {
 		t.Errorf("bad config: code %d, output %q", code, errOut.String())
 	}
 	out.Reset()
