@@ -163,4 +163,3 @@ func TestCLIArgumentMistakes(t *testing.T) {
 		}
 	}
 }
-
