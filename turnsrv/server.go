@@ -24,6 +24,8 @@ import (
 
 	"github.com/pion/turn/v4"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"icebox/internal/ipclass"
 )
 
 // ErrDisabled is returned by New when the config has enabled: false.
@@ -230,7 +232,7 @@ func ChoosePublicIP(given netip.Addr, cfg Config) (netip.Addr, error) {
 	for _, a := range hostAddrs() {
 		switch {
 		case !a.Is4() || !a.IsGlobalUnicast():
-		case !a.IsPrivate() && !reservedPeersContain(a):
+		case ipclass.IsPublic(a):
 			return a, nil
 		case !private.IsValid():
 			private = a
@@ -249,8 +251,6 @@ func (c Config) relayBind() netip.Addr {
 	}
 	return netip.MustParseAddr(c.Relay.Address).Unmap()
 }
-
-func reservedPeersContain(a netip.Addr) bool { return containsAddr(reservedPeers, a) }
 
 func appendSpecific(as []netip.Addr, a net.Addr) []netip.Addr {
 	var ip net.IP

@@ -21,6 +21,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"icebox/internal/ipclass"
 	"icebox/stunsrv"
 	"icebox/turnsrv"
 )
@@ -176,9 +177,9 @@ func start(cfg Config, log *slog.Logger) (_ *daemon, err error) {
 		return d, fmt.Errorf("public_ip: %w", err)
 	}
 	log.Info("public address chosen", "public_ip", d.publicIP, "how", how)
-	if cfg.TURN.Enabled && !isPublic(d.publicIP) {
+	if why := ipclass.NonPublic(d.publicIP); cfg.TURN.Enabled && why != "" {
 		log.Warn("clients are told a non-public address for TURN relays: only clients on this network can use them; set public_ip to the address clients reach",
-			"public_ip", d.publicIP)
+			"public_ip", d.publicIP, "range", why)
 	}
 
 	d.stun, err = stunsrv.New(cfg.STUN, stunsrv.Options{

@@ -366,14 +366,15 @@ func TestSignalingURL(t *testing.T) {
 }
 
 func TestRelayedCause(t *testing.T) {
+	// Public addresses, not documentation ranges: those are not public.
 	u, _ := parseICEURL("turn:turn.example.com:3478?transport=udp")
-	pub := []netip.Addr{netip.MustParseAddr("203.0.113.7")}
+	pub := []netip.Addr{netip.MustParseAddr("1.2.3.7")}
 	fail, cause := relayedCause(u, netip.MustParseAddr("10.0.0.5"), pub)
 	if !fail || !strings.Contains(cause, "TURN UDP allocated but relayed address 10.0.0.5 is private: set public_ip") {
 		t.Errorf("private relay behind a public name: fail=%v %q", fail, cause)
 	}
-	fail, cause = relayedCause(u, netip.MustParseAddr("198.51.100.9"), pub)
-	if fail || !strings.Contains(cause, "203.0.113.7, what turn.example.com resolves to: if clients cannot reach 198.51.100.9, public_ip is wrong (set it to 203.0.113.7?)") {
+	fail, cause = relayedCause(u, netip.MustParseAddr("1.2.3.9"), pub)
+	if fail || !strings.Contains(cause, "1.2.3.7, what turn.example.com resolves to: if clients cannot reach 1.2.3.9, public_ip is wrong (set it to 1.2.3.7?)") {
 		t.Errorf("other public relay: fail=%v %q", fail, cause)
 	}
 	// A LAN deployment: private name, private relay elsewhere: a warning.
