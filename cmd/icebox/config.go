@@ -134,14 +134,22 @@ func parseConfig(path string, data []byte) (Config, error) {
 	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
+	var errs []error
 	// io.EOF: an empty file, which means the defaults.
 	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
-		return cfg, explainDecodeError(path, &root, err)
+		var te *yaml.TypeError
+		if !errors.As(err, &te) {
+			return cfg, explainDecodeError(path, &root, err)
+		}
+		// yaml.v3 decodes the rest of the file around values of the wrong
+		// type (those keep their defaults), so the remaining options can
+		// still be checked: every mistake is reported in one go.
+		errs = append(errs, explainDecodeError(path, &root, err))
 	}
 	if err := cfg.Validate(); err != nil {
-		return cfg, locate(path, &root, err)
+		errs = append(errs, locate(path, &root, err))
 	}
-	return cfg, nil
+	return cfg, errors.Join(errs...)
 }
 
 var (
