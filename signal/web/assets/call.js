@@ -287,10 +287,17 @@ async function addCandidate(c) {
   }
 }
 
+// waitingText is what a tab alone in its room says after Start.
+const waitingText = 'Waiting for the other side: nobody else is in this room yet. Send them the link above, or open it in a second tab, and press Start there.';
+
 function showState(state) {
-  $('conn').textContent = state;
+  $('conn').textContent = state === 'new' ? 'new: waiting for the other side' : state;
   $('conn').className = { connected: 'good', failed: 'bad' }[state] || '';
-  if (state === 'failed') {
+  if (state === 'new') {
+    say(waitingText);
+  } else if (state === 'connecting' && $('message').textContent === waitingText) {
+    say('');
+  } else if (state === 'failed') {
     say('The call could not connect. Try "Relay only", and open the Check page to see whether TURN works here.');
   } else if (state === 'disconnected') {
     say('The other side left or lost its network. Keep this tab open: the call starts again when someone opens the link.');
