@@ -7,7 +7,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"icebox/internal/testenv"
 	"icebox/turnsrv"
 )
 
@@ -161,5 +163,36 @@ func TestCLIArgumentMistakes(t *testing.T) {
 		if code := run(tc.args, &out, &errOut); code != tc.code || !strings.Contains(errOut.String(), tc.want) {
 			t.Errorf("%v: exit %d, stderr %q; want exit %d and %q", tc.args, code, errOut.String(), tc.code, tc.want)
 		}
+	}
+}
+
+// TestTLSKeyFromSystemdCredential: a key written as
+// ${CREDENTIALS_DIRECTORY}/NAME is read from the unit's credentials
+// directory (TURN over TLS serves with it); a missing one stops loading
+// with the name and where it was looked for.
+func TestTLSKeyFromSystemdCredential(t *testing.T) {
+	creds := t.TempDir()
+	t.Setenv("CREDENTIALS_DIRECTORY", creds)
+	cfg := testConfig(t)
+	cfg.TURN.Secrets = []string{"a-secret-of-some-length"}
+	cfg.TURN.TLS.Listen = "127.0.0.1:0"
+	cfg.TURN.TLS.Cert = filepath.Join(t.TempDir(), "cert.pem")
+	cfg.TURN.TLS.Key = "${CREDENTIALS_DIRECTORY}/icebox.turn-tls.key"
+	path := writeTestConfig(t, cfg)
+
+	if _, err := LoadConfig(path); err == nil || !strings.Contains(err.Error(), "turn.tls.key: systemd credential icebox.turn-tls.key not found") {
+		t.Fatalf("missing credential: %v", err)
+	}
+	cert := testenv.WriteCert(t, cfg.TURN.TLS.Cert, filepath.Join(creds, "icebox.turn-tls.key"), time.Time{})
+	loaded, err := LoadConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := filepath.Join(creds, "icebox.turn-tls.key"); loaded.TURN.TLS.Key != want {
+		t.Errorf("key path %q, want %q", loaded.TURN.TLS.Key, want)
+	}
+	d, _ := startDaemon(t, loaded)
+	if got := tlsSerial(t, d.turn.TLSAddr().String()); got != cert.SerialNumber.String() {
+		t.Errorf("TURN over TLS serves certificate %s, want %s", got, cert.SerialNumber)
 	}
 }
