@@ -36,7 +36,7 @@ Usage:
                                  the daemon's secret (never a new one)
   icebox token [-config FILE] -room R [-ttl 10m]
                                  print a join token for one pairing
-  icebox check [-insecure] [-timeout 10s] [-origin O] [-token T] [-room R] [-v] URL
+  icebox check [-insecure] [-timeout 5s] [-origin O] [-token T] [-room R] [-v] URL
                                  check a deployment from outside: signaling,
                                  STUN, TURN allocation and relaying, with the
                                  likely cause of what fails; -insecure accepts
