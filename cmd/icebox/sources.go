@@ -93,7 +93,7 @@ func credentialFile(name string, getenv func(string) string) (path string, ok bo
 
 // credentialPrefixes are how a config names a file in the unit's
 // credentials directory, e.g. key: ${CREDENTIALS_DIRECTORY}/icebox.turn-tls.key.
-var credentialPrefixes = []string{"${CREDENTIALS_DIRECTORY}/", "$CREDENTIALS_DIRECTORY/", "%d/"}
+var credentialPrefixes = []string{"${CREDENTIALS_DIRECTORY}/", "$CREDENTIALS_DIRECTORY/"}
 
 // resolveCredentialPath turns a path written relative to systemd's
 // credentials directory into a real file path: in $CREDENTIALS_DIRECTORY
