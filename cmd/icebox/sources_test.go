@@ -87,6 +87,10 @@ func TestCredentialsUseTheDaemonsSecret(t *testing.T) {
 	if !strings.Contains(logs.String(), "state_dir="+cfg.StateDir) || !strings.Contains(logs.String(), `turn_secret="generated, kept in `+secretFile+`"`) {
 		t.Errorf("start-up log does not say where state lives and that the secret was generated:\n%s", logs)
 	}
+	// The next start finds it: loaded, not generated.
+	if got := newSecretNote(cfg, cfg.StateDir).String(cfg); got != "loaded from "+secretFile {
+		t.Errorf("after the first start the secret note is %q", got)
+	}
 	secret, _ := os.ReadFile(secretFile)
 	if s := strings.TrimSpace(string(secret)); s == "" || strings.Contains(logs.String(), s) || strings.Contains(stderr, s) {
 		t.Error("the secret is empty, or it was logged")
