@@ -100,7 +100,10 @@ type ktClient struct {
 	ws *websocket.Conn
 }
 
-const readTimeout = 5 * time.Second
+// readTimeout only guards against a hung test: on a loaded machine (CI,
+// several runs at once) -race handling of megabytes of frames took over
+// 5 s, so it is generous; a passing test never waits for it.
+const readTimeout = 30 * time.Second
 
 func dialKt(t testing.TB, url string, hdr http.Header) *ktClient {
 	t.Helper()
@@ -242,11 +245,12 @@ func candidates(room string, cands ...string) []byte {
 	return frameOf("WsIceCandidates", d)
 }
 
-// eventually polls cond until it holds or 5 s pass. Only for state with no
-// event to wait on, such as metrics updated after a socket closes.
+// eventually polls cond until it holds or readTimeout passes. Only for
+// state with no event to wait on, such as metrics updated after a socket
+// closes.
 func eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(readTimeout)
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
 	for !cond() {

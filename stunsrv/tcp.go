@@ -330,10 +330,12 @@ func (c *tcpConn) nextFrame() ([]byte, error) {
 	switch Classify(b) {
 	case BindingRequest:
 		c.header = AppendBindingResponse(c.header[:0], b, c.from)
+		// Counted before it is sent, as over UDP: a client that has its
+		// answer must find it counted.
+		st.answered.Inc()
 		if _, err := c.Conn.Write(c.header); err != nil {
 			return nil, err
 		}
-		st.answered.Inc()
 		return nil, nil
 	case Malformed:
 		st.malformed.Inc()

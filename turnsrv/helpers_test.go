@@ -171,6 +171,9 @@ type wireRecorder struct {
 	net.PacketConn
 	sentChannelData, sentSend atomic.Int64
 	gotChannelData, gotData   atomic.Int64
+	// sentPermissions counts CreatePermission requests, retransmissions
+	// included: over UDP a slow answer makes pion send one again.
+	sentPermissions atomic.Int64
 }
 
 func (w *wireRecorder) WriteTo(p []byte, addr net.Addr) (int, error) {
@@ -179,6 +182,8 @@ func (w *wireRecorder) WriteTo(p []byte, addr net.Addr) (int, error) {
 		w.sentChannelData.Add(1)
 	case "send":
 		w.sentSend.Add(1)
+	case "createpermission":
+		w.sentPermissions.Add(1)
 	}
 	return w.PacketConn.WriteTo(p, addr)
 }
@@ -204,6 +209,8 @@ func kind(p []byte) string {
 		return "send"
 	case len(p) >= 20 && binary.BigEndian.Uint16(p) == stun.NewType(stun.MethodData, stun.ClassIndication).Value():
 		return "data"
+	case len(p) >= 20 && binary.BigEndian.Uint16(p) == stun.NewType(stun.MethodCreatePermission, stun.ClassRequest).Value():
+		return "createpermission"
 	}
 	return "other"
 }

@@ -5,54 +5,20 @@ import (
 	"net"
 	"net/netip"
 	"sync/atomic"
+
+	"icebox/internal/ipclass"
 )
 
 // Why a peer was refused; the values label icebox_turn_peer_refusals_total.
 const (
 	refuseTeredo    = "teredo"      // 2001::/32 hides an IPv4 address we cannot check
-	refuseReserved  = "reserved"    // a built-in non-public range
+	refuseReserved  = "reserved"    // a non-public range (internal/ipclass)
 	refuseDenied    = "denied"      // turn.peers.deny
 	refuseOwn       = "own_address" // one of this host's addresses
 	refuseRelayPort = "relay_port"  // the relay address, but not a live relay port
 )
 
 var refusalReasons = []string{refuseTeredo, refuseReserved, refuseDenied, refuseOwn, refuseRelayPort}
-
-// reservedPeers are ranges no relay may reach by default: a relay into them
-// would make icebox a proxy into the host's own network, its cloud metadata
-// service or somewhere that is not the public internet.
-var reservedPeers = mustPrefixes(
-	// IPv4
-	"0.0.0.0/8",       // "this network", including unspecified (RFC 1122)
-	"10.0.0.0/8",      // private (RFC 1918)
-	"100.64.0.0/10",   // carrier-grade NAT (RFC 6598)
-	"127.0.0.0/8",     // loopback
-	"169.254.0.0/16",  // link-local, including cloud metadata 169.254.169.254
-	"172.16.0.0/12",   // private (RFC 1918)
-	"192.0.0.0/24",    // IETF protocol assignments (RFC 6890)
-	"192.0.2.0/24",    // documentation TEST-NET-1 (RFC 5737)
-	"192.88.99.0/24",  // 6to4 relay anycast (RFC 7526)
-	"192.168.0.0/16",  // private (RFC 1918)
-	"198.18.0.0/15",   // benchmarking (RFC 2544)
-	"198.51.100.0/24", // documentation TEST-NET-2
-	"203.0.113.0/24",  // documentation TEST-NET-3
-	"224.0.0.0/4",     // multicast
-	"240.0.0.0/4",     // reserved, including broadcast 255.255.255.255
-	// IPv6
-	"::/128",         // unspecified
-	"::1/128",        // loopback
-	"64:ff9b:1::/48", // local-use NAT64 (RFC 8215); where it embeds IPv4 is local policy
-	"100::/64",       // discard-only (RFC 6666)
-	"2001:2::/48",    // benchmarking (RFC 5180)
-	"2001:10::/28",   // ORCHID
-	"2001:20::/28",   // ORCHIDv2 (RFC 7343)
-	"2001:db8::/32",  // documentation (RFC 3849)
-	"3fff::/20",      // documentation (RFC 9637)
-	"fc00::/7",       // unique local (RFC 4193)
-	"fe80::/10",      // link-local
-	"fec0::/10",      // site-local, deprecated but still routed by some stacks
-	"ff00::/8",       // multicast
-)
 
 // IPv6 forms that embed an IPv4 address. Refusing 127.0.0.1 but not
 // ::ffff:127.0.0.1 or 64:ff9b::7f00:1 has been a real TURN server CVE.
@@ -92,7 +58,7 @@ func canonicalPeer(a netip.Addr) (c netip.Addr, isTeredo bool) {
 // Reload swaps in a new one.
 type peerPolicy struct {
 	allow []netip.Prefix
-	deny  []netip.Prefix // turn.peers.deny; reservedPeers are checked separately
+	deny  []netip.Prefix // turn.peers.deny; non-public ranges are checked separately
 	own   map[netip.Addr]struct{}
 	// relay holds the addresses relays are reachable at. A peer there is
 	// another client's relay (two relay-only clients on one server, the
@@ -138,7 +104,10 @@ func (p *peerPolicy) refusal(ip net.IP) string {
 		// In any form: toRelayRefused checks the port of every packet to
 		// the canonical relay address.
 		return ""
-	case containsAddr(reservedPeers, c):
+	case !ipclass.IsPublic(c):
+		// Not the public internet: a relay there would make icebox a
+		// proxy into the host's network, its cloud metadata service or
+		// nowhere.
 		return refuseReserved
 	case containsAddr(p.deny, c), containsAddr(p.deny, a.Unmap().WithZone("")):
 		// Deny matches the written form too: an operator denying 2002::/16
@@ -169,14 +138,6 @@ func containsAddr(ps []netip.Prefix, a netip.Addr) bool {
 		}
 	}
 	return false
-}
-
-func mustPrefixes(ss ...string) []netip.Prefix {
-	ps := make([]netip.Prefix, len(ss))
-	for i, s := range ss {
-		ps[i] = netip.MustParsePrefix(s)
-	}
-	return ps
 }
 
 // routeSourceAddrs returns the addresses this host sends from by default,

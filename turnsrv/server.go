@@ -24,6 +24,8 @@ import (
 
 	"github.com/pion/turn/v4"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"icebox/internal/ipclass"
 )
 
 // ErrDisabled is returned by New when the config has enabled: false.
@@ -198,18 +200,20 @@ func New(cfg Config, opts Options) (*Server, error) {
 		AuthHandler:   s.authenticate,
 		QuotaHandler:  s.admit,
 		EventHandler: turn.EventHandler{
+			// The gauges move before the quota count, whose change wakes
+			// whoever waits for it: a waiter then reads gauges that agree.
 			OnAllocationCreated: func(src, _ net.Addr, _, username, _ string, relay net.Addr, _ int) {
 				s.dp.allocationCreated(src, relay)
-				s.quotas.created(userOf(username), connIDOf(src))
 				s.streamAllocated(src, true)
 				s.metrics.allocActive.Inc()
 				s.metrics.allocTotal.Inc()
+				s.quotas.created(userOf(username), connIDOf(src))
 			},
 			OnAllocationDeleted: func(src, _ net.Addr, _, username, _ string) {
 				s.dp.allocationDeleted(src)
-				s.quotas.deleted(userOf(username), connIDOf(src))
 				s.streamAllocated(src, false)
 				s.metrics.allocActive.Dec()
+				s.quotas.deleted(userOf(username), connIDOf(src))
 			},
 			OnAllocationError: func(src, _ net.Addr, _, _ string) { s.quotas.failed(connIDOf(src)) },
 			OnChannelDeleted: func(src, _ net.Addr, _, _, _ string, _ net.Addr, _ net.Addr, number uint16) {
@@ -276,7 +280,7 @@ func ChoosePublicIP(given netip.Addr, cfg Config) (netip.Addr, error) {
 	for _, a := range addrs {
 		switch {
 		case !a.Is4() || !a.IsGlobalUnicast():
-		case !a.IsPrivate() && !reservedPeersContain(a):
+		case ipclass.IsPublic(a):
 			return a, nil
 		case !private.IsValid():
 			private = a
@@ -295,8 +299,6 @@ func (c Config) relayBind() netip.Addr {
 	}
 	return netip.MustParseAddr(c.Relay.Address).Unmap()
 }
-
-func reservedPeersContain(a netip.Addr) bool { return containsAddr(reservedPeers, a) }
 
 func appendSpecific(as []netip.Addr, a net.Addr) []netip.Addr {
 	var ip net.IP

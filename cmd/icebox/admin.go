@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -77,6 +78,11 @@ func startAdmin(cfg AdminConfig, reg *prometheus.Registry, ready func(context.Co
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
 	ln, err := net.Listen("tcp", cfg.Listen)
+	if errors.Is(err, syscall.EADDRINUSE) {
+		_, port, _ := net.SplitHostPort(cfg.Listen)
+		return nil, fmt.Errorf("admin: tcp port %s is already in use (another icebox may be running; `ss -tlnp 'sport = :%s'` shows which process; or set admin.listen to another address, \"\" to turn it off): %w",
+			port, port, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("admin: listen %s: %w", cfg.Listen, err)
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"flag"
 	"strings"
 	"testing"
 )
@@ -39,4 +40,29 @@ func TestCheckCommand(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestHelpListsCheckFlags: icebox -h shows every flag of check, with the
+// default DefaultTimeout has, not only -insecure.
+func TestHelpListsCheckFlags(t *testing.T) {
+	var out, errOut bytes.Buffer
+	if code := run([]string{"-h"}, &out, &errOut); code != 0 {
+		t.Fatalf("-h: exit %d", code)
+	}
+	line := ""
+	for _, l := range strings.Split(errOut.String(), "\n") {
+		if strings.Contains(l, "icebox check ") {
+			line = l
+		}
+	}
+	fs, _, _ := checkFlags()
+	fs.VisitAll(func(f *flag.Flag) {
+		want := "[-" + f.Name
+		if f.Name == "timeout" {
+			want += " " + f.DefValue
+		}
+		if !strings.Contains(line, want) {
+			t.Errorf("icebox -h's check line %q lacks %q", line, want)
+		}
+	})
 }

@@ -45,6 +45,10 @@ type Config struct {
 	Signal signal.Config  `yaml:"signal"`
 	Admin  AdminConfig    `yaml:"admin"`
 	TLS    TLSConfig      `yaml:"tls"`
+
+	// secretCredential names the systemd credential that turn.secret_file
+	// was filled in from, for logs; "" when the config set it.
+	secretCredential string
 }
 
 // LogConfig is the log section.
@@ -96,16 +100,31 @@ func (c *Config) Validate() error {
 
 // LoadConfig reads path over the defaults and validates the result. Every
 // mistake comes back as "path:line: key: problem (fix: ...)".
+// Paths in systemd's credentials directory and the TURN secret the unit
+// passes as a credential are resolved here (applyCredentials).
 func LoadConfig(path string) (Config, error) {
 	cfg := DefaultConfig()
+	var err error
 	if path == "" {
-		return cfg, cfg.Validate()
+		err = cfg.Validate()
+	} else {
+		var data []byte
+		if data, err = os.ReadFile(path); err != nil {
+			return cfg, fmt.Errorf("config: %w", err)
+		}
+		cfg, err = parseConfig(path, data)
 	}
-	data, err := os.ReadFile(path)
 	if err != nil {
-		return cfg, fmt.Errorf("config: %w", err)
+		return cfg, err
 	}
-	return parseConfig(path, data)
+	if err := applyCredentials(&cfg, os.Getenv); err != nil {
+		name := path
+		if name == "" {
+			name = "built-in defaults"
+		}
+		return cfg, fmt.Errorf("%s: %w", name, err)
+	}
+	return cfg, nil
 }
 
 // parseConfig is LoadConfig for a file already read; path only names it
@@ -118,14 +137,22 @@ func parseConfig(path string, data []byte) (Config, error) {
 	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
+	var errs []error
 	// io.EOF: an empty file, which means the defaults.
 	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
-		return cfg, explainDecodeError(path, &root, err)
+		var te *yaml.TypeError
+		if !errors.As(err, &te) {
+			return cfg, explainDecodeError(path, &root, err)
+		}
+		// yaml.v3 decodes the rest of the file around values of the wrong
+		// type (those keep their defaults), so the remaining options can
+		// still be checked: every mistake is reported in one go.
+		errs = append(errs, explainDecodeError(path, &root, err))
 	}
 	if err := cfg.Validate(); err != nil {
-		return cfg, locate(path, &root, err)
+		errs = append(errs, locate(path, &root, err))
 	}
-	return cfg, nil
+	return cfg, errors.Join(errs...)
 }
 
 var (

@@ -102,6 +102,10 @@ func TestConfigErrorsNameFileLineAndFix(t *testing.T) {
 			[]string{":3: tls.acme.domain: unknown option", "domains, email, directory, ca_root"}},
 		{"bad port", "tls:\n  listen: \"443\"\n  cert: /c\n  key: /k\n",
 			[]string{":2: tls.listen:", `":443"`}},
+		// Values of the wrong type do not hide the other mistakes: start-up
+		// and a reload list them all at once.
+		{"every mistake at once", "stun:\n  sockets: many\n  tcp_idle_timeout: 30\nturn:\n  max_ttl: forever\n  realm: \"\"\nlog:\n  level: loud\n",
+			[]string{":2: stun.sockets:", ":3: stun.tcp_idle_timeout:", ":5: turn.max_ttl:", ":6: turn.realm: is empty", ":8: log.level: unknown level"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			path := writeConfig(t, tc.body)

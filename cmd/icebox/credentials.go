@@ -8,13 +8,12 @@ import (
 	"fmt"
 	"io"
 	"time"
-
-	"icebox/turnsrv"
 )
 
 // credentialsCmd is `icebox credentials`: ICE servers with a fresh TURN
 // credential, like eturnalctl credentials, minted from the same secret the
-// daemon uses (its config, file, env or generated state).
+// daemon uses (its config, file, env, systemd credential or generated
+// state), found where the daemon finds it; it never makes one up.
 func credentialsCmd(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("icebox credentials", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -31,9 +30,9 @@ func credentialsCmd(args []string, stdout, stderr io.Writer) int {
 		}
 		return 2
 	}
-	cfg, err := LoadConfig(*configPath)
+	cfg, secrets, err := cliSecrets(*configPath, stderr)
 	if err != nil {
-		fmt.Fprintf(stderr, "icebox: invalid config:\n%v\n", err)
+		fmt.Fprintf(stderr, "icebox: %v\n", err)
 		return 1
 	}
 	if !cfg.TURN.Enabled {
@@ -47,10 +46,11 @@ func credentialsCmd(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "icebox: -ttl %v is longer than turn.max_ttl (%v): the server would refuse it\n", *ttl, cfg.TURN.MaxTTL)
 		return 2
 	}
-	secrets, err := turnsrv.LoadSecrets(cfg.TURN, stateDir(cfg.StateDir), true)
-	if err != nil {
-		fmt.Fprintf(stderr, "icebox: %v\n", err)
-		return 1
+	if msg, refuse := judgeTTL(*ttl); refuse {
+		fmt.Fprintf(stderr, "icebox: -ttl %v is too short: %s\n", *ttl, msg)
+		return 2
+	} else if msg != "" {
+		fmt.Fprintf(stderr, "icebox: warning: -ttl %v: %s\n", *ttl, msg)
 	}
 	ip, _, err := resolvePublicIP(context.Background(), cfg)
 	if err != nil {
@@ -65,4 +65,28 @@ func credentialsCmd(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// A TURN credential is checked on every authenticated request of a call
+// (Allocate, Refresh, CreatePermission, ChannelBind), not just the first:
+// a relayed call stops working soon after its credential expires.
+const (
+	// minUsefulTTL is refused: too short to set up a call with.
+	minUsefulTTL = time.Minute
+	// shortTTL is warned about: a call outliving it loses its relay at the
+	// next Refresh or permission renewal (every 5 minutes at the latest).
+	shortTTL = 10 * time.Minute
+)
+
+// judgeTTL says what is wrong with a credential lifetime, and whether it
+// is too short to hand out at all.
+func judgeTTL(ttl time.Duration) (msg string, refuse bool) {
+	const why = "icebox checks the credential on every TURN request of a call (allocate, refresh, permission), so a relayed call stops soon after it expires"
+	switch {
+	case ttl < minUsefulTTL:
+		return fmt.Sprintf("%s; use %v or more (1h or more for calls)", why, minUsefulTTL), true
+	case ttl < shortTTL:
+		return why + "; use 1h or more unless calls are that short", false
+	}
+	return "", false
 }

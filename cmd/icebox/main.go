@@ -9,6 +9,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"icebox/internal/ipclass"
 	"icebox/stunsrv"
 	"icebox/turnsrv"
 )
@@ -27,22 +29,30 @@ import (
 const usage = `icebox: STUN, TURN and WebRTC signaling in one small daemon.
 
 Usage:
-  icebox [-config FILE]          run the daemon (no FILE: built-in defaults:
-                                 STUN and TURN on :3478, signaling and the
-                                 web page on http://localhost:8080/)
-  icebox credentials [-config FILE] [-ttl 1h] [-user NAME]
+  icebox [-config FILE]          run the daemon
+  icebox credentials [-config FILE] [-ttl 12h] [-user NAME]
                                  print ICE servers JSON with a fresh TURN
-                                 credential, for a browser or app
+                                 credential, for a browser or app, minted with
+                                 the daemon's secret (never a new one)
   icebox token [-config FILE] -room R [-ttl 10m]
                                  print a join token for one pairing
-  icebox check [-insecure] URL   check a deployment from outside: signaling,
+  icebox check [-insecure] [-timeout 5s] [-origin O] [-token T] [-room R] [-v] URL
+                                 check a deployment from outside: signaling,
                                  STUN, TURN allocation and relaying, with the
-                                 likely cause of what fails
+                                 likely cause of what fails; -insecure accepts
+                                 any TLS certificate, -origin and -token get
+                                 past access control, -room joins that room
+                                 (default a random one), -v logs each step
   icebox version                 print version, commit and Go version
+  icebox COMMAND -h              that command's flags in full
 
 Options:
   -config FILE   YAML config; config.yaml in the source tree documents every
-                 option with its default. Usually /etc/icebox/config.yaml.
+                 option with its default. Without -config: $ICEBOX_CONFIG,
+                 else /etc/icebox/config.yaml if it exists, else the built-in
+                 defaults (STUN and TURN on :3478, signaling and the web page
+                 on http://localhost:8080/). The daemon and the commands look
+                 alike, so they use the same config and secret.
   -h             this help
 
 Signals: SIGHUP (systemctl reload) re-reads the config without dropping
@@ -89,12 +99,18 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "icebox: unexpected argument %q\n\n%s", fs.Arg(0), usage)
 		return 2
 	}
-	cfg, err := LoadConfig(*configPath)
+	loc, err := findConfig(*configPath, os.Getenv, systemConfigPath)
+	if err != nil {
+		fmt.Fprintf(stderr, "icebox: %v\n", err)
+		return exitConfig
+	}
+	cfg, err := LoadConfig(loc.path)
 	if err != nil {
 		fmt.Fprintf(stderr, "icebox: invalid config:\n%v\n", err)
-		return 1
+		return exitConfig
 	}
 	log, level := newLogger(stderr, cfg.Log)
+	log.Info("config", "file", loc.String())
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	hup := make(chan os.Signal, 1)
@@ -102,14 +118,40 @@ func run(args []string, stdout, stderr io.Writer) int {
 	defer signal.Stop(hup)
 	reload := reloader{
 		signals: hup,
-		load:    func() (Config, error) { return LoadConfig(*configPath) },
+		load:    func() (Config, error) { return LoadConfig(loc.path) },
 		level:   level,
 	}
 	if err := serve(ctx, cfg, log, reload); err != nil {
+		if hint := fileProblem(err); hint != "" {
+			log.Error("icebox cannot start until this is fixed; not worth restarting", "err", err, "fix", hint)
+			return exitConfig
+		}
 		log.Error("icebox stopped", "err", err)
 		return 1
 	}
 	return 0
+}
+
+// exitConfig is the exit status for a start that cannot succeed until the
+// operator changes something (sysexits' EX_CONFIG): the unit's
+// RestartPreventExitStatus= names it, so systemd stops instead of looping.
+const exitConfig = 78
+
+// fileProblem says how to fix a start-up error that a restart cannot
+// cure, a file icebox may not read or that is not there (a secret or key
+// the unit's DynamicUser cannot open), or returns "".
+func fileProblem(err error) string {
+	var pe *fs.PathError
+	switch {
+	case !errors.As(err, &pe):
+		return ""
+	case errors.Is(err, fs.ErrPermission):
+		return "icebox may not read " + pe.Path + ". Under the systemd unit it runs as its own user (DynamicUser) and cannot read root's files: " +
+			"pass the TURN secret and TLS keys as systemd credentials (/etc/credstore/, LoadCredential=); see README, \"Secrets under systemd\""
+	case errors.Is(err, fs.ErrNotExist):
+		return pe.Path + " does not exist: create it, or correct the config"
+	}
+	return ""
 }
 
 // daemon is every running part of icebox.
@@ -137,9 +179,9 @@ func start(cfg Config, log *slog.Logger) (_ *daemon, err error) {
 		return d, fmt.Errorf("public_ip: %w", err)
 	}
 	log.Info("public address chosen", "public_ip", d.publicIP, "how", how)
-	if cfg.TURN.Enabled && !isPublic(d.publicIP) {
+	if why := ipclass.NonPublic(d.publicIP); cfg.TURN.Enabled && why != "" {
 		log.Warn("clients are told a non-public address for TURN relays: only clients on this network can use them; set public_ip to the address clients reach",
-			"public_ip", d.publicIP)
+			"public_ip", d.publicIP, "range", why)
 	}
 
 	if d.tls, err = startTLS(cfg, log.With("part", "tls"), d.reg); err != nil {
@@ -156,12 +198,14 @@ func start(cfg Config, log *slog.Logger) (_ *daemon, err error) {
 	if err != nil {
 		return d, err
 	}
+	state := stateDir(cfg.StateDir)
+	secret := newSecretNote(cfg, state)
 	if cfg.TURN.Enabled {
 		opts := turnsrv.Options{
 			Logger:         log.With("part", "turn"),
 			Registerer:     d.reg,
 			PublicIP:       d.publicIP,
-			StateDir:       stateDir(cfg.StateDir),
+			StateDir:       state,
 			PacketConns:    d.stun.PacketConns(),
 			Listeners:      d.stun.Listeners(),
 			FrontDoor:      d.stun.AddListener,
@@ -190,7 +234,7 @@ func start(cfg Config, log *slog.Logger) (_ *daemon, err error) {
 	}
 	log.Info("icebox started", "version", version, "stun", d.stun.Addrs(), "turn", d.turnSummary(cfg),
 		"signal", d.signal.addr(), "web", cfg.Signal.Enabled && cfg.Signal.Web, "admin", d.admin.addr(),
-		"tls_port", d.tls.addr())
+		"tls_port", d.tls.addr(), "state_dir", state, "turn_secret", secret.String(cfg))
 	return d, nil
 }
 

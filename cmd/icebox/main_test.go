@@ -5,7 +5,9 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
 	"os/exec"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -62,7 +64,7 @@ func TestStartupSummaryAndHelp(t *testing.T) {
 		t.Errorf("-h: code %d, output %q", code, errOut.String())
 	}
 	errOut.Reset()
-	if code := run([]string{"-config", writeConfig(t, "stun:\n  lisen: []\n")}, &out, &errOut); code != 1 || !strings.Contains(errOut.String(), ":2: stun.lisen: unknown option") {
+	if code := run([]string{"-config", writeConfig(t, "stun:\n  lisen: []\n")}, &out, &errOut); code != exitConfig || !strings.Contains(errOut.String(), ":2: stun.lisen: unknown option") {
 		t.Errorf("bad config: code %d, output %q", code, errOut.String())
 	}
 	out.Reset()
@@ -72,5 +74,25 @@ func TestStartupSummaryAndHelp(t *testing.T) {
 	errOut.Reset()
 	if code := run([]string{"frobnicate"}, &out, &errOut); code != 2 || !strings.Contains(errOut.String(), `unknown command "frobnicate"`) {
 		t.Errorf("unknown command: code %d, output %q", code, errOut.String())
+	}
+}
+
+// TestReadmeNamesGoVersion: README's quick start names the Go version
+// go.mod requires, exactly, so `go run` works on what it says.
+func TestReadmeNamesGoVersion(t *testing.T) {
+	mod, err := os.ReadFile("../../go.mod")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^go (\S+)$`).FindSubmatch(mod)
+	if m == nil {
+		t.Fatal("go.mod has no go line")
+	}
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "Go " + string(m[1]) + " or newer"; !strings.Contains(string(readme), want) {
+		t.Errorf("README does not say %q", want)
 	}
 }

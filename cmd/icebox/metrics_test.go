@@ -2,6 +2,7 @@ package main
 
 import (
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os/exec"
@@ -131,5 +132,23 @@ func TestDaemonDoesNotLinkTestDependencies(t *testing.T) {
 			strings.HasPrefix(dep, "github.com/letsencrypt/pebble") || dep == "icebox/internal/testenv" {
 			t.Errorf("cmd/icebox links %s", dep)
 		}
+	}
+}
+
+// TestAdminPortInUse: a taken admin port stops start-up with the same
+// kind of hint as a taken STUN port: who may hold it and how to see.
+func TestAdminPortInUse(t *testing.T) {
+	taken, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	cfg := testConfig(t)
+	cfg.Admin.Listen = taken.Addr().String()
+	_, port, _ := net.SplitHostPort(cfg.Admin.Listen)
+	_, err = start(cfg, slog.New(slog.DiscardHandler))
+	if err == nil || !strings.Contains(err.Error(), "admin: tcp port "+port+" is already in use") ||
+		!strings.Contains(err.Error(), "ss -tlnp 'sport = :"+port+"'") || !strings.Contains(err.Error(), "admin.listen") {
+		t.Errorf("start with the admin port taken: %v", err)
 	}
 }

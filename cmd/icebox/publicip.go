@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"time"
 
+	"icebox/internal/ipclass"
 	"icebox/stunsrv"
 	"icebox/turnsrv"
 )
@@ -33,7 +34,7 @@ func resolvePublicIP(ctx context.Context, cfg Config) (netip.Addr, string, error
 // public, else what the operator's STUN servers see. It never asks a
 // server the operator did not list.
 func discoverPublicIP(ctx context.Context, local netip.Addr, stunServers []string) (netip.Addr, string, error) {
-	if isPublic(local) {
+	if ipclass.IsPublic(local) {
 		return local, "host interface", nil
 	}
 	var errs []error
@@ -51,11 +52,3 @@ func discoverPublicIP(ctx context.Context, local netip.Addr, stunServers []strin
 	}
 	return netip.Addr{}, "", fmt.Errorf("no interface has a public IPv4 address and no STUN server answered: %w", errors.Join(errs...))
 }
-
-// isPublic is false for addresses no client on the internet can reach.
-func isPublic(a netip.Addr) bool {
-	a = a.Unmap()
-	return a.IsGlobalUnicast() && !a.IsPrivate() && !cgnat.Contains(a)
-}
-
-var cgnat = netip.MustParsePrefix("100.64.0.0/10")

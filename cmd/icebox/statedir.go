@@ -17,7 +17,7 @@ func stateDir(configured string) string {
 		return strings.Split(d, ":")[0]
 	}
 	if os.Geteuid() == 0 {
-		return "/var/lib/icebox"
+		return systemStateDir
 	}
 	if d := os.Getenv("XDG_STATE_HOME"); d != "" {
 		return filepath.Join(d, "icebox")

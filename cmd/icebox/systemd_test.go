@@ -1,6 +1,8 @@
 package main
 
 import (
+	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -8,7 +10,10 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
+
+	"gopkg.in/yaml.v3"
 
 	"icebox/internal/testenv"
 )
@@ -98,9 +103,71 @@ func TestSystemdUnitSettings(t *testing.T) {
 		"CapabilityBoundingSet=CAP_NET_BIND_SERVICE\n", "NoNewPrivileges=yes", "ProtectSystem=strict",
 		"RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX AF_NETLINK\n", "SystemCallFilter=@system-service",
 		"MemoryDenyWriteExecute=yes", "Restart=on-failure", "LimitNOFILE=", "ExecReload=",
+		// No config file needed: icebox finds /etc/icebox/config.yaml itself.
+		"ExecStart=/usr/local/bin/icebox\n",
+		// Start-up errors restarting cannot fix stop the unit.
+		fmt.Sprintf("RestartPreventExitStatus=%d\n", exitConfig),
+		// Secrets the DynamicUser could not read otherwise.
+		"LoadCredential=" + turnSecretCredential + "\n",
 	} {
 		if !strings.Contains(string(unit), want) {
 			t.Errorf("unit lacks %q", strings.TrimSpace(want))
+		}
+	}
+}
+
+// TestUnreadableSecretStopsTheUnit: a secret_file the daemon may not read
+// (the unit's DynamicUser and a root-only file) ends start-up with exit
+// 78, which the unit's RestartPreventExitStatus= keeps from looping, and
+// a message that says how to pass the secret instead.
+func TestUnreadableSecretStopsTheUnit(t *testing.T) {
+	// A directory anyone may enter, as /etc/icebox is.
+	dir, err := os.MkdirTemp("", "icebox-unit")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	secret := filepath.Join(dir, "turn-secret")
+	if err := os.WriteFile(secret, []byte("a-root-only-secret-0123456789\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig(t)
+	cfg.TURN.SecretFile = secret
+	cfg.StateDir = filepath.Join(dir, "state")
+	body, err := yaml.Marshal(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	config := filepath.Join(dir, "config.yaml")
+	if err := os.WriteFile(config, body, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "icebox")
+	exe, err := os.ReadFile(buildIcebox(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, exe, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "-config", config)
+	if os.Geteuid() == 0 {
+		// Root reads any file: run as nobody, as DynamicUser would.
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	} else if err := os.Chmod(secret, 0); err != nil {
+		t.Fatal(err)
+	}
+	out, err := cmd.CombinedOutput()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != exitConfig {
+		t.Fatalf("icebox exited with %v, want status %d:\n%s", err, exitConfig, out)
+	}
+	for _, want := range []string{"may not read " + secret, "LoadCredential="} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("start-up error lacks %q:\n%s", want, out)
 		}
 	}
 }

@@ -28,16 +28,19 @@ func tokenCmd(args []string, stdout, stderr io.Writer) int {
 		}
 		return 2
 	}
-	if *room == "" || *ttl <= 0 || fs.NArg() > 0 {
+	switch {
+	case fs.NArg() > 0:
+		fmt.Fprintf(stderr, "icebox token: unexpected argument %q\n", fs.Arg(0))
 		fs.Usage()
 		return 2
+	case *room == "":
+		fmt.Fprintln(stderr, "icebox token: -room is required: the pairing (controllerId) the token admits to, e.g. -room tv-42")
+		return 2
+	case *ttl <= 0:
+		fmt.Fprintf(stderr, "icebox token: -ttl %v must be positive, e.g. -ttl 10m\n", *ttl)
+		return 2
 	}
-	cfg, err := LoadConfig(*configPath)
-	if err != nil {
-		fmt.Fprintf(stderr, "icebox: invalid config:\n%v\n", err)
-		return 1
-	}
-	keys, err := tokenKeys(cfg, nil)
+	_, keys, err := cliSecrets(*configPath, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "icebox: %v\n", err)
 		return 1

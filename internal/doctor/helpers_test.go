@@ -21,6 +21,11 @@ import (
 	"github.com/pion/turn/v4"
 )
 
+// generous is the step timeout for tests whose outcome is not a timeout:
+// it only bounds a hung step, and on a loaded machine a TLS handshake took
+// over 5 s. Tests that expect a step to time out pass a short one.
+const generous = 30 * time.Second
+
 // testOpts logs the check's debug lines (pion's too) to the test output,
 // shown when a test fails.
 func testOpts(t *testing.T, timeout time.Duration) Options {

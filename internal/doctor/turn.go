@@ -19,6 +19,8 @@ import (
 
 	"github.com/pion/stun/v3"
 	"github.com/pion/turn/v4"
+
+	"icebox/internal/ipclass"
 )
 
 // allocation is one live TURN allocation made by the check.
@@ -194,19 +196,12 @@ func (c *checker) allocate(ctx context.Context, u iceURL) (res turnResult) {
 // addresses the TURN URL's host resolves to: a private one behind a public
 // name fails (clients cannot reach it), any other is a warning.
 func relayedCause(u iceURL, relayed netip.Addr, ips []netip.Addr) (fail bool, cause string) {
-	if nonPublic(relayed) && !nonPublic(ips[0]) {
+	if !ipclass.IsPublic(relayed) && ipclass.IsPublic(ips[0]) {
 		return true, fmt.Sprintf("TURN %s allocated but relayed address %s is private: set public_ip to the address clients reach (%s, %s?)",
 			u.transportName(), relayed, ips[0], u.names())
 	}
 	return false, fmt.Sprintf("relayed address %s is not %s, %s: if clients cannot reach %s, public_ip is wrong (set it to %s?)",
 		relayed, ips[0], u.names(), relayed, ips[0])
-}
-
-var cgnat = netip.MustParsePrefix("100.64.0.0/10")
-
-// nonPublic reports addresses clients on the internet cannot reach.
-func nonPublic(a netip.Addr) bool {
-	return a.IsPrivate() || a.IsLoopback() || a.IsLinkLocalUnicast() || a.IsUnspecified() || cgnat.Contains(a)
 }
 
 // streamCause explains a failed TCP or TLS connection to a TURN server.

@@ -3,6 +3,8 @@ package web_test
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -12,13 +14,15 @@ import (
 // callStats is what the test reads from a tab's RTCPeerConnection itself,
 // not from what the page chose to display.
 type callStats struct {
-	State  string  `json:"state"`
-	Local  string  `json:"local"`  // candidateType of the selected pair's local side
-	Remote string  `json:"remote"` // and of its remote side
-	Relay  string  `json:"relay"`  // relayProtocol, where Chromium tells it
-	RTT    float64 `json:"rtt"`    // seconds; -1 when not measured yet
-	Bytes  float64 `json:"bytes"`  // inbound-rtp video bytesReceived
-	Role   string  `json:"role"`   // the type of the tab's local description
+	State  string `json:"state"`
+	Local  string `json:"local"`  // candidateType of the selected pair's local side
+	Remote string `json:"remote"` // and of its remote side
+	// RemoteAddr is the selected remote candidate's address:port.
+	RemoteAddr string  `json:"remoteAddr"`
+	Relay      string  `json:"relay"` // relayProtocol, where Chromium tells it
+	RTT        float64 `json:"rtt"`   // seconds; -1 when not measured yet
+	Bytes      float64 `json:"bytes"` // inbound-rtp video bytesReceived
+	Role       string  `json:"role"`  // the type of the tab's local description
 }
 
 // statsJS gives callStats once the tab is connected and video has arrived,
@@ -36,7 +40,7 @@ const statsJS = `(async () => {
   pair = pair || nominated;
   if (!pair || !video || !video.bytesReceived) return null;
   const l = s.get(pair.localCandidateId), r = s.get(pair.remoteCandidateId);
-  return {state: pc.connectionState, local: l.candidateType, remote: r.candidateType,
+  return {state: pc.connectionState, local: l.candidateType, remote: r.candidateType, remoteAddr: r.address + ':' + r.port,
     relay: l.relayProtocol || '', rtt: pair.currentRoundTripTime ?? -1,
     bytes: video.bytesReceived, role: pc.localDescription.type};
 })()`
@@ -84,7 +88,12 @@ func connectPair(t *testing.T, browser context.Context, url string) (a, b *tab, 
 	t.Helper()
 	a = newTab(t, browser, "tab A")
 	startCall(t, a, url, false)
+	// Alone, A says it waits for the other side and how to bring it in,
+	// not just "new".
 	waitAlone(t, a)
+	waiting := `document.getElementById('message').textContent.includes('link above') &&
+		document.getElementById('conn').textContent.includes('waiting for the other side')`
+	poll[bool](t, a, "tab A to say how to invite the other side", 5*time.Second, waiting)
 
 	b = newTab(t, browser, "tab B")
 	t0 := time.Now()
@@ -93,16 +102,43 @@ func connectPair(t *testing.T, browser context.Context, url string) (a, b *tab, 
 	sa = poll[callStats](t, a, "tab A connected with video", 10*time.Second, statsJS)
 	t.Logf("connected with video %v after tab B's Start; A is the %s side, B the %s side",
 		time.Since(t0).Round(time.Millisecond), roleOf(sa.Role), roleOf(sb.Role))
-	for _, s := range []struct {
-		tab string
-		st  callStats
-	}{{"A", sa}, {"B", sb}} {
-		t.Logf("tab %s: %+v", s.tab, s.st)
-		if s.st.Local != "relay" || s.st.Remote != "relay" {
-			t.Errorf("tab %s: selected pair %s <-> %s, want relay <-> relay", s.tab, s.st.Local, s.st.Remote)
+	checkThroughRelay(t, a, sa, b)
+	checkThroughRelay(t, b, sb, a)
+	for _, tb := range []*tab{a, b} {
+		if eval[bool](t, tb, waiting) {
+			t.Errorf("%s still says it waits for the other side while connected", tb.name)
 		}
 	}
 	return a, b, sa, sb
+}
+
+// relaysJS lists a tab's own relay candidates, address:port.
+const relaysJS = `(async () => {
+  const out = [];
+  (await window.icebox.pc.getStats()).forEach((r) => {
+    if (r.type === 'local-candidate' && r.candidateType === 'relay') out.push(r.address + ':' + r.port);
+  });
+  return out;
+})()`
+
+// checkThroughRelay asserts what a relay-only call promises: the tab's
+// selected pair leaves through its own TURN relay and reaches one of the
+// other tab's relays. ICE may know that remote from signaling (relay) or
+// first from a connectivity check (prflx); either way it is the relay.
+func checkThroughRelay(t *testing.T, tb *tab, st callStats, other *tab) {
+	t.Helper()
+	t.Logf("%s: %+v", tb.name, st)
+	if st.Local != "relay" {
+		t.Errorf("%s: selected pair leaves through a %s candidate, want its TURN relay", tb.name, st.Local)
+	}
+	relays := eval[[]string](t, other, relaysJS)
+	// Chromium leaves a prflx candidate's address out of getStats
+	// (":port"); the relay port alone names the allocation.
+	if !slices.ContainsFunc(relays, func(r string) bool {
+		return r == st.RemoteAddr || strings.HasPrefix(st.RemoteAddr, ":") && strings.HasSuffix(r, st.RemoteAddr)
+	}) {
+		t.Errorf("%s: selected remote %s (%s) is none of %s's relays %v", tb.name, st.RemoteAddr, st.Remote, other.name, relays)
+	}
 }
 
 func callRelayOnly(t *testing.T, browser context.Context, url, name string) {
@@ -143,9 +179,10 @@ func callRelayOnly(t *testing.T, browser context.Context, url, name string) {
 	poll[callStats](t, a, "tab A to take the rejoined tab B's call", 20*time.Second,
 		`(async () => !window.icebox.pc || window.icebox.pc.oldCall ? null : await `+statsJS+`)()`)
 	sb = poll[callStats](t, b, "rejoined tab B connected with video", 10*time.Second, statsJS)
-	if sb.Local != "relay" || sb.Remote != "relay" || sb.Role != "offer" {
-		t.Errorf("rejoined tab B: %+v; want a relay call that B offered", sb)
+	if sb.Role != "offer" {
+		t.Errorf("rejoined tab B: %+v; want a call that B offered", sb)
 	}
+	checkThroughRelay(t, b, sb, a)
 	chat(t, a, b, "welcome back")
 	t.Logf("rejoined after %v", time.Since(t0).Round(time.Millisecond))
 }

@@ -89,3 +89,35 @@ func TestCheckPage(t *testing.T) {
 	}
 	tb.screenshot(t, "check-wrong-secret.png")
 }
+
+// TestCheckPageNamesABrowserBlockedTCP is the finding behind a report that
+// /check failed TURN over TCP against the host's own address while
+// `icebox check` passed: Chromium applies --host-resolver-rules to
+// WebRTC's TCP connections (not to UDP), so with the test switches, which
+// map every host but localhost and 127.0.0.1 to nowhere, TURN over TCP to
+// any other address fails at once with 701 (net error -105 in Chromium's
+// log) and never reaches icebox. Here icebox listens on 127.0.0.2: UDP
+// works, TCP is stopped in the browser, and the page must say so rather
+// than blame a firewall in between.
+func TestCheckPageNamesABrowserBlockedTCP(t *testing.T) {
+	r := startRelayAt(t, "127.0.0.2")
+	browser := newBrowser(t, r)
+	srv := serveIcebox(t, r.iceServers())
+	_, rows := runCheck(t, newTab(t, browser, "check"), srv.URL+"/check")
+	if !rows["turn-udp"].OK {
+		t.Fatalf("TURN over UDP on 127.0.0.2 should work: %+v", rows["turn-udp"])
+	}
+	tcp := rows["turn-tcp"]
+	for _, want := range []string{"before it reached icebox", "--host-resolver-rules", "TURN over UDP to the same address works"} {
+		if tcp.OK || !strings.Contains(tcp.Text, want) {
+			t.Errorf("TURN over TCP row %+v; want a failure that says %q", tcp, want)
+		}
+	}
+	if strings.Contains(tcp.Text, "firewall between here and icebox") {
+		t.Errorf("TURN over TCP is blamed on a firewall in between: %q", tcp.Text)
+	}
+	// The browser stopped it: icebox never saw a TCP connection.
+	if n := r.metric(t, "icebox_stun_requests_total", "transport", "tcp"); n != 0 {
+		t.Errorf("icebox saw %v requests over TCP; the browser was expected to stop them", n)
+	}
+}

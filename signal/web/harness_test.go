@@ -38,6 +38,7 @@ import (
 // Binding to turnsrv, which also listens for TURN over TLS with a
 // self-signed certificate for localhost and 127.0.0.1.
 type relay struct {
+	ip      string // STUN and TURN's address
 	stun    *stunsrv.Server
 	turn    *turnsrv.Server
 	reg     *prometheus.Registry // both servers' metrics
@@ -50,11 +51,18 @@ type relay struct {
 
 func startRelay(t *testing.T) *relay {
 	t.Helper()
-	r := &relay{reg: prometheus.NewRegistry()}
+	return startRelayAt(t, "127.0.0.1")
+}
+
+// startRelayAt is startRelay with STUN and TURN on another loopback
+// address (TURN over TLS stays on 127.0.0.1, which its certificate names).
+func startRelayAt(t *testing.T, ip string) *relay {
+	t.Helper()
+	r := &relay{reg: prometheus.NewRegistry(), ip: ip}
 
 	tcfg := turnsrv.DefaultConfig()
 	tcfg.Secrets = []string{rand.Text()}
-	tcfg.Relay.Address = "127.0.0.1"
+	tcfg.Relay.Address = ip
 	dir := t.TempDir()
 	tcfg.TLS.Listen = "127.0.0.1:0"
 	tcfg.TLS.Cert, tcfg.TLS.Key = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
@@ -68,7 +76,7 @@ func startRelay(t *testing.T) *relay {
 	r.spki = base64.StdEncoding.EncodeToString(sum[:])
 
 	scfg := stunsrv.DefaultConfig()
-	scfg.Listen = []string{"127.0.0.1:0"}
+	scfg.Listen = []string{net.JoinHostPort(ip, "0")}
 	scfg.TCP = true
 	r.stun, err = stunsrv.New(scfg, stunsrv.Options{
 		Registerer:      r.reg,
@@ -80,7 +88,7 @@ func startRelay(t *testing.T) *relay {
 	}
 	r.turn, err = turnsrv.New(tcfg, turnsrv.Options{
 		Registerer:     r.reg,
-		PublicIP:       netip.MustParseAddr("127.0.0.1"),
+		PublicIP:       netip.MustParseAddr(ip),
 		StateDir:       t.TempDir(),
 		PacketConns:    r.stun.PacketConns(),
 		Listeners:      r.stun.Listeners(),
@@ -108,7 +116,7 @@ func startRelay(t *testing.T) *relay {
 // the server's, as a TURN server that does not share icebox's secret
 // would see it.
 func (r *relay) iceServers(wrongSecret ...string) signal.ICEServersFunc {
-	hp := net.JoinHostPort("127.0.0.1", strconv.Itoa(r.port))
+	hp := net.JoinHostPort(r.ip, strconv.Itoa(r.port))
 	urls := []string{
 		"turn:" + hp + "?transport=udp",
 		"turn:" + hp + "?transport=tcp",

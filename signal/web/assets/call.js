@@ -233,8 +233,12 @@ function setPeer(p) {
   peer = { id: p.id, presence: !!p.presence };
 }
 
+// waiting says, for a tab alone in its room after Start, whom it waits
+// for and how to bring them in.
 function waiting() {
-  say(`Waiting for the other side. Open the link above on another device, or start the app with controllerId "${room}".`);
+  $('conn').textContent = 'waiting for the other side';
+  $('conn').className = '';
+  say(`Waiting for the other side: nobody else is in this room yet. Send them the link above, or open it in a second tab and press Start there; an app joins with controllerId "${room}".`);
 }
 
 // meetApp handles a peer that is not a page: the app, which offers, or in

@@ -102,12 +102,31 @@ function verdict(test, r) {
     } else if (refused === 486) {
       text += '. Too many relays are open for this user.';
     }
+  } else if (blockedOnTheWay(test, r, codes)) {
+    // A TCP connection that fails before the limit was refused or stopped
+    // before it reached icebox; a firewall that drops packets makes it wait.
+    text = `this browser could not open a TCP connection to ${target(test.url)} (${r.errors.join('; ')}) after ${r.ms} ms: ` +
+      'it was refused or stopped before it reached icebox, by a firewall that rejects this port, ' +
+      'a proxy or browser policy on this device, or Chromium\'s --host-resolver-rules (test setups), ' +
+      'which apply to WebRTC\'s TCP connections too and so block TURN over TCP and TLS while UDP works.';
   } else {
     text = r.ms >= limitMs ? `no answer within ${limitMs / 1000} s` : 'no answer';
     if (r.errors.length) text += ` (${r.errors.join('; ')})`;
     text += '. A firewall between here and icebox may block this port or transport.';
   }
   return { ok: false, text };
+}
+
+// blockedOnTheWay is a TCP or TLS test whose connection failed (701)
+// before the time limit: refused or stopped, where packets a firewall
+// drops would leave it waiting.
+function blockedOnTheWay(test, r, codes) {
+  return (test.kind === 'turn-tcp' || test.kind === 'turn-tls') && r.ms < limitMs && codes.includes(701);
+}
+
+// target is the host:port of a STUN or TURN URL.
+function target(url) {
+  return url.replace(/^[a-z]+:/i, '').split('?')[0];
 }
 
 function hostPort(addr, port) {
@@ -155,8 +174,15 @@ async function run() {
       cells.result.classList.add(v.ok ? 'good' : 'bad');
       cells.time.textContent = r.ms + ' ms';
       cells.tr.dataset.ok = v.ok;
-      return { test, ok: v.ok };
+      return { test, ok: v.ok, blocked: !v.ok && blockedOnTheWay(test, r, r.errors.map((e) => parseInt(e, 10))), cells };
     }));
+    // TURN over UDP to the same address working rules out icebox being
+    // down or not listening: the TCP connection stopped on the way.
+    for (const o of outcomes.filter((o) => o.blocked)) {
+      if (outcomes.some((u) => u.ok && u.test.kind === 'turn-udp' && target(u.test.url) === target(o.test.url))) {
+        o.cells.result.textContent += ' TURN over UDP to the same address works, so icebox is up and listening.';
+      }
+    }
     // Say what was not tried, so a missing transport is not mistaken for a pass.
     for (const [kind, name] of [['stun', 'STUN'], ['turn-udp', 'TURN over UDP'], ['turn-tcp', 'TURN over TCP'], ['turn-tls', 'TURN over TLS']]) {
       if (!tests.some((t) => t.kind === kind)) {

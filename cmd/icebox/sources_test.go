@@ -1,0 +1,202 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"icebox/internal/testenv"
+	"icebox/turnsrv"
+)
+
+func TestFindConfig(t *testing.T) {
+	system := filepath.Join(t.TempDir(), "config.yaml")
+	env := map[string]string{}
+	getenv := func(k string) string { return env[k] }
+	check := func(flag, wantPath, wantHow string) {
+		t.Helper()
+		loc, err := findConfig(flag, getenv, system)
+		if err != nil || loc.path != wantPath || !strings.Contains(loc.how, wantHow) {
+			t.Errorf("findConfig(%q) with env %v = %+v, %v; want %q (%s)", flag, env, loc, err, wantPath, wantHow)
+		}
+	}
+	check("", "", "no -config, no $ICEBOX_CONFIG, no "+system)
+	if err := os.WriteFile(system, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	check("", system, "the default place")
+	env[configEnv] = "/srv/icebox.yaml"
+	check("", "/srv/icebox.yaml", "$ICEBOX_CONFIG")
+	check("/x.yaml", "/x.yaml", "-config")
+}
+
+// daemonWithConfigFile writes cfg to a file, loads it as the daemon does
+// (with systemd credentials applied) and starts the daemon on it. It
+// returns the file and the daemon's TURN address.
+func daemonWithConfigFile(t *testing.T, cfg Config) (string, string, *syncWriter) {
+	t.Helper()
+	path := writeTestConfig(t, cfg)
+	loaded, err := LoadConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, logs := startDaemon(t, loaded)
+	return path, d.stun.PacketConns()[0].LocalAddr().String(), logs
+}
+
+// mintWithCLI runs `icebox credentials` with args and returns the TURN
+// username and password it printed, and its stderr.
+func mintWithCLI(t *testing.T, args ...string) (user, pass, stderr string) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	if code := run(append([]string{"credentials"}, args...), &out, &errOut); code != 0 {
+		t.Fatalf("icebox credentials %v: exit %d: %s", args, code, errOut.String())
+	}
+	var servers []turnsrv.ICEServer
+	if err := json.Unmarshal(out.Bytes(), &servers); err != nil || len(servers) != 2 {
+		t.Fatalf("icebox credentials printed %q (%v)", out.String(), err)
+	}
+	return servers[1].Username, servers[1].Credential, errOut.String()
+}
+
+// TestCredentialsUseTheDaemonsSecret is the operator's first hour: the
+// daemon runs on a config with no secret (it generates one in its state
+// directory), and `icebox credentials`, run without -config, must find
+// that config, mint with that secret, and say where both came from. The
+// credentials must allocate on the running daemon.
+func TestCredentialsUseTheDaemonsSecret(t *testing.T) {
+	cfg := testConfig(t)
+	path, server, logs := daemonWithConfigFile(t, cfg)
+	t.Setenv(configEnv, path)
+
+	user, pass, stderr := mintWithCLI(t, "-ttl", "1h", "-user", "tv-42")
+	secretFile := filepath.Join(cfg.StateDir, turnsrv.SecretFileName)
+	for _, want := range []string{"config: " + path + " ($ICEBOX_CONFIG)", "TURN secret: " + secretFile} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("stderr %q does not say %q", stderr, want)
+		}
+	}
+	if _, _, err := allocate(t, server, user, pass); err != nil {
+		t.Fatalf("the daemon refused credentials the CLI minted from its config: %v", err)
+	}
+	// The daemon said at start where its state is and that it made the secret.
+	if !strings.Contains(logs.String(), "state_dir="+cfg.StateDir) || !strings.Contains(logs.String(), `turn_secret="generated, kept in `+secretFile+`"`) {
+		t.Errorf("start-up log does not say where state lives and that the secret was generated:\n%s", logs)
+	}
+	// The next start finds it: loaded, not generated.
+	if got := newSecretNote(cfg, cfg.StateDir).String(cfg); got != "loaded from "+secretFile {
+		t.Errorf("after the first start the secret note is %q", got)
+	}
+	secret, _ := os.ReadFile(secretFile)
+	if s := strings.TrimSpace(string(secret)); s == "" || strings.Contains(logs.String(), s) || strings.Contains(stderr, s) {
+		t.Error("the secret is empty, or it was logged")
+	}
+}
+
+// TestCredentialsFromSystemdCredential: under the unit the secret is a
+// systemd credential in $CREDENTIALS_DIRECTORY; the daemon and the CLI
+// both take it from there without any turn.secret* option.
+func TestCredentialsFromSystemdCredential(t *testing.T) {
+	creds := t.TempDir()
+	if err := os.WriteFile(filepath.Join(creds, turnSecretCredential), []byte("credential-secret-0123456789\n"), 0o400); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("CREDENTIALS_DIRECTORY", creds)
+	cfg := testConfig(t)
+	path, server, logs := daemonWithConfigFile(t, cfg)
+
+	user, pass, stderr := mintWithCLI(t, "-config", path)
+	if want := "TURN secret: systemd credential " + turnSecretCredential; !strings.Contains(stderr, want) {
+		t.Errorf("stderr %q does not say %q", stderr, want)
+	}
+	if pass != expectedPassword([]byte("credential-secret-0123456789"), user) {
+		t.Error("the CLI did not mint with the credential's secret")
+	}
+	if _, _, err := allocate(t, server, user, pass); err != nil {
+		t.Fatalf("the daemon refused credentials minted from the systemd credential: %v", err)
+	}
+	if !strings.Contains(logs.String(), "turn_secret=\"loaded from systemd credential "+turnSecretCredential) {
+		t.Errorf("start-up log does not name the credential:\n%s", logs)
+	}
+	if entries, _ := os.ReadDir(cfg.StateDir); len(entries) != 0 {
+		t.Errorf("the daemon generated a secret although the credential holds one: %v", entries)
+	}
+}
+
+// TestCLINeverGeneratesASecret: with no secret anywhere, credentials and
+// token fail with a message that says what to do, and create nothing.
+func TestCLINeverGeneratesASecret(t *testing.T) {
+	t.Setenv("CREDENTIALS_DIRECTORY", t.TempDir()) // empty: no credential
+	cfg := testConfig(t)
+	cfg.StateDir = filepath.Join(t.TempDir(), "state") // does not exist
+	path := writeTestConfig(t, cfg)
+	for _, args := range [][]string{
+		{"credentials", "-config", path},
+		{"token", "-config", path, "-room", "tv-42"},
+	} {
+		var out, errOut bytes.Buffer
+		code := run(args, &out, &errOut)
+		if code != 1 || out.Len() != 0 || !strings.Contains(errOut.String(), "no TURN secret found") ||
+			!strings.Contains(errOut.String(), "Only the daemon generates a secret") {
+			t.Errorf("%v: exit %d, stdout %q, stderr %q; want exit 1 and why", args, code, out.String(), errOut.String())
+		}
+		if _, err := os.Stat(cfg.StateDir); !os.IsNotExist(err) {
+			t.Fatalf("%v created %s (%v)", args, cfg.StateDir, err)
+		}
+	}
+}
+
+func TestCLIArgumentMistakes(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.TURN.Secrets = []string{"a-secret-of-some-length"}
+	path := writeTestConfig(t, cfg)
+	for _, tc := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"token", "-config", path}, 2, "-room is required"},
+		{[]string{"credentials", "-config", path, "-ttl", "5s"}, 2, "-ttl 5s is too short"},
+		{[]string{"credentials", "-config", path, "-ttl", "5m"}, 0, "warning: -ttl 5m0s: icebox checks the credential on every TURN request"},
+	} {
+		var out, errOut bytes.Buffer
+		if code := run(tc.args, &out, &errOut); code != tc.code || !strings.Contains(errOut.String(), tc.want) {
+			t.Errorf("%v: exit %d, stderr %q; want exit %d and %q", tc.args, code, errOut.String(), tc.code, tc.want)
+		}
+	}
+}
+
+// TestTLSKeyFromSystemdCredential: a key written as
+// ${CREDENTIALS_DIRECTORY}/NAME is read from the unit's credentials
+// directory (TURN over TLS serves with it); a missing one stops loading
+// with the name and where it was looked for.
+func TestTLSKeyFromSystemdCredential(t *testing.T) {
+	creds := t.TempDir()
+	t.Setenv("CREDENTIALS_DIRECTORY", creds)
+	cfg := testConfig(t)
+	cfg.TURN.Secrets = []string{"a-secret-of-some-length"}
+	cfg.TURN.TLS.Listen = "127.0.0.1:0"
+	cfg.TURN.TLS.Cert = filepath.Join(t.TempDir(), "cert.pem")
+	cfg.TURN.TLS.Key = "${CREDENTIALS_DIRECTORY}/icebox.turn-tls.key"
+	path := writeTestConfig(t, cfg)
+
+	if _, err := LoadConfig(path); err == nil || !strings.Contains(err.Error(), "turn.tls.key: systemd credential icebox.turn-tls.key not found") {
+		t.Fatalf("missing credential: %v", err)
+	}
+	cert := testenv.WriteCert(t, cfg.TURN.TLS.Cert, filepath.Join(creds, "icebox.turn-tls.key"), time.Time{})
+	loaded, err := LoadConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := filepath.Join(creds, "icebox.turn-tls.key"); loaded.TURN.TLS.Key != want {
+		t.Errorf("key path %q, want %q", loaded.TURN.TLS.Key, want)
+	}
+	d, _ := startDaemon(t, loaded)
+	if got := tlsSerial(t, d.turn.TLSAddr().String()); got != cert.SerialNumber.String() {
+		t.Errorf("TURN over TLS serves certificate %s, want %s", got, cert.SerialNumber)
+	}
+}

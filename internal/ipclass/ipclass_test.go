@@ -1,0 +1,38 @@
+package ipclass
+
+import (
+	"net/netip"
+	"testing"
+)
+
+func TestNonPublic(t *testing.T) {
+	for addr, want := range map[string]string{
+		"8.8.8.8":            "",
+		"2606:4700::1111":    "",
+		"::ffff:1.1.1.1":     "",
+		"192.0.2.2":          "documentation TEST-NET-1 (RFC 5737)",
+		"198.51.100.7":       "documentation TEST-NET-2 (RFC 5737)",
+		"203.0.113.10":       "documentation TEST-NET-3 (RFC 5737)",
+		"2001:db8::1":        "documentation (RFC 3849)",
+		"10.1.2.3":           "private (RFC 1918)",
+		"::ffff:192.168.1.1": "private (RFC 1918)",
+		"100.64.0.1":         "carrier-grade NAT (RFC 6598)",
+		"127.0.0.1":          "loopback",
+		"169.254.169.254":    "link-local, including cloud metadata 169.254.169.254",
+		"fd00::2":            "unique local (RFC 4193)",
+		"fe80::1%eth0":       "link-local",
+		"255.255.255.255":    "reserved, including broadcast 255.255.255.255",
+		"0.0.0.0":            `"this network", including unspecified (RFC 1122)`,
+		"::":                 "unspecified",
+	} {
+		if got := NonPublic(netip.MustParseAddr(addr)); got != want {
+			t.Errorf("NonPublic(%s) = %q, want %q", addr, got, want)
+		}
+		if got := IsPublic(netip.MustParseAddr(addr)); got != (want == "") {
+			t.Errorf("IsPublic(%s) = %v", addr, got)
+		}
+	}
+	if NonPublic(netip.Addr{}) == "" {
+		t.Error("the zero Addr is public")
+	}
+}
