@@ -275,7 +275,7 @@ func (c *conn) join(set *settings, name string, greeting *frameBuf) bool {
 			return false
 		}
 	}
-	r, code := c.s.hub.join(c, name, set.RoomCapacity, greeting)
+	r, code := c.s.joinRoom(c, name, set.RoomCapacity, greeting)
 	if code != 0 {
 		c.refuse(code)
 		return false

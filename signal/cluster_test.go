@@ -1,0 +1,381 @@
+package signal
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	natsserver "github.com/nats-io/nats-server/v2/server"
+	natsclient "github.com/nats-io/nats.go"
+
+	"icebox/internal/cluster"
+	"icebox/internal/testenv"
+)
+
+// These tests run several signal Servers in this process, each with its
+// own cluster.Node, sharing one real nats-server on 127.0.0.1 started
+// from its Go module. Every message between nodes goes through it.
+
+const (
+	natsToken     = "nats-token-for-tests"
+	clusterSecret = "cluster-secret-0123456789abcdef-0123456789"
+)
+
+// testNATS is a nats-server that a test can stop and start again on the
+// same port.
+type testNATS struct {
+	t    *testing.T
+	port int
+	srv  *natsserver.Server
+}
+
+func startNATS(t *testing.T) *testNATS {
+	t.Helper()
+	n := &testNATS{t: t, port: testenv.FreePort(t)}
+	n.start()
+	t.Cleanup(n.stop)
+	return n
+}
+
+func (n *testNATS) url() string { return "nats://127.0.0.1:" + strconv.Itoa(n.port) }
+
+func (n *testNATS) start() {
+	n.t.Helper()
+	s, err := natsserver.NewServer(&natsserver.Options{
+		Host: "127.0.0.1", Port: n.port, Authorization: natsToken,
+		NoLog: true, NoSigs: true, MaxControlLine: 4096,
+	})
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	go s.Start()
+	if !s.ReadyForConnections(10 * time.Second) {
+		n.t.Fatal("nats-server did not start")
+	}
+	n.srv = s
+}
+
+func (n *testNATS) stop() {
+	if n.srv != nil {
+		n.srv.Shutdown()
+		n.srv.WaitForShutdown()
+		n.srv = nil
+	}
+}
+
+// fastCluster is a cluster config with short heartbeats, so that tests of
+// failures end quickly; the bound they check scales with it.
+func fastCluster(nats *testNATS, node string) cluster.Config {
+	c := cluster.DefaultConfig()
+	c.Enabled = true
+	c.URLs = []string{nats.url()}
+	c.Token = natsToken
+	c.Secret = clusterSecret
+	c.Node = node
+	c.Heartbeat = 200 * time.Millisecond
+	c.NodeTimeout = 600 * time.Millisecond
+	c.ClaimTimeout = 2 * time.Second
+	return c
+}
+
+type testNode struct {
+	*testServer
+	node *cluster.Node
+}
+
+// startNode runs a signal Server joined to the cluster through ccfg.
+func startNode(t *testing.T, ccfg cluster.Config, opts Options) *testNode {
+	t.Helper()
+	node, err := cluster.New(ccfg, cluster.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts.Cluster = node
+	ts := startServer(t, testConfig(), opts)
+	if err := node.Start(ts.Server); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(node.Close) // after the server's shutdown: cleanups run last first
+	return &testNode{ts, node}
+}
+
+// startNodes runs n nodes on one NATS and waits until each hears the others.
+func startNodes(t *testing.T, nats *testNATS, n int) []*testNode {
+	t.Helper()
+	var nodes []*testNode
+	for i := range n {
+		nodes = append(nodes, startNode(t, fastCluster(nats, fmt.Sprintf("node-%d", i+1)), Options{}))
+	}
+	waitMesh(t, nodes, 10*time.Second)
+	return nodes
+}
+
+func waitMesh(t *testing.T, nodes []*testNode, within time.Duration) {
+	t.Helper()
+	waitFor(t, within, "every node to hear the others", func() bool {
+		for _, n := range nodes {
+			if n.node.Peers() != len(nodes)-1 {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// waitFor polls cond until it holds or within passes.
+func waitFor(t testing.TB, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", within, what)
+		}
+		<-tick.C
+	}
+}
+
+// A device on node 2 and the app on node 1: the app's offer, kept while
+// it is alone, reaches the device when it joins on the other node, byte
+// for byte and after its WsIceServers; the answer and a run of candidates
+// come back byte for byte and in order.
+func TestClusterFramesCrossNodes(t *testing.T) {
+	nats := startNATS(t)
+	nodes := startNodes(t, nats, 2)
+
+	app := join(t, nodes[0].url("controllerId=tv-1"))
+	o := app.send("WsSDPOffer", wsSDPData{Type: "offer", SDP: "v=0 app", ControllerID: "tv-1"})
+	c0 := app.sendRaw2(candidates("tv-1", "candidate:0 1 udp 1 127.0.0.1 5000 typ relay"))
+
+	device := dialKt(t, nodes[1].url("controllerId=tv-1"), nil)
+	device.send("WsInit", "")
+	device.expect("WsIceServers")
+	device.expectBytes(o)
+	device.expectBytes(c0)
+
+	a := device.send("WsSDPAnswer", wsSDPData{Type: "answer", SDP: "v=0 device"})
+	app.expectBytes(a)
+	var sent [][]byte
+	for i := range 30 {
+		sent = append(sent, device.sendRaw2(candidates("tv-1", fmt.Sprintf("candidate:%d 1 udp 1 127.0.0.1 %d typ relay", i, 6000+i))))
+	}
+	for _, b := range sent {
+		app.expectBytes(b)
+	}
+	if v := testenv.MetricValue(t, nodes[0].cm.framesOut[kindCandidates]); v != 30 {
+		t.Errorf("node 1 queued %v candidate frames to its member, want 30", v)
+	}
+}
+
+// sendRaw2 sends a prepared frame and returns it.
+func (k *ktClient) sendRaw2(b []byte) []byte {
+	k.t.Helper()
+	k.sendRaw(websocket.TextMessage, b)
+	return b
+}
+
+// Frames of pairing A never reach pairing B, on any node: B's members,
+// spread over the same nodes, see only B's frames.
+func TestClusterIsolation(t *testing.T) {
+	nats := startNATS(t)
+	nodes := startNodes(t, nats, 3)
+
+	a1 := join(t, nodes[0].url("controllerId=room-a"))
+	a3 := join(t, nodes[2].url("controllerId=room-a"))
+	b1 := join(t, nodes[0].url("controllerId=room-b"))
+	b2 := join(t, nodes[1].url("controllerId=room-b"))
+
+	for i := range 10 {
+		a1.send("WsIceCandidates", wsIceCandidatesData{ControllerID: "room-a", IceCandidates: []wsIceCandidateData{{Candidate: "candidate:a" + strconv.Itoa(i), SDPMid: ptr("0")}}})
+		a3.send("WsIceCandidates", wsIceCandidatesData{ControllerID: "room-a", IceCandidates: []wsIceCandidateData{{Candidate: "candidate:a3" + strconv.Itoa(i), SDPMid: ptr("0")}}})
+	}
+	// B's first frames are B's own: anything of A's would come first.
+	mark1 := b1.send("WsSDPOffer", wsSDPData{Type: "offer", SDP: "v=0 b", ControllerID: "room-b"})
+	b2.expectBytes(mark1)
+	mark2 := b2.send("WsSDPAnswer", wsSDPData{Type: "answer", SDP: "v=0 b2"})
+	b1.expectBytes(mark2)
+	for range 10 {
+		a3.expect("WsIceCandidates")
+		a1.expect("WsIceCandidates")
+	}
+}
+
+// Capacity holds across nodes: with a pairing of two on nodes 1 and 2, a
+// third joiner gets 4005 and close 1008 on node 3 and on node 1, and the
+// two keep talking.
+func TestClusterCapacity(t *testing.T) {
+	nats := startNATS(t)
+	nodes := startNodes(t, nats, 3)
+
+	m1 := join(t, nodes[0].url("controllerId=pair"))
+	m2 := join(t, nodes[1].url("controllerId=pair"))
+	for _, n := range []*testNode{nodes[2], nodes[0]} {
+		third := dialKt(t, n.url("controllerId=pair"), nil)
+		third.send("WsInit", "")
+		third.expectError(errRoomFull)
+		third.expectClose(websocket.ClosePolicyViolation)
+	}
+	o := m1.send("WsSDPOffer", wsSDPData{Type: "offer", SDP: "v=0", ControllerID: "pair"})
+	m2.expectBytes(o)
+	a := m2.send("WsSDPAnswer", wsSDPData{Type: "answer", SDP: "v=0"})
+	m1.expectBytes(a)
+
+	// When one leaves, its place is free again on any node.
+	m2.ws.Close()
+	waitFor(t, 5*time.Second, "node 1 to see the member on node 2 leave", func() bool {
+		return nodes[0].node.Members("pair") == 0
+	})
+	m3 := join(t, nodes[2].url("controllerId=pair"))
+	o2 := m1.send("WsSDPOffer", wsSDPData{Type: "offer", SDP: "v=0 again", ControllerID: "pair"})
+	m3.expectBytes(o2)
+}
+
+// Two joiners racing for the last place of a pairing on two nodes: never
+// both get in.
+func TestClusterCapacityRace(t *testing.T) {
+	nats := startNATS(t)
+	nodes := startNodes(t, nats, 3)
+	for i := range 10 {
+		room := "race-" + strconv.Itoa(i)
+		join(t, nodes[0].url("controllerId="+room))
+		results := make(chan string, 2)
+		for _, n := range nodes[1:] {
+			go func() {
+				ws, err := dialWS(n.url("controllerId="+room), nil)
+				if err != nil {
+					results <- err.Error()
+					return
+				}
+				defer ws.Close()
+				ws.WriteMessage(websocket.TextMessage, frameOf("WsInit", ""))
+				ws.SetReadDeadline(time.Now().Add(readTimeout))
+				_, msg, err := ws.ReadMessage()
+				if err != nil {
+					results <- err.Error()
+					return
+				}
+				p, _, _ := decodeServerFrame(msg)
+				results <- p.ID
+				// Hold the place until the other has its answer.
+				ws.ReadMessage()
+			}()
+		}
+		got := []string{<-results, <-results}
+		admitted := 0
+		for _, g := range got {
+			if g == "WsIceServers" {
+				admitted++
+			}
+		}
+		if admitted > 1 {
+			t.Fatalf("room %s: both racing joiners were admitted: %v", room, got)
+		}
+	}
+}
+
+// A node that stops without a word (its NATS link and heartbeats gone,
+// as after kill -9) has its members removed within node_timeout plus a
+// heartbeat, and a member re-joining on another node gets in.
+func TestClusterNodeDeath(t *testing.T) {
+	nats := startNATS(t)
+	nodes := startNodes(t, nats, 3)
+	app := join(t, nodes[0].url("controllerId=tv-9"))
+	join(t, nodes[2].url("controllerId=tv-9"))
+	waitFor(t, 5*time.Second, "node 1 to see the device", func() bool { return nodes[0].node.Members("tv-9") == 1 })
+
+	nodes[2].node.Close() // node 3's link dies; its clients do not even notice
+	cfg := fastCluster(nats, "")
+	bound := cfg.NodeTimeout + cfg.Heartbeat
+	died := time.Now()
+	waitFor(t, 2*bound, "nodes 1 and 2 to drop node 3 and its member", func() bool {
+		return nodes[0].node.Members("tv-9") == 0 && nodes[0].node.Peers() == 1 && nodes[1].node.Peers() == 1
+	})
+	t.Logf("member of a dead node removed after %v (bound %v)", time.Since(died), bound)
+
+	device := join(t, nodes[1].url("controllerId=tv-9"))
+	o := app.send("WsSDPOffer", wsSDPData{Type: "offer", SDP: "v=0 after", ControllerID: "tv-9"})
+	device.expectBytes(o)
+}
+
+// With NATS gone, a pairing whose members are all on one node keeps
+// working; a join that needs the other nodes gets 4015 and close 1013;
+// /readyz's check says so. With NATS back, cross-node pairing works
+// again without a restart.
+func TestClusterNATSDownAndBack(t *testing.T) {
+	nats := startNATS(t)
+	nodes := startNodes(t, nats, 2)
+	l1 := join(t, nodes[0].url("controllerId=local"))
+	l2 := join(t, nodes[0].url("controllerId=local"))
+
+	nats.stop()
+	waitFor(t, 5*time.Second, "node 1 to notice NATS is gone", func() bool { return nodes[0].node.Ready() != nil })
+
+	o := l1.send("WsSDPOffer", wsSDPData{Type: "offer", SDP: "v=0 local", ControllerID: "local"})
+	l2.expectBytes(o)
+	cross := dialKt(t, nodes[0].url("controllerId=cross"), nil)
+	cross.send("WsInit", "")
+	cross.expectError(errClusterUnavailable)
+	cross.expectClose(websocket.CloseTryAgainLater)
+
+	nats.start()
+	waitFor(t, 15*time.Second, "both nodes to reconnect on their own", func() bool {
+		return nodes[0].node.Ready() == nil && nodes[1].node.Ready() == nil
+	})
+	waitMesh(t, nodes, 15*time.Second)
+	c1 := join(t, nodes[0].url("controllerId=cross"))
+	c2 := join(t, nodes[1].url("controllerId=cross"))
+	o2 := c1.send("WsSDPOffer", wsSDPData{Type: "offer", SDP: "v=0 cross", ControllerID: "cross"})
+	c2.expectBytes(o2)
+	a := l2.send("WsSDPAnswer", wsSDPData{Type: "answer", SDP: "v=0 still local"})
+	l1.expectBytes(a)
+}
+
+// A message not signed with the cluster secret crosses no node: a client
+// of the same NATS (right token, no secret) that sees a pairing's subject
+// and publishes a forged frame to it, or replays a frame with its bytes
+// changed, reaches nobody, and the node counts it.
+func TestClusterRefusesUnsignedMessages(t *testing.T) {
+	nats := startNATS(t)
+	nodes := startNodes(t, nats, 2)
+	m1 := join(t, nodes[0].url("controllerId=sec"))
+	m2 := join(t, nodes[1].url("controllerId=sec"))
+
+	spy, err := natsclient.Connect(nats.url(), natsclient.Token(natsToken))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer spy.Close()
+	seen := make(chan *natsclient.Msg, 64)
+	if _, err := spy.ChanSubscribe("icebox.room.>", seen); err != nil {
+		t.Fatal(err)
+	}
+	if err := spy.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	o := m1.send("WsSDPOffer", wsSDPData{Type: "offer", SDP: "v=0 good", ControllerID: "sec"})
+	m2.expectBytes(o)
+	var captured *natsclient.Msg
+	for captured == nil {
+		select {
+		case msg := <-seen:
+			if len(msg.Data) > len(o) {
+				captured = msg
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("the spy saw no frame cross")
+		}
+	}
+	before := nodes[1].node.BadMessages()
+	forged := []byte(strings.Replace(string(captured.Data), "good", "evil", 1))
+	spy.Publish(captured.Subject, forged)
+	spy.Publish(captured.Subject, frameOf("WsSDPOffer", wsSDPData{Type: "offer", SDP: "v=0 raw", ControllerID: "sec"}))
+	spy.Flush()
+	waitFor(t, 5*time.Second, "node 2 to drop both forgeries", func() bool { return nodes[1].node.BadMessages() >= before+2 })
+	// The next frame m2 gets is the next one m1 sends.
+	o2 := m1.send("WsSDPOffer", wsSDPData{Type: "offer", SDP: "v=0 good again", ControllerID: "sec"})
+	m2.expectBytes(o2)
+}
