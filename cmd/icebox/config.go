@@ -17,6 +17,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"icebox/internal/cfgerr"
+	"icebox/internal/cluster"
 	"icebox/signal"
 	"icebox/stunsrv"
 	"icebox/turnsrv"
@@ -39,11 +40,12 @@ type Config struct {
 	// writable, else ~/.local/state/icebox.
 	StateDir string `yaml:"state_dir"`
 
-	Log    LogConfig      `yaml:"log"`
-	STUN   stunsrv.Config `yaml:"stun"`
-	TURN   turnsrv.Config `yaml:"turn"`
-	Signal signal.Config  `yaml:"signal"`
-	Admin  AdminConfig    `yaml:"admin"`
+	Log     LogConfig      `yaml:"log"`
+	STUN    stunsrv.Config `yaml:"stun"`
+	TURN    turnsrv.Config `yaml:"turn"`
+	Signal  signal.Config  `yaml:"signal"`
+	Cluster cluster.Config `yaml:"cluster"`
+	Admin   AdminConfig    `yaml:"admin"`
 }
 
 // LogConfig is the log section.
@@ -57,11 +59,12 @@ type LogConfig struct {
 // DefaultConfig is what icebox runs with when no config file is given.
 func DefaultConfig() Config {
 	return Config{
-		Log:    LogConfig{Level: "info", Format: "text"},
-		STUN:   stunsrv.DefaultConfig(),
-		TURN:   turnsrv.DefaultConfig(),
-		Signal: signal.DefaultConfig(),
-		Admin:  defaultAdminConfig(),
+		Log:     LogConfig{Level: "info", Format: "text"},
+		STUN:    stunsrv.DefaultConfig(),
+		TURN:    turnsrv.DefaultConfig(),
+		Signal:  signal.DefaultConfig(),
+		Cluster: cluster.DefaultConfig(),
+		Admin:   defaultAdminConfig(),
 	}
 }
 
@@ -87,6 +90,10 @@ func (c *Config) Validate() error {
 	errs = append(errs, cfgerr.In("stun", c.STUN.Validate()))
 	errs = append(errs, cfgerr.In("turn", c.TURN.Validate()))
 	errs = append(errs, cfgerr.In("signal", c.Signal.Validate()))
+	errs = append(errs, cfgerr.In("cluster", c.Cluster.Validate()))
+	if c.Cluster.Enabled && !c.Signal.Enabled {
+		errs = append(errs, cfgerr.New("cluster.enabled", "the cluster links signaling pairings, and signaling is off", "signal: {enabled: true}, or cluster: {enabled: false}"))
+	}
 	errs = append(errs, cfgerr.In("admin", c.Admin.validate()))
 	return errors.Join(errs...)
 }

@@ -173,7 +173,7 @@ func start(cfg Config, log *slog.Logger) (_ *daemon, err error) {
 			return d, err
 		}
 	}
-	if d.admin, err = startAdmin(cfg.Admin, d.reg, d.ready, log); err != nil {
+	if d.admin, err = startAdmin(cfg.Admin, d.reg, d.readyz, log); err != nil {
 		return d, err
 	}
 	log.Info("icebox started", "version", version, "stun", d.stun.Addrs(), "turn", d.turnSummary(cfg),
@@ -196,6 +196,16 @@ func (d *daemon) turnSummary(cfg Config) string {
 // systemd watchdog ask it.
 func (d *daemon) ready(ctx context.Context) error {
 	return d.stun.SelfCheck(ctx)
+}
+
+// readyz is ready plus the cluster's link to NATS: a node without it
+// serves only pairings whose members are all local, which /readyz says,
+// but the watchdog must not restart it for that.
+func (d *daemon) readyz(ctx context.Context) error {
+	if err := d.ready(ctx); err != nil {
+		return err
+	}
+	return d.signal.clusterReady()
 }
 
 func (d *daemon) close(ctx context.Context) {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"icebox/internal/cluster"
 	"icebox/signal"
 	"icebox/signal/web"
 	"icebox/turnsrv"
@@ -20,6 +21,7 @@ import (
 // own ICE servers.
 type signalPart struct {
 	srv  *signal.Server
+	node *cluster.Node // nil: pairings live in this process only
 	ln   net.Listener
 	done chan struct{}
 }
@@ -39,19 +41,32 @@ func startSignal(cfg Config, urls iceURLs, turn *turnsrv.Server, log *slog.Logge
 		username, password, expires := turn.MintCredential(user, 0)
 		return append(out, signal.ICEServer{URLs: urls.turn, Username: username, Credential: password}), expires
 	}
-	p.srv, err = signal.New(cfg.Signal, signal.Options{
+	opts := signal.Options{
 		Logger:     log,
 		Registerer: reg,
 		ICEServers: iceServers,
 		TokenKeys:  keys,
-	})
+	}
+	if cfg.Cluster.Enabled {
+		if p.node, err = cluster.New(cfg.Cluster, cluster.Options{Logger: log.With("part", "cluster"), Registerer: reg}); err != nil {
+			return nil, err
+		}
+		opts.Cluster = p.node
+	}
+	p.srv, err = signal.New(cfg.Signal, opts)
 	if err != nil {
 		return nil, err
+	}
+	if p.node != nil {
+		if err := p.node.Start(p.srv); err != nil {
+			return nil, err
+		}
 	}
 	if cfg.Signal.Web {
 		p.srv.Handle("/", web.Handler())
 	}
 	if p.ln, err = net.Listen("tcp", cfg.Signal.Listen); err != nil {
+		p.node.Close()
 		return nil, fmt.Errorf("signal: listen %s: %w (another web server may hold the port; set signal.listen)", cfg.Signal.Listen, err)
 	}
 	go func() {
@@ -87,6 +102,15 @@ func (p *signalPart) reload(cfg Config, turn *turnsrv.Server) error {
 	return nil
 }
 
+// clusterReady reports whether the cluster's NATS is reachable; nil
+// without a cluster.
+func (p *signalPart) clusterReady() error {
+	if p == nil || p.node == nil {
+		return nil
+	}
+	return p.node.Ready()
+}
+
 func (p *signalPart) addr() string {
 	if p == nil {
 		return "off"
@@ -100,6 +124,7 @@ func (p *signalPart) close(ctx context.Context) {
 		return
 	}
 	p.srv.Shutdown(ctx)
+	p.node.Close()
 	p.ln.Close()
 	select {
 	case <-p.done:

@@ -233,7 +233,7 @@ func (n *Node) connected(nc *nats.Conn, err error) {
 // Close leaves NATS; the other nodes drop this node's members once its
 // heartbeats stop.
 func (n *Node) Close() {
-	if n.nc == nil {
+	if n == nil || n.nc == nil {
 		return
 	}
 	n.closeOnce.Do(func() {
