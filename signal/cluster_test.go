@@ -219,6 +219,9 @@ func TestClusterCapacity(t *testing.T) {
 		third.expectError(errRoomFull)
 		third.expectClose(websocket.ClosePolicyViolation)
 	}
+	if v := testenv.MetricValue(t, nodes[2].hub.active); v != 0 {
+		t.Errorf("node 3 holds %v rooms after refusing the only joiner it saw, want 0", v)
+	}
 	o := m1.send("WsSDPOffer", wsSDPData{Type: "offer", SDP: "v=0", ControllerID: "pair"})
 	m2.expectBytes(o)
 	a := m2.send("WsSDPAnswer", wsSDPData{Type: "answer", SDP: "v=0"})

@@ -99,6 +99,13 @@ func (h *hub) join(c *conn, name string, capacity int, greeting *frameBuf, elsew
 		return nil, errClusterUnavailable
 	}
 	elsewhere = max(elsewhere, 0)
+	members := 0
+	if r != nil {
+		members = len(r.members) // changed only under h.mu too
+	}
+	if name != openRoom && members+elsewhere >= capacity {
+		return nil, errRoomFull // before making a room: a refusal leaves none behind
+	}
 	if r == nil {
 		r = &room{name: name, open: name == openRoom}
 		h.rooms[name] = r
@@ -106,9 +113,6 @@ func (h *hub) join(c *conn, name string, capacity int, greeting *frameBuf, elsew
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if !r.open && len(r.members)+elsewhere >= capacity {
-		return nil, errRoomFull
-	}
 	if greeting != nil {
 		c.send(greeting, kindIceServers)
 	}

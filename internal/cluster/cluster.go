@@ -456,7 +456,12 @@ func (n *Node) handle(msg *nats.Msg) {
 	}
 	switch m.typ {
 	case msgHeartbeat:
-		n.heardLocked(m.node, m.member)
+		if !n.heardLocked(m.node, m.member) && m.kind == hello {
+			// It has just met this node (new, or back after a
+			// partition it noticed and this node did not): it may
+			// have forgotten this node's members.
+			n.announceLocked()
+		}
 		n.mu.Unlock()
 	case msgClaim:
 		// The answer: how many members and claims the room has here,
@@ -524,14 +529,19 @@ func (n *Node) handle(msg *nats.Msg) {
 	}
 }
 
-// heardLocked notes a heartbeat. A node heard for the first time (new,
-// back from a partition, or restarted) learns who is here: each local
-// member is announced again on its pairing.
-func (n *Node) heardLocked(node, boot string) {
+// hello, as a heartbeat's kind, asks every node that hears it to announce
+// its members again: the sender has just met them.
+const hello = 1
+
+// heardLocked notes a heartbeat and reports whether its node is new to
+// this one. A node heard for the first time (new, back from a partition,
+// or restarted) learns who is here: each local member is announced again
+// on its pairing, and a hello asks it to do the same.
+func (n *Node) heardLocked(node, boot string) bool {
 	p := n.peers[node]
 	if p != nil && p.boot == boot {
 		p.seen = time.Now()
-		return
+		return false
 	}
 	if p != nil {
 		n.forgetLocked(node, "restarted")
@@ -539,6 +549,13 @@ func (n *Node) heardLocked(node, boot string) {
 	n.peers[node] = &peer{boot: boot, seen: time.Now()}
 	n.m.nodes.Set(float64(len(n.peers)))
 	n.log.Info("cluster: node joined", "node", node)
+	n.announceLocked()
+	n.publishLocked(n.cfg.Subject+".hb", "", &message{typ: msgHeartbeat, member: n.boot, kind: hello})
+	return true
+}
+
+// announceLocked announces every local member again on its pairing.
+func (n *Node) announceLocked() {
 	for _, r := range n.rooms {
 		for id, admitted := range r.local {
 			if admitted {
