@@ -11,8 +11,12 @@ import (
 	natsserver "github.com/nats-io/nats-server/v2/server"
 	natsclient "github.com/nats-io/nats.go"
 
+	"github.com/pion/webrtc/v4"
+
 	"icebox/internal/cluster"
+	"icebox/internal/ktapp"
 	"icebox/internal/testenv"
+	"icebox/turnsrv"
 )
 
 // These tests run several signal Servers in this process, each with its
@@ -381,4 +385,70 @@ func TestClusterRefusesUnsignedMessages(t *testing.T) {
 	// The next frame m2 gets is the next one m1 sends.
 	o2 := m1.send("WsSDPOffer", wsSDPData{Type: "offer", SDP: "v=0 good again", ControllerID: "sec"})
 	m2.expectBytes(o2)
+}
+
+// TestClusterEndToEnd: three nodes, each with its own STUN and TURN on
+// the shared TURN secret. The talk's app (ktapp) on node 1 calls its
+// device on node 3: each gets its own node's servers in WsIceServers,
+// their signaling crosses nodes over NATS, and the call runs relay-only,
+// each side through its own node's TURN; the app's commands arrive.
+func TestClusterEndToEnd(t *testing.T) {
+	secret := []byte("one-turn-secret-for-every-node")
+	nats := startNATS(t)
+	var nodes []*testNode
+	var turns []*turnsrv.Server
+	for i := range 3 {
+		// Every node's relays are on 127.0.0.1 here, where the default
+		// policy allows only this node's own live relay ports; on real
+		// nodes each has its own public_ip and nothing needs opening.
+		addr, ts := startTURN(t, secret, func(c *turnsrv.Config) { c.Peers.Allow = []string{"127.0.0.1/32"} })
+		turns = append(turns, ts)
+		ice := func(user string) ([]ICEServer, time.Time) {
+			u, c, exp := turnsrv.MintCredential(secret, user, 10*time.Minute, time.Now())
+			return []ICEServer{
+				{URLs: []string{"stun:" + addr}},
+				{URLs: []string{"turn:" + addr + "?transport=udp"}, Username: u, Credential: c},
+			}, exp
+		}
+		nodes = append(nodes, startNode(t, fastCluster(nats, fmt.Sprintf("node-%d", i+1)), Options{ICEServers: ice}))
+	}
+	waitMesh(t, nodes, 10*time.Second)
+
+	controller := ktapp.App(t, nodes[0].url(""), "tv-e2e")
+	device := ktapp.Device(t, nodes[2].url("controllerId=tv-e2e"), "tv-e2e")
+	timeout := time.After(30 * time.Second)
+	select {
+	case <-controller.Open:
+	case err := <-controller.Errs:
+		t.Fatal(err)
+	case err := <-device.Errs:
+		t.Fatal(err)
+	case <-timeout:
+		t.Fatal("the app's input channel did not open")
+	}
+	if err := controller.Send(5, 1); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case got := <-device.Commands:
+		if got != 5+128 {
+			t.Fatalf("command %#x, want %#x", got, 5+128)
+		}
+	case err := <-device.Errs:
+		t.Fatal(err)
+	case <-timeout:
+		t.Fatal("the command did not arrive")
+	}
+	for _, p := range []*ktapp.Peer{controller, device} {
+		if pair := p.SelectedPair(); pair == nil || pair.Local.Typ != webrtc.ICECandidateTypeRelay {
+			t.Errorf("selected pair %s, want it to leave through its node's relay", pair)
+		}
+	}
+	if turns[0].Allocations() < 1 || turns[2].Allocations() < 1 || turns[1].Allocations() != 0 {
+		t.Errorf("allocations per node %d/%d/%d, want the app's on node 1 and the device's on node 3 only",
+			turns[0].Allocations(), turns[1].Allocations(), turns[2].Allocations())
+	}
+	if v := nodes[0].node.FramesSent(); v < 2 {
+		t.Errorf("node 1 sent %v frames to other nodes, want the offer and candidates", v)
+	}
 }

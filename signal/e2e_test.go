@@ -16,8 +16,9 @@ import (
 // startTURN runs icebox's own STUN and TURN on 127.0.0.1, wired as the
 // daemon wires them: TURN on the STUN port's sockets, REST credentials from
 // secret, the default peer policy (relay-to-relay on the relay address is
-// what lets two relay-only peers meet).
-func startTURN(t *testing.T, secret []byte) (addr string, turnSrv *turnsrv.Server) {
+// what lets two relay-only peers meet). adjust, if given, changes the TURN
+// config first.
+func startTURN(t *testing.T, secret []byte, adjust ...func(*turnsrv.Config)) (addr string, turnSrv *turnsrv.Server) {
 	t.Helper()
 	stunCfg := stunsrv.DefaultConfig()
 	stunCfg.Listen = []string{"127.0.0.1:0"}
@@ -28,6 +29,9 @@ func startTURN(t *testing.T, secret []byte) (addr string, turnSrv *turnsrv.Serve
 	turnCfg := turnsrv.DefaultConfig()
 	turnCfg.Secrets = []string{string(secret)}
 	turnCfg.Relay.Address = "127.0.0.1"
+	for _, f := range adjust {
+		f(&turnCfg)
+	}
 	turnSrv, err = turnsrv.New(turnCfg, turnsrv.Options{
 		PublicIP:    netip.MustParseAddr("127.0.0.1"),
 		StateDir:    t.TempDir(),

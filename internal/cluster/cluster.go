@@ -621,3 +621,6 @@ func (n *Node) heartbeat() {
 func (n *Node) BadMessages() float64 {
 	return testValue(n.m.bad)
 }
+
+// FramesSent is how many frames this node forwarded to others, for tests.
+func (n *Node) FramesSent() float64 { return testValue(n.m.framesOut) }
