@@ -2,6 +2,8 @@ package signal
 
 import (
 	"fmt"
+	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -31,12 +33,12 @@ const (
 // testNATS is a nats-server that a test can stop and start again on the
 // same port.
 type testNATS struct {
-	t    *testing.T
+	t    testing.TB
 	port int
 	srv  *natsserver.Server
 }
 
-func startNATS(t *testing.T) *testNATS {
+func startNATS(t testing.TB) *testNATS {
 	t.Helper()
 	n := &testNATS{t: t, port: testenv.FreePort(t)}
 	n.start()
@@ -91,14 +93,18 @@ type testNode struct {
 }
 
 // startNode runs a signal Server joined to the cluster through ccfg.
-func startNode(t *testing.T, ccfg cluster.Config, opts Options) *testNode {
+func startNode(t testing.TB, ccfg cluster.Config, opts Options, adjust ...func(*Config)) *testNode {
 	t.Helper()
+	cfg := testConfig()
+	for _, f := range adjust {
+		f(&cfg)
+	}
 	node, err := cluster.New(ccfg, cluster.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	opts.Cluster = node
-	ts := startServer(t, testConfig(), opts)
+	ts := startServer(t, cfg, opts)
 	if err := node.Start(ts.Server); err != nil {
 		t.Fatal(err)
 	}
@@ -107,17 +113,17 @@ func startNode(t *testing.T, ccfg cluster.Config, opts Options) *testNode {
 }
 
 // startNodes runs n nodes on one NATS and waits until each hears the others.
-func startNodes(t *testing.T, nats *testNATS, n int) []*testNode {
+func startNodes(t testing.TB, nats *testNATS, n int, adjust ...func(*Config)) []*testNode {
 	t.Helper()
 	var nodes []*testNode
 	for i := range n {
-		nodes = append(nodes, startNode(t, fastCluster(nats, fmt.Sprintf("node-%d", i+1)), Options{}))
+		nodes = append(nodes, startNode(t, fastCluster(nats, fmt.Sprintf("node-%d", i+1)), Options{}, adjust...))
 	}
 	waitMesh(t, nodes, 10*time.Second)
 	return nodes
 }
 
-func waitMesh(t *testing.T, nodes []*testNode, within time.Duration) {
+func waitMesh(t testing.TB, nodes []*testNode, within time.Duration) {
 	t.Helper()
 	waitFor(t, within, "every node to hear the others", func() bool {
 		for _, n := range nodes {
@@ -450,5 +456,57 @@ func TestClusterEndToEnd(t *testing.T) {
 	}
 	if v := nodes[0].node.FramesSent(); v < 2 {
 		t.Errorf("node 1 sent %v frames to other nodes, want the offer and candidates", v)
+	}
+}
+
+// BenchmarkClusterForward compares a frame's trip between the two members
+// of a pairing on one node and on two nodes (over a nats-server on
+// loopback): one candidate frame at a time, sent and read back by real
+// WebSocket clients, so ns/op is the latency; p50 and p99 are reported.
+// Wall-clock figures: on a shared machine they move with the load.
+func BenchmarkClusterForward(b *testing.B) {
+	frame := candidates("bench", "candidate:1 1 udp 2122260223 192.0.2.1 54321 typ host generation 0 ufrag abcd")
+	for _, cross := range []bool{false, true} {
+		name := "same-node"
+		if cross {
+			name = "cross-node"
+		}
+		b.Run(name, func(b *testing.B) {
+			nats := startNATS(b)
+			nodes := startNodes(b, nats, 2, func(c *Config) { c.FramesPerSecond, c.FrameBurst = 1e6, 100000 })
+			from, err := rawJoin(nodes[0].addr, "bench")
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer from.Close()
+			other := nodes[0]
+			if cross {
+				other = nodes[1]
+			}
+			to, err := rawJoin(other.addr, "bench")
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer to.Close()
+			out := clientFrame(frame)
+			buf := make([]byte, serverFrameLen(len(frame)))
+			lat := make([]time.Duration, 0, b.N)
+			b.ResetTimer()
+			for range b.N {
+				start := time.Now()
+				if _, err := from.Write(out); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := io.ReadFull(to, buf); err != nil {
+					b.Fatal(err)
+				}
+				lat = append(lat, time.Since(start))
+			}
+			b.StopTimer()
+			slices.Sort(lat)
+			b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
+			b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "frames/s")
+		})
 	}
 }
