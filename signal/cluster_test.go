@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
-	natsserver "github.com/nats-io/nats-server/v2/server"
 	natsclient "github.com/nats-io/nats.go"
 
 	"github.com/pion/webrtc/v4"
@@ -30,54 +29,12 @@ const (
 	clusterSecret = "cluster-secret-0123456789abcdef-0123456789"
 )
 
-// testNATS is a nats-server that a test can stop and start again on the
-// same port.
-type testNATS struct {
-	t    testing.TB
-	port int
-	srv  *natsserver.Server
-}
-
-func startNATS(t testing.TB) *testNATS {
-	t.Helper()
-	n := &testNATS{t: t, port: testenv.FreePort(t)}
-	n.start()
-	t.Cleanup(n.stop)
-	return n
-}
-
-func (n *testNATS) url() string { return "nats://127.0.0.1:" + strconv.Itoa(n.port) }
-
-func (n *testNATS) start() {
-	n.t.Helper()
-	s, err := natsserver.NewServer(&natsserver.Options{
-		Host: "127.0.0.1", Port: n.port, Authorization: natsToken,
-		NoLog: true, NoSigs: true, MaxControlLine: 4096,
-	})
-	if err != nil {
-		n.t.Fatal(err)
-	}
-	go s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		n.t.Fatal("nats-server did not start")
-	}
-	n.srv = s
-}
-
-func (n *testNATS) stop() {
-	if n.srv != nil {
-		n.srv.Shutdown()
-		n.srv.WaitForShutdown()
-		n.srv = nil
-	}
-}
-
 // fastCluster is a cluster config with short heartbeats, so that tests of
 // failures end quickly; the bound they check scales with it.
-func fastCluster(nats *testNATS, node string) cluster.Config {
+func fastCluster(nats *testenv.NATS, node string) cluster.Config {
 	c := cluster.DefaultConfig()
 	c.Enabled = true
-	c.URLs = []string{nats.url()}
+	c.URLs = []string{nats.URL()}
 	c.Token = natsToken
 	c.Secret = clusterSecret
 	c.Node = node
@@ -113,7 +70,7 @@ func startNode(t testing.TB, ccfg cluster.Config, opts Options, adjust ...func(*
 }
 
 // startNodes runs n nodes on one NATS and waits until each hears the others.
-func startNodes(t testing.TB, nats *testNATS, n int, adjust ...func(*Config)) []*testNode {
+func startNodes(t testing.TB, nats *testenv.NATS, n int, adjust ...func(*Config)) []*testNode {
 	t.Helper()
 	var nodes []*testNode
 	for i := range n {
@@ -154,7 +111,7 @@ func waitFor(t testing.TB, within time.Duration, what string, cond func() bool) 
 // for byte and after its WsIceServers; the answer and a run of candidates
 // come back byte for byte and in order.
 func TestClusterFramesCrossNodes(t *testing.T) {
-	nats := startNATS(t)
+	nats := testenv.StartNATS(t, natsToken)
 	nodes := startNodes(t, nats, 2)
 
 	app := join(t, nodes[0].url("controllerId=tv-1"))
@@ -191,7 +148,7 @@ func (k *ktClient) sendRaw2(b []byte) []byte {
 // Frames of pairing A never reach pairing B, on any node: B's members,
 // spread over the same nodes, see only B's frames.
 func TestClusterIsolation(t *testing.T) {
-	nats := startNATS(t)
+	nats := testenv.StartNATS(t, natsToken)
 	nodes := startNodes(t, nats, 3)
 
 	a1 := join(t, nodes[0].url("controllerId=room-a"))
@@ -218,7 +175,7 @@ func TestClusterIsolation(t *testing.T) {
 // third joiner gets 4005 and close 1008 on node 3 and on node 1, and the
 // two keep talking.
 func TestClusterCapacity(t *testing.T) {
-	nats := startNATS(t)
+	nats := testenv.StartNATS(t, natsToken)
 	nodes := startNodes(t, nats, 3)
 
 	m1 := join(t, nodes[0].url("controllerId=pair"))
@@ -250,7 +207,7 @@ func TestClusterCapacity(t *testing.T) {
 // Two joiners racing for the last place of a pairing on two nodes: never
 // both get in.
 func TestClusterCapacityRace(t *testing.T) {
-	nats := startNATS(t)
+	nats := testenv.StartNATS(t, natsToken)
 	nodes := startNodes(t, nats, 3)
 	for i := range 10 {
 		room := "race-" + strconv.Itoa(i)
@@ -294,7 +251,7 @@ func TestClusterCapacityRace(t *testing.T) {
 // as after kill -9) has its members removed within node_timeout plus a
 // heartbeat, and a member re-joining on another node gets in.
 func TestClusterNodeDeath(t *testing.T) {
-	nats := startNATS(t)
+	nats := testenv.StartNATS(t, natsToken)
 	nodes := startNodes(t, nats, 3)
 	app := join(t, nodes[0].url("controllerId=tv-9"))
 	join(t, nodes[2].url("controllerId=tv-9"))
@@ -319,12 +276,12 @@ func TestClusterNodeDeath(t *testing.T) {
 // /readyz's check says so. With NATS back, cross-node pairing works
 // again without a restart.
 func TestClusterNATSDownAndBack(t *testing.T) {
-	nats := startNATS(t)
+	nats := testenv.StartNATS(t, natsToken)
 	nodes := startNodes(t, nats, 2)
 	l1 := join(t, nodes[0].url("controllerId=local"))
 	l2 := join(t, nodes[0].url("controllerId=local"))
 
-	nats.stop()
+	nats.Stop()
 	waitFor(t, 5*time.Second, "node 1 to notice NATS is gone", func() bool { return nodes[0].node.Ready() != nil })
 
 	o := l1.send("WsSDPOffer", wsSDPData{Type: "offer", SDP: "v=0 local", ControllerID: "local"})
@@ -334,7 +291,7 @@ func TestClusterNATSDownAndBack(t *testing.T) {
 	cross.expectError(errClusterUnavailable)
 	cross.expectClose(websocket.CloseTryAgainLater)
 
-	nats.start()
+	nats.Start()
 	waitFor(t, 15*time.Second, "both nodes to reconnect on their own", func() bool {
 		return nodes[0].node.Ready() == nil && nodes[1].node.Ready() == nil
 	})
@@ -352,12 +309,12 @@ func TestClusterNATSDownAndBack(t *testing.T) {
 // and publishes a forged frame to it, or replays a frame with its bytes
 // changed, reaches nobody, and the node counts it.
 func TestClusterRefusesUnsignedMessages(t *testing.T) {
-	nats := startNATS(t)
+	nats := testenv.StartNATS(t, natsToken)
 	nodes := startNodes(t, nats, 2)
 	m1 := join(t, nodes[0].url("controllerId=sec"))
 	m2 := join(t, nodes[1].url("controllerId=sec"))
 
-	spy, err := natsclient.Connect(nats.url(), natsclient.Token(natsToken))
+	spy, err := natsclient.Connect(nats.URL(), natsclient.Token(natsToken))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -400,7 +357,7 @@ func TestClusterRefusesUnsignedMessages(t *testing.T) {
 // each side through its own node's TURN; the app's commands arrive.
 func TestClusterEndToEnd(t *testing.T) {
 	secret := []byte("one-turn-secret-for-every-node")
-	nats := startNATS(t)
+	nats := testenv.StartNATS(t, natsToken)
 	var nodes []*testNode
 	var turns []*turnsrv.Server
 	for i := range 3 {
@@ -423,15 +380,7 @@ func TestClusterEndToEnd(t *testing.T) {
 	controller := ktapp.App(t, nodes[0].url(""), "tv-e2e")
 	device := ktapp.Device(t, nodes[2].url("controllerId=tv-e2e"), "tv-e2e")
 	timeout := time.After(30 * time.Second)
-	select {
-	case <-controller.Open:
-	case err := <-controller.Errs:
-		t.Fatal(err)
-	case err := <-device.Errs:
-		t.Fatal(err)
-	case <-timeout:
-		t.Fatal("the app's input channel did not open")
-	}
+	waitInputOpen(t, controller, device, timeout)
 	if err := controller.Send(5, 1); err != nil {
 		t.Fatal(err)
 	}
@@ -472,7 +421,7 @@ func BenchmarkClusterForward(b *testing.B) {
 			name = "cross-node"
 		}
 		b.Run(name, func(b *testing.B) {
-			nats := startNATS(b)
+			nats := testenv.StartNATS(b, natsToken)
 			nodes := startNodes(b, nats, 2, func(c *Config) { c.FramesPerSecond, c.FrameBurst = 1e6, 100000 })
 			from, err := rawJoin(nodes[0].addr, "bench")
 			if err != nil {

@@ -11,48 +11,18 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
-	natsserver "github.com/nats-io/nats-server/v2/server"
 
 	"icebox/internal/testenv"
 )
 
-// runNATS runs a real nats-server (from its Go module) on a loopback port
-// with token authentication; stop and start keep the port.
-type runNATS struct {
-	t    *testing.T
-	port int
-	srv  *natsserver.Server
-}
-
-func (n *runNATS) start() {
-	n.t.Helper()
-	s, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: n.port, Authorization: "proc-token", NoLog: true, NoSigs: true})
-	if err != nil {
-		n.t.Fatal(err)
-	}
-	go s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		n.t.Fatal("nats-server did not start")
-	}
-	n.srv = s
-}
-
-func (n *runNATS) stop() {
-	if n.srv != nil {
-		n.srv.Shutdown()
-		n.srv.WaitForShutdown()
-		n.srv = nil
-	}
-}
-
 // clusterNode starts icebox as a process, node name of a cluster on nats,
 // and returns it with its signaling and admin addresses.
-func clusterNode(t *testing.T, nats *runNATS, name string) (p *proc, signalAddr, adminAddr string) {
+func clusterNode(t *testing.T, nats *testenv.NATS, name string) (p *proc, signalAddr, adminAddr string) {
 	t.Helper()
 	cfg := testConfig(t)
 	cfg.TURN.Secrets = []string{"one-turn-secret-for-every-node"}
 	cfg.Cluster.Enabled = true
-	cfg.Cluster.URLs = []string{"nats://127.0.0.1:" + strconv.Itoa(nats.port)}
+	cfg.Cluster.URLs = []string{nats.URL()}
 	cfg.Cluster.Token = "proc-token"
 	cfg.Cluster.Secret = "0123456789abcdef0123456789abcdef-cluster"
 	cfg.Cluster.Node = name
@@ -132,9 +102,7 @@ func tryJoin(t *testing.T, addr, room string) (*websocket.Conn, string) {
 // NATS stops: /readyz says so and icebox_cluster_nats_connected is 0;
 // NATS comes back and so does readiness, on its own.
 func TestClusterKill9(t *testing.T) {
-	nats := &runNATS{t: t, port: testenv.FreePort(t)}
-	nats.start()
-	t.Cleanup(nats.stop)
+	nats := testenv.StartNATS(t, "proc-token")
 	_, sig1, admin1 := clusterNode(t, nats, "node-1")
 	_, sig2, admin2 := clusterNode(t, nats, "node-2")
 	p3, sig3, _ := clusterNode(t, nats, "node-3")
@@ -169,7 +137,7 @@ func TestClusterKill9(t *testing.T) {
 	}
 	forwardOnce(t, controller, again, "v=0 after the kill")
 
-	nats.stop()
+	nats.Stop()
 	pollFor(t, 10*time.Second, "/readyz to fail without NATS", func() bool {
 		code, body := get(t, "http://"+admin1+"/readyz")
 		return code == http.StatusServiceUnavailable && strings.Contains(body, "NATS")
@@ -178,7 +146,7 @@ func TestClusterKill9(t *testing.T) {
 		t.Errorf("icebox_cluster_nats_connected = %v without NATS", v)
 	}
 
-	nats.start()
+	nats.Start()
 	for _, a := range []string{admin1, admin2} {
 		pollFor(t, 15*time.Second, "readiness and the mesh back on their own", func() bool {
 			code, _ := get(t, "http://"+a+"/readyz")
