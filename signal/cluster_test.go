@@ -304,6 +304,39 @@ func TestClusterNATSDownAndBack(t *testing.T) {
 	l1.expectBytes(a)
 }
 
+// A member that leaves while NATS is away leaves for good: its leave
+// reached nobody, yet once NATS is back the other node no longer counts it
+// and a newcomer gets its place, even though the outage was shorter than
+// node_timeout (so no node was ever taken for dead).
+func TestClusterLeaveDuringOutage(t *testing.T) {
+	nats := testenv.StartNATS(t, natsToken)
+	var nodes []*testNode
+	for i := range 2 {
+		c := fastCluster(nats, fmt.Sprintf("node-%d", i+1))
+		c.NodeTimeout = time.Minute
+		nodes = append(nodes, startNode(t, c, Options{}))
+	}
+	waitMesh(t, nodes, 10*time.Second)
+	m1 := join(t, nodes[0].url("controllerId=gone"))
+	m2 := join(t, nodes[1].url("controllerId=gone"))
+	waitFor(t, 5*time.Second, "node 1 to count node 2's member", func() bool { return nodes[0].node.Members("gone") == 1 })
+
+	nats.Stop()
+	waitFor(t, 5*time.Second, "node 2 to notice NATS is gone", func() bool { return nodes[1].node.Ready() != nil })
+	m2.ws.Close()
+	waitFor(t, 5*time.Second, "node 2 to drop its member", func() bool { return testenv.MetricValue(t, nodes[1].hub.active) == 0 })
+	nats.Start()
+	waitFor(t, 15*time.Second, "both nodes back", func() bool {
+		return nodes[0].node.Ready() == nil && nodes[1].node.Ready() == nil
+	})
+	waitMesh(t, nodes, 15*time.Second)
+	waitFor(t, 5*time.Second, "node 1 to stop counting the member that left", func() bool { return nodes[0].node.Members("gone") == 0 })
+
+	m3 := join(t, nodes[1].url("controllerId=gone"))
+	o := m1.send("WsSDPOffer", wsSDPData{Type: "offer", SDP: "v=0 after the outage", ControllerID: "gone"})
+	m3.expectBytes(o)
+}
+
 // A message not signed with the cluster secret crosses no node: a client
 // of the same NATS (right token, no secret) that sees a pairing's subject
 // and publishes a forged frame to it, or replays a frame with its bytes

@@ -59,7 +59,7 @@ type Options struct {
 type Node struct {
 	cfg    Config
 	name   string
-	boot   string // random per start: a restarted node is a new node
+	boot   string // random per start and reconnection: then it is a new node to the others; guarded by mu
 	log    *slog.Logger
 	m      *metrics
 	key    []byte
@@ -81,6 +81,7 @@ type Node struct {
 	// claimRoom is the room of each claim in claims.
 	claimRoom map[string]string
 	seq       uint64
+	warm      time.Time // until then, after a (re)connection, the live nodes are not all known yet
 }
 
 // room is a pairing with at least one member, or a claim, on this node.
@@ -118,8 +119,6 @@ func New(cfg Config, opts Options) (*Node, error) {
 		}
 		name = strings.NewReplacer(".", "-", " ", "-").Replace(h)
 	}
-	var b [8]byte
-	rand.Read(b[:])
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -131,7 +130,7 @@ func New(cfg Config, opts Options) (*Node, error) {
 	n := &Node{
 		cfg:    cfg,
 		name:   name,
-		boot:   hex.EncodeToString(b[:]),
+		boot:   newBoot(),
 		log:    log,
 		m:      m,
 		key:    []byte(cfg.Secret),
@@ -218,12 +217,32 @@ func (n *Node) Start(h Handler) error {
 	return nil
 }
 
+func newBoot() string {
+	var b [8]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
 // connected follows the NATS connection; nodes learn of each other from
 // the next heartbeats.
+//
+// Joins and leaves sent while this node was cut off reached nobody, on
+// either side: after a reconnection this node forgets every other node's
+// members and, with a new boot id, makes the others forget its own. Both
+// sides then meet anew and announce who is there (heardLocked).
 func (n *Node) connected(nc *nats.Conn, err error) {
 	if nc.IsConnected() {
 		n.m.connected.Set(1)
 		n.log.Info("cluster: connected to NATS", "node", n.name, "server", nc.ConnectedUrlRedacted())
+		n.mu.Lock()
+		// Every live node answers a first heartbeat at once (hello), but
+		// give them one heartbeat: until then, joins wait (Claim).
+		n.warm = time.Now().Add(n.cfg.Heartbeat)
+		n.boot = newBoot()
+		for name := range n.peers {
+			n.forgetLocked(name, "this node was cut off from NATS")
+		}
+		n.mu.Unlock()
 		return
 	}
 	n.m.connected.Set(0)
@@ -305,6 +324,12 @@ func (n *Node) Claim(name, member string) (others int, err error) {
 		return 0, ErrUnavailable
 	}
 	n.mu.Lock()
+	if wait := time.Until(n.warm); wait > 0 {
+		n.mu.Unlock()
+		t := time.NewTimer(wait)
+		<-t.C
+		n.mu.Lock()
+	}
 	r, err := n.roomLocked(name)
 	if err != nil {
 		n.mu.Unlock()
