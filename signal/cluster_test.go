@@ -439,6 +439,33 @@ func TestClusterEndToEnd(t *testing.T) {
 	if v := nodes[0].node.FramesSent(); v < 2 {
 		t.Errorf("node 1 sent %v frames to other nodes, want the offer and candidates", v)
 	}
+
+	// NATS stops mid-call: the call's media never depended on it.
+	nats.Stop()
+	waitFor(t, 5*time.Second, "node 1 to notice NATS is gone", func() bool { return nodes[0].node.Ready() != nil })
+	if err := controller.Send(6, 0); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case got := <-device.Commands:
+		if got != 6 {
+			t.Fatalf("command during the outage %#x, want 0x06", got)
+		}
+	case err := <-device.Errs:
+		t.Fatal(err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("a command sent while NATS was down did not arrive")
+	}
+	// NATS back: signaling across nodes works again, on its own.
+	nats.Start()
+	waitFor(t, 15*time.Second, "every node to reconnect on its own", func() bool {
+		return nodes[0].node.Ready() == nil && nodes[1].node.Ready() == nil && nodes[2].node.Ready() == nil
+	})
+	waitMesh(t, nodes, 15*time.Second)
+	a := join(t, nodes[0].url("controllerId=after"))
+	b := join(t, nodes[2].url("controllerId=after"))
+	o := a.send("WsSDPOffer", wsSDPData{Type: "offer", SDP: "v=0 after", ControllerID: "after"})
+	b.expectBytes(o)
 }
 
 // BenchmarkClusterForward compares a frame's trip between the two members
