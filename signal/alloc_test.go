@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"icebox/internal/testenv"
 )
 
 // What gorilla/websocket v1.5.3 allocates per message, whatever icebox
@@ -37,17 +39,28 @@ func TestForwardAllocs(t *testing.T) {
 		name      string
 		frame     []byte
 		receivers int
+		cluster   bool // the node is in a cluster; the pairing's members are all on it
 	}{
-		{"candidate", candidates("allocs", "candidate:1 1 udp 2122260223 192.0.2.1 54321 typ host generation 0 ufrag abcd"), 1},
-		{"offer", offer("allocs", sdp), 1},
-		{"fan-out", candidates("allocs", "candidate:1 1 udp 2122260223 192.0.2.1 54321 typ host"), 3},
+		{"candidate", candidates("allocs", "candidate:1 1 udp 2122260223 192.0.2.1 54321 typ host generation 0 ufrag abcd"), 1, false},
+		{"offer", offer("allocs", sdp), 1, false},
+		{"fan-out", candidates("allocs", "candidate:1 1 udp 2122260223 192.0.2.1 54321 typ host"), 3, false},
+		{"clustered", candidates("allocs", "candidate:1 1 udp 2122260223 192.0.2.1 54321 typ host generation 0 ufrag abcd"), 1, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := testConfig()
 			cfg.OpenRoom = tc.receivers > 1 // the only room with more than two members
 			cfg.PingInterval = time.Hour    // no pings during the measurement
 			cfg.FramesPerSecond, cfg.FrameBurst = 1e6, 100000
-			ts := startServer(t, cfg, Options{})
+			var ts *testServer
+			if tc.cluster {
+				// The node is alone: a pairing with no member elsewhere
+				// must pay nothing for the cluster. (Its few heartbeats
+				// in the measurement are far below one per frame.)
+				cc := fastCluster(testenv.StartNATS(t, natsToken), "alone")
+				ts = startNode(t, cc, Options{}, func(c *Config) { *c = cfg }).testServer
+			} else {
+				ts = startServer(t, cfg, Options{})
+			}
 			room := "allocs"
 			if cfg.OpenRoom {
 				room = ""

@@ -277,7 +277,7 @@ func (c *conn) join(set *settings, name string, greeting *frameBuf) bool {
 	if name == openRoom {
 		capacity = set.OpenRoomCapacity
 	}
-	r, code := c.s.hub.join(c, name, capacity, greeting)
+	r, code := c.s.joinRoom(c, name, capacity, greeting)
 	if code != 0 {
 		c.refuse(code)
 		return false

@@ -16,8 +16,9 @@ import (
 // startTURN runs icebox's own STUN and TURN on 127.0.0.1, wired as the
 // daemon wires them: TURN on the STUN port's sockets, REST credentials from
 // secret, the default peer policy (relay-to-relay on the relay address is
-// what lets two relay-only peers meet).
-func startTURN(t *testing.T, secret []byte) (addr string, turnSrv *turnsrv.Server) {
+// what lets two relay-only peers meet). adjust, if given, changes the TURN
+// config first.
+func startTURN(t *testing.T, secret []byte, adjust ...func(*turnsrv.Config)) (addr string, turnSrv *turnsrv.Server) {
 	t.Helper()
 	stunCfg := stunsrv.DefaultConfig()
 	stunCfg.Listen = []string{"127.0.0.1:0"}
@@ -28,6 +29,9 @@ func startTURN(t *testing.T, secret []byte) (addr string, turnSrv *turnsrv.Serve
 	turnCfg := turnsrv.DefaultConfig()
 	turnCfg.Secrets = []string{string(secret)}
 	turnCfg.Relay.Address = "127.0.0.1"
+	for _, f := range adjust {
+		f(&turnCfg)
+	}
 	turnSrv, err = turnsrv.New(turnCfg, turnsrv.Options{
 		PublicIP:    netip.MustParseAddr("127.0.0.1"),
 		StateDir:    t.TempDir(),
@@ -63,15 +67,7 @@ func TestEndToEnd(t *testing.T) {
 	device := ktapp.Device(t, ts.url("controllerId=tv-42"), "tv-42")
 	controller := ktapp.App(t, ts.url(""), "tv-42")
 	timeout := time.After(30 * time.Second)
-	select {
-	case <-controller.Open:
-	case err := <-controller.Errs:
-		t.Fatal(err)
-	case err := <-device.Errs:
-		t.Fatal(err)
-	case <-timeout:
-		t.Fatal("the app's input channel did not open")
-	}
+	waitInputOpen(t, controller, device, timeout)
 	// key + state*128, as the app's sendCommand encodes them.
 	sent := [][2]int{{3, 0}, {3, 1}, {7, 1}}
 	for _, c := range sent {
@@ -105,5 +101,20 @@ func TestEndToEnd(t *testing.T) {
 	}
 	if n := testenv.MetricValue(t, ts.cm.framesOut[kindCandidates]); n < 2 {
 		t.Errorf("%v candidate frames relayed, want trickle from both sides", n)
+	}
+}
+
+// waitInputOpen waits for the app's "input" channel to open, failing on
+// either peer's error or at timeout.
+func waitInputOpen(t *testing.T, controller, device *ktapp.Peer, timeout <-chan time.Time) {
+	t.Helper()
+	select {
+	case <-controller.Open:
+	case err := <-controller.Errs:
+		t.Fatal(err)
+	case err := <-device.Errs:
+		t.Fatal(err)
+	case <-timeout:
+		t.Fatal("the app's input channel did not open")
 	}
 }

@@ -63,7 +63,8 @@ type hub struct {
 	mu    sync.Mutex
 	rooms map[string]*room
 
-	now func() time.Time // the clock of keptTTL
+	now     func() time.Time // the clock of keptTTL
+	cluster Cluster          // nil: pairings live in this process only
 
 	active         prometheus.Gauge   // rooms with at least one member
 	backlogDropped prometheus.Counter // frames a lone sender sent that were not kept
@@ -86,12 +87,25 @@ func newHub(reg *registry, now func() time.Time) *hub {
 // join adds c to the room called name. greeting, when not nil, is queued
 // to c before anything else can be, followed, for a client that opted in,
 // by the WsPresence list of the others, then by the room's backlog. The
-// others that opted in learn that c joined. With the room full, c is not
-// added and join returns errRoomFull.
-func (h *hub) join(c *conn, name string, capacity int, greeting *frameBuf) (*room, errCode) {
+// others that opted in learn that c joined. elsewhere members of the
+// pairing on other nodes count toward capacity (unknownElsewhere: c joins
+// only a pairing that has members here and none known elsewhere). With
+// the room full, c is not added and join returns errRoomFull.
+func (h *hub) join(c *conn, name string, capacity int, greeting *frameBuf, elsewhere int) (*room, errCode) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	r := h.rooms[name]
+	if elsewhere == unknownElsewhere && (r == nil || h.cluster.Members(name) > 0) {
+		return nil, errClusterUnavailable
+	}
+	elsewhere = max(elsewhere, 0)
+	members := 0
+	if r != nil {
+		members = len(r.members) // changed only under h.mu too
+	}
+	if members+elsewhere >= capacity {
+		return nil, errRoomFull // before making a room: a refusal leaves none behind
+	}
 	if r == nil {
 		r = &room{name: name, open: name == openRoom}
 		h.rooms[name] = r
@@ -99,9 +113,6 @@ func (h *hub) join(c *conn, name string, capacity int, greeting *frameBuf) (*roo
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if len(r.members) >= capacity {
-		return nil, errRoomFull
-	}
 	if greeting != nil {
 		c.send(greeting, kindIceServers)
 	}
@@ -136,6 +147,9 @@ func (h *hub) leave(c *conn, r *room) {
 		delete(h.rooms, r.name)
 		h.active.Dec()
 	}
+	if h.cluster != nil {
+		h.cluster.Leave(r.name, c.id)
+	}
 }
 
 // forward queues fb, sent by from, to every other member of r, or keeps it
@@ -150,6 +164,10 @@ func (h *hub) forward(set *settings, r *room, from *conn, fb *frameBuf, k kind) 
 			m.send(fb, k)
 			sent = true
 		}
+	}
+	if h.cluster != nil && h.cluster.Members(r.name) > 0 {
+		h.cluster.Forward(r.name, from.id, byte(k), fb.b)
+		sent = true
 	}
 	if !sent {
 		h.keepLocked(set, r, from, fb, k)

@@ -58,6 +58,9 @@ type Options struct {
 	// Now is the clock that ages kept offers; nil: time.Now. Tests move
 	// it to expire an offer without waiting.
 	Now func() time.Time
+	// Cluster spans pairings over other icebox nodes; nil: pairings live
+	// in this process only.
+	Cluster Cluster
 }
 
 // Server is the signaling server. Its methods are safe for concurrent use.
@@ -142,6 +145,7 @@ func New(cfg Config, opts Options) (*Server, error) {
 	if reg.err != nil {
 		return nil, fmt.Errorf("signal: register metrics: %w", reg.err)
 	}
+	s.hub.cluster = opts.Cluster
 	s.set.Store(set)
 	s.SetTokenKeys(opts.TokenKeys)
 	s.bufs.New = func() any { return &readBuf{msg: make([]byte, 0, 4096), scratch: make([]byte, 0, 4096)} }

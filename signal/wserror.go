@@ -30,9 +30,12 @@ const (
 	errBusy          errCode = 4012 // max_conns or max_conns_per_ip reached, or shutting down; closes 1013
 	errTooManyErrors errCode = 4013 // max_errors refused frames; closes 1008
 	errInternal      errCode = 4014 // icebox could not build the ICE server list; closes 1011
+	// errClusterUnavailable: the join needs the other nodes of a cluster,
+	// which cannot be reached; closes 1013.
+	errClusterUnavailable errCode = 4015
 
 	firstCode = errBadFrame
-	numCodes  = int(errInternal-firstCode) + 1
+	numCodes  = int(errClusterUnavailable-firstCode) + 1
 )
 
 // errInfo says what a code means on the wire and in metrics.
@@ -74,6 +77,8 @@ func (c errCode) info() errInfo {
 		return errInfo{"too_many_errors", "too many refused frames", websocket.ClosePolicyViolation}
 	case errInternal:
 		return errInfo{"internal", "internal error", websocket.CloseInternalServerErr}
+	case errClusterUnavailable:
+		return errInfo{"cluster_unavailable", "this pairing may have members on another node, which cannot be reached now: try again later", websocket.CloseTryAgainLater}
 	}
 	return errInfo{"unknown", "unknown error", websocket.CloseInternalServerErr}
 }

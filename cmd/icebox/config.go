@@ -17,6 +17,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"icebox/internal/cfgerr"
+	"icebox/internal/cluster"
 	"icebox/signal"
 	"icebox/stunsrv"
 	"icebox/turnsrv"
@@ -39,12 +40,13 @@ type Config struct {
 	// writable, else ~/.local/state/icebox.
 	StateDir string `yaml:"state_dir"`
 
-	Log    LogConfig      `yaml:"log"`
-	STUN   stunsrv.Config `yaml:"stun"`
-	TURN   turnsrv.Config `yaml:"turn"`
-	Signal signal.Config  `yaml:"signal"`
-	Admin  AdminConfig    `yaml:"admin"`
-	TLS    TLSConfig      `yaml:"tls"`
+	Log     LogConfig      `yaml:"log"`
+	STUN    stunsrv.Config `yaml:"stun"`
+	TURN    turnsrv.Config `yaml:"turn"`
+	Signal  signal.Config  `yaml:"signal"`
+	Cluster cluster.Config `yaml:"cluster"`
+	Admin   AdminConfig    `yaml:"admin"`
+	TLS     TLSConfig      `yaml:"tls"`
 
 	// secretCredential names the systemd credential that turn.secret_file
 	// was filled in from, for logs; "" when the config set it.
@@ -62,12 +64,13 @@ type LogConfig struct {
 // DefaultConfig is what icebox runs with when no config file is given.
 func DefaultConfig() Config {
 	return Config{
-		Log:    LogConfig{Level: "info", Format: "text"},
-		STUN:   stunsrv.DefaultConfig(),
-		TURN:   turnsrv.DefaultConfig(),
-		Signal: signal.DefaultConfig(),
-		Admin:  defaultAdminConfig(),
-		TLS:    defaultTLSConfig(),
+		Log:     LogConfig{Level: "info", Format: "text"},
+		STUN:    stunsrv.DefaultConfig(),
+		TURN:    turnsrv.DefaultConfig(),
+		Signal:  signal.DefaultConfig(),
+		Cluster: cluster.DefaultConfig(),
+		Admin:   defaultAdminConfig(),
+		TLS:     defaultTLSConfig(),
 	}
 }
 
@@ -93,6 +96,10 @@ func (c *Config) Validate() error {
 	errs = append(errs, cfgerr.In("stun", c.STUN.Validate()))
 	errs = append(errs, cfgerr.In("turn", c.TURN.Validate()))
 	errs = append(errs, cfgerr.In("signal", c.Signal.Validate()))
+	errs = append(errs, cfgerr.In("cluster", c.Cluster.Validate()))
+	if c.Cluster.Enabled && !c.Signal.Enabled {
+		errs = append(errs, cfgerr.New("cluster.enabled", "the cluster links signaling pairings, and signaling is off", "signal: {enabled: true}, or cluster: {enabled: false}"))
+	}
 	errs = append(errs, cfgerr.In("admin", c.Admin.validate()))
 	errs = append(errs, cfgerr.In("tls", c.TLS.validate()))
 	return errors.Join(errs...)

@@ -106,6 +106,14 @@ func TestConfigErrorsNameFileLineAndFix(t *testing.T) {
 		// and a reload list them all at once.
 		{"every mistake at once", "stun:\n  sockets: many\n  tcp_idle_timeout: 30\nturn:\n  max_ttl: forever\n  realm: \"\"\nlog:\n  level: loud\n",
 			[]string{":2: stun.sockets:", ":3: stun.tcp_idle_timeout:", ":5: turn.max_ttl:", ":6: turn.realm: is empty", ":8: log.level: unknown level"}},
+		{"cluster without secret", "cluster:\n  enabled: true\n  urls: [\"nats://127.0.0.1:4222\"]\n  secret: short\n",
+			[]string{":4: cluster.secret: shorter than 32", "openssl rand -hex 32"}},
+		{"cluster without NATS", "cluster:\n  enabled: true\n  secret: 0123456789abcdef0123456789abcdef\n",
+			[]string{":2: cluster.urls: enabled without a NATS server", "nats://"}},
+		{"cluster bad URL", "cluster:\n  enabled: true\n  urls:\n    - \"http://x:1\"\n  secret: 0123456789abcdef0123456789abcdef\n",
+			[]string{":4: cluster.urls[0]: not a NATS URL", "tls://"}},
+		{"cluster node timeout", "cluster:\n  enabled: true\n  urls: [\"nats://a:4222\"]\n  secret: 0123456789abcdef0123456789abcdef\n  node_timeout: 1s\n",
+			[]string{":5: cluster.node_timeout:", "twice heartbeat"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			path := writeConfig(t, tc.body)
@@ -132,6 +140,8 @@ func TestConfigErrorsDoNotEchoSecrets(t *testing.T) {
 		"turn:\n  secrets:\n    - [hunter2-hunter2-hunter2]\n",
 		"signal:\n  ice_servers_keys: hunter2-hunter2-hunter2\n",
 		"turn:\n  tls:\n    key: [hunter2-hunter2-hunter2]\n",
+		"cluster:\n  enabled: true\n  urls: [\"nats://a:1\"]\n  secret: hunter2-hunter2\n",
+		"cluster:\n  enabled: true\n  urls: [\"nats://a:1\"]\n  secret: [hunter2-hunter2-hunter2]\n",
 	} {
 		_, err := LoadConfig(writeConfig(t, body))
 		if err == nil {

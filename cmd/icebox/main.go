@@ -229,7 +229,7 @@ func start(cfg Config, log *slog.Logger) (_ *daemon, err error) {
 	if err := d.tls.startACME(); err != nil {
 		return d, err
 	}
-	if d.admin, err = startAdmin(cfg.Admin, d.reg, d.ready, log); err != nil {
+	if d.admin, err = startAdmin(cfg.Admin, d.reg, d.readyz, log); err != nil {
 		return d, err
 	}
 	log.Info("icebox started", "version", version, "stun", d.stun.Addrs(), "turn", d.turnSummary(cfg),
@@ -255,6 +255,16 @@ func (d *daemon) ready(ctx context.Context) error {
 	// The read loops report their own progress: a probe over loopback
 	// could be drowned by a flood and restart a healthy relay.
 	return d.stun.Alive()
+}
+
+// readyz is ready plus the cluster's link to NATS: a node without it
+// serves only pairings whose members are all local, which /readyz says,
+// but the watchdog must not restart it for that.
+func (d *daemon) readyz(ctx context.Context) error {
+	if err := d.ready(ctx); err != nil {
+		return err
+	}
+	return d.signal.clusterReady()
 }
 
 func (d *daemon) close(ctx context.Context) {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"icebox/internal/cluster"
 	"icebox/signal"
 	"icebox/signal/web"
 	"icebox/turnsrv"
@@ -20,6 +21,7 @@ import (
 // own ICE servers.
 type signalPart struct {
 	srv  *signal.Server
+	node *cluster.Node // nil: pairings live in this process only
 	ln   net.Listener
 	done chan struct{}
 	// shared is closed when serving the shared TLS port's HTTP ends;
@@ -42,20 +44,33 @@ func startSignal(cfg Config, urls iceURLs, turn *turnsrv.Server, tlsp *tlsPart, 
 		username, password, expires := turn.MintCredential(user, 0)
 		return append(out, signal.ICEServer{URLs: urls.turn, Username: username, Credential: password}), expires
 	}
-	p.srv, err = signal.New(cfg.Signal, signal.Options{
+	opts := signal.Options{
 		Logger:         log,
 		Registerer:     reg,
 		ICEServers:     iceServers,
 		TokenKeys:      keys,
 		GetCertificate: tlsp.signalCert(),
-	})
+	}
+	if cfg.Cluster.Enabled {
+		if p.node, err = cluster.New(cfg.Cluster, cluster.Options{Logger: log.With("part", "cluster"), Registerer: reg}); err != nil {
+			return nil, err
+		}
+		opts.Cluster = p.node
+	}
+	p.srv, err = signal.New(cfg.Signal, opts)
 	if err != nil {
 		return nil, err
+	}
+	if p.node != nil {
+		if err := p.node.Start(p.srv); err != nil {
+			return nil, err
+		}
 	}
 	if cfg.Signal.Web {
 		p.srv.Handle("/", web.Handler())
 	}
 	if p.ln, err = net.Listen("tcp", cfg.Signal.Listen); err != nil {
+		p.node.Close()
 		return nil, fmt.Errorf("signal: listen %s: %w (another web server may hold the port; set signal.listen)", cfg.Signal.Listen, err)
 	}
 	go func() {
@@ -101,6 +116,15 @@ func (p *signalPart) prepareReload(cfg Config, keys [][]byte) (func(), error) {
 	return p.srv.PrepareReload(cfg.Signal, keys)
 }
 
+// clusterReady reports whether the cluster's NATS is reachable; nil
+// without a cluster.
+func (p *signalPart) clusterReady() error {
+	if p == nil || p.node == nil {
+		return nil
+	}
+	return p.node.Ready()
+}
+
 func (p *signalPart) addr() string {
 	if p == nil {
 		return "off"
@@ -114,6 +138,7 @@ func (p *signalPart) close(ctx context.Context) {
 		return
 	}
 	p.srv.Shutdown(ctx)
+	p.node.Close()
 	p.ln.Close()
 	for _, done := range []chan struct{}{p.done, p.shared} {
 		if done == nil {

@@ -1,0 +1,651 @@
+// Package cluster links the pairings of several icebox nodes over NATS
+// core publish/subscribe: who is in which pairing on which node, and the
+// frames between members on different nodes.
+//
+// Each node keeps its own members; nothing is stored in NATS. A join asks
+// every live node who is in the pairing (a claim) and counts their
+// members and pending claims toward the capacity, so that two concurrent
+// joins on two nodes can never both take the last place (at worst both
+// are refused). Frames go to a subject per pairing, to which only nodes
+// with members in it subscribe, and NATS keeps each sender's order.
+// Nodes send heartbeats; a node silent for node_timeout is taken for dead
+// and its members leave every pairing.
+package cluster
+
+import (
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// ErrUnavailable is returned by Claim when NATS or a live node cannot be
+// asked who is in a pairing.
+var ErrUnavailable = errors.New("cluster: other nodes unreachable")
+
+// Handler is what a node delivers to: the signaling server's rooms.
+type Handler interface {
+	// RemoteFrame hands over a frame that a member on another node sent
+	// to room, byte for byte, to go to its members here.
+	RemoteFrame(room string, kind byte, frame []byte)
+	// RemoteJoined says that a member on another node joined room. The
+	// handler calls apply, which adds it to what Members counts, with the
+	// room locked, so that the frames kept for the next member leave
+	// before any frame forwarded after the join.
+	RemoteJoined(room string, apply func())
+}
+
+// Options are what main hands a Node besides its Config.
+type Options struct {
+	Logger     *slog.Logger          // nil: discard
+	Registerer prometheus.Registerer // nil: don't register
+}
+
+// Node is this icebox node's link to the others. Its methods are safe for
+// concurrent use.
+type Node struct {
+	cfg    Config
+	name   string
+	boot   string // random per start and reconnection: then it is a new node to the others; guarded by mu
+	log    *slog.Logger
+	m      *metrics
+	key    []byte
+	nc     *nats.Conn
+	inbox  chan *nats.Msg
+	h      Handler
+	replyP string // prefix of this node's claim reply subjects
+	stop   chan struct{}
+	wg     sync.WaitGroup
+
+	closeOnce sync.Once
+
+	mu     sync.Mutex
+	sign   *signer          // guarded by mu
+	rooms  map[string]*room // by name
+	bySubj map[string]*room
+	peers  map[string]*peer           // live nodes by name
+	claims map[string]chan claimReply // by reply subject
+	// claimRoom is the room of each claim in claims.
+	claimRoom map[string]string
+	seq       uint64
+	warm      time.Time // until then, after a (re)connection, the live nodes are not all known yet
+}
+
+// room is a pairing with at least one member, or a claim, on this node.
+type room struct {
+	name, subject string
+	sub           *nats.Subscription
+	local         map[string]bool   // member id -> admitted (false: claim pending)
+	remote        map[string]string // member id -> node
+}
+
+type peer struct {
+	boot string
+	seen time.Time
+}
+
+type claimReply struct {
+	node   string
+	others int
+}
+
+// inboxSize bounds the messages waiting for the dispatcher; NATS drops
+// beyond it and says so (slow consumer), counted in bad_messages_total.
+const inboxSize = 8192
+
+// New checks cfg; Start connects.
+func New(cfg Config, opts Options) (*Node, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("cluster: %w", err)
+	}
+	name := cfg.Node
+	if name == "" {
+		h, err := os.Hostname()
+		if err != nil {
+			return nil, fmt.Errorf("cluster: node name: %w (set cluster.node)", err)
+		}
+		name = strings.NewReplacer(".", "-", " ", "-").Replace(h)
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	m, err := newMetrics(opts.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: register metrics: %w", err)
+	}
+	n := &Node{
+		cfg:    cfg,
+		name:   name,
+		boot:   newBoot(),
+		log:    log,
+		m:      m,
+		key:    []byte(cfg.Secret),
+		inbox:  make(chan *nats.Msg, inboxSize),
+		stop:   make(chan struct{}),
+		sign:   newSigner([]byte(cfg.Secret)),
+		rooms:  make(map[string]*room),
+		bySubj: make(map[string]*room),
+		peers:  make(map[string]*peer),
+		claims: make(map[string]chan claimReply),
+
+		claimRoom: make(map[string]string),
+	}
+	n.replyP = cfg.Subject + ".reply." + name + "." + n.boot + "."
+	return n, nil
+}
+
+// Peers is how many other nodes this node hears.
+func (n *Node) Peers() int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return len(n.peers)
+}
+
+// Name is this node's name in the cluster.
+func (n *Node) Name() string { return n.name }
+
+// Start connects to NATS and delivers to h. NATS need not be up: the node
+// keeps trying, and serves pairings whose members are all local meanwhile.
+func (n *Node) Start(h Handler) error {
+	n.h = h
+	opts := []nats.Option{
+		nats.Name("icebox " + n.name),
+		nats.NoEcho(),
+		nats.RetryOnFailedConnect(true),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250 * time.Millisecond),
+		// Frames are not worth delivering late: while NATS is away
+		// nothing is buffered (Forward drops and counts).
+		nats.ReconnectBufSize(-1),
+		nats.PingInterval(n.cfg.NodeTimeout),
+		nats.MaxPingsOutstanding(2),
+		nats.ConnectHandler(func(nc *nats.Conn) { n.connected(nc, nil) }),
+		nats.ReconnectHandler(func(nc *nats.Conn) { n.connected(nc, nil) }),
+		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) { n.connected(nc, err) }),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			n.m.bad.Inc()
+			n.log.Warn("cluster: NATS error", "err", err)
+		}),
+	}
+	switch c := n.cfg; {
+	case c.Token != "":
+		opts = append(opts, nats.Token(c.Token))
+	case c.User != "":
+		opts = append(opts, nats.UserInfo(c.User, c.Password))
+	case c.Creds != "":
+		opts = append(opts, nats.UserCredentials(c.Creds))
+	}
+	if n.cfg.TLS.CA != "" {
+		opts = append(opts, nats.RootCAs(n.cfg.TLS.CA))
+	}
+	if n.cfg.TLS.Cert != "" {
+		opts = append(opts, nats.ClientCert(n.cfg.TLS.Cert, n.cfg.TLS.Key))
+	}
+	nc, err := nats.Connect(strings.Join(n.cfg.URLs, ","), opts...)
+	if err != nil {
+		return fmt.Errorf("cluster: connect to NATS: %w", err)
+	}
+	n.nc = nc
+	for _, s := range []string{n.cfg.Subject + ".hb", n.cfg.Subject + ".claim", n.replyP + "*"} {
+		if _, err := nc.ChanSubscribe(s, n.inbox); err != nil {
+			nc.Close()
+			return fmt.Errorf("cluster: subscribe %s: %w", s, err)
+		}
+	}
+	if nc.IsConnected() {
+		n.connected(nc, nil)
+	} else {
+		n.log.Warn("cluster: NATS unreachable at start; serving local pairings only until it is back", "urls", n.cfg.URLs)
+	}
+	n.wg.Add(2)
+	go n.dispatch()
+	go n.beat()
+	return nil
+}
+
+func newBoot() string {
+	var b [8]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// connected follows the NATS connection; nodes learn of each other from
+// the next heartbeats.
+//
+// Joins and leaves sent while this node was cut off reached nobody, on
+// either side: after a reconnection this node forgets every other node's
+// members and, with a new boot id, makes the others forget its own. Both
+// sides then meet anew and announce who is there (heardLocked).
+func (n *Node) connected(nc *nats.Conn, err error) {
+	if nc.IsConnected() {
+		n.m.connected.Set(1)
+		n.log.Info("cluster: connected to NATS", "node", n.name, "server", nc.ConnectedUrlRedacted())
+		n.mu.Lock()
+		// Every live node answers a first heartbeat at once (hello), but
+		// give them one heartbeat: until then, joins wait (Claim).
+		n.warm = time.Now().Add(n.cfg.Heartbeat)
+		n.boot = newBoot()
+		for name := range n.peers {
+			n.forgetLocked(name, "this node was cut off from NATS")
+		}
+		n.mu.Unlock()
+		return
+	}
+	n.m.connected.Set(0)
+	n.log.Warn("cluster: lost NATS; pairings with members elsewhere refuse new members until it is back", "err", err)
+}
+
+// Close leaves NATS; the other nodes drop this node's members once its
+// heartbeats stop.
+func (n *Node) Close() {
+	if n == nil || n.nc == nil {
+		return
+	}
+	n.closeOnce.Do(func() {
+		close(n.stop)
+		n.nc.Close()
+		n.wg.Wait()
+		n.m.connected.Set(0)
+	})
+}
+
+// Ready reports whether NATS is reachable.
+func (n *Node) Ready() error {
+	if n.nc == nil || !n.nc.IsConnected() {
+		return errors.New("cluster: NATS unreachable, serving local pairings only")
+	}
+	return nil
+}
+
+// roomSubject names room on NATS without revealing it: an HMAC of the name.
+func (n *Node) roomSubject(name string) string {
+	mac := hmac.New(sha256.New, n.key)
+	mac.Write([]byte("icebox-room-v1:"))
+	mac.Write([]byte(name))
+	return n.cfg.Subject + ".room." + hex.EncodeToString(mac.Sum(nil)[:16])
+}
+
+// roomLocked returns the room called name, subscribing to it first.
+func (n *Node) roomLocked(name string) (*room, error) {
+	if r := n.rooms[name]; r != nil {
+		return r, nil
+	}
+	r := &room{name: name, subject: n.roomSubject(name), local: make(map[string]bool), remote: make(map[string]string)}
+	sub, err := n.nc.ChanSubscribe(r.subject, n.inbox)
+	if err != nil {
+		return nil, err
+	}
+	r.sub = sub
+	n.rooms[name] = r
+	n.bySubj[r.subject] = r
+	return r, nil
+}
+
+func (n *Node) dropIfEmptyLocked(r *room) {
+	if len(r.local) > 0 || n.rooms[r.name] != r {
+		return
+	}
+	r.sub.Unsubscribe()
+	delete(n.rooms, r.name)
+	delete(n.bySubj, r.subject)
+}
+
+// publishLocked signs and publishes m.
+func (n *Node) publishLocked(subject, reply string, m *message) error {
+	m.node, m.sent = n.name, time.Now().UnixNano()
+	b := n.sign.encode(make([]byte, 0, 64+len(m.payload)+len(m.node)+len(m.member)), subject, m)
+	if reply != "" {
+		return n.nc.PublishRequest(subject, reply, b)
+	}
+	return n.nc.Publish(subject, b)
+}
+
+// Claim asks every live node how many members and pending claims room
+// has there, holding a place for member meanwhile. The caller then
+// admits member or not, and says which with Confirm.
+func (n *Node) Claim(name, member string) (others int, err error) {
+	n.m.claims.Inc()
+	if n.nc == nil || !n.nc.IsConnected() {
+		n.m.claimsUnavailable.Inc()
+		return 0, ErrUnavailable
+	}
+	n.mu.Lock()
+	if wait := time.Until(n.warm); wait > 0 {
+		n.mu.Unlock()
+		t := time.NewTimer(wait)
+		<-t.C
+		n.mu.Lock()
+	}
+	r, err := n.roomLocked(name)
+	if err != nil {
+		n.mu.Unlock()
+		n.m.claimsUnavailable.Inc()
+		return 0, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	r.local[member] = false
+	n.seq++
+	reply := n.replyP + strconv.FormatUint(n.seq, 10)
+	ch := make(chan claimReply, len(n.peers)+8)
+	n.claims[reply] = ch
+	n.claimRoom[reply] = name
+	want := make(map[string]bool, len(n.peers))
+	for p := range n.peers {
+		want[p] = true
+	}
+	err = n.publishLocked(n.cfg.Subject+".claim", reply, &message{typ: msgClaim, member: member, payload: []byte(r.subject)})
+	n.mu.Unlock()
+	defer func() {
+		n.mu.Lock()
+		delete(n.claims, reply)
+		delete(n.claimRoom, reply)
+		n.mu.Unlock()
+	}()
+	if err == nil {
+		t := time.NewTimer(n.cfg.ClaimTimeout)
+		defer t.Stop()
+	wait:
+		for len(want) > 0 {
+			select {
+			case rep := <-ch:
+				delete(want, rep.node)
+				others += rep.others
+			case <-t.C:
+				break wait
+			}
+		}
+		if len(want) > 0 {
+			err = fmt.Errorf("no answer from %s", strings.Join(slices.Sorted(mapKeys(want)), ", "))
+		}
+	}
+	if err != nil {
+		n.Confirm(name, member, false)
+		n.m.claimsUnavailable.Inc()
+		n.log.Warn("cluster: cannot tell who is in a pairing; join refused", "err", err)
+		return 0, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	return others, nil
+}
+
+func mapKeys(m map[string]bool) func(func(string) bool) {
+	return func(yield func(string) bool) {
+		for k := range m {
+			if !yield(k) {
+				return
+			}
+		}
+	}
+}
+
+// Confirm ends member's claim on room: admitted, it is announced to the
+// other nodes; otherwise the place is given back.
+func (n *Node) Confirm(name, member string, admitted bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	r := n.rooms[name]
+	if r == nil {
+		return
+	}
+	if !admitted {
+		delete(r.local, member)
+		n.dropIfEmptyLocked(r)
+		return
+	}
+	r.local[member] = true
+	if n.nc.IsConnected() {
+		n.publishLocked(r.subject, "", &message{typ: msgJoined, member: member})
+	}
+}
+
+// Leave takes member out of room on every node.
+func (n *Node) Leave(name, member string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	r := n.rooms[name]
+	if r == nil {
+		return
+	}
+	delete(r.local, member)
+	if n.nc.IsConnected() {
+		n.publishLocked(r.subject, "", &message{typ: msgLeft, member: member})
+	}
+	n.dropIfEmptyLocked(r)
+}
+
+// Members is how many members room has on other nodes, as far as this
+// node knows.
+func (n *Node) Members(name string) int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if r := n.rooms[name]; r != nil {
+		return len(r.remote)
+	}
+	return 0
+}
+
+// Forward sends a frame member sent to room to its members on other
+// nodes. Without NATS it is dropped and counted.
+func (n *Node) Forward(name, member string, kind byte, frame []byte) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	r := n.rooms[name]
+	if r == nil || len(r.remote) == 0 {
+		return
+	}
+	if !n.nc.IsConnected() {
+		n.m.framesDropped.Inc()
+		return
+	}
+	if err := n.publishLocked(r.subject, "", &message{typ: msgFrame, member: member, kind: kind, payload: frame}); err != nil {
+		n.m.framesDropped.Inc()
+		return
+	}
+	n.m.framesOut.Inc()
+}
+
+// dispatch handles every message from NATS, one at a time and in the
+// order NATS delivered them, so that a claim's answer and the joins and
+// leaves after it are applied in the order they happened.
+func (n *Node) dispatch() {
+	defer n.wg.Done()
+	for {
+		select {
+		case <-n.stop:
+			return
+		case msg := <-n.inbox:
+			n.handle(msg)
+		}
+	}
+}
+
+func (n *Node) handle(msg *nats.Msg) {
+	n.mu.Lock()
+	m, err := n.sign.decode(msg.Subject, msg.Data)
+	if err != nil || m.node == n.name {
+		n.mu.Unlock()
+		n.m.bad.Inc()
+		return
+	}
+	switch m.typ {
+	case msgHeartbeat:
+		if !n.heardLocked(m.node, m.member) && m.kind == hello {
+			// It has just met this node (new, or back after a
+			// partition it noticed and this node did not): it may
+			// have forgotten this node's members.
+			n.announceLocked()
+		}
+		n.mu.Unlock()
+	case msgClaim:
+		// The answer: how many members and claims the room has here,
+		// and which members, for the claimer to forward to.
+		p := make([]byte, 4, 64)
+		if r := n.bySubj[string(m.payload)]; r != nil {
+			binary.BigEndian.PutUint32(p, uint32(len(r.local)))
+			for id, admitted := range r.local {
+				if admitted {
+					p = append(append(p, id...), ',')
+				}
+			}
+		}
+		if msg.Reply != "" && strings.HasPrefix(msg.Reply, n.cfg.Subject+".reply.") {
+			n.publishLocked(msg.Reply, "", &message{typ: msgClaimReply, payload: p})
+		}
+		n.mu.Unlock()
+	case msgClaimReply:
+		if ch := n.claims[msg.Subject]; ch != nil && len(m.payload) >= 4 {
+			// The claimer is subscribed to the room: the members named
+			// here are known before any later leave is applied.
+			if r := n.rooms[n.claimRoom[msg.Subject]]; r != nil {
+				for id := range strings.SplitSeq(string(m.payload[4:]), ",") {
+					if id != "" {
+						r.remote[id] = m.node
+					}
+				}
+			}
+			select {
+			case ch <- claimReply{m.node, int(binary.BigEndian.Uint32(m.payload))}:
+			default:
+			}
+		}
+		n.mu.Unlock()
+	case msgJoined:
+		r := n.bySubj[msg.Subject]
+		n.mu.Unlock()
+		if r == nil {
+			return
+		}
+		n.h.RemoteJoined(r.name, func() {
+			n.mu.Lock()
+			r.remote[m.member] = m.node
+			n.mu.Unlock()
+		})
+	case msgLeft:
+		if r := n.bySubj[msg.Subject]; r != nil && r.remote[m.member] == m.node {
+			delete(r.remote, m.member)
+		}
+		n.mu.Unlock()
+	case msgFrame:
+		r := n.bySubj[msg.Subject]
+		n.mu.Unlock()
+		if r == nil {
+			return
+		}
+		n.m.framesIn.Inc()
+		if d := time.Since(time.Unix(0, m.sent)); d >= 0 {
+			n.m.latency.Observe(d.Seconds())
+		}
+		n.h.RemoteFrame(r.name, m.kind, m.payload)
+	default:
+		n.mu.Unlock()
+		n.m.bad.Inc()
+	}
+}
+
+// hello, as a heartbeat's kind, asks every node that hears it to announce
+// its members again: the sender has just met them.
+const hello = 1
+
+// heardLocked notes a heartbeat and reports whether its node is new to
+// this one. A node heard for the first time (new, back from a partition,
+// or restarted) learns who is here: each local member is announced again
+// on its pairing, and a hello asks it to do the same.
+func (n *Node) heardLocked(node, boot string) bool {
+	p := n.peers[node]
+	if p != nil && p.boot == boot {
+		p.seen = time.Now()
+		return false
+	}
+	if p != nil {
+		n.forgetLocked(node, "restarted")
+	}
+	n.peers[node] = &peer{boot: boot, seen: time.Now()}
+	n.m.nodes.Set(float64(len(n.peers)))
+	n.log.Info("cluster: node joined", "node", node)
+	n.announceLocked()
+	n.publishLocked(n.cfg.Subject+".hb", "", &message{typ: msgHeartbeat, member: n.boot, kind: hello})
+	return true
+}
+
+// announceLocked announces every local member again on its pairing.
+func (n *Node) announceLocked() {
+	for _, r := range n.rooms {
+		for id, admitted := range r.local {
+			if admitted {
+				n.publishLocked(r.subject, "", &message{typ: msgJoined, member: id})
+			}
+		}
+	}
+}
+
+// forgetLocked takes a dead node's members out of every pairing.
+func (n *Node) forgetLocked(node, why string) {
+	delete(n.peers, node)
+	n.m.nodes.Set(float64(len(n.peers)))
+	removed := 0
+	for _, r := range n.rooms {
+		for id, on := range r.remote {
+			if on == node {
+				delete(r.remote, id)
+				removed++
+			}
+		}
+	}
+	n.m.nodesLost.Inc()
+	n.log.Warn("cluster: node gone; its members left their pairings", "node", node, "why", why, "members", removed)
+}
+
+// beat sends heartbeats and forgets nodes that stopped sending theirs.
+func (n *Node) beat() {
+	defer n.wg.Done()
+	t := time.NewTicker(n.cfg.Heartbeat / 2)
+	defer t.Stop()
+	last := time.Time{}
+	for {
+		select {
+		case <-n.stop:
+			return
+		case now := <-t.C:
+			if now.Sub(last) >= n.cfg.Heartbeat {
+				n.heartbeat()
+				last = now
+			}
+			n.mu.Lock()
+			for name, p := range n.peers {
+				if now.Sub(p.seen) > n.cfg.NodeTimeout {
+					n.forgetLocked(name, "silent for node_timeout")
+				}
+			}
+			n.mu.Unlock()
+		}
+	}
+}
+
+func (n *Node) heartbeat() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.nc != nil && n.nc.IsConnected() {
+		n.publishLocked(n.cfg.Subject+".hb", "", &message{typ: msgHeartbeat, member: n.boot})
+	}
+}
+
+// BadMessages is how many messages were dropped as malformed or
+// unauthenticated, for tests.
+func (n *Node) BadMessages() float64 {
+	return testValue(n.m.bad)
+}
+
+// FramesSent is how many frames this node forwarded to others, for tests.
+func (n *Node) FramesSent() float64 { return testValue(n.m.framesOut) }

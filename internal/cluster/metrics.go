@@ -1,0 +1,58 @@
+package cluster
+
+import (
+	"errors"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+)
+
+// metrics are icebox_cluster_*.
+type metrics struct {
+	connected         prometheus.Gauge
+	nodes             prometheus.Gauge
+	nodesLost         prometheus.Counter
+	claims            prometheus.Counter
+	claimsUnavailable prometheus.Counter
+	framesOut         prometheus.Counter
+	framesIn          prometheus.Counter
+	framesDropped     prometheus.Counter
+	bad               prometheus.Counter
+	latency           prometheus.Histogram
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	o := func(name, help string) prometheus.Opts {
+		return prometheus.Opts{Namespace: "icebox", Subsystem: "cluster", Name: name, Help: help}
+	}
+	m := &metrics{
+		connected:         prometheus.NewGauge(prometheus.GaugeOpts(o("nats_connected", "1 while this node is connected to NATS."))),
+		nodes:             prometheus.NewGauge(prometheus.GaugeOpts(o("nodes", "Other nodes heard within node_timeout."))),
+		nodesLost:         prometheus.NewCounter(prometheus.CounterOpts(o("nodes_lost_total", "Nodes taken for dead or restarted; their members left their pairings."))),
+		claims:            prometheus.NewCounter(prometheus.CounterOpts(o("room_lookups_total", "Joins that asked the other nodes who is in the pairing."))),
+		claimsUnavailable: prometheus.NewCounter(prometheus.CounterOpts(o("room_lookups_failed_total", "Room lookups that could not reach NATS or every live node; the join was refused unless all members were local."))),
+		framesOut:         prometheus.NewCounter(prometheus.CounterOpts(o("frames_sent_total", "Frames forwarded to members on other nodes."))),
+		framesIn:          prometheus.NewCounter(prometheus.CounterOpts(o("frames_received_total", "Frames received from members on other nodes."))),
+		framesDropped:     prometheus.NewCounter(prometheus.CounterOpts(o("frames_dropped_total", "Frames for other nodes dropped while NATS was unreachable."))),
+		bad:               prometheus.NewCounter(prometheus.CounterOpts(o("bad_messages_total", "NATS messages dropped: bad MAC, malformed, or NATS errors such as a slow consumer."))),
+		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: "icebox", Subsystem: "cluster", Name: "forward_latency_seconds",
+			Help:    "From a frame's forwarding on the sending node to its delivery here (needs the nodes' clocks in sync).",
+			Buckets: prometheus.ExponentialBuckets(50e-6, 2, 14),
+		}),
+	}
+	if reg == nil {
+		return m, nil
+	}
+	var errs []error
+	for _, c := range []prometheus.Collector{m.connected, m.nodes, m.nodesLost, m.claims, m.claimsUnavailable, m.framesOut, m.framesIn, m.framesDropped, m.bad, m.latency} {
+		errs = append(errs, reg.Register(c))
+	}
+	return m, errors.Join(errs...)
+}
+
+func testValue(c prometheus.Counter) float64 {
+	var m dto.Metric
+	c.Write(&m)
+	return m.GetCounter().GetValue()
+}

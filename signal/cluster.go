@@ -1,0 +1,90 @@
+package signal
+
+// Cluster spans pairings over several icebox nodes (internal/cluster
+// implements it over NATS). Without one, a Server's pairings live in
+// this process only, exactly as before.
+type Cluster interface {
+	// Claim holds a place for member in room while it asks the other
+	// nodes how many members and pending joins room has there. An error
+	// means they could not be asked.
+	Claim(room, member string) (elsewhere int, err error)
+	// Confirm ends a claim: admitted members are announced to the other
+	// nodes, refused ones give their place back.
+	Confirm(room, member string, admitted bool)
+	// Leave takes member out of room on the other nodes.
+	Leave(room, member string)
+	// Members is how many members room has on other nodes now.
+	Members(room string) int
+	// Forward sends a frame member sent to room to room's members on
+	// other nodes, byte for byte.
+	Forward(room, member string, kind byte, frame []byte)
+}
+
+// joinRoom admits c to the pairing name, counting the members the pairing
+// has on other nodes toward capacity. When the other nodes cannot be
+// asked, c may still join a pairing whose members are all here.
+func (s *Server) joinRoom(c *conn, name string, capacity int, greeting *frameBuf) (*room, errCode) {
+	if s.hub.cluster == nil {
+		return s.hub.join(c, name, capacity, greeting, 0)
+	}
+	elsewhere, err := s.hub.cluster.Claim(name, c.id)
+	if err != nil {
+		s.log.Warn("signal: join needs the other nodes, which cannot be reached", "conn", c.id, "err", err)
+		elsewhere = unknownElsewhere
+	}
+	r, code := s.hub.join(c, name, capacity, greeting, elsewhere)
+	if err == nil {
+		s.hub.cluster.Confirm(name, c.id, code == 0)
+	}
+	return r, code
+}
+
+// unknownElsewhere, as join's elsewhere, says the other nodes could not
+// be asked: only a pairing that has members here, and none known
+// elsewhere, takes c.
+const unknownElsewhere = -1
+
+// RemoteFrame delivers a frame a member on another node sent to room, to
+// room's members here. For internal/cluster.
+func (s *Server) RemoteFrame(name string, k byte, frame []byte) {
+	if kind(k) >= numKinds {
+		return
+	}
+	h := s.hub
+	h.mu.Lock()
+	r := h.rooms[name]
+	if r == nil {
+		h.mu.Unlock()
+		return
+	}
+	r.mu.Lock()
+	h.mu.Unlock()
+	defer r.mu.Unlock()
+	fb := newFrameBuf(frame)
+	for _, m := range r.members {
+		m.send(fb, kind(k))
+	}
+	fb.release()
+}
+
+// RemoteJoined applies a member's join on another node to room, then
+// hands it what room's lone member here sent meanwhile, ahead of anything
+// forwarded later. For internal/cluster.
+func (s *Server) RemoteJoined(name string, apply func()) {
+	h := s.hub
+	h.mu.Lock()
+	r := h.rooms[name]
+	if r == nil {
+		h.mu.Unlock()
+		apply()
+		return
+	}
+	r.mu.Lock()
+	h.mu.Unlock()
+	defer r.mu.Unlock()
+	apply()
+	for _, p := range r.backlog {
+		h.cluster.Forward(name, p.from.id, byte(p.k), p.fb.b)
+	}
+	h.dropKeptLocked(r, func(pending) bool { return true })
+}
