@@ -166,15 +166,9 @@ func TestChannelDataFastPath(t *testing.T) {
 			for _, msg := range []string{"a", "odd length", "four"} {
 				c.roundTrip(t, 0x4000, peer, msg)
 			}
-			if got := testenv.MetricValue(t, ts.metrics.fastToPeer); got != 3 {
-				t.Errorf("data plane relayed %v to the peer, want 3", got)
-			}
-			if got := testenv.MetricValue(t, ts.metrics.fastFromPeer); got != 3 {
-				t.Errorf("data plane relayed %v to the client, want 3", got)
-			}
-			if got := testenv.MetricValue(t, ts.metrics.toPeerPackets); got != 3 {
-				t.Errorf("relayed packets to peer = %v, want 3", got)
-			}
+			wantCount(t, ts.metrics.fastToPeer, 3, "datagrams the data plane relayed to the peer")
+			wantCount(t, ts.metrics.fastFromPeer, 3, "datagrams the data plane relayed to the client")
+			wantCount(t, ts.metrics.toPeerPackets, 3, "relayed packets to the peer, pion's and the data plane's")
 		})
 	}
 }
@@ -210,8 +204,17 @@ func TestChannelAndPermissionExpiry(t *testing.T) {
 	ts.dp.skew.Add(int64(time.Second))
 	c.sendChannelData(0x4000, "channel expired")
 	waitMetric(t, ts.metrics.fastDrops[dropExpired], 3)
-	if got := testenv.MetricValue(t, ts.metrics.fastToPeer); got != 2 {
-		t.Errorf("data plane relayed %v, want only the 2 live round trips", got)
+	wantCount(t, ts.metrics.fastToPeer, 2, "datagrams the data plane relayed (only the 2 live round trips)")
+}
+
+// wantCount waits until counter c reaches want, then checks it is exactly
+// want: the data plane counts a relayed datagram after the send succeeds,
+// so the other end may see the datagram (and the test go on) first.
+func wantCount(t *testing.T, c prometheus.Counter, want float64, what string) {
+	t.Helper()
+	waitMetric(t, c, want)
+	if got := testenv.MetricValue(t, c); got != want {
+		t.Errorf("%s: %v, want %v", what, got, want)
 	}
 }
 
@@ -252,9 +255,7 @@ func TestNothingRelayedAfterRefreshZero(t *testing.T) {
 	if _, got, ok := c.readChannelData(t, 0); ok {
 		t.Errorf("client got %q after Refresh(0)", got)
 	}
-	if got := testenv.MetricValue(t, ts.metrics.fastToPeer); got != 1 {
-		t.Errorf("data plane relayed %v to the peer, want 1", got)
-	}
+	wantCount(t, ts.metrics.fastToPeer, 1, "datagrams the data plane relayed to the peer")
 }
 
 // bindingAfter sends a Binding request on the client's connection and
@@ -399,7 +400,5 @@ func TestFastPathAnswersFromTheAddressTheClientUsed(t *testing.T) {
 	for _, msg := range []string{"one", "two"} {
 		c.roundTrip(t, 0x4000, peer, msg)
 	}
-	if got := testenv.MetricValue(t, ts.metrics.fastFromPeer); got != 2 {
-		t.Errorf("data plane relayed %v to the client, want 2", got)
-	}
+	wantCount(t, ts.metrics.fastFromPeer, 2, "datagrams the data plane relayed to the client")
 }
