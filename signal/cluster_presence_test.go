@@ -17,6 +17,7 @@ func TestClusterPresence(t *testing.T) {
 
 	page1 := joinPage(t, nodes[0].url("room=pp"))
 	page1.expectPresence(presenceHere, nil)
+	page1.handled() // its join is confirmed to the other nodes
 
 	page2 := joinPage(t, nodes[1].url("room=pp"))
 	first := idOf(page2.expectPresence(presenceHere, map[string]bool{"*": true}))
@@ -63,7 +64,7 @@ func TestClusterPresenceNotToApp(t *testing.T) {
 
 	app := join(t, nodes[0].url(""))
 	o := app.send("WsSDPOffer", wsSDPData{Type: "offer", SDP: "v=0 app", ControllerID: "tv-a"})
-	app.handled()
+	app.handled() // its join is confirmed to the other nodes
 	for i := range 2 {
 		page := joinPage(t, nodes[1].url("room=tv-a"))
 		page.expectPresence(presenceHere, map[string]bool{"*": false})
@@ -86,6 +87,7 @@ func TestClusterPresenceAfterNATSOutage(t *testing.T) {
 	nodes := startNodes(t, nats, 2, func(c *Config) { c.RoomCapacity = 3 })
 	page1 := joinPage(t, nodes[0].url("room=re"))
 	page1.expectPresence(presenceHere, nil)
+	page1.handled()
 	page2 := joinPage(t, nodes[1].url("room=re"))
 	id1 := idOf(page2.expectPresence(presenceHere, map[string]bool{"*": true}))
 	id2 := idOf(page1.expectPresence(presenceJoined, map[string]bool{"*": true}))
