@@ -266,7 +266,7 @@ func (n *Node) connected(nc *nats.Conn, err error) {
 		}
 		n.connects++
 		n.mu.Unlock()
-		n.tellLeft(left)
+		n.tellLeftLater(left)
 		return
 	}
 	n.m.connected.Set(0)
@@ -526,7 +526,7 @@ func (n *Node) handle(msg *nats.Msg) {
 			n.announceLocked()
 		}
 		n.mu.Unlock()
-		n.tellLeft(left)
+		n.tellLeftLater(left) // restarted, or reconnected to NATS
 	case msgClaim:
 		// The answer: how many members and claims the room has here,
 		// and which members, for the claimer to forward to and to list
@@ -671,6 +671,24 @@ func (n *Node) forgetLocked(node, why string) []gone {
 	return left
 }
 
+// tellLeftLater tells the handler which remote members left, node_timeout
+// from now, when they may be back: after this node or theirs reconnected
+// to NATS, their node announces them again at once, and the handler hears
+// of those that did not come back only (it checks EachMember). A call
+// between pages on two nodes thus outlives a short NATS outage.
+func (n *Node) tellLeftLater(left []gone) {
+	if len(left) == 0 {
+		return
+	}
+	time.AfterFunc(n.cfg.NodeTimeout, func() {
+		select {
+		case <-n.stop:
+		default:
+			n.tellLeft(left)
+		}
+	})
+}
+
 // tellLeft tells the handler which remote members left; called without
 // n.mu, since the handler takes its own locks and then may call n.
 func (n *Node) tellLeft(left []gone) {
@@ -702,7 +720,11 @@ func (n *Node) beat() {
 				}
 			}
 			n.mu.Unlock()
-			n.tellLeft(left)
+			if n.nc.IsConnected() {
+				n.tellLeft(left)
+			} else {
+				n.tellLeftLater(left) // it may be this node that is cut off
+			}
 		}
 	}
 }
