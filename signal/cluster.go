@@ -54,15 +54,10 @@ func (s *Server) RemoteFrame(name string, k byte, frame []byte) {
 	if kind(k) >= numKinds {
 		return
 	}
-	h := s.hub
-	h.mu.Lock()
-	r := h.rooms[name]
+	r := s.hub.lockRoom(name)
 	if r == nil {
-		h.mu.Unlock()
 		return
 	}
-	r.mu.Lock()
-	h.mu.Unlock()
 	defer r.mu.Unlock()
 	fb := newFrameBuf(frame)
 	for _, m := range r.members {
@@ -102,24 +97,30 @@ func (s *Server) RemoteJoined(name, member string, presence bool, apply func()) 
 // RemoteLeft tells the members of room here that opted in that a member
 // on another node left, or that its node is gone. For internal/cluster.
 func (s *Server) RemoteLeft(name, member string, presence bool) {
-	h := s.hub
-	h.mu.Lock()
-	r := h.rooms[name]
+	r := s.hub.lockRoom(name)
 	if r == nil {
-		h.mu.Unlock()
 		return
 	}
-	r.mu.Lock()
-	h.mu.Unlock()
 	defer r.mu.Unlock()
 	if _, known := r.remote[member]; !known {
 		return
 	}
 	back := false // its node was forgotten, then heard again, meanwhile
-	h.cluster.EachMember(name, func(id string, _ bool) { back = back || id == member })
+	s.hub.cluster.EachMember(name, func(id string, _ bool) { back = back || id == member })
 	if back {
 		return
 	}
 	delete(r.remote, member)
 	announce(presenceLeft, &conn{id: member, presence: presence}, r.members)
+}
+
+// lockRoom returns the room called name, locked, or nil if there is none.
+func (h *hub) lockRoom(name string) *room {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	r := h.rooms[name]
+	if r != nil {
+		r.mu.Lock()
+	}
+	return r
 }

@@ -8,6 +8,22 @@ import (
 	"icebox/internal/testenv"
 )
 
+// meetPages joins page1 to room on a, then page2 on b: page2 finds page1
+// in "here" and page1 hears that page2 joined, each with its own id.
+func meetPages(t *testing.T, a, b *testNode, room string) (page1, page2 *pageClient, id1, id2 string) {
+	t.Helper()
+	page1 = joinPage(t, a.url("room="+room))
+	page1.expectPresence(presenceHere, nil)
+	page1.handled() // its join is confirmed to the other nodes
+	page2 = joinPage(t, b.url("room="+room))
+	id1 = idOf(page2.expectPresence(presenceHere, map[string]bool{"*": true}))
+	id2 = idOf(page1.expectPresence(presenceJoined, map[string]bool{"*": true}))
+	if id1 == id2 {
+		t.Fatalf("both pages have id %q", id1)
+	}
+	return page1, page2, id1, id2
+}
+
 // Pages on different nodes see each other in WsPresence exactly as on one
 // node: "here" lists the members elsewhere with their opt-in, "joined"
 // and "left" follow a member on another node that joins or leaves, and a
@@ -16,16 +32,7 @@ func TestClusterPresence(t *testing.T) {
 	nats := testenv.StartNATS(t, natsToken)
 	nodes := startNodes(t, nats, 3)
 
-	page1 := joinPage(t, nodes[0].url("room=pp"))
-	page1.expectPresence(presenceHere, nil)
-	page1.handled() // its join is confirmed to the other nodes
-
-	page2 := joinPage(t, nodes[1].url("room=pp"))
-	first := idOf(page2.expectPresence(presenceHere, map[string]bool{"*": true}))
-	second := idOf(page1.expectPresence(presenceJoined, map[string]bool{"*": true}))
-	if first == second {
-		t.Fatalf("both pages have id %q", first)
-	}
+	page1, page2, first, second := meetPages(t, nodes[0], nodes[1], "pp")
 	// They can talk: the call starts as on one node.
 	o := page1.send("WsSDPOffer", wsSDPData{Type: "offer", SDP: "v=0 page1", ControllerID: "pp"})
 	page2.expectBytes(o)
@@ -93,12 +100,7 @@ func TestClusterPresenceAfterNATSOutage(t *testing.T) {
 		nodes = append(nodes, startNode(t, c, Options{}, func(c *Config) { c.RoomCapacity = 3 }))
 	}
 	waitMesh(t, nodes, 10*time.Second)
-	page1 := joinPage(t, nodes[0].url("room=re"))
-	page1.expectPresence(presenceHere, nil)
-	page1.handled() // its join is confirmed to the other nodes
-	page2 := joinPage(t, nodes[1].url("room=re"))
-	id1 := idOf(page2.expectPresence(presenceHere, map[string]bool{"*": true}))
-	id2 := idOf(page1.expectPresence(presenceJoined, map[string]bool{"*": true}))
+	page1, page2, id1, id2 := meetPages(t, nodes[0], nodes[1], "re")
 
 	before := []int{nodes[0].node.Connections(), nodes[1].node.Connections()}
 	nats.Stop()
@@ -127,12 +129,7 @@ func TestClusterPresenceAfterNATSOutage(t *testing.T) {
 func TestClusterPresenceLeaveDuringOutage(t *testing.T) {
 	nats := testenv.StartNATS(t, natsToken)
 	nodes := startNodes(t, nats, 2)
-	page1 := joinPage(t, nodes[0].url("room=lo"))
-	page1.expectPresence(presenceHere, nil)
-	page1.handled()
-	page2 := joinPage(t, nodes[1].url("room=lo"))
-	page2.expectPresence(presenceHere, map[string]bool{"*": true})
-	id2 := idOf(page1.expectPresence(presenceJoined, map[string]bool{"*": true}))
+	page1, page2, _, id2 := meetPages(t, nodes[0], nodes[1], "lo")
 
 	nats.Stop()
 	waitFor(t, 5*time.Second, "node 2 to notice NATS is gone", func() bool { return nodes[1].node.Ready() != nil })
@@ -140,10 +137,7 @@ func TestClusterPresenceLeaveDuringOutage(t *testing.T) {
 	waitFor(t, 5*time.Second, "node 2 to drop its page", func() bool { return testenv.MetricValue(t, nodes[1].hub.active) == 0 })
 	nats.Start()
 	page1.expectPresence(presenceLeft, map[string]bool{id2: true})
-	waitFor(t, 15*time.Second, "both nodes back", func() bool {
-		return nodes[0].node.Ready() == nil && nodes[1].node.Ready() == nil
-	})
-	waitMesh(t, nodes, 15*time.Second)
+	waitBack(t, nodes)
 	page3 := joinPage(t, nodes[1].url("room=lo"))
 	page3.expectPresence(presenceHere, map[string]bool{"*": true})
 	page1.expectPresence(presenceJoined, map[string]bool{"*": true})
