@@ -23,14 +23,16 @@ type room struct {
 	name string // controllerId; "" is the open room
 	open bool   // open_room: no capacity limit, controllerIds not checked
 
-	mu      sync.Mutex
-	members []*conn
-	// remote are the members on other nodes that the members here were
-	// told of in WsPresence, with their opt-in; changed only with mu held,
-	// together with the WsPresence frames that tell of it.
-	remote       map[string]bool
+	mu           sync.Mutex
+	members      []*conn
 	backlog      []pending
 	backlogBytes int
+
+	// remote are the members on other nodes that the members here were
+	// told of in WsPresence, with their opt-in; changed only with mu held,
+	// together with the WsPresence frames that tell of it. nil without a
+	// cluster and in the open room.
+	remote map[string]bool
 }
 
 // pending is a backlogged frame, holding a reference to fb.
