@@ -9,12 +9,16 @@ type Cluster interface {
 	// means they could not be asked.
 	Claim(room, member string) (elsewhere int, err error)
 	// Confirm ends a claim: admitted members are announced to the other
-	// nodes, refused ones give their place back.
-	Confirm(room, member string, admitted bool)
+	// nodes with their WsPresence opt-in, refused ones give their place
+	// back.
+	Confirm(room, member string, presence, admitted bool)
 	// Leave takes member out of room on the other nodes.
 	Leave(room, member string)
 	// Members is how many members room has on other nodes now.
 	Members(room string) int
+	// EachMember calls f for each member room has on other nodes now,
+	// with its WsPresence opt-in.
+	EachMember(room string, f func(member string, presence bool))
 	// Forward sends a frame member sent to room to room's members on
 	// other nodes, byte for byte.
 	Forward(room, member string, kind byte, frame []byte)
@@ -34,7 +38,7 @@ func (s *Server) joinRoom(c *conn, name string, capacity int, greeting *frameBuf
 	}
 	r, code := s.hub.join(c, name, capacity, greeting, elsewhere)
 	if err == nil {
-		s.hub.cluster.Confirm(name, c.id, code == 0)
+		s.hub.cluster.Confirm(name, c.id, c.presence, code == 0)
 	}
 	return r, code
 }
@@ -50,15 +54,10 @@ func (s *Server) RemoteFrame(name string, k byte, frame []byte) {
 	if kind(k) >= numKinds {
 		return
 	}
-	h := s.hub
-	h.mu.Lock()
-	r := h.rooms[name]
+	r := s.hub.lockRoom(name)
 	if r == nil {
-		h.mu.Unlock()
 		return
 	}
-	r.mu.Lock()
-	h.mu.Unlock()
 	defer r.mu.Unlock()
 	fb := newFrameBuf(frame)
 	for _, m := range r.members {
@@ -67,24 +66,61 @@ func (s *Server) RemoteFrame(name string, k byte, frame []byte) {
 	fb.release()
 }
 
-// RemoteJoined applies a member's join on another node to room, then
-// hands it what room's lone member here sent meanwhile, ahead of anything
-// forwarded later. For internal/cluster.
-func (s *Server) RemoteJoined(name string, apply func()) {
+// RemoteJoined applies a member's join on another node to room, tells the
+// members here that opted in, then hands it what room's lone member here
+// sent meanwhile, ahead of anything forwarded later. For internal/cluster.
+func (s *Server) RemoteJoined(name, member string, presence bool, apply func()) {
 	h := s.hub
 	h.mu.Lock()
 	r := h.rooms[name]
 	if r == nil {
-		h.mu.Unlock()
+		// Applied under h.mu: a join here that makes the room lists
+		// the member in its WsPresence "here", or it is not applied yet.
 		apply()
+		h.mu.Unlock()
 		return
 	}
 	r.mu.Lock()
 	h.mu.Unlock()
 	defer r.mu.Unlock()
 	apply()
+	if _, known := r.remote[member]; !known && !r.open {
+		r.remote[member] = presence
+		announce(presenceJoined, &conn{id: member, presence: presence}, r.members)
+	}
 	for _, p := range r.backlog {
 		h.cluster.Forward(name, p.from.id, byte(p.k), p.fb.b)
 	}
 	h.dropKeptLocked(r, func(pending) bool { return true })
+}
+
+// RemoteLeft tells the members of room here that opted in that a member
+// on another node left, or that its node is gone. For internal/cluster.
+func (s *Server) RemoteLeft(name, member string, presence bool) {
+	r := s.hub.lockRoom(name)
+	if r == nil {
+		return
+	}
+	defer r.mu.Unlock()
+	if _, known := r.remote[member]; !known {
+		return
+	}
+	back := false // its node was forgotten, then heard again, meanwhile
+	s.hub.cluster.EachMember(name, func(id string, _ bool) { back = back || id == member })
+	if back {
+		return
+	}
+	delete(r.remote, member)
+	announce(presenceLeft, &conn{id: member, presence: presence}, r.members)
+}
+
+// lockRoom returns the room called name, locked, or nil if there is none.
+func (h *hub) lockRoom(name string) *room {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	r := h.rooms[name]
+	if r != nil {
+		r.mu.Lock()
+	}
+	return r
 }

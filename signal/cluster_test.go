@@ -92,6 +92,21 @@ func waitMesh(t testing.TB, nodes []*testNode, within time.Duration) {
 	})
 }
 
+// waitBack waits, once NATS is back, until every node has reconnected on
+// its own and hears the others.
+func waitBack(t testing.TB, nodes []*testNode) {
+	t.Helper()
+	waitFor(t, 15*time.Second, "every node to reconnect on its own", func() bool {
+		for _, n := range nodes {
+			if n.node.Ready() != nil {
+				return false
+			}
+		}
+		return true
+	})
+	waitMesh(t, nodes, 15*time.Second)
+}
+
 // waitFor polls cond until it holds or within passes.
 func waitFor(t testing.TB, within time.Duration, what string, cond func() bool) {
 	t.Helper()
@@ -292,10 +307,7 @@ func TestClusterNATSDownAndBack(t *testing.T) {
 	cross.expectClose(websocket.CloseTryAgainLater)
 
 	nats.Start()
-	waitFor(t, 15*time.Second, "both nodes to reconnect on their own", func() bool {
-		return nodes[0].node.Ready() == nil && nodes[1].node.Ready() == nil
-	})
-	waitMesh(t, nodes, 15*time.Second)
+	waitBack(t, nodes)
 	c1 := join(t, nodes[0].url("controllerId=cross"))
 	c2 := join(t, nodes[1].url("controllerId=cross"))
 	o2 := c1.send("WsSDPOffer", wsSDPData{Type: "offer", SDP: "v=0 cross", ControllerID: "cross"})
@@ -326,10 +338,7 @@ func TestClusterLeaveDuringOutage(t *testing.T) {
 	m2.ws.Close()
 	waitFor(t, 5*time.Second, "node 2 to drop its member", func() bool { return testenv.MetricValue(t, nodes[1].hub.active) == 0 })
 	nats.Start()
-	waitFor(t, 15*time.Second, "both nodes back", func() bool {
-		return nodes[0].node.Ready() == nil && nodes[1].node.Ready() == nil
-	})
-	waitMesh(t, nodes, 15*time.Second)
+	waitBack(t, nodes)
 	waitFor(t, 5*time.Second, "node 1 to stop counting the member that left", func() bool { return nodes[0].node.Members("gone") == 0 })
 
 	m3 := join(t, nodes[1].url("controllerId=gone"))

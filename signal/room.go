@@ -1,6 +1,7 @@
 package signal
 
 import (
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -26,6 +27,12 @@ type room struct {
 	members      []*conn
 	backlog      []pending
 	backlogBytes int
+
+	// remote are the members on other nodes that the members here were
+	// told of in WsPresence, with their opt-in; changed only with mu held,
+	// together with the WsPresence frames that tell of it. nil without a
+	// cluster and in the open room.
+	remote map[string]bool
 }
 
 // pending is a backlogged frame, holding a reference to fb.
@@ -108,6 +115,10 @@ func (h *hub) join(c *conn, name string, capacity int, greeting *frameBuf, elsew
 	}
 	if r == nil {
 		r = &room{name: name, open: name == openRoom}
+		if h.cluster != nil && !r.open {
+			r.remote = make(map[string]bool)
+			h.cluster.EachMember(name, func(id string, presence bool) { r.remote[id] = presence })
+		}
 		h.rooms[name] = r
 		h.active.Inc()
 	}
@@ -118,7 +129,7 @@ func (h *hub) join(c *conn, name string, capacity int, greeting *frameBuf, elsew
 	}
 	if !r.open {
 		if c.presence {
-			sendPresence(presenceHere, r.members, c)
+			sendPresence(presenceHere, r.members, r.remote, c)
 		}
 		announce(presenceJoined, c, r.members)
 	}
@@ -244,13 +255,17 @@ type presencePeer struct {
 	Presence bool   `json:"presence"` // it opted in too: a page, not the app
 }
 
-// sendPresence queues a WsPresence frame listing peers (but not to) to to.
-func sendPresence(event string, peers []*conn, to *conn) {
-	d := presenceData{Event: event, Peers: make([]presencePeer, 0, len(peers))}
+// sendPresence queues a WsPresence frame listing peers (but not to),
+// then the members on other nodes remote, to to.
+func sendPresence(event string, peers []*conn, remote map[string]bool, to *conn) {
+	d := presenceData{Event: event, Peers: make([]presencePeer, 0, len(peers)+len(remote))}
 	for _, p := range peers {
 		if p != to {
 			d.Peers = append(d.Peers, presencePeer{p.id, p.presence})
 		}
+	}
+	for _, id := range slices.Sorted(maps.Keys(remote)) {
+		d.Peers = append(d.Peers, presencePeer{id, remote[id]})
 	}
 	fb := ownFrame(mustFrame(kindPresence, d))
 	to.send(fb, kindPresence)

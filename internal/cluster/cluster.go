@@ -41,11 +41,15 @@ type Handler interface {
 	// RemoteFrame hands over a frame that a member on another node sent
 	// to room, byte for byte, to go to its members here.
 	RemoteFrame(room string, kind byte, frame []byte)
-	// RemoteJoined says that a member on another node joined room. The
-	// handler calls apply, which adds it to what Members counts, with the
-	// room locked, so that the frames kept for the next member leave
-	// before any frame forwarded after the join.
-	RemoteJoined(room string, apply func())
+	// RemoteJoined says that member, on another node, joined room;
+	// presence is its WsPresence opt-in. The handler calls apply, which
+	// adds it to what Members and EachMember see, with the room locked,
+	// so that the frames kept for the next member leave before any frame
+	// forwarded after the join.
+	RemoteJoined(room, member string, presence bool, apply func())
+	// RemoteLeft says that member, on another node, left room, or that
+	// its node is gone. Members no longer counts it.
+	RemoteLeft(room, member string, presence bool)
 }
 
 // Options are what main hands a Node besides its Config.
@@ -82,14 +86,31 @@ type Node struct {
 	claimRoom map[string]string
 	seq       uint64
 	warm      time.Time // until then, after a (re)connection, the live nodes are not all known yet
+	connects  int       // (re)connections handled, for tests
 }
 
 // room is a pairing with at least one member, or a claim, on this node.
 type room struct {
 	name, subject string
 	sub           *nats.Subscription
-	local         map[string]bool   // member id -> admitted (false: claim pending)
-	remote        map[string]string // member id -> node
+	local         map[string]localMember  // by member id
+	remote        map[string]remoteMember // by member id
+}
+
+type localMember struct {
+	admitted bool // false: claim pending
+	presence bool // opted in to WsPresence
+}
+
+type remoteMember struct {
+	node     string
+	presence bool
+}
+
+// gone is a remote member taken out of a pairing, for Handler.RemoteLeft.
+type gone struct {
+	room, member string
+	presence     bool
 }
 
 type peer struct {
@@ -239,10 +260,13 @@ func (n *Node) connected(nc *nats.Conn, err error) {
 		// give them one heartbeat: until then, joins wait (Claim).
 		n.warm = time.Now().Add(n.cfg.Heartbeat)
 		n.boot = newBoot()
+		var left []gone
 		for name := range n.peers {
-			n.forgetLocked(name, "this node was cut off from NATS")
+			left = append(left, n.forgetLocked(name, "this node was cut off from NATS")...)
 		}
+		n.connects++
 		n.mu.Unlock()
+		n.tellLeftLater(left)
 		return
 	}
 	n.m.connected.Set(0)
@@ -284,7 +308,7 @@ func (n *Node) roomLocked(name string) (*room, error) {
 	if r := n.rooms[name]; r != nil {
 		return r, nil
 	}
-	r := &room{name: name, subject: n.roomSubject(name), local: make(map[string]bool), remote: make(map[string]string)}
+	r := &room{name: name, subject: n.roomSubject(name), local: make(map[string]localMember), remote: make(map[string]remoteMember)}
 	sub, err := n.nc.ChanSubscribe(r.subject, n.inbox)
 	if err != nil {
 		return nil, err
@@ -336,7 +360,7 @@ func (n *Node) Claim(name, member string) (others int, err error) {
 		n.m.claimsUnavailable.Inc()
 		return 0, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
-	r.local[member] = false
+	r.local[member] = localMember{}
 	n.seq++
 	reply := n.replyP + strconv.FormatUint(n.seq, 10)
 	ch := make(chan claimReply, len(n.peers)+8)
@@ -372,7 +396,7 @@ func (n *Node) Claim(name, member string) (others int, err error) {
 		}
 	}
 	if err != nil {
-		n.Confirm(name, member, false)
+		n.Confirm(name, member, false, false)
 		n.m.claimsUnavailable.Inc()
 		n.log.Warn("cluster: cannot tell who is in a pairing; join refused", "err", err)
 		return 0, fmt.Errorf("%w: %v", ErrUnavailable, err)
@@ -391,8 +415,9 @@ func mapKeys(m map[string]bool) func(func(string) bool) {
 }
 
 // Confirm ends member's claim on room: admitted, it is announced to the
-// other nodes; otherwise the place is given back.
-func (n *Node) Confirm(name, member string, admitted bool) {
+// other nodes with its WsPresence opt-in; otherwise the place is given
+// back.
+func (n *Node) Confirm(name, member string, presence, admitted bool) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	r := n.rooms[name]
@@ -404,9 +429,9 @@ func (n *Node) Confirm(name, member string, admitted bool) {
 		n.dropIfEmptyLocked(r)
 		return
 	}
-	r.local[member] = true
+	r.local[member] = localMember{admitted: true, presence: presence}
 	if n.nc.IsConnected() {
-		n.publishLocked(r.subject, "", &message{typ: msgJoined, member: member})
+		n.publishLocked(r.subject, "", joinedMessage(member, presence))
 	}
 }
 
@@ -434,6 +459,18 @@ func (n *Node) Members(name string) int {
 		return len(r.remote)
 	}
 	return 0
+}
+
+// EachMember calls f for each member room has on other nodes, as far as
+// this node knows, in no particular order.
+func (n *Node) EachMember(name string, f func(member string, presence bool)) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if r := n.rooms[name]; r != nil {
+		for id, m := range r.remote {
+			f(id, m.presence)
+		}
+	}
 }
 
 // Forward sends a frame member sent to room to its members on other
@@ -481,22 +518,25 @@ func (n *Node) handle(msg *nats.Msg) {
 	}
 	switch m.typ {
 	case msgHeartbeat:
-		if !n.heardLocked(m.node, m.member) && m.kind == hello {
+		isNew, left := n.heardLocked(m.node, m.member)
+		if !isNew && m.kind == hello {
 			// It has just met this node (new, or back after a
 			// partition it noticed and this node did not): it may
 			// have forgotten this node's members.
 			n.announceLocked()
 		}
 		n.mu.Unlock()
+		n.tellLeftLater(left) // restarted, or reconnected to NATS
 	case msgClaim:
 		// The answer: how many members and claims the room has here,
-		// and which members, for the claimer to forward to.
+		// and which members, for the claimer to forward to and to list
+		// in WsPresence: each is its opt-in ('0' or '1') then its id.
 		p := make([]byte, 4, 64)
 		if r := n.bySubj[string(m.payload)]; r != nil {
 			binary.BigEndian.PutUint32(p, uint32(len(r.local)))
-			for id, admitted := range r.local {
-				if admitted {
-					p = append(append(p, id...), ',')
+			for id, l := range r.local {
+				if l.admitted {
+					p = append(append(append(p, presenceByte(l.presence)), id...), ',')
 				}
 			}
 		}
@@ -509,9 +549,9 @@ func (n *Node) handle(msg *nats.Msg) {
 			// The claimer is subscribed to the room: the members named
 			// here are known before any later leave is applied.
 			if r := n.rooms[n.claimRoom[msg.Subject]]; r != nil {
-				for id := range strings.SplitSeq(string(m.payload[4:]), ",") {
-					if id != "" {
-						r.remote[id] = m.node
+				for e := range strings.SplitSeq(string(m.payload[4:]), ",") {
+					if len(e) > 1 {
+						r.remote[e[1:]] = remoteMember{m.node, e[0] == '1'}
 					}
 				}
 			}
@@ -527,16 +567,20 @@ func (n *Node) handle(msg *nats.Msg) {
 		if r == nil {
 			return
 		}
-		n.h.RemoteJoined(r.name, func() {
+		presence := m.kind == 1
+		n.h.RemoteJoined(r.name, m.member, presence, func() {
 			n.mu.Lock()
-			r.remote[m.member] = m.node
+			r.remote[m.member] = remoteMember{m.node, presence}
 			n.mu.Unlock()
 		})
 	case msgLeft:
-		if r := n.bySubj[msg.Subject]; r != nil && r.remote[m.member] == m.node {
+		var left []gone
+		if r := n.bySubj[msg.Subject]; r != nil && r.remote[m.member].node == m.node {
+			left = append(left, gone{r.name, m.member, r.remote[m.member].presence})
 			delete(r.remote, m.member)
 		}
 		n.mu.Unlock()
+		n.tellLeft(left)
 	case msgFrame:
 		r := n.bySubj[msg.Subject]
 		n.mu.Unlock()
@@ -561,50 +605,96 @@ const hello = 1
 // heardLocked notes a heartbeat and reports whether its node is new to
 // this one. A node heard for the first time (new, back from a partition,
 // or restarted) learns who is here: each local member is announced again
-// on its pairing, and a hello asks it to do the same.
-func (n *Node) heardLocked(node, boot string) bool {
+// on its pairing, and a hello asks it to do the same. The members of a
+// restarted node's previous run are returned, for tellLeft.
+func (n *Node) heardLocked(node, boot string) (isNew bool, left []gone) {
 	p := n.peers[node]
 	if p != nil && p.boot == boot {
 		p.seen = time.Now()
-		return false
+		return false, nil
 	}
 	if p != nil {
-		n.forgetLocked(node, "restarted")
+		left = n.forgetLocked(node, "restarted")
 	}
 	n.peers[node] = &peer{boot: boot, seen: time.Now()}
 	n.m.nodes.Set(float64(len(n.peers)))
 	n.log.Info("cluster: node joined", "node", node)
 	n.announceLocked()
 	n.publishLocked(n.cfg.Subject+".hb", "", &message{typ: msgHeartbeat, member: n.boot, kind: hello})
-	return true
+	return true, left
 }
 
 // announceLocked announces every local member again on its pairing.
 func (n *Node) announceLocked() {
 	for _, r := range n.rooms {
-		for id, admitted := range r.local {
-			if admitted {
-				n.publishLocked(r.subject, "", &message{typ: msgJoined, member: id})
+		for id, l := range r.local {
+			if l.admitted {
+				n.publishLocked(r.subject, "", joinedMessage(id, l.presence))
 			}
 		}
 	}
 }
 
-// forgetLocked takes a dead node's members out of every pairing.
-func (n *Node) forgetLocked(node, why string) {
+// joinedMessage announces member on its pairing; kind carries its
+// WsPresence opt-in.
+func joinedMessage(member string, presence bool) *message {
+	m := &message{typ: msgJoined, member: member}
+	if presence {
+		m.kind = 1
+	}
+	return m
+}
+
+func presenceByte(presence bool) byte {
+	if presence {
+		return '1'
+	}
+	return '0'
+}
+
+// forgetLocked takes a dead node's members out of every pairing and
+// returns them; the caller hands them to tellLeft once n.mu is released.
+func (n *Node) forgetLocked(node, why string) []gone {
 	delete(n.peers, node)
 	n.m.nodes.Set(float64(len(n.peers)))
-	removed := 0
+	var left []gone
 	for _, r := range n.rooms {
 		for id, on := range r.remote {
-			if on == node {
+			if on.node == node {
 				delete(r.remote, id)
-				removed++
+				left = append(left, gone{r.name, id, on.presence})
 			}
 		}
 	}
 	n.m.nodesLost.Inc()
-	n.log.Warn("cluster: node gone; its members left their pairings", "node", node, "why", why, "members", removed)
+	n.log.Warn("cluster: node gone; its members left their pairings", "node", node, "why", why, "members", len(left))
+	return left
+}
+
+// tellLeftLater tells the handler which remote members left, node_timeout
+// from now, when they may be back: after this node or theirs reconnected
+// to NATS, their node announces them again at once, and the handler hears
+// of those that did not come back only (it checks EachMember). A call
+// between pages on two nodes thus outlives a short NATS outage.
+func (n *Node) tellLeftLater(left []gone) {
+	if len(left) == 0 {
+		return
+	}
+	time.AfterFunc(n.cfg.NodeTimeout, func() {
+		select {
+		case <-n.stop:
+		default:
+			n.tellLeft(left)
+		}
+	})
+}
+
+// tellLeft tells the handler which remote members left; called without
+// n.mu, since the handler takes its own locks and then may call n.
+func (n *Node) tellLeft(left []gone) {
+	for _, g := range left {
+		n.h.RemoteLeft(g.room, g.member, g.presence)
+	}
 }
 
 // beat sends heartbeats and forgets nodes that stopped sending theirs.
@@ -623,12 +713,18 @@ func (n *Node) beat() {
 				last = now
 			}
 			n.mu.Lock()
+			var left []gone
 			for name, p := range n.peers {
 				if now.Sub(p.seen) > n.cfg.NodeTimeout {
-					n.forgetLocked(name, "silent for node_timeout")
+					left = append(left, n.forgetLocked(name, "silent for node_timeout")...)
 				}
 			}
 			n.mu.Unlock()
+			if n.nc.IsConnected() {
+				n.tellLeft(left)
+			} else {
+				n.tellLeftLater(left) // it may be this node that is cut off
+			}
 		}
 	}
 }
@@ -645,6 +741,14 @@ func (n *Node) heartbeat() {
 // unauthenticated, for tests.
 func (n *Node) BadMessages() float64 {
 	return testValue(n.m.bad)
+}
+
+// Connections is how many (re)connections to NATS this node has handled
+// (forgetting the other nodes' members), for tests.
+func (n *Node) Connections() int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.connects
 }
 
 // FramesSent is how many frames this node forwarded to others, for tests.
