@@ -4,11 +4,9 @@ import (
 	"bufio"
 	"crypto/tls"
 	"encoding/binary"
-	"fmt"
 	"io"
 	mrand "math/rand/v2"
 	"net"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -16,7 +14,6 @@ import (
 
 	"github.com/pion/stun/v3"
 
-	"icebox/internal/testenv"
 	"icebox/turnsrv"
 )
 
@@ -34,11 +31,7 @@ const (
 // HMAC; the legitimate client keeps calling.
 func TestStreamAuthFlood(t *testing.T) {
 	cfg := config(t)
-	dir := t.TempDir()
-	cert, key := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	testenv.WriteCert(t, cert, key, time.Time{})
-	tlsAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
-	set(cfg, "turn.tls", map[string]any{"listen": tlsAddr, "cert": cert, "key": key})
+	tlsAddr := withTLS(t, cfg)
 	d := start(t, cfg)
 
 	u, _, _ := turnsrv.MintCredential([]byte(testSecret), "mallory", time.Hour, time.Now())
