@@ -327,17 +327,24 @@ func TestAllocationExhaustion(t *testing.T) {
 	}
 }
 
+// withTLS turns on TURN over TLS in cfg, with a fresh self-signed
+// certificate, and returns its address.
+func withTLS(t *testing.T, cfg map[string]any) string {
+	dir := t.TempDir()
+	cert, key := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	testenv.WriteCert(t, cert, key, time.Time{})
+	tlsAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	set(cfg, "turn.tls", map[string]any{"listen": tlsAddr, "cert": cert, "key": key})
+	return tlsAddr
+}
+
 // TestSlowloris: 200 connections each to signaling (a request header a
 // byte at a time), to the shared TURN port (half a STUN header) and to
 // TURN over TLS (a ClientHello a byte at a time), held open through the
 // attack.
 func TestSlowloris(t *testing.T) {
 	cfg := config(t)
-	dir := t.TempDir()
-	cert, key := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	testenv.WriteCert(t, cert, key, time.Time{})
-	tlsAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
-	set(cfg, "turn.tls", map[string]any{"listen": tlsAddr, "cert": cert, "key": key})
+	tlsAddr := withTLS(t, cfg)
 	d := start(t, cfg)
 	// One goroutine feeds every connection its next byte each 100 ms, so
 	// the attack costs the test process little beside its client.

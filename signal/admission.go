@@ -3,8 +3,12 @@ package signal
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"net/netip"
+	"sync"
 	"time"
 	"unicode"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Admission at WsInit: whether a connection gets TURN credentials at all,
@@ -13,30 +17,105 @@ import (
 
 // admitInit checks c's join token against the pairing named at WsInit
 // (URL or WsInit data), or the open room, before any credential is minted,
-// and picks the TURN user its credentials carry. With require_token, the
-// pairing must be named by then: a token is an HMAC over its pairing, and
-// one that cannot be checked gets nothing.
-func (c *conn) admitInit(set *settings, name string, now time.Time) bool {
+// then spends one credential from its source's mint budget, and picks the
+// TURN user its credentials carry. With require_token, the pairing must be
+// named by then: a token is an HMAC over its pairing, and one that cannot
+// be checked gets nothing. It returns the refusal, or 0.
+func (c *conn) admitInit(set *settings, name string, now time.Time) errCode {
 	known := name != "" || set.OpenRoom // name "" is then the open room
 	switch {
 	case c.token == "" && set.RequireToken:
-		return false
+		return errNotAuthorised
 	case c.token != "" && known:
 		if err := VerifyToken(c.s.tokenKeys(), name, c.token, now); err != nil {
 			c.s.log.Debug("signal: token refused", "conn", c.id, "err", err)
-			return false
+			return errNotAuthorised
 		}
 	case c.token != "" && set.RequireToken:
 		c.s.log.Debug("signal: token refused", "conn", c.id, "err", "no pairing named at WsInit to check it against")
-		return false
+		return errNotAuthorised
 	case c.token != "":
 		// Not required and the pairing comes later: checked at join.
 		if checkTokenForm(c.token, now) != nil {
-			return false
+			return errNotAuthorised
 		}
 	}
+	if ok, _ := c.s.mints.take(set, c.peer, mintViaWebSocket); !ok {
+		return errMintLimited
+	}
 	c.turnUser = turnUser(name, c)
-	return true
+	return 0
+}
+
+// mintBudget is the TURN credentials each source (peerKey) may still
+// have minted: a token bucket per source, credentials_per_minute
+// sustained, credential_burst at once. Without it one address minted
+// 1,837 credentials in 5 s. Refreshes of a connection's credentials are
+// not charged: the server paces them (at most one per connection per half
+// the credentials' life) and max_conns_per_ip bounds the connections.
+type mintBudget struct {
+	now     func() time.Time
+	refused [numMintVias]prometheus.Counter
+
+	mu      sync.Mutex
+	buckets map[netip.Prefix]bucket
+	sweepAt int // len(buckets) at which full buckets are dropped
+}
+
+type mintVia int
+
+const (
+	mintViaWebSocket mintVia = iota // WsInit
+	mintViaHTTP                     // GET /ice-servers
+	numMintVias
+)
+
+// minSweep is the number of sources below which buckets are never swept.
+const minSweep = 1024
+
+func newMintBudget(reg *registry, now func() time.Time) *mintBudget {
+	if now == nil {
+		now = time.Now
+	}
+	m := &mintBudget{now: now, buckets: make(map[netip.Prefix]bucket), sweepAt: minSweep}
+	refused := reg.counterVec("credentials_refused_total",
+		"TURN credentials refused because their source spent credentials_per_minute / credential_burst, by where they were asked for.", "via")
+	m.refused[mintViaWebSocket] = refused.WithLabelValues("websocket")
+	m.refused[mintViaHTTP] = refused.WithLabelValues("ice_servers")
+	return m
+}
+
+// take spends one credential from peer's budget. When none is left it
+// says how long until one is.
+func (m *mintBudget) take(set *settings, peer netip.Prefix, via mintVia) (bool, time.Duration) {
+	now := m.now()
+	rate := set.CredentialsPerMinute / 60
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if len(m.buckets) >= m.sweepAt {
+		m.sweep(now, rate, set.CredentialBurst)
+	}
+	b := m.buckets[peer]
+	ok := b.allow(now, rate, set.CredentialBurst)
+	m.buckets[peer] = b
+	if ok {
+		return true, 0
+	}
+	m.refused[via].Inc()
+	return false, b.wait(rate, 1)
+}
+
+// sweep forgets the sources whose budget has refilled, which a fresh
+// bucket stands for, so that many sources minting once cost no memory
+// for long; sweeping again only after the map doubles keeps it O(1) per
+// take.
+func (m *mintBudget) sweep(now time.Time, rate float64, burst int) {
+	for p, b := range m.buckets {
+		if b.tokens+now.Sub(b.last).Seconds()*rate >= float64(burst) {
+			delete(m.buckets, p)
+		}
+	}
+	m.sweepAt = max(2*len(m.buckets), minSweep)
 }
 
 // turnUser is the user TURN's per-user quota counts for c: its pairing,

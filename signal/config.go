@@ -65,6 +65,14 @@ type Config struct {
 	// connection gets a new WsIceServers frame. Default 5m.
 	CredentialRefresh time.Duration `yaml:"credential_refresh"`
 
+	// CredentialsPerMinute is how many TURN credentials one source (IPv4
+	// address or IPv6 /64) may have minted, at WsInit or GET /ice-servers,
+	// per minute sustained, in bursts of CredentialBurst; beyond, WsInit
+	// gets WsError 4016 and /ice-servers 429. Refreshes are not counted.
+	// Defaults 60 and 128.
+	CredentialsPerMinute float64 `yaml:"credentials_per_minute"`
+	CredentialBurst      int     `yaml:"credential_burst"`
+
 	// IceServersKeys are the bearer keys accepted by GET /ice-servers.
 	// Default empty: the endpoint answers 404.
 	IceServersKeys []string `yaml:"ice_servers_keys"`
@@ -106,6 +114,9 @@ func DefaultConfig() Config {
 		PingInterval:      15 * time.Second,
 		PongTimeout:       15 * time.Second,
 		CredentialRefresh: 5 * time.Minute,
+
+		CredentialsPerMinute: 60,
+		CredentialBurst:      128,
 	}
 }
 
@@ -145,12 +156,16 @@ func (c *Config) Validate() error {
 	positive("max_errors", c.MaxErrors, 1, 100000, "refused frames")
 	positive("max_conns", c.MaxConns, 1, 10000000, "connections")
 	positive("max_conns_per_ip", c.MaxConnsPerIP, 1, 10000000, "connections")
+	positive("credential_burst", c.CredentialBurst, 1, 10000000, "credentials")
 	positive("send_queue", c.SendQueue, 1, 100000, "frames")
 	if c.SendQueueBytes < c.MaxFrameSize {
 		add("send_queue_bytes", fmt.Sprintf("%d is smaller than max_frame_size (%d)", c.SendQueueBytes, c.MaxFrameSize), "use at least max_frame_size bytes")
 	}
 	if !(c.FramesPerSecond > 0 && c.FramesPerSecond <= 1e6) {
 		add("frames_per_second", fmt.Sprintf("%g is out of range", c.FramesPerSecond), "use a number above 0, e.g. 20")
+	}
+	if !(c.CredentialsPerMinute > 0 && c.CredentialsPerMinute <= 1e7) {
+		add("credentials_per_minute", fmt.Sprintf("%g is out of range", c.CredentialsPerMinute), "use a number above 0, e.g. 60")
 	}
 	duration := func(key string, d, lo, hi time.Duration) {
 		if d < lo || d > hi {

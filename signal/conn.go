@@ -233,8 +233,8 @@ func (c *conn) init(set *settings, f frame) {
 	} else if name != "" && f.controllerID != nil && string(f.controllerID) != name {
 		wrong = true
 	}
-	if !c.admitInit(set, name, now) {
-		c.refuse(errNotAuthorised)
+	if code := c.admitInit(set, name, now); code != 0 {
+		c.refuse(code)
 		return
 	}
 	c.ws.SetReadDeadline(now.Add(set.PingInterval + set.PongTimeout))

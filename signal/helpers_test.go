@@ -22,6 +22,7 @@ func testConfig() Config {
 	cfg := DefaultConfig()
 	cfg.Listen = "127.0.0.1:0"
 	cfg.MaxConnsPerIP = 10000
+	cfg.CredentialBurst = 1000000 // TestMintBudget sets its own
 	return cfg
 }
 

@@ -3,7 +3,9 @@ package signal
 import (
 	"encoding/json"
 	"net/http"
+	"strconv"
 	"strings"
+	"time"
 )
 
 // serveICEServers answers GET /ice-servers, for apps that keep their own
@@ -21,6 +23,13 @@ func (s *Server) serveICEServers(w http.ResponseWriter, r *http.Request) {
 	if !ok || !keyAllowed(set.iceKeys, key) {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="icebox"`)
 		http.Error(w, "a valid bearer key is required", http.StatusUnauthorized)
+		return
+	}
+	if ok, wait := s.mints.take(set, peerKey(r.RemoteAddr), mintViaHTTP); !ok {
+		// Whole seconds, rounded up, so that a client that waits as told
+		// finds a credential.
+		w.Header().Set("Retry-After", strconv.Itoa(int((wait+time.Second-1)/time.Second)))
+		http.Error(w, "credential budget of this address spent, see Retry-After", http.StatusTooManyRequests)
 		return
 	}
 	servers, exp := s.iceServers(appUser(r.URL.Query().Get("user")))

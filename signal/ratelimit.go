@@ -27,3 +27,12 @@ func (b *bucket) allowN(now time.Time, rate float64, burst, n int) bool {
 	b.tokens -= float64(n)
 	return true
 }
+
+// wait is how long after its last spend b needs to hold n tokens again.
+func (b *bucket) wait(rate float64, n int) time.Duration {
+	short := float64(n) - b.tokens
+	if short <= 0 {
+		return 0
+	}
+	return time.Duration(short / rate * float64(time.Second))
+}

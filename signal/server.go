@@ -55,8 +55,9 @@ type Options struct {
 	Registerer prometheus.Registerer // nil: don't register
 	ICEServers ICEServersFunc        // nil: an empty list
 	TokenKeys  [][]byte              // join-token HMAC keys: the first mints, all verify
-	// Now is the clock that ages kept offers; nil: time.Now. Tests move
-	// it to expire an offer without waiting.
+	// Now is the clock that ages kept offers and refills credential
+	// budgets; nil: time.Now. Tests move it to expire an offer or refill a
+	// budget without waiting.
 	Now func() time.Time
 	// Cluster spans pairings over other icebox nodes; nil: pairings live
 	// in this process only.
@@ -76,6 +77,7 @@ type Server struct {
 	errFrames *errorFrames
 	cm        *connMetrics
 	em        *errorMetrics
+	mints     *mintBudget
 	tlsConf   *tls.Config // nil without TLS
 	tlsOn     bool
 
@@ -138,6 +140,7 @@ func New(cfg Config, opts Options) (*Server, error) {
 		errFrames: newErrorFrames(),
 		cm:        newConnMetrics(reg),
 		em:        newErrorMetrics(reg),
+		mints:     newMintBudget(reg, opts.Now),
 		conns:     make(map[*conn]struct{}),
 		perPeer:   make(map[netip.Prefix]int),
 		tlsOn:     opts.GetCertificate != nil,

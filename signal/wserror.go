@@ -33,9 +33,13 @@ const (
 	// errClusterUnavailable: the join needs the other nodes of a cluster,
 	// which cannot be reached; closes 1013.
 	errClusterUnavailable errCode = 4015
+	// errMintLimited: the connection's source (IPv4 address or IPv6 /64)
+	// has had credentials_per_minute / credential_burst TURN credentials
+	// minted; closes 1013.
+	errMintLimited errCode = 4016
 
 	firstCode = errBadFrame
-	numCodes  = int(errClusterUnavailable-firstCode) + 1
+	numCodes  = int(errMintLimited-firstCode) + 1
 )
 
 // errInfo says what a code means on the wire and in metrics.
@@ -79,6 +83,8 @@ func (c errCode) info() errInfo {
 		return errInfo{"internal", "internal error", websocket.CloseInternalServerErr}
 	case errClusterUnavailable:
 		return errInfo{"cluster_unavailable", "this pairing may have members on another node, which cannot be reached now: try again later", websocket.CloseTryAgainLater}
+	case errMintLimited:
+		return errInfo{"credential_budget", "this address has been given too many TURN credentials: try again later", websocket.CloseTryAgainLater}
 	}
 	return errInfo{"unknown", "unknown error", websocket.CloseInternalServerErr}
 }
