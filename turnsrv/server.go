@@ -250,10 +250,14 @@ func New(cfg Config, opts Options) (*Server, error) {
 		return nil, fmt.Errorf("turn: starting pion/turn: %w", err)
 	}
 
+	tlsAt := "off"
+	if s.tlsLn != nil {
+		tlsAt = s.tlsLn.Addr().String()
+	}
 	log.Info("turn: serving",
 		"relay_ip", public, "relay_bind", bind, "relay_ports", cfg.Relay.Ports,
 		"udp_sockets", len(opts.PacketConns), "stream_listeners", len(listeners),
-		"tls", s.TLSAddr(), "secrets", len(secrets))
+		"tls", tlsAt, "secrets", len(secrets))
 	return s, nil
 }
 
