@@ -105,7 +105,10 @@ type PeerConfig struct {
 // QuotaConfig bounds resource use. A count of 0 means no limit.
 type QuotaConfig struct {
 	// PerUser caps allocations per user, the part of the username after the
-	// first ':'. Default 10.
+	// first ':': for icebox's own credentials, one pairing (both members) or
+	// one address. Default 24: a browser allocates once per TURN URL (UDP,
+	// TCP, TLS) and local interface, and a renegotiation allocates again
+	// before the old ones are released, so one call can hold a dozen or more.
 	PerUser int `yaml:"per_user"`
 	// PerIP caps allocations per client address (per /64 for IPv6).
 	// Default 32: a household or office behind one NAT shares it.
@@ -145,7 +148,7 @@ func DefaultConfig() Config {
 		TLS:           TLSConfig{Listen: ":5349"},
 		Relay:         RelayConfig{Address: "0.0.0.0", Ports: "49152-65535"},
 		Quotas: QuotaConfig{
-			PerUser:           10,
+			PerUser:           24,
 			PerIP:             32,
 			Total:             1000,
 			MaxLifetime:       time.Hour,

@@ -74,6 +74,13 @@ func newCallBench(t *testing.T) *callBench {
 	r := startRelay(t)
 	b := &callBench{relay: r, browser: newBrowser(t, r), reg: prometheus.NewRegistry()}
 	b.url = serveIceboxMetrics(t, r.iceServers(), b.reg).URL
+	t.Cleanup(func() {
+		if t.Failed() { // what TURN refused, to tell a stuck call's cause
+			t.Logf("TURN: %v allocations active, quota refusals %v, unanswered unsigned requests %v, auth failures %v",
+				r.metric(t, "icebox_turn_allocations_active"), r.metric(t, "icebox_turn_quota_refusals_total"),
+				r.metric(t, "icebox_turn_unanswered_total"), r.metric(t, "icebox_turn_auth_failures_total"))
+		}
+	})
 	return b
 }
 
