@@ -10,19 +10,14 @@ import (
 
 	"github.com/pion/stun/v3"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"icebox/internal/testenv"
 )
 
-// waitUntil polls cond until it holds, failing the test after deadline.
-// It waits for a state to be reached; it never paces the test.
+// waitUntil waits for a state to be reached; it never paces the test.
 func waitUntil(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	end := time.Now().Add(deadline)
-	for !cond() {
-		if time.Now().After(end) {
-			t.Fatalf("timed out waiting until %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	testenv.WaitFor(t, deadline, what, cond)
 }
 
 // TestReadLoopSurvivesReadErrors makes the real sockets' reads fail (a

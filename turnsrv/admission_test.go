@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"path/filepath"
@@ -47,13 +48,8 @@ func gathered(t *testing.T, reg *prometheus.Registry, name, want string) float64
 // waitGathered waits until the metric reaches at least want.
 func waitGathered(t *testing.T, reg *prometheus.Registry, name, label string, want float64) {
 	t.Helper()
-	end := time.Now().Add(5 * time.Second)
-	for gathered(t, reg, name, label) < want {
-		if time.Now().After(end) {
-			t.Fatalf("%s{%s} = %v, want at least %v", name, label, gathered(t, reg, name, label), want)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	testenv.WaitFor(t, 5*time.Second, fmt.Sprintf("%s{%s} to reach %v", name, label, want),
+		func() bool { return gathered(t, reg, name, label) >= want })
 }
 
 // dialFrom opens a TCP connection to addr from the loopback address from.

@@ -2,6 +2,7 @@ package turnsrv
 
 import (
 	"encoding/binary"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -222,13 +223,8 @@ func wantCount(t *testing.T, c prometheus.Counter, want float64, what string) {
 // drop before it reads the next datagram.
 func waitMetric(t *testing.T, c prometheus.Counter, want float64) {
 	t.Helper()
-	end := time.Now().Add(wait)
-	for testenv.MetricValue(t, c) < want {
-		if time.Now().After(end) {
-			t.Fatalf("counter at %v, want %v", testenv.MetricValue(t, c), want)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	testenv.WaitFor(t, wait, fmt.Sprintf("a counter to reach %v", want),
+		func() bool { return testenv.MetricValue(t, c) >= want })
 }
 
 // TestNothingRelayedAfterRefreshZero: deleting the allocation ends the
