@@ -23,30 +23,52 @@ import (
 	"icebox/turnsrv"
 )
 
+//go:generate go test -run ^TestConfigYAMLIsGenerated$ -update .
+
 // Config is the whole config file: one section per part of icebox, each
 // the part's own Config, so a part's options live next to its code.
 type Config struct {
-	// PublicIP is the IPv4 address clients reach this box at; relay
-	// addresses and ICE URLs carry it. "auto" finds it at start: the host's
-	// public address, else what the public_ip_stun servers see. Default "":
-	// the relay bind address, else the host's first public, then private,
-	// interface address.
+	// The IPv4 address clients reach this box at; relay addresses and ICE
+	// URLs carry it. Set it on a VM behind 1:1 NAT (most clouds) to the
+	// public address, or to "auto": the host's public address if it has
+	// one, else what the public_ip_stun servers see. Default "": the
+	// relay bind address (turn.relay.address) if it is not 0.0.0.0, else
+	// the host's first public, then first private, IPv4 address.
 	PublicIP string `yaml:"public_ip"`
-	// PublicIPSTUN lists STUN servers (host:port) that public_ip: auto may
-	// ask. Default none: icebox asks nobody the operator did not name.
+	// STUN servers (host:port) that public_ip: auto may ask for this box's
+	// public address when no interface has one. Default none: icebox asks
+	// nobody the operator did not name.
 	PublicIPSTUN []string `yaml:"public_ip_stun"`
-	// StateDir keeps what icebox generates itself (the TURN secret).
-	// Default "": $STATE_DIRECTORY under systemd, else /var/lib/icebox if
-	// writable, else ~/.local/state/icebox.
+	// Where icebox keeps what it generates itself (the TURN secret, when
+	// none is configured; ACME certificates). Default "": $STATE_DIRECTORY
+	// under systemd, else /var/lib/icebox if writable, else
+	// ~/.local/state/icebox.
 	StateDir string `yaml:"state_dir"`
 
-	Log     LogConfig      `yaml:"log"`
-	STUN    stunsrv.Config `yaml:"stun"`
-	TURN    turnsrv.Config `yaml:"turn"`
-	Signal  signal.Config  `yaml:"signal"`
+	// What icebox logs, and in which form.
+	Log LogConfig `yaml:"log"`
+	// The STUN responder: Binding requests on UDP and TCP. The TURN relay
+	// shares its sockets.
+	STUN stunsrv.Config `yaml:"stun"`
+	// The TURN relay (RFC 8656) with time-limited credentials (TURN REST
+	// API).
+	TURN turnsrv.Config `yaml:"turn"`
+	// The WebSocket signaling relay (/connect) for the talk's app and the
+	// web pages, plus /healthz. See README.md for the protocol.
+	Signal signal.Config `yaml:"signal"`
+	// Several icebox nodes as one service (README, "Many nodes"): pairings
+	// span nodes over NATS (core publish/subscribe, an existing NATS server
+	// or cluster; icebox does not embed one). Off by default: one node
+	// keeps its pairings in process, opens no port and talks to nobody.
+	// Changes take effect after a restart.
 	Cluster cluster.Config `yaml:"cluster"`
-	Admin   AdminConfig    `yaml:"admin"`
-	TLS     TLSConfig      `yaml:"tls"`
+	// The operator's own endpoints: Prometheus /metrics, /healthz, /readyz
+	// and /debug/pprof/.
+	Admin AdminConfig `yaml:"admin"`
+	// The certificate every TLS listener shares (signaling, TURN over TLS,
+	// tls.listen) unless it names files of its own, and one TLS port for
+	// networks that pass nothing but 443.
+	TLS TLSConfig `yaml:"tls"`
 
 	// secretCredential names the systemd credential that turn.secret_file
 	// was filled in from, for logs; "" when the config set it.
@@ -55,9 +77,12 @@ type Config struct {
 
 // LogConfig is the log section.
 type LogConfig struct {
-	// Level is debug, info, warn or error. Default info.
+	// debug, info, warn or error. debug logs every refused request; SDPs
+	// and candidates (which carry addresses) appear at debug only.
+	// Default info.
 	Level string `yaml:"level"`
-	// Format is text or json. Default text.
+	// text or json. Under systemd, timestamps are left to journald.
+	// Default text.
 	Format string `yaml:"format"`
 }
 
