@@ -21,7 +21,7 @@ type sample struct {
 	// How many. Default 3.
 	Count int `yaml:"count"`
 	// A section.
-	Inner inner `yaml:"inner"`
+	Inner  inner `yaml:"inner"`
 	hidden int
 }
 
