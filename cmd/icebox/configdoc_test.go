@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"flag"
 	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -79,6 +80,39 @@ func TestConfigCommentsStateTheirDefaults(t *testing.T) {
 		}
 		if err := o.CheckStatedDefault(); err != nil {
 			t.Error(err)
+		}
+	}
+}
+
+// readmeDefault is how README states a default where it must (firewall
+// ports, the admin address): "`turn.relay.ports`, default `49152-65535`"
+// or "`signal.listen` (default `:8080`)".
+var readmeDefault = regexp.MustCompile("`([a-z_.]+)`,? \\(?default `([^`]*)`")
+
+// README links to config.yaml for options; the few defaults it states
+// must be the code's.
+func TestReadmeDefaultsAreTheCodes(t *testing.T) {
+	data, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := strings.Join(strings.Fields(string(data)), " ")
+	byPath := map[string]confdoc.Option{}
+	for _, o := range configOptions(t) {
+		byPath[o.Path] = o
+	}
+	matches := readmeDefault.FindAllStringSubmatch(text, -1)
+	if len(matches) < 7 {
+		t.Fatalf("found %d stated defaults in README; the pattern no longer matches how README writes them", len(matches))
+	}
+	for _, m := range matches {
+		o, ok := byPath[m[1]]
+		if !ok {
+			t.Errorf("README states a default for %s, which is not an option (write its full path)", m[1])
+			continue
+		}
+		if err := o.CheckStated(m[2]); err != nil {
+			t.Errorf("README: %v", err)
 		}
 	}
 }

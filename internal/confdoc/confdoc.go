@@ -276,13 +276,17 @@ func (o Option) CheckStatedDefault() error {
 		return fmt.Errorf("%s: the comment does not state the default (write \"Default X.\")", o.Path)
 	}
 	stated, _, _ := strings.Cut(text[i+len("Default "):], " ")
-	stated = strings.TrimRight(stated, ".,;:)")
+	return o.CheckStated(strings.TrimRight(stated, ".,;:)"))
+}
+
+// CheckStated checks a default stated elsewhere (README) against the code's.
+func (o Option) CheckStated(stated string) error {
 	got, err := Format(o.Value)
 	if err != nil {
 		return fmt.Errorf("%s: %w", o.Path, err)
 	}
 	if !sameValue(stated, o.Value) {
-		return fmt.Errorf("%s: the comment states default %s, the code gives %s", o.Path, stated, got)
+		return fmt.Errorf("%s: states default %s, the code gives %s", o.Path, stated, got)
 	}
 	return nil
 }
