@@ -348,12 +348,7 @@ func describeValue(n *yaml.Node, key string) string {
 
 // locate adds file:line to every cfgerr.Error in err.
 func locate(path string, root *yaml.Node, err error) error {
-	var all []error
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		all = flatten(j.Unwrap())
-	} else {
-		all = []error{err}
-	}
+	all := cfgerr.Flatten(err)
 	out := make([]error, 0, len(all))
 	for _, e := range all {
 		var ce *cfgerr.Error
@@ -368,18 +363,6 @@ func locate(path string, root *yaml.Node, err error) error {
 		out = append(out, fmt.Errorf("%s: %w", path, e))
 	}
 	return errors.Join(out...)
-}
-
-func flatten(errs []error) []error {
-	var out []error
-	for _, e := range errs {
-		if j, ok := e.(interface{ Unwrap() []error }); ok {
-			out = append(out, flatten(j.Unwrap())...)
-		} else if e != nil {
-			out = append(out, e)
-		}
-	}
-	return out
 }
 
 // nodeAt finds the value node for a key path like "stun.listen[1]", or
