@@ -234,6 +234,7 @@ func (c *checker) node(n *yaml.Node, t reflect.Type, key string, depth int) []er
 	if c.budget < 0 || depth > maxConfigDepth {
 		return nil
 	}
+	line := n.Line // where the value is used, even through an alias
 	if n.Kind == yaml.AliasNode {
 		if n.Alias == nil {
 			return nil
@@ -248,7 +249,7 @@ func (c *checker) node(n *yaml.Node, t reflect.Type, key string, depth int) []er
 		if key == "" {
 			fix = "options as in config.yaml, one \"key: value\" per line"
 		}
-		return []error{fmt.Errorf("%s:%d: %s: cannot use %s here (fix: %s)", c.path, n.Line, describeKey(key), describeValue(n, key), fix)}
+		return []error{fmt.Errorf("%s:%d: %s: cannot use %s here (fix: %s)", c.path, line, describeKey(key), describeValue(n, key), fix)}
 	}
 	switch {
 	case t == reflect.TypeFor[time.Duration]() || t.Kind() != reflect.Struct && t.Kind() != reflect.Slice:

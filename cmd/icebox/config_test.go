@@ -134,6 +134,8 @@ func TestConfigErrorsNameFileLineAndFix(t *testing.T) {
 			[]string{":1: the file: cannot use a list here", "key: value"}},
 		{"wrong type through a merge key", "stun:\n  <<: {tcp: maybe}\n",
 			[]string{":2: stun.tcp: cannot use `maybe` here", "true or false"}},
+		{"wrong type through an alias", "stun:\n  tcp: &b maybe\nturn:\n  enabled: *b\n",
+			[]string{":2: stun.tcp: cannot use `maybe` here", ":4: turn.enabled: cannot use `maybe` here"}},
 		{"unknown option through an alias", "stun: &s\n  tcp: true\nturn: *s\n",
 			[]string{":2: turn.tcp: unknown option", "realm"}},
 		// yaml.v3 panics decoding this (a list as a key beside a merge
