@@ -33,7 +33,8 @@ type Config struct {
 	// public address, or to "auto": the host's public address if it has
 	// one, else what the public_ip_stun servers see. Default "": the
 	// relay bind address (turn.relay.address) if it is not 0.0.0.0, else
-	// the host's first public, then first private, IPv4 address.
+	// the host's first public, then first private, IPv4 address, else
+	// 127.0.0.1.
 	PublicIP string `yaml:"public_ip"`
 	// STUN servers (host:port) that public_ip: auto may ask for this box's
 	// public address when no interface has one. Default none: icebox asks
