@@ -14,79 +14,116 @@ import (
 
 // Config is the signal section of icebox's configuration file.
 type Config struct {
-	Enabled bool   `yaml:"enabled"` // default true
-	Listen  string `yaml:"listen"`  // default ":8080"
+	// Serve signaling. Default true.
+	Enabled bool `yaml:"enabled"`
+	// Where signaling listens (HTTP, or HTTPS with tls below).
+	// Default ":8080".
+	Listen string `yaml:"listen"`
 
-	// TLS is on when both files are set; the files are re-read when they
-	// change, so a renewed certificate needs no restart. Default off.
+	// wss:// and https:// when both files are set, or when the shared tls
+	// section has a certificate; the files are re-read when they change,
+	// so a renewed certificate needs no restart.
 	TLS TLSConfig `yaml:"tls"`
 
-	// ICEHost is the DNS name put in ICE URLs instead of the public IP.
-	// main builds the URLs; signal only carries it. Default "".
+	// A DNS name to put in ICE URLs instead of public_ip: needed for
+	// turns: (the certificate names a host), nicer in apps. Default "":
+	// the first tls.acme.domains name with ACME, else public_ip.
 	ICEHost string `yaml:"ice_host"`
 
-	// AllowedOrigins lists the browser origins ("https://app.example.com")
-	// that may connect; "*" allows any. A request without an Origin header
-	// (native apps) is always allowed. Default empty: same host only.
+	// Browser origins allowed to connect ("https://app.example.com"; "*"
+	// for any). Native apps send no Origin and are always allowed.
+	// Default none: the same host only.
 	AllowedOrigins []string `yaml:"allowed_origins"`
 
-	// RequireToken turns away connections without a valid join token.
-	// Default false.
+	// Only connections with a valid join token (icebox token -room R) get
+	// in. Default false.
 	RequireToken bool `yaml:"require_token"`
 
-	// OpenRoom puts connections that name no pairing into one shared room,
-	// the talk's server behaviour. Default false.
+	// Connections that name no pairing share one room, as on the talk's
+	// server. Off: such a client waits until a frame names its pairing.
+	// Default false.
 	OpenRoom bool `yaml:"open_room"`
-	// OpenRoomCapacity caps the open room's members. Default 50.
+	// Members of the open room at most. Default 50.
 	OpenRoomCapacity int `yaml:"open_room_capacity"`
-	// OpenRoomFanout is the bytes per second one member of the open room
-	// may cause to be sent (frame size × other members), in bursts of 4
-	// seconds' worth; frames beyond get WsError 4004. Default 262144.
+	// The bytes per second one member of the open room may make icebox
+	// send to the others (frame size × other members; bursts of 4 s worth;
+	// beyond, WsError 4004): the open room copies each frame to everyone,
+	// so without it one member's burst goes out a thousandfold.
+	// Default 262144.
 	OpenRoomFanout int `yaml:"open_room_fanout"`
 
-	RoomCapacity int           `yaml:"room_capacity"` // members per pairing; default 2
-	InitTimeout  time.Duration `yaml:"init_timeout"`  // WsInit must arrive within; default 10s
+	// Members per pairing: a controller and its device. Default 2.
+	RoomCapacity int `yaml:"room_capacity"`
+	// The first frame (WsInit) must arrive within this; mobile networks
+	// are slow. Default 10s.
+	InitTimeout time.Duration `yaml:"init_timeout"`
 
-	MaxFrameSize    int     `yaml:"max_frame_size"`    // bytes per frame; default 65536
-	FramesPerSecond float64 `yaml:"frames_per_second"` // sustained frames/s per connection; default 20
-	FrameBurst      int     `yaml:"frame_burst"`       // frames allowed at once; default 60
-	MaxErrors       int     `yaml:"max_errors"`        // refused frames before close 1008; default 10
+	// Largest frame in bytes; an SDP is a few KiB. Default 65536.
+	MaxFrameSize int `yaml:"max_frame_size"`
+	// Frames per second per connection, sustained. Default 20.
+	FramesPerSecond float64 `yaml:"frames_per_second"`
+	// Frames per connection in a burst. Default 60.
+	FrameBurst int `yaml:"frame_burst"`
+	// Refused frames before a client is closed with 1008. Default 10.
+	MaxErrors int `yaml:"max_errors"`
 
-	MaxConns      int `yaml:"max_conns"`        // WebSockets in total; default 10000
-	MaxConnsPerIP int `yaml:"max_conns_per_ip"` // per IPv4 address or IPv6 /64; default 64
+	// WebSockets in total. Once it is half full, an address holding any
+	// may hold at most an eighth of what is free (fair share), so a
+	// newcomer still gets in. Default 10000.
+	MaxConns int `yaml:"max_conns"`
+	// WebSockets per IPv4 address or IPv6 /64. Default 64.
+	MaxConnsPerIP int `yaml:"max_conns_per_ip"`
 
-	SendQueue      int           `yaml:"send_queue"`       // frames waiting for a slow reader; default 64
-	SendQueueBytes int           `yaml:"send_queue_bytes"` // bytes waiting for a slow reader; default 1048576
-	WriteTimeout   time.Duration `yaml:"write_timeout"`    // one write to a client; default 10s
-	PingInterval   time.Duration `yaml:"ping_interval"`    // WebSocket ping period; default 15s
-	PongTimeout    time.Duration `yaml:"pong_timeout"`     // silence allowed after a ping; default 15s
+	// Frames that may wait for a slow reader before it is disconnected;
+	// it never holds up the other members of its pairing. Default 64.
+	SendQueue int `yaml:"send_queue"`
+	// Bytes that may wait for a slow reader. Default 1048576.
+	SendQueueBytes int `yaml:"send_queue_bytes"`
+	// One write to a client may take this long. Default 10s.
+	WriteTimeout time.Duration `yaml:"write_timeout"`
+	// WebSocket ping period (the talk's server uses 15s). Default 15s.
+	PingInterval time.Duration `yaml:"ping_interval"`
+	// Silence allowed after a ping (the talk's server uses 15s).
+	// Default 15s.
+	PongTimeout time.Duration `yaml:"pong_timeout"`
 
-	// CredentialRefresh is how long before the TURN credentials expire a
-	// connection gets a new WsIceServers frame. Default 5m.
+	// Re-send WsIceServers this long before the TURN credentials expire.
+	// Default 5m.
 	CredentialRefresh time.Duration `yaml:"credential_refresh"`
 
-	// CredentialsPerMinute is how many TURN credentials one source (IPv4
-	// address or IPv6 /64) may have minted, at WsInit or GET /ice-servers,
-	// per minute sustained, in bursts of CredentialBurst; beyond, WsInit
-	// gets WsError 4016 and /ice-servers 429. Refreshes are not counted.
-	// Defaults 60 and 128.
+	// TURN credentials one address (IPv4, or IPv6 /64) may have minted, at
+	// WsInit and GET /ice-servers together, per minute sustained. A real
+	// client mints once per connection (a page load, an app reconnecting
+	// after a network change: a few a minute), and its refreshes are paced
+	// by the server and not counted. Beyond, WsInit gets WsError 4016
+	// (close 1013) and /ice-servers 429 with Retry-After. Without a budget
+	// one address minted 1,837 in 5 s. A backend fetching /ice-servers for
+	// many users from one address may need more. Default 60.
 	CredentialsPerMinute float64 `yaml:"credentials_per_minute"`
-	CredentialBurst      int     `yaml:"credential_burst"`
+	// Credentials one address may have minted at once: enough for every
+	// connection max_conns_per_ip allows to reconnect at once, twice.
+	// Default 128.
+	CredentialBurst int `yaml:"credential_burst"`
 
-	// IceServersKeys are the bearer keys accepted by GET /ice-servers.
-	// Default empty: the endpoint answers 404.
+	// Bearer keys for GET /ice-servers (apps with their own signaling),
+	// 16+ characters each. Default none: the endpoint answers 404.
 	IceServersKeys []string `yaml:"ice_servers_keys"`
 
-	// Web serves the embedded call page at / and the diagnostics page at
-	// /check on the same listener. Default true, so the first run shows
-	// something; turn it off where only apps connect.
+	// Serve the call page at / and the diagnostics page at /check on the
+	// same listener, so the first run shows something; turn it off where
+	// only apps connect. Default true.
 	Web bool `yaml:"web"`
 }
 
 // TLSConfig names the certificate and key files, both PEM.
 type TLSConfig struct {
-	Cert string `yaml:"cert"` // default ""
-	Key  string `yaml:"key"`  // default ""
+	// PEM certificate chain file. Default "": the shared tls section's
+	// certificate, if any.
+	Cert string `yaml:"cert"`
+	// PEM private key file; under systemd it may be
+	// ${CREDENTIALS_DIRECTORY}/icebox.signal-tls.key (a systemd
+	// credential, see README). Default "".
+	Key string `yaml:"key"`
 }
 
 // On reports whether TLS is configured.

@@ -32,31 +32,35 @@ import (
 
 // Config is the stun section of icebox's config file.
 type Config struct {
-	// Listen lists the addresses STUN answers on, UDP and TCP alike.
-	// Default [":3478"]: every address, IPv4 and IPv6.
+	// Addresses that answer STUN Binding requests, on UDP and TCP alike.
+	// ":3478" is every address, IPv4 and IPv6. The TURN relay shares
+	// these. Default [":3478"].
 	Listen []string `yaml:"listen"`
-	// TCP also serves the Listen addresses over TCP (RFC 8489 framing).
+	// Also answer over TCP (RFC 8489 framing); some networks block UDP.
 	// Default true.
 	TCP bool `yaml:"tcp"`
-	// Sockets is how many UDP sockets share each address (SO_REUSEPORT), so
-	// that several cores read at once. Default 0: one per CPU.
+	// UDP sockets per address (SO_REUSEPORT), so several cores read at
+	// once. Default 0: one per CPU.
 	Sockets int `yaml:"sockets"`
-	// MaxTCPConnections caps open TCP and TLS connections on every
-	// listener together; more are closed at once. Default 1024.
+	// Open TCP and TLS connections allowed at once (STUN port and TURN's
+	// TLS port together); more are closed straight away, so a connection
+	// flood cannot exhaust file descriptors. Default 1024.
 	MaxTCPConnections int `yaml:"max_tcp_connections"`
-	// MaxTCPConnectionsPerSource caps them per source IPv4 address or
-	// IPv6 /64, so one host cannot take every slot. Default 64.
+	// Of those, how many one source may hold: an IPv4 address, or an IPv6
+	// /64 (its owner can use any address in it). Default 64.
 	MaxTCPConnectionsPerSource int `yaml:"max_tcp_connections_per_source"`
-	// TCPIdleTimeout closes a TCP connection that has sent nothing for this
-	// long. Default 30s. Connections holding a TURN allocation use
-	// Options.TURNIdleTimeout.
+	// Close a TCP connection that sends nothing for this long (a Binding
+	// client is done in one round trip). Only a connection that holds a
+	// TURN allocation may stay quiet longer, up to
+	// turn.quotas.max_lifetime (Options.TURNIdleTimeout). Default 30s.
 	TCPIdleTimeout time.Duration `yaml:"tcp_idle_timeout"`
-	// TLSHandshakeTimeout closes a TLS connection whose handshake has not
-	// finished in this long. Default 10s.
+	// A TLS connection must finish its handshake within this long.
+	// Default 10s.
 	TLSHandshakeTimeout time.Duration `yaml:"tls_handshake_timeout"`
-	// MaxTLSHandshakes bounds TLS handshakes in flight; connections beyond
-	// it are closed at once. It must exceed MaxTCPConnectionsPerSource, so
-	// that one source cannot hold them all. Default 256.
+	// TLS handshakes in flight at once; more connections are closed
+	// straight away, so slow handshakes cannot pile up. Must exceed
+	// max_tcp_connections_per_source, so one source cannot hold them all.
+	// Default 256.
 	MaxTLSHandshakes int `yaml:"max_tls_handshakes"`
 }
 

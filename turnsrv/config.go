@@ -17,76 +17,84 @@ import (
 // lifetimes, peer policy, quotas and the TLS certificate files can change on
 // Reload; the rest needs a restart.
 type Config struct {
-	// Enabled runs the TURN relay beside STUN. Default true.
+	// Relay media for peers that cannot reach each other directly, over
+	// UDP and TCP on the STUN port and over TLS when a certificate is set.
+	// Default true.
 	Enabled bool `yaml:"enabled"`
 
-	// Realm is the long-term-credential realm announced to clients.
-	// Default "icebox". Restart to change.
+	// The long-term-credential realm announced to clients. Restart to
+	// change. Default icebox.
 	Realm string `yaml:"realm"`
 
-	// Secrets are TURN REST API shared secrets (coturn's static-auth-secret).
-	// The first mints new credentials; all of them verify, so a secret is
-	// rotated by prepending the new one and dropping the old one once the
-	// credentials it minted have expired. Default none.
+	// TURN REST API shared secrets (coturn's static-auth-secret), at least
+	// 16 characters each. The first mints credentials, all verify: rotate
+	// by putting the new one first, then drop the old one after max_ttl.
+	// With none here, in secret_file or in secret_env, icebox takes the
+	// systemd credential icebox.turn-secret (/etc/credstore/, see README)
+	// when there is one, else generates one on first start and keeps it
+	// in state_dir/turn-secret (mode 0600). icebox credentials and icebox
+	// token only read it. Default none.
 	Secrets []string `yaml:"secrets"`
 
-	// SecretFile names a file holding secrets, one per line ('#' starts a
-	// comment), appended after Secrets. Keeps secrets out of the config.
-	// Default "" (none).
+	// A file with secrets, one per line ('#' starts a comment), appended
+	// after secrets: keeps them out of this file. Default "": none.
 	SecretFile string `yaml:"secret_file"`
 
-	// SecretEnv names an environment variable holding one more secret,
-	// appended after SecretFile's. Default "" (none).
-	//
-	// With no secret from any of the three sources icebox generates one on
-	// first start and keeps it in its state directory.
+	// An environment variable holding one more secret, appended last.
+	// Default "": none.
 	SecretEnv string `yaml:"secret_env"`
 
-	// CredentialTTL is the lifetime of credentials icebox mints.
-	// Default 12h. Credentials are checked on every authenticated request
-	// (refresh, permission, channel bind), so it bounds how long a call that
-	// started with a credential can last without getting a new one.
+	// Lifetime of the credentials icebox hands out (icebox credentials,
+	// WsIceServers). Every authenticated request (refresh, permission,
+	// channel bind) checks it, so a call needs a fresh credential before
+	// this runs out. Default 12h.
 	CredentialTTL time.Duration `yaml:"credential_ttl"`
 
-	// MaxTTL refuses usernames whose expiry lies further ahead than this,
-	// so a credential minted with a far-future expiry cannot outlive a
-	// rotation. Default 24h; at least CredentialTTL.
+	// Usernames expiring further ahead than this are refused, so a
+	// credential minted far into the future cannot outlive a rotation.
+	// At least credential_ttl. Default 24h.
 	MaxTTL time.Duration `yaml:"max_ttl"`
 
-	// TLS serves TURN over TLS (turns:) when Cert and Key are set.
+	// TURN over TLS (turns:), for networks that allow only HTTPS-like
+	// traffic, on a port of its own.
 	TLS TLSConfig `yaml:"tls"`
 
-	// Relay says where relayed transport addresses live.
+	// Where relayed transport addresses live. Restart to change.
 	Relay RelayConfig `yaml:"relay"`
 
-	// Peers is the peer policy: which addresses a client may relay to.
+	// The peer policy: which addresses a client may relay to. By default
+	// icebox refuses to relay to loopback, private, CGNAT, link-local
+	// (cloud metadata), ULA, multicast, reserved and documentation ranges
+	// and its own addresses, in every IPv6 disguise.
 	Peers PeerConfig `yaml:"peers"`
 
-	// Quotas bound what one user, one source address and everyone together
-	// may hold on the server.
+	// What one user, one source address and everyone together may hold.
+	// 0 means no limit for every count here.
 	Quotas QuotaConfig `yaml:"quotas"`
 }
 
 // TLSConfig configures TURN over TLS.
 type TLSConfig struct {
-	// Listen is the TLS listen address, used when there is a certificate
-	// (Cert, or icebox's shared tls section). Default ":5349"; "" serves
-	// no TLS port of its own. Restart to change.
+	// The port of TURN over TLS, on when there is a certificate (cert and
+	// key below, or the shared tls section's); "" serves none (TURN over
+	// TLS then only on tls.listen). Restart to change. Default ":5349".
 	Listen string `yaml:"listen"`
-	// Cert is a PEM certificate chain file. Default "": the shared one
-	// (icebox's tls section), if any. Re-read when it changes.
+	// A PEM certificate chain file of its own, re-read when it changes.
+	// Default "": the shared tls section's certificate, if any.
 	Cert string `yaml:"cert"`
-	// Key is the PEM private key file for Cert. Default "".
+	// The PEM private key file for cert. Under systemd write it as
+	// ${CREDENTIALS_DIRECTORY}/icebox.turn-tls.key (a systemd credential,
+	// see README). Default "".
 	Key string `yaml:"key"`
 }
 
 // RelayConfig configures relayed transport addresses. Restart to change.
 type RelayConfig struct {
-	// Address is the IPv4 address relay sockets bind to. Default "0.0.0.0".
-	// What clients are told is the public IP given to New, not this.
+	// The IPv4 address relays bind to; clients are told public_ip.
+	// Default "0.0.0.0".
 	Address string `yaml:"address"`
-	// Ports is the inclusive UDP port range for relays, "LOW-HIGH".
-	// Default "49152-65535".
+	// UDP ports for relays, "LOW-HIGH", one per allocation. Open them in
+	// the firewall. Default "49152-65535".
 	Ports string `yaml:"ports"`
 }
 
@@ -94,47 +102,47 @@ type RelayConfig struct {
 // private, link-local, multicast, reserved and documentation ranges and the
 // server's own addresses.
 type PeerConfig struct {
-	// Allow lists CIDRs (or single addresses) opened on purpose, e.g. a LAN
-	// in a LAN deployment or 127.0.0.1/32 in tests. It wins over every deny
-	// rule except Teredo. Default none.
+	// CIDRs (or single addresses) opened on purpose, e.g. [192.168.1.0/24]
+	// on a LAN. They win over every deny rule except Teredo. Default none.
 	Allow []string `yaml:"allow"`
-	// Deny lists more CIDRs (or single addresses) to refuse. Default none.
+	// More CIDRs (or single addresses) to refuse. Default none.
 	Deny []string `yaml:"deny"`
 }
 
 // QuotaConfig bounds resource use. A count of 0 means no limit.
 type QuotaConfig struct {
-	// PerUser caps allocations per user, the part of the username after the
-	// first ':': for icebox's own credentials, one pairing (both members) or
-	// one address. Default 24: a browser allocates once per TURN URL (UDP,
-	// TCP, TLS) and local interface, and a renegotiation allocates again
-	// before the old ones are released, so one call can hold a dozen or more.
+	// Allocations at once per user (the part after ':' in the username;
+	// for icebox's own credentials one pairing, both members, or one
+	// address). A browser allocates once per TURN URL and local
+	// interface, and again on renegotiation before the old ones go: one
+	// call can hold a dozen or more. Default 24.
 	PerUser int `yaml:"per_user"`
-	// PerIP caps allocations per client address (per /64 for IPv6).
-	// Default 32: a household or office behind one NAT shares it.
+	// Allocations at once per client IPv4 address or IPv6 /64: a
+	// household or office behind one NAT shares it. Default 32.
 	PerIP int `yaml:"per_ip"`
-	// Total caps allocations on the server. Default 1000, which a small VM
-	// holds comfortably; relay bandwidth runs out long before.
+	// Allocations at once on the whole server: about what a small VM's
+	// bandwidth carries. Once it is half full, an address holding any may
+	// hold at most an eighth of what is free (fair share), so a newcomer
+	// always gets one however many addresses an attacker has below total.
+	// Default 1000.
 	Total int `yaml:"total"`
-	// MaxLifetime caps the lifetime a client may ask for in Allocate and
-	// Refresh. Default 1h; between 10m (what a client gets when it asks for
-	// nothing) and 1h (what pion/turn grants at most).
+	// Longest lifetime a client may request in Allocate and Refresh,
+	// between 10m (what a client gets when it asks for nothing) and 1h
+	// (what pion/turn grants at most); clients refresh. Default 1h.
 	MaxLifetime time.Duration `yaml:"max_lifetime"`
-	// AuthFailures is how many failed authentications one client address
-	// (per /64 for IPv6) may make over TCP or TLS per AuthFailureWindow
-	// before its further failures are dropped unanswered. UDP failures do
-	// not count (their source can be forged), and a request that verifies
-	// is never dropped. Default 10.
+	// Failed authentications per source (IPv4 address or IPv6 /64) within
+	// auth_failure_window before its further failures are dropped
+	// unanswered for the rest of the window. Failures count only where
+	// the source is proven (TCP, TLS): a UDP source can be forged, and a
+	// valid credential is never dropped. Default 10.
 	AuthFailures int `yaml:"auth_failures"`
-	// AuthFailureWindow is the window for AuthFailures. It is also how
-	// often, at most, a failure from one address is logged. Default 1m.
+	// The window of auth_failures; also how often, at most, failures from
+	// one source are logged. Default 1m.
 	AuthFailureWindow time.Duration `yaml:"auth_failure_window"`
-	// AnswerRate is how many requests without a credential (the first,
-	// unsigned Allocate; one signed without a NONCE) one client address
-	// (per /64 for IPv6) gets answered per second, in bursts of twice
-	// that; the rest are dropped, so icebox cannot be used to reflect
-	// traffic at a forged source. A client needs one such answer per
-	// allocation. Default 32; 0 means no limit.
+	// Requests without a credential (the first, unsigned Allocate of each
+	// allocation; one signed without a NONCE) answered per second per
+	// source, in bursts of twice that; the rest go unanswered, so nobody
+	// can make icebox reflect traffic at a forged address. Default 32.
 	AnswerRate int `yaml:"answer_rate"`
 }
 

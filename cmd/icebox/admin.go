@@ -20,11 +20,12 @@ import (
 
 // AdminConfig is the admin section: the operator's own endpoints.
 type AdminConfig struct {
-	// Listen serves /metrics (Prometheus), /healthz, /readyz and, with
-	// pprof, /debug/pprof/. Default "127.0.0.1:9478": loopback only, as
-	// these say a lot about the box. "" turns it off.
+	// Where /metrics (Prometheus), /healthz, /readyz and, with pprof,
+	// /debug/pprof/ are served; "" turns them off. Default
+	// "127.0.0.1:9478": loopback only, as these say a lot about the box.
 	Listen string `yaml:"listen"`
-	// Pprof serves Go's profiler under /debug/pprof/. Default true.
+	// Go's profiler under /debug/pprof/ on the admin listener.
+	// Default true.
 	Pprof bool `yaml:"pprof"`
 }
 

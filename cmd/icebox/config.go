@@ -9,10 +9,10 @@ import (
 	"net/netip"
 	"os"
 	"reflect"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"gopkg.in/yaml.v3"
 
@@ -23,30 +23,53 @@ import (
 	"icebox/turnsrv"
 )
 
+//go:generate go test -run ^TestConfigYAMLIsGenerated$ -update .
+
 // Config is the whole config file: one section per part of icebox, each
 // the part's own Config, so a part's options live next to its code.
 type Config struct {
-	// PublicIP is the IPv4 address clients reach this box at; relay
-	// addresses and ICE URLs carry it. "auto" finds it at start: the host's
-	// public address, else what the public_ip_stun servers see. Default "":
-	// the relay bind address, else the host's first public, then private,
-	// interface address.
+	// The IPv4 address clients reach this box at; relay addresses and ICE
+	// URLs carry it. Set it on a VM behind 1:1 NAT (most clouds) to the
+	// public address, or to "auto": the host's public address if it has
+	// one, else what the public_ip_stun servers see. Default "": the
+	// relay bind address (turn.relay.address) if it is not 0.0.0.0, else
+	// the host's first public, then first private, IPv4 address, else
+	// 127.0.0.1.
 	PublicIP string `yaml:"public_ip"`
-	// PublicIPSTUN lists STUN servers (host:port) that public_ip: auto may
-	// ask. Default none: icebox asks nobody the operator did not name.
+	// STUN servers (host:port) that public_ip: auto may ask for this box's
+	// public address when no interface has one. Default none: icebox asks
+	// nobody the operator did not name.
 	PublicIPSTUN []string `yaml:"public_ip_stun"`
-	// StateDir keeps what icebox generates itself (the TURN secret).
-	// Default "": $STATE_DIRECTORY under systemd, else /var/lib/icebox if
-	// writable, else ~/.local/state/icebox.
+	// Where icebox keeps what it generates itself (the TURN secret, when
+	// none is configured; ACME certificates). Default "": $STATE_DIRECTORY
+	// under systemd, else /var/lib/icebox if writable, else
+	// ~/.local/state/icebox.
 	StateDir string `yaml:"state_dir"`
 
-	Log     LogConfig      `yaml:"log"`
-	STUN    stunsrv.Config `yaml:"stun"`
-	TURN    turnsrv.Config `yaml:"turn"`
-	Signal  signal.Config  `yaml:"signal"`
+	// What icebox logs, and in which form.
+	Log LogConfig `yaml:"log"`
+	// The STUN responder: Binding requests on UDP and TCP. The TURN relay
+	// shares its sockets.
+	STUN stunsrv.Config `yaml:"stun"`
+	// The TURN relay (RFC 8656) with time-limited credentials (TURN REST
+	// API).
+	TURN turnsrv.Config `yaml:"turn"`
+	// The WebSocket signaling relay (/connect) for the talk's app and the
+	// web pages, plus /healthz. See README.md for the protocol.
+	Signal signal.Config `yaml:"signal"`
+	// Several icebox nodes as one service (README, "Many nodes"): pairings
+	// span nodes over NATS (core publish/subscribe, an existing NATS server
+	// or cluster; icebox does not embed one). Off by default: one node
+	// keeps its pairings in process, opens no port and talks to nobody.
+	// Changes take effect after a restart.
 	Cluster cluster.Config `yaml:"cluster"`
-	Admin   AdminConfig    `yaml:"admin"`
-	TLS     TLSConfig      `yaml:"tls"`
+	// The operator's own endpoints: Prometheus /metrics, /healthz, /readyz
+	// and /debug/pprof/.
+	Admin AdminConfig `yaml:"admin"`
+	// The certificate every TLS listener shares (signaling, TURN over TLS,
+	// tls.listen) unless it names files of its own, and one TLS port for
+	// networks that pass nothing but 443.
+	TLS TLSConfig `yaml:"tls"`
 
 	// secretCredential names the systemd credential that turn.secret_file
 	// was filled in from, for logs; "" when the config set it.
@@ -55,9 +78,12 @@ type Config struct {
 
 // LogConfig is the log section.
 type LogConfig struct {
-	// Level is debug, info, warn or error. Default info.
+	// debug, info, warn or error. debug logs every refused request; SDPs
+	// and candidates (which carry addresses) appear at debug only.
+	// Default info.
 	Level string `yaml:"level"`
-	// Format is text or json. Default text.
+	// text or json. Under systemd, timestamps are left to journald.
+	// Default text.
 	Format string `yaml:"format"`
 }
 
@@ -136,25 +162,33 @@ func LoadConfig(path string) (Config, error) {
 
 // parseConfig is LoadConfig for a file already read; path only names it
 // in errors.
+//
+// The file is parsed into a yaml.Node tree first and checked against the
+// Config structs' yaml tags (checker), so unknown options and values of
+// the wrong type are reported with the node's own line; only then is it
+// decoded. yaml.v3 decodes around values of the wrong type (those keep
+// their defaults), so Validate still sees the rest of the file: every
+// mistake is reported in one go.
 func parseConfig(path string, data []byte) (Config, error) {
 	cfg := DefaultConfig()
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
-		return cfg, fmt.Errorf("%s", locateYAMLError(path, err))
+		// A syntax error: yaml.v3's message names the line.
+		return cfg, fmt.Errorf("%s: %s (fix: check indentation and quoting)", path, strings.TrimPrefix(err.Error(), "yaml: "))
 	}
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	var errs []error
-	// io.EOF: an empty file, which means the defaults.
-	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
-		var te *yaml.TypeError
-		if !errors.As(err, &te) {
-			return cfg, explainDecodeError(path, &root, err)
-		}
-		// yaml.v3 decodes the rest of the file around values of the wrong
-		// type (those keep their defaults), so the remaining options can
-		// still be checked: every mistake is reported in one go.
-		errs = append(errs, explainDecodeError(path, &root, err))
+	doc := &root
+	if doc.Kind == yaml.DocumentNode && len(doc.Content) > 0 {
+		doc = doc.Content[0]
+	}
+	if doc.Kind == 0 || isNull(doc) {
+		return cfg, nil // an empty file means the defaults
+	}
+	c := &checker{path: path, budget: maxCheckedNodes}
+	errs := c.node(doc, reflect.TypeFor[Config](), "", 0)
+	if err := decodeConfig(data, &cfg); err != nil && len(errs) == 0 {
+		// checker has already located every mistake yaml.v3 reports;
+		// should it ever miss one, yaml.v3's own words still stop start-up.
+		errs = append(errs, fmt.Errorf("%s: %w", path, err))
 	}
 	if err := cfg.Validate(); err != nil {
 		errs = append(errs, locate(path, &root, err))
@@ -162,66 +196,161 @@ func parseConfig(path string, data []byte) (Config, error) {
 	return cfg, errors.Join(errs...)
 }
 
-var (
-	lineRe    = regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`)
-	unknownRe = regexp.MustCompile(`^field (\S+) not found in type (\S+)$`)
-	valueRe   = regexp.MustCompile("^cannot unmarshal !!\\w+ (.*) into ")
-)
-
-func locateYAMLError(path string, err error) string {
-	if m := lineRe.FindStringSubmatch(err.Error()); m != nil {
-		return fmt.Sprintf("%s:%s: %s (fix: check indentation and quoting)", path, m[1], m[2])
+// decodeConfig decodes data over cfg. yaml.v3 panics on some mappings
+// whose keys are lists (a merge key among them); checker reports those
+// keys, and the panic must not take start-up or a reload down with it.
+func decodeConfig(data []byte, cfg *Config) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("yaml.v3 cannot decode this file: %v", r)
+		}
+	}()
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
+		return err
 	}
-	return fmt.Sprintf("%s: %v", path, err)
+	return nil
 }
 
-// explainDecodeError turns yaml.v3's "line 4: field lisen not found in type
-// stunsrv.Config" into "config.yaml:4: stun.lisen: unknown option (fix: one of listen, tcp, ...)".
-func explainDecodeError(path string, root *yaml.Node, err error) error {
-	var te *yaml.TypeError
-	if !errors.As(err, &te) {
-		return fmt.Errorf("%s", locateYAMLError(path, err))
+// Bounds of the check: the config is four deep and a few hundred nodes,
+// and aliases and merge keys must not make a small file a long walk (what
+// the check skips, yaml.v3's decoder still refuses).
+const (
+	maxConfigDepth  = 16
+	maxCheckedNodes = 100_000
+)
+
+// checker walks a parsed config file against the Config structs.
+type checker struct {
+	path   string // the file, for errors
+	budget int    // nodes left to visit
+}
+
+// node reports every option under n that the Config structs do not have
+// and every value yaml.v3 cannot decode into its field's type, as
+// "path:line: key: problem (fix: ...)". key is n's dotted path.
+func (c *checker) node(n *yaml.Node, t reflect.Type, key string, depth int) []error {
+	c.budget--
+	if c.budget < 0 || depth > maxConfigDepth {
+		return nil
 	}
-	var out []error
-	for _, msg := range te.Errors {
-		m := lineRe.FindStringSubmatch(msg)
-		if m == nil {
-			out = append(out, fmt.Errorf("%s: %s", path, msg))
+	line := n.Line // where the value is used, even through an alias
+	if n.Kind == yaml.AliasNode {
+		if n.Alias == nil {
+			return nil
+		}
+		n = n.Alias
+	}
+	if isNull(n) {
+		return nil // null leaves the default, as yaml.v3 does
+	}
+	wrong := func() []error {
+		fix := typeHint(t)
+		if key == "" {
+			fix = "options as in config.yaml, one \"key: value\" per line"
+		}
+		return []error{fmt.Errorf("%s:%d: %s: cannot use %s here (fix: %s)", c.path, line, describeKey(key), describeValue(n, key), fix)}
+	}
+	switch {
+	case t == reflect.TypeFor[time.Duration]() || t.Kind() != reflect.Struct && t.Kind() != reflect.Slice:
+		if n.Kind != yaml.ScalarNode || n.Decode(reflect.New(t).Interface()) != nil {
+			return wrong()
+		}
+		return nil
+	case t.Kind() == reflect.Slice:
+		if n.Kind != yaml.SequenceNode {
+			return wrong()
+		}
+		var errs []error
+		for i, item := range n.Content {
+			errs = append(errs, c.node(item, t.Elem(), fmt.Sprintf("%s[%d]", key, i), depth+1)...)
+		}
+		return errs
+	}
+	if n.Kind != yaml.MappingNode {
+		return wrong()
+	}
+	var errs []error
+	seen := map[string]int{}
+	for j := 0; j+1 < len(n.Content); j += 2 {
+		k, v := n.Content[j], n.Content[j+1]
+		if k.ShortTag() == "!!merge" { // "<<: *defaults" merges a mapping in
+			errs = append(errs, c.merge(v, t, key, depth+1)...)
 			continue
 		}
-		line, _ := strconv.Atoi(m[1])
-		key := keyAtLine(root, line)
-		if u := unknownRe.FindStringSubmatch(m[2]); u != nil {
-			parent := key[:max(0, strings.LastIndex(key, "."))]
-			known := optionsAt(parent)
-			fix := "remove it"
-			if len(known) > 0 {
-				fix = "options here are " + strings.Join(known, ", ")
-			}
-			out = append(out, fmt.Errorf("%s:%d: %s: unknown option (fix: %s)", path, line, key, fix))
+		if k.Kind != yaml.ScalarNode {
+			errs = append(errs, fmt.Errorf("%s:%d: %s: %s as an option name (fix: options here are %s)", c.path, k.Line, describeKey(key), describeValue(k, ""), strings.Join(yamlKeys(t), ", ")))
 			continue
 		}
-		problem := m[2]
-		if v := valueRe.FindStringSubmatch(problem); v != nil {
-			value := v[1]
-			if secretKey(key) {
-				value = "this value (not shown: it may be a secret)"
-			}
-			problem = "cannot use " + value + " here"
+		full := k.Value
+		if key != "" {
+			full = key + "." + k.Value
 		}
-		out = append(out, fmt.Errorf("%s:%d: %s: %s (fix: %s)", path, line, key, problem, typeHint(key)))
+		if first, ok := seen[k.Value]; ok {
+			errs = append(errs, fmt.Errorf("%s:%d: %s: set twice, first on line %d (fix: keep one)", c.path, k.Line, full, first))
+			continue
+		}
+		seen[k.Value] = k.Line
+		f, ok := fieldByTag(t, k.Value)
+		if !ok {
+			errs = append(errs, fmt.Errorf("%s:%d: %s: unknown option (fix: options here are %s)", c.path, k.Line, describeKey(full), strings.Join(yamlKeys(t), ", ")))
+			continue
+		}
+		errs = append(errs, c.node(v, f.Type, full, depth+1)...)
 	}
-	return errors.Join(out...)
+	return errs
+}
+
+// merge checks what a merge key brings in: a mapping, an alias of one, or
+// a list of them.
+func (c *checker) merge(v *yaml.Node, t reflect.Type, key string, depth int) []error {
+	if v.Kind == yaml.AliasNode && v.Alias != nil {
+		v = v.Alias
+	}
+	if v.Kind != yaml.SequenceNode {
+		return c.node(v, t, key, depth)
+	}
+	var errs []error
+	for _, item := range v.Content {
+		errs = append(errs, c.node(item, t, key, depth+1)...)
+	}
+	return errs
+}
+
+func isNull(n *yaml.Node) bool {
+	return n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null"
+}
+
+// describeKey names an option in an error; "" is the file itself.
+func describeKey(key string) string {
+	if key == "" {
+		return "the file"
+	}
+	return key
+}
+
+// describeValue quotes a misplaced value for an error, unless it may be a
+// secret: a misplaced secret is still a secret.
+func describeValue(n *yaml.Node, key string) string {
+	switch {
+	case secretKey(key):
+		return "this value (not shown: it may be a secret)"
+	case n.Kind == yaml.MappingNode:
+		return "a section"
+	case n.Kind == yaml.SequenceNode:
+		return "a list"
+	}
+	v := n.Value
+	if len(v) > 40 {
+		v = v[:40] + "..."
+	}
+	return "`" + v + "`"
 }
 
 // locate adds file:line to every cfgerr.Error in err.
 func locate(path string, root *yaml.Node, err error) error {
-	var all []error
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		all = flatten(j.Unwrap())
-	} else {
-		all = []error{err}
-	}
+	all := cfgerr.Flatten(err)
 	out := make([]error, 0, len(all))
 	for _, e := range all {
 		var ce *cfgerr.Error
@@ -236,18 +365,6 @@ func locate(path string, root *yaml.Node, err error) error {
 		out = append(out, fmt.Errorf("%s: %w", path, e))
 	}
 	return errors.Join(out...)
-}
-
-func flatten(errs []error) []error {
-	var out []error
-	for _, e := range errs {
-		if j, ok := e.(interface{ Unwrap() []error }); ok {
-			out = append(out, flatten(j.Unwrap())...)
-		} else if e != nil {
-			out = append(out, e)
-		}
-	}
-	return out
 }
 
 // nodeAt finds the value node for a key path like "stun.listen[1]", or
@@ -291,69 +408,6 @@ func splitKey(key string) []string {
 	return strings.Split(key, ".")
 }
 
-// keyAtLine names the option written on a line, as a dotted path.
-func keyAtLine(root *yaml.Node, line int) string {
-	var walk func(n *yaml.Node, prefix string) string
-	walk = func(n *yaml.Node, prefix string) string {
-		switch n.Kind {
-		case yaml.DocumentNode:
-			for _, c := range n.Content {
-				if k := walk(c, prefix); k != "" {
-					return k
-				}
-			}
-		case yaml.MappingNode:
-			for j := 0; j+1 < len(n.Content); j += 2 {
-				k, v := n.Content[j], n.Content[j+1]
-				p := k.Value
-				if prefix != "" {
-					p = prefix + "." + k.Value
-				}
-				if k.Line == line {
-					return p
-				}
-				if r := walk(v, p); r != "" {
-					return r
-				}
-			}
-		case yaml.SequenceNode:
-			for i, c := range n.Content {
-				p := fmt.Sprintf("%s[%d]", prefix, i)
-				if c.Line == line && c.Kind == yaml.ScalarNode {
-					return p
-				}
-				if r := walk(c, p); r != "" {
-					return r
-				}
-			}
-		}
-		return ""
-	}
-	return walk(root, "")
-}
-
-// optionsAt lists the yaml keys of the Config struct at a dotted path.
-func optionsAt(key string) []string {
-	t := reflect.TypeOf(Config{})
-	for _, part := range splitKey(key) {
-		if _, err := strconv.Atoi(part); err == nil {
-			continue
-		}
-		f, ok := fieldByTag(t, part)
-		if !ok {
-			return nil
-		}
-		t = f.Type
-		for t.Kind() == reflect.Slice || t.Kind() == reflect.Pointer {
-			t = t.Elem()
-		}
-	}
-	if t.Kind() != reflect.Struct {
-		return nil
-	}
-	return yamlKeys(t)
-}
-
 // yamlKeys lists a struct's yaml keys, those of inline fields included.
 func yamlKeys(t reflect.Type) []string {
 	var keys []string
@@ -394,36 +448,23 @@ func secretKey(key string) bool {
 	return strings.Contains(k, "secret") || strings.Contains(k, "key") || strings.Contains(k, "token")
 }
 
-// typeHint says what a value of the option's type looks like.
-func typeHint(key string) string {
-	t := reflect.TypeOf(Config{})
-	parts := splitKey(key)
-	for _, part := range parts {
-		if _, err := strconv.Atoi(part); err == nil {
-			if t.Kind() == reflect.Slice {
-				t = t.Elem()
-			}
-			continue
-		}
-		f, ok := fieldByTag(t, part)
-		if !ok {
-			return "see config.yaml for this option's form"
-		}
-		t = f.Type
-	}
+// typeHint says what a value of type t looks like.
+func typeHint(t reflect.Type) string {
 	switch {
-	case t.String() == "time.Duration":
+	case t == reflect.TypeFor[time.Duration]():
 		return `a duration such as "30s", "10m" or "12h"`
 	case t.Kind() == reflect.Bool:
 		return "true or false"
 	case t.Kind() >= reflect.Int && t.Kind() <= reflect.Uint64:
 		return "a whole number"
+	case t.Kind() == reflect.Float32 || t.Kind() == reflect.Float64:
+		return "a number"
 	case t.Kind() == reflect.Slice:
 		return "a list, e.g. [\"a\", \"b\"] or one item per line starting with \"- \""
 	case t.Kind() == reflect.String:
 		return "a string; quote it"
 	case t.Kind() == reflect.Struct:
-		return "a section of options, indented below the key"
+		return "a section of options, indented below the key, as in config.yaml"
 	}
 	return "see config.yaml for this option's form"
 }

@@ -20,7 +20,12 @@ import (
 // unless it names files of its own, and the one TLS port that carries
 // HTTPS, WSS and TURN over TLS together.
 type TLSConfig struct {
-	// Listen is the one TLS port (":443"). Default "": none.
+	// One port for HTTPS, WSS and TURN over TLS, e.g. ":443": TLS is
+	// terminated once, then ALPN (stun.turn, RFC 7443; http/1.1) or the
+	// first bytes tell TURN from HTTP. TURN goes to the relay, HTTP to the
+	// page, /connect, /healthz and /ice-servers (never the admin routes),
+	// and WsIceServers offers turns:HOST:PORT?transport=tcp on it. Needs a
+	// certificate below. Default "": no such port.
 	Listen       string `yaml:"listen"`
 	certs.Config `yaml:",inline"`
 }

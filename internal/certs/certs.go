@@ -25,28 +25,38 @@ type Source interface {
 // Config is the certificate every TLS listener shares unless it names its
 // own files: PEM files, or ACME, or neither (no shared certificate).
 type Config struct {
-	// Cert is a PEM certificate chain file. Default "". Re-read when it
-	// changes; a bad new file keeps the old certificate in service.
+	// PEM certificate chain file, re-read when it changes (a bad new pair
+	// keeps the old certificate in service and is logged and counted).
+	// Default "".
 	Cert string `yaml:"cert"`
-	// Key is the PEM private key file for Cert. Default "".
+	// The PEM private key file for cert. Default "".
 	Key string `yaml:"key"`
-	// ACME obtains and renews the certificate from a CA. Default off.
+	// icebox obtains and renews the certificate itself from an ACME CA.
+	// The CA checks each domain over TLS on port 443 (TLS-ALPN-01), so
+	// tls.listen must be ":443" (or a port that 443 is forwarded to).
+	// Certificates live in state_dir/acme and are renewed when a third of
+	// their lifetime is left; a failed renewal is logged, counted
+	// (icebox_tls_acme_failures_total) and retried, and the certificate in
+	// service stays. Not together with cert and key.
 	ACME ACMEConfig `yaml:"acme"`
 }
 
 // ACMEConfig asks an ACME CA (Let's Encrypt by default) for a certificate.
 type ACMEConfig struct {
-	// Domains the certificate names; the first is the one clients are
-	// told in ICE URLs when signal.ice_host is empty. Default none: ACME
-	// off. Setting them accepts the CA's terms of service.
+	// The domains (pointing at this box) the certificate names; setting
+	// them turns ACME on and accepts the CA's terms of service. The first
+	// is the one ICE URLs carry when signal.ice_host is empty.
+	// Default none: ACME off.
 	Domains []string `yaml:"domains"`
-	// Email is the contact the CA warns about expiry and problems.
-	// Default "": none.
+	// Contact for the CA's expiry and problem notices. Default "": none.
 	Email string `yaml:"email"`
-	// Directory is the CA's ACME directory URL. Default Let's Encrypt's.
+	// The CA's ACME directory. Default
+	// "https://acme-v02.api.letsencrypt.org/directory": Let's Encrypt's
+	// production CA.
 	Directory string `yaml:"directory"`
-	// CARoot is a PEM file of roots to trust for the directory's HTTPS,
-	// for a private ACME server. Default "": the system's roots.
+	// A PEM file of roots to trust for the directory's HTTPS, for a
+	// private ACME server (step-ca, Pebble). Default "": the system's
+	// roots.
 	CARoot string `yaml:"ca_root"`
 }
 

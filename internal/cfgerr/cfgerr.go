@@ -50,12 +50,7 @@ func In(section string, err error) error {
 	if err == nil {
 		return nil
 	}
-	var all []error
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		all = j.Unwrap()
-	} else {
-		all = []error{err}
-	}
+	all := Flatten(err)
 	out := make([]error, 0, len(all))
 	for _, e := range all {
 		var ce *Error
@@ -74,4 +69,21 @@ func In(section string, err error) error {
 		out = append(out, e)
 	}
 	return errors.Join(out...)
+}
+
+// Flatten lists the errors inside err, however deeply errors.Join nested
+// them, so that each *Error can be prefixed or located on its own.
+func Flatten(err error) []error {
+	if err == nil {
+		return nil
+	}
+	j, ok := err.(interface{ Unwrap() []error })
+	if !ok {
+		return []error{err}
+	}
+	var out []error
+	for _, e := range j.Unwrap() {
+		out = append(out, Flatten(e)...)
+	}
+	return out
 }

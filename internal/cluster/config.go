@@ -14,51 +14,55 @@ import (
 // Config is the cluster section. Off by default: one node keeps its rooms
 // in process, opens no port and talks to nobody.
 type Config struct {
-	// Enabled links this node's pairings with the other nodes' over NATS.
+	// Link this node's pairings with the other nodes' over NATS.
 	// Default false.
 	Enabled bool `yaml:"enabled"`
-	// URLs of the NATS servers, e.g. "nats://nats1.example.net:4222" or
-	// "tls://...". Default none; required when enabled.
+	// NATS servers, nats:// or tls://, e.g. "nats://nats1.example.net:4222";
+	// required when enabled. Default none.
 	URLs []string `yaml:"urls"`
-	// Node names this node to the others; unique in the cluster. Default
-	// "": the host name.
+	// This node's name, unique in the cluster. Default "": the host name.
 	Node string `yaml:"node"`
-	// Secret is shared by every node: each message between nodes carries
-	// an HMAC-SHA256 under it, and a message without a valid one is
-	// dropped, so nothing crosses nodes unauthenticated even on a NATS
-	// account shared with other software. 32+ characters. Default none;
-	// required when enabled.
+	// The same random string (32+ characters) on every node: every message
+	// between nodes carries an HMAC-SHA256 under it, and a message without
+	// a valid one is dropped, so nothing crosses nodes unauthenticated even
+	// on a NATS account shared with other software. Required when enabled;
+	// e.g. `openssl rand -hex 32`. Default none.
 	Secret string `yaml:"secret"`
-	// Subject prefixes every NATS subject icebox uses, so that several
-	// icebox clusters can share one NATS. Default "icebox".
+	// Prefix of every NATS subject icebox uses, so that several icebox
+	// clusters can share one NATS. Default icebox.
 	Subject string `yaml:"subject"`
-	// NATS authentication, at most one of: Token; User and Password;
-	// Creds (a .creds file with a JWT and NKey seed). Default none.
-	Token    string `yaml:"token"`
-	User     string `yaml:"user"`
+	// NATS authentication is at most one of token, user and password, or
+	// creds. A token. Default none.
+	Token string `yaml:"token"`
+	// A NATS user name, with password. Default none.
+	User string `yaml:"user"`
+	// The NATS user's password. Default none.
 	Password string `yaml:"password"`
-	Creds    string `yaml:"creds"`
-	// TLS to NATS: CA verifies the servers (default "": the system's
-	// roots, used only with tls:// URLs); Cert and Key give a client
-	// certificate (default none).
+	// A .creds file (JWT and NKey seed). Default none.
+	Creds string `yaml:"creds"`
+	// TLS to NATS (with tls:// URLs).
 	TLS TLSConfig `yaml:"tls"`
-	// Heartbeat is how often this node tells the others it is alive.
-	// Default 1s.
+	// How often this node tells the others it is alive. Default 1s.
 	Heartbeat time.Duration `yaml:"heartbeat"`
-	// NodeTimeout: a node silent this long is taken for dead and its
-	// members leave every pairing. Default 3s.
+	// A node silent this long is taken for dead and its members leave
+	// every pairing (a killed node's members are gone within node_timeout
+	// plus one heartbeat). Default 3s.
 	NodeTimeout time.Duration `yaml:"node_timeout"`
-	// ClaimTimeout bounds how long a join waits for the other nodes to
-	// say who is in its pairing; a node that does not answer in time gets
-	// the join refused (4015). Default 1s.
+	// How long a join waits for every live node to say who is in its
+	// pairing; a node that does not answer in time gets the join refused
+	// (4015). Default 1s.
 	ClaimTimeout time.Duration `yaml:"claim_timeout"`
 }
 
 // TLSConfig is the cluster.tls section.
 type TLSConfig struct {
-	CA   string `yaml:"ca"`
+	// A PEM file of CAs to verify the NATS servers. Default "": the
+	// system's roots.
+	CA string `yaml:"ca"`
+	// A client certificate (PEM) for NATS. Default none.
 	Cert string `yaml:"cert"`
-	Key  string `yaml:"key"`
+	// The client certificate's key (PEM). Default none.
+	Key string `yaml:"key"`
 }
 
 // DefaultConfig is the cluster section when the config file has none.
