@@ -45,11 +45,12 @@ type Options struct {
 	PublicIP netip.Addr
 	// StateDir keeps a generated secret when none is configured.
 	StateDir string
-	// PacketConns are UDP sockets to serve TURN on (from stunsrv).
-	// The server owns them from now on: Close closes them.
+	// PacketConns are UDP sockets to serve TURN on (stunsrv's). They stay
+	// their maker's, but Close closes them too: pion has no other way to
+	// stop reading them. stunsrv's Close does not mind.
 	PacketConns []net.PacketConn
-	// Listeners are stream listeners (TCP from stunsrv) to serve TURN on.
-	// The server owns them from now on: Close closes them.
+	// Listeners are stream listeners (stunsrv's TCP) to serve TURN on;
+	// like PacketConns, Close closes them too.
 	Listeners []net.Listener
 	// GetCertificate opens TURN over TLS on cfg.TLS.Listen, with the
 	// certificate it returns per handshake (icebox's internal/certs:

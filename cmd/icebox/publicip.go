@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"icebox/internal/ipclass"
-	"icebox/stunsrv"
+	"icebox/internal/stunclient"
 	"icebox/turnsrv"
 )
 
@@ -40,7 +40,7 @@ func discoverPublicIP(ctx context.Context, local netip.Addr, stunServers []strin
 	var errs []error
 	for _, s := range stunServers {
 		ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		ap, err := stunsrv.MappedAddress(ctx, s)
+		ap, err := stunclient.MappedAddress(ctx, s)
 		cancel()
 		if err == nil {
 			return ap.Addr(), "STUN server " + s, nil
