@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"time"
+
+	"icebox/internal/credentials"
 )
 
 // credentialsCmd is `icebox credentials`: ICE servers with a fresh TURN
@@ -57,7 +59,8 @@ func credentialsCmd(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "icebox: public_ip: %v\n", err)
 		return 1
 	}
-	servers := newICEURLs(cfg, iceHost(cfg.iceName(), ip), configPort(cfg), listenPort(cfg.TLS.Listen)).servers(secrets[0], *user, *ttl, time.Now())
+	username, password, _ := credentials.Mint(secrets[0], *user, *ttl, time.Now())
+	servers := newICEURLs(cfg, iceHost(cfg.iceName(), ip), configPort(cfg), listenPort(cfg.TLS.Listen)).servers(username, password)
 	enc := json.NewEncoder(stdout)
 	enc.SetIndent("", "  ")
 	if err := enc.Encode(servers); err != nil {
