@@ -18,9 +18,9 @@ import (
 )
 
 // RFC 8489 §6.2.2 frames STUN over TCP by its own length field, and RFC 8656
-// §11.5 pads ChannelData to four bytes there. maxFrame bounds what one client
-// can make us buffer: the 16-bit length field plus header.
-const maxFrame = headerSize + 0xFFFF + 3
+// §11.5 pads ChannelData to four bytes there. The 16-bit length field is
+// what bounds the frame one client can make nextFrame buffer: 64 KiB plus
+// header and padding.
 
 // readBufferSize is each stream connection's read buffer: a few frames.
 const readBufferSize = 4096
