@@ -21,10 +21,6 @@ type Config struct {
 	// change, so a renewed certificate needs no restart. Default off.
 	TLS TLSConfig `yaml:"tls"`
 
-	// ICEHost is the DNS name put in ICE URLs instead of the public IP.
-	// main builds the URLs; signal only carries it. Default "".
-	ICEHost string `yaml:"ice_host"`
-
 	// AllowedOrigins lists the browser origins ("https://app.example.com")
 	// that may connect; "*" allows any. A request without an Origin header
 	// (native apps) is always allowed. Default empty: same host only.
@@ -135,9 +131,6 @@ func (c *Config) Validate() error {
 	if (c.TLS.Cert == "") != (c.TLS.Key == "") {
 		add("tls", "only one of cert and key is set", "set both cert and key, or neither")
 	}
-	if c.ICEHost != "" && !validHostname(c.ICEHost) {
-		add("ice_host", fmt.Sprintf("%q is not a DNS name", c.ICEHost), `write a bare name such as "turn.example.com", without scheme or port`)
-	}
 	for i, o := range c.AllowedOrigins {
 		if _, err := normOrigin(o); err != nil {
 			add(fmt.Sprintf("allowed_origins[%d]", i), err.Error(), `write scheme://host[:port], e.g. "https://app.example.com", or "*"`)
@@ -195,23 +188,6 @@ func checkListen(addr string) error {
 		return fmt.Errorf("port %q is not a number from 0 to 65535", port)
 	}
 	return nil
-}
-
-func validHostname(h string) bool {
-	if len(h) > 253 || strings.HasPrefix(h, ".") || strings.HasSuffix(h, "..") {
-		return false
-	}
-	for _, label := range strings.Split(strings.TrimSuffix(h, "."), ".") {
-		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
-			return false
-		}
-		for _, r := range label {
-			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-') {
-				return false
-			}
-		}
-	}
-	return true
 }
 
 // normOrigin returns origin as browsers send it in the Origin header:

@@ -57,7 +57,7 @@ func startSignal(cfg Config, urls iceURLs, turn *turnsrv.Server, tlsp *tlsPart, 
 		}
 		opts.Cluster = p.node
 	}
-	p.srv, err = signal.New(cfg.Signal, opts)
+	p.srv, err = signal.New(cfg.Signal.Config, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -113,7 +113,7 @@ func (p *signalPart) prepareReload(cfg Config, keys [][]byte) (func(), error) {
 			return nil, err
 		}
 	}
-	return p.srv.PrepareReload(cfg.Signal, keys)
+	return p.srv.PrepareReload(cfg.Signal.Config, keys)
 }
 
 // clusterReady reports whether the cluster's NATS is reachable; nil
