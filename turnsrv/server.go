@@ -128,6 +128,9 @@ func New(cfg Config, opts Options) (*Server, error) {
 		ifaces = net.InterfaceAddrs
 	}
 	public := opts.PublicIP.Unmap()
+	if !public.IsValid() {
+		return nil, errors.New("turn: no public IP to tell clients (Options.PublicIP)")
+	}
 	if !public.Is4() {
 		return nil, fmt.Errorf("turn: public IP %v is not IPv4; relays are UDP over IPv4", opts.PublicIP)
 	}
