@@ -19,8 +19,8 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/pion/stun/v3"
 
+	"icebox/internal/credentials"
 	"icebox/internal/testenv"
-	"icebox/turnsrv"
 )
 
 // Each test is one attack class against a fresh daemon, with the
@@ -235,7 +235,7 @@ func TestAuthFlood(t *testing.T) {
 	for range 64 {
 		replay = append(replay, udpFrom(t, "127.0.0.6", d.stun))
 	}
-	u, p, _ := turnsrv.MintCredential([]byte(testSecret), "mallory", time.Hour, time.Now())
+	u, p, _ := credentials.Mint([]byte(testSecret), "mallory", time.Hour, time.Now())
 	replayed := signed(stun.MethodRefresh, u, p, "stale-nonce")
 	var a, b, c int64
 	underAttack(t, d, func(stop <-chan struct{}) {

@@ -15,7 +15,7 @@ import (
 	"github.com/pion/stun/v3"
 	"github.com/pion/turn/v4"
 
-	"icebox/turnsrv"
+	"icebox/internal/credentials"
 )
 
 // legit is the legitimate client that keeps calling while an attack runs:
@@ -110,7 +110,7 @@ func allocateFrom(server, ip, user string) (relay net.PacketConn, close func(), 
 	// As a client process of its own would ride out the test process's
 	// pauses (the attack runs in it too).
 	conn.(*net.UDPConn).SetReadBuffer(4 << 20)
-	u, p, _ := turnsrv.MintCredential([]byte(testSecret), user, time.Hour, time.Now())
+	u, p, _ := credentials.Mint([]byte(testSecret), user, time.Hour, time.Now())
 	c, err := turn.NewClient(&turn.ClientConfig{
 		STUNServerAddr: server, TURNServerAddr: server, Conn: conn,
 		Username: u, Password: p, LoggerFactory: quietPion(), RTO: 200 * time.Millisecond,

@@ -11,7 +11,7 @@ import (
 
 	"github.com/pion/stun/v3"
 
-	"icebox/turnsrv"
+	"icebox/internal/credentials"
 )
 
 // rawTURN speaks TURN by hand over UDP or TCP, for what pion's client will
@@ -32,7 +32,7 @@ func dialRawTURN(t *testing.T, network, addr string) *rawTURN {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	u, p, _ := turnsrv.MintCredential([]byte(testSecret), "prober", time.Hour, time.Now())
+	u, p, _ := credentials.Mint([]byte(testSecret), "prober", time.Hour, time.Now())
 	return &rawTURN{t: t, c: c, stream: network == "tcp", user: u, key: stun.NewLongTermIntegrity(u, "icebox", p)}
 }
 

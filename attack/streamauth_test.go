@@ -14,7 +14,7 @@ import (
 
 	"github.com/pion/stun/v3"
 
-	"icebox/turnsrv"
+	"icebox/internal/credentials"
 )
 
 // Stream auth flood: how many sources, and connections each over TCP and
@@ -34,7 +34,7 @@ func TestStreamAuthFlood(t *testing.T) {
 	tlsAddr := withTLS(t, cfg)
 	d := start(t, cfg)
 
-	u, _, _ := turnsrv.MintCredential([]byte(testSecret), "mallory", time.Hour, time.Now())
+	u, _, _ := credentials.Mint([]byte(testSecret), "mallory", time.Hour, time.Now())
 	var conns []net.Conn
 	t.Cleanup(func() {
 		for _, c := range conns {

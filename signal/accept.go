@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"icebox/internal/ipclass"
 )
 
 // serveConnect upgrades to a WebSocket and hands it to a reader goroutine
@@ -152,11 +154,5 @@ func peerKey(remote string) netip.Prefix {
 	if err != nil {
 		return netip.Prefix{}
 	}
-	a := ap.Addr().Unmap()
-	bits := 32
-	if a.Is6() {
-		bits = 64
-	}
-	p, _ := a.Prefix(bits)
-	return p
+	return ipclass.SourcePrefix(ap.Addr())
 }

@@ -13,8 +13,10 @@ import (
 	natsclient "github.com/nats-io/nats.go"
 
 	"github.com/pion/webrtc/v4"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"icebox/internal/cluster"
+	"icebox/internal/credentials"
 	"icebox/internal/ktapp"
 	"icebox/internal/testenv"
 	"icebox/turnsrv"
@@ -401,15 +403,15 @@ func TestClusterEndToEnd(t *testing.T) {
 	secret := []byte("one-turn-secret-for-every-node")
 	nats := testenv.StartNATS(t, natsToken)
 	var nodes []*testNode
-	var turns []*turnsrv.Server
+	var turns []*prometheus.Registry
 	for i := range 3 {
 		// Every node's relays are on 127.0.0.1 here, where the default
 		// policy allows only this node's own live relay ports; on real
 		// nodes each has its own public_ip and nothing needs opening.
-		addr, ts := startTURN(t, secret, func(c *turnsrv.Config) { c.Peers.Allow = []string{"127.0.0.1/32"} })
-		turns = append(turns, ts)
+		addr, reg := startTURN(t, secret, func(c *turnsrv.Config) { c.Peers.Allow = []string{"127.0.0.1/32"} })
+		turns = append(turns, reg)
 		ice := func(user string) ([]ICEServer, time.Time) {
-			u, c, exp := turnsrv.MintCredential(secret, user, 10*time.Minute, time.Now())
+			u, c, exp := credentials.Mint(secret, user, 10*time.Minute, time.Now())
 			return []ICEServer{
 				{URLs: []string{"stun:" + addr}},
 				{URLs: []string{"turn:" + addr + "?transport=udp"}, Username: u, Credential: c},
@@ -441,9 +443,12 @@ func TestClusterEndToEnd(t *testing.T) {
 			t.Errorf("selected pair %s, want it to leave through its node's relay", pair)
 		}
 	}
-	if turns[0].Allocations() < 1 || turns[2].Allocations() < 1 || turns[1].Allocations() != 0 {
-		t.Errorf("allocations per node %d/%d/%d, want the app's on node 1 and the device's on node 3 only",
-			turns[0].Allocations(), turns[1].Allocations(), turns[2].Allocations())
+	allocations := func(node int) float64 {
+		return testenv.GatherValue(t, turns[node], "icebox_turn_allocations_active")
+	}
+	if allocations(0) < 1 || allocations(2) < 1 || allocations(1) != 0 {
+		t.Errorf("allocations per node %v/%v/%v, want the app's on node 1 and the device's on node 3 only",
+			allocations(0), allocations(1), allocations(2))
 	}
 	if v := nodes[0].node.FramesSent(); v < 2 {
 		t.Errorf("node 1 sent %v frames to other nodes, want the offer and candidates", v)

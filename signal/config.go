@@ -25,11 +25,6 @@ type Config struct {
 	// so a renewed certificate needs no restart.
 	TLS TLSConfig `yaml:"tls"`
 
-	// A DNS name to put in ICE URLs instead of public_ip: needed for
-	// turns: (the certificate names a host), nicer in apps. Default "":
-	// the first tls.acme.domains name with ACME, else public_ip.
-	ICEHost string `yaml:"ice_host"`
-
 	// Browser origins allowed to connect ("https://app.example.com"; "*"
 	// for any). Native apps send no Origin and are always allowed.
 	// Default none: the same host only.
@@ -172,9 +167,6 @@ func (c *Config) Validate() error {
 	if (c.TLS.Cert == "") != (c.TLS.Key == "") {
 		add("tls", "only one of cert and key is set", "set both cert and key, or neither")
 	}
-	if c.ICEHost != "" && !validHostname(c.ICEHost) {
-		add("ice_host", fmt.Sprintf("%q is not a DNS name", c.ICEHost), `write a bare name such as "turn.example.com", without scheme or port`)
-	}
 	for i, o := range c.AllowedOrigins {
 		if _, err := normOrigin(o); err != nil {
 			add(fmt.Sprintf("allowed_origins[%d]", i), err.Error(), `write scheme://host[:port], e.g. "https://app.example.com", or "*"`)
@@ -232,23 +224,6 @@ func checkListen(addr string) error {
 		return fmt.Errorf("port %q is not a number from 0 to 65535", port)
 	}
 	return nil
-}
-
-func validHostname(h string) bool {
-	if len(h) > 253 || strings.HasPrefix(h, ".") || strings.HasSuffix(h, "..") {
-		return false
-	}
-	for _, label := range strings.Split(strings.TrimSuffix(h, "."), ".") {
-		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
-			return false
-		}
-		for _, r := range label {
-			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-') {
-				return false
-			}
-		}
-	}
-	return true
 }
 
 // normOrigin returns origin as browsers send it in the Origin header:

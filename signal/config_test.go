@@ -26,7 +26,6 @@ func TestConfigYAML(t *testing.T) {
 	doc := `
 listen: "127.0.0.1:9000"
 tls: {cert: /etc/icebox/cert.pem, key: /etc/icebox/key.pem}
-ice_host: turn.example.com
 allowed_origins: ["https://app.example.com"]
 require_token: true
 init_timeout: 30s
@@ -41,7 +40,7 @@ ice_servers_keys: ["0123456789abcdef0123"]
 	}
 	if cfg.Listen != "127.0.0.1:9000" || !cfg.TLS.On() || cfg.InitTimeout != 30*time.Second ||
 		cfg.PingInterval != 20*time.Second || cfg.PongTimeout != 15*time.Second || !cfg.Enabled ||
-		cfg.RoomCapacity != 2 || cfg.ICEHost != "turn.example.com" || !cfg.RequireToken {
+		cfg.RoomCapacity != 2 || !cfg.RequireToken {
 		t.Fatalf("decoded %+v", cfg)
 	}
 }
@@ -52,7 +51,6 @@ func TestConfigValidate(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.Listen = "8080"
 	cfg.TLS.Cert = "cert.pem"
-	cfg.ICEHost = "https://turn.example.com"
 	cfg.AllowedOrigins = []string{"https://ok.example.com", "app.example.com"}
 	cfg.RoomCapacity = 1
 	cfg.InitTimeout = 0
@@ -71,7 +69,7 @@ func TestConfigValidate(t *testing.T) {
 		}
 		keys = append(keys, ce.Key)
 	}
-	want := []string{"listen", "tls", "ice_host", "allowed_origins[1]", "room_capacity", "max_frame_size", "send_queue",
+	want := []string{"listen", "tls", "allowed_origins[1]", "room_capacity", "max_frame_size", "send_queue",
 		"frames_per_second", "init_timeout", "ping_interval", "ice_servers_keys[0]"}
 	slices.Sort(keys)
 	slices.Sort(want)

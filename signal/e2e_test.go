@@ -6,7 +6,9 @@ import (
 	"time"
 
 	"github.com/pion/webrtc/v4"
+	"github.com/prometheus/client_golang/prometheus"
 
+	"icebox/internal/credentials"
 	"icebox/internal/ktapp"
 	"icebox/internal/testenv"
 	"icebox/stunsrv"
@@ -17,8 +19,8 @@ import (
 // daemon wires them: TURN on the STUN port's sockets, REST credentials from
 // secret, the default peer policy (relay-to-relay on the relay address is
 // what lets two relay-only peers meet). adjust, if given, changes the TURN
-// config first.
-func startTURN(t *testing.T, secret []byte, adjust ...func(*turnsrv.Config)) (addr string, turnSrv *turnsrv.Server) {
+// config first. reg holds its metrics.
+func startTURN(t *testing.T, secret []byte, adjust ...func(*turnsrv.Config)) (addr string, reg *prometheus.Registry) {
 	t.Helper()
 	stunCfg := stunsrv.DefaultConfig()
 	stunCfg.Listen = []string{"127.0.0.1:0"}
@@ -32,7 +34,9 @@ func startTURN(t *testing.T, secret []byte, adjust ...func(*turnsrv.Config)) (ad
 	for _, f := range adjust {
 		f(&turnCfg)
 	}
-	turnSrv, err = turnsrv.New(turnCfg, turnsrv.Options{
+	reg = prometheus.NewRegistry()
+	turnSrv, err := turnsrv.New(turnCfg, turnsrv.Options{
+		Registerer:  reg,
 		PublicIP:    netip.MustParseAddr("127.0.0.1"),
 		StateDir:    t.TempDir(),
 		PacketConns: st.PacketConns(),
@@ -43,7 +47,7 @@ func startTURN(t *testing.T, secret []byte, adjust ...func(*turnsrv.Config)) (ad
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { turnSrv.Close(); st.Close() })
-	return st.PacketConns()[0].LocalAddr().String(), turnSrv
+	return st.PacketConns()[0].LocalAddr().String(), reg
 }
 
 // TestEndToEnd: the talk's app and a device built from the talk
@@ -54,9 +58,9 @@ func startTURN(t *testing.T, secret []byte, adjust ...func(*turnsrv.Config)) (ad
 // Everything stays on 127.0.0.1.
 func TestEndToEnd(t *testing.T) {
 	secret := []byte("turn-rest-secret-0123")
-	turnAddr, turnSrv := startTURN(t, secret)
+	turnAddr, turnMetrics := startTURN(t, secret)
 	ice := func(user string) ([]ICEServer, time.Time) {
-		u, c, exp := turnsrv.MintCredential(secret, user, 10*time.Minute, time.Now())
+		u, c, exp := credentials.Mint(secret, user, 10*time.Minute, time.Now())
 		return []ICEServer{
 			{URLs: []string{"stun:" + turnAddr}},
 			{URLs: []string{"turn:" + turnAddr + "?transport=udp"}, Username: u, Credential: c},
@@ -96,8 +100,8 @@ func TestEndToEnd(t *testing.T) {
 			t.Errorf("selected pair %s, want it to leave through icebox's relay", pair)
 		}
 	}
-	if n := turnSrv.Allocations(); n < 2 {
-		t.Errorf("icebox's TURN holds %d allocations, want one per peer", n)
+	if n := testenv.GatherValue(t, turnMetrics, "icebox_turn_allocations_active"); n < 2 {
+		t.Errorf("icebox's TURN holds %v allocations, want one per peer", n)
 	}
 	if n := testenv.MetricValue(t, ts.cm.framesOut[kindCandidates]); n < 2 {
 		t.Errorf("%v candidate frames relayed, want trickle from both sides", n)

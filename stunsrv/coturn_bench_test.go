@@ -13,6 +13,7 @@ import (
 
 	"github.com/pion/stun/v3"
 
+	"icebox/internal/stunclient"
 	"icebox/internal/testenv"
 )
 
@@ -36,7 +37,7 @@ func startAndWait(b *testing.B, cmd *exec.Cmd, port int) netip.AddrPort {
 	testenv.StartProcess(b, cmd, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
-		_, err := MappedAddress(ctx, addr.String())
+		_, err := stunclient.MappedAddress(ctx, addr.String())
 		return err
 	})
 	return addr

@@ -14,6 +14,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -380,7 +381,9 @@ func (s *Server) drain() {
 }
 
 // PacketConns returns the UDP sockets for a TURN server to read (see
-// Options.Passthrough). Closing them is Close's job.
+// Options.Passthrough). They stay this server's: Close closes them. A TURN
+// server that reads them closes them too when it stops (pion has no other
+// way to stop reading), which Close takes in its stride.
 func (s *Server) PacketConns() []net.PacketConn {
 	out := make([]net.PacketConn, len(s.udp))
 	for i, pc := range s.udp {
@@ -389,7 +392,8 @@ func (s *Server) PacketConns() []net.PacketConn {
 	return out
 }
 
-// Listeners returns the TCP listeners for a TURN server to accept on.
+// Listeners returns the TCP listeners for a TURN server to accept on;
+// like PacketConns, Close closes them, and so may the TURN server.
 func (s *Server) Listeners() []net.Listener {
 	out := make([]net.Listener, len(s.tcp))
 	for i, l := range s.tcp {
@@ -423,22 +427,27 @@ func (s *Server) Addrs() []string {
 // SetTCPIdleTimeout changes the idle timeout for frames read from now on.
 func (s *Server) SetTCPIdleTimeout(d time.Duration) { s.idle.Store(int64(d)) }
 
-// Close closes every socket and waits for the server's own readers. Open
-// TCP connections are closed by whoever accepted them (Close does so for
-// its own).
+// Close closes every socket and waits for the server's own readers; a
+// socket the TURN server closed already is no error. Open TCP connections
+// are closed by whoever accepted them (Close does so for its own).
 func (s *Server) Close() error {
 	var errs []error
+	closeSocket := func(c io.Closer) {
+		if err := c.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+			errs = append(errs, err)
+		}
+	}
 	for _, pc := range s.udp {
-		errs = append(errs, pc.Close())
+		closeSocket(pc)
 	}
 	for _, l := range s.tcp {
-		errs = append(errs, l.Close())
+		closeSocket(l)
 	}
 	s.mu.Lock()
 	extra := s.extra
 	s.mu.Unlock()
 	for _, l := range extra {
-		errs = append(errs, l.Close())
+		closeSocket(l)
 	}
 	s.wg.Wait()
 	return errors.Join(errs...)

@@ -13,12 +13,14 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"icebox/internal/ipclass"
 )
 
 // RFC 8489 §6.2.2 frames STUN over TCP by its own length field, and RFC 8656
-// §11.5 pads ChannelData to four bytes there. maxFrame bounds what one client
-// can make us buffer: the 16-bit length field plus header.
-const maxFrame = headerSize + 0xFFFF + 3
+// §11.5 pads ChannelData to four bytes there. The 16-bit length field is
+// what bounds the frame one client can make nextFrame buffer: 64 KiB plus
+// header and padding.
 
 // readBufferSize is each stream connection's read buffer: a few frames.
 const readBufferSize = 4096
@@ -62,21 +64,9 @@ func newAdmission(cfg Config) *admission {
 	}
 }
 
-// SourceKey is what per-source limits count by: the IPv4 address, or the
-// /64 of an IPv6 one, since anyone holding a /64 can pick any address in
-// it.
-func SourceKey(a netip.Addr) netip.Addr {
-	a = a.Unmap()
-	if a.Is6() {
-		p, _ := a.Prefix(64)
-		return p.Addr()
-	}
-	return a
-}
-
 // take admits one connection from src, or says why not.
 func (a *admission) take(src netip.Addr) (refusal int, ok bool) {
-	key := SourceKey(src)
+	key := ipclass.SourceKey(src)
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	switch {
@@ -91,7 +81,7 @@ func (a *admission) take(src netip.Addr) (refusal int, ok bool) {
 }
 
 func (a *admission) release(src netip.Addr) {
-	key := SourceKey(src)
+	key := ipclass.SourceKey(src)
 	a.mu.Lock()
 	a.open--
 	if a.perSource[key]--; a.perSource[key] <= 0 {

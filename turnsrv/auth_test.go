@@ -3,30 +3,15 @@ package turnsrv
 import (
 	"encoding/binary"
 	"net"
-	"os"
-	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/pion/stun/v3"
 
+	"icebox/internal/credentials"
 	"icebox/internal/testenv"
 )
-
-func TestMintCredential(t *testing.T) {
-	// Expected password from: echo -n 1700000000:alice |
-	//   openssl dgst -sha1 -hmac north-secret-0123456789 -binary | base64
-	now := time.Unix(1700000000-3600, 0)
-	u, p, exp := MintCredential([]byte("north-secret-0123456789"), "alice", time.Hour, now)
-	if u != "1700000000:alice" || p != "rX4Zi/ISDg1rXPMR9j/yhCbVFZ4=" || !exp.Equal(time.Unix(1700000000, 0)) {
-		t.Errorf("got %q %q %v", u, p, exp)
-	}
-	if u, _, _ := MintCredential([]byte("x"), "", time.Hour, now); u != "1700000000" {
-		t.Errorf("username without user = %q", u)
-	}
-}
 
 // TestCredentials runs pion's client with good and bad credentials.
 func TestCredentials(t *testing.T) {
@@ -37,10 +22,10 @@ func TestCredentials(t *testing.T) {
 	secret := []byte(testSecret)
 	now := time.Now()
 	mint := func(secret []byte, ttl time.Duration) [2]string {
-		u, p, _ := MintCredential(secret, "bob", ttl, now)
+		u, p, _ := credentials.Mint(secret, "bob", ttl, now)
 		return [2]string{u, p}
 	}
-	goodUser, _, _ := MintCredential(secret, "bob", time.Hour, now)
+	goodUser, _, _ := credentials.Mint(secret, "bob", time.Hour, now)
 	for _, tc := range []struct {
 		name   string
 		cred   [2]string
@@ -52,7 +37,7 @@ func TestCredentials(t *testing.T) {
 		{"forged", mint([]byte("another-secret-0123456789"), time.Hour), authBadMAC},
 		{"future too far", mint(secret, ts.cfg.MaxTTL+time.Hour), authTooLong},
 		{"wrong password", [2]string{goodUser, "bm90IHRoZSBwYXNzd29yZA=="}, authBadMAC},
-		{"malformed username", [2]string{"bob", restPassword(secret, "bob")}, authMalformed},
+		{"malformed username", [2]string{"bob", credentials.Password(secret, "bob")}, authMalformed},
 	} {
 		for _, network := range []string{"udp", "tcp"} {
 			t.Run(tc.name+"/"+network, func(t *testing.T) {
@@ -96,7 +81,7 @@ func TestRotation(t *testing.T) {
 	echo := udpEcho(t)
 
 	allocate := func(secret string) (net.PacketConn, error) {
-		u, p, _ := MintCredential([]byte(secret), "carol", time.Hour, time.Now())
+		u, p, _ := credentials.Mint([]byte(secret), "carol", time.Hour, time.Now())
 		client, _ := dialTURN(t, "udp", ts.udp, u, p)
 		return client.Allocate()
 	}
@@ -123,7 +108,7 @@ func TestRotation(t *testing.T) {
 	echoOnce(t, oldRelay, echo, "after reload")
 
 	u, p, _ := ts.MintCredential("dave", 0)
-	if want := restPassword([]byte(newSecret), u); p != want {
+	if want := credentials.Password([]byte(newSecret), u); p != want {
 		t.Error("MintCredential does not use the primary secret")
 	}
 	if got := ts.Secrets(); len(got) != 1 || string(got[0]) != newSecret {
@@ -289,58 +274,6 @@ func TestForgedFailuresHarmless(t *testing.T) {
 	}
 	if got := testenv.MetricValue(t, ts.metrics.authFailures[authThrottled]); got != 0 {
 		t.Errorf("throttled = %v, want 0", got)
-	}
-}
-
-func TestLoadSecrets(t *testing.T) {
-	dir := t.TempDir()
-	file := filepath.Join(dir, "secrets")
-	if err := os.WriteFile(file, []byte("# rotated 2025-01\nfile-one-0123456789abcdef\n\n  file-two-0123456789abcdef  \n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	t.Setenv("ICEBOX_TEST_TURN_SECRET", "env-secret-0123456789abcdef")
-
-	cfg := DefaultConfig()
-	cfg.Secrets = []string{"conf-secret-0123456789abcdef", "file-two-0123456789abcdef"}
-	cfg.SecretFile = file
-	cfg.SecretEnv = "ICEBOX_TEST_TURN_SECRET"
-	got, err := LoadSecrets(cfg, "", false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := []string{"conf-secret-0123456789abcdef", "file-two-0123456789abcdef", "file-one-0123456789abcdef", "env-secret-0123456789abcdef"}
-	if !slices.EqualFunc(got, want, func(a []byte, b string) bool { return string(a) == b }) {
-		t.Errorf("got %q, want %q", got, want)
-	}
-
-	for name, mut := range map[string]func(*Config){
-		"missing file": func(c *Config) { c.SecretFile = filepath.Join(dir, "nope") },
-		"empty file":   func(c *Config) { c.SecretFile = os.DevNull },
-		"unset env":    func(c *Config) { c.SecretEnv = "ICEBOX_TEST_UNSET_VARIABLE" },
-	} {
-		c := DefaultConfig()
-		mut(&c)
-		if _, err := LoadSecrets(c, dir, true); err == nil {
-			t.Errorf("%s: no error", name)
-		}
-	}
-
-	// Nothing configured: generated once, kept private, reused.
-	state := filepath.Join(dir, "state")
-	if _, err := LoadSecrets(DefaultConfig(), state, false); err == nil {
-		t.Error("no secret and generate=false: no error")
-	}
-	first, err := LoadSecrets(DefaultConfig(), state, true)
-	if err != nil || len(first) != 1 || len(first[0]) < 32 {
-		t.Fatalf("generated %d secrets, %v", len(first), err)
-	}
-	fi, err := os.Stat(filepath.Join(state, SecretFileName))
-	if err != nil || fi.Mode().Perm() != 0o600 {
-		t.Fatalf("secret file: %v, %v", fi, err)
-	}
-	again, err := LoadSecrets(DefaultConfig(), state, false)
-	if err != nil || string(again[0]) != string(first[0]) {
-		t.Error("the generated secret was not kept")
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 
 	"github.com/pion/stun/v3"
 
+	"icebox/internal/credentials"
 	"icebox/internal/testenv"
 )
 
@@ -103,7 +104,7 @@ func BenchmarkInspectSignedRequest(b *testing.B) {
 	lv := *s.live.Load()
 	lv.secrets = [][]byte{[]byte("new-secret-0123456789abcdef"), []byte(testSecret)}
 	s.live.Store(&lv)
-	u, p, _ := MintCredential([]byte(testSecret), "bench", time.Hour, time.Now())
+	u, p, _ := credentials.Mint([]byte(testSecret), "bench", time.Hour, time.Now())
 	m, err := stun.Build(stun.TransactionID, stun.NewType(stun.MethodRefresh, stun.ClassRequest),
 		lifetimeAttr(10*time.Minute), stun.NewUsername(u), stun.NewRealm(testRealm), stun.NewNonce("n"),
 		stun.NewLongTermIntegrity(u, testRealm, p), stun.Fingerprint)

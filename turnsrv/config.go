@@ -311,36 +311,3 @@ func validEnvName(s string) bool {
 	}
 	return s != ""
 }
-
-// ICEServer is one entry of an RTCConfiguration's iceServers, the shape
-// browsers, pion and PROTOCOL.md's WsIceServers frame use.
-type ICEServer struct {
-	URLs       []string `json:"urls"`
-	Username   string   `json:"username,omitempty"`
-	Credential string   `json:"credential,omitempty"`
-}
-
-// URLs returns the TURN URLs under which clients reach this server at host:
-// UDP on port (the STUN/TURN port, 3478 by default), TCP there too when
-// the port is served over TCP, and, when tls says TURN over TLS is served,
-// turns: on the TLS port. host must match the certificate for turns: to work.
-func (c Config) URLs(host string, port int, tcp, tls bool) []string {
-	hp := net.JoinHostPort(host, strconv.Itoa(port))
-	urls := []string{"turn:" + hp + "?transport=udp"}
-	if tcp {
-		urls = append(urls, "turn:"+hp+"?transport=tcp")
-	}
-	if tls {
-		if _, p, err := net.SplitHostPort(c.TLS.Listen); err == nil && p != "" {
-			urls = append(urls, "turns:"+net.JoinHostPort(host, p)+"?transport=tcp")
-		}
-	}
-	return urls
-}
-
-// NewICEServer returns an ICEServer for urls carrying a credential for
-// user minted from secret, valid for ttl from now.
-func NewICEServer(urls []string, secret []byte, user string, ttl time.Duration, now time.Time) ICEServer {
-	u, p, _ := MintCredential(secret, user, ttl, now)
-	return ICEServer{URLs: urls, Username: u, Credential: p}
-}

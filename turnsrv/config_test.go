@@ -109,22 +109,3 @@ quotas: {per_user: 3, per_ip: 5, total: 50, max_lifetime: 30m, auth_failures: 4,
 		t.Errorf("decoded %+v", cfg)
 	}
 }
-
-func TestURLs(t *testing.T) {
-	cfg := DefaultConfig()
-	got := cfg.URLs("turn.example.org", 3478, true, false)
-	want := []string{"turn:turn.example.org:3478?transport=udp", "turn:turn.example.org:3478?transport=tcp"}
-	if !slices.Equal(got, want) {
-		t.Errorf("got %q", got)
-	}
-	if got := cfg.URLs("turn.example.org", 3478, false, false); !slices.Equal(got, want[:1]) {
-		t.Errorf("without TCP: got %q", got)
-	}
-	if got := cfg.URLs("2001:db8::1", 3478, true, true); got[2] != "turns:[2001:db8::1]:5349?transport=tcp" {
-		t.Errorf("got %q", got)
-	}
-	s := NewICEServer(got, []byte("s"), "tv", time.Hour, time.Unix(0, 0))
-	if s.Username != "3600:tv" || s.Credential != restPassword([]byte("s"), "3600:tv") {
-		t.Errorf("got %+v", s)
-	}
-}

@@ -297,6 +297,10 @@ func (g *relayGenerator) freePort(network string) (net.PacketConn, net.Addr, err
 	return nil, nil, errors.New("every port is in use")
 }
 
+// AllocateConn completes pion's RelayAddressGenerator interface, which
+// requires it. pion/turn v4 never calls it (it stores it in its allocation
+// manager's config and nothing reads it there): TCP relays (RFC 6062) are
+// served by neither.
 func (g *relayGenerator) AllocateConn(string, int) (net.Conn, net.Addr, error) {
 	return nil, nil, errors.New("turn: TCP relays (RFC 6062) are not supported")
 }

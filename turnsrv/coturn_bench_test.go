@@ -16,8 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"icebox/internal/stunclient"
 	"icebox/internal/testenv"
-	"icebox/stunsrv"
 )
 
 // BenchmarkVersusCoturnRelay relays the same load through icebox and
@@ -247,7 +247,7 @@ func startRelay(b *testing.B, name string, cmd *exec.Cmd, port int) relayServer 
 	testenv.StartProcess(b, cmd, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
-		_, err := stunsrv.MappedAddress(ctx, addr)
+		_, err := stunclient.MappedAddress(ctx, addr)
 		return err
 	})
 	return relayServer{name: name, port: port, pid: cmd.Process.Pid}

@@ -8,6 +8,8 @@ import (
 	"net"
 	"net/netip"
 	"time"
+
+	"icebox/internal/credentials"
 )
 
 // Every client message passes inspect before pion sees it. pion's
@@ -194,7 +196,7 @@ func (s *Server) inspect(b []byte, from net.Addr, t transport) bool {
 	}
 
 	username := string(f.username)
-	expiry, _, okUser := splitUsername(username)
+	expiry, _, okUser := credentials.ParseUsername(username)
 	var key []byte
 	reason := ""
 	switch {
@@ -208,7 +210,7 @@ func (s *Server) inspect(b []byte, from net.Addr, t transport) bool {
 		reason = authTooLong
 	default:
 		for _, secret := range lv.secrets {
-			if k := longTermKey(secret, username, s.realm); integrityOK(b, f.integrity, k) {
+			if k := credentials.LongTermKey(secret, username, s.realm); integrityOK(b, f.integrity, k) {
 				key = k
 				break
 			}

@@ -6,7 +6,7 @@ import (
 	"sync"
 	"time"
 
-	"icebox/stunsrv"
+	"icebox/internal/ipclass"
 )
 
 // connID names a client transport: its address and whether it came over a
@@ -29,7 +29,7 @@ func connIDOf(a net.Addr) connID {
 }
 
 // sourceKey is what per-address limits count by, the front door's too.
-func sourceKey(a netip.Addr) netip.Addr { return stunsrv.SourceKey(a) }
+func sourceKey(a netip.Addr) netip.Addr { return ipclass.SourceKey(a) }
 
 // userOf is the quota owner of a TURN REST username: the part after the
 // first ':' ("" when there is none, which no per-user quota applies to).

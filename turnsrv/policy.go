@@ -140,24 +140,6 @@ func containsAddr(ps []netip.Prefix, a netip.Addr) bool {
 	return false
 }
 
-// routeSourceAddrs returns the addresses this host sends from by default,
-// one per family, found by connecting UDP sockets to documentation
-// addresses: connect only looks up the route, no packet leaves.
-func routeSourceAddrs() []netip.Addr {
-	var out []netip.Addr
-	for _, probe := range []string{"192.0.2.1:9", "[2001:db8::1]:9"} {
-		c, err := net.Dial("udp", probe)
-		if err != nil {
-			continue // no route for this family
-		}
-		if a, ok := netip.AddrFromSlice(c.LocalAddr().(*net.UDPAddr).IP); ok {
-			out = append(out, a.Unmap())
-		}
-		c.Close()
-	}
-	return out
-}
-
 // hostAddrs lists this host's interface addresses and the directed
 // broadcast address of each IPv4 subnet, for the own-address rule. list is
 // net.InterfaceAddrs but for tests.

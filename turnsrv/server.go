@@ -1,7 +1,8 @@
-// Package turnsrv is icebox's TURN relay: pion/turn set up with TURN REST
-// API credentials (coturn's use-auth-secret), a peer policy that keeps the
-// relay from becoming a proxy into the host's own network, per-user,
-// per-source and total quotas, and throttling of failed authentication.
+// Package turnsrv is icebox's TURN relay: pion/turn set up to accept TURN
+// REST API credentials (made and stored by internal/credentials), a peer
+// policy that keeps the relay from becoming a proxy into the host's own
+// network, per-user, per-source and total quotas, and throttling of failed
+// authentication.
 //
 // It serves TURN on sockets stunsrv owns (UDP and TCP on :3478, which
 // answer STUN Binding themselves and pass everything else on) and on a TLS
@@ -17,7 +18,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -25,11 +25,9 @@ import (
 	"github.com/pion/turn/v4"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"icebox/internal/ipclass"
+	"icebox/internal/credentials"
+	"icebox/internal/pionlog"
 )
-
-// ErrDisabled is returned by New when the config has enabled: false.
-var ErrDisabled = errors.New("turn: disabled in config")
 
 // Options carries what New needs besides the config: things main owns.
 type Options struct {
@@ -39,17 +37,17 @@ type Options struct {
 	// Registerer gets the icebox_turn_* collectors; nil registers none.
 	Registerer prometheus.Registerer
 	// PublicIP is the IPv4 address clients are told to use for relays: a
-	// VM's public address behind a 1:1 NAT. When invalid, the relay bind
-	// address is used if it is specific, else this host's first public
-	// then private interface address, else 127.0.0.1.
+	// VM's public address behind a 1:1 NAT. Required: main chooses it
+	// (public_ip).
 	PublicIP netip.Addr
 	// StateDir keeps a generated secret when none is configured.
 	StateDir string
-	// PacketConns are UDP sockets to serve TURN on (from stunsrv).
-	// The server owns them from now on: Close closes them.
+	// PacketConns are UDP sockets to serve TURN on (stunsrv's). They stay
+	// their maker's, but Close closes them too: pion has no other way to
+	// stop reading them. stunsrv's Close does not mind.
 	PacketConns []net.PacketConn
-	// Listeners are stream listeners (TCP from stunsrv) to serve TURN on.
-	// The server owns them from now on: Close closes them.
+	// Listeners are stream listeners (stunsrv's TCP) to serve TURN on;
+	// like PacketConns, Close closes them too.
 	Listeners []net.Listener
 	// GetCertificate opens TURN over TLS on cfg.TLS.Listen, with the
 	// certificate it returns per handshake (icebox's internal/certs:
@@ -112,26 +110,29 @@ func New(cfg Config, opts Options) (*Server, error) {
 		return nil, fmt.Errorf("turn config: %w", err)
 	}
 	if !cfg.Enabled {
-		return nil, ErrDisabled
+		return nil, errors.New("turn: enabled is false; the caller should not start TURN")
 	}
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	secrets, err := LoadSecrets(cfg, opts.StateDir, true)
+	secrets, err := credentials.Load(cfg.SecretSources(), opts.StateDir, true)
 	if err != nil {
 		return nil, err
 	}
-	warnLooseSecretFile(log, cfg.SecretFile)
+	credentials.WarnLooseFile(log, cfg.SecretFile)
 
 	bind := cfg.relayBind()
 	ifaces := opts.InterfaceAddrs
 	if ifaces == nil {
 		ifaces = net.InterfaceAddrs
 	}
-	public, err := ChoosePublicIP(opts.PublicIP, cfg)
-	if err != nil {
-		return nil, err
+	public := opts.PublicIP.Unmap()
+	if !public.IsValid() {
+		return nil, errors.New("turn: no public IP to tell clients (Options.PublicIP)")
+	}
+	if !public.Is4() {
+		return nil, fmt.Errorf("turn: public IP %v is not IPv4; relays are UDP over IPv4", opts.PublicIP)
 	}
 	lo, hi, _ := parsePorts(cfg.Relay.Ports)
 
@@ -195,7 +196,7 @@ func New(cfg Config, opts Options) (*Server, error) {
 		MaxPort:      hi,
 	}}
 	pc := turn.ServerConfig{
-		LoggerFactory: pionLoggerFactory{log},
+		LoggerFactory: pionlog.New(log),
 		Realm:         cfg.Realm,
 		AuthHandler:   s.authenticate,
 		QuotaHandler:  s.admit,
@@ -261,39 +262,9 @@ func New(cfg Config, opts Options) (*Server, error) {
 	return s, nil
 }
 
-// ChoosePublicIP picks the address clients are told for relays, as New
-// does: given when valid, else the specific relay bind address, else this
-// host's first public then private IPv4 address, else 127.0.0.1. It lets
-// tools that run without a server (icebox credentials) name the same host.
-func ChoosePublicIP(given netip.Addr, cfg Config) (netip.Addr, error) {
-	bind := cfg.relayBind()
-	if given.IsValid() {
-		if a := given.Unmap(); a.Is4() {
-			return a, nil
-		}
-		return netip.Addr{}, fmt.Errorf("turn: public IP %v is not IPv4; relays are UDP over IPv4", given)
-	}
-	if !bind.IsUnspecified() {
-		return bind, nil
-	}
-	var private netip.Addr
-	addrs, err := hostAddrs(net.InterfaceAddrs)
-	if err != nil {
-		addrs = routeSourceAddrs() // only to pick an address: the policy fails closed elsewhere
-	}
-	for _, a := range addrs {
-		switch {
-		case !a.Is4() || !a.IsGlobalUnicast():
-		case ipclass.IsPublic(a):
-			return a, nil
-		case !private.IsValid():
-			private = a
-		}
-	}
-	if private.IsValid() {
-		return private, nil
-	}
-	return netip.AddrFrom4([4]byte{127, 0, 0, 1}), nil
+// SecretSources are the places cfg names for TURN secrets.
+func (c Config) SecretSources() credentials.Sources {
+	return credentials.Sources{Secrets: c.Secrets, File: c.SecretFile, Env: c.SecretEnv}
 }
 
 // relayBind is the address relays bind to; Validate has checked it.
@@ -323,15 +294,6 @@ func appendSpecific(as []netip.Addr, a net.Addr) []netip.Addr {
 func (s *Server) ownAddrs() ([]netip.Addr, error) {
 	addrs, err := hostAddrs(s.ifaces)
 	return append(addrs, s.ownExtra...), err
-}
-
-func warnLooseSecretFile(log *slog.Logger, path string) {
-	if path == "" {
-		return
-	}
-	if fi, err := os.Stat(path); err == nil && fi.Mode().Perm()&0o077 != 0 {
-		log.Warn("turn: secret_file is readable by others; chmod 600 it", "file", path, "mode", fi.Mode().Perm())
-	}
 }
 
 func (s *Server) closeTLS() {
@@ -483,7 +445,7 @@ func (p *PreparedReload) Commit() {
 			s.log.Warn("turn: setting changed; it takes effect on restart", "key", "turn."+key)
 		}
 	}
-	warnLooseSecretFile(s.log, cfg.SecretFile)
+	credentials.WarnLooseFile(s.log, cfg.SecretFile)
 	s.live.Store(p.live)
 	s.log.Info("turn: reloaded", "secrets", len(p.live.secrets))
 }
@@ -494,7 +456,7 @@ func (s *Server) PrepareReload(cfg Config) (*PreparedReload, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("turn config: %w", err)
 	}
-	secrets, err := LoadSecrets(cfg, s.stateDir, true)
+	secrets, err := credentials.Load(cfg.SecretSources(), s.stateDir, true)
 	if err != nil {
 		return nil, err
 	}
@@ -523,7 +485,7 @@ func (s *Server) MintCredential(user string, ttl time.Duration) (username, passw
 	if ttl <= 0 {
 		ttl = lv.cfg.CredentialTTL
 	}
-	return MintCredential(lv.secrets[0], user, min(ttl, lv.cfg.MaxTTL), time.Now())
+	return credentials.Mint(lv.secrets[0], user, min(ttl, lv.cfg.MaxTTL), time.Now())
 }
 
 // RelayIP is the address clients are told for their relays.
@@ -535,11 +497,4 @@ func (s *Server) TLSAddr() net.Addr {
 		return nil
 	}
 	return s.tlsLn.Addr()
-}
-
-// Allocations is the number of allocations held, e.g. to drain before a
-// restart.
-func (s *Server) Allocations() int {
-	n, _ := s.quotas.held()
-	return n
 }

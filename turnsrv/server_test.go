@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"fmt"
 	"net"
+	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -80,5 +82,36 @@ func TestRelay(t *testing.T) {
 				t.Error("relayed traffic was not counted")
 			}
 		})
+	}
+}
+
+// TestNewNeedsAnIPv4PublicIP: main chooses the address clients are told;
+// New refuses to start without one, or with one relays cannot use, and
+// refuses a config that has TURN off.
+func TestNewNeedsAnIPv4PublicIP(t *testing.T) {
+	t.Parallel()
+	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	off := testConfig()
+	off.Enabled = false
+	for name, tc := range map[string]struct {
+		cfg  Config
+		ip   netip.Addr
+		want string
+	}{
+		"no public IP": {testConfig(), netip.Addr{}, "no public IP"},
+		"IPv6":         {testConfig(), netip.MustParseAddr("2001:db8::1"), "not IPv4"},
+		"TURN off":     {off, netip.MustParseAddr("127.0.0.1"), "enabled is false"},
+	} {
+		s, err := New(tc.cfg, Options{PublicIP: tc.ip, StateDir: t.TempDir(), PacketConns: []net.PacketConn{pc}})
+		if err == nil {
+			s.Close()
+		}
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want an error saying %q", name, err, tc.want)
+		}
 	}
 }

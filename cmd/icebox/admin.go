@@ -51,7 +51,8 @@ type admin struct {
 }
 
 // startAdmin listens at once so a taken port fails start-up, not later.
-// ready reports whether every part is serving.
+// ready is what /readyz answers (daemon.readyz: the STUN/TURN read loops
+// and the cluster link).
 func startAdmin(cfg AdminConfig, reg *prometheus.Registry, ready func(context.Context) error, log *slog.Logger) (*admin, error) {
 	if cfg.Listen == "" {
 		return nil, nil

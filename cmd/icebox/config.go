@@ -56,7 +56,7 @@ type Config struct {
 	TURN turnsrv.Config `yaml:"turn"`
 	// The WebSocket signaling relay (/connect) for the talk's app and the
 	// web pages, plus /healthz. See README.md for the protocol.
-	Signal signal.Config `yaml:"signal"`
+	Signal SignalConfig `yaml:"signal"`
 	// Several icebox nodes as one service (README, "Many nodes"): pairings
 	// span nodes over NATS (core publish/subscribe, an existing NATS server
 	// or cluster; icebox does not embed one). Off by default: one node
@@ -87,13 +87,23 @@ type LogConfig struct {
 	Format string `yaml:"format"`
 }
 
+// SignalConfig is the signal section: signaling's own settings and
+// ice_host, which only main reads (it builds the ICE URLs).
+type SignalConfig struct {
+	signal.Config `yaml:",inline"`
+	// A DNS name to put in ICE URLs instead of public_ip: needed for
+	// turns: (the certificate names a host), nicer in apps. Default "":
+	// the first tls.acme.domains name with ACME, else public_ip.
+	ICEHost string `yaml:"ice_host"`
+}
+
 // DefaultConfig is what icebox runs with when no config file is given.
 func DefaultConfig() Config {
 	return Config{
 		Log:     LogConfig{Level: "info", Format: "text"},
 		STUN:    stunsrv.DefaultConfig(),
 		TURN:    turnsrv.DefaultConfig(),
-		Signal:  signal.DefaultConfig(),
+		Signal:  SignalConfig{Config: signal.DefaultConfig()},
 		Cluster: cluster.DefaultConfig(),
 		Admin:   defaultAdminConfig(),
 		TLS:     defaultTLSConfig(),
@@ -122,6 +132,9 @@ func (c *Config) Validate() error {
 	errs = append(errs, cfgerr.In("stun", c.STUN.Validate()))
 	errs = append(errs, cfgerr.In("turn", c.TURN.Validate()))
 	errs = append(errs, cfgerr.In("signal", c.Signal.Validate()))
+	if h := c.Signal.ICEHost; h != "" && !validHostname(h) {
+		errs = append(errs, cfgerr.New("signal.ice_host", fmt.Sprintf("%q is not a DNS name", h), `write a bare name such as "turn.example.com", without scheme or port`))
+	}
 	errs = append(errs, cfgerr.In("cluster", c.Cluster.Validate()))
 	if c.Cluster.Enabled && !c.Signal.Enabled {
 		errs = append(errs, cfgerr.New("cluster.enabled", "the cluster links signaling pairings, and signaling is off", "signal: {enabled: true}, or cluster: {enabled: false}"))
@@ -477,4 +490,22 @@ func (c *Config) iceName() string {
 		return c.TLS.ACME.Domains[0]
 	}
 	return c.Signal.ICEHost
+}
+
+// validHostname is whether h is a DNS name (a trailing dot allowed).
+func validHostname(h string) bool {
+	if len(h) > 253 || strings.HasPrefix(h, ".") || strings.HasSuffix(h, "..") {
+		return false
+	}
+	for _, label := range strings.Split(strings.TrimSuffix(h, "."), ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for _, r := range label {
+			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-') {
+				return false
+			}
+		}
+	}
+	return true
 }

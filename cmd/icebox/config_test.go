@@ -257,3 +257,20 @@ func FuzzParseConfig(f *testing.F) {
 		}
 	})
 }
+
+// TestICEHostStaysInTheSignalSection: ice_host left signal.Config (only
+// main reads it) but not the file: signal.ice_host loads as before, next
+// to the section's other options, and a bad one is reported there.
+func TestICEHostStaysInTheSignalSection(t *testing.T) {
+	cfg, err := LoadConfig(writeConfig(t, "signal:\n  listen: \"127.0.0.1:9000\"\n  ice_host: turn.example.com\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Signal.ICEHost != "turn.example.com" || cfg.Signal.Listen != "127.0.0.1:9000" || cfg.iceName() != "turn.example.com" {
+		t.Errorf("decoded ice_host %q, listen %q", cfg.Signal.ICEHost, cfg.Signal.Listen)
+	}
+	_, err = LoadConfig(writeConfig(t, "signal:\n  ice_host: https://turn.example.com\n"))
+	if err == nil || !strings.Contains(err.Error(), "signal.ice_host") || !strings.Contains(err.Error(), "is not a DNS name") {
+		t.Errorf("bad ice_host: %v", err)
+	}
+}

@@ -3,11 +3,12 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"time"
+
+	"icebox/internal/credentials"
+	"icebox/signal"
 )
 
 // credentialsCmd is `icebox credentials`: ICE servers with a fresh TURN
@@ -15,20 +16,11 @@ import (
 // daemon uses (its config, file, env, systemd credential or generated
 // state), found where the daemon finds it; it never makes one up.
 func credentialsCmd(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("icebox credentials", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	configPath := fs.String("config", "", "YAML config file (the daemon's)")
+	fs, configPath := commandFlags("credentials", "usage: icebox credentials [-config FILE] [-ttl 1h] [-user NAME]\n\nPrints the iceServers list for an RTCPeerConnection.", stderr)
 	ttl := fs.Duration("ttl", 0, "credential lifetime (default: turn.credential_ttl)")
 	user := fs.String("user", "", "name after the ':' in the username (quotas count per name)")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: icebox credentials [-config FILE] [-ttl 1h] [-user NAME]\n\nPrints the iceServers list for an RTCPeerConnection.")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
 	}
 	cfg, secrets, err := cliSecrets(*configPath, stderr)
 	if err != nil {
@@ -57,7 +49,8 @@ func credentialsCmd(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "icebox: public_ip: %v\n", err)
 		return 1
 	}
-	servers := newICEURLs(cfg, iceHost(cfg.iceName(), ip), configPort(cfg), listenPort(cfg.TLS.Listen)).servers(secrets[0], *user, *ttl, time.Now())
+	username, password, _ := credentials.Mint(secrets[0], *user, *ttl, time.Now())
+	servers := newICEURLs(cfg, iceHost(cfg.iceName(), ip), configPort(cfg), listenPort(cfg.TLS.Listen)).servers(username, password)
 	enc := json.NewEncoder(stdout)
 	enc.SetIndent("", "  ")
 	if err := enc.Encode(servers); err != nil {
@@ -89,4 +82,34 @@ func judgeTTL(ttl time.Duration) (msg string, refuse bool) {
 		return why + "; use 1h or more unless calls are that short", false
 	}
 	return "", false
+}
+
+// tokenCmd is `icebox token -room R -ttl 10m`: a join token for one
+// pairing, minted with the same secret the daemon verifies with.
+func tokenCmd(args []string, stdout, stderr io.Writer) int {
+	fs, configPath := commandFlags("token", "usage: icebox token [-config FILE] -room R [-ttl 10m]\n\nPrints a join token; the app passes it as ?token= or in WsInit.", stderr)
+	room := fs.String("room", "", "the pairing (controllerId) the token admits to")
+	ttl := fs.Duration("ttl", 10*time.Minute, "how long the token may be used to join")
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
+	}
+	switch {
+	case fs.NArg() > 0:
+		fmt.Fprintf(stderr, "icebox token: unexpected argument %q\n", fs.Arg(0))
+		fs.Usage()
+		return 2
+	case *room == "":
+		fmt.Fprintln(stderr, "icebox token: -room is required: the pairing (controllerId) the token admits to, e.g. -room tv-42")
+		return 2
+	case *ttl <= 0:
+		fmt.Fprintf(stderr, "icebox token: -ttl %v must be positive, e.g. -ttl 10m\n", *ttl)
+		return 2
+	}
+	_, keys, err := cliSecrets(*configPath, stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "icebox: %v\n", err)
+		return 1
+	}
+	fmt.Fprintln(stdout, signal.MintToken(keys[0], *room, time.Now().Add(*ttl)))
+	return 0
 }

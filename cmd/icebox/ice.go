@@ -4,9 +4,8 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
-	"time"
 
-	"icebox/turnsrv"
+	"icebox/signal"
 )
 
 // iceURLs are the STUN and TURN URLs clients are told, at host (the
@@ -16,14 +15,24 @@ type iceURLs struct {
 	turn []string // empty with TURN off
 }
 
-// newICEURLs: port is the STUN/TURN port, sharedPort the shared TLS port
-// (tls.listen; 0 without one), which carries turns: for networks that
-// pass nothing but 443.
+// newICEURLs: port is the STUN/TURN port, where TURN is served over UDP,
+// and over TCP when STUN is; sharedPort the shared TLS port (tls.listen; 0
+// without one), which carries turns: for networks that pass nothing but
+// 443. host must match the certificate for turns: to work.
 func newICEURLs(cfg Config, host string, port, sharedPort int) iceURLs {
 	u := iceURLs{stun: []string{"stun:" + net.JoinHostPort(host, strconv.Itoa(port))}}
 	if cfg.TURN.Enabled {
-		ownTLS := cfg.TURN.TLS.Listen != "" && (cfg.TURN.TLS.Cert != "" || cfg.TLS.On())
-		u.turn = cfg.TURN.URLs(host, port, cfg.STUN.TCP, ownTLS)
+		hp := net.JoinHostPort(host, strconv.Itoa(port))
+		u.turn = []string{"turn:" + hp + "?transport=udp"}
+		if cfg.STUN.TCP {
+			u.turn = append(u.turn, "turn:"+hp+"?transport=tcp")
+		}
+		// TURN over TLS on a port of its own (turn.tls.listen).
+		if ownTLS := cfg.TURN.TLS.Listen != "" && (cfg.TURN.TLS.Cert != "" || cfg.TLS.On()); ownTLS {
+			if p := listenPort(cfg.TURN.TLS.Listen); p != 0 {
+				u.turn = append(u.turn, "turns:"+net.JoinHostPort(host, strconv.Itoa(p))+"?transport=tcp")
+			}
+		}
 		if sharedPort != 0 {
 			u.turn = append(u.turn, "turns:"+net.JoinHostPort(host, strconv.Itoa(sharedPort))+"?transport=tcp")
 		}
@@ -44,11 +53,11 @@ func configPort(cfg Config) int {
 }
 
 // servers returns the ICE servers for one client, with a TURN credential
-// minted from secret for user.
-func (u iceURLs) servers(secret []byte, user string, ttl time.Duration, now time.Time) []turnsrv.ICEServer {
-	out := []turnsrv.ICEServer{{URLs: u.stun}}
+// (see credentials.Mint) on the TURN URLs.
+func (u iceURLs) servers(username, password string) []signal.ICEServer {
+	out := []signal.ICEServer{{URLs: u.stun}}
 	if len(u.turn) > 0 {
-		out = append(out, turnsrv.NewICEServer(u.turn, secret, user, ttl, now))
+		out = append(out, signal.ICEServer{URLs: u.turn, Username: username, Credential: password})
 	}
 	return out
 }

@@ -249,11 +249,12 @@ func (d *daemon) turnSummary(cfg Config) string {
 	return s
 }
 
-// ready is true when every part answers: the readiness probe and the
-// systemd watchdog ask it.
+// ready reports whether every read loop on the STUN/TURN sockets makes
+// progress (stunsrv's Alive), the part that can hang unseen while the
+// process looks fine: the readiness probe and the systemd watchdog ask it.
+// The loops report their own progress: a probe over loopback could be
+// drowned by a flood and restart a healthy relay.
 func (d *daemon) ready(ctx context.Context) error {
-	// The read loops report their own progress: a probe over loopback
-	// could be drowned by a flood and restart a healthy relay.
 	return d.stun.Alive()
 }
 
@@ -273,7 +274,8 @@ func (d *daemon) close(ctx context.Context) {
 	d.signal.close(ctx)
 	d.admin.close(ctx)
 	// TURN closes the STUN sockets it was handed (pion has no other way to
-	// stop reading them), so it goes first; STUN's second close is a no-op.
+	// stop reading them), so it goes first; STUN's Close then finds them
+	// closed, which it does not count as an error.
 	if d.turn != nil {
 		d.turn.Close()
 	}

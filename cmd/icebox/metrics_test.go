@@ -14,8 +14,8 @@ import (
 
 	"github.com/pion/stun/v3"
 
+	"icebox/internal/credentials"
 	"icebox/internal/testenv"
-	"icebox/turnsrv"
 )
 
 // scrape returns the value of one exact series from /metrics, 0 if absent.
@@ -67,7 +67,7 @@ func TestMetricsCountRealTraffic(t *testing.T) {
 	}
 
 	// TURN: two allocations relaying 4 packets one way.
-	u, p, _ := turnsrv.MintCredential([]byte(cfg.TURN.Secrets[0]), "m", time.Hour, time.Now())
+	u, p, _ := credentials.Mint([]byte(cfg.TURN.Secrets[0]), "m", time.Hour, time.Now())
 	_, a, err := allocate(t, stunAddr, u, p)
 	if err != nil {
 		t.Fatal(err)

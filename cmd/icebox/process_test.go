@@ -21,8 +21,8 @@ import (
 	"github.com/pion/turn/v4"
 	"gopkg.in/yaml.v3"
 
+	"icebox/internal/credentials"
 	"icebox/internal/testenv"
-	"icebox/turnsrv"
 )
 
 // proc is icebox running as a real process, its JSON log read line by line.
@@ -224,7 +224,7 @@ func TestReloadKeepsCallsAndStopIsClean(t *testing.T) {
 	tlsAddr := regexp.MustCompile(`tls (\S+)`).FindStringSubmatch(started["turn"].(string))[1]
 
 	creds := func(secret string) (string, string) {
-		u, pw, _ := turnsrv.MintCredential([]byte(secret), "ops", time.Hour, time.Now())
+		u, pw, _ := credentials.Mint([]byte(secret), "ops", time.Hour, time.Now())
 		return u, pw
 	}
 	u1, p1 := creds("first-secret-0123456789")

@@ -4,11 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"time"
 
 	"icebox/internal/ipclass"
-	"icebox/stunsrv"
+	"icebox/internal/stunclient"
 	"icebox/turnsrv"
 )
 
@@ -20,11 +21,9 @@ const publicIPAuto = "auto"
 func resolvePublicIP(ctx context.Context, cfg Config) (netip.Addr, string, error) {
 	switch cfg.PublicIP {
 	case "":
-		ip, err := turnsrv.ChoosePublicIP(netip.Addr{}, cfg.TURN)
-		return ip, "relay address or first interface address (set public_ip behind NAT)", err
+		return localPublicIP(cfg.TURN), "relay address or first interface address (set public_ip behind NAT)", nil
 	case publicIPAuto:
-		local, _ := turnsrv.ChoosePublicIP(netip.Addr{}, cfg.TURN)
-		return discoverPublicIP(ctx, local, cfg.PublicIPSTUN)
+		return discoverPublicIP(ctx, localPublicIP(cfg.TURN), cfg.PublicIPSTUN)
 	default:
 		return netip.MustParseAddr(cfg.PublicIP), "config", nil // Validate checked it
 	}
@@ -40,7 +39,7 @@ func discoverPublicIP(ctx context.Context, local netip.Addr, stunServers []strin
 	var errs []error
 	for _, s := range stunServers {
 		ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		ap, err := stunsrv.MappedAddress(ctx, s)
+		ap, err := stunclient.MappedAddress(ctx, s)
 		cancel()
 		if err == nil {
 			return ap.Addr(), "STUN server " + s, nil
@@ -51,4 +50,59 @@ func discoverPublicIP(ctx context.Context, local netip.Addr, stunServers []strin
 		return netip.Addr{}, "", errors.New("no interface has a public IPv4 address and public_ip_stun lists no STUN server to ask: set public_ip to the address clients reach")
 	}
 	return netip.Addr{}, "", fmt.Errorf("no interface has a public IPv4 address and no STUN server answered: %w", errors.Join(errs...))
+}
+
+// localPublicIP is the best address this host can name without asking
+// anyone: the relay bind address (turn.relay.address) when it is specific,
+// else the first public then private IPv4 interface address, else
+// 127.0.0.1.
+func localPublicIP(turn turnsrv.Config) netip.Addr {
+	if bind, err := netip.ParseAddr(turn.Relay.Address); err == nil && !bind.Unmap().IsUnspecified() {
+		return bind.Unmap() // Validate checked it is IPv4
+	}
+	var addrs []netip.Addr
+	if ifas, err := net.InterfaceAddrs(); err == nil {
+		for _, ifa := range ifas {
+			if ipn, ok := ifa.(*net.IPNet); ok {
+				a, _ := netip.AddrFromSlice(ipn.IP)
+				addrs = append(addrs, a.Unmap())
+			}
+		}
+	} else {
+		// Under systemd without AF_NETLINK; the peer policy fails closed
+		// on its own (turnsrv), this only picks an address to announce.
+		addrs = routeSourceAddrs()
+	}
+	var private netip.Addr
+	for _, a := range addrs {
+		switch {
+		case !a.Is4() || !a.IsGlobalUnicast():
+		case ipclass.IsPublic(a):
+			return a
+		case !private.IsValid():
+			private = a
+		}
+	}
+	if private.IsValid() {
+		return private
+	}
+	return netip.AddrFrom4([4]byte{127, 0, 0, 1})
+}
+
+// routeSourceAddrs returns the addresses this host sends from by default,
+// one per family, found by connecting UDP sockets to documentation
+// addresses: connect only looks up the route, no packet leaves.
+func routeSourceAddrs() []netip.Addr {
+	var out []netip.Addr
+	for _, probe := range []string{"192.0.2.1:9", "[2001:db8::1]:9"} {
+		c, err := net.Dial("udp", probe)
+		if err != nil {
+			continue // no route for this family
+		}
+		if a, ok := netip.AddrFromSlice(c.LocalAddr().(*net.UDPAddr).IP); ok {
+			out = append(out, a.Unmap())
+		}
+		c.Close()
+	}
+	return out
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"icebox/internal/cluster"
+	"icebox/internal/credentials"
 	"icebox/signal"
 	"icebox/signal/web"
 	"icebox/turnsrv"
@@ -36,13 +37,12 @@ func startSignal(cfg Config, urls iceURLs, turn *turnsrv.Server, tlsp *tlsPart, 
 		return nil, err
 	}
 	iceServers := func(user string) ([]signal.ICEServer, time.Time) {
-		out := []signal.ICEServer{{URLs: urls.stun}}
 		if turn == nil || len(urls.turn) == 0 {
 			// Nothing expires: refresh rarely.
-			return out, time.Now().Add(24 * time.Hour)
+			return iceURLs{stun: urls.stun}.servers("", ""), time.Now().Add(24 * time.Hour)
 		}
 		username, password, expires := turn.MintCredential(user, 0)
-		return append(out, signal.ICEServer{URLs: urls.turn, Username: username, Credential: password}), expires
+		return urls.servers(username, password), expires
 	}
 	opts := signal.Options{
 		Logger:         log,
@@ -57,7 +57,7 @@ func startSignal(cfg Config, urls iceURLs, turn *turnsrv.Server, tlsp *tlsPart, 
 		}
 		opts.Cluster = p.node
 	}
-	p.srv, err = signal.New(cfg.Signal, opts)
+	p.srv, err = signal.New(cfg.Signal.Config, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -97,7 +97,7 @@ func tokenKeys(cfg Config, turn *turnsrv.Server) ([][]byte, error) {
 	if turn != nil {
 		return turn.Secrets(), nil
 	}
-	return turnsrv.LoadSecrets(cfg.TURN, stateDir(cfg.StateDir), true)
+	return credentials.Load(cfg.TURN.SecretSources(), stateDir(cfg.StateDir), true)
 }
 
 // prepareReload checks cfg for signaling with keys as the join-token keys
@@ -113,7 +113,7 @@ func (p *signalPart) prepareReload(cfg Config, keys [][]byte) (func(), error) {
 			return nil, err
 		}
 	}
-	return p.srv.PrepareReload(cfg.Signal, keys)
+	return p.srv.PrepareReload(cfg.Signal.Config, keys)
 }
 
 // clusterReady reports whether the cluster's NATS is reachable; nil

@@ -9,7 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 
-	"icebox/turnsrv"
+	"icebox/internal/credentials"
 )
 
 // Where icebox looks for its config when -config is not given. The daemon
@@ -158,7 +158,7 @@ func secretSource(cfg Config, stateDir string) (desc string, inState bool) {
 	case t.SecretEnv != "":
 		return "environment variable " + t.SecretEnv + " (turn.secret_env)", false
 	}
-	return filepath.Join(stateDir, turnsrv.SecretFileName), true
+	return filepath.Join(stateDir, credentials.StateFileName), true
 }
 
 // cliStateDir is the state directory of the daemon that uses cfg, as far
@@ -187,7 +187,7 @@ func cliSecrets(flagPath string, stderr io.Writer) (Config, [][]byte, error) {
 	fmt.Fprintf(stderr, "icebox: config: %s\n", loc)
 	dir := cliStateDir(cfg, loc)
 	desc, inState := secretSource(cfg, dir)
-	secrets, err := turnsrv.LoadSecrets(cfg.TURN, dir, false)
+	secrets, err := credentials.Load(cfg.TURN.SecretSources(), dir, false)
 	if err != nil {
 		if inState {
 			return cfg, nil, fmt.Errorf("no TURN secret found: the config names none, and the one the daemon generates (%s) cannot be read: %w. "+

@@ -9,8 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"icebox/internal/credentials"
 	"icebox/internal/testenv"
-	"icebox/turnsrv"
+	"icebox/signal"
 )
 
 func TestFindConfig(t *testing.T) {
@@ -56,7 +57,7 @@ func mintWithCLI(t *testing.T, args ...string) (user, pass, stderr string) {
 	if code := run(append([]string{"credentials"}, args...), &out, &errOut); code != 0 {
 		t.Fatalf("icebox credentials %v: exit %d: %s", args, code, errOut.String())
 	}
-	var servers []turnsrv.ICEServer
+	var servers []signal.ICEServer
 	if err := json.Unmarshal(out.Bytes(), &servers); err != nil || len(servers) != 2 {
 		t.Fatalf("icebox credentials printed %q (%v)", out.String(), err)
 	}
@@ -74,7 +75,7 @@ func TestCredentialsUseTheDaemonsSecret(t *testing.T) {
 	t.Setenv(configEnv, path)
 
 	user, pass, stderr := mintWithCLI(t, "-ttl", "1h", "-user", "tv-42")
-	secretFile := filepath.Join(cfg.StateDir, turnsrv.SecretFileName)
+	secretFile := filepath.Join(cfg.StateDir, credentials.StateFileName)
 	for _, want := range []string{"config: " + path + " ($ICEBOX_CONFIG)", "TURN secret: " + secretFile} {
 		if !strings.Contains(stderr, want) {
 			t.Errorf("stderr %q does not say %q", stderr, want)

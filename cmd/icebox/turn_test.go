@@ -18,7 +18,7 @@ import (
 	"github.com/pion/turn/v4"
 	"gopkg.in/yaml.v3"
 
-	"icebox/turnsrv"
+	"icebox/signal"
 )
 
 // TestCredentialsCommandAllocatesOnTheDaemon runs `icebox credentials`
@@ -39,7 +39,7 @@ func TestCredentialsCommandAllocatesOnTheDaemon(t *testing.T) {
 	if code := run([]string{"credentials", "-config", cfgPath, "-ttl", "10m", "-user", "tv-42"}, &out, &errOut); code != 0 {
 		t.Fatalf("credentials: exit %d: %s", code, errOut.String())
 	}
-	var servers []turnsrv.ICEServer
+	var servers []signal.ICEServer
 	dec := json.NewDecoder(&out)
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&servers); err != nil {

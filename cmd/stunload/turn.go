@@ -12,7 +12,7 @@ import (
 
 	"github.com/pion/stun/v3"
 
-	"icebox/turnsrv"
+	"icebox/internal/credentials"
 )
 
 // turnClient is a minimal TURN client over one UDP or TCP connection:
@@ -35,7 +35,7 @@ func dialTURN(network, addr string, secret []byte, realm string) (*turnClient, e
 	if err != nil {
 		return nil, err
 	}
-	username, password, _ := turnsrv.MintCredential(secret, "stunload", time.Hour, time.Now())
+	username, password, _ := credentials.Mint(secret, "stunload", time.Hour, time.Now())
 	tc := &turnClient{
 		conn: c, stream: network != "udp" && network != "udp4" && network != "udp6",
 		user: stun.NewUsername(username), realm: stun.NewRealm(realm), pass: password,

@@ -22,6 +22,8 @@ import (
 	"sync"
 	"text/tabwriter"
 	"time"
+
+	"icebox/internal/pionlog"
 )
 
 // Options tune a check. The zero value is usable.
@@ -183,16 +185,16 @@ func Run(ctx context.Context, signalURL string, opts Options) Report {
 	if opts.Room == "" {
 		opts.Room = "icebox-check-" + strings.ToLower(rand.Text()[:12])
 	}
-	c := &checker{opts: opts, log: opts.Logger, pionLog: newPionLoggerFactory(opts.Logger)}
+	c := &checker{opts: opts, log: opts.Logger, pionLog: pionlog.New(opts.Logger)}
 	c.run(ctx, signalURL)
-	c.pionLog.shut()
+	c.pionLog.Shut()
 	return Report{Steps: c.steps}
 }
 
 type checker struct {
 	opts    Options
 	log     *slog.Logger
-	pionLog pionLoggerFactory
+	pionLog pionlog.Factory
 	steps   []Step
 }
 

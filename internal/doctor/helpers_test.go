@@ -19,6 +19,8 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/pion/stun/v3"
 	"github.com/pion/turn/v4"
+
+	"icebox/internal/pionlog"
 )
 
 // generous is the step timeout for tests whose outcome is not a timeout:
@@ -89,7 +91,7 @@ func startTURN(t *testing.T, cfg turnConfig) *turnServer {
 		ts.tlsPort = l.Addr().(*net.TCPAddr).Port
 		listeners = append(listeners, turn.ListenerConfig{Listener: l, RelayAddressGenerator: gen, PermissionHandler: perm})
 	}
-	lf := newPionLoggerFactory(slog.New(slog.DiscardHandler))
+	lf := pionlog.New(slog.New(slog.DiscardHandler))
 	srv, err := turn.NewServer(turn.ServerConfig{
 		Realm:         "icebox",
 		AuthHandler:   turn.LongTermTURNRESTAuthHandler(cfg.secret, lf.NewLogger("auth")),

@@ -11,12 +11,13 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"icebox/internal/credentials"
 )
 
 // signalingURL turns what the operator typed into the WebSocket URL to
@@ -269,7 +270,7 @@ func (c *checker) init(ctx context.Context, ws *websocket.Conn, shown string) (_
 				nstun++
 			}
 		}
-		if t, ok := restExpiry(s.Username); ok && (expiry.IsZero() || t.Before(expiry)) {
+		if t, _, ok := credentials.ParseUsername(s.Username); ok && (expiry.IsZero() || t.Before(expiry)) {
 			expiry = t
 		}
 	}
@@ -283,16 +284,6 @@ func (c *checker) init(ctx context.Context, ws *websocket.Conn, shown string) (_
 		}
 	}
 	return data.ICEServers, step
-}
-
-// restExpiry reads the expiry of a TURN REST API username "<expiry>:<id>".
-func restExpiry(username string) (time.Time, bool) {
-	ts, _, _ := strings.Cut(username, ":")
-	n, err := strconv.ParseInt(ts, 10, 64)
-	if err != nil || n <= 0 {
-		return time.Time{}, false
-	}
-	return time.Unix(n, 0), true
 }
 
 // diagnoseRead explains why no answer to WsInit arrived.

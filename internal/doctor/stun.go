@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/pion/stun/v3"
+
+	"icebox/internal/stunclient"
 )
 
 // iceURL is one stun:, stuns:, turn: or turns: URL (RFC 7064, RFC 7065).
@@ -50,55 +52,22 @@ func (u iceURL) transportName() string {
 	return strings.ToUpper(u.transport)
 }
 
+// parseICEURL reads a URL from WsIceServers with pion/stun's parser
+// (RFC 7064, RFC 7065), after the checks whose message says more than
+// pion's: "//" after the scheme, and the port's range.
 func parseICEURL(raw string) (iceURL, error) {
 	u := iceURL{raw: raw}
-	scheme, rest, ok := strings.Cut(raw, ":")
-	if !ok {
-		return u, errors.New("no scheme: want stun:, stuns:, turn: or turns:")
-	}
-	u.scheme = strings.ToLower(scheme)
-	switch u.scheme {
-	case "stun", "turn":
-		u.port = 3478
-	case "stuns", "turns":
-		u.port = 5349
-	default:
-		return u, fmt.Errorf("scheme %q: want stun:, stuns:, turn: or turns:", scheme)
-	}
-	rest, query, _ := strings.Cut(rest, "?")
-	if strings.HasPrefix(rest, "//") {
+	if _, rest, _ := strings.Cut(raw, ":"); strings.HasPrefix(rest, "//") {
 		return u, errors.New(`ICE URLs have no "//" (RFC 7064): write stun:host:port`)
 	}
-	u.host = rest
-	if h, p, err := net.SplitHostPort(rest); err == nil {
-		n, err := strconv.Atoi(p)
-		if err != nil || n <= 0 || n > 65535 {
-			return u, fmt.Errorf("bad port %q", p)
-		}
-		u.host, u.port = h, n
-	} else if strings.HasPrefix(rest, "[") && strings.HasSuffix(rest, "]") {
-		u.host = rest[1 : len(rest)-1]
-	} else if strings.Contains(rest, ":") {
-		return u, fmt.Errorf("bad host:port %q", rest)
+	p, err := stun.ParseURI(raw)
+	if err != nil {
+		return u, fmt.Errorf("want stun:, stuns:, turn: or turns:host[:port][?transport=udp|tcp]: %w", err)
 	}
-	if u.host == "" {
-		return u, errors.New("no host")
+	if p.Port <= 0 || p.Port > 65535 {
+		return u, fmt.Errorf("bad port %d", p.Port)
 	}
-	u.transport = "udp"
-	if u.secure() {
-		u.transport = "tcp"
-	}
-	if query != "" {
-		q, _, _ := strings.Cut(query, "&")
-		k, v, _ := strings.Cut(q, "=")
-		if k != "transport" || (v != "udp" && v != "tcp") {
-			return u, fmt.Errorf("query %q: the only parameter is transport=udp or transport=tcp", query)
-		}
-		if !u.isTURN() {
-			return u, errors.New("stun: URLs take no transport parameter (RFC 7064)")
-		}
-		u.transport = v
-	}
+	u.scheme, u.host, u.port, u.transport = p.Scheme.String(), p.Host, p.Port, p.Proto.String()
 	return u, nil
 }
 
@@ -161,72 +130,25 @@ func (c *checker) stunBind(ctx context.Context, u iceURL) (step Step) {
 		return step
 	}
 	server := netip.AddrPortFrom(ips[0], uint16(u.port))
-	// A connected socket, so that an ICMP "port unreachable" comes back
-	// as ECONNREFUSED instead of a silent timeout.
-	conn, err := net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(server))
-	if err != nil {
-		step.Detail, step.Cause = err.Error(), "cannot open a UDP socket towards the server"
-		return step
+	mapped, err := stunclient.MappedAddress(ctx, server.String())
+	var refused *stunclient.RefusedError
+	switch {
+	case err == nil:
+		step.OK = true
+		step.Detail = "mapped address " + mapped.String()
+	case errors.As(err, &refused):
+		step.Detail = strings.TrimSpace(refused.Error())
+		step.Cause = "the server refused a plain Binding request: it is not icebox's STUN listener"
+	case errors.Is(err, stunclient.ErrNoMappedAddress):
+		step.Detail = err.Error()
+		step.Cause = "the server at this port does not speak STUN properly"
+	default:
+		step.Detail = err.Error()
+		if isTimeout(err) {
+			step.Detail = fmt.Sprintf("no Binding answer within %s", c.opts.Timeout)
+		}
+		step.Cause = stunUnreachable(u, err, c.opts.Timeout)
 	}
-	defer conn.Close()
-	stop := context.AfterFunc(ctx, func() { conn.SetReadDeadline(time.Unix(1, 0)) })
-	defer stop()
-
-	req := stun.MustBuild(stun.TransactionID, stun.BindingRequest, stun.Fingerprint)
-	buf := make([]byte, 1500)
-	rto := 250 * time.Millisecond
-	for ctx.Err() == nil {
-		if _, err := conn.Write(req.Raw); err != nil {
-			step.Detail, step.Cause = err.Error(), stunUnreachable(u, err, c.opts.Timeout)
-			return step
-		}
-		next := time.Now().Add(rto)
-		rto = min(2*rto, 2*time.Second)
-		if d, _ := ctx.Deadline(); d.Before(next) {
-			next = d
-		}
-		conn.SetReadDeadline(next)
-		for {
-			n, err := conn.Read(buf)
-			if err != nil {
-				if isTimeout(err) && ctx.Err() == nil {
-					break // retransmit
-				}
-				step.Detail = err.Error()
-				if ctx.Err() != nil {
-					step.Detail = fmt.Sprintf("no Binding answer within %s", c.opts.Timeout)
-				}
-				step.Cause = stunUnreachable(u, err, c.opts.Timeout)
-				return step
-			}
-			res := &stun.Message{Raw: append([]byte(nil), buf[:n]...)}
-			if res.Decode() != nil || res.TransactionID != req.TransactionID {
-				continue // not our answer
-			}
-			if res.Type.Class == stun.ClassErrorResponse {
-				var code stun.ErrorCodeAttribute
-				code.GetFrom(res)
-				step.Detail = strings.TrimSpace(fmt.Sprintf("Binding error %d %s", code.Code, code.Reason))
-				step.Cause = "the server refused a plain Binding request: it is not icebox's STUN listener"
-				return step
-			}
-			var xor stun.XORMappedAddress
-			if err := xor.GetFrom(res); err != nil {
-				var m stun.MappedAddress
-				if err := m.GetFrom(res); err != nil {
-					step.Detail = "Binding answer without a mapped address"
-					step.Cause = "the server at this port does not speak STUN properly"
-					return step
-				}
-				xor.IP, xor.Port = m.IP, m.Port
-			}
-			step.OK = true
-			step.Detail = fmt.Sprintf("mapped address %s", net.JoinHostPort(xor.IP.String(), strconv.Itoa(xor.Port)))
-			return step
-		}
-	}
-	step.Detail = fmt.Sprintf("no Binding answer within %s", c.opts.Timeout)
-	step.Cause = stunUnreachable(u, context.DeadlineExceeded, c.opts.Timeout)
 	return step
 }
 

@@ -20,6 +20,7 @@ import (
 	"github.com/pion/stun/v3"
 	"github.com/pion/turn/v4"
 
+	"icebox/internal/credentials"
 	"icebox/internal/ipclass"
 )
 
@@ -253,8 +254,8 @@ func allocateDiagnosis(u iceURL, err error, refused bool, timeout time.Duration)
 	case errors.As(err, &te):
 		code := te.ErrorCodeAttr
 		detail = strings.TrimSpace(fmt.Sprintf("Allocate error %d %s", code.Code, code.Reason))
-		switch code.Code {
-		case stun.CodeBadRequest, stun.CodeUnauthorized, stun.CodeWrongCredentials:
+		cause = allocateRefusals[code.Code]
+		if c := code.Code; c == stun.CodeBadRequest || c == stun.CodeUnauthorized || c == stun.CodeWrongCredentials {
 			// icebox answers a bad MESSAGE-INTEGRITY or an unknown or
 			// expired username with 401 (pion alone, and older icebox,
 			// with 400); the error comes from the authenticated request,
@@ -262,21 +263,12 @@ func allocateDiagnosis(u iceURL, err error, refused bool, timeout time.Duration)
 			cause = "credentials rejected: the TURN secret differs from the one signaling mints with, or clock skew"
 			if u.username == "" {
 				cause = "WsIceServers gave no username/credential for this URL: signaling does not mint TURN credentials (no turn secret?)"
-			} else if exp, ok := restExpiry(u.username); ok && time.Until(exp) <= 0 {
+			} else if exp, _, ok := credentials.ParseUsername(u.username); ok && time.Until(exp) <= 0 {
 				cause = fmt.Sprintf("credentials rejected: the username expired at %s by this machine's clock; signaling's clock is behind, or turn.credential_ttl is too short",
 					exp.UTC().Format(time.RFC3339))
 			}
-		case stun.CodeForbidden:
-			cause = "forbidden: the TURN server refuses this client (its address is blocked, or too many failed logins: wait and retry)"
-		case stun.CodeAllocMismatch:
-			cause = "a previous allocation from this address is still alive: retry in a minute"
-		case stun.CodeAllocQuotaReached:
-			cause = "allocation quota reached (turn.quotas.per_user, per_ip or total): raise it, or wait for old allocations to end"
-		case stun.CodeInsufficientCapacity:
-			cause = "the server has no free relay port: widen turn.relay.ports or raise turn.quotas.total"
-		case stun.CodeUnknownAttribute:
-			cause = "the server did not understand Allocate: it is not a TURN server, or TURN is off on this port"
-		default:
+		}
+		if cause == "" {
 			cause = "the TURN server refused the allocation: see its log"
 		}
 		return detail, cause
@@ -451,4 +443,14 @@ func createPermission(c *turn.Client, peer net.Addr) error {
 		}
 	}
 	return err
+}
+
+// allocateRefusals explains the Allocate error codes that need no more
+// context than the code.
+var allocateRefusals = map[stun.ErrorCode]string{
+	stun.CodeForbidden:            "forbidden: the TURN server refuses this client (its address is blocked, or too many failed logins: wait and retry)",
+	stun.CodeAllocMismatch:        "a previous allocation from this address is still alive: retry in a minute",
+	stun.CodeAllocQuotaReached:    "allocation quota reached (turn.quotas.per_user, per_ip or total): raise it, or wait for old allocations to end",
+	stun.CodeInsufficientCapacity: "the server has no free relay port: widen turn.relay.ports or raise turn.quotas.total",
+	stun.CodeUnknownAttribute:     "the server did not understand Allocate: it is not a TURN server, or TURN is off on this port",
 }

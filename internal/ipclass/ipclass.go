@@ -1,7 +1,8 @@
-// Package ipclass says whether an IP address is public: one that clients
-// on the internet can reach. The TURN peer policy, the choice of the
-// address icebox announces, its start-up warning and `icebox check` all
-// ask it, so they agree on what "public" means.
+// Package ipclass says what an IP address is: public (one that clients on
+// the internet can reach) or not, and which block of addresses one source
+// holds. The TURN peer policy, the choice of the address icebox announces,
+// its start-up warning and `icebox check` ask the first, every per-source
+// limit the second, so they all agree.
 package ipclass
 
 import "net/netip"
@@ -67,3 +68,19 @@ func NonPublic(a netip.Addr) string {
 
 // IsPublic reports whether clients on the internet can reach a.
 func IsPublic(a netip.Addr) bool { return NonPublic(a) == "" }
+
+// SourcePrefix is what per-source limits count by: the IPv4 address, or
+// the /64 of an IPv6 one, since anyone holding a /64 (one subscriber,
+// usually) can pick any address in it.
+func SourcePrefix(a netip.Addr) netip.Prefix {
+	a = a.Unmap()
+	bits := 32
+	if a.Is6() {
+		bits = 64
+	}
+	p, _ := a.Prefix(bits)
+	return p
+}
+
+// SourceKey is SourcePrefix as an address, for maps keyed by address.
+func SourceKey(a netip.Addr) netip.Addr { return SourcePrefix(a).Addr() }

@@ -36,3 +36,25 @@ func TestNonPublic(t *testing.T) {
 		t.Error("the zero Addr is public")
 	}
 }
+
+// TestSourcePrefix: one IPv4 address, or one IPv6 /64, is one source,
+// however the address is written.
+func TestSourcePrefix(t *testing.T) {
+	for in, want := range map[string]string{
+		"192.0.2.7":               "192.0.2.7/32",
+		"::ffff:192.0.2.7":        "192.0.2.7/32",
+		"2001:db8:1:2:aaaa::1":    "2001:db8:1:2::/64",
+		"2001:db8:1:2:ffff::9999": "2001:db8:1:2::/64",
+	} {
+		a := netip.MustParseAddr(in)
+		if got := SourcePrefix(a); got.String() != want {
+			t.Errorf("SourcePrefix(%s) = %s, want %s", in, got, want)
+		}
+		if got := SourceKey(a); got != netip.MustParsePrefix(want).Addr() {
+			t.Errorf("SourceKey(%s) = %s", in, got)
+		}
+	}
+	if SourceKey(netip.Addr{}).IsValid() {
+		t.Error("the invalid address has a valid key")
+	}
+}

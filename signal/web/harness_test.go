@@ -24,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"icebox/internal/certs"
+	"icebox/internal/credentials"
 	"icebox/internal/testenv"
 	"icebox/signal"
 	"icebox/signal/web"
@@ -123,7 +124,7 @@ func (r *relay) iceServers(wrongSecret ...string) signal.ICEServersFunc {
 	return func(user string) ([]signal.ICEServer, time.Time) {
 		username, password, expires := r.turn.MintCredential(user, 0)
 		if len(wrongSecret) > 0 {
-			username, password, expires = turnsrv.MintCredential([]byte(wrongSecret[0]), user, time.Hour, time.Now())
+			username, password, expires = credentials.Mint([]byte(wrongSecret[0]), user, time.Hour, time.Now())
 		}
 		return []signal.ICEServer{
 			{URLs: []string{"stun:" + hp}},
