@@ -86,6 +86,7 @@ type Node struct {
 
 	mu     sync.Mutex
 	sign   *signer          // guarded by mu
+	out    []byte           // publishLocked's buffer, reused: nats.go copies what it publishes; guarded by mu
 	rooms  map[string]*room // by name
 	bySubj map[string]*room
 	peers  map[string]*peer           // live nodes by name
@@ -384,7 +385,8 @@ func (n *Node) publishLocked(subject, reply string, m *message) error {
 	if m.sent == 0 {
 		m.sent = time.Now().UnixNano()
 	}
-	b := n.sign.encode(make([]byte, 0, 64+len(m.payload)+len(m.node)+len(m.member)), subject, m)
+	b := n.sign.encode(n.out[:0], subject, m)
+	n.out = b
 	if reply != "" {
 		return n.nc.PublishRequest(subject, reply, b)
 	}

@@ -40,15 +40,20 @@ const macSize = sha256.Size
 
 var errBadMessage = errors.New("cluster: malformed or unauthenticated message")
 
-// signer computes MACs; not safe for concurrent use.
-type signer struct{ mac hash.Hash }
+// signer computes MACs; not safe for concurrent use. Its buffers make a
+// MAC allocate nothing.
+type signer struct {
+	mac    hash.Hash
+	prefix []byte        // subject 0x00
+	want   [macSize]byte // decode's MAC of what it got
+}
 
-func newSigner(secret []byte) *signer { return &signer{hmac.New(sha256.New, secret)} }
+func newSigner(secret []byte) *signer { return &signer{mac: hmac.New(sha256.New, secret)} }
 
 func (s *signer) sum(subject string, body []byte, out []byte) []byte {
 	s.mac.Reset()
-	s.mac.Write([]byte(subject))
-	s.mac.Write([]byte{0})
+	s.prefix = append(append(s.prefix[:0], subject...), 0)
+	s.mac.Write(s.prefix)
 	s.mac.Write(body)
 	return s.mac.Sum(out)
 }
@@ -75,8 +80,7 @@ func (s *signer) decode(subject string, b []byte) (message, error) {
 		return m, errBadMessage
 	}
 	body, mac := b[:len(b)-macSize], b[len(b)-macSize:]
-	var want [macSize]byte
-	if !hmac.Equal(s.sum(subject, body, want[:0]), mac) {
+	if !hmac.Equal(s.sum(subject, body, s.want[:0]), mac) {
 		return m, errBadMessage
 	}
 	if body[0] != wireVersion {
