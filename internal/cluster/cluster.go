@@ -155,6 +155,7 @@ func (r *room) endPendingLocked(node, member string) {
 type remoteMember struct {
 	node     string
 	presence bool
+	since    int64 // when it joined, on its node's clock: its place in the join order
 }
 
 // gone is a remote member taken out of a pairing, for Handler.RemoteLeft.
@@ -523,11 +524,20 @@ func mapKeys(m map[string]bool) func(func(string) bool) {
 
 // Confirm ends member's claim on room: admitted, it is announced to the
 // other nodes with its WsPresence opt-in; otherwise the place is given
-// back.
+// back. A member admitted without a claim (the other nodes could not be
+// asked) is recorded too: it is announced once NATS is back, and takes
+// its place in the join order after every join this node heard of.
 func (n *Node) Confirm(name, member string, presence, admitted bool) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	r := n.rooms[name]
+	if r == nil && admitted {
+		var err error
+		if r, err = n.roomLocked(name); err != nil {
+			n.log.Warn("cluster: cannot follow a pairing; its member stays unknown to the other nodes", "err", err)
+			return
+		}
+	}
 	if r == nil {
 		return
 	}
@@ -540,9 +550,14 @@ func (n *Node) Confirm(name, member string, presence, admitted bool) {
 		n.dropIfEmptyLocked(r)
 		return
 	}
-	r.local[member] = localMember{admitted: true, presence: presence, since: r.local[member].since}
+	since := r.local[member].since
+	if since == 0 { // no claim
+		since = max(time.Now().UnixNano(), n.lastClaim+1)
+		n.lastClaim = since
+	}
+	r.local[member] = localMember{admitted: true, presence: presence, since: since}
 	if n.nc.IsConnected() {
-		n.publishLocked(r.subject, "", joinedMessage(member, presence))
+		n.publishLocked(r.subject, "", joinedMessage(member, presence, since))
 	}
 }
 
@@ -641,19 +656,20 @@ func (n *Node) handle(msg *nats.Msg) {
 	case msgClaim:
 		// The answer: how many members and claims the room has here,
 		// and which members, for the claimer to forward to and to list
-		// in WsPresence: each is its opt-in ('0' or '1') then its id;
-		// and which claims, for the claimer to wait for the earlier ones:
-		// each is 'p', when it started (16 hex digits), then its id.
+		// in WsPresence: each is its opt-in ('0' or '1'); and which
+		// claims, for the claimer to wait for the earlier ones: each is
+		// 'p'. Both go on with when they joined or started (16 hex
+		// digits), then the id.
 		n.lastClaim = max(n.lastClaim, m.sent)
 		p := make([]byte, 4, 64)
 		if r := n.bySubj[string(m.payload)]; r != nil {
 			binary.BigEndian.PutUint32(p, uint32(len(r.local)))
 			for id, l := range r.local {
+				tag := byte('p')
 				if l.admitted {
-					p = append(append(append(p, presenceByte(l.presence)), id...), ',')
-				} else {
-					p = append(append(fmt.Appendf(append(p, 'p'), "%016x", uint64(l.since)), id...), ',')
+					tag = presenceByte(l.presence)
 				}
+				p = append(append(fmt.Appendf(append(p, tag), "%016x", uint64(l.since)), id...), ',')
 			}
 		}
 		if msg.Reply != "" && strings.HasPrefix(msg.Reply, n.cfg.Subject+".reply.") {
@@ -666,13 +682,17 @@ func (n *Node) handle(msg *nats.Msg) {
 			// here are known before any later leave is applied.
 			if r := n.rooms[n.claimRoom[msg.Subject]]; r != nil {
 				for e := range strings.SplitSeq(string(m.payload[4:]), ",") {
-					switch {
-					case len(e) > 17 && e[0] == 'p':
-						if since, err := strconv.ParseUint(e[1:17], 16, 64); err == nil {
-							r.pending[e[17:]] = pendingClaim{m.node, int64(since), time.Now()}
-						}
-					case len(e) > 1:
-						r.remote[e[1:]] = remoteMember{m.node, e[0] == '1'}
+					if len(e) <= 17 {
+						continue
+					}
+					since, err := strconv.ParseUint(e[1:17], 16, 64)
+					if err != nil {
+						continue
+					}
+					if e[0] == 'p' {
+						r.pending[e[17:]] = pendingClaim{m.node, int64(since), time.Now()}
+					} else {
+						r.remote[e[17:]] = remoteMember{m.node, e[0] == '1', int64(since)}
 					}
 				}
 			}
@@ -691,7 +711,7 @@ func (n *Node) handle(msg *nats.Msg) {
 		presence := m.kind == 1
 		n.h.RemoteJoined(r.name, m.member, presence, func() {
 			n.mu.Lock()
-			r.remote[m.member] = remoteMember{m.node, presence}
+			r.remote[m.member] = remoteMember{m.node, presence, m.sent}
 			r.endPendingLocked(m.node, m.member)
 			n.mu.Unlock()
 		})
@@ -754,16 +774,16 @@ func (n *Node) announceLocked() {
 	for _, r := range n.rooms {
 		for id, l := range r.local {
 			if l.admitted {
-				n.publishLocked(r.subject, "", joinedMessage(id, l.presence))
+				n.publishLocked(r.subject, "", joinedMessage(id, l.presence, l.since))
 			}
 		}
 	}
 }
 
 // joinedMessage announces member on its pairing; kind carries its
-// WsPresence opt-in.
-func joinedMessage(member string, presence bool) *message {
-	m := &message{typ: msgJoined, member: member}
+// WsPresence opt-in, sent when it joined (its place in the join order).
+func joinedMessage(member string, presence bool, since int64) *message {
+	m := &message{typ: msgJoined, sent: since, member: member}
 	if presence {
 		m.kind = 1
 	}
@@ -887,3 +907,50 @@ func (n *Node) FramesSent() float64 { return testValue(n.m.framesOut) }
 // ClaimsWaited is how many claims waited for an overlapping earlier one,
 // for tests.
 func (n *Node) ClaimsWaited() float64 { return testValue(n.m.claimsWaited) }
+
+// Beyond lists room's members on this node that come after the first
+// capacity members of the whole pairing, as far as this node knows, in
+// join order (when each joined, then node, then member). A pairing has
+// more members than its capacity only after a partition healed: parts of
+// the cluster that could not reach each other admitted members on their
+// own. Every node then closes its own members beyond capacity, and since
+// each node learns of more members only, never of fewer, before the
+// surplus has left, the nodes agree: the earliest capacity members stay.
+func (n *Node) Beyond(name string, capacity int) []string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	r := n.rooms[name]
+	if r == nil {
+		return nil
+	}
+	type entry struct {
+		since    int64
+		node, id string
+		local    bool
+	}
+	all := make([]entry, 0, len(r.local)+len(r.remote))
+	for id, l := range r.local {
+		if l.admitted {
+			all = append(all, entry{l.since, n.name, id, true})
+		}
+	}
+	if len(all)+len(r.remote) <= capacity {
+		return nil
+	}
+	for id, m := range r.remote {
+		all = append(all, entry{m.since, m.node, id, false})
+	}
+	slices.SortFunc(all, func(a, b entry) int {
+		if claimBefore(a.since, a.node, a.id, b.since, b.node, b.id) {
+			return -1
+		}
+		return 1
+	})
+	var out []string
+	for _, e := range all[capacity:] {
+		if e.local {
+			out = append(out, e.id)
+		}
+	}
+	return out
+}
