@@ -669,7 +669,7 @@ func (n *Node) handle(msg *nats.Msg) {
 				if l.admitted {
 					tag = presenceByte(l.presence)
 				}
-				p = append(append(fmt.Appendf(append(p, tag), "%016x", uint64(l.since)), id...), ',')
+				p = appendClaimEntry(p, tag, l.since, id)
 			}
 		}
 		if msg.Reply != "" && strings.HasPrefix(msg.Reply, n.cfg.Subject+".reply.") {
@@ -682,17 +682,13 @@ func (n *Node) handle(msg *nats.Msg) {
 			// here are known before any later leave is applied.
 			if r := n.rooms[n.claimRoom[msg.Subject]]; r != nil {
 				for e := range strings.SplitSeq(string(m.payload[4:]), ",") {
-					if len(e) <= 17 {
-						continue
-					}
-					since, err := strconv.ParseUint(e[1:17], 16, 64)
-					if err != nil {
-						continue
-					}
-					if e[0] == 'p' {
-						r.pending[e[17:]] = pendingClaim{m.node, int64(since), time.Now()}
-					} else {
-						r.remote[e[17:]] = remoteMember{m.node, e[0] == '1', int64(since)}
+					tag, since, id, ok := parseClaimEntry(e)
+					switch {
+					case !ok:
+					case tag == 'p':
+						r.pending[id] = pendingClaim{m.node, since, time.Now()}
+					default:
+						r.remote[id] = remoteMember{m.node, tag == '1', since}
 					}
 				}
 			}

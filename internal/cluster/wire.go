@@ -5,7 +5,10 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"hash"
+	"strconv"
+	"strings"
 )
 
 // Message types between nodes.
@@ -106,4 +109,24 @@ func str(b []byte) (string, []byte, bool) {
 	}
 	n := int(b[0])
 	return string(b[1 : 1+n]), b[1+n:], true
+}
+
+// A claim answer's payload is the number of members and claims (4 bytes,
+// big endian), then an entry per member or claim, each followed by ",":
+//
+//	tag(1: '0' or '1' a member and its WsPresence opt-in, 'p' a claim) since(16 hex digits, Unix ns) id
+func appendClaimEntry(p []byte, tag byte, since int64, id string) []byte {
+	return append(append(fmt.Appendf(append(p, tag), "%016x", uint64(since)), id...), ',')
+}
+
+// parseClaimEntry parses one entry, without its ",".
+func parseClaimEntry(e string) (tag byte, since int64, id string, ok bool) {
+	if len(e) <= 17 || !strings.ContainsRune("01p", rune(e[0])) {
+		return 0, 0, "", false
+	}
+	s, err := strconv.ParseUint(e[1:17], 16, 64)
+	if err != nil {
+		return 0, 0, "", false
+	}
+	return e[0], int64(s), e[17:], true
 }
