@@ -1,5 +1,7 @@
 package signal
 
+import "slices"
+
 // Cluster spans pairings over several icebox nodes (internal/cluster
 // implements it over NATS). Without one, a Server's pairings live in
 // this process only, exactly as before.
@@ -22,6 +24,10 @@ type Cluster interface {
 	// Forward sends a frame member sent to room to room's members on
 	// other nodes, byte for byte.
 	Forward(room, member string, kind byte, frame []byte)
+	// Beyond lists room's members here that come after its first
+	// capacity members on all nodes, in join order: after a partition
+	// healed, they are one too many.
+	Beyond(room string, capacity int) []string
 }
 
 // joinRoom admits c to the pairing name, counting the members the pairing
@@ -37,7 +43,9 @@ func (s *Server) joinRoom(c *conn, name string, capacity int, greeting *frameBuf
 		elsewhere = unknownElsewhere
 	}
 	r, code := s.hub.join(c, name, capacity, greeting, elsewhere)
-	if err == nil {
+	if err == nil || code == 0 {
+		// Admitted without asking the others, it is recorded all the
+		// same: the other nodes learn of it when NATS is back.
 		s.hub.cluster.Confirm(name, c.id, c.presence, code == 0)
 	}
 	return r, code
@@ -92,6 +100,30 @@ func (s *Server) RemoteJoined(name, member string, presence bool, apply func()) 
 		h.cluster.Forward(name, p.from.id, byte(p.k), p.fb.b)
 	}
 	h.dropKeptLocked(r, func(pending) bool { return true })
+	s.closeBeyondLocked(r)
+}
+
+// closeBeyondLocked closes, with 4005 as a third joiner gets, the members
+// of r here that joined after the pairing was full on all nodes: after a
+// partition healed, the pairing grew on both sides. Every node closes its
+// own, the later joiners, so the earliest room_capacity members stay.
+func (s *Server) closeBeyondLocked(r *room) {
+	set := s.settings()
+	capacity := set.RoomCapacity
+	if r.open {
+		capacity = set.OpenRoomCapacity
+	}
+	beyond := s.hub.cluster.Beyond(r.name, capacity)
+	for _, m := range r.members {
+		if !slices.Contains(beyond, m.id) || m.closing() {
+			continue
+		}
+		s.log.Warn("signal: pairing over capacity after the cluster's nodes met again; closing its later member", "conn", m.id)
+		s.em.inc(errRoomFull)
+		m.send(s.errFrames.get(errRoomFull), kindError)
+		m.setWhy(byRefusal)
+		m.closeWith(errRoomFull.info().close, errRoomFull.info().name)
+	}
 }
 
 // RemoteLeft tells the members of room here that opted in that a member

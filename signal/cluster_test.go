@@ -54,11 +54,17 @@ type testNode struct {
 // startNode runs a signal Server joined to the cluster through ccfg.
 func startNode(t testing.TB, ccfg cluster.Config, opts Options, adjust ...func(*Config)) *testNode {
 	t.Helper()
+	return startNodeWith(t, ccfg, cluster.Options{}, opts, adjust...)
+}
+
+// startNodeWith is startNode with the cluster.Node's options.
+func startNodeWith(t testing.TB, ccfg cluster.Config, copts cluster.Options, opts Options, adjust ...func(*Config)) *testNode {
+	t.Helper()
 	cfg := testConfig()
 	for _, f := range adjust {
 		f(&cfg)
 	}
-	node, err := cluster.New(ccfg, cluster.Options{})
+	node, err := cluster.New(ccfg, copts)
 	if err != nil {
 		t.Fatal(err)
 	}

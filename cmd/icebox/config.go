@@ -61,7 +61,8 @@ type Config struct {
 	// span nodes over NATS (core publish/subscribe, an existing NATS server
 	// or cluster; icebox does not embed one). Off by default: one node
 	// keeps its pairings in process, opens no port and talks to nobody.
-	// Changes take effect after a restart.
+	// Changes take effect after a restart: a reload logs each changed
+	// option with "restart needed" and keeps the running ones.
 	Cluster cluster.Config `yaml:"cluster"`
 	// The operator's own endpoints: Prometheus /metrics, /healthz, /readyz
 	// and /debug/pprof/.

@@ -14,7 +14,19 @@ import (
 // a restart. The new config has been validated; if any part still cannot
 // take it (an unreadable secret file or certificate), every part keeps its
 // old settings and reload says why.
+//
+// The cluster section is not reloaded: each change is logged as needing a
+// restart, against the settings the node runs with, at every reload until
+// then. Its settings are the node's identity to the others (node name,
+// secret, subject, NATS servers and credentials); applying one live means
+// a new NATS connection under which the other nodes forget this node's
+// members, and a changed secret or subject would cut this node off until
+// every node had reloaded. A restart, node by node, does the same cleanly:
+// the members reconnect and re-join.
 func (d *daemon) reload(old, cfg Config, level *slog.LevelVar) error {
+	for _, key := range d.signal.clusterConfig().Changed(cfg.Cluster) {
+		d.log.Warn("cluster setting changed; restart needed, the running cluster settings stay until then", "key", "cluster."+key)
+	}
 	for key, changed := range map[string]bool{
 		"public_ip":                           old.PublicIP != cfg.PublicIP,
 		"state_dir":                           old.StateDir != cfg.StateDir,

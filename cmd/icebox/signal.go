@@ -28,10 +28,13 @@ type signalPart struct {
 	// shared is closed when serving the shared TLS port's HTTP ends;
 	// nil without that port.
 	shared chan struct{}
+	// cluster is the cluster section the node runs with: a reload keeps
+	// it (see daemon.reload).
+	cluster cluster.Config
 }
 
 func startSignal(cfg Config, urls iceURLs, turn *turnsrv.Server, tlsp *tlsPart, log *slog.Logger, reg prometheus.Registerer) (*signalPart, error) {
-	p := &signalPart{done: make(chan struct{})}
+	p := &signalPart{done: make(chan struct{}), cluster: cfg.Cluster}
 	keys, err := tokenKeys(cfg, turn)
 	if err != nil {
 		return nil, err
@@ -149,4 +152,13 @@ func (p *signalPart) close(ctx context.Context) {
 		case <-ctx.Done():
 		}
 	}
+}
+
+// clusterConfig is the cluster section the running node uses; off when
+// signaling is.
+func (p *signalPart) clusterConfig() cluster.Config {
+	if p == nil {
+		return cluster.DefaultConfig()
+	}
+	return p.cluster
 }

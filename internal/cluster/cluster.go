@@ -6,7 +6,10 @@
 // every live node who is in the pairing (a claim) and counts their
 // members and pending claims toward the capacity, so that two concurrent
 // joins on two nodes can never both take the last place (at worst both
-// are refused). Frames go to a subject per pairing, to which only nodes
+// are refused). Two joins that overlap in time are ordered by their
+// claims (time, node, member): a claim waits until every earlier claim it
+// heard of is admitted or refused, so that exactly one of two joiners
+// finds the other already there. Frames go to a subject per pairing, to which only nodes
 // with members in it subscribe, and NATS keeps each sender's order.
 // Nodes send heartbeats; a node silent for node_timeout is taken for dead
 // and its members leave every pairing.
@@ -56,6 +59,10 @@ type Handler interface {
 type Options struct {
 	Logger     *slog.Logger          // nil: discard
 	Registerer prometheus.Registerer // nil: don't register
+	// BeforeClaim, when not nil, is called by Claim with the place held
+	// and before the other nodes are asked: tests use it to make joins
+	// on several nodes overlap for sure.
+	BeforeClaim func(room, member string)
 }
 
 // Node is this icebox node's link to the others. Its methods are safe for
@@ -65,6 +72,7 @@ type Node struct {
 	name   string
 	boot   string // random per start and reconnection: then it is a new node to the others; guarded by mu
 	log    *slog.Logger
+	before func(room, member string) // Options.BeforeClaim
 	m      *metrics
 	key    []byte
 	nc     *nats.Conn
@@ -78,6 +86,7 @@ type Node struct {
 
 	mu     sync.Mutex
 	sign   *signer          // guarded by mu
+	out    []byte           // publishLocked's buffer, reused: nats.go copies what it publishes; guarded by mu
 	rooms  map[string]*room // by name
 	bySubj map[string]*room
 	peers  map[string]*peer           // live nodes by name
@@ -85,6 +94,10 @@ type Node struct {
 	// claimRoom is the room of each claim in claims.
 	claimRoom map[string]string
 	seq       uint64
+	// lastClaim is the latest start of a claim made or heard here, Unix
+	// ns: a claim starts after every claim this node heard of, whatever
+	// the skew between the nodes' clocks (a Lamport clock).
+	lastClaim int64
 	warm      time.Time // until then, after a (re)connection, the live nodes are not all known yet
 	connects  int       // (re)connections handled, for tests
 }
@@ -95,16 +108,54 @@ type room struct {
 	sub           *nats.Subscription
 	local         map[string]localMember  // by member id
 	remote        map[string]remoteMember // by member id
+	// pending are the claims other nodes reported in their answers to
+	// this node's claims and that are not admitted or refused yet.
+	pending map[string]pendingClaim // by member id
+	// changed is closed, and set to nil, when a pending claim ends.
+	changed chan struct{}
 }
 
 type localMember struct {
-	admitted bool // false: claim pending
-	presence bool // opted in to WsPresence
+	admitted bool  // false: claim pending
+	presence bool  // opted in to WsPresence
+	since    int64 // when its claim started, Unix ns: its place in the join order
+}
+
+// pendingClaim is a claim on another node that this node heard of.
+type pendingClaim struct {
+	node  string
+	since int64     // the claimer's clock
+	heard time.Time // this node's clock
+}
+
+// claimBefore orders concurrent joins the same way on every node: by the
+// time each claim started, then by node and member for equal times.
+func claimBefore(since1 int64, node1, member1 string, since2 int64, node2, member2 string) bool {
+	if since1 != since2 {
+		return since1 < since2
+	}
+	if node1 != node2 {
+		return node1 < node2
+	}
+	return member1 < member2
+}
+
+// endPendingLocked forgets member's claim from node, if r holds one, and
+// wakes the claims waiting for it.
+func (r *room) endPendingLocked(node, member string) {
+	if p, ok := r.pending[member]; ok && p.node == node {
+		delete(r.pending, member)
+		if r.changed != nil {
+			close(r.changed)
+			r.changed = nil
+		}
+	}
 }
 
 type remoteMember struct {
 	node     string
 	presence bool
+	since    int64 // when it joined, on its node's clock: its place in the join order
 }
 
 // gone is a remote member taken out of a pairing, for Handler.RemoteLeft.
@@ -153,6 +204,7 @@ func New(cfg Config, opts Options) (*Node, error) {
 		name:   name,
 		boot:   newBoot(),
 		log:    log,
+		before: opts.BeforeClaim,
 		m:      m,
 		key:    []byte(cfg.Secret),
 		inbox:  make(chan *nats.Msg, inboxSize),
@@ -308,7 +360,7 @@ func (n *Node) roomLocked(name string) (*room, error) {
 	if r := n.rooms[name]; r != nil {
 		return r, nil
 	}
-	r := &room{name: name, subject: n.roomSubject(name), local: make(map[string]localMember), remote: make(map[string]remoteMember)}
+	r := &room{name: name, subject: n.roomSubject(name), local: make(map[string]localMember), remote: make(map[string]remoteMember), pending: make(map[string]pendingClaim)}
 	sub, err := n.nc.ChanSubscribe(r.subject, n.inbox)
 	if err != nil {
 		return nil, err
@@ -328,10 +380,14 @@ func (n *Node) dropIfEmptyLocked(r *room) {
 	delete(n.bySubj, r.subject)
 }
 
-// publishLocked signs and publishes m.
+// publishLocked signs and publishes m, sent now unless it says otherwise.
 func (n *Node) publishLocked(subject, reply string, m *message) error {
-	m.node, m.sent = n.name, time.Now().UnixNano()
-	b := n.sign.encode(make([]byte, 0, 64+len(m.payload)+len(m.node)+len(m.member)), subject, m)
+	m.node = n.name
+	if m.sent == 0 {
+		m.sent = time.Now().UnixNano()
+	}
+	b := n.sign.encode(n.out[:0], subject, m)
+	n.out = b
 	if reply != "" {
 		return n.nc.PublishRequest(subject, reply, b)
 	}
@@ -360,7 +416,14 @@ func (n *Node) Claim(name, member string) (others int, err error) {
 		n.m.claimsUnavailable.Inc()
 		return 0, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
-	r.local[member] = localMember{}
+	since := max(time.Now().UnixNano(), n.lastClaim+1)
+	n.lastClaim = since
+	r.local[member] = localMember{since: since}
+	if n.before != nil {
+		n.mu.Unlock()
+		n.before(name, member)
+		n.mu.Lock()
+	}
 	n.seq++
 	reply := n.replyP + strconv.FormatUint(n.seq, 10)
 	ch := make(chan claimReply, len(n.peers)+8)
@@ -370,7 +433,7 @@ func (n *Node) Claim(name, member string) (others int, err error) {
 	for p := range n.peers {
 		want[p] = true
 	}
-	err = n.publishLocked(n.cfg.Subject+".claim", reply, &message{typ: msgClaim, member: member, payload: []byte(r.subject)})
+	err = n.publishLocked(n.cfg.Subject+".claim", reply, &message{typ: msgClaim, sent: since, member: member, payload: []byte(r.subject)})
 	n.mu.Unlock()
 	defer func() {
 		n.mu.Lock()
@@ -393,6 +456,8 @@ func (n *Node) Claim(name, member string) (others int, err error) {
 		}
 		if len(want) > 0 {
 			err = fmt.Errorf("no answer from %s", strings.Join(slices.Sorted(mapKeys(want)), ", "))
+		} else {
+			err = n.waitEarlier(r, member, since, t.C)
 		}
 	}
 	if err != nil {
@@ -402,6 +467,49 @@ func (n *Node) Claim(name, member string) (others int, err error) {
 		return 0, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
 	return others, nil
+}
+
+// waitEarlier waits until every claim on r that started before member's
+// (since) and that this node heard of is admitted or refused, so that a
+// joiner admitted after it is told of it: of two overlapping joins on
+// two nodes, the later one finds the earlier already there and the
+// earlier one hears of the later as joined, just as on one node.
+func (n *Node) waitEarlier(r *room, member string, since int64, timeout <-chan time.Time) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	waited := false
+	for {
+		var earlier string
+		for id, p := range r.pending {
+			if time.Since(p.heard) > 2*n.cfg.ClaimTimeout {
+				delete(r.pending, id) // its end was lost with NATS; its claim timed out long ago
+				continue
+			}
+			if claimBefore(p.since, p.node, id, since, n.name, member) {
+				earlier = p.node
+				break
+			}
+		}
+		if earlier == "" {
+			return nil
+		}
+		if !waited {
+			waited = true
+			n.m.claimsWaited.Inc()
+		}
+		if r.changed == nil {
+			r.changed = make(chan struct{})
+		}
+		changed := r.changed
+		n.mu.Unlock()
+		select {
+		case <-changed:
+			n.mu.Lock()
+		case <-timeout:
+			n.mu.Lock()
+			return fmt.Errorf("an earlier join on %s did not end in time", earlier)
+		}
+	}
 }
 
 func mapKeys(m map[string]bool) func(func(string) bool) {
@@ -416,22 +524,40 @@ func mapKeys(m map[string]bool) func(func(string) bool) {
 
 // Confirm ends member's claim on room: admitted, it is announced to the
 // other nodes with its WsPresence opt-in; otherwise the place is given
-// back.
+// back. A member admitted without a claim (the other nodes could not be
+// asked) is recorded too: it is announced once NATS is back, and takes
+// its place in the join order after every join this node heard of.
 func (n *Node) Confirm(name, member string, presence, admitted bool) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	r := n.rooms[name]
+	if r == nil && admitted {
+		var err error
+		if r, err = n.roomLocked(name); err != nil {
+			n.log.Warn("cluster: cannot follow a pairing; its member stays unknown to the other nodes", "err", err)
+			return
+		}
+	}
 	if r == nil {
 		return
 	}
 	if !admitted {
 		delete(r.local, member)
+		if n.nc.IsConnected() {
+			// Nodes that heard of the claim stop waiting for it.
+			n.publishLocked(r.subject, "", &message{typ: msgLeft, member: member})
+		}
 		n.dropIfEmptyLocked(r)
 		return
 	}
-	r.local[member] = localMember{admitted: true, presence: presence}
+	since := r.local[member].since
+	if since == 0 { // no claim
+		since = max(time.Now().UnixNano(), n.lastClaim+1)
+		n.lastClaim = since
+	}
+	r.local[member] = localMember{admitted: true, presence: presence, since: since}
 	if n.nc.IsConnected() {
-		n.publishLocked(r.subject, "", joinedMessage(member, presence))
+		n.publishLocked(r.subject, "", joinedMessage(member, presence, since))
 	}
 }
 
@@ -530,14 +656,20 @@ func (n *Node) handle(msg *nats.Msg) {
 	case msgClaim:
 		// The answer: how many members and claims the room has here,
 		// and which members, for the claimer to forward to and to list
-		// in WsPresence: each is its opt-in ('0' or '1') then its id.
+		// in WsPresence: each is its opt-in ('0' or '1'); and which
+		// claims, for the claimer to wait for the earlier ones: each is
+		// 'p'. Both go on with when they joined or started (16 hex
+		// digits), then the id.
+		n.lastClaim = max(n.lastClaim, m.sent)
 		p := make([]byte, 4, 64)
 		if r := n.bySubj[string(m.payload)]; r != nil {
 			binary.BigEndian.PutUint32(p, uint32(len(r.local)))
 			for id, l := range r.local {
+				tag := byte('p')
 				if l.admitted {
-					p = append(append(append(p, presenceByte(l.presence)), id...), ',')
+					tag = presenceByte(l.presence)
 				}
+				p = appendClaimEntry(p, tag, l.since, id)
 			}
 		}
 		if msg.Reply != "" && strings.HasPrefix(msg.Reply, n.cfg.Subject+".reply.") {
@@ -550,8 +682,13 @@ func (n *Node) handle(msg *nats.Msg) {
 			// here are known before any later leave is applied.
 			if r := n.rooms[n.claimRoom[msg.Subject]]; r != nil {
 				for e := range strings.SplitSeq(string(m.payload[4:]), ",") {
-					if len(e) > 1 {
-						r.remote[e[1:]] = remoteMember{m.node, e[0] == '1'}
+					tag, since, id, ok := parseClaimEntry(e)
+					switch {
+					case !ok:
+					case tag == 'p':
+						r.pending[id] = pendingClaim{m.node, since, time.Now()}
+					default:
+						r.remote[id] = remoteMember{m.node, tag == '1', since}
 					}
 				}
 			}
@@ -570,14 +707,18 @@ func (n *Node) handle(msg *nats.Msg) {
 		presence := m.kind == 1
 		n.h.RemoteJoined(r.name, m.member, presence, func() {
 			n.mu.Lock()
-			r.remote[m.member] = remoteMember{m.node, presence}
+			r.remote[m.member] = remoteMember{m.node, presence, m.sent}
+			r.endPendingLocked(m.node, m.member)
 			n.mu.Unlock()
 		})
 	case msgLeft:
 		var left []gone
-		if r := n.bySubj[msg.Subject]; r != nil && r.remote[m.member].node == m.node {
-			left = append(left, gone{r.name, m.member, r.remote[m.member].presence})
-			delete(r.remote, m.member)
+		if r := n.bySubj[msg.Subject]; r != nil {
+			r.endPendingLocked(m.node, m.member) // refused
+			if r.remote[m.member].node == m.node {
+				left = append(left, gone{r.name, m.member, r.remote[m.member].presence})
+				delete(r.remote, m.member)
+			}
 		}
 		n.mu.Unlock()
 		n.tellLeft(left)
@@ -629,16 +770,16 @@ func (n *Node) announceLocked() {
 	for _, r := range n.rooms {
 		for id, l := range r.local {
 			if l.admitted {
-				n.publishLocked(r.subject, "", joinedMessage(id, l.presence))
+				n.publishLocked(r.subject, "", joinedMessage(id, l.presence, l.since))
 			}
 		}
 	}
 }
 
 // joinedMessage announces member on its pairing; kind carries its
-// WsPresence opt-in.
-func joinedMessage(member string, presence bool) *message {
-	m := &message{typ: msgJoined, member: member}
+// WsPresence opt-in, sent when it joined (its place in the join order).
+func joinedMessage(member string, presence bool, since int64) *message {
+	m := &message{typ: msgJoined, sent: since, member: member}
 	if presence {
 		m.kind = 1
 	}
@@ -663,6 +804,11 @@ func (n *Node) forgetLocked(node, why string) []gone {
 			if on.node == node {
 				delete(r.remote, id)
 				left = append(left, gone{r.name, id, on.presence})
+			}
+		}
+		for id, p := range r.pending {
+			if p.node == node {
+				r.endPendingLocked(node, id)
 			}
 		}
 	}
@@ -753,3 +899,54 @@ func (n *Node) Connections() int {
 
 // FramesSent is how many frames this node forwarded to others, for tests.
 func (n *Node) FramesSent() float64 { return testValue(n.m.framesOut) }
+
+// ClaimsWaited is how many claims waited for an overlapping earlier one,
+// for tests.
+func (n *Node) ClaimsWaited() float64 { return testValue(n.m.claimsWaited) }
+
+// Beyond lists room's members on this node that come after the first
+// capacity members of the whole pairing, as far as this node knows, in
+// join order (when each joined, then node, then member). A pairing has
+// more members than its capacity only after a partition healed: parts of
+// the cluster that could not reach each other admitted members on their
+// own. Every node then closes its own members beyond capacity, and since
+// each node learns of more members only, never of fewer, before the
+// surplus has left, the nodes agree: the earliest capacity members stay.
+func (n *Node) Beyond(name string, capacity int) []string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	r := n.rooms[name]
+	if r == nil {
+		return nil
+	}
+	type entry struct {
+		since    int64
+		node, id string
+		local    bool
+	}
+	all := make([]entry, 0, len(r.local)+len(r.remote))
+	for id, l := range r.local {
+		if l.admitted {
+			all = append(all, entry{l.since, n.name, id, true})
+		}
+	}
+	if len(all)+len(r.remote) <= capacity {
+		return nil
+	}
+	for id, m := range r.remote {
+		all = append(all, entry{m.since, m.node, id, false})
+	}
+	slices.SortFunc(all, func(a, b entry) int {
+		if claimBefore(a.since, a.node, a.id, b.since, b.node, b.id) {
+			return -1
+		}
+		return 1
+	})
+	var out []string
+	for _, e := range all[capacity:] {
+		if e.local {
+			out = append(out, e.id)
+		}
+	}
+	return out
+}

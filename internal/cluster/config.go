@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"reflect"
 	"regexp"
 	"strings"
 	"time"
@@ -128,4 +129,28 @@ func (c *Config) Validate() error {
 		add("claim_timeout", fmt.Sprintf("%v is out of range", c.ClaimTimeout), "between 1ms and 30s, e.g. 1s")
 	}
 	return errors.Join(errs...)
+}
+
+// Changed lists the options, by their key in the cluster section (e.g.
+// "node", "tls.ca"), whose values differ between c and next; nothing when
+// both are off. It never returns values: some are secrets.
+func (c Config) Changed(next Config) []string {
+	if !c.Enabled && !next.Enabled {
+		return nil
+	}
+	return changedKeys("", reflect.ValueOf(c), reflect.ValueOf(next))
+}
+
+func changedKeys(prefix string, a, b reflect.Value) []string {
+	var keys []string
+	for i := range a.NumField() {
+		f := a.Type().Field(i)
+		key := prefix + strings.Split(f.Tag.Get("yaml"), ",")[0]
+		if f.Type.Kind() == reflect.Struct {
+			keys = append(keys, changedKeys(key+".", a.Field(i), b.Field(i))...)
+		} else if !reflect.DeepEqual(a.Field(i).Interface(), b.Field(i).Interface()) {
+			keys = append(keys, key)
+		}
+	}
+	return keys
 }

@@ -14,6 +14,7 @@ type metrics struct {
 	nodesLost         prometheus.Counter
 	claims            prometheus.Counter
 	claimsUnavailable prometheus.Counter
+	claimsWaited      prometheus.Counter
 	framesOut         prometheus.Counter
 	framesIn          prometheus.Counter
 	framesDropped     prometheus.Counter
@@ -31,6 +32,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		nodesLost:         prometheus.NewCounter(prometheus.CounterOpts(o("nodes_lost_total", "Nodes taken for dead or restarted; their members left their pairings."))),
 		claims:            prometheus.NewCounter(prometheus.CounterOpts(o("room_lookups_total", "Joins that asked the other nodes who is in the pairing."))),
 		claimsUnavailable: prometheus.NewCounter(prometheus.CounterOpts(o("room_lookups_failed_total", "Room lookups that could not reach NATS or every live node; the join was refused unless all members were local."))),
+		claimsWaited:      prometheus.NewCounter(prometheus.CounterOpts(o("room_lookups_waited_total", "Joins that overlapped an earlier join to the same pairing on another node and waited for it to end, so that exactly one of the two finds the other there."))),
 		framesOut:         prometheus.NewCounter(prometheus.CounterOpts(o("frames_sent_total", "Frames forwarded to members on other nodes."))),
 		framesIn:          prometheus.NewCounter(prometheus.CounterOpts(o("frames_received_total", "Frames received from members on other nodes."))),
 		framesDropped:     prometheus.NewCounter(prometheus.CounterOpts(o("frames_dropped_total", "Frames for other nodes dropped while NATS was unreachable."))),
@@ -45,7 +47,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		return m, nil
 	}
 	var errs []error
-	for _, c := range []prometheus.Collector{m.connected, m.nodes, m.nodesLost, m.claims, m.claimsUnavailable, m.framesOut, m.framesIn, m.framesDropped, m.bad, m.latency} {
+	for _, c := range []prometheus.Collector{m.connected, m.nodes, m.nodesLost, m.claims, m.claimsUnavailable, m.claimsWaited, m.framesOut, m.framesIn, m.framesDropped, m.bad, m.latency} {
 		errs = append(errs, reg.Register(c))
 	}
 	return m, errors.Join(errs...)

@@ -5,7 +5,10 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"hash"
+	"strconv"
+	"strings"
 )
 
 // Message types between nodes.
@@ -40,15 +43,20 @@ const macSize = sha256.Size
 
 var errBadMessage = errors.New("cluster: malformed or unauthenticated message")
 
-// signer computes MACs; not safe for concurrent use.
-type signer struct{ mac hash.Hash }
+// signer computes MACs; not safe for concurrent use. Its buffers make a
+// MAC allocate nothing.
+type signer struct {
+	mac    hash.Hash
+	prefix []byte        // subject 0x00
+	want   [macSize]byte // decode's MAC of what it got
+}
 
-func newSigner(secret []byte) *signer { return &signer{hmac.New(sha256.New, secret)} }
+func newSigner(secret []byte) *signer { return &signer{mac: hmac.New(sha256.New, secret)} }
 
 func (s *signer) sum(subject string, body []byte, out []byte) []byte {
 	s.mac.Reset()
-	s.mac.Write([]byte(subject))
-	s.mac.Write([]byte{0})
+	s.prefix = append(append(s.prefix[:0], subject...), 0)
+	s.mac.Write(s.prefix)
 	s.mac.Write(body)
 	return s.mac.Sum(out)
 }
@@ -75,8 +83,7 @@ func (s *signer) decode(subject string, b []byte) (message, error) {
 		return m, errBadMessage
 	}
 	body, mac := b[:len(b)-macSize], b[len(b)-macSize:]
-	var want [macSize]byte
-	if !hmac.Equal(s.sum(subject, body, want[:0]), mac) {
+	if !hmac.Equal(s.sum(subject, body, s.want[:0]), mac) {
 		return m, errBadMessage
 	}
 	if body[0] != wireVersion {
@@ -102,4 +109,24 @@ func str(b []byte) (string, []byte, bool) {
 	}
 	n := int(b[0])
 	return string(b[1 : 1+n]), b[1+n:], true
+}
+
+// A claim answer's payload is the number of members and claims (4 bytes,
+// big endian), then an entry per member or claim, each followed by ",":
+//
+//	tag(1: '0' or '1' a member and its WsPresence opt-in, 'p' a claim) since(16 hex digits, Unix ns) id
+func appendClaimEntry(p []byte, tag byte, since int64, id string) []byte {
+	return append(append(fmt.Appendf(append(p, tag), "%016x", uint64(since)), id...), ',')
+}
+
+// parseClaimEntry parses one entry, without its ",".
+func parseClaimEntry(e string) (tag byte, since int64, id string, ok bool) {
+	if len(e) <= 17 || !strings.ContainsRune("01p", rune(e[0])) {
+		return 0, 0, "", false
+	}
+	s, err := strconv.ParseUint(e[1:17], 16, 64)
+	if err != nil {
+		return 0, 0, "", false
+	}
+	return e[0], int64(s), e[17:], true
 }

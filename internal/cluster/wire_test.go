@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"bytes"
+	"strings"
 	"testing"
 )
 
@@ -47,6 +48,26 @@ func FuzzDecode(f *testing.F) {
 		// Accepted: it must re-encode to the same bytes.
 		if again := s.encode(nil, "icebox.hb", &m); !bytes.Equal(again, b) {
 			t.Fatalf("accepted %x, which re-encodes as %x", b, again)
+		}
+	})
+}
+
+// FuzzClaimEntry: whatever another node puts in a claim answer, parsing
+// never panics, and what it accepts is written back the same.
+func FuzzClaimEntry(f *testing.F) {
+	f.Add(string(appendClaimEntry(nil, '1', 1764590000123456789, "9f2c41d0a7b3e815")))
+	f.Add(string(appendClaimEntry(nil, 'p', 1, "m")))
+	f.Add("0")
+	f.Add("x0000000000000001id")
+	f.Add("1-000000000000001id")
+	f.Fuzz(func(t *testing.T, e string) {
+		tag, since, id, ok := parseClaimEntry(strings.TrimSuffix(e, ","))
+		if !ok {
+			return
+		}
+		again := string(appendClaimEntry(nil, tag, since, id))
+		if !strings.EqualFold(strings.TrimSuffix(again, ","), strings.TrimSuffix(e, ",")) {
+			t.Fatalf("accepted %q, which is written back as %q", e, again)
 		}
 	})
 }

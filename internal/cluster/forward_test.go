@@ -1,0 +1,128 @@
+package cluster
+
+import (
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"icebox/internal/testenv"
+)
+
+// These tests run two Nodes on a real nats-server on 127.0.0.1, started
+// from its Go module, each delivering to a counting handler.
+
+const testSecret = "cluster-secret-0123456789abcdef-0123456789"
+
+// counter is the handler of a test node: it applies joins and counts
+// the frames it is handed, and the bytes of the last one.
+type counter struct {
+	frames atomic.Int64
+	bytes  atomic.Int64
+	each   chan struct{} // when not nil, told of each frame
+}
+
+func (c *counter) RemoteFrame(_ string, _ byte, frame []byte) {
+	c.bytes.Store(int64(len(frame)))
+	c.frames.Add(1)
+	if c.each != nil {
+		c.each <- struct{}{}
+	}
+}
+func (c *counter) RemoteJoined(_, _ string, _ bool, apply func()) { apply() }
+func (c *counter) RemoteLeft(string, string, bool)                {}
+
+// pairedNodes runs two nodes with one member each in room, each knowing
+// of the other's, and returns them with the handler of the second.
+func pairedNodes(t testing.TB, room string) (n1, n2 *Node, got *counter) {
+	t.Helper()
+	nats := testenv.StartNATS(t, "forward-token")
+	start := func(name string, h Handler) *Node {
+		cfg := DefaultConfig()
+		cfg.Enabled, cfg.URLs, cfg.Token, cfg.Secret, cfg.Node = true, []string{nats.URL()}, "forward-token", testSecret, name
+		// Long enough that node 1 keeps node 2's member after node 2
+		// stops (senderOnly), for the whole test.
+		cfg.Heartbeat, cfg.NodeTimeout = 200*time.Millisecond, 10*time.Minute
+		n, err := New(cfg, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := n.Start(h); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(n.Close)
+		return n
+	}
+	got = &counter{}
+	n1, n2 = start("node-1", &counter{}), start("node-2", got)
+	testenv.WaitFor(t, 10*time.Second, "the nodes to hear each other", func() bool { return n1.Peers() == 1 && n2.Peers() == 1 })
+	for _, j := range []struct {
+		n      *Node
+		member string
+	}{{n1, "member-1"}, {n2, "member-2"}} {
+		if _, err := j.n.Claim(room, j.member); err != nil {
+			t.Fatal(err)
+		}
+		j.n.Confirm(room, j.member, false, true)
+	}
+	testenv.WaitFor(t, 10*time.Second, "each node to know the other's member", func() bool { return n1.Members(room) == 1 && n2.Members(room) == 1 })
+	return n1, n2, got
+}
+
+var candidateFrame = []byte(`{"id":"WsIceCandidates","data":"{\"controllerId\":\"tv-1\",\"iceCandidates\":[{\"candidate\":\"candidate:1 1 udp 2122260223 192.0.2.1 54321 typ host\",\"sdpMLineIndex\":0,\"sdpMid\":\"0\"}]}"}`)
+
+// senderOnly forwards a frame from node 1 to node 2, which gets it byte
+// count intact, then stops node 2: node 1 keeps forwarding to its member
+// (node_timeout is long) and nothing else in this process handles the
+// frames but nats-server, which has no subscriber left for them. Memory
+// statistics, which are the whole process's, then count node 1's sending
+// alone.
+func senderOnly(t testing.TB, room string) *Node {
+	n1, n2, got := pairedNodes(t, room)
+	n1.Forward(room, "member-1", 3, candidateFrame)
+	testenv.WaitFor(t, 10*time.Second, "a frame to reach node 2", func() bool { return got.frames.Load() == 1 })
+	if got.bytes.Load() != int64(len(candidateFrame)) {
+		t.Fatalf("node 2 got a frame of %d bytes, want %d", got.bytes.Load(), len(candidateFrame))
+	}
+	n2.Close()
+	return n1
+}
+
+// A frame forwarded to another node allocates nothing on the sending
+// node: it is signed into a buffer the node reuses, which nats.go copies
+// into its own write buffer.
+func TestForwardAllocatesNothing(t *testing.T) {
+	n1 := senderOnly(t, "alloc")
+	allocs := testing.AllocsPerRun(1000, func() { n1.Forward("alloc", "member-1", 3, candidateFrame) })
+	if allocs != 0 {
+		t.Errorf("Forward allocates %v times per frame, want 0", allocs)
+	}
+	if sent := n1.FramesSent(); sent != 1+1001 { // AllocsPerRun runs once more first
+		t.Errorf("node 1 sent %v frames, want 1002", sent)
+	}
+}
+
+// BenchmarkForward is the sending node's cost of a frame to another node.
+func BenchmarkForward(b *testing.B) {
+	n1 := senderOnly(b, "bench")
+	b.ReportAllocs()
+	b.SetBytes(int64(len(candidateFrame)))
+	b.ResetTimer()
+	for range b.N {
+		n1.Forward("bench", "member-1", 3, candidateFrame)
+	}
+}
+
+// BenchmarkForwardDelivered is a frame's whole cost in the cluster code
+// and nats.go, sender and receiver in this one process, from Forward to
+// its delivery to the other node's handler.
+func BenchmarkForwardDelivered(b *testing.B) {
+	n1, _, got := pairedNodes(b, "bench")
+	each := make(chan struct{}, 1)
+	got.each = each
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		n1.Forward("bench", "member-1", 3, candidateFrame)
+		<-each
+	}
+}
