@@ -199,12 +199,11 @@ func BenchmarkForward(b *testing.B) {
 
 func BenchmarkDecodeFrame(b *testing.B) {
 	msg := offer("bench", strings.Repeat("a=candidate:1 1 udp 2122260223 192.0.2.1 54321 typ host\r\n", 40))
-	scratch := make([]byte, 0, 8192)
+	var d frameDecoder
 	b.SetBytes(int64(len(msg)))
 	b.ReportAllocs()
 	for b.Loop() {
-		var code errCode
-		if _, scratch, code = decodeFrame(msg, scratch); code != 0 {
+		if _, code := d.decode(msg); code != 0 {
 			b.Fatal(code)
 		}
 	}

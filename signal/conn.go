@@ -149,9 +149,12 @@ func (c *conn) run() {
 	}
 }
 
-// readBuf is a pooled pair of buffers: the message as read, and its data
-// unescaped. An idle connection holds none.
-type readBuf struct{ msg, scratch []byte }
+// readBuf is a pooled message buffer with the decoder that checks it. An
+// idle connection holds none.
+type readBuf struct {
+	msg []byte
+	dec frameDecoder
+}
 
 // readMessage reads one message into buf, up to max bytes; tooLarge
 // reports that there was more.
@@ -198,8 +201,7 @@ func (c *conn) handle(typ int, rb *readBuf) {
 		c.refuse(errBadFrame)
 		return
 	}
-	f, scratch, code := decodeFrame(rb.msg, rb.scratch)
-	rb.scratch = scratch
+	f, code := rb.dec.decode(rb.msg)
 	c.s.cm.framesIn[f.kind].Inc()
 	switch {
 	case !c.inited && (code != 0 || f.kind != kindInit):

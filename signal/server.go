@@ -151,7 +151,7 @@ func New(cfg Config, opts Options) (*Server, error) {
 	s.hub.cluster = opts.Cluster
 	s.set.Store(set)
 	s.SetTokenKeys(opts.TokenKeys)
-	s.bufs.New = func() any { return &readBuf{msg: make([]byte, 0, 4096), scratch: make([]byte, 0, 4096)} }
+	s.bufs.New = func() any { return &readBuf{msg: make([]byte, 0, 4096)} }
 	s.up = websocket.Upgrader{
 		HandshakeTimeout: 10 * time.Second,
 		// Memory per idle connection is what the server pays for
