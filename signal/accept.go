@@ -110,7 +110,7 @@ func (s *Server) refuseNow(ws *websocket.Conn, code errCode) {
 	s.em.inc(code)
 	deadline := time.Now().Add(closeGrace)
 	ws.SetWriteDeadline(deadline)
-	if ws.WriteMessage(websocket.TextMessage, s.errFrames.get(code).b) != nil {
+	if ws.WriteMessage(websocket.TextMessage, s.errFrames.get(code)) != nil {
 		return
 	}
 	s.cm.framesOut[kindError].Inc()

@@ -42,22 +42,24 @@ type conn struct {
 	bucket     bucket
 	fanout     bucket // bytes sent on its behalf in the open room
 
-	mu        sync.Mutex
-	queue     []*frameBuf // frames waiting for the writer, each holding a reference
-	spare     []*frameBuf // the writer's previous batch, reused
-	queued    int         // bytes in queue
-	writing   bool        // a writer goroutine is running
-	pingDue   bool
-	pongDue   bool
-	pongData  string
-	closeCode int // non-zero: send a close frame after the queue, then stop
-	closeText string
-	closeSent bool
-	flushed   chan struct{} // closed once the close frame is out; made with closeCode
-	dead      bool          // socket closed: nothing more is sent
-	why       disconnectReason
-	ping      *time.Timer
-	refresh   *time.Timer
+	mu      sync.Mutex
+	out     outQueue // frames waiting for the writer
+	spare   outQueue // the writer's previous batch, reused for the next
+	writing bool     // a writer goroutine is running
+	// sentSinceTick: a frame was queued since the last ping tick; an idle
+	// connection gives its queue's buffers back.
+	sentSinceTick bool
+	pingDue       bool
+	pongDue       bool
+	pongData      string
+	closeCode     int // non-zero: send a close frame after the queue, then stop
+	closeText     string
+	closeSent     bool
+	flushed       chan struct{} // closed once the close frame is out; made with closeCode
+	dead          bool          // socket closed: nothing more is sent
+	why           disconnectReason
+	ping          *time.Timer
+	refresh       *time.Timer
 }
 
 // closeGrace is how long the client has to answer our close frame.
@@ -241,13 +243,12 @@ func (c *conn) init(set *settings, f frame) {
 	}
 	c.ws.SetReadDeadline(now.Add(set.PingInterval + set.PongTimeout))
 
-	greeting, expires, err := c.s.iceFrame(c.turnUser) // one reference, ours
+	greeting, expires, err := c.s.iceFrame(c.turnUser)
 	if err != nil {
 		c.s.log.Error("signal: ICE servers", "err", err)
 		c.refuse(errInternal)
 		return
 	}
-	defer greeting.release()
 	switch {
 	case name != "":
 		if !c.join(set, name, greeting) {
@@ -267,7 +268,7 @@ func (c *conn) init(set *settings, f frame) {
 }
 
 // join puts c in the pairing name, checking its token and the capacity.
-func (c *conn) join(set *settings, name string, greeting *frameBuf) bool {
+func (c *conn) join(set *settings, name string, greeting []byte) bool {
 	if c.token != "" || set.RequireToken {
 		if err := VerifyToken(c.s.tokenKeys(), name, c.token, time.Now()); err != nil {
 			c.s.log.Debug("signal: token refused", "conn", c.id, "err", err)
@@ -314,9 +315,7 @@ func (c *conn) forward(set *settings, f frame, msg []byte) {
 	if f.kind == kindOffer || f.kind == kindAnswer {
 		c.lastDesc = f.kind
 	}
-	fb := newFrameBuf(msg)
-	c.s.hub.forward(set, c.room, c, fb, f.kind)
-	fb.release()
+	c.s.hub.forward(set, c.room, c, msg, f.kind)
 }
 
 // refuse answers with a WsError, closing the connection when the code says

@@ -361,15 +361,14 @@ func randomID() string {
 	return hex.EncodeToString(b[:])
 }
 
-// iceFrame builds the WsIceServers frame for user, holding one reference
-// for the caller.
-func (s *Server) iceFrame(user string) (*frameBuf, time.Time, error) {
+// iceFrame builds the WsIceServers frame for user.
+func (s *Server) iceFrame(user string) ([]byte, time.Time, error) {
 	servers, exp := s.iceServers(user)
 	b, err := encodeFrame(kindIceServers, iceServersData{servers})
 	if err != nil {
 		return nil, time.Time{}, fmt.Errorf("encode WsIceServers: %w", err)
 	}
-	return ownFrame(b), exp, nil
+	return b, exp, nil
 }
 
 // iceServersData is the data of WsIceServers and the body of /ice-servers.

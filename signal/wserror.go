@@ -90,23 +90,23 @@ func (c errCode) info() errInfo {
 }
 
 // errorFrames holds every WsError frame, built once so that refusing a
-// flood of garbage costs no allocation. The table's own reference is
-// never released, so the frames are shared for ever.
-type errorFrames [numCodes]*frameBuf
+// flood of garbage costs no allocation. The frames are never changed:
+// send copies them.
+type errorFrames [numCodes][]byte
 
 func newErrorFrames() *errorFrames {
 	var t errorFrames
 	for i := range t {
 		c := firstCode + errCode(i)
-		t[i] = ownFrame(mustFrame(kindError, struct {
+		t[i] = mustFrame(kindError, struct {
 			Code    int    `json:"code"`
 			Message string `json:"message"`
-		}{int(c), c.info().message}))
+		}{int(c), c.info().message})
 	}
 	return &t
 }
 
-func (t *errorFrames) get(c errCode) *frameBuf { return t[c-firstCode] }
+func (t *errorFrames) get(c errCode) []byte { return t[c-firstCode] }
 
 // errorMetrics counts refusals by code.
 type errorMetrics [numCodes]prometheus.Counter
