@@ -1,12 +1,16 @@
-// Package signal serves the WebSocket signaling endpoint /connect that the
-// talk's Kotlin app speaks (docs/protocol.md): it answers WsInit with
-// icebox's own STUN and TURN servers and fresh credentials, and relays
-// offers, answers and ICE candidates between the members of one pairing,
-// named by controllerId, and nobody else. The same listener answers
-// /healthz and, for apps with their own signaling, GET /ice-servers.
+// Package signal relays WebRTC signaling between the members of a pairing,
+// and nobody else.
 //
-// Each client gets a bounded send queue and at most one writer goroutine,
-// so a slow or hostile client can only ever hurt itself.
+// It serves the WebSocket /connect that the talk's Kotlin app speaks
+// (docs/protocol.md): it answers WsInit with the ICE servers the client is
+// to use, with fresh TURN credentials, and forwards offers, answers and ICE
+// candidates, byte for byte, to the other members of the pairing named by
+// controllerId, on this node or, through a Cluster, on others. The same
+// listener answers /healthz and, for apps with their own signaling, GET
+// /ice-servers.
+//
+// Each client gets a bounded send queue of its own and at most one writer
+// goroutine, so a slow or hostile client can only ever hurt itself.
 package signal
 
 import (
