@@ -74,15 +74,6 @@ func (c *conn) startWriterLocked() {
 	}
 }
 
-// Bounds on the batch a connection keeps for its next one: a full default
-// send queue of frames, and a default max_frame_size of bytes, so that a
-// steady flow of frames allocates nothing. A connection that sends nothing
-// for a ping interval gives its buffers back (pingTick).
-const (
-	maxSpare      = 64
-	maxSpareBytes = 64 << 10
-)
-
 // write is the writer goroutine: it drains the queue, then the pending
 // control frames, and exits when nothing is left. It swaps the queue with
 // its previous batch, so senders fill one while it writes the other.
@@ -108,7 +99,11 @@ func (c *conn) write() {
 		err := c.writeBatch(&batch, ping, pong, pongData, closeCode, closeText)
 
 		c.mu.Lock()
-		if !c.dead && cap(batch.ends) <= maxSpare && cap(batch.buf) <= maxSpareBytes {
+		// The batch is kept for the next one, so that a steady flow of
+		// frames, or a burst within send_queue / send_queue_bytes,
+		// allocates nothing; a connection that queues nothing for a
+		// ping interval gives both buffers back (pingTick).
+		if !c.dead {
 			c.spare = batch
 		}
 		if closeCode != 0 {
