@@ -12,8 +12,9 @@ import (
 )
 
 // serveConnect upgrades to a WebSocket and hands it to a reader goroutine
-// of its own. The handler returns at once, so that net/http's per-request
-// state is freed rather than held for the life of the connection.
+// of its own, or refuses it (refuseNow). Either way the handler returns at
+// once, so that net/http's per-request state is freed rather than held for
+// the life of the connection.
 func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request) {
 	set := s.settings()
 	q := r.URL.Query()
@@ -107,21 +108,32 @@ func (s *Server) forget(c *conn, why disconnectReason) {
 }
 
 // refuseNow tells a connection that was never admitted why, and closes it.
+// It returns once the WsError and the close frame are written, which a
+// socket that has just been accepted takes in its send buffer at once;
+// waiting for the client's close frame, up to closeGrace, is left to a
+// goroutine of its own, so that the handler returns at once here too.
 func (s *Server) refuseNow(ws *websocket.Conn, code errCode) {
-	defer ws.Close()
 	s.em.inc(code)
 	deadline := time.Now().Add(closeGrace)
 	ws.SetWriteDeadline(deadline)
-	if ws.WriteMessage(websocket.TextMessage, s.errFrames.get(code).b) != nil {
+	if ws.WriteMessage(websocket.TextMessage, s.errFrames.get(code)) != nil {
+		ws.Close()
 		return
 	}
 	s.cm.framesOut[kindError].Inc()
 	if ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code.info().close, code.info().name), deadline) != nil {
+		ws.Close()
 		return
 	}
-	// Wait for the client's close frame, so that closing the socket does
-	// not reset the connection under the frames just sent.
 	ws.SetReadDeadline(deadline)
+	go awaitClose(ws)
+}
+
+// awaitClose reads until the client's close frame or the read deadline,
+// then closes ws, so that closing the socket does not reset the
+// connection under the frames just sent.
+func awaitClose(ws *websocket.Conn) {
+	defer ws.Close()
 	for {
 		if _, _, err := ws.NextReader(); err != nil {
 			return

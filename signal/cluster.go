@@ -33,7 +33,7 @@ type Cluster interface {
 // joinRoom admits c to the pairing name, counting the members the pairing
 // has on other nodes toward capacity. When the other nodes cannot be
 // asked, c may still join a pairing whose members are all here.
-func (s *Server) joinRoom(c *conn, name string, capacity int, greeting *frameBuf) (*room, errCode) {
+func (s *Server) joinRoom(c *conn, name string, capacity int, greeting []byte) (*room, errCode) {
 	if s.hub.cluster == nil {
 		return s.hub.join(c, name, capacity, greeting, 0)
 	}
@@ -67,11 +67,9 @@ func (s *Server) RemoteFrame(name string, k byte, frame []byte) {
 		return
 	}
 	defer r.mu.Unlock()
-	fb := newFrameBuf(frame)
 	for _, m := range r.members {
-		m.send(fb, kind(k))
+		m.send(frame, kind(k))
 	}
-	fb.release()
 }
 
 // RemoteJoined applies a member's join on another node to room, tells the
@@ -97,7 +95,7 @@ func (s *Server) RemoteJoined(name, member string, presence bool, apply func()) 
 		announce(presenceJoined, &conn{id: member, presence: presence}, r.members)
 	}
 	for _, p := range r.backlog {
-		h.cluster.Forward(name, p.from.id, byte(p.k), p.fb.b)
+		h.cluster.Forward(name, p.from.id, byte(p.k), p.msg)
 	}
 	h.dropKeptLocked(r, func(pending) bool { return true })
 	s.closeBeyondLocked(r)

@@ -42,22 +42,24 @@ type conn struct {
 	bucket     bucket
 	fanout     bucket // bytes sent on its behalf in the open room
 
-	mu        sync.Mutex
-	queue     []*frameBuf // frames waiting for the writer, each holding a reference
-	spare     []*frameBuf // the writer's previous batch, reused
-	queued    int         // bytes in queue
-	writing   bool        // a writer goroutine is running
-	pingDue   bool
-	pongDue   bool
-	pongData  string
-	closeCode int // non-zero: send a close frame after the queue, then stop
-	closeText string
-	closeSent bool
-	flushed   chan struct{} // closed once the close frame is out; made with closeCode
-	dead      bool          // socket closed: nothing more is sent
-	why       disconnectReason
-	ping      *time.Timer
-	refresh   *time.Timer
+	mu      sync.Mutex
+	out     outQueue // frames waiting for the writer
+	spare   outQueue // the writer's previous batch, reused for the next
+	writing bool     // a writer goroutine is running
+	// sentSinceTick: a frame was queued since the last ping tick; an idle
+	// connection gives its queue's buffers back.
+	sentSinceTick bool
+	pingDue       bool
+	pongDue       bool
+	pongData      string
+	closeCode     int // non-zero: send a close frame after the queue, then stop
+	closeText     string
+	closeSent     bool
+	flushed       chan struct{} // closed once the close frame is out; made with closeCode
+	dead          bool          // socket closed: nothing more is sent
+	why           disconnectReason
+	ping          *time.Timer
+	refresh       *time.Timer
 }
 
 // closeGrace is how long the client has to answer our close frame.
@@ -149,9 +151,12 @@ func (c *conn) run() {
 	}
 }
 
-// readBuf is a pooled pair of buffers: the message as read, and its data
-// unescaped. An idle connection holds none.
-type readBuf struct{ msg, scratch []byte }
+// readBuf is a pooled message buffer with the decoder that checks it. An
+// idle connection holds none.
+type readBuf struct {
+	msg []byte
+	dec frameDecoder
+}
 
 // readMessage reads one message into buf, up to max bytes; tooLarge
 // reports that there was more.
@@ -198,8 +203,7 @@ func (c *conn) handle(typ int, rb *readBuf) {
 		c.refuse(errBadFrame)
 		return
 	}
-	f, scratch, code := decodeFrame(rb.msg, rb.scratch)
-	rb.scratch = scratch
+	f, code := rb.dec.decode(rb.msg)
 	c.s.cm.framesIn[f.kind].Inc()
 	switch {
 	case !c.inited && (code != 0 || f.kind != kindInit):
@@ -239,13 +243,12 @@ func (c *conn) init(set *settings, f frame) {
 	}
 	c.ws.SetReadDeadline(now.Add(set.PingInterval + set.PongTimeout))
 
-	greeting, expires, err := c.s.iceFrame(c.turnUser) // one reference, ours
+	greeting, expires, err := c.s.iceFrame(c.turnUser)
 	if err != nil {
 		c.s.log.Error("signal: ICE servers", "err", err)
 		c.refuse(errInternal)
 		return
 	}
-	defer greeting.release()
 	switch {
 	case name != "":
 		if !c.join(set, name, greeting) {
@@ -265,7 +268,7 @@ func (c *conn) init(set *settings, f frame) {
 }
 
 // join puts c in the pairing name, checking its token and the capacity.
-func (c *conn) join(set *settings, name string, greeting *frameBuf) bool {
+func (c *conn) join(set *settings, name string, greeting []byte) bool {
 	if c.token != "" || set.RequireToken {
 		if err := VerifyToken(c.s.tokenKeys(), name, c.token, time.Now()); err != nil {
 			c.s.log.Debug("signal: token refused", "conn", c.id, "err", err)
@@ -312,9 +315,7 @@ func (c *conn) forward(set *settings, f frame, msg []byte) {
 	if f.kind == kindOffer || f.kind == kindAnswer {
 		c.lastDesc = f.kind
 	}
-	fb := newFrameBuf(msg)
-	c.s.hub.forward(set, c.room, c, fb, f.kind)
-	fb.release()
+	c.s.hub.forward(set, c.room, c, msg, f.kind)
 }
 
 // refuse answers with a WsError, closing the connection when the code says

@@ -1,14 +1,19 @@
 package signal
 
 import (
-	"unicode/utf16"
+	"errors"
 	"unicode/utf8"
+
+	"github.com/go-json-experiment/json"
+	"github.com/go-json-experiment/json/jsontext"
 )
 
-// Frames are checked by hand rather than with encoding/json: the relay
-// forwards the client's bytes, so it must refuse exactly what the peer's
-// strict kotlinx decoder would choke on (unknown or wrongly cased keys,
-// duplicates, invalid UTF-8), and the forwarding path should not allocate.
+// Frames are checked with JSON v2 (github.com/go-json-experiment/json, what
+// encoding/json/v2 is without GOEXPERIMENT): the relay forwards the client's
+// bytes, so it must refuse exactly what the peer's strict kotlinx decoder
+// would choke on, and v2 refuses unknown or wrongly cased members and
+// duplicate names by itself. Every decoded value lands in a frameDecoder
+// that is reused, so checking a frame allocates nothing once warm.
 
 // kind is what a frame's "id" names.
 type kind uint8
@@ -64,8 +69,8 @@ const (
 )
 
 // frame is what the relay needs from a decoded client frame. The byte
-// slices point into the scratch buffer given to decodeFrame and are valid
-// until it is reused.
+// slices point into the frameDecoder that decoded it and are valid until
+// it decodes the next frame.
 type frame struct {
 	kind         kind
 	controllerID []byte // nil when absent, null or ""
@@ -73,51 +78,158 @@ type frame struct {
 	presence     bool   // WsInit only: the client opts in to WsPresence
 }
 
-// decodeFrame checks msg against docs/protocol.md: a JSON object with
-// exactly "id" and "data", data a string holding the kind's JSON document
-// with only the keys the app knows. scratch receives the unescaped data and
-// is returned, possibly grown, for the next call. code is 0 when msg is
-// acceptable, errBadFrame or errUnknownKind otherwise.
-func decodeFrame(msg, scratch []byte) (f frame, _ []byte, code errCode) {
-	scratch = scratch[:0]
-	if !utf8.Valid(msg) {
-		return f, scratch, errBadFrame
+// strictOptions make v2 refuse what kotlinx refuses. Invalid UTF-8 is
+// refused before decoding (decode), so allowing it here only lets an
+// escaped lone surrogate through as U+FFFD, as encoding/json does.
+var strictOptions = []json.Options{
+	json.RejectUnknownMembers(true),
+	jsontext.AllowDuplicateNames(false),
+	jsontext.AllowInvalidUTF8(true),
+}
+
+// The frame and each kind's data, as docs/protocol.md gives them. Values
+// the relay keeps are jsontext.Value, which v2 fills by copying into the
+// existing capacity; the others only need checking.
+type (
+	wireFrame struct {
+		ID   jsontext.Value `json:"id"`
+		Data jsontext.Value `json:"data"`
 	}
-	s := scanner{b: msg}
-	seen, ok := s.object([]string{"id", "data"}, func(i int) (ok bool) {
-		if i == 0 {
-			var ib [24]byte
-			var id []byte
-			id, ok = s.str(ib[:0], true)
-			f.kind = kindOf(id)
-			return ok
+	wireInit struct {
+		ControllerID jsontext.Value `json:"controllerId"`
+		Token        jsontext.Value `json:"token"`
+		Presence     bool           `json:"presence"` // null is false
+	}
+	wireSDP struct {
+		Type         isString       `json:"type"`
+		SDP          isString       `json:"sdp"`
+		ControllerID jsontext.Value `json:"controllerId"` // answers from the device carry none
+	}
+	wireCandidates struct {
+		ControllerID  jsontext.Value `json:"controllerId"`
+		IceCandidates candidateList  `json:"iceCandidates"`
+	}
+	wireCandidate struct {
+		Candidate     isString   `json:"candidate"`
+		SDPMLineIndex mLineIndex `json:"sdpMLineIndex"`
+		SDPMid        isString   `json:"sdpMid"` // may be absent or null
+	}
+)
+
+var (
+	errNotString = errors.New("not a string")
+	errNotList   = errors.New("not a list")
+	errNotIndex  = errors.New("not an integer from 0 to 65535")
+)
+
+// isString checks that a member is a JSON string (or, for optional ones,
+// null) and keeps nothing of it; set reports a string.
+type isString struct{ set bool }
+
+func (s *isString) UnmarshalJSONFrom(d *jsontext.Decoder) error {
+	switch d.PeekKind() {
+	case 'n':
+	case '"':
+		s.set = true
+	default:
+		return errNotString
+	}
+	return d.SkipValue()
+}
+
+// mLineIndex is an m-line index: a JSON integer from 0 to 65535, written
+// without fraction or exponent, as kotlinx wants for an Int. (v2 would
+// take null for a uint16.)
+type mLineIndex struct{ set bool }
+
+func (m *mLineIndex) UnmarshalJSONFrom(d *jsontext.Decoder) error {
+	v, err := d.ReadValue()
+	if err != nil {
+		return err
+	}
+	n := 0
+	for _, c := range v {
+		if c < '0' || c > '9' {
+			return errNotIndex
 		}
-		scratch, ok = s.str(scratch, true)
-		return ok
-	})
-	if !ok || seen != 0b11 || !s.end() {
-		return frame{}, scratch, errBadFrame
+		if n = n*10 + int(c-'0'); n > 65535 {
+			return errNotIndex
+		}
 	}
+	m.set = len(v) > 0 // v2 has already refused a leading zero
+	return nil
+}
+
+// candidateList is iceCandidates: a list, never null.
+type candidateList struct {
+	set  bool
+	list []wireCandidate // reused: v2 zeroes each element before filling it
+}
+
+func (l *candidateList) UnmarshalJSONFrom(d *jsontext.Decoder) error {
+	if d.PeekKind() != '[' {
+		return errNotList
+	}
+	l.set = true
+	if err := json.UnmarshalDecode(d, &l.list, strictOptions...); err != nil {
+		return err
+	}
+	for _, c := range l.list {
+		if !c.Candidate.set || !c.SDPMLineIndex.set {
+			return errNotString
+		}
+	}
+	return nil
+}
+
+// frameDecoder checks client frames; one per reader at a time, reused.
+type frameDecoder struct {
+	outer      wireFrame
+	init       wireInit
+	sdp        wireSDP
+	candidates wireCandidates
+	data       []byte // the unescaped data
+	id         []byte // the unescaped id
+	room       []byte // the unescaped controllerId
+	token      []byte // the unescaped token
+}
+
+// decode checks msg against docs/protocol.md: a JSON object with exactly
+// "id" and "data", data a string holding the kind's JSON document with
+// only the keys the app knows. code is 0 when msg is acceptable,
+// errBadFrame or errUnknownKind otherwise.
+func (d *frameDecoder) decode(msg []byte) (f frame, code errCode) {
+	if !utf8.Valid(msg) {
+		return f, errBadFrame
+	}
+	d.outer.ID, d.outer.Data = d.outer.ID[:0], d.outer.Data[:0]
+	if json.Unmarshal(msg, &d.outer, strictOptions...) != nil {
+		return f, errBadFrame
+	}
+	var ok bool
+	if d.id, ok = unquote(d.id, d.outer.ID); !ok {
+		return f, errBadFrame
+	}
+	if d.data, ok = unquote(d.data, d.outer.Data); !ok {
+		return f, errBadFrame
+	}
+	f.kind = kindOf(d.id)
 	if f.kind == kindUnknown {
-		return f, scratch, errUnknownKind
+		return f, errUnknownKind
 	}
-	data := scratch
 	switch f.kind {
 	case kindInit:
-		if len(data) == 0 { // what the app sends
-			return f, scratch, 0
+		if len(d.data) == 0 { // what the app sends
+			return f, 0
 		}
-		scratch, ok := decodeInit(data, &f, scratch)
-		return f, scratch, okCode(ok)
+		return f, okCode(d.decodeInit(&f))
 	case kindOffer, kindAnswer:
-		scratch, ok := decodeSDP(data, &f, scratch)
-		return f, scratch, okCode(ok)
+		return f, okCode(d.decodeSDP(&f))
 	case kindCandidates:
-		scratch, ok := decodeCandidates(data, &f, scratch)
-		return f, scratch, okCode(ok)
+		return f, okCode(d.decodeCandidates(&f))
 	}
 	// WsIceServers, WsError and WsPresence are refused whatever they hold.
-	return f, scratch, 0
+	return f, 0
 }
 
 func okCode(ok bool) errCode {
@@ -129,308 +241,67 @@ func okCode(ok bool) errCode {
 
 // decodeInit reads {"controllerId": "...", "token": "...", "presence": true},
 // all optional.
-func decodeInit(data []byte, f *frame, scratch []byte) ([]byte, bool) {
-	d := scanner{b: data}
-	_, ok := d.object([]string{"controllerId", "token", "presence"}, func(i int) (ok bool) {
-		switch i {
-		case 0:
-			f.controllerID, scratch, ok = d.keptString(scratch, maxControllerID)
-		case 1:
-			f.token, scratch, ok = d.keptString(scratch, maxToken)
-		default:
-			f.presence, ok = d.boolean()
-		}
-		return ok
-	})
-	return scratch, ok && d.end()
-}
-
-// decodeSDP reads {"type": "...", "sdp": "...", "controllerId": "..."};
-// controllerId may be absent or null (answers from the device carry none).
-func decodeSDP(data []byte, f *frame, scratch []byte) ([]byte, bool) {
-	d := scanner{b: data}
-	seen, ok := d.object([]string{"type", "sdp", "controllerId"}, func(i int) (ok bool) {
-		if i < 2 {
-			return d.skipString()
-		}
-		f.controllerID, scratch, ok = d.keptString(scratch, maxControllerID)
-		return ok
-	})
-	return scratch, ok && seen&0b11 == 0b11 && d.end()
-}
-
-// decodeCandidates reads {"controllerId": "...", "iceCandidates": [...]}.
-func decodeCandidates(data []byte, f *frame, scratch []byte) ([]byte, bool) {
-	d := scanner{b: data}
-	seen, ok := d.object([]string{"controllerId", "iceCandidates"}, func(i int) (ok bool) {
-		if i == 1 {
-			return d.candidateList()
-		}
-		f.controllerID, scratch, ok = d.keptString(scratch, maxControllerID)
-		return ok
-	})
-	return scratch, ok && seen&0b10 != 0 && d.end()
-}
-
-// candidateList reads [{"candidate":"...","sdpMLineIndex":0,"sdpMid":"0"}, ...];
-// sdpMid may be absent or null.
-func (s *scanner) candidateList() bool {
-	if !s.eat('[') {
+func (d *frameDecoder) decodeInit(f *frame) bool {
+	w := &d.init
+	w.ControllerID, w.Token, w.Presence = w.ControllerID[:0], w.Token[:0], false
+	if json.Unmarshal(d.data, w, strictOptions...) != nil {
 		return false
 	}
-	if s.eat(']') {
-		return true
-	}
-	for {
-		seen, ok := s.object([]string{"candidate", "sdpMLineIndex", "sdpMid"}, func(i int) bool {
-			switch i {
-			case 0:
-				return s.skipString()
-			case 1:
-				return s.smallUint()
-			}
-			return s.null() || s.skipString()
-		})
-		if !ok || seen&0b11 != 0b11 {
-			return false
-		}
-		if s.eat(']') {
-			return true
-		}
-		if !s.eat(',') {
-			return false
-		}
-	}
+	var ok1, ok2 bool
+	f.controllerID, d.room, ok1 = keptString(d.room, w.ControllerID, maxControllerID)
+	f.token, d.token, ok2 = keptString(d.token, w.Token, maxToken)
+	f.presence = w.Presence
+	return ok1 && ok2
 }
 
-// scanner reads JSON tokens from b without allocating.
-type scanner struct {
-	b []byte
-	i int
-}
-
-func (s *scanner) ws() {
-	for s.i < len(s.b) {
-		switch s.b[s.i] {
-		case ' ', '\t', '\n', '\r':
-			s.i++
-		default:
-			return
-		}
+// decodeSDP reads {"type": "...", "sdp": "...", "controllerId": "..."}.
+func (d *frameDecoder) decodeSDP(f *frame) bool {
+	w := &d.sdp
+	w.Type, w.SDP, w.ControllerID = isString{}, isString{}, w.ControllerID[:0]
+	if json.Unmarshal(d.data, w, strictOptions...) != nil || !w.Type.set || !w.SDP.set {
+		return false
 	}
-}
-
-// eat consumes c after optional whitespace.
-func (s *scanner) eat(c byte) bool {
-	s.ws()
-	if s.i < len(s.b) && s.b[s.i] == c {
-		s.i++
-		return true
-	}
-	return false
-}
-
-// end reports whether only whitespace is left.
-func (s *scanner) end() bool {
-	s.ws()
-	return s.i == len(s.b)
-}
-
-// object reads an object whose keys must be among names, each at most
-// once. member reads the value of names[i]; object returns a bit set of
-// the keys seen.
-func (s *scanner) object(names []string, member func(i int) bool) (seen uint, ok bool) {
-	if !s.eat('{') {
-		return 0, false
-	}
-	for first := true; ; first = false {
-		var kb [16]byte
-		key, done, ok := s.next(first, kb[:0])
-		if !ok {
-			return 0, false
-		}
-		if done {
-			return seen, true
-		}
-		i := 0
-		for i < len(names) && string(key) != names[i] {
-			i++
-		}
-		if i == len(names) || seen&(1<<i) != 0 || !member(i) {
-			return 0, false
-		}
-		seen |= 1 << i
-	}
-}
-
-// next moves to the next member of an object whose '{' was eaten and
-// returns its key, unescaped into kb; done reports the closing '}'.
-func (s *scanner) next(first bool, kb []byte) (key []byte, done, ok bool) {
-	if s.eat('}') {
-		return nil, true, true
-	}
-	if !first && !s.eat(',') {
-		return nil, false, false
-	}
-	key, ok = s.str(kb, true)
-	if !ok || !s.eat(':') {
-		return nil, false, false
-	}
-	return key, false, true
-}
-
-func (s *scanner) null() bool {
-	s.ws()
-	if len(s.b)-s.i >= 4 && string(s.b[s.i:s.i+4]) == "null" {
-		s.i += 4
-		return true
-	}
-	return false
-}
-
-// boolean reads true, false or null (false).
-func (s *scanner) boolean() (v, ok bool) {
-	if s.null() {
-		return false, true
-	}
-	for _, w := range []string{"false", "true"} {
-		if len(s.b)-s.i >= len(w) && string(s.b[s.i:s.i+len(w)]) == w {
-			s.i += len(w)
-			return w == "true", true
-		}
-	}
-	return false, false
-}
-
-func (s *scanner) skipString() bool {
-	_, ok := s.str(nil, false)
+	var ok bool
+	f.controllerID, d.room, ok = keptString(d.room, w.ControllerID, maxControllerID)
 	return ok
 }
 
-// keptString reads a string or null, appending the string's value to dst
-// and returning it as val; "" and null give a nil val.
-func (s *scanner) keptString(dst []byte, max int) (val, _ []byte, ok bool) {
-	if s.null() {
-		return nil, dst, true
+// decodeCandidates reads {"controllerId": "...", "iceCandidates": [...]}.
+func (d *frameDecoder) decodeCandidates(f *frame) bool {
+	w := &d.candidates
+	w.ControllerID, w.IceCandidates.set = w.ControllerID[:0], false
+	if json.Unmarshal(d.data, w, strictOptions...) != nil || !w.IceCandidates.set {
+		return false
 	}
-	start := len(dst)
-	dst, ok = s.str(dst, true)
-	if !ok || len(dst)-start > max {
-		return nil, dst, false
-	}
-	if len(dst) == start {
-		return nil, dst, true
-	}
-	return dst[start:], dst, true
+	var ok bool
+	f.controllerID, d.room, ok = keptString(d.room, w.ControllerID, maxControllerID)
+	return ok
 }
 
-// smallUint reads a JSON integer from 0 to 65535 (an m-line index); a
-// fraction or exponent is refused, as kotlinx refuses them for an Int.
-func (s *scanner) smallUint() bool {
-	s.ws()
-	start, n := s.i, 0
-	for s.i < len(s.b) && s.b[s.i] >= '0' && s.b[s.i] <= '9' {
-		n = n*10 + int(s.b[s.i]-'0')
-		s.i++
-		if n > 65535 {
-			return false
-		}
-	}
-	digits := s.i - start
-	return digits > 0 && (digits == 1 || s.b[start] != '0')
-}
-
-// str reads a JSON string. When keep is set, its unescaped value is
-// appended to dst. Lone surrogates become U+FFFD, as encoding/json does.
-func (s *scanner) str(dst []byte, keep bool) ([]byte, bool) {
-	if !s.eat('"') {
+// unquote puts the value of v, which v2 has decoded, in dst if it is a
+// string. AppendUnquote's error is not checked: after a decode with
+// strictOptions it can only report an escaped lone surrogate, which it has
+// replaced by U+FFFD (the message itself is valid UTF-8).
+func unquote(dst []byte, v jsontext.Value) ([]byte, bool) {
+	if v.Kind() != '"' {
 		return dst, false
 	}
-	b := s.b
-	for i := s.i; i < len(b); {
-		c := b[i]
-		switch {
-		case c == '"':
-			s.i = i + 1
-			return dst, true
-		case c < 0x20:
-			return dst, false
-		case c != '\\':
-			// Copy the run up to the next quote, escape or control byte.
-			j := i + 1
-			for j < len(b) && b[j] != '"' && b[j] != '\\' && b[j] >= 0x20 {
-				j++
-			}
-			if keep {
-				dst = append(dst, b[i:j]...)
-			}
-			i = j
-			continue
-		}
-		if i+1 >= len(b) {
-			return dst, false
-		}
-		e := b[i+1]
-		i += 2
-		var r rune
-		switch e {
-		case '"', '\\', '/':
-			r = rune(e)
-		case 'b':
-			r = '\b'
-		case 'f':
-			r = '\f'
-		case 'n':
-			r = '\n'
-		case 'r':
-			r = '\r'
-		case 't':
-			r = '\t'
-		case 'u':
-			var ok bool
-			if r, ok = hex4(b, i); !ok {
-				return dst, false
-			}
-			i += 4
-			if utf16.IsSurrogate(r) {
-				r2, ok := rune(0), false
-				if i+6 <= len(b) && b[i] == '\\' && b[i+1] == 'u' {
-					r2, ok = hex4(b, i+2)
-				}
-				if dec := utf16.DecodeRune(r, r2); ok && dec != utf8.RuneError {
-					r = dec
-					i += 6
-				} else {
-					r = utf8.RuneError
-				}
-			}
-		default:
-			return dst, false
-		}
-		if keep {
-			dst = utf8.AppendRune(dst, r)
-		}
-	}
-	return dst, false
+	dst, _ = jsontext.AppendUnquote(dst[:0], v)
+	return dst, true
 }
 
-func hex4(b []byte, i int) (rune, bool) {
-	if i+4 > len(b) {
-		return 0, false
+// keptString unquotes v, absent, null or a string of at most max bytes, into
+// buf; "", null and absent give a nil val.
+func keptString(buf []byte, v jsontext.Value, max int) (val, _ []byte, ok bool) {
+	if len(v) == 0 || v.Kind() == 'n' {
+		return nil, buf, true
 	}
-	var r rune
-	for _, c := range b[i : i+4] {
-		switch {
-		case c >= '0' && c <= '9':
-			c -= '0'
-		case c >= 'a' && c <= 'f':
-			c -= 'a' - 10
-		case c >= 'A' && c <= 'F':
-			c -= 'A' - 10
-		default:
-			return 0, false
-		}
-		r = r<<4 | rune(c)
+	buf, ok = unquote(buf, v)
+	if !ok || len(buf) > max {
+		return nil, buf, false
 	}
-	return r, true
+	if len(buf) == 0 {
+		return nil, buf, true
+	}
+	return buf, buf, true
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"icebox/internal/ktapp"
+	"icebox/internal/strictjson"
 )
 
 // testConfig is the default config with limits loose enough for tests that
@@ -89,7 +90,7 @@ type (
 )
 
 var (
-	strictDecode      = ktapp.StrictDecode
+	strictDecode      = strictjson.Decode
 	decodeServerFrame = ktapp.Decode
 	frameOf           = ktapp.Frame
 )

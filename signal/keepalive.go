@@ -23,6 +23,10 @@ func (c *conn) pingTick() {
 		return
 	}
 	c.pingDue = true
+	if !c.sentSinceTick && !c.writing {
+		c.out, c.spare = outQueue{}, outQueue{} // idle: hold no buffers
+	}
+	c.sentSinceTick = false
 	c.startWriterLocked()
 	c.ping.Reset(c.s.settings().PingInterval)
 }
@@ -66,6 +70,5 @@ func (c *conn) refreshTick() {
 	}
 	c.s.cm.refreshes.Inc() // first, so that it is counted once the client has it
 	c.send(greeting, kindIceServers)
-	greeting.release()
 	c.scheduleRefresh(c.s.settings(), exp)
 }

@@ -340,12 +340,12 @@ func TestMetricsRegistered(t *testing.T) {
 func TestServerErrorFramesDecode(t *testing.T) {
 	frames := newErrorFrames()
 	for i := range numCodes {
-		p, v, err := decodeServerFrame(frames[i].b)
+		p, v, err := decodeServerFrame(frames[i])
 		if err != nil {
 			t.Fatal(err)
 		}
 		if e := v.(*wsErrorData); p.ID != "WsError" || e.Code != int(firstCode)+i || e.Message == "" {
-			t.Fatalf("%s", frames[i].b)
+			t.Fatalf("%s", frames[i])
 		}
 	}
 }

@@ -35,10 +35,10 @@ type room struct {
 	remote map[string]bool
 }
 
-// pending is a backlogged frame, holding a reference to fb.
+// pending is a backlogged frame, in a copy of its own.
 type pending struct {
 	from *conn
-	fb   *frameBuf
+	msg  []byte
 	k    kind
 	at   time.Time // when it was kept
 }
@@ -98,7 +98,7 @@ func newHub(reg *registry, now func() time.Time) *hub {
 // pairing on other nodes count toward capacity (unknownElsewhere: c joins
 // only a pairing that has members here and none known elsewhere). With
 // the room full, c is not added and join returns errRoomFull.
-func (h *hub) join(c *conn, name string, capacity int, greeting *frameBuf, elsewhere int) (*room, errCode) {
+func (h *hub) join(c *conn, name string, capacity int, greeting []byte, elsewhere int) (*room, errCode) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	r := h.rooms[name]
@@ -136,7 +136,7 @@ func (h *hub) join(c *conn, name string, capacity int, greeting *frameBuf, elsew
 	r.members = append(r.members, c)
 	h.expireLocked(r)
 	for _, p := range r.backlog {
-		c.send(p.fb, p.k)
+		c.send(p.msg, p.k)
 	}
 	h.dropKeptLocked(r, func(pending) bool { return true })
 	return r, 0
@@ -163,33 +163,33 @@ func (h *hub) leave(c *conn, r *room) {
 	}
 }
 
-// forward queues fb, sent by from, to every other member of r, or keeps it
-// for the next member when from is alone. Each queue and the backlog take
-// their own reference; the caller keeps its own.
-func (h *hub) forward(set *settings, r *room, from *conn, fb *frameBuf, k kind) {
+// forward queues msg, sent by from, to every other member of r, or keeps a
+// copy for the next member when from is alone. Each queue takes a copy; the
+// caller keeps msg.
+func (h *hub) forward(set *settings, r *room, from *conn, msg []byte, k kind) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	sent := false
 	for _, m := range r.members {
 		if m != from {
-			m.send(fb, k)
+			m.send(msg, k)
 			sent = true
 		}
 	}
 	if h.cluster != nil && h.cluster.Members(r.name) > 0 {
-		h.cluster.Forward(r.name, from.id, byte(k), fb.b)
+		h.cluster.Forward(r.name, from.id, byte(k), msg)
 		sent = true
 	}
 	if !sent {
-		h.keepLocked(set, r, from, fb, k)
+		h.keepLocked(set, r, from, msg, k)
 	}
 }
 
-// keepLocked keeps fb, which from sent while alone in r, for the next
+// keepLocked keeps a copy of msg, which from sent while alone in r, for the next
 // member: offers, and candidates unless from's last SDP was an answer (then
 // they, like the answer, were meant for a peer that has left). A new offer
 // replaces from's kept offer and everything kept with it.
-func (h *hub) keepLocked(set *settings, r *room, from *conn, fb *frameBuf, k kind) {
+func (h *hub) keepLocked(set *settings, r *room, from *conn, msg []byte, k kind) {
 	if k == kindAnswer || k == kindCandidates && from.lastDesc == kindAnswer {
 		h.backlogDropped.Inc()
 		return
@@ -199,14 +199,13 @@ func (h *hub) keepLocked(set *settings, r *room, from *conn, fb *frameBuf, k kin
 		h.dropKeptLocked(r, func(p pending) bool { return p.from == from })
 	}
 	frames, bytes := backlogLimits(set)
-	if len(r.backlog) >= frames || r.backlogBytes+len(fb.b) > bytes {
+	if len(r.backlog) >= frames || r.backlogBytes+len(msg) > bytes {
 		h.backlogDropped.Inc()
 		return
 	}
-	fb.hold()
-	r.backlog = append(r.backlog, pending{from, fb, k, h.now()})
-	r.backlogBytes += len(fb.b)
-	h.keptBytes.Add(float64(len(fb.b)))
+	r.backlog = append(r.backlog, pending{from, append([]byte(nil), msg...), k, h.now()})
+	r.backlogBytes += len(msg)
+	h.keptBytes.Add(float64(len(msg)))
 }
 
 // expireLocked drops what was kept longer than keptTTL, and all a sender
@@ -230,9 +229,8 @@ func (h *hub) dropKeptLocked(r *room, drop func(pending) bool) {
 		if !drop(p) {
 			return false
 		}
-		r.backlogBytes -= len(p.fb.b)
-		h.keptBytes.Sub(float64(len(p.fb.b)))
-		p.fb.release()
+		r.backlogBytes -= len(p.msg)
+		h.keptBytes.Sub(float64(len(p.msg)))
 		return true
 	})
 }
@@ -267,22 +265,19 @@ func sendPresence(event string, peers []*conn, remote map[string]bool, to *conn)
 	for _, id := range slices.Sorted(maps.Keys(remote)) {
 		d.Peers = append(d.Peers, presencePeer{id, remote[id]})
 	}
-	fb := ownFrame(mustFrame(kindPresence, d))
-	to.send(fb, kindPresence)
-	fb.release()
+	to.send(mustFrame(kindPresence, d), kindPresence)
 }
 
 // announce tells the members that opted in that c joined or left.
 func announce(event string, c *conn, members []*conn) {
-	var fb *frameBuf
+	var msg []byte
 	for _, m := range members {
 		if m == c || !m.presence {
 			continue
 		}
-		if fb == nil {
-			fb = ownFrame(mustFrame(kindPresence, presenceData{event, []presencePeer{{c.id, c.presence}}}))
-			defer fb.release()
+		if msg == nil {
+			msg = mustFrame(kindPresence, presenceData{event, []presencePeer{{c.id, c.presence}}})
 		}
-		m.send(fb, kindPresence)
+		m.send(msg, kindPresence)
 	}
 }

@@ -1,12 +1,16 @@
-// Package signal serves the WebSocket signaling endpoint /connect that the
-// talk's Kotlin app speaks (docs/protocol.md): it answers WsInit with
-// icebox's own STUN and TURN servers and fresh credentials, and relays
-// offers, answers and ICE candidates between the members of one pairing,
-// named by controllerId, and nobody else. The same listener answers
-// /healthz and, for apps with their own signaling, GET /ice-servers.
+// Package signal relays WebRTC signaling between the members of a pairing,
+// and nobody else.
 //
-// Each client gets a bounded send queue and at most one writer goroutine,
-// so a slow or hostile client can only ever hurt itself.
+// It serves the WebSocket /connect that the talk's Kotlin app speaks
+// (docs/protocol.md): it answers WsInit with the ICE servers the client is
+// to use, with fresh TURN credentials, and forwards offers, answers and ICE
+// candidates, byte for byte, to the other members of the pairing named by
+// controllerId, on this node or, through a Cluster, on others. The same
+// listener answers /healthz and, for apps with their own signaling, GET
+// /ice-servers.
+//
+// Each client gets a bounded send queue of its own and at most one writer
+// goroutine, so a slow or hostile client can only ever hurt itself.
 package signal
 
 import (
@@ -151,7 +155,7 @@ func New(cfg Config, opts Options) (*Server, error) {
 	s.hub.cluster = opts.Cluster
 	s.set.Store(set)
 	s.SetTokenKeys(opts.TokenKeys)
-	s.bufs.New = func() any { return &readBuf{msg: make([]byte, 0, 4096), scratch: make([]byte, 0, 4096)} }
+	s.bufs.New = func() any { return &readBuf{msg: make([]byte, 0, 4096)} }
 	s.up = websocket.Upgrader{
 		HandshakeTimeout: 10 * time.Second,
 		// Memory per idle connection is what the server pays for
@@ -361,15 +365,14 @@ func randomID() string {
 	return hex.EncodeToString(b[:])
 }
 
-// iceFrame builds the WsIceServers frame for user, holding one reference
-// for the caller.
-func (s *Server) iceFrame(user string) (*frameBuf, time.Time, error) {
+// iceFrame builds the WsIceServers frame for user.
+func (s *Server) iceFrame(user string) ([]byte, time.Time, error) {
 	servers, exp := s.iceServers(user)
 	b, err := encodeFrame(kindIceServers, iceServersData{servers})
 	if err != nil {
 		return nil, time.Time{}, fmt.Errorf("encode WsIceServers: %w", err)
 	}
-	return ownFrame(b), exp, nil
+	return b, exp, nil
 }
 
 // iceServersData is the data of WsIceServers and the body of /ice-servers.

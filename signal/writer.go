@@ -6,26 +6,36 @@ import (
 	"github.com/gorilla/websocket"
 )
 
-// send queues fb for the client, taking a reference to it for the
-// writer; the caller keeps its own. A client whose queue is full is
-// disconnected at once: waiting for it would hold up the sender.
-func (c *conn) send(fb *frameBuf, k kind) {
+// outQueue is frames waiting for a connection's writer, copied back to
+// back into bytes the connection owns: no frame buffer is shared with
+// another connection, so none can be handed back too early.
+type outQueue struct {
+	buf  []byte // the frames
+	ends []int  // where each frame ends in buf
+}
+
+func (q *outQueue) reset() { q.buf, q.ends = q.buf[:0], q.ends[:0] }
+
+// send copies msg into the client's queue; the caller keeps msg. A client
+// whose queue is full is disconnected at once: waiting for it would hold
+// up the sender.
+func (c *conn) send(msg []byte, k kind) {
 	set := c.s.settings()
 	c.mu.Lock()
 	if c.dead || c.closeCode != 0 {
 		c.mu.Unlock()
 		return
 	}
-	if len(c.queue) >= set.SendQueue || c.queued+len(fb.b) > set.SendQueueBytes {
+	if len(c.out.ends) >= set.SendQueue || len(c.out.buf)+len(msg) > set.SendQueueBytes {
 		c.mu.Unlock()
 		c.s.log.Debug("signal: slow reader", "conn", c.id)
 		c.setWhy(bySlowness)
 		c.kill()
 		return
 	}
-	fb.hold()
-	c.queue = append(c.queue, fb)
-	c.queued += len(fb.b)
+	c.out.buf = append(c.out.buf, msg...)
+	c.out.ends = append(c.out.ends, len(c.out.buf))
+	c.sentSinceTick = true
 	c.startWriterLocked()
 	c.mu.Unlock()
 	c.s.cm.framesOut[k].Inc()
@@ -64,41 +74,37 @@ func (c *conn) startWriterLocked() {
 	}
 }
 
-// maxSpare bounds the batch slice a connection keeps for its next batch:
-// a full default send queue, so that a steady flow of frames allocates
-// nothing, and at most 512 bytes for an idle connection to hold.
-const maxSpare = 64
-
 // write is the writer goroutine: it drains the queue, then the pending
-// control frames, and exits when nothing is left.
+// control frames, and exits when nothing is left. It swaps the queue with
+// its previous batch, so senders fill one while it writes the other.
 func (c *conn) write() {
 	for {
 		c.mu.Lock()
-		batch := c.queue
+		batch := c.out
 		ping, pong, pongData := c.pingDue, c.pongDue, c.pongData
 		closeCode, closeText := 0, ""
 		if !c.closeSent {
 			closeCode, closeText = c.closeCode, c.closeText
 		}
-		if c.dead || len(batch) == 0 && !ping && !pong && closeCode == 0 {
+		if c.dead || len(batch.ends) == 0 && !ping && !pong && closeCode == 0 {
 			c.writing = false
 			c.mu.Unlock()
 			return
 		}
-		c.queue, c.spare = c.spare[:0], nil
-		c.queued = 0
+		c.out, c.spare = c.spare, outQueue{}
+		c.out.reset()
 		c.pingDue, c.pongDue = false, false
 		c.mu.Unlock()
 
-		err := c.writeBatch(batch, ping, pong, pongData, closeCode, closeText)
-		for i, fb := range batch {
-			fb.release()
-			batch[i] = nil
-		}
+		err := c.writeBatch(&batch, ping, pong, pongData, closeCode, closeText)
 
 		c.mu.Lock()
-		if cap(batch) <= maxSpare {
-			c.spare = batch[:0]
+		// The batch is kept for the next one, so that a steady flow of
+		// frames, or a burst within send_queue / send_queue_bytes,
+		// allocates nothing; a connection that queues nothing for a
+		// ping interval gives both buffers back (pingTick).
+		if !c.dead {
+			c.spare = batch
 		}
 		if closeCode != 0 {
 			c.closeDoneLocked()
@@ -116,13 +122,15 @@ func (c *conn) write() {
 	}
 }
 
-func (c *conn) writeBatch(batch []*frameBuf, ping, pong bool, pongData string, closeCode int, closeText string) error {
+func (c *conn) writeBatch(batch *outQueue, ping, pong bool, pongData string, closeCode int, closeText string) error {
 	deadline := time.Now().Add(c.s.settings().WriteTimeout)
 	c.ws.SetWriteDeadline(deadline)
-	for _, fb := range batch {
-		if err := c.ws.WriteMessage(websocket.TextMessage, fb.b); err != nil {
+	start := 0
+	for _, end := range batch.ends {
+		if err := c.ws.WriteMessage(websocket.TextMessage, batch.buf[start:end]); err != nil {
 			return err
 		}
+		start = end
 	}
 	if pong {
 		if err := c.ws.WriteControl(websocket.PongMessage, []byte(pongData), deadline); err != nil {
@@ -149,10 +157,7 @@ func (c *conn) kill() {
 		return
 	}
 	c.dead = true
-	for _, fb := range c.queue {
-		fb.release()
-	}
-	c.queue, c.spare, c.queued = nil, nil, 0
+	c.out, c.spare = outQueue{}, outQueue{}
 	c.closeDoneLocked() // a close frame still queued will never go out
 	c.mu.Unlock()
 	c.ws.NetConn().Close()

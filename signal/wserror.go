@@ -50,63 +50,51 @@ type errInfo struct {
 }
 
 func (c errCode) info() errInfo {
-	switch c {
-	case errBadFrame:
-		return errInfo{"bad_frame", "malformed frame: want {\"id\":kind,\"data\":string} with the keys of icebox's docs/protocol.md", 0}
-	case errUnknownKind:
-		return errInfo{"unknown_kind", "unknown frame id", 0}
-	case errForbiddenKind:
-		return errInfo{"forbidden_kind", "clients may not send WsIceServers, WsError or WsPresence", 0}
-	case errTooLarge:
-		return errInfo{"too_large", "frame too large", websocket.CloseMessageTooBig}
-	case errRateLimited:
-		return errInfo{"rate_limited", "too many frames, slow down", 0}
-	case errRoomFull:
-		return errInfo{"room_full", "this pairing is full", websocket.ClosePolicyViolation}
-	case errNotAuthorised:
-		return errInfo{"not_authorised", "join token missing, invalid, expired or for another pairing", websocket.ClosePolicyViolation}
-	case errOrigin:
-		return errInfo{"origin", "origin not allowed", websocket.ClosePolicyViolation}
-	case errNoInit:
-		return errInfo{"no_init", "the first frame must be WsInit", websocket.ClosePolicyViolation}
-	case errNoPairing:
-		return errInfo{"no_pairing", "no controllerId yet: name the pairing first", 0}
-	case errWrongPairing:
-		return errInfo{"wrong_pairing", "controllerId differs from this connection's pairing", 0}
-	case errDuplicateInit:
-		return errInfo{"duplicate_init", "WsInit was already received", 0}
-	case errBusy:
-		return errInfo{"busy", "server busy, try again later", websocket.CloseTryAgainLater}
-	case errTooManyErrors:
-		return errInfo{"too_many_errors", "too many refused frames", websocket.ClosePolicyViolation}
-	case errInternal:
-		return errInfo{"internal", "internal error", websocket.CloseInternalServerErr}
-	case errClusterUnavailable:
-		return errInfo{"cluster_unavailable", "this pairing may have members on another node, which cannot be reached now: try again later", websocket.CloseTryAgainLater}
-	case errMintLimited:
-		return errInfo{"credential_budget", "this address has been given too many TURN credentials: try again later", websocket.CloseTryAgainLater}
+	if c < firstCode || int(c-firstCode) >= numCodes {
+		return errInfo{"unknown", "unknown error", websocket.CloseInternalServerErr}
 	}
-	return errInfo{"unknown", "unknown error", websocket.CloseInternalServerErr}
+	return errInfos[c-firstCode]
+}
+
+// errInfos is what each code means, in code order from firstCode.
+var errInfos = [numCodes]errInfo{
+	errBadFrame - firstCode:           {"bad_frame", "malformed frame: want {\"id\":kind,\"data\":string} with the keys of icebox's docs/protocol.md", 0},
+	errUnknownKind - firstCode:        {"unknown_kind", "unknown frame id", 0},
+	errForbiddenKind - firstCode:      {"forbidden_kind", "clients may not send WsIceServers, WsError or WsPresence", 0},
+	errTooLarge - firstCode:           {"too_large", "frame too large", websocket.CloseMessageTooBig},
+	errRateLimited - firstCode:        {"rate_limited", "too many frames, slow down", 0},
+	errRoomFull - firstCode:           {"room_full", "this pairing is full", websocket.ClosePolicyViolation},
+	errNotAuthorised - firstCode:      {"not_authorised", "join token missing, invalid, expired or for another pairing", websocket.ClosePolicyViolation},
+	errOrigin - firstCode:             {"origin", "origin not allowed", websocket.ClosePolicyViolation},
+	errNoInit - firstCode:             {"no_init", "the first frame must be WsInit", websocket.ClosePolicyViolation},
+	errNoPairing - firstCode:          {"no_pairing", "no controllerId yet: name the pairing first", 0},
+	errWrongPairing - firstCode:       {"wrong_pairing", "controllerId differs from this connection's pairing", 0},
+	errDuplicateInit - firstCode:      {"duplicate_init", "WsInit was already received", 0},
+	errBusy - firstCode:               {"busy", "server busy, try again later", websocket.CloseTryAgainLater},
+	errTooManyErrors - firstCode:      {"too_many_errors", "too many refused frames", websocket.ClosePolicyViolation},
+	errInternal - firstCode:           {"internal", "internal error", websocket.CloseInternalServerErr},
+	errClusterUnavailable - firstCode: {"cluster_unavailable", "this pairing may have members on another node, which cannot be reached now: try again later", websocket.CloseTryAgainLater},
+	errMintLimited - firstCode:        {"credential_budget", "this address has been given too many TURN credentials: try again later", websocket.CloseTryAgainLater},
 }
 
 // errorFrames holds every WsError frame, built once so that refusing a
-// flood of garbage costs no allocation. The table's own reference is
-// never released, so the frames are shared for ever.
-type errorFrames [numCodes]*frameBuf
+// flood of garbage costs no allocation. The frames are never changed:
+// send copies them.
+type errorFrames [numCodes][]byte
 
 func newErrorFrames() *errorFrames {
 	var t errorFrames
 	for i := range t {
 		c := firstCode + errCode(i)
-		t[i] = ownFrame(mustFrame(kindError, struct {
+		t[i] = mustFrame(kindError, struct {
 			Code    int    `json:"code"`
 			Message string `json:"message"`
-		}{int(c), c.info().message}))
+		}{int(c), c.info().message})
 	}
 	return &t
 }
 
-func (t *errorFrames) get(c errCode) *frameBuf { return t[c-firstCode] }
+func (t *errorFrames) get(c errCode) []byte { return t[c-firstCode] }
 
 // errorMetrics counts refusals by code.
 type errorMetrics [numCodes]prometheus.Counter

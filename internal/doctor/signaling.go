@@ -18,6 +18,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"icebox/internal/credentials"
+	"icebox/internal/strictjson"
 )
 
 // signalingURL turns what the operator typed into the WebSocket URL to
@@ -189,19 +190,6 @@ type frame struct {
 	Data string `json:"data"`
 }
 
-// decodeStrict decodes like the app does: an unknown key is an error.
-func decodeStrict(b []byte, v any) error {
-	d := json.NewDecoder(bytes.NewReader(b))
-	d.DisallowUnknownFields()
-	if err := d.Decode(v); err != nil {
-		return err
-	}
-	if d.More() {
-		return errors.New("trailing data after the JSON object")
-	}
-	return nil
-}
-
 // init sends WsInit and waits for WsIceServers.
 func (c *checker) init(ctx context.Context, ws *websocket.Conn, shown string) (_ []iceServer, step Step) {
 	step = Step{Name: StepInit, Target: shown}
@@ -231,7 +219,7 @@ func (c *checker) init(ctx context.Context, ws *websocket.Conn, shown string) (_
 		return nil, step
 	}
 	var f frame
-	if err := decodeStrict(msg, &f); err != nil {
+	if err := strictjson.Decode(msg, &f); err != nil {
 		step.Detail = fmt.Sprintf("bad frame %.120q: %v", msg, err)
 		step.Cause = `frames must be exactly {"id":kind,"data":string} (docs/protocol.md); the app's strict decoder rejects anything else`
 		return nil, step
@@ -249,7 +237,7 @@ func (c *checker) init(ctx context.Context, ws *websocket.Conn, shown string) (_
 	var data struct {
 		ICEServers []iceServer `json:"iceServers"`
 	}
-	if err := decodeStrict([]byte(f.Data), &data); err != nil {
+	if err := strictjson.Decode([]byte(f.Data), &data); err != nil {
 		step.Detail = fmt.Sprintf("bad WsIceServers data %.160q: %v", f.Data, err)
 		step.Cause = `the app's strict decoder rejects it: want {"iceServers":[{"urls":[...],"username":...,"credential":...}]}`
 		return nil, step

@@ -1,16 +1,15 @@
 // Package ktapp plays the talk's Kotlin app in tests: its data classes, its
-// strict decoder, and pion/webrtc peers that do on the wire exactly what
+// strict decoder (internal/strictjson), and pion/webrtc peers that do on the wire exactly what
 // the app (the controller) and a device built from the talk do
 // (docs/protocol.md, "What the talk's app does"). Tests and test tools
 // only: the daemon never imports it.
 package ktapp
 
 import (
-	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"reflect"
+
+	"icebox/internal/strictjson"
 )
 
 // The data classes of the Kotlin app, as its kotlinx decoder sees them.
@@ -49,46 +48,16 @@ type (
 	WsInitData struct {
 		ControllerID string `json:"controllerId,omitempty"`
 		Token        string `json:"token,omitempty"`
-		Presence     bool   `json:"presence,omitempty"` // icebox's page, not the app
+		Presence     bool   `json:"presence,omitzero"` // icebox's page, not the app
 	}
 )
-
-// StrictDecode decodes like kotlinx with ignoreUnknownKeys=false: unknown
-// keys fail (DisallowUnknownFields), and so do keys that only match up to
-// case, which encoding/json would let through: the document must survive
-// a round trip through v unchanged.
-func StrictDecode(data []byte, v any) error {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return err
-	}
-	if dec.More() {
-		return errors.New("trailing data")
-	}
-	again, err := json.Marshal(v)
-	if err != nil {
-		return err
-	}
-	var a, b any
-	if err := json.Unmarshal(data, &a); err != nil {
-		return err
-	}
-	if err := json.Unmarshal(again, &b); err != nil {
-		return err
-	}
-	if !reflect.DeepEqual(a, b) {
-		return fmt.Errorf("keys differ from the data class: got %s, class has %s", data, again)
-	}
-	return nil
-}
 
 // Decode decodes a frame sent to the app the way the app would, failing on
 // any id or key the app does not know. v is a pointer to the kind's data
 // class.
 func Decode(msg []byte) (WsPacket, any, error) {
 	var p WsPacket
-	if err := StrictDecode(msg, &p); err != nil {
+	if err := strictjson.Decode(msg, &p); err != nil {
 		return p, nil, fmt.Errorf("frame %s: %w", msg, err)
 	}
 	var v any
@@ -104,7 +73,7 @@ func Decode(msg []byte) (WsPacket, any, error) {
 	default:
 		return p, nil, fmt.Errorf("frame %s: id %q unknown to the app", msg, p.ID)
 	}
-	if err := StrictDecode([]byte(p.Data), v); err != nil {
+	if err := strictjson.Decode([]byte(p.Data), v); err != nil {
 		return p, nil, fmt.Errorf("frame %s: data: %w", msg, err)
 	}
 	return p, v, nil
