@@ -2,6 +2,7 @@ package turnsrv
 
 import (
 	"bufio"
+	crand "crypto/rand"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -42,10 +43,11 @@ func (c *packetConn) ReadFrom(p []byte) (int, net.Addr, error) {
 			}
 			return n, addr, nil
 		case 0:
-			if !c.s.inspect(p[:n], addr, c) {
+			id := connIDOf(addr)
+			if c.s.dp.fromSend(p[:n], id) || !c.s.inspect(p[:n], addr, c) {
 				continue
 			}
-			c.s.dp.noteRequest(p[:n], connIDOf(addr))
+			c.s.dp.noteRequest(p[:n], id)
 		}
 		return n, addr, nil
 	}
@@ -185,7 +187,7 @@ func (c *frameConn) Read(p []byte) (int, error) {
 				continue
 			}
 		case 0:
-			if !c.s.inspect(p[:n], c.RemoteAddr(), c) {
+			if c.s.dp.fromSend(p[:n], c.id) || !c.s.inspect(p[:n], c.RemoteAddr(), c) {
 				continue
 			}
 			c.s.dp.noteRequest(p[:n], c.id)
@@ -331,15 +333,19 @@ type relayConn struct {
 	bw      *stunsrv.BatchWriter
 	bwFor   net.PacketConn
 	backoff time.Duration
+	// txid draws Data indications' transaction IDs (a CSPRNG seeded once,
+	// so that a datagram costs no getrandom call).
+	txid *rand.ChaCha8
 }
 
 // rtpMTU is the largest datagram pion reads from a relay socket.
 const rtpMTU = 1600
 
 // Room the data plane keeps around a datagram read from a peer: a
-// ChannelData header before it, stream padding after it.
+// ChannelData header or a Data indication's headers (IPv6 the larger)
+// before it, padding after it.
 const (
-	headroom = 4
+	headroom = dataIndicationHead6
 	tailroom = 3
 )
 
@@ -362,6 +368,9 @@ func (c *relayConn) initDataPlane(udp *net.UDPConn) {
 	udp.SetReadBuffer(relaySocketBuffer)
 	udp.SetWriteBuffer(relaySocketBuffer)
 	c.buf = make([]byte, headroom+rtpMTU+tailroom)
+	var seed [32]byte
+	crand.Read(seed[:])
+	c.txid = rand.NewChaCha8(seed)
 }
 
 // batchReads switches to reading several datagrams per syscall, between

@@ -317,8 +317,7 @@ func TestReloadDenyingAPeerStopsItsChannels(t *testing.T) {
 	}
 	c.send(send.Raw)
 	bindingAfter(t, c)
-	waitMetric(t, ts.metrics.fastDrops[dropRefused], 2)
-	waitMetric(t, ts.metrics.peerRefusals[refuseReserved], 1) // the Send
+	waitMetric(t, ts.metrics.fastDrops[dropRefused], 3) // ChannelData both ways, and the Send
 	if got, _ := readPeer(t, peer, 0); got != "" {
 		t.Errorf("peer got %q after the reload", got)
 	}

@@ -1,0 +1,259 @@
+package turnsrv
+
+import (
+	"bytes"
+	"encoding/binary"
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/pion/stun/v3"
+
+	"icebox/internal/testenv"
+)
+
+// permit creates a permission for peer's address.
+func (c *channelClient) permit(t *testing.T, peer *net.UDPConn) {
+	t.Helper()
+	a := peer.LocalAddr().(*net.UDPAddr)
+	mustSucceed(t, c.do(stun.MethodCreatePermission, peerAttr(a.IP, a.Port)), "create permission")
+}
+
+// sendIndication is a Send indication of payload to peer, as pion's client
+// builds it.
+func sendIndication(t *testing.T, peer *net.UDPConn, payload []byte) []byte {
+	t.Helper()
+	a := peer.LocalAddr().(*net.UDPAddr)
+	m, err := stun.Build(stun.TransactionID, stun.NewType(stun.MethodSend, stun.ClassIndication),
+		peerAttr(a.IP, a.Port), rawAttr(stun.AttrData, payload))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m.Raw
+}
+
+// readDataIndication returns the next Data indication's raw bytes,
+// skipping anything else; nil at the deadline.
+func (c *channelClient) readDataIndication(t *testing.T, d time.Duration) []byte {
+	t.Helper()
+	c.conn.SetReadDeadline(time.Now().Add(d))
+	buf := make([]byte, 2048)
+	for {
+		var b []byte
+		if c.stream {
+			if _, err := io.ReadFull(c.conn, buf[:4]); err != nil {
+				readFailed(t, err)
+				return nil
+			}
+			size := (int(binary.BigEndian.Uint16(buf[2:4])) + 3) &^ 3
+			if buf[0]>>6 == 0 {
+				size += 16
+			}
+			if _, err := io.ReadFull(c.conn, buf[4:4+size]); err != nil {
+				readFailed(t, err)
+				return nil
+			}
+			b = buf[:4+size]
+		} else {
+			n, err := c.conn.Read(buf)
+			if err != nil {
+				readFailed(t, err)
+				return nil
+			}
+			b = buf[:n]
+		}
+		if len(b) >= 2 && binary.BigEndian.Uint16(b) == typeDataIndication {
+			return bytes.Clone(b)
+		}
+	}
+}
+
+// wantDataIndication checks raw is the Data indication pion itself would
+// send for payload from peer: same attributes in the same order, no
+// FINGERPRINT, byte for byte (given its transaction ID).
+func wantDataIndication(t *testing.T, raw []byte, peer *net.UDPConn, payload string) {
+	t.Helper()
+	if raw == nil {
+		t.Fatalf("no Data indication carrying %q", payload)
+	}
+	got := &stun.Message{Raw: raw}
+	if err := got.Decode(); err != nil {
+		t.Fatalf("Data indication does not decode: %v", err)
+	}
+	a := peer.LocalAddr().(*net.UDPAddr)
+	want, err := stun.Build(stun.NewTransactionIDSetter(got.TransactionID),
+		stun.NewType(stun.MethodData, stun.ClassIndication),
+		peerAttr(a.IP, a.Port), rawAttr(stun.AttrData, []byte(payload)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(raw, want.Raw) {
+		t.Fatalf("Data indication\n got %x\nwant %x (what pion sends)", raw, want.Raw)
+	}
+}
+
+// sendRoundTrip sends msg to peer in a Send indication, checks it arrives
+// from the relay address, and has the peer send it back, which the client
+// must get as pion's Data indication.
+func (c *channelClient) sendRoundTrip(t *testing.T, peer *net.UDPConn, msg string) {
+	t.Helper()
+	c.send(sendIndication(t, peer, []byte(msg)))
+	got, from := readPeer(t, peer, wait)
+	if got != msg || from != c.relay {
+		t.Fatalf("peer got %q from %v, want %q from the relay %v", got, from, msg, c.relay)
+	}
+	peer.WriteToUDPAddrPort([]byte(msg+" back"), c.relay)
+	wantDataIndication(t, c.readDataIndication(t, wait), peer, msg+" back")
+}
+
+// TestSendDataFastPath relays Send and Data indications both ways for UDP
+// and TCP clients with a permission and no channel, and checks that
+// icebox's data plane did it, not pion.
+func TestSendDataFastPath(t *testing.T) {
+	t.Parallel()
+	for _, network := range []string{"udp", "tcp"} {
+		t.Run(network, func(t *testing.T) {
+			ts := startServer(t, testConfig())
+			c := allocateRaw(t, ts, network)
+			peer := peerSocket(t)
+			c.permit(t, peer)
+			// Payload lengths 1, 2, 3 and 4 modulo 4 exercise the padding.
+			for _, msg := range []string{"a", "odd length", "four", "twelve bytes"} {
+				c.sendRoundTrip(t, peer, msg)
+			}
+			wantCount(t, ts.metrics.fastToPeer, 4, "Send indications the data plane relayed to the peer")
+			wantCount(t, ts.metrics.fastFromPeer, 4, "Data indications the data plane sent to the client")
+			wantCount(t, ts.metrics.toPeerPackets, 4, "relayed packets to the peer, pion's and the data plane's")
+		})
+	}
+}
+
+// TestSendDataWithoutPermission: a peer without permission gets nothing
+// through the relay either way; the client's first datagram after it gets
+// one is the first the peer sees.
+func TestSendDataWithoutPermission(t *testing.T) {
+	t.Parallel()
+	for _, network := range []string{"udp", "tcp"} {
+		t.Run(network, func(t *testing.T) {
+			// Permissions go by IP address: the stranger needs its own.
+			cfg := testConfig()
+			cfg.Peers.Allow = append(cfg.Peers.Allow, "127.0.0.2/32")
+			ts := startServer(t, cfg)
+			c := allocateRaw(t, ts, network)
+			friend, stranger := peerSocket(t), peerSocketAt(t, net.IPv4(127, 0, 0, 2))
+			c.permit(t, friend)
+
+			c.send(sendIndication(t, stranger, []byte("to stranger, no permission")))
+			stranger.WriteToUDPAddrPort([]byte("from stranger, no permission"), c.relay)
+			// The friend's datagram, read from the relay socket after the
+			// stranger's, is the first the client sees.
+			friend.WriteToUDPAddrPort([]byte("from friend"), c.relay)
+			wantDataIndication(t, c.readDataIndication(t, wait), friend, "from friend")
+
+			c.permit(t, stranger)
+			c.send(sendIndication(t, stranger, []byte("to stranger, permitted")))
+			if got, _ := readPeer(t, stranger, wait); got != "to stranger, permitted" {
+				t.Fatalf("stranger's first datagram: %q, want the one sent once permitted", got)
+			}
+			wantCount(t, ts.metrics.fastToPeer, 1, "Send indications the data plane relayed")
+		})
+	}
+}
+
+// TestSendPermissionExpiry ages the data plane's clock past a
+// permission's 5 minutes: Send and Data indications stop both ways until
+// the client creates the permission again.
+func TestSendPermissionExpiry(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t, testConfig())
+	c := allocateRaw(t, ts, "udp")
+	peer := peerSocket(t)
+	c.permit(t, peer)
+	c.sendRoundTrip(t, peer, "fresh")
+
+	ts.dp.skew.Add(int64(permissionLifetime + time.Second))
+	c.send(sendIndication(t, peer, []byte("lapsed, to peer")))
+	peer.WriteToUDPAddrPort([]byte("lapsed, from peer"), c.relay)
+	waitMetric(t, ts.metrics.fastDrops[dropExpired], 2)
+
+	c.permit(t, peer)
+	c.sendRoundTrip(t, peer, "refreshed") // the first either end sees since the lapse
+	wantCount(t, ts.metrics.fastDrops[dropExpired], 2, "expired drops")
+	wantCount(t, ts.metrics.fastToPeer, 2, "Send indications the data plane relayed")
+}
+
+// TestReloadDenyingAPeerStopsSendAndData: a reload whose policy refuses a
+// peer stops Send and Data indications under the permission granted
+// before; a reload allowing it again lets them through.
+func TestReloadDenyingAPeerStopsSendAndData(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig()
+	cfg.Peers.Allow = []string{"127.0.0.2/32"}
+	ts := startServer(t, cfg)
+	c := allocateRaw(t, ts, "udp")
+	peer := peerSocketAt(t, net.IPv4(127, 0, 0, 2))
+	c.permit(t, peer)
+	c.sendRoundTrip(t, peer, "allowed")
+
+	denied := cfg
+	denied.Peers.Allow = nil // 127.0.0.2 is loopback: refused by default
+	if err := ts.Reload(denied); err != nil {
+		t.Fatal(err)
+	}
+	c.send(sendIndication(t, peer, []byte("denied, to peer")))
+	peer.WriteToUDPAddrPort([]byte("denied, from peer"), c.relay)
+	waitMetric(t, ts.metrics.fastDrops[dropRefused], 2)
+
+	if err := ts.Reload(cfg); err != nil {
+		t.Fatal(err)
+	}
+	c.sendRoundTrip(t, peer, "allowed again") // the first either end sees since the denial
+	wantCount(t, ts.metrics.fastDrops[dropRefused], 2, "refused drops")
+}
+
+// TestSendDataAllocatesNothing relays Send and Data indications through
+// real sockets and counts heap allocations in the whole process.
+func TestSendDataAllocatesNothing(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector allocates")
+	}
+	ts := startServer(t, testConfig(), infoLogger)
+	c := allocateRaw(t, ts, "udp")
+	peer := peerSocket(t)
+	c.permit(t, peer)
+	c.sendRoundTrip(t, peer, "warm up")
+
+	client := c.conn.(*net.UDPConn)
+	msg := sendIndication(t, peer, make([]byte, 160))
+	buf := make([]byte, 2048)
+	client.SetReadDeadline(time.Time{})
+	peer.SetReadDeadline(time.Time{})
+	var failed error
+	toPeer := func() {
+		client.Write(msg)
+		if _, _, err := peer.ReadFromUDPAddrPort(buf); err != nil {
+			failed = err
+		}
+	}
+	toClient := func() {
+		peer.WriteToUDPAddrPort(buf[:160], c.relay)
+		if _, err := client.Read(buf); err != nil {
+			failed = err
+		}
+	}
+	for name, f := range map[string]func(){"Send to peer": toPeer, "peer to client as Data": toClient} {
+		if n := testing.AllocsPerRun(2000, f); n != 0 {
+			t.Errorf("%s: %v allocations per packet, want 0", name, n)
+		}
+	}
+	if failed != nil {
+		t.Fatal(failed)
+	}
+	if got := testenv.MetricValue(t, ts.metrics.fastFromPeer); got < 2000 {
+		t.Errorf("data plane sent %v Data indications, want every packet", got)
+	}
+	if got := testenv.MetricValue(t, ts.metrics.fastToPeer); got < 2000 {
+		t.Errorf("data plane relayed %v Send indications, want every packet", got)
+	}
+}
