@@ -35,8 +35,33 @@ type packetConn struct {
 	wpool    sync.Pool // *[]byte oob buffers for concurrent writers
 
 	batch *mmsgBatch // recvmmsg/sendmmsg where the OS has them; else nil
+	fast  FastPath   // set by the reading goroutine; nil: none
 
 	loop loopState
+}
+
+// FastPath lets the TURN server relay datagrams from the front door's
+// receive buffers in place, without the copy into the caller's buffer,
+// and batch its own sends: a datagram is valid until Flush, which the
+// reading goroutine calls before it waits for more datagrams and before
+// ReadFrom returns one (what came first goes out first).
+type FastPath interface {
+	// Relay reports whether it took msg (ChannelData or STUN, not a
+	// Binding request) from from.
+	Relay(msg []byte, from netip.AddrPort) bool
+	Flush()
+}
+
+// SetFastPath sets f as pc's fast path when pc is one of the front door's
+// sockets read in batches, and reports whether it did. Only the goroutine
+// that calls ReadFrom may call it.
+func SetFastPath(pc net.PacketConn, f FastPath) bool {
+	c, ok := pc.(*packetConn)
+	if !ok || c.batch == nil || !c.passthrough {
+		return false
+	}
+	c.fast = f
+	return true
 }
 
 type localAddr struct {
@@ -105,6 +130,9 @@ func (c *packetConn) readFromBatch(p []byte) (int, net.Addr, error) {
 		msg, from, local, truncated, ok := c.batch.take()
 		if !ok {
 			c.flush()
+			if c.fast != nil {
+				c.fast.Flush()
+			}
 			c.loop.waiting()
 			if err := c.batch.fill(); err != nil {
 				if c.loop.readFailed(err, c.stats) {
@@ -132,6 +160,15 @@ func (c *packetConn) readFromBatch(p []byte) (int, net.Addr, error) {
 			c.stats.countWrite(c.batch.queue(c.reply, from, src, local.ifindex))
 		}
 		if pass {
+			if c.fast != nil {
+				if c.wildcard {
+					c.remember(from, local)
+				}
+				if c.fast.Relay(msg, from) {
+					continue
+				}
+				c.fast.Flush()
+			}
 			c.flush() // answers queued so far go out before pion gets to work
 			return copy(p, msg), c.passOn(from, local), nil
 		}

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/pion/turn/v4"
@@ -28,9 +29,42 @@ type packetConn struct {
 	s      *Server
 	closer onceCloser
 	key    keyOwner // used by the one goroutine pion reads with
+	// fast relays client datagrams from the front door's buffers, where
+	// the front door allows; set by the reading goroutine on its first read.
+	fast *clientFast
 }
 
+// clientFast is the data plane's client side of one front door socket,
+// used by its reading goroutine: it relays ChannelData and Send
+// indications in place and sends a read's datagrams to peers in batches.
+type clientFast struct {
+	dp  *dataPlane
+	snd *peerSender
+}
+
+func (f *clientFast) Relay(msg []byte, from netip.AddrPort) bool {
+	if len(msg) < 4 {
+		return false
+	}
+	id := connID{src: from}
+	switch msg[0] >> 6 {
+	case 1:
+		return f.dp.fromClient(msg, id, f.snd)
+	case 0:
+		return f.dp.fromSend(msg, id, f.snd)
+	}
+	return false
+}
+
+func (f *clientFast) Flush() { f.snd.flush() }
+
 func (c *packetConn) ReadFrom(p []byte) (int, net.Addr, error) {
+	if c.fast == nil {
+		c.fast = &clientFast{dp: c.s.dp, snd: newPeerSender(c.s.metrics)}
+		if c.fast.snd.w == nil || !stunsrv.SetFastPath(c.PacketConn, c.fast) {
+			c.fast.snd = nil
+		}
+	}
 	for {
 		n, addr, err := c.PacketConn.ReadFrom(p)
 		if err != nil || n < 4 {
@@ -38,13 +72,13 @@ func (c *packetConn) ReadFrom(p []byte) (int, net.Addr, error) {
 		}
 		switch p[0] >> 6 {
 		case 1: // ChannelData: the data plane's, unless it does not know the channel
-			if c.s.dp.fromClient(p[:n], connIDOf(addr)) {
+			if c.s.dp.fromClient(p[:n], connIDOf(addr), nil) {
 				continue
 			}
 			return n, addr, nil
 		case 0:
 			id := connIDOf(addr)
-			if c.s.dp.fromSend(p[:n], id) || !c.s.inspect(p[:n], addr, c) {
+			if c.s.dp.fromSend(p[:n], id, nil) || !c.s.inspect(p[:n], addr, c) {
 				continue
 			}
 			c.s.dp.noteRequest(p[:n], id)
@@ -183,11 +217,11 @@ func (c *frameConn) Read(p []byte) (int, error) {
 		}
 		switch p[0] >> 6 {
 		case 1:
-			if c.s.dp.fromClient(p[:n], c.id) {
+			if c.s.dp.fromClient(p[:n], c.id, nil) {
 				continue
 			}
 		case 0:
-			if c.s.dp.fromSend(p[:n], c.id) || !c.s.inspect(p[:n], c.RemoteAddr(), c) {
+			if c.s.dp.fromSend(p[:n], c.id, nil) || !c.s.inspect(p[:n], c.RemoteAddr(), c) {
 				continue
 			}
 			c.s.dp.noteRequest(p[:n], c.id)
@@ -322,6 +356,8 @@ type relayConn struct {
 	// the OS allows) and, for a stream client, frames queued to go out in
 	// one write.
 	udp     *net.UDPConn
+	raw     syscall.RawConn // udp's, for batched sends to peers; nil if none
+	ipv6    bool            // udp's family
 	alloc   atomic.Pointer[dpAlloc]
 	batch   *stunsrv.BatchReader // nil: one datagram per read, into buf
 	buf     []byte
@@ -368,6 +404,10 @@ func (c *relayConn) initDataPlane(udp *net.UDPConn) {
 	udp.SetReadBuffer(relaySocketBuffer)
 	udp.SetWriteBuffer(relaySocketBuffer)
 	c.buf = make([]byte, headroom+rtpMTU+tailroom)
+	if raw, err := udp.SyscallConn(); err == nil {
+		c.raw = raw
+		c.ipv6 = stunsrv.IsIPv6Socket(raw)
+	}
 	var seed [32]byte
 	crand.Read(seed[:])
 	c.txid = rand.NewChaCha8(seed)

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"icebox/stunsrv"
 )
 
 // icebox relays ChannelData and Send/Data indications itself; pion/turn
@@ -482,7 +484,7 @@ func (d *dataPlane) allowed(verdict *atomic.Pointer[policyVerdict], peer netip.A
 // fromClient relays one ChannelData message from a client if the data
 // plane knows its channel, and reports whether it did (or dropped it); if
 // not, pion gets the message. b is the whole message, padding included.
-func (d *dataPlane) fromClient(b []byte, from connID) bool {
+func (d *dataPlane) fromClient(b []byte, from connID, snd *peerSender) bool {
 	a := d.lookup(from)
 	if a == nil {
 		return false
@@ -492,19 +494,71 @@ func (d *dataPlane) fromClient(b []byte, from connID) bool {
 	if ch == nil || size > len(b) {
 		return false
 	}
-	if !d.pass(a, ch) {
-		return true
+	if d.pass(a, ch) {
+		d.toPeer(a.relay, b[4:size], ch.peer, snd)
+	}
+	return true
+}
+
+// toPeer sends payload out of relay to peer: queued on snd when the
+// caller batches its sends, else at once.
+func (d *dataPlane) toPeer(relay *relayConn, payload []byte, peer netip.AddrPort, snd *peerSender) {
+	if snd != nil && snd.w != nil && relay.raw != nil {
+		snd.queue(relay, payload, peer)
+		return
 	}
 	m := d.s.metrics
-	n, err := a.relay.udp.WriteToUDPAddrPort(b[4:size], ch.peer)
+	n, err := relay.udp.WriteToUDPAddrPort(payload, peer)
 	if err != nil {
 		m.fastDrops[dropWrite].Inc()
-		return true
+		return
 	}
 	m.toPeerBytes.Add(float64(n))
 	m.toPeerPackets.Inc()
 	m.fastToPeer.Inc()
-	return true
+}
+
+// peerSender batches one reading goroutine's sends to peers: the
+// datagrams of one read that go out of the same relay socket in a row
+// leave in one sendmmsg.
+type peerSender struct {
+	m     *metrics
+	w     *stunsrv.SocketWriter // nil where the OS has no sendmmsg
+	relay *relayConn            // the socket queued datagrams go out of
+	bytes int
+}
+
+func newPeerSender(m *metrics) *peerSender {
+	return &peerSender{m: m, w: stunsrv.NewSocketWriter(relayBatch)}
+}
+
+func (p *peerSender) queue(relay *relayConn, payload []byte, peer netip.AddrPort) {
+	if p.relay != relay {
+		p.flush()
+		p.relay = relay
+		p.w.Use(relay.raw, relay.ipv6)
+	}
+	p.w.Queue(payload, peer)
+	p.bytes += len(payload)
+	if p.w.Pending() == p.w.Cap() {
+		p.flush()
+	}
+}
+
+// flush sends what is queued and counts it.
+func (p *peerSender) flush() {
+	n := p.w.Pending()
+	if n == 0 {
+		return
+	}
+	if err := p.w.Flush(); err != nil {
+		p.m.fastDrops[dropWrite].Add(float64(n))
+	} else {
+		p.m.toPeerBytes.Add(float64(p.bytes))
+		p.m.toPeerPackets.Add(float64(n))
+		p.m.fastToPeer.Add(float64(n))
+	}
+	p.bytes = 0
 }
 
 // fromSend relays the DATA of a client's Send indication if the data
@@ -514,7 +568,7 @@ func (d *dataPlane) fromClient(b []byte, from connID) bool {
 // client's transport is all there is to check. Anything pion would read
 // differently (a short address, a second DATA, a message cut short) goes
 // to pion.
-func (d *dataPlane) fromSend(b []byte, from connID) bool {
+func (d *dataPlane) fromSend(b []byte, from connID, snd *peerSender) bool {
 	if len(b) < stunHeaderLen || binary.BigEndian.Uint16(b[0:2]) != typeSendIndication ||
 		binary.BigEndian.Uint32(b[4:8]) != stunMagicCookie {
 		return false
@@ -561,18 +615,9 @@ func (d *dataPlane) fromSend(b []byte, from connID) bool {
 	if p == nil {
 		return false // pion refuses it, or knows what the mirror missed
 	}
-	if !d.passPerm(p, peer) {
-		return true
+	if d.passPerm(p, peer) {
+		d.toPeer(a.relay, data, peer, snd)
 	}
-	m := d.s.metrics
-	n, err := a.relay.udp.WriteToUDPAddrPort(data, peer)
-	if err != nil {
-		m.fastDrops[dropWrite].Inc()
-		return true
-	}
-	m.toPeerBytes.Add(float64(n))
-	m.toPeerPackets.Inc()
-	m.fastToPeer.Inc()
 	return true
 }
 
