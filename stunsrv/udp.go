@@ -52,16 +52,26 @@ type FastPath interface {
 	Flush()
 }
 
-// SetFastPath sets f as pc's fast path when pc is one of the front door's
-// sockets read in batches, and reports whether it did. Only the goroutine
-// that calls ReadFrom may call it.
-func SetFastPath(pc net.PacketConn, f FastPath) bool {
-	c, ok := pc.(*packetConn)
-	if !ok || c.batch == nil || !c.passthrough {
-		return false
+// SetFastPath sets f as conn's fast path when conn is one of the front
+// door's UDP sockets read in batches, or one of its TCP or TLS
+// connections, and reports whether it did. Only the goroutine that reads
+// conn may call it.
+func SetFastPath(conn any, f FastPath) bool {
+	switch c := conn.(type) {
+	case *packetConn:
+		if c.batch == nil || !c.passthrough {
+			return false
+		}
+		c.fast = f
+		return true
+	case *tcpConn:
+		if !c.l.passthrough {
+			return false
+		}
+		c.fast = f
+		return true
 	}
-	c.fast = f
-	return true
+	return false
 }
 
 type localAddr struct {

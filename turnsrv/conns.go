@@ -38,15 +38,16 @@ type packetConn struct {
 // used by its reading goroutine: it relays ChannelData and Send
 // indications in place and sends a read's datagrams to peers in batches.
 type clientFast struct {
-	dp  *dataPlane
-	snd *peerSender
+	dp     *dataPlane
+	snd    *peerSender
+	stream bool // a TCP or TLS connection's
 }
 
 func (f *clientFast) Relay(msg []byte, from netip.AddrPort) bool {
 	if len(msg) < 4 {
 		return false
 	}
-	id := connID{src: from}
+	id := connID{src: from, stream: f.stream}
 	switch msg[0] >> 6 {
 	case 1:
 		return f.dp.fromClient(msg, id, f.snd)
@@ -184,6 +185,7 @@ type frameConn struct {
 	s      *Server
 	closer onceCloser
 	key    keyOwner
+	fast   *clientFast // as packetConn's, for a front door connection
 }
 
 func (c *frameConn) reply(b []byte, _ net.Addr) { c.Conn.Write(b) }
@@ -198,6 +200,12 @@ func (c *frameConn) frontDoorConn() (frontDoorConn, bool) {
 }
 
 func (c *frameConn) Read(p []byte) (int, error) {
+	if c.fast == nil && c.r == nil {
+		c.fast = &clientFast{dp: c.s.dp, snd: newPeerSender(c.s.metrics), stream: true}
+		if c.fast.snd.w == nil || !stunsrv.SetFastPath(c.Conn, c.fast) {
+			c.fast.snd = nil
+		}
+	}
 	for {
 		var n int
 		var err error

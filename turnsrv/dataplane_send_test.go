@@ -257,3 +257,54 @@ func TestSendDataAllocatesNothing(t *testing.T) {
 		t.Errorf("data plane relayed %v Send indications, want every packet", got)
 	}
 }
+
+// TestBatchedSendsKeepBytesAndOrder: a burst of ChannelData and Send
+// indications, relayed in place from the front door's buffers and sent to
+// the peer in batches, reaches the peer whole, exact and in order, also
+// over TCP where frames straddle the front door's reads.
+func TestBatchedSendsKeepBytesAndOrder(t *testing.T) {
+	t.Parallel()
+	for _, network := range []string{"udp", "tcp"} {
+		t.Run(network, func(t *testing.T) {
+			ts := startServer(t, testConfig())
+			c := allocateRaw(t, ts, network)
+			peer := peerSocket(t)
+			peer.SetReadBuffer(4 << 20)
+			mustSucceed(t, c.bind(0x4000, peer), "channel bind")
+			const count = 300
+			var burst []byte
+			want := make([]string, count)
+			for i := range count {
+				payload := bytes.Repeat([]byte{byte(i)}, 1+(i*37)%1200)
+				want[i] = string(payload)
+				var frame []byte
+				if i%3 == 0 {
+					frame = sendIndication(t, peer, payload)
+				} else {
+					frame = binary.BigEndian.AppendUint16(nil, 0x4000)
+					frame = binary.BigEndian.AppendUint16(frame, uint16(len(payload)))
+					frame = append(frame, payload...)
+					for c.stream && len(frame)%4 != 0 {
+						frame = append(frame, 0)
+					}
+				}
+				if c.stream {
+					burst = append(burst, frame...)
+				} else {
+					c.send(frame)
+				}
+			}
+			if c.stream {
+				c.send(burst) // one write: frames straddle the server's reads
+			}
+			for i := range count {
+				got, from := readPeer(t, peer, wait)
+				if got != want[i] || from != c.relay {
+					t.Fatalf("datagram %d: %d bytes (first %q) from %v, want %d bytes of %#x from %v",
+						i, len(got), got[:min(len(got), 4)], from, len(want[i]), i, c.relay)
+				}
+			}
+			wantCount(t, ts.metrics.fastToPeer, count, "datagrams the data plane relayed to the peer")
+		})
+	}
+}
