@@ -43,42 +43,21 @@ while True:
     finally: t.close(); u.close()'
 }
 
+# bench/icebox.yaml and bench/coturn.args are the one copy of both
+# servers' settings, shared with turnsrv's BenchmarkVersusCoturnRelay.
+fill() { sed -e "s|@PORT@|$1|g" -e "s|@DIR@|$dir|g" -e "s|@SECRET@|$SECRET|g" "$2"; }
+
 start_icebox() {
-	local port=$1
-	cat >"$dir/icebox.yaml" <<YAML
-public_ip: 127.0.0.1
-state_dir: $dir
-log:
-  level: warn
-stun:
-  listen: ["127.0.0.1:$port"]
-turn:
-  secrets: ["$SECRET"]
-  relay:
-    address: 127.0.0.1
-  peers:
-    allow: ["127.0.0.1/32"]
-  quotas:
-    per_user: 0
-    per_ip: 0
-    total: 0
-    auth_failures: 1000000
-signal:
-  enabled: false
-admin:
-  listen: ""
-YAML
+	fill "$1" bench/icebox.yaml >"$dir/icebox.yaml"
 	taskset -c "$SERVER_CPU" "$dir/icebox" -config "$dir/icebox.yaml" >"$dir/icebox.log" 2>&1 &
 	pids+=($!)
 	echo $!
 }
 
 start_coturn() {
-	local port=$1
-	taskset -c "$SERVER_CPU" turnserver --use-auth-secret --static-auth-secret "$SECRET" \
-		--realm icebox --listening-ip 127.0.0.1 --relay-ip 127.0.0.1 --listening-port "$port" \
-		--allow-loopback-peers --allowed-peer-ip 127.0.0.1 --no-cli --no-tls --no-dtls \
-		--log-file "$dir/coturn.log" --simple-log --pidfile "$dir/coturn.pid" >/dev/null 2>&1 &
+	local args
+	mapfile -t args < <(fill "$1" bench/coturn.args)
+	taskset -c "$SERVER_CPU" turnserver "${args[@]}" >/dev/null 2>&1 &
 	pids+=($!)
 	echo $!
 }

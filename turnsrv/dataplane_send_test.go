@@ -3,14 +3,11 @@ package turnsrv
 import (
 	"bytes"
 	"encoding/binary"
-	"io"
 	"net"
 	"testing"
 	"time"
 
 	"github.com/pion/stun/v3"
-
-	"icebox/internal/testenv"
 )
 
 // permit creates a permission for peer's address.
@@ -38,33 +35,10 @@ func sendIndication(t *testing.T, peer *net.UDPConn, payload []byte) []byte {
 func (c *channelClient) readDataIndication(t *testing.T, d time.Duration) []byte {
 	t.Helper()
 	c.conn.SetReadDeadline(time.Now().Add(d))
-	buf := make([]byte, 2048)
 	for {
-		var b []byte
-		if c.stream {
-			if _, err := io.ReadFull(c.conn, buf[:4]); err != nil {
-				readFailed(t, err)
-				return nil
-			}
-			size := (int(binary.BigEndian.Uint16(buf[2:4])) + 3) &^ 3
-			if buf[0]>>6 == 0 {
-				size += 16
-			}
-			if _, err := io.ReadFull(c.conn, buf[4:4+size]); err != nil {
-				readFailed(t, err)
-				return nil
-			}
-			b = buf[:4+size]
-		} else {
-			n, err := c.conn.Read(buf)
-			if err != nil {
-				readFailed(t, err)
-				return nil
-			}
-			b = buf[:n]
-		}
-		if len(b) >= 2 && binary.BigEndian.Uint16(b) == typeDataIndication {
-			return bytes.Clone(b)
+		b := c.readFrame(t)
+		if b == nil || binary.BigEndian.Uint16(b) == typeDataIndication {
+			return b
 		}
 	}
 }
@@ -112,21 +86,16 @@ func (c *channelClient) sendRoundTrip(t *testing.T, peer *net.UDPConn, msg strin
 // icebox's data plane did it, not pion.
 func TestSendDataFastPath(t *testing.T) {
 	t.Parallel()
-	for _, network := range []string{"udp", "tcp"} {
-		t.Run(network, func(t *testing.T) {
-			ts := startServer(t, testConfig())
-			c := allocateRaw(t, ts, network)
-			peer := peerSocket(t)
-			c.permit(t, peer)
-			// Payload lengths 1, 2, 3 and 4 modulo 4 exercise the padding.
-			for _, msg := range []string{"a", "odd length", "four", "twelve bytes"} {
-				c.sendRoundTrip(t, peer, msg)
-			}
-			wantCount(t, ts.metrics.fastToPeer, 4, "Send indications the data plane relayed to the peer")
-			wantCount(t, ts.metrics.fastFromPeer, 4, "Data indications the data plane sent to the client")
-			wantCount(t, ts.metrics.toPeerPackets, 4, "relayed packets to the peer, pion's and the data plane's")
-		})
-	}
+	onEachTransport(t, func(t *testing.T, ts *testServer, c *channelClient, peer *net.UDPConn) {
+		c.permit(t, peer)
+		// Payload lengths 1, 2, 3 and 4 modulo 4 exercise the padding.
+		for _, msg := range []string{"a", "odd length", "four", "twelve bytes"} {
+			c.sendRoundTrip(t, peer, msg)
+		}
+		wantCount(t, ts.metrics.fastToPeer, 4, "Send indications the data plane relayed to the peer")
+		wantCount(t, ts.metrics.fastFromPeer, 4, "Data indications the data plane sent to the client")
+		wantCount(t, ts.metrics.toPeerPackets, 4, "relayed packets to the peer, pion's and the data plane's")
+	})
 }
 
 // TestSendDataWithoutPermission: a peer without permission gets nothing
@@ -188,11 +157,7 @@ func TestSendPermissionExpiry(t *testing.T) {
 // before; a reload allowing it again lets them through.
 func TestReloadDenyingAPeerStopsSendAndData(t *testing.T) {
 	t.Parallel()
-	cfg := testConfig()
-	cfg.Peers.Allow = []string{"127.0.0.2/32"}
-	ts := startServer(t, cfg)
-	c := allocateRaw(t, ts, "udp")
-	peer := peerSocketAt(t, net.IPv4(127, 0, 0, 2))
+	cfg, ts, c, peer := allocateForPeerOn127002(t)
 	c.permit(t, peer)
 	c.sendRoundTrip(t, peer, "allowed")
 
@@ -212,99 +177,48 @@ func TestReloadDenyingAPeerStopsSendAndData(t *testing.T) {
 	wantCount(t, ts.metrics.fastDrops[dropRefused], 2, "refused drops")
 }
 
-// TestSendDataAllocatesNothing relays Send and Data indications through
-// real sockets and counts heap allocations in the whole process.
-func TestSendDataAllocatesNothing(t *testing.T) {
-	if raceEnabled {
-		t.Skip("the race detector allocates")
-	}
-	ts := startServer(t, testConfig(), infoLogger)
-	c := allocateRaw(t, ts, "udp")
-	peer := peerSocket(t)
-	c.permit(t, peer)
-	c.sendRoundTrip(t, peer, "warm up")
-
-	client := c.conn.(*net.UDPConn)
-	msg := sendIndication(t, peer, make([]byte, 160))
-	buf := make([]byte, 2048)
-	client.SetReadDeadline(time.Time{})
-	peer.SetReadDeadline(time.Time{})
-	var failed error
-	toPeer := func() {
-		client.Write(msg)
-		if _, _, err := peer.ReadFromUDPAddrPort(buf); err != nil {
-			failed = err
-		}
-	}
-	toClient := func() {
-		peer.WriteToUDPAddrPort(buf[:160], c.relay)
-		if _, err := client.Read(buf); err != nil {
-			failed = err
-		}
-	}
-	for name, f := range map[string]func(){"Send to peer": toPeer, "peer to client as Data": toClient} {
-		if n := testing.AllocsPerRun(2000, f); n != 0 {
-			t.Errorf("%s: %v allocations per packet, want 0", name, n)
-		}
-	}
-	if failed != nil {
-		t.Fatal(failed)
-	}
-	if got := testenv.MetricValue(t, ts.metrics.fastFromPeer); got < 2000 {
-		t.Errorf("data plane sent %v Data indications, want every packet", got)
-	}
-	if got := testenv.MetricValue(t, ts.metrics.fastToPeer); got < 2000 {
-		t.Errorf("data plane relayed %v Send indications, want every packet", got)
-	}
-}
-
 // TestBatchedSendsKeepBytesAndOrder: a burst of ChannelData and Send
 // indications, relayed in place from the front door's buffers and sent to
 // the peer in batches, reaches the peer whole, exact and in order, also
 // over TCP where frames straddle the front door's reads.
 func TestBatchedSendsKeepBytesAndOrder(t *testing.T) {
 	t.Parallel()
-	for _, network := range []string{"udp", "tcp"} {
-		t.Run(network, func(t *testing.T) {
-			ts := startServer(t, testConfig())
-			c := allocateRaw(t, ts, network)
-			peer := peerSocket(t)
-			peer.SetReadBuffer(4 << 20)
-			mustSucceed(t, c.bind(0x4000, peer), "channel bind")
-			const count = 300
-			var burst []byte
-			want := make([]string, count)
-			for i := range count {
-				payload := bytes.Repeat([]byte{byte(i)}, 1+(i*37)%1200)
-				want[i] = string(payload)
-				var frame []byte
-				if i%3 == 0 {
-					frame = sendIndication(t, peer, payload)
-				} else {
-					frame = binary.BigEndian.AppendUint16(nil, 0x4000)
-					frame = binary.BigEndian.AppendUint16(frame, uint16(len(payload)))
-					frame = append(frame, payload...)
-					for c.stream && len(frame)%4 != 0 {
-						frame = append(frame, 0)
-					}
-				}
-				if c.stream {
-					burst = append(burst, frame...)
-				} else {
-					c.send(frame)
+	onEachTransport(t, func(t *testing.T, ts *testServer, c *channelClient, peer *net.UDPConn) {
+		peer.SetReadBuffer(4 << 20)
+		mustSucceed(t, c.bind(0x4000, peer), "channel bind")
+		const count = 300
+		var burst []byte
+		want := make([]string, count)
+		for i := range count {
+			payload := bytes.Repeat([]byte{byte(i)}, 1+(i*37)%1200)
+			want[i] = string(payload)
+			var frame []byte
+			if i%3 == 0 {
+				frame = sendIndication(t, peer, payload)
+			} else {
+				frame = binary.BigEndian.AppendUint16(nil, 0x4000)
+				frame = binary.BigEndian.AppendUint16(frame, uint16(len(payload)))
+				frame = append(frame, payload...)
+				for c.stream && len(frame)%4 != 0 {
+					frame = append(frame, 0)
 				}
 			}
 			if c.stream {
-				c.send(burst) // one write: frames straddle the server's reads
+				burst = append(burst, frame...)
+			} else {
+				c.send(frame)
 			}
-			for i := range count {
-				got, from := readPeer(t, peer, wait)
-				if got != want[i] || from != c.relay {
-					t.Fatalf("datagram %d: %d bytes (first %q) from %v, want %d bytes of %#x from %v",
-						i, len(got), got[:min(len(got), 4)], from, len(want[i]), i, c.relay)
-				}
+		}
+		if c.stream {
+			c.send(burst) // one write: frames straddle the server's reads
+		}
+		for i := range count {
+			got, from := readPeer(t, peer, wait)
+			if got != want[i] || from != c.relay {
+				t.Fatalf("datagram %d: %d bytes (first %q) from %v, want %d bytes of %#x from %v",
+					i, len(got), got[:min(len(got), 4)], from, len(want[i]), i, c.relay)
 			}
-			wantCount(t, ts.metrics.fastToPeer, count, "datagrams the data plane relayed to the peer")
-		})
-	}
+		}
+		wantCount(t, ts.metrics.fastToPeer, count, "datagrams the data plane relayed to the peer")
+	})
 }
