@@ -47,11 +47,12 @@ while True:
 # servers' settings, shared with turnsrv's BenchmarkVersusCoturnRelay.
 fill() { sed -e "s|@PORT@|$1|g" -e "s|@DIR@|$dir|g" -e "s|@SECRET@|$SECRET|g" "$2"; }
 
+# Each starts a server in this shell (not in a $(...) subshell, whose pids
+# the cleanup would never see) and leaves its pid last in pids.
 start_icebox() {
 	fill "$1" bench/icebox.yaml >"$dir/icebox.yaml"
 	taskset -c "$SERVER_CPU" "$dir/icebox" -config "$dir/icebox.yaml" >"$dir/icebox.log" 2>&1 &
 	pids+=($!)
-	echo $!
 }
 
 start_coturn() {
@@ -59,7 +60,6 @@ start_coturn() {
 	mapfile -t args < <(fill "$1" bench/coturn.args)
 	taskset -c "$SERVER_CPU" turnserver "${args[@]}" >/dev/null 2>&1 &
 	pids+=($!)
-	echo $!
 }
 
 load() { taskset -c "$LOAD_CPU" "$dir/stunload" -secret "$SECRET" "$@"; }
@@ -75,8 +75,8 @@ wait_ready() {
 	exit 1
 }
 
-ice_port=$(free_port); ice_pid=$(start_icebox "$ice_port")
-cot_port=$(free_port); cot_pid=$(start_coturn "$cot_port")
+ice_port=$(free_port); start_icebox "$ice_port"; ice_pid=${pids[-1]}
+cot_port=$(free_port); start_coturn "$cot_port"; cot_pid=${pids[-1]}
 wait_ready "127.0.0.1:$ice_port"
 wait_ready "127.0.0.1:$cot_port"
 
