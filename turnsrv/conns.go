@@ -449,6 +449,7 @@ func (c *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
 			if errors.Is(err, net.ErrClosed) {
 				return 0, nil, err
 			}
+			c.s.metrics.relayReadErrors.Inc()
 			c.backoff = min(max(2*c.backoff, time.Millisecond), 100*time.Millisecond)
 			time.Sleep(c.backoff)
 			continue

@@ -446,3 +446,30 @@ func TestFastPathAnswersFromTheAddressTheClientUsed(t *testing.T) {
 	}
 	wantCount(t, ts.metrics.fastFromPeer, 2, "datagrams the data plane relayed to the client")
 }
+
+// TestRelayReadLoopSurvivesReadErrors makes the relay socket's reads fail
+// (a read deadline in the past fails every read with a timeout): the loop
+// counts the errors and keeps the allocation, and relays again both ways
+// once the socket reads again, the peer's datagram sent meanwhile first.
+func TestRelayReadLoopSurvivesReadErrors(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t, testConfig())
+	c := allocateRaw(t, ts, "udp")
+	peer := peerSocket(t)
+	mustSucceed(t, c.bind(0x4000, peer), "channel bind")
+	c.roundTrip(t, 0x4000, peer, "before")
+
+	ts.dp.mu.RLock()
+	relay := ts.dp.relays[int(c.relay.Port())]
+	ts.dp.mu.RUnlock()
+	relay.udp.SetReadDeadline(time.Now())
+	waitMetric(t, ts.metrics.relayReadErrors, 3)
+	peer.WriteToUDPAddrPort([]byte("while reads fail"), c.relay)
+	relay.udp.SetReadDeadline(time.Time{})
+
+	if n, got, ok := c.readChannelData(t, wait); !ok || n != 0x4000 || got != "while reads fail" {
+		t.Fatalf("client got %q on %#x (ok %v), want the datagram queued while reads failed", got, n, ok)
+	}
+	c.roundTrip(t, 0x4000, peer, "after")
+	ts.waitAllocations(t, 1)
+}

@@ -47,6 +47,8 @@ type metrics struct {
 	// fastToPeer and fastFromPeer count ChannelData relayed by icebox's
 	// data plane rather than pion (a subset of the packets above).
 	fastToPeer, fastFromPeer prometheus.Counter
+	// relayReadErrors counts failed reads of relay sockets, each retried.
+	relayReadErrors prometheus.Counter
 
 	all []prometheus.Collector
 }
@@ -106,7 +108,10 @@ func newMetrics() *metrics {
 	}
 	m.toPeerBytes, m.fromPeerBytes = bytes.WithLabelValues("to_peer"), bytes.WithLabelValues("from_peer")
 	m.toPeerPackets, m.fromPeerPackets = packets.WithLabelValues("to_peer"), packets.WithLabelValues("from_peer")
-	m.all = []prometheus.Collector{allocActive, allocTotal, unanswered, auth, peer, quota, bytes, packets, drops, fast}
+	m.relayReadErrors = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "icebox_turn_relay_read_errors_total", Help: "Failed reads of relay sockets other than a closed socket; each is retried after a short pause, the allocation lives on.",
+	})
+	m.all = []prometheus.Collector{allocActive, allocTotal, unanswered, auth, peer, quota, bytes, packets, drops, fast, m.relayReadErrors}
 	return m
 }
 
