@@ -135,9 +135,7 @@ func TestSendDataWithoutPermission(t *testing.T) {
 // the client creates the permission again.
 func TestSendPermissionExpiry(t *testing.T) {
 	t.Parallel()
-	ts := startServer(t, testConfig())
-	c := allocateRaw(t, ts, "udp")
-	peer := peerSocket(t)
+	ts, c, peer := udpAllocation(t)
 	c.permit(t, peer)
 	c.sendRoundTrip(t, peer, "fresh")
 

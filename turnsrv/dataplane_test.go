@@ -178,6 +178,14 @@ func TestChannelDataFastPath(t *testing.T) {
 	})
 }
 
+// udpAllocation starts a server and returns it, a UDP client's allocation
+// and a peer.
+func udpAllocation(t *testing.T) (*testServer, *channelClient, *net.UDPConn) {
+	t.Helper()
+	ts := startServer(t, testConfig())
+	return ts, allocateRaw(t, ts, "udp"), peerSocket(t)
+}
+
 // onEachTransport runs f for a UDP and a TCP client, each with its own
 // server, allocation and peer.
 func onEachTransport(t *testing.T, f func(t *testing.T, ts *testServer, c *channelClient, peer *net.UDPConn)) {
@@ -228,9 +236,7 @@ func wantNoAllocations(t *testing.T, c *channelClient, peer *net.UDPConn, msg []
 // again, and a channel not refreshed for 10 minutes relays nothing.
 func TestChannelAndPermissionExpiry(t *testing.T) {
 	t.Parallel()
-	ts := startServer(t, testConfig())
-	c := allocateRaw(t, ts, "udp")
-	peer := peerSocket(t)
+	ts, c, peer := udpAllocation(t)
 	mustSucceed(t, c.bind(0x4000, peer), "channel bind")
 	c.roundTrip(t, 0x4000, peer, "fresh")
 
@@ -453,9 +459,7 @@ func TestFastPathAnswersFromTheAddressTheClientUsed(t *testing.T) {
 // once the socket reads again, the peer's datagram sent meanwhile first.
 func TestRelayReadLoopSurvivesReadErrors(t *testing.T) {
 	t.Parallel()
-	ts := startServer(t, testConfig())
-	c := allocateRaw(t, ts, "udp")
-	peer := peerSocket(t)
+	ts, c, peer := udpAllocation(t)
 	mustSucceed(t, c.bind(0x4000, peer), "channel bind")
 	c.roundTrip(t, 0x4000, peer, "before")
 
