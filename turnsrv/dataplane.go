@@ -501,9 +501,10 @@ func (d *dataPlane) fromClient(b []byte, from connID, snd *peerSender) bool {
 }
 
 // toPeer sends payload out of relay to peer: queued on snd when the
-// caller batches its sends, else at once.
+// caller batches its sends, else at once (an empty datagram too: a
+// batch entry needs a byte to point at).
 func (d *dataPlane) toPeer(relay *relayConn, payload []byte, peer netip.AddrPort, snd *peerSender) {
-	if snd != nil && snd.w != nil && relay.raw != nil {
+	if snd != nil && snd.w != nil && relay.raw != nil && len(payload) > 0 {
 		snd.queue(relay, payload, peer)
 		return
 	}
@@ -569,46 +570,15 @@ func (p *peerSender) flush() {
 // differently (a short address, a second DATA, a message cut short) goes
 // to pion.
 func (d *dataPlane) fromSend(b []byte, from connID, snd *peerSender) bool {
-	if len(b) < stunHeaderLen || binary.BigEndian.Uint16(b[0:2]) != typeSendIndication ||
-		binary.BigEndian.Uint32(b[4:8]) != stunMagicCookie {
-		return false
-	}
-	end := stunHeaderLen + int(binary.BigEndian.Uint16(b[2:4]))
-	if end > len(b) || end%4 != 0 {
+	if len(b) < 2 || binary.BigEndian.Uint16(b[0:2]) != typeSendIndication {
 		return false
 	}
 	a := d.lookup(from)
 	if a == nil {
 		return false
 	}
-	var peer netip.AddrPort
-	var data []byte
-	havePeer, haveData := false, false
-	for off := stunHeaderLen; off+4 <= end; {
-		at := binary.BigEndian.Uint16(b[off:])
-		n := int(binary.BigEndian.Uint16(b[off+2:]))
-		v := off + 4
-		if v+n > end {
-			return false
-		}
-		switch at {
-		case attrXORPeerAddress:
-			if havePeer {
-				break // pion reads the first
-			}
-			var ok bool
-			if peer, ok = xorPeerAddrPort(b[v:v+n], b[4:stunHeaderLen]); !ok {
-				return false
-			}
-			havePeer = true
-		case attrData:
-			if !haveData {
-				data, haveData = b[v:v+n], true
-			}
-		}
-		off = v + (n+3)&^3
-	}
-	if !havePeer || !haveData {
+	peer, data, ok := parseSend(b)
+	if !ok {
 		return false
 	}
 	p := a.byIP(peer.Addr())
@@ -619,6 +589,40 @@ func (d *dataPlane) fromSend(b []byte, from connID, snd *peerSender) bool {
 		d.toPeer(a.relay, data, peer, snd)
 	}
 	return true
+}
+
+// parseSend returns the peer and data of a well-formed Send indication, as
+// pion reads them (the first XOR-PEER-ADDRESS and DATA); ok is false for
+// anything else, and for peers in pion's lenient short forms.
+func parseSend(b []byte) (peer netip.AddrPort, data []byte, ok bool) {
+	if len(b) < stunHeaderLen || binary.BigEndian.Uint16(b[0:2]) != typeSendIndication ||
+		binary.BigEndian.Uint32(b[4:8]) != stunMagicCookie {
+		return peer, nil, false
+	}
+	end := stunHeaderLen + int(binary.BigEndian.Uint16(b[2:4]))
+	if end > len(b) || end%4 != 0 {
+		return peer, nil, false
+	}
+	havePeer := false
+	for off := stunHeaderLen; off+4 <= end; {
+		at := binary.BigEndian.Uint16(b[off:])
+		n := int(binary.BigEndian.Uint16(b[off+2:]))
+		v := off + 4
+		if v+n > end {
+			return peer, nil, false
+		}
+		switch {
+		case at == attrXORPeerAddress && !havePeer:
+			if peer, ok = xorPeerAddrPort(b[v:v+n], b[4:stunHeaderLen]); !ok {
+				return peer, nil, false
+			}
+			havePeer = true
+		case at == attrData && data == nil:
+			data = b[v : v+n]
+		}
+		off = v + (n+3)&^3
+	}
+	return peer, data, havePeer && data != nil
 }
 
 // Sizes of a Data indication's header and attribute headers before the
