@@ -43,44 +43,23 @@ while True:
     finally: t.close(); u.close()'
 }
 
+# bench/icebox.yaml and bench/coturn.args are the one copy of both
+# servers' settings, shared with turnsrv's BenchmarkVersusCoturnRelay.
+fill() { sed -e "s|@PORT@|$1|g" -e "s|@DIR@|$dir|g" -e "s|@SECRET@|$SECRET|g" "$2"; }
+
+# Each starts a server in this shell (not in a $(...) subshell, whose pids
+# the cleanup would never see) and leaves its pid last in pids.
 start_icebox() {
-	local port=$1
-	cat >"$dir/icebox.yaml" <<YAML
-public_ip: 127.0.0.1
-state_dir: $dir
-log:
-  level: warn
-stun:
-  listen: ["127.0.0.1:$port"]
-turn:
-  secrets: ["$SECRET"]
-  relay:
-    address: 127.0.0.1
-  peers:
-    allow: ["127.0.0.1/32"]
-  quotas:
-    per_user: 0
-    per_ip: 0
-    total: 0
-    auth_failures: 1000000
-signal:
-  enabled: false
-admin:
-  listen: ""
-YAML
+	fill "$1" bench/icebox.yaml >"$dir/icebox.yaml"
 	taskset -c "$SERVER_CPU" "$dir/icebox" -config "$dir/icebox.yaml" >"$dir/icebox.log" 2>&1 &
 	pids+=($!)
-	echo $!
 }
 
 start_coturn() {
-	local port=$1
-	taskset -c "$SERVER_CPU" turnserver --use-auth-secret --static-auth-secret "$SECRET" \
-		--realm icebox --listening-ip 127.0.0.1 --relay-ip 127.0.0.1 --listening-port "$port" \
-		--allow-loopback-peers --allowed-peer-ip 127.0.0.1 --no-cli --no-tls --no-dtls \
-		--log-file "$dir/coturn.log" --simple-log --pidfile "$dir/coturn.pid" >/dev/null 2>&1 &
+	local args
+	mapfile -t args < <(fill "$1" bench/coturn.args)
+	taskset -c "$SERVER_CPU" turnserver "${args[@]}" >/dev/null 2>&1 &
 	pids+=($!)
-	echo $!
 }
 
 load() { taskset -c "$LOAD_CPU" "$dir/stunload" -secret "$SECRET" "$@"; }
@@ -96,8 +75,8 @@ wait_ready() {
 	exit 1
 }
 
-ice_port=$(free_port); ice_pid=$(start_icebox "$ice_port")
-cot_port=$(free_port); cot_pid=$(start_coturn "$cot_port")
+ice_port=$(free_port); start_icebox "$ice_port"; ice_pid=${pids[-1]}
+cot_port=$(free_port); start_coturn "$cot_port"; cot_pid=${pids[-1]}
 wait_ready "127.0.0.1:$ice_port"
 wait_ready "127.0.0.1:$cot_port"
 

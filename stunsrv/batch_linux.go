@@ -319,3 +319,50 @@ func (w *BatchWriter) Pending() int { return w.b.pending }
 
 // Flush sends what is queued; on an error the rest of the batch is dropped.
 func (w *BatchWriter) Flush() error { return w.b.flush() }
+
+// SocketWriter sends datagrams on plain UDP sockets (a TURN server's
+// relay sockets) several per syscall (sendmmsg), without copying them. It
+// sends on one socket at a time, set by Use. One goroutine uses it; others
+// may write to the sockets meanwhile.
+type SocketWriter struct {
+	b *mmsgBatch
+}
+
+// NewSocketWriter returns a writer of up to count datagrams per syscall
+// (at most 32).
+func NewSocketWriter(count int) *SocketWriter {
+	b := &mmsgBatch{}
+	b.withSend(min(max(count, 1), batchSize))
+	return &SocketWriter{b: b}
+}
+
+// Use sends what is queued from now on over rc, the raw connection of a
+// UDP socket of the family ipv6 says; what was queued before must have
+// been flushed.
+func (w *SocketWriter) Use(rc syscall.RawConn, ipv6 bool) { w.b.rc, w.b.ipv6 = rc, ipv6 }
+
+// Queue adds p, to be sent to to. p must stay unchanged until Flush, which
+// the caller calls at the latest once Pending reaches Cap.
+func (w *SocketWriter) Queue(p []byte, to netip.AddrPort) {
+	b := w.b
+	i := b.pending
+	b.outIov[i].Base = &p[0]
+	b.outIov[i].SetLen(len(p))
+	b.address(i, to, netip.Addr{}, 0)
+	b.pending++
+}
+
+// Pending is how many datagrams wait for Flush; Cap how many may.
+func (w *SocketWriter) Pending() int { return w.b.pending }
+func (w *SocketWriter) Cap() int     { return len(w.b.out) }
+
+// Flush sends what is queued; on an error the rest of the batch is dropped.
+func (w *SocketWriter) Flush() error { return w.b.flush() }
+
+// IsIPv6Socket reports whether rc is an AF_INET6 socket (dual-stack ones
+// included), which takes IPv6 socket addresses only.
+func IsIPv6Socket(rc syscall.RawConn) bool {
+	domain := 0
+	rc.Control(func(fd uintptr) { domain, _ = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_DOMAIN) })
+	return domain == unix.AF_INET6
+}

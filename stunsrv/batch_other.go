@@ -44,3 +44,18 @@ func NewBatchWriter(net.PacketConn, int) *BatchWriter { return nil }
 func (*BatchWriter) Queue([]byte, netip.AddrPort) error { return nil }
 func (*BatchWriter) Pending() int                       { return 0 }
 func (*BatchWriter) Flush() error                       { return nil }
+
+// SocketWriter is sendmmsg's; NewSocketWriter returns nil where there is none.
+type SocketWriter struct{}
+
+// NewSocketWriter returns nil: write one datagram at a time.
+func NewSocketWriter(int) *SocketWriter { return nil }
+
+func (*SocketWriter) Use(syscall.RawConn, bool)    {}
+func (*SocketWriter) Queue([]byte, netip.AddrPort) {}
+func (*SocketWriter) Pending() int                 { return 0 }
+func (*SocketWriter) Cap() int                     { return 1 }
+func (*SocketWriter) Flush() error                 { return nil }
+
+// IsIPv6Socket is only needed by SocketWriter.
+func IsIPv6Socket(syscall.RawConn) bool { return false }

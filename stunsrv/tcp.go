@@ -244,6 +244,10 @@ type tcpConn struct {
 	header    []byte // Binding answers
 	allocated atomic.Bool
 	closed    atomic.Bool
+	// fast relays frames from r's buffer in place; set by the reading
+	// goroutine. A frame stays valid until r reads again, so fast is
+	// flushed before that.
+	fast FastPath
 }
 
 // SetAllocated tells the connection whether it holds a TURN allocation:
@@ -262,6 +266,12 @@ func (c *tcpConn) Read(p []byte) (int, error) {
 		}
 		if b == nil {
 			continue
+		}
+		if c.fast != nil {
+			if c.fast.Relay(b, c.from) {
+				continue
+			}
+			c.fast.Flush()
 		}
 		if len(b) > len(p) {
 			return 0, fmt.Errorf("%w: %d bytes from %v, buffer %d", errFrameTooLarge, len(b), c.from, len(p))
@@ -282,6 +292,7 @@ func (c *tcpConn) nextFrame() ([]byte, error) {
 	}
 	fam := familyOf(c.from)
 	st := &c.l.stats.tcp[fam]
+	c.flushBefore(4)
 	b, err := c.r.Peek(4)
 	if err != nil {
 		return nil, err
@@ -301,6 +312,7 @@ func (c *tcpConn) nextFrame() ([]byte, error) {
 		st.malformed.Inc()
 		return nil, errMalformedFrame
 	}
+	c.flushBefore(size)
 	if size <= readBufferSize {
 		// The frame stays in r's buffer until the next call: Read copies
 		// it out before then.
@@ -337,6 +349,14 @@ func (c *tcpConn) nextFrame() ([]byte, error) {
 	}
 	st.passed.Inc()
 	return b, nil
+}
+
+// flushBefore flushes the fast path unless r already holds n bytes: a
+// read into r may move the frames it relays in place.
+func (c *tcpConn) flushBefore(n int) {
+	if c.fast != nil && c.r.Buffered() < n {
+		c.fast.Flush()
+	}
 }
 
 func (c *tcpConn) Close() error {

@@ -35,8 +35,43 @@ type packetConn struct {
 	wpool    sync.Pool // *[]byte oob buffers for concurrent writers
 
 	batch *mmsgBatch // recvmmsg/sendmmsg where the OS has them; else nil
+	fast  FastPath   // set by the reading goroutine; nil: none
 
 	loop loopState
+}
+
+// FastPath lets the TURN server relay datagrams from the front door's
+// receive buffers in place, without the copy into the caller's buffer,
+// and batch its own sends: a datagram is valid until Flush, which the
+// reading goroutine calls before it waits for more datagrams and before
+// ReadFrom returns one (what came first goes out first).
+type FastPath interface {
+	// Relay reports whether it took msg (ChannelData or STUN, not a
+	// Binding request) from from.
+	Relay(msg []byte, from netip.AddrPort) bool
+	Flush()
+}
+
+// SetFastPath sets f as conn's fast path when conn is one of the front
+// door's UDP sockets read in batches, or one of its TCP or TLS
+// connections, and reports whether it did. Only the goroutine that reads
+// conn may call it.
+func SetFastPath(conn any, f FastPath) bool {
+	switch c := conn.(type) {
+	case *packetConn:
+		if c.batch == nil || !c.passthrough {
+			return false
+		}
+		c.fast = f
+		return true
+	case *tcpConn:
+		if !c.l.passthrough {
+			return false
+		}
+		c.fast = f
+		return true
+	}
+	return false
 }
 
 type localAddr struct {
@@ -105,6 +140,9 @@ func (c *packetConn) readFromBatch(p []byte) (int, net.Addr, error) {
 		msg, from, local, truncated, ok := c.batch.take()
 		if !ok {
 			c.flush()
+			if c.fast != nil {
+				c.fast.Flush()
+			}
 			c.loop.waiting()
 			if err := c.batch.fill(); err != nil {
 				if c.loop.readFailed(err, c.stats) {
@@ -132,6 +170,15 @@ func (c *packetConn) readFromBatch(p []byte) (int, net.Addr, error) {
 			c.stats.countWrite(c.batch.queue(c.reply, from, src, local.ifindex))
 		}
 		if pass {
+			if c.fast != nil {
+				if c.wildcard {
+					c.remember(from, local)
+				}
+				if c.fast.Relay(msg, from) {
+					continue
+				}
+				c.fast.Flush()
+			}
 			c.flush() // answers queued so far go out before pion gets to work
 			return copy(p, msg), c.passOn(from, local), nil
 		}

@@ -2,6 +2,7 @@ package turnsrv
 
 import (
 	"bufio"
+	crand "crypto/rand"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/pion/turn/v4"
@@ -27,9 +29,43 @@ type packetConn struct {
 	s      *Server
 	closer onceCloser
 	key    keyOwner // used by the one goroutine pion reads with
+	// fast relays client datagrams from the front door's buffers, where
+	// the front door allows; set by the reading goroutine on its first read.
+	fast *clientFast
 }
 
+// clientFast is the data plane's client side of one front door socket,
+// used by its reading goroutine: it relays ChannelData and Send
+// indications in place and sends a read's datagrams to peers in batches.
+type clientFast struct {
+	dp     *dataPlane
+	snd    *peerSender
+	stream bool // a TCP or TLS connection's
+}
+
+func (f *clientFast) Relay(msg []byte, from netip.AddrPort) bool {
+	if len(msg) < 4 {
+		return false
+	}
+	id := connID{src: from, stream: f.stream}
+	switch msg[0] >> 6 {
+	case 1:
+		return f.dp.fromClient(msg, id, f.snd)
+	case 0:
+		return f.dp.fromSend(msg, id, f.snd)
+	}
+	return false
+}
+
+func (f *clientFast) Flush() { f.snd.flush() }
+
 func (c *packetConn) ReadFrom(p []byte) (int, net.Addr, error) {
+	if c.fast == nil {
+		c.fast = &clientFast{dp: c.s.dp, snd: newPeerSender(c.s.metrics)}
+		if c.fast.snd.w == nil || !stunsrv.SetFastPath(c.PacketConn, c.fast) {
+			c.fast.snd = nil
+		}
+	}
 	for {
 		n, addr, err := c.PacketConn.ReadFrom(p)
 		if err != nil || n < 4 {
@@ -37,15 +73,16 @@ func (c *packetConn) ReadFrom(p []byte) (int, net.Addr, error) {
 		}
 		switch p[0] >> 6 {
 		case 1: // ChannelData: the data plane's, unless it does not know the channel
-			if c.s.dp.fromClient(p[:n], connIDOf(addr)) {
+			if c.s.dp.fromClient(p[:n], connIDOf(addr), nil) {
 				continue
 			}
 			return n, addr, nil
 		case 0:
-			if !c.s.inspect(p[:n], addr, c) {
+			id := connIDOf(addr)
+			if c.s.dp.fromSend(p[:n], id, nil) || !c.s.inspect(p[:n], addr, c) {
 				continue
 			}
-			c.s.dp.noteRequest(p[:n], connIDOf(addr))
+			c.s.dp.noteRequest(p[:n], id)
 		}
 		return n, addr, nil
 	}
@@ -148,6 +185,7 @@ type frameConn struct {
 	s      *Server
 	closer onceCloser
 	key    keyOwner
+	fast   *clientFast // as packetConn's, for a front door connection
 }
 
 func (c *frameConn) reply(b []byte, _ net.Addr) { c.Conn.Write(b) }
@@ -162,6 +200,12 @@ func (c *frameConn) frontDoorConn() (frontDoorConn, bool) {
 }
 
 func (c *frameConn) Read(p []byte) (int, error) {
+	if c.fast == nil && c.r == nil {
+		c.fast = &clientFast{dp: c.s.dp, snd: newPeerSender(c.s.metrics), stream: true}
+		if c.fast.snd.w == nil || !stunsrv.SetFastPath(c.Conn, c.fast) {
+			c.fast.snd = nil
+		}
+	}
 	for {
 		var n int
 		var err error
@@ -181,11 +225,11 @@ func (c *frameConn) Read(p []byte) (int, error) {
 		}
 		switch p[0] >> 6 {
 		case 1:
-			if c.s.dp.fromClient(p[:n], c.id) {
+			if c.s.dp.fromClient(p[:n], c.id, nil) {
 				continue
 			}
 		case 0:
-			if !c.s.inspect(p[:n], c.RemoteAddr(), c) {
+			if c.s.dp.fromSend(p[:n], c.id, nil) || !c.s.inspect(p[:n], c.RemoteAddr(), c) {
 				continue
 			}
 			c.s.dp.noteRequest(p[:n], c.id)
@@ -324,6 +368,8 @@ type relayConn struct {
 	// the OS allows) and, for a stream client, frames queued to go out in
 	// one write.
 	udp     *net.UDPConn
+	raw     syscall.RawConn // udp's, for batched sends to peers; nil if none
+	ipv6    bool            // udp's family
 	alloc   atomic.Pointer[dpAlloc]
 	batch   *stunsrv.BatchReader // nil: one datagram per read, into buf
 	buf     []byte
@@ -335,15 +381,19 @@ type relayConn struct {
 	bw      *stunsrv.BatchWriter
 	bwFor   net.PacketConn
 	backoff time.Duration
+	// txid draws Data indications' transaction IDs (a CSPRNG seeded once,
+	// so that a datagram costs no getrandom call).
+	txid *rand.ChaCha8
 }
 
 // rtpMTU is the largest datagram pion reads from a relay socket.
 const rtpMTU = 1600
 
 // Room the data plane keeps around a datagram read from a peer: a
-// ChannelData header before it, stream padding after it.
+// ChannelData header or a Data indication's headers (IPv6 the larger)
+// before it, padding after it.
 const (
-	headroom = 4
+	headroom = dataIndicationHead6
 	tailroom = 3
 )
 
@@ -366,6 +416,13 @@ func (c *relayConn) initDataPlane(udp *net.UDPConn) {
 	udp.SetReadBuffer(relaySocketBuffer)
 	udp.SetWriteBuffer(relaySocketBuffer)
 	c.buf = make([]byte, headroom+rtpMTU+tailroom)
+	if raw, err := udp.SyscallConn(); err == nil {
+		c.raw = raw
+		c.ipv6 = stunsrv.IsIPv6Socket(raw)
+	}
+	var seed [32]byte
+	crand.Read(seed[:])
+	c.txid = rand.NewChaCha8(seed)
 }
 
 // batchReads switches to reading several datagrams per syscall, between
@@ -396,6 +453,7 @@ func (c *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
 			if errors.Is(err, net.ErrClosed) {
 				return 0, nil, err
 			}
+			c.s.metrics.relayReadErrors.Inc()
 			c.backoff = min(max(2*c.backoff, time.Millisecond), 100*time.Millisecond)
 			time.Sleep(c.backoff)
 			continue

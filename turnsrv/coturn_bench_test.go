@@ -190,35 +190,24 @@ func startIceboxRelay(b *testing.B) relayServer {
 		b.Fatalf("go build: %v\n%s", err, out)
 	}
 	port := testenv.FreePort(b)
-	// turnutils_peer is on loopback, which icebox refuses by default; the
-	// quotas must not cap a benchmark.
-	cfg := fmt.Sprintf(`public_ip: 127.0.0.1
-state_dir: %q
-log:
-  level: warn
-stun:
-  listen: ["127.0.0.1:%d"]
-turn:
-  secrets: [%q]
-  relay:
-    address: 127.0.0.1
-  peers:
-    allow: ["127.0.0.1/32"]
-  quotas:
-    per_user: 0
-    per_ip: 0
-    total: 0
-    auth_failures: 1000000
-signal:
-  enabled: false
-admin:
-  listen: ""
-`, dir, port, benchSecret)
+	cfg := benchConfig(b, "icebox.yaml", dir, port)
 	cfgFile := filepath.Join(dir, "config.yaml")
-	if err := os.WriteFile(cfgFile, []byte(cfg), 0o600); err != nil {
+	if err := os.WriteFile(cfgFile, []byte(strings.Join(cfg, "\n")), 0o600); err != nil {
 		b.Fatal(err)
 	}
 	return startRelay(b, "icebox", exec.Command(bin, "-config", cfgFile), port)
+}
+
+// benchConfig reads bench/name, the configuration bench/compare.sh runs
+// too, one line per element, with its placeholders filled in.
+func benchConfig(b *testing.B, name, dir string, port int) []string {
+	b.Helper()
+	raw, err := os.ReadFile(filepath.Join("..", "bench", name))
+	if err != nil {
+		b.Fatal(err)
+	}
+	r := strings.NewReplacer("@DIR@", dir, "@PORT@", strconv.Itoa(port), "@SECRET@", benchSecret)
+	return strings.Split(strings.TrimSuffix(r.Replace(string(raw)), "\n"), "\n")
 }
 
 // startCoturnRelay runs coturn's turnserver with the same secret and realm.
@@ -229,13 +218,7 @@ func startCoturnRelay(b *testing.B) relayServer {
 	bin := testenv.Tool(b, "turnserver", "coturn")
 	dir := b.TempDir()
 	port := testenv.FreePort(b)
-	cmd := exec.Command(bin, "--use-auth-secret", "--static-auth-secret", benchSecret,
-		"--realm", "icebox", "--listening-ip", "127.0.0.1", "--relay-ip", "127.0.0.1",
-		"--listening-port", strconv.Itoa(port),
-		"--allow-loopback-peers", "--allowed-peer-ip", "127.0.0.1",
-		"--no-cli", "--no-tls", "--no-dtls",
-		"--log-file", filepath.Join(dir, "coturn.log"), "--simple-log",
-		"--pidfile", filepath.Join(dir, "coturn.pid"))
+	cmd := exec.Command(bin, benchConfig(b, "coturn.args", dir, port)...)
 	return startRelay(b, "coturn", cmd, port)
 }
 

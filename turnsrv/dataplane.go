@@ -7,11 +7,13 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"icebox/stunsrv"
 )
 
-// icebox relays ChannelData itself; pion/turn keeps the control plane
-// (Allocate, Refresh, CreatePermission, ChannelBind, Send and Data,
-// authentication, lifetimes). pion's per-packet path costs several heap
+// icebox relays ChannelData and Send/Data indications itself; pion/turn
+// keeps the control plane (Allocate, Refresh, CreatePermission,
+// ChannelBind, authentication, lifetimes). pion's per-packet path costs several heap
 // allocations, locks and a payload copy per datagram; this one costs none.
 //
 // The data plane mirrors what pion granted. Allocations come from pion's
@@ -30,9 +32,13 @@ const (
 	permissionLifetime = 5 * time.Minute
 )
 
-// STUN attributes the data plane reads in requests.
+// STUN attributes and message types the data plane reads and writes.
 const (
 	attrChannelNumber = 0x000C
+	attrData          = 0x0013
+
+	typeSendIndication = 0x0016 // method Send (0x006), class indication
+	typeDataIndication = 0x0017 // method Data (0x007), class indication
 )
 
 // maxPending bounds requests awaiting pion's answer. Any answer, success
@@ -114,6 +120,7 @@ type dpChannel struct {
 type dpPerm struct {
 	ip      netip.Addr
 	expires atomic.Int64
+	verdict atomic.Pointer[policyVerdict]
 }
 
 // policyVerdict caches the peer policy's answer for one channel until a
@@ -260,28 +267,20 @@ func (d *dataPlane) noteRequest(b []byte, from connID) {
 
 // xorPeerAddrPort decodes a well-formed XOR-PEER-ADDRESS value with its
 // port; cookieID is the magic cookie and transaction ID, 16 bytes. Unlike
-// inspect's xorPeer it refuses pion's lenient short forms: a peer it cannot
-// read is left to pion, which then relays that channel itself.
+// inspect's use of xorPeer it refuses pion's lenient short forms: a peer it
+// cannot read is left to pion, which then relays that channel itself.
 func xorPeerAddrPort(v, cookieID []byte) (netip.AddrPort, bool) {
-	if len(v) < 8 {
+	if len(v) != 8 && len(v) != 20 {
 		return netip.AddrPort{}, false
 	}
-	port := binary.BigEndian.Uint16(v[2:4]) ^ stunMagicCookie>>16
-	switch {
-	case v[1] == 0x01 && len(v) == 8:
-		var ip [4]byte
-		for i := range ip {
-			ip[i] = v[4+i] ^ cookieID[i]
-		}
-		return netip.AddrPortFrom(netip.AddrFrom4(ip), port), true
-	case v[1] == 0x02 && len(v) == 20:
-		var ip [16]byte
-		for i := range ip {
-			ip[i] = v[4+i] ^ cookieID[i]
-		}
-		return netip.AddrPortFrom(netip.AddrFrom16(ip).Unmap(), port), true
+	var buf [16]byte
+	ip, ok := xorPeer(v, cookieID, buf[:])
+	if !ok || len(ip) != len(v)-4 {
+		return netip.AddrPort{}, false
 	}
-	return netip.AddrPort{}, false
+	a, _ := netip.AddrFromSlice(ip)
+	port := binary.BigEndian.Uint16(v[2:4]) ^ stunMagicCookie>>16
+	return netip.AddrPortFrom(a.Unmap(), port), true
 }
 
 // noteResponse applies a request pion answered with success: out is how
@@ -310,12 +309,11 @@ func (d *dataPlane) noteResponse(b []byte, out clientOut) {
 		if len(req.peers) != 1 {
 			return
 		}
-		if a.out.Load() == nil {
-			a.out.Store(&out)
-		}
+		a.learnOut(out)
 		a.bind(req.channel, req.peers[0], now)
 		a.permit(req.peers[0].Addr(), now)
 	case methodCreatePermission:
+		a.learnOut(out)
 		for _, p := range req.peers {
 			a.permit(p.Addr(), now)
 		}
@@ -332,6 +330,14 @@ func (c connID) addr() net.Addr {
 		return net.TCPAddrFromAddrPort(c.src)
 	}
 	return net.UDPAddrFromAddrPort(c.src)
+}
+
+// learnOut keeps the first way pion answered the client on: peers'
+// datagrams reach the client the same way.
+func (a *dpAlloc) learnOut(out clientOut) {
+	if a.out.Load() == nil {
+		a.out.Store(&out)
+	}
 }
 
 func (a *dpAlloc) bind(number uint16, peer netip.AddrPort, now int64) {
@@ -411,45 +417,64 @@ func (a *dpAlloc) byPeer(p netip.AddrPort) *dpChannel {
 	return nil
 }
 
+func (a *dpAlloc) byIP(ip netip.Addr) *dpPerm {
+	for _, p := range *a.perms.Load() {
+		if p.ip == ip {
+			return p
+		}
+	}
+	return nil
+}
+
 // unexpired reports whether ch and the permission for its peer are unexpired.
 func (a *dpAlloc) unexpired(ch *dpChannel, now int64) bool {
 	if now >= ch.expires.Load() {
 		return false
 	}
-	ip := ch.peer.Addr()
-	for _, p := range *a.perms.Load() {
-		if p.ip == ip {
-			return now < p.expires.Load()
-		}
-	}
-	return false
+	p := a.byIP(ch.peer.Addr())
+	return p != nil && now < p.expires.Load()
 }
 
-// refusal is the current peer policy's verdict on ch's peer, recomputed
-// only after a reload.
-func (d *dataPlane) refusal(ch *dpChannel) string {
+// refusal is the current peer policy's verdict on ip, cached in verdict
+// and recomputed only after a reload.
+func (d *dataPlane) refusal(verdict *atomic.Pointer[policyVerdict], ip netip.Addr) string {
 	lv := d.s.live.Load()
-	if v := ch.verdict.Load(); v != nil && v.lv == lv {
+	if v := verdict.Load(); v != nil && v.lv == lv {
 		return v.reason
 	}
-	v := &policyVerdict{lv: lv, reason: lv.policy.refusal(ch.peer.Addr().AsSlice())}
-	ch.verdict.Store(v)
+	v := &policyVerdict{lv: lv, reason: lv.policy.refusal(ip.AsSlice())}
+	verdict.Store(v)
 	return v.reason
 }
 
 // pass checks a datagram on ch against lifetimes and policy, counting
 // what it drops.
 func (d *dataPlane) pass(a *dpAlloc, ch *dpChannel) bool {
-	m := d.s.metrics
 	if !a.unexpired(ch, d.now()) {
-		m.fastDrops[dropExpired].Inc()
+		d.s.metrics.fastDrops[dropExpired].Inc()
 		return false
 	}
-	if r := d.refusal(ch); r != "" {
+	return d.allowed(&ch.verdict, ch.peer)
+}
+
+// passPerm is pass for a Send or Data indication: the permission for the
+// peer's address must be unexpired.
+func (d *dataPlane) passPerm(p *dpPerm, peer netip.AddrPort) bool {
+	if d.now() >= p.expires.Load() {
+		d.s.metrics.fastDrops[dropExpired].Inc()
+		return false
+	}
+	return d.allowed(&p.verdict, peer)
+}
+
+// allowed applies the current peer policy to peer, counting a refusal.
+func (d *dataPlane) allowed(verdict *atomic.Pointer[policyVerdict], peer netip.AddrPort) bool {
+	m := d.s.metrics
+	if r := d.refusal(verdict, peer.Addr()); r != "" {
 		m.fastDrops[dropRefused].Inc()
 		return false
 	}
-	if d.s.toRelayRefusedAddr(ch.peer) {
+	if d.s.toRelayRefusedAddr(peer) {
 		m.peerRefusals[refuseRelayPort].Inc()
 		return false
 	}
@@ -459,7 +484,7 @@ func (d *dataPlane) pass(a *dpAlloc, ch *dpChannel) bool {
 // fromClient relays one ChannelData message from a client if the data
 // plane knows its channel, and reports whether it did (or dropped it); if
 // not, pion gets the message. b is the whole message, padding included.
-func (d *dataPlane) fromClient(b []byte, from connID) bool {
+func (d *dataPlane) fromClient(b []byte, from connID, snd *peerSender) bool {
 	a := d.lookup(from)
 	if a == nil {
 		return false
@@ -469,53 +494,231 @@ func (d *dataPlane) fromClient(b []byte, from connID) bool {
 	if ch == nil || size > len(b) {
 		return false
 	}
-	if !d.pass(a, ch) {
-		return true
+	if d.pass(a, ch) {
+		d.toPeer(a.relay, b[4:size], ch.peer, snd)
+	}
+	return true
+}
+
+// toPeer sends payload out of relay to peer: queued on snd when the
+// caller batches its sends, else at once (an empty datagram too: a
+// batch entry needs a byte to point at).
+func (d *dataPlane) toPeer(relay *relayConn, payload []byte, peer netip.AddrPort, snd *peerSender) {
+	if snd != nil && snd.w != nil && relay.raw != nil && len(payload) > 0 {
+		snd.queue(relay, payload, peer)
+		return
 	}
 	m := d.s.metrics
-	n, err := a.relay.udp.WriteToUDPAddrPort(b[4:size], ch.peer)
+	n, err := relay.udp.WriteToUDPAddrPort(payload, peer)
 	if err != nil {
 		m.fastDrops[dropWrite].Inc()
-		return true
+		return
 	}
 	m.toPeerBytes.Add(float64(n))
 	m.toPeerPackets.Inc()
 	m.fastToPeer.Inc()
+}
+
+// peerSender batches one reading goroutine's sends to peers: the
+// datagrams of one read that go out of the same relay socket in a row
+// leave in one sendmmsg.
+type peerSender struct {
+	m     *metrics
+	w     *stunsrv.SocketWriter // nil where the OS has no sendmmsg
+	relay *relayConn            // the socket queued datagrams go out of
+	bytes int
+}
+
+func newPeerSender(m *metrics) *peerSender {
+	return &peerSender{m: m, w: stunsrv.NewSocketWriter(relayBatch)}
+}
+
+func (p *peerSender) queue(relay *relayConn, payload []byte, peer netip.AddrPort) {
+	if p.relay != relay {
+		p.flush()
+		p.relay = relay
+		p.w.Use(relay.raw, relay.ipv6)
+	}
+	p.w.Queue(payload, peer)
+	p.bytes += len(payload)
+	if p.w.Pending() == p.w.Cap() {
+		p.flush()
+	}
+}
+
+// flush sends what is queued and counts it.
+func (p *peerSender) flush() {
+	n := p.w.Pending()
+	if n == 0 {
+		return
+	}
+	if err := p.w.Flush(); err != nil {
+		p.m.fastDrops[dropWrite].Add(float64(n))
+	} else {
+		p.m.toPeerBytes.Add(float64(p.bytes))
+		p.m.toPeerPackets.Add(float64(n))
+		p.m.fastToPeer.Add(float64(n))
+	}
+	p.bytes = 0
+}
+
+// fromSend relays the DATA of a client's Send indication if the data
+// plane holds a permission for its peer, and reports whether it did (or
+// dropped it); if not, pion gets the message. RFC 8656 §11.4: a Send
+// indication carries no MESSAGE-INTEGRITY, so the allocation found by the
+// client's transport is all there is to check. Anything pion would read
+// differently (a short address, a second DATA, a message cut short) goes
+// to pion.
+func (d *dataPlane) fromSend(b []byte, from connID, snd *peerSender) bool {
+	if len(b) < 2 || binary.BigEndian.Uint16(b[0:2]) != typeSendIndication {
+		return false
+	}
+	a := d.lookup(from)
+	if a == nil {
+		return false
+	}
+	peer, data, ok := parseSend(b)
+	if !ok {
+		return false
+	}
+	p := a.byIP(peer.Addr())
+	if p == nil {
+		return false // pion refuses it, or knows what the mirror missed
+	}
+	if d.passPerm(p, peer) {
+		d.toPeer(a.relay, data, peer, snd)
+	}
 	return true
 }
 
-// fromPeer sends a peer's datagram, at slot[4:4+n] with room for
-// padding after it, to the client as ChannelData if the data plane knows
-// the peer's channel, and reports whether it did (or dropped it). Frames
-// for a stream client are queued on rc and written together.
-func (d *dataPlane) fromPeer(rc *relayConn, a *dpAlloc, slot []byte, n int, peer netip.AddrPort) bool {
-	ch := a.byPeer(peer)
-	if ch == nil {
-		return false
+// parseSend returns the peer and data of a well-formed Send indication, as
+// pion reads them (the first XOR-PEER-ADDRESS and DATA); ok is false for
+// anything else, and for peers in pion's lenient short forms.
+func parseSend(b []byte) (peer netip.AddrPort, data []byte, ok bool) {
+	if len(b) < stunHeaderLen || binary.BigEndian.Uint16(b[0:2]) != typeSendIndication ||
+		binary.BigEndian.Uint32(b[4:8]) != stunMagicCookie {
+		return peer, nil, false
 	}
+	end := stunHeaderLen + int(binary.BigEndian.Uint16(b[2:4]))
+	if end > len(b) || end%4 != 0 {
+		return peer, nil, false
+	}
+	havePeer := false
+	for off := stunHeaderLen; off+4 <= end; {
+		at := binary.BigEndian.Uint16(b[off:])
+		n := int(binary.BigEndian.Uint16(b[off+2:]))
+		v := off + 4
+		if v+n > end {
+			return peer, nil, false
+		}
+		switch {
+		case at == attrXORPeerAddress && !havePeer:
+			if peer, ok = xorPeerAddrPort(b[v:v+n], b[4:stunHeaderLen]); !ok {
+				return peer, nil, false
+			}
+			havePeer = true
+		case at == attrData && data == nil:
+			data = b[v : v+n]
+		}
+		off = v + (n+3)&^3
+	}
+	return peer, data, havePeer && data != nil
+}
+
+// Sizes of a Data indication's header and attribute headers before the
+// data, as pion's stun.Build writes them: the STUN header, XOR-PEER-ADDRESS
+// (IPv4 or IPv6), the DATA attribute's header. No FINGERPRINT: pion sends
+// none.
+const (
+	dataIndicationHead4 = stunHeaderLen + 4 + 8 + 4
+	dataIndicationHead6 = stunHeaderLen + 4 + 20 + 4
+)
+
+// fromPeer sends a peer's datagram, at slot[headroom:headroom+n] with room
+// for padding after it, to the client: as ChannelData if the data plane
+// knows the peer's channel, else as a Data indication if it holds a
+// permission for the peer. It reports whether it did (or dropped it).
+// Frames for a stream client are queued on rc and written together.
+func (d *dataPlane) fromPeer(rc *relayConn, a *dpAlloc, slot []byte, n int, peer netip.AddrPort) bool {
 	out := a.out.Load()
 	if out == nil {
 		return false
 	}
-	if !d.pass(a, ch) {
-		return true
+	var frame []byte
+	if ch := a.byPeer(peer); ch != nil {
+		if !d.pass(a, ch) {
+			return true
+		}
+		frame = slot[headroom-4 : headroom+n]
+		binary.BigEndian.PutUint16(frame[0:2], ch.number)
+		binary.BigEndian.PutUint16(frame[2:4], uint16(n))
+		if out.stream != nil {
+			// RFC 8656 §12.5: padded to four bytes over streams.
+			frame = slot[headroom-4 : headroom+(n+3)&^3]
+			clear(frame[4+n:])
+		}
+	} else {
+		p := a.byIP(peer.Addr())
+		if p == nil {
+			return false
+		}
+		if !d.passPerm(p, peer) {
+			return true
+		}
+		frame = rc.dataIndication(slot, n, peer)
 	}
-	binary.BigEndian.PutUint16(slot[0:2], ch.number)
-	binary.BigEndian.PutUint16(slot[2:4], uint16(n))
 	if out.stream != nil {
-		// RFC 8656 §12.5: padded to four bytes over streams.
-		size := (4 + n + 3) &^ 3
-		clear(slot[4+n : size])
-		rc.queueStream(out.stream, slot[:size])
+		rc.queueStream(out.stream, frame)
 		return true
 	}
-	if rc.queueUDP(out, slot[:4+n]) {
+	if rc.queueUDP(out, frame) {
 		return true
 	}
-	if _, err := out.udp.WriteTo(slot[:4+n], out.to); err != nil {
+	if _, err := out.udp.WriteTo(frame, out.to); err != nil {
 		d.s.metrics.fastDrops[dropWrite].Inc()
 		return true
 	}
 	d.s.metrics.fastFromPeer.Inc()
 	return true
+}
+
+// dataIndication writes a Data indication around the peer's datagram at
+// slot[headroom:headroom+n] (RFC 8656 §11.6) and returns it: the same bytes
+// pion's stun.Build would send, with a transaction ID from the relay's
+// own generator.
+func (c *relayConn) dataIndication(slot []byte, n int, peer netip.AddrPort) []byte {
+	head := dataIndicationHead4
+	if !peer.Addr().Is4() {
+		head = dataIndicationHead6
+	}
+	padded := (n + 3) &^ 3
+	clear(slot[headroom+n : headroom+padded])
+	m := slot[headroom-head : headroom+padded]
+	binary.BigEndian.PutUint16(m[0:2], typeDataIndication)
+	binary.BigEndian.PutUint16(m[2:4], uint16(len(m)-stunHeaderLen))
+	binary.BigEndian.PutUint32(m[4:8], stunMagicCookie)
+	binary.LittleEndian.PutUint64(m[8:16], c.txid.Uint64())
+	binary.LittleEndian.PutUint32(m[16:20], uint32(c.txid.Uint64()))
+	// XOR-PEER-ADDRESS
+	a := m[stunHeaderLen : head-4]
+	binary.BigEndian.PutUint16(a[0:2], attrXORPeerAddress)
+	binary.BigEndian.PutUint16(a[2:4], uint16(len(a)-4))
+	family := uint16(familyIPv4)
+	if len(a) == 24 {
+		family = familyIPv6
+	}
+	binary.BigEndian.PutUint16(a[4:6], family)
+	binary.BigEndian.PutUint16(a[6:8], peer.Port()^stunMagicCookie>>16)
+	ip := peer.Addr().As16()
+	src := ip[12:]
+	if family == familyIPv6 {
+		src = ip[:]
+	}
+	for i := range src {
+		a[8+i] = src[i] ^ m[4+i]
+	}
+	// DATA
+	binary.BigEndian.PutUint16(m[head-4:head-2], attrData)
+	binary.BigEndian.PutUint16(m[head-2:head], uint16(n))
+	return m
 }

@@ -1,7 +1,9 @@
 package turnsrv
 
 import (
+	"bytes"
 	"net"
+	"net/netip"
 	"testing"
 
 	"github.com/pion/stun/v3"
@@ -47,6 +49,45 @@ func FuzzDataPlaneLearning(f *testing.F) {
 			if !p.ip.IsValid() || p.ip != p.ip.Unmap() {
 				t.Fatalf("permission for %v", p.ip)
 			}
+		}
+	})
+}
+
+// FuzzParseSend: whatever Send indication the data plane relays itself,
+// pion would have read the same peer and data from it.
+func FuzzParseSend(f *testing.F) {
+	peer := peerAttr(net.IPv4(192, 0, 2, 1), 9)
+	peer6 := peerAttr(net.ParseIP("2001:db8::1"), 9)
+	send := stun.NewType(stun.MethodSend, stun.ClassIndication)
+	for _, m := range []*stun.Message{
+		stun.MustBuild(stun.TransactionID, send, peer, rawAttr(stun.AttrData, []byte("hello"))),
+		stun.MustBuild(stun.TransactionID, send, rawAttr(stun.AttrData, nil), peer6, stun.Fingerprint),
+		stun.MustBuild(stun.TransactionID, send, peer, peer6, rawAttr(stun.AttrData, []byte("1")), rawAttr(stun.AttrData, []byte("2"))),
+		stun.MustBuild(stun.TransactionID, send, rawAttr(stun.AttrXORPeerAddress, []byte{0, 1, 0, 9, 1}), rawAttr(stun.AttrData, []byte("short peer"))),
+		stun.MustBuild(stun.TransactionID, send, peer),
+	} {
+		f.Add(m.Raw)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		ap, data, ok := parseSend(b)
+		if !ok {
+			return
+		}
+		m := &stun.Message{Raw: append([]byte(nil), b...)}
+		if err := m.Decode(); err != nil {
+			t.Fatalf("relayed a Send indication pion cannot decode: %v", err)
+		}
+		var addr stun.XORMappedAddress
+		if err := addr.GetFromAs(m, stun.AttrXORPeerAddress); err != nil {
+			t.Fatalf("pion reads no peer: %v", err)
+		}
+		want, _ := netip.AddrFromSlice(addr.IP)
+		if ap != netip.AddrPortFrom(want.Unmap(), uint16(addr.Port)) {
+			t.Fatalf("peer %v, pion reads %v:%d", ap, addr.IP, addr.Port)
+		}
+		pionData, err := m.Get(stun.AttrData)
+		if err != nil || !bytes.Equal(pionData, data) {
+			t.Fatalf("data %q, pion reads %q (%v)", data, pionData, err)
 		}
 	})
 }

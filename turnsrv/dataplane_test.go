@@ -81,29 +81,10 @@ func (c *channelClient) sendChannelData(number uint16, payload string) {
 func (c *channelClient) readChannelData(t *testing.T, d time.Duration) (number uint16, payload string, ok bool) {
 	t.Helper()
 	c.conn.SetReadDeadline(time.Now().Add(d))
-	buf := make([]byte, 2048)
 	for {
-		var b []byte
-		if c.stream {
-			if _, err := io.ReadFull(c.conn, buf[:4]); err != nil {
-				return 0, "", readFailed(t, err)
-			}
-			size := int(binary.BigEndian.Uint16(buf[2:4]))
-			if buf[0]>>6 == 0 {
-				size += 16
-			} else {
-				size = (size + 3) &^ 3
-			}
-			if _, err := io.ReadFull(c.conn, buf[4:4+size]); err != nil {
-				return 0, "", readFailed(t, err)
-			}
-			b = buf[:4+size]
-		} else {
-			n, err := c.conn.Read(buf)
-			if err != nil {
-				return 0, "", readFailed(t, err)
-			}
-			b = buf[:n]
+		b := c.readFrame(t)
+		if b == nil {
+			return 0, "", false
 		}
 		if b[0]>>6 != 1 {
 			continue
@@ -111,6 +92,34 @@ func (c *channelClient) readChannelData(t *testing.T, d time.Duration) (number u
 		l := int(binary.BigEndian.Uint16(b[2:4]))
 		return binary.BigEndian.Uint16(b), string(b[4 : 4+l]), true
 	}
+}
+
+// readFrame returns the next datagram, or over a stream the next STUN or
+// ChannelData frame (padding included); nil at the read deadline.
+func (c *channelClient) readFrame(t *testing.T) []byte {
+	t.Helper()
+	buf := make([]byte, 2048)
+	if !c.stream {
+		n, err := c.conn.Read(buf)
+		if err != nil {
+			readFailed(t, err)
+			return nil
+		}
+		return buf[:n]
+	}
+	if _, err := io.ReadFull(c.conn, buf[:4]); err != nil {
+		readFailed(t, err)
+		return nil
+	}
+	size := (int(binary.BigEndian.Uint16(buf[2:4])) + 3) &^ 3
+	if buf[0]>>6 == 0 {
+		size += 16
+	}
+	if _, err := io.ReadFull(c.conn, buf[4:4+size]); err != nil {
+		readFailed(t, err)
+		return nil
+	}
+	return buf[:4+size]
 }
 
 func readFailed(t *testing.T, err error) bool {
@@ -158,19 +167,67 @@ func (c *channelClient) roundTrip(t *testing.T, number uint16, peer *net.UDPConn
 // clients, and checks that icebox's data plane did it, not pion.
 func TestChannelDataFastPath(t *testing.T) {
 	t.Parallel()
+	onEachTransport(t, func(t *testing.T, ts *testServer, c *channelClient, peer *net.UDPConn) {
+		mustSucceed(t, c.bind(0x4000, peer), "channel bind")
+		for _, msg := range []string{"a", "odd length", "four"} {
+			c.roundTrip(t, 0x4000, peer, msg)
+		}
+		wantCount(t, ts.metrics.fastToPeer, 3, "datagrams the data plane relayed to the peer")
+		wantCount(t, ts.metrics.fastFromPeer, 3, "datagrams the data plane relayed to the client")
+		wantCount(t, ts.metrics.toPeerPackets, 3, "relayed packets to the peer, pion's and the data plane's")
+	})
+}
+
+// udpAllocation starts a server and returns it, a UDP client's allocation
+// and a peer.
+func udpAllocation(t *testing.T) (*testServer, *channelClient, *net.UDPConn) {
+	t.Helper()
+	ts := startServer(t, testConfig())
+	return ts, allocateRaw(t, ts, "udp"), peerSocket(t)
+}
+
+// onEachTransport runs f for a UDP and a TCP client, each with its own
+// server, allocation and peer.
+func onEachTransport(t *testing.T, f func(t *testing.T, ts *testServer, c *channelClient, peer *net.UDPConn)) {
 	for _, network := range []string{"udp", "tcp"} {
 		t.Run(network, func(t *testing.T) {
 			ts := startServer(t, testConfig())
-			c := allocateRaw(t, ts, network)
-			peer := peerSocket(t)
-			mustSucceed(t, c.bind(0x4000, peer), "channel bind")
-			for _, msg := range []string{"a", "odd length", "four"} {
-				c.roundTrip(t, 0x4000, peer, msg)
-			}
-			wantCount(t, ts.metrics.fastToPeer, 3, "datagrams the data plane relayed to the peer")
-			wantCount(t, ts.metrics.fastFromPeer, 3, "datagrams the data plane relayed to the client")
-			wantCount(t, ts.metrics.toPeerPackets, 3, "relayed packets to the peer, pion's and the data plane's")
+			f(t, ts, allocateRaw(t, ts, network), peerSocket(t))
 		})
+	}
+}
+
+// wantNoAllocations sends msg (ChannelData or a Send indication) from the
+// client and 160 bytes from the peer through the relay, each 2000 times,
+// and counts heap allocations in the whole process: the server's
+// per-packet path (front door, data plane, relay socket) must allocate
+// nothing.
+func wantNoAllocations(t *testing.T, c *channelClient, peer *net.UDPConn, msg []byte) {
+	t.Helper()
+	client := c.conn.(*net.UDPConn)
+	buf := make([]byte, 2048)
+	client.SetReadDeadline(time.Time{})
+	peer.SetReadDeadline(time.Time{})
+	var failed error
+	toPeer := func() {
+		client.Write(msg)
+		if _, _, err := peer.ReadFromUDPAddrPort(buf); err != nil {
+			failed = err
+		}
+	}
+	toClient := func() {
+		peer.WriteToUDPAddrPort(buf[:160], c.relay)
+		if _, err := client.Read(buf); err != nil {
+			failed = err
+		}
+	}
+	for name, f := range map[string]func(){"client to peer": toPeer, "peer to client": toClient} {
+		if n := testing.AllocsPerRun(2000, f); n != 0 {
+			t.Errorf("%s: %v allocations per packet, want 0", name, n)
+		}
+	}
+	if failed != nil {
+		t.Fatal(failed)
 	}
 }
 
@@ -179,9 +236,7 @@ func TestChannelDataFastPath(t *testing.T) {
 // again, and a channel not refreshed for 10 minutes relays nothing.
 func TestChannelAndPermissionExpiry(t *testing.T) {
 	t.Parallel()
-	ts := startServer(t, testConfig())
-	c := allocateRaw(t, ts, "udp")
-	peer := peerSocket(t)
+	ts, c, peer := udpAllocation(t)
 	mustSucceed(t, c.bind(0x4000, peer), "channel bind")
 	c.roundTrip(t, 0x4000, peer, "fresh")
 
@@ -289,17 +344,23 @@ func TestChannelRebindRefused(t *testing.T) {
 	}
 }
 
+// allocateForPeerOn127002 starts a server whose policy allows only
+// 127.0.0.2 as a peer and returns its config, a UDP client's allocation
+// and a peer there. The peer is not on 127.0.0.1, the relay address, which
+// the policy treats as another client's relay.
+func allocateForPeerOn127002(t *testing.T) (Config, *testServer, *channelClient, *net.UDPConn) {
+	t.Helper()
+	cfg := testConfig()
+	cfg.Peers.Allow = []string{"127.0.0.2/32"}
+	ts := startServer(t, cfg)
+	return cfg, ts, allocateRaw(t, ts, "udp"), peerSocketAt(t, net.IPv4(127, 0, 0, 2))
+}
+
 // TestReloadDenyingAPeerStopsItsChannels: a reload whose policy refuses a
 // peer stops the channels already bound to it, both ways, and Send too.
 func TestReloadDenyingAPeerStopsItsChannels(t *testing.T) {
 	t.Parallel()
-	// The peer is not on 127.0.0.1, the relay address, which the policy
-	// treats as another client's relay.
-	cfg := testConfig()
-	cfg.Peers.Allow = []string{"127.0.0.2/32"}
-	ts := startServer(t, cfg)
-	c := allocateRaw(t, ts, "udp")
-	peer := peerSocketAt(t, net.IPv4(127, 0, 0, 2))
+	cfg, ts, c, peer := allocateForPeerOn127002(t)
 	mustSucceed(t, c.bind(0x4000, peer), "channel bind")
 	c.roundTrip(t, 0x4000, peer, "allowed")
 
@@ -317,8 +378,7 @@ func TestReloadDenyingAPeerStopsItsChannels(t *testing.T) {
 	}
 	c.send(send.Raw)
 	bindingAfter(t, c)
-	waitMetric(t, ts.metrics.fastDrops[dropRefused], 2)
-	waitMetric(t, ts.metrics.peerRefusals[refuseReserved], 1) // the Send
+	waitMetric(t, ts.metrics.fastDrops[dropRefused], 3) // ChannelData both ways, and the Send
 	if got, _ := readPeer(t, peer, 0); got != "" {
 		t.Errorf("peer got %q after the reload", got)
 	}
@@ -327,50 +387,44 @@ func TestReloadDenyingAPeerStopsItsChannels(t *testing.T) {
 	}
 }
 
-// TestChannelDataAllocatesNothing relays ChannelData both ways through
-// real sockets and counts heap allocations in the whole process: the
-// server's per-packet path (front door, data plane, relay socket) must
-// allocate nothing.
-func TestChannelDataAllocatesNothing(t *testing.T) {
+// TestFastPathAllocatesNothing relays ChannelData, then Send and Data
+// indications, both ways through real sockets and counts heap allocations
+// in the whole process: the server's per-packet path (front door, data
+// plane, relay socket) must allocate nothing.
+func TestFastPathAllocatesNothing(t *testing.T) {
 	if raceEnabled {
 		t.Skip("the race detector allocates")
 	}
-	ts := startServer(t, testConfig(), infoLogger)
-	c := allocateRaw(t, ts, "udp")
-	peer := peerSocket(t)
-	mustSucceed(t, c.bind(0x4000, peer), "channel bind")
-	c.roundTrip(t, 0x4000, peer, "warm up")
-
-	client := c.conn.(*net.UDPConn)
-	msg := make([]byte, 4+160)
-	binary.BigEndian.PutUint16(msg, 0x4000)
-	binary.BigEndian.PutUint16(msg[2:], 160)
-	buf := make([]byte, 2048)
-	client.SetReadDeadline(time.Time{})
-	peer.SetReadDeadline(time.Time{})
-	var failed error
-	toPeer := func() {
-		client.Write(msg)
-		if _, _, err := peer.ReadFromUDPAddrPort(buf); err != nil {
-			failed = err
-		}
-	}
-	toClient := func() {
-		peer.WriteToUDPAddrPort(buf[:160], c.relay)
-		if _, err := client.Read(buf); err != nil {
-			failed = err
-		}
-	}
-	for name, f := range map[string]func(){"client to peer": toPeer, "peer to client": toClient} {
-		if n := testing.AllocsPerRun(2000, f); n != 0 {
-			t.Errorf("%s: %v allocations per packet, want 0", name, n)
-		}
-	}
-	if failed != nil {
-		t.Fatal(failed)
-	}
-	if got := testenv.MetricValue(t, ts.metrics.fastFromPeer); got < 2000 {
-		t.Errorf("data plane relayed %v to the client, want every packet", got)
+	for _, tc := range []struct {
+		name string
+		// grant sets the allocation up and returns what the client sends.
+		grant func(*testing.T, *channelClient, *net.UDPConn) []byte
+	}{
+		{"channel_data", func(t *testing.T, c *channelClient, peer *net.UDPConn) []byte {
+			mustSucceed(t, c.bind(0x4000, peer), "channel bind")
+			c.roundTrip(t, 0x4000, peer, "warm up")
+			msg := make([]byte, 4+160)
+			binary.BigEndian.PutUint16(msg, 0x4000)
+			binary.BigEndian.PutUint16(msg[2:], 160)
+			return msg
+		}},
+		{"send_data", func(t *testing.T, c *channelClient, peer *net.UDPConn) []byte {
+			c.permit(t, peer)
+			c.sendRoundTrip(t, peer, "warm up")
+			return sendIndication(t, peer, make([]byte, 160))
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ts := startServer(t, testConfig(), infoLogger)
+			c := allocateRaw(t, ts, "udp")
+			peer := peerSocket(t)
+			wantNoAllocations(t, c, peer, tc.grant(t, c, peer))
+			for dir, m := range map[string]prometheus.Counter{"to the peer": ts.metrics.fastToPeer, "to the client": ts.metrics.fastFromPeer} {
+				if got := testenv.MetricValue(t, m); got < 2000 {
+					t.Errorf("data plane relayed %v %s, want every packet", got, dir)
+				}
+			}
+		})
 	}
 }
 
@@ -397,4 +451,29 @@ func TestFastPathAnswersFromTheAddressTheClientUsed(t *testing.T) {
 		c.roundTrip(t, 0x4000, peer, msg)
 	}
 	wantCount(t, ts.metrics.fastFromPeer, 2, "datagrams the data plane relayed to the client")
+}
+
+// TestRelayReadLoopSurvivesReadErrors makes the relay socket's reads fail
+// (a read deadline in the past fails every read with a timeout): the loop
+// counts the errors and keeps the allocation, and relays again both ways
+// once the socket reads again, the peer's datagram sent meanwhile first.
+func TestRelayReadLoopSurvivesReadErrors(t *testing.T) {
+	t.Parallel()
+	ts, c, peer := udpAllocation(t)
+	mustSucceed(t, c.bind(0x4000, peer), "channel bind")
+	c.roundTrip(t, 0x4000, peer, "before")
+
+	ts.dp.mu.RLock()
+	relay := ts.dp.relays[int(c.relay.Port())]
+	ts.dp.mu.RUnlock()
+	relay.udp.SetReadDeadline(time.Now())
+	waitMetric(t, ts.metrics.relayReadErrors, 3)
+	peer.WriteToUDPAddrPort([]byte("while reads fail"), c.relay)
+	relay.udp.SetReadDeadline(time.Time{})
+
+	if n, got, ok := c.readChannelData(t, wait); !ok || n != 0x4000 || got != "while reads fail" {
+		t.Fatalf("client got %q on %#x (ok %v), want the datagram queued while reads failed", got, n, ok)
+	}
+	c.roundTrip(t, 0x4000, peer, "after")
+	ts.waitAllocations(t, 1)
 }

@@ -47,6 +47,8 @@ type metrics struct {
 	// fastToPeer and fastFromPeer count ChannelData relayed by icebox's
 	// data plane rather than pion (a subset of the packets above).
 	fastToPeer, fastFromPeer prometheus.Counter
+	// relayReadErrors counts failed reads of relay sockets, each retried.
+	relayReadErrors prometheus.Counter
 
 	all []prometheus.Collector
 }
@@ -85,10 +87,10 @@ func newMetrics() *metrics {
 	}, []string{"direction"})
 
 	drops := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "icebox_turn_channel_drops_total", Help: "ChannelData dropped by icebox's data plane, by reason: channel or permission expired, peer refused by the policy, send failed.",
+		Name: "icebox_turn_channel_drops_total", Help: "ChannelData and Send/Data indications dropped by icebox's data plane, by reason: channel or permission expired, peer refused by the policy, send failed.",
 	}, []string{"reason"})
 	fast := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "icebox_turn_channel_fast_packets_total", Help: "ChannelData relayed by icebox's own data plane (the rest of icebox_turn_relayed_packets_total went through pion), by direction.",
+		Name: "icebox_turn_channel_fast_packets_total", Help: "ChannelData and Send/Data indications relayed by icebox's own data plane (the rest of icebox_turn_relayed_packets_total went through pion), by direction.",
 	}, []string{"direction"})
 	m.fastToPeer, m.fastFromPeer = fast.WithLabelValues("to_peer"), fast.WithLabelValues("from_peer")
 	for _, r := range dropReasons {
@@ -106,7 +108,10 @@ func newMetrics() *metrics {
 	}
 	m.toPeerBytes, m.fromPeerBytes = bytes.WithLabelValues("to_peer"), bytes.WithLabelValues("from_peer")
 	m.toPeerPackets, m.fromPeerPackets = packets.WithLabelValues("to_peer"), packets.WithLabelValues("from_peer")
-	m.all = []prometheus.Collector{allocActive, allocTotal, unanswered, auth, peer, quota, bytes, packets, drops, fast}
+	m.relayReadErrors = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "icebox_turn_relay_read_errors_total", Help: "Failed reads of relay sockets other than a closed socket; each is retried after a short pause, the allocation lives on.",
+	})
+	m.all = []prometheus.Collector{allocActive, allocTotal, unanswered, auth, peer, quota, bytes, packets, drops, fast, m.relayReadErrors}
 	return m
 }
 
