@@ -29,6 +29,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -68,19 +69,22 @@ type Options struct {
 // Node is this icebox node's link to the others. Its methods are safe for
 // concurrent use.
 type Node struct {
-	cfg    Config
-	name   string
-	boot   string // random per start and reconnection: then it is a new node to the others; guarded by mu
-	log    *slog.Logger
-	before func(room, member string) // Options.BeforeClaim
-	m      *metrics
-	key    []byte
-	nc     *nats.Conn
-	inbox  chan *nats.Msg
-	h      Handler
-	replyP string // prefix of this node's claim reply subjects
-	stop   chan struct{}
-	wg     sync.WaitGroup
+	cfg  Config
+	name string
+	boot string // random per start and reconnection: then it is a new node to the others; guarded by mu
+	log  *slog.Logger
+	// warnedVersion: the other-version warning is logged once, not per
+	// message.
+	warnedVersion atomic.Bool
+	before        func(room, member string) // Options.BeforeClaim
+	m             *metrics
+	key           []byte
+	nc            *nats.Conn
+	inbox         chan *nats.Msg
+	h             Handler
+	replyP        string // prefix of this node's claim reply subjects
+	stop          chan struct{}
+	wg            sync.WaitGroup
 
 	closeOnce sync.Once
 
@@ -640,6 +644,9 @@ func (n *Node) handle(msg *nats.Msg) {
 	if err != nil || m.node == n.name {
 		n.mu.Unlock()
 		n.m.bad.Inc()
+		if errors.Is(err, errOtherVersion) && !n.warnedVersion.Swap(true) {
+			n.log.Warn("cluster: a node runs another icebox version whose messages this one cannot read; run one version on every node (upgrade all together)", "want_wire_version", wireVersion)
+		}
 		return
 	}
 	switch m.typ {

@@ -21,7 +21,10 @@ const (
 	msgFrame                      // to the room: a frame member sent, payload byte for byte
 )
 
-const wireVersion = 1
+// wireVersion changes whenever a message's layout does; nodes of another
+// version are refused, not misread. 2: claim answers list pending claims
+// and members carry their join time.
+const wireVersion = 2
 
 // A message is
 //
@@ -42,6 +45,10 @@ type message struct {
 const macSize = sha256.Size
 
 var errBadMessage = errors.New("cluster: malformed or unauthenticated message")
+
+// errOtherVersion is an authenticated message from a node that runs
+// another icebox version with another message layout.
+var errOtherVersion = errors.New("cluster: message from a node with another wire version")
 
 // signer computes MACs; not safe for concurrent use. Its buffers make a
 // MAC allocate nothing.
@@ -87,7 +94,7 @@ func (s *signer) decode(subject string, b []byte) (message, error) {
 		return m, errBadMessage
 	}
 	if body[0] != wireVersion {
-		return m, errBadMessage
+		return m, errOtherVersion
 	}
 	m.typ = body[1]
 	m.sent = int64(binary.BigEndian.Uint64(body[2:10]))

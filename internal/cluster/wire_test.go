@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"bytes"
+	"errors"
 	"strings"
 	"testing"
 )
@@ -29,6 +30,23 @@ func TestWireRoundTripAndTamper(t *testing.T) {
 	}
 	if _, err := newSigner([]byte("other")).decode("icebox.room.x", b); err == nil {
 		t.Error("a message signed with another secret was accepted")
+	}
+}
+
+// A node of another version signs with the same secret, but its layout
+// differs: its messages are refused as such, never misread.
+func TestWireOtherVersionRefused(t *testing.T) {
+	s := newSigner([]byte("k"))
+	m := &message{typ: msgHeartbeat, node: "node-old", member: "boot"}
+	b := s.encode(nil, "icebox.hb", m)
+	body := bytes.Clone(b[:len(b)-macSize])
+	body[0] = wireVersion - 1
+	old := append(body, s.sum("icebox.hb", body, nil)...)
+	if _, err := s.decode("icebox.hb", old); !errors.Is(err, errOtherVersion) {
+		t.Fatalf("a signed message of version %d: err %v, want errOtherVersion", wireVersion-1, err)
+	}
+	if _, err := s.decode("icebox.hb", b); err != nil {
+		t.Fatalf("this version's message: %v", err)
 	}
 }
 
