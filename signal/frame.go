@@ -156,6 +156,14 @@ func okCode(ok bool) errCode {
 
 // decodeOuter reads {"id": "...", "data": "..."} from msg, in either
 // order, and leaves data unescaped in d.data.
+//
+// jsontext checks a string in one pass and unquotes it in another, and
+// the data's document can only be read once unquoted, so an SDP's bytes
+// are read three times (checked, unquoted, checked as data), where a
+// hand-written scanner that unquotes while checking reads them twice.
+// That third pass, and AppendUnquote's cost per escape (an SDP has two
+// escaped escapes on every line), are most of what decoding an offer
+// costs; see the issue 15 notes for the figures.
 func (d *frameDecoder) decodeOuter(msg []byte) (k kind, ok bool) {
 	d.start(msg)
 	d.data = d.data[:0]
