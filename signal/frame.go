@@ -1,19 +1,24 @@
 package signal
 
 import (
-	"errors"
+	"bytes"
+	"io"
 	"unicode/utf8"
 
-	"github.com/go-json-experiment/json"
 	"github.com/go-json-experiment/json/jsontext"
 )
 
-// Frames are checked with JSON v2 (github.com/go-json-experiment/json, what
-// encoding/json/v2 is without GOEXPERIMENT): the relay forwards the client's
-// bytes, so it must refuse exactly what the peer's strict kotlinx decoder
-// would choke on, and v2 refuses unknown or wrongly cased members and
-// duplicate names by itself. Every decoded value lands in a frameDecoder
-// that is reused, so checking a frame allocates nothing once warm.
+// Frames are checked with JSON v2's tokenizer (jsontext, from
+// github.com/go-json-experiment/json, what encoding/json/v2 is without
+// GOEXPERIMENT): the relay forwards the client's bytes, so it must refuse
+// exactly what the peer's strict kotlinx decoder would choke on. jsontext
+// refuses malformed JSON, bad escapes, control characters in strings and
+// trailing data; the walk below refuses unknown, wrongly cased, duplicate
+// and missing members and values of the wrong type. Each document (the
+// frame, then its data) is read in one pass of one reused jsontext.Decoder,
+// without reflection, and the values the relay keeps are sliced out of the
+// decoder's input where no escape forces a copy, so checking a frame
+// allocates nothing once warm.
 
 // kind is what a frame's "id" names.
 type kind uint8
@@ -78,120 +83,39 @@ type frame struct {
 	presence     bool   // WsInit only: the client opts in to WsPresence
 }
 
-// strictOptions make v2 refuse what kotlinx refuses. Invalid UTF-8 is
-// refused before decoding (decode), so allowing it here only lets an
-// escaped lone surrogate through as U+FFFD, as encoding/json does.
-var strictOptions = []json.Options{
-	json.RejectUnknownMembers(true),
-	jsontext.AllowDuplicateNames(false),
+// tokenOptions skip the checks the walk makes cheaper itself. decode has
+// validated UTF-8 before, so AllowInvalidUTF8 only lets an escaped lone
+// surrogate through, which unquoting turns into U+FFFD as encoding/json
+// does. Each walked object keeps a bit per known member, which refuses a
+// duplicate (and an unknown name refuses the frame), so jsontext need not
+// keep a set of the names it has seen.
+var tokenOptions = []jsontext.Options{
 	jsontext.AllowInvalidUTF8(true),
+	jsontext.AllowDuplicateNames(true),
 }
 
-// The frame and each kind's data, as docs/protocol.md gives them. Values
-// the relay keeps are jsontext.Value, which v2 fills by copying into the
-// existing capacity; the others only need checking.
-type (
-	wireFrame struct {
-		ID   jsontext.Value `json:"id"`
-		Data jsontext.Value `json:"data"`
-	}
-	wireInit struct {
-		ControllerID jsontext.Value `json:"controllerId"`
-		Token        jsontext.Value `json:"token"`
-		Presence     bool           `json:"presence"` // null is false
-	}
-	wireSDP struct {
-		Type         isString       `json:"type"`
-		SDP          isString       `json:"sdp"`
-		ControllerID jsontext.Value `json:"controllerId"` // answers from the device carry none
-	}
-	wireCandidates struct {
-		ControllerID  jsontext.Value `json:"controllerId"`
-		IceCandidates candidateList  `json:"iceCandidates"`
-	}
-	wireCandidate struct {
-		Candidate     isString   `json:"candidate"`
-		SDPMLineIndex mLineIndex `json:"sdpMLineIndex"`
-		SDPMid        isString   `json:"sdpMid"` // may be absent or null
-	}
-)
-
+// The members of the frame and of each kind's data, as docs/protocol.md
+// gives them; the index of a name is its bit in a walked object's set.
 var (
-	errNotString = errors.New("not a string")
-	errNotList   = errors.New("not a list")
-	errNotIndex  = errors.New("not an integer from 0 to 65535")
+	frameMembers     = []string{"id", "data"}
+	initMembers      = []string{"controllerId", "token", "presence"}
+	sdpMembers       = []string{"type", "sdp", "controllerId"}
+	candidateMembers = []string{"controllerId", "iceCandidates"}
+	candidateEntry   = []string{"candidate", "sdpMLineIndex", "sdpMid"}
 )
-
-// isString checks that a member is a JSON string (or, for optional ones,
-// null) and keeps nothing of it; set reports a string.
-type isString struct{ set bool }
-
-func (s *isString) UnmarshalJSONFrom(d *jsontext.Decoder) error {
-	switch d.PeekKind() {
-	case 'n':
-	case '"':
-		s.set = true
-	default:
-		return errNotString
-	}
-	return d.SkipValue()
-}
-
-// mLineIndex is an m-line index: a JSON integer from 0 to 65535, written
-// without fraction or exponent, as kotlinx wants for an Int. (v2 would
-// take null for a uint16.)
-type mLineIndex struct{ set bool }
-
-func (m *mLineIndex) UnmarshalJSONFrom(d *jsontext.Decoder) error {
-	v, err := d.ReadValue()
-	if err != nil {
-		return err
-	}
-	n := 0
-	for _, c := range v {
-		if c < '0' || c > '9' {
-			return errNotIndex
-		}
-		if n = n*10 + int(c-'0'); n > 65535 {
-			return errNotIndex
-		}
-	}
-	m.set = len(v) > 0 // v2 has already refused a leading zero
-	return nil
-}
-
-// candidateList is iceCandidates: a list, never null.
-type candidateList struct {
-	set  bool
-	list []wireCandidate // reused: v2 zeroes each element before filling it
-}
-
-func (l *candidateList) UnmarshalJSONFrom(d *jsontext.Decoder) error {
-	if d.PeekKind() != '[' {
-		return errNotList
-	}
-	l.set = true
-	if err := json.UnmarshalDecode(d, &l.list, strictOptions...); err != nil {
-		return err
-	}
-	for _, c := range l.list {
-		if !c.Candidate.set || !c.SDPMLineIndex.set {
-			return errNotString
-		}
-	}
-	return nil
-}
 
 // frameDecoder checks client frames; one per reader at a time, reused.
 type frameDecoder struct {
-	outer      wireFrame
-	init       wireInit
-	sdp        wireSDP
-	candidates wireCandidates
-	data       []byte // the unescaped data
-	id         []byte // the unescaped id
-	room       []byte // the unescaped controllerId
-	token      []byte // the unescaped token
+	dec jsontext.Decoder
+	// in is what dec reads: the frame, then its data. From a bytes.Buffer
+	// jsontext reads in place, without copying or marking the bytes it
+	// has returned (it does both for other readers), so the values
+	// ReadValue returns stay valid as long as in's bytes do.
+	in    bytes.Buffer
+	data  []byte // the unescaped data, which dec reads second
+	name  []byte // an unescaped name or id, when it holds escapes
+	room  []byte // the unescaped controllerId, when it holds escapes
+	token []byte // the unescaped token, when it holds escapes
 }
 
 // decode checks msg against docs/protocol.md: a JSON object with exactly
@@ -202,22 +126,13 @@ func (d *frameDecoder) decode(msg []byte) (f frame, code errCode) {
 	if !utf8.Valid(msg) {
 		return f, errBadFrame
 	}
-	d.outer.ID, d.outer.Data = d.outer.ID[:0], d.outer.Data[:0]
-	if json.Unmarshal(msg, &d.outer, strictOptions...) != nil {
-		return f, errBadFrame
-	}
 	var ok bool
-	if d.id, ok = unquote(d.id, d.outer.ID); !ok {
-		return f, errBadFrame
-	}
-	if d.data, ok = unquote(d.data, d.outer.Data); !ok {
-		return f, errBadFrame
-	}
-	f.kind = kindOf(d.id)
-	if f.kind == kindUnknown {
-		return f, errUnknownKind
+	if f.kind, ok = d.decodeOuter(msg); !ok {
+		return frame{}, errBadFrame
 	}
 	switch f.kind {
+	case kindUnknown:
+		return f, errUnknownKind
 	case kindInit:
 		if len(d.data) == 0 { // what the app sends
 			return f, 0
@@ -239,69 +154,224 @@ func okCode(ok bool) errCode {
 	return errBadFrame
 }
 
+// decodeOuter reads {"id": "...", "data": "..."} from msg, in either
+// order, and leaves data unescaped in d.data.
+//
+// jsontext checks a string in one pass and unquotes it in another, and
+// the data's document can only be read once unquoted, so an SDP's bytes
+// are read three times (checked, unquoted, checked as data), where a
+// hand-written scanner that unquotes while checking reads them twice.
+// That third pass, and AppendUnquote's cost per escape (an SDP has two
+// escaped escapes on every line), are most of what decoding an offer
+// costs; see the issue 15 notes for the figures.
+func (d *frameDecoder) decodeOuter(msg []byte) (k kind, ok bool) {
+	d.start(msg)
+	d.data = d.data[:0]
+	seen, ok := d.object(frameMembers, func(i int) bool {
+		v, err := d.dec.ReadValue()
+		if err != nil || v.Kind() != '"' {
+			return false
+		}
+		if i == 0 {
+			k = kindOf(d.unescaped(v))
+			return true
+		}
+		// jsontext has checked the string: unquoting cannot fail but on
+		// an escaped lone surrogate, which it has replaced by U+FFFD.
+		d.data, _ = jsontext.AppendUnquote(d.data[:0], v)
+		return true
+	})
+	return k, ok && seen == 0b11 && d.end()
+}
+
 // decodeInit reads {"controllerId": "...", "token": "...", "presence": true},
 // all optional.
 func (d *frameDecoder) decodeInit(f *frame) bool {
-	w := &d.init
-	w.ControllerID, w.Token, w.Presence = w.ControllerID[:0], w.Token[:0], false
-	if json.Unmarshal(d.data, w, strictOptions...) != nil {
-		return false
-	}
-	var ok1, ok2 bool
-	f.controllerID, d.room, ok1 = keptString(d.room, w.ControllerID, maxControllerID)
-	f.token, d.token, ok2 = keptString(d.token, w.Token, maxToken)
-	f.presence = w.Presence
-	return ok1 && ok2
+	d.start(d.data)
+	_, ok := d.object(initMembers, func(i int) (ok bool) {
+		switch i {
+		case 0:
+			f.controllerID, d.room, ok = d.keptString(d.room, maxControllerID)
+		case 1:
+			f.token, d.token, ok = d.keptString(d.token, maxToken)
+		default:
+			f.presence, ok = d.boolean()
+		}
+		return ok
+	})
+	return ok && d.end()
 }
 
-// decodeSDP reads {"type": "...", "sdp": "...", "controllerId": "..."}.
+// decodeSDP reads {"type": "...", "sdp": "...", "controllerId": "..."};
+// controllerId may be absent or null (answers from the device carry none).
 func (d *frameDecoder) decodeSDP(f *frame) bool {
-	w := &d.sdp
-	w.Type, w.SDP, w.ControllerID = isString{}, isString{}, w.ControllerID[:0]
-	if json.Unmarshal(d.data, w, strictOptions...) != nil || !w.Type.set || !w.SDP.set {
-		return false
-	}
-	var ok bool
-	f.controllerID, d.room, ok = keptString(d.room, w.ControllerID, maxControllerID)
-	return ok
+	d.start(d.data)
+	seen, ok := d.object(sdpMembers, func(i int) (ok bool) {
+		if i < 2 {
+			return d.isString()
+		}
+		f.controllerID, d.room, ok = d.keptString(d.room, maxControllerID)
+		return ok
+	})
+	return ok && seen&0b11 == 0b11 && d.end()
 }
 
 // decodeCandidates reads {"controllerId": "...", "iceCandidates": [...]}.
 func (d *frameDecoder) decodeCandidates(f *frame) bool {
-	w := &d.candidates
-	w.ControllerID, w.IceCandidates.set = w.ControllerID[:0], false
-	if json.Unmarshal(d.data, w, strictOptions...) != nil || !w.IceCandidates.set {
+	d.start(d.data)
+	seen, ok := d.object(candidateMembers, func(i int) (ok bool) {
+		if i == 1 {
+			return d.candidateList()
+		}
+		f.controllerID, d.room, ok = d.keptString(d.room, maxControllerID)
+		return ok
+	})
+	return ok && seen&0b10 != 0 && d.end()
+}
+
+// candidateList reads [{"candidate":"...","sdpMLineIndex":0,"sdpMid":"0"}, ...],
+// a list, never null; sdpMid may be absent or null.
+func (d *frameDecoder) candidateList() bool {
+	if tok, err := d.dec.ReadToken(); err != nil || tok.Kind() != '[' {
 		return false
 	}
-	var ok bool
-	f.controllerID, d.room, ok = keptString(d.room, w.ControllerID, maxControllerID)
-	return ok
+	for d.dec.PeekKind() != ']' {
+		seen, ok := d.object(candidateEntry, func(i int) bool {
+			switch i {
+			case 0:
+				return d.isString()
+			case 1:
+				return d.mLineIndex()
+			}
+			return d.isNullOrString()
+		})
+		if !ok || seen&0b11 != 0b11 {
+			return false
+		}
+	}
+	_, err := d.dec.ReadToken() // the ']', or an error PeekKind met
+	return err == nil
 }
 
-// unquote puts the value of v, which v2 has decoded, in dst if it is a
-// string. AppendUnquote's error is not checked: after a decode with
-// strictOptions it can only report an escaped lone surrogate, which it has
-// replaced by U+FFFD (the message itself is valid UTF-8).
-func unquote(dst []byte, v jsontext.Value) ([]byte, bool) {
-	if v.Kind() != '"' {
-		return dst, false
-	}
-	dst, _ = jsontext.AppendUnquote(dst[:0], v)
-	return dst, true
+// start points the decoder at doc.
+func (d *frameDecoder) start(doc []byte) {
+	d.in = *bytes.NewBuffer(doc)
+	d.dec.Reset(&d.in, tokenOptions...)
 }
 
-// keptString unquotes v, absent, null or a string of at most max bytes, into
-// buf; "", null and absent give a nil val.
-func keptString(buf []byte, v jsontext.Value, max int) (val, _ []byte, ok bool) {
-	if len(v) == 0 || v.Kind() == 'n' {
-		return nil, buf, true
+// end reports whether the document has ended after its one value.
+func (d *frameDecoder) end() bool {
+	_, err := d.dec.ReadToken()
+	return err == io.EOF
+}
+
+// object reads an object whose member names must be among names, each at
+// most once. member reads the value of names[i]; object returns the set
+// of the members seen.
+func (d *frameDecoder) object(names []string, member func(i int) bool) (seen uint, ok bool) {
+	if tok, err := d.dec.ReadToken(); err != nil || tok.Kind() != '{' {
+		return 0, false
 	}
-	buf, ok = unquote(buf, v)
-	if !ok || len(buf) > max {
+	for d.dec.PeekKind() != '}' {
+		// The name is a string: jsontext refuses anything else there.
+		v, err := d.dec.ReadValue()
+		if err != nil {
+			return 0, false
+		}
+		name, i := d.unescaped(v), 0
+		for i < len(names) && string(name) != names[i] {
+			i++
+		}
+		if i == len(names) || seen&(1<<i) != 0 || !member(i) {
+			return 0, false
+		}
+		seen |= 1 << i
+	}
+	_, err := d.dec.ReadToken() // the '}', or an error PeekKind met
+	return seen, err == nil
+}
+
+// unescaped is the value of the string v, which jsontext has checked:
+// sliced from v when it holds no escape, else unquoted into d.name.
+func (d *frameDecoder) unescaped(v jsontext.Value) []byte {
+	s := v[1 : len(v)-1]
+	if bytes.IndexByte(s, '\\') < 0 {
+		return s
+	}
+	d.name, _ = jsontext.AppendUnquote(d.name[:0], v)
+	return d.name
+}
+
+func (d *frameDecoder) isString() bool {
+	v, err := d.dec.ReadValue()
+	return err == nil && v.Kind() == '"'
+}
+
+func (d *frameDecoder) isNullOrString() bool {
+	v, err := d.dec.ReadValue()
+	return err == nil && (v.Kind() == '"' || v.Kind() == 'n')
+}
+
+// boolean reads true, false or null (false).
+func (d *frameDecoder) boolean() (v, ok bool) {
+	t, err := d.dec.ReadValue()
+	if err != nil {
+		return false, false
+	}
+	switch t.Kind() {
+	case 't':
+		return true, true
+	case 'f', 'n':
+		return false, true
+	}
+	return false, false
+}
+
+// mLineIndex reads an m-line index: a JSON integer from 0 to 65535,
+// written without sign, fraction or exponent, as kotlinx wants for an Int
+// (jsontext has already refused a leading zero).
+func (d *frameDecoder) mLineIndex() bool {
+	v, err := d.dec.ReadValue()
+	if err != nil || v.Kind() != '0' {
+		return false
+	}
+	n := 0
+	for _, c := range v {
+		if c < '0' || c > '9' {
+			return false
+		}
+		if n = n*10 + int(c-'0'); n > 65535 {
+			return false
+		}
+	}
+	return true
+}
+
+// keptString reads null or a string of at most max bytes; "" and null
+// give a nil val. The value is sliced from the data when it holds no
+// escape, else unquoted into buf, which is returned for reuse.
+func (d *frameDecoder) keptString(buf []byte, max int) (val, _ []byte, ok bool) {
+	v, err := d.dec.ReadValue()
+	if err != nil {
 		return nil, buf, false
 	}
-	if len(buf) == 0 {
+	switch v.Kind() {
+	case 'n':
+		return nil, buf, true
+	case '"':
+	default:
+		return nil, buf, false
+	}
+	val = v[1 : len(v)-1]
+	if bytes.IndexByte(val, '\\') >= 0 {
+		buf, _ = jsontext.AppendUnquote(buf[:0], v)
+		val = buf
+	}
+	if len(val) > max {
+		return nil, buf, false
+	}
+	if len(val) == 0 {
 		return nil, buf, true
 	}
-	return buf, buf, true
+	return val, buf, true
 }

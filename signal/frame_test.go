@@ -13,6 +13,9 @@ import (
 )
 
 func TestDecodeFrame(t *testing.T) {
+	// Each frame goes to a fresh decoder and to one that has decoded every
+	// frame before it: nothing of a frame may leak into the next.
+	var reused frameDecoder
 	for _, tc := range []struct {
 		msg      string
 		kind     kind
@@ -63,12 +66,15 @@ func TestDecodeFrame(t *testing.T) {
 		{msg: `{"id":"WsIceCandidates","data":"{\"iceCandidates\":[{\"candidate\":\"c\",\"sdpMLineIndex\":0},]}"}`, code: errBadFrame},
 		{msg: `{"id":"WsIceCandidates","data":"{\"controllerId\":\"a\"}"}`, code: errBadFrame},
 	} {
-		var d frameDecoder
-		f, code := d.decode([]byte(tc.msg))
-		if code != tc.code || code == 0 && (f.kind != tc.kind || string(f.controllerID) != tc.room || string(f.token) != tc.token || f.presence != tc.presence) {
-			t.Errorf("decode(%s) = kind %v room %q token %q presence %v code %d; want %v %q %q %v %d",
-				tc.msg, f.kind, f.controllerID, f.token, f.presence, code, tc.kind, tc.room, tc.token, tc.presence, tc.code)
+		var fresh frameDecoder
+		for _, d := range []*frameDecoder{&fresh, &reused} {
+			f, code := d.decode([]byte(tc.msg))
+			if code != tc.code || code == 0 && (f.kind != tc.kind || string(f.controllerID) != tc.room || string(f.token) != tc.token || f.presence != tc.presence) {
+				t.Errorf("decode(%s) = kind %v room %q token %q presence %v code %d, decoder reused %v; want %v %q %q %v %d",
+					tc.msg, f.kind, f.controllerID, f.token, f.presence, code, d == &reused, tc.kind, tc.room, tc.token, tc.presence, tc.code)
+			}
 		}
+		code := tc.code
 		if ref := referenceDecode([]byte(tc.msg)); ref.code != code {
 			t.Errorf("reference decoder disagrees on %s: %d", tc.msg, ref.code)
 		}
