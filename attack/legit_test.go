@@ -212,9 +212,13 @@ func (l *legit) stunLoop() {
 		req := stun.MustBuild(stun.TransactionID, stun.BindingRequest, stun.Fingerprint)
 		l.stunTx.Add(1)
 		ok := false
-		for try := 0; try < 3 && !ok; try++ {
+		// Retransmit as RFC 8489 §6.2.1 says a client does (RTO doubling
+		// from 250 ms, five requests, about 8 s in all), not fewer: a
+		// daemon descheduled for a second on a loaded CI machine is not
+		// a lost transaction, one that stops answering is.
+		for try, rto := 0, 250*time.Millisecond; try < 5 && !ok; try, rto = try+1, 2*rto {
 			c.Write(req.Raw)
-			c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+			c.SetReadDeadline(time.Now().Add(rto))
 			for {
 				n, err := c.Read(buf)
 				if err != nil {
@@ -230,7 +234,7 @@ func (l *legit) stunLoop() {
 		if ok {
 			l.stunOK.Add(1)
 		} else {
-			l.fail("STUN Binding unanswered after 3 tries")
+			l.fail("STUN Binding unanswered after 5 tries (about 8 s)")
 		}
 	}
 }

@@ -212,9 +212,13 @@ func (m *Mux) handle(raw net.Conn) {
 		tc.Close()
 		return
 	}
+	// Counted before the hand-over, so that whoever the taker answers
+	// also sees the count (TestRoutes read it after the answer and, once
+	// in a loaded run, before this increment). At shutdown a connection
+	// may be counted and then closed instead.
+	m.routed.WithLabelValues(route.name()).Inc()
 	select {
 	case route.conns <- out:
-		m.routed.WithLabelValues(route.name()).Inc()
 	case <-m.done:
 		tc.Close()
 	}
