@@ -14,20 +14,7 @@ import (
 // if that wait missed it, nothing else would ever arrive and the read
 // deadline would end Serve with an error.
 func TestServeWakesForADatagramAfterAShortBatch(t *testing.T) {
-	rx, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rx.Close()
-	tx, err := net.DialUDP("udp4", nil, rx.LocalAddr().(*net.UDPAddr))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Close()
-	r, err := NewBatchReader(rx, 4, 64, 0, 8)
-	if err != nil {
-		t.Fatal(err)
-	}
+	rx, tx, r := batchReaderPair(t, 4)
 	const total = 2000
 	var got, handled uint32
 	send := func(seq uint32) {
@@ -73,20 +60,7 @@ func TestServeWakesForADatagramAfterAShortBatch(t *testing.T) {
 // TestServeHandsBackWhereTheHandlerStopped: a handler that stops leaves
 // the rest of the batch for Next, and the next Serve goes on from there.
 func TestServeHandsBackWhereTheHandlerStopped(t *testing.T) {
-	rx, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rx.Close()
-	tx, err := net.DialUDP("udp4", nil, rx.LocalAddr().(*net.UDPAddr))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Close()
-	r, err := NewBatchReader(rx, 0, 64, 0, 8)
-	if err != nil {
-		t.Fatal(err)
-	}
+	rx, tx, r := batchReaderPair(t, 0)
 	const total = 20
 	for i := range total {
 		tx.Write([]byte{byte(i)})
@@ -121,4 +95,24 @@ func TestServeHandsBackWhereTheHandlerStopped(t *testing.T) {
 			t.Fatalf("datagrams in the order %v", seen)
 		}
 	}
+}
+
+// batchReaderPair returns a loopback socket, a BatchReader of it (8
+// datagrams of up to 64 bytes, headroom bytes into their slots) and a
+// socket connected to it.
+func batchReaderPair(t *testing.T, headroom int) (rx, tx *net.UDPConn, r *BatchReader) {
+	rx, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rx.Close() })
+	tx, err = net.DialUDP("udp4", nil, rx.LocalAddr().(*net.UDPAddr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tx.Close() })
+	if r, err = NewBatchReader(rx, headroom, 64, 0, 8); err != nil {
+		t.Fatal(err)
+	}
+	return rx, tx, r
 }
