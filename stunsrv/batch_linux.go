@@ -45,8 +45,13 @@ type mmsgBatch struct {
 	// Method values built once: passing c.recv directly would allocate
 	// a closure on every call.
 	recvFn, sendFn func(fd uintptr) bool
-	errno          syscall.Errno
-	sent           int
+	// serve's, for the duration of one call.
+	handler func() bool
+	idle    func()
+	serveFn func(fd uintptr) bool
+	empty   int // serve's reads that found nothing (a wake-up with no datagram)
+	errno   syscall.Errno
+	sent    int
 }
 
 func newMMsgBatch(rc syscall.RawConn, ipv6 bool) *mmsgBatch {
@@ -115,6 +120,15 @@ func NewBatchReader(c *net.UDPConn, headroom, size, tailroom, count int) (*Batch
 // a batch. Call it once Next has returned every datagram of the last one.
 func (r *BatchReader) Fill() error { return r.b.fill() }
 
+// Serve reads datagrams and calls h within the read each time a batch
+// (or what is left of the last one) is there. h takes the datagrams with
+// Next; it returns true once it took them all and sent what it queued
+// (the goroutine may sleep next), false to stop with a datagram left for
+// Next, and Serve then returns nil. Serve waits for more datagrams without
+// a further syscall when a batch came short: the socket was empty. Pass a
+// function value made once (a method value made per call allocates).
+func (r *BatchReader) Serve(h func() bool) error { return r.b.serve(h, nil) }
+
 // Next returns the next datagram of the batch: its slot, with the
 // datagram at slot[headroom:headroom+n] and tailroom after it, and its
 // source. ok is false once the batch is used up.
@@ -131,6 +145,16 @@ func (r *BatchReader) Next() (slot []byte, n int, from netip.AddrPort, ok bool) 
 }
 
 func (b *mmsgBatch) recv(fd uintptr) bool {
+	e := b.recvmmsg(fd)
+	if e == unix.EAGAIN || e == unix.EINTR {
+		return false
+	}
+	b.errno = e
+	return true
+}
+
+// recvmmsg reads what is queued, up to a batch, without blocking.
+func (b *mmsgBatch) recvmmsg(fd uintptr) syscall.Errno {
 	for i := range b.in {
 		h := &b.in[i].Hdr
 		h.Name = (*byte)(unsafe.Pointer(&b.inNames[i]))
@@ -142,15 +166,76 @@ func (b *mmsgBatch) recv(fd uintptr) bool {
 		h.Flags = 0
 		b.in[i].Len = 0
 	}
-	n, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&b.in[0])), uintptr(len(b.in)), unix.MSG_DONTWAIT, 0, 0)
-	if e == unix.EAGAIN || e == unix.EINTR {
-		return false
-	}
-	b.errno = e
+	// RawSyscall6, not Syscall6: with MSG_DONTWAIT the call never blocks,
+	// so it need not give up the P. Syscall6's entersyscall wakes sysmon
+	// from its deep sleep after every idle spell, and a woken sysmon polls
+	// every 20 µs for the next millisecond: with light flows, where the
+	// process idles between datagrams, that was an eighth of the CPU
+	// (and a P retaken during a slow syscall costs a thread switch).
+	n, _, e := unix.RawSyscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&b.in[0])), uintptr(len(b.in)), unix.MSG_DONTWAIT, 0, 0)
 	if e == 0 {
 		b.n, b.next = int(n), 0
 	}
-	return true
+	return e
+}
+
+// serve reads batches and hands each to handler inside the read itself,
+// until handler returns false (it left a datagram for the caller, to take
+// with take) or the read fails. A light flow brings one datagram per
+// wake-up; reading until EAGAIN before waiting again would cost a second
+// recvmmsg per datagram. A batch shorter than asked for shows the queue
+// was empty, so serve waits right away instead: Go's netpoller is
+// edge-triggered, and within one RawConn.Read a datagram that arrives
+// after the last recvmmsg marks the socket ready, so the wait returns at
+// once (only the prepareRead at the start of each Read clears readiness).
+// handler must have sent what it queued before it returns true: the
+// goroutine may sleep next. idle, if set, is called before each wait.
+func (b *mmsgBatch) serve(handler func() bool, idle func()) error {
+	if b.next < b.n && !handler() {
+		return nil
+	}
+	b.handler, b.idle, b.errno = handler, idle, 0
+	if b.serveFn == nil {
+		b.serveFn = b.serveRecv
+	}
+	err := b.rc.Read(b.serveFn)
+	b.handler, b.idle = nil, nil
+	if err != nil {
+		return err
+	}
+	if b.errno != 0 {
+		return b.errno
+	}
+	return nil
+}
+
+func (b *mmsgBatch) serveRecv(fd uintptr) bool {
+	for {
+		e := b.recvmmsg(fd)
+		if e == unix.EAGAIN || e == unix.EINTR {
+			b.empty++
+			b.wait()
+			return false
+		}
+		if e != 0 {
+			b.errno = e
+			return true
+		}
+		short := b.n < len(b.in)
+		if !b.handler() {
+			return true
+		}
+		if short {
+			b.wait()
+			return false
+		}
+	}
+}
+
+func (b *mmsgBatch) wait() {
+	if b.idle != nil {
+		b.idle()
+	}
 }
 
 // fill reads the next batch, blocking until at least one datagram is there.
@@ -211,8 +296,9 @@ func (b *mmsgBatch) address(i int, to netip.AddrPort, src netip.Addr, ifindex ui
 	}
 }
 
+// send never blocks either (MSG_DONTWAIT): RawSyscall6, as in recvmmsg.
 func (b *mmsgBatch) send(fd uintptr) bool {
-	n, _, e := unix.Syscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&b.out[b.sent])), uintptr(b.pending-b.sent), unix.MSG_DONTWAIT, 0, 0)
+	n, _, e := unix.RawSyscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&b.out[b.sent])), uintptr(b.pending-b.sent), unix.MSG_DONTWAIT, 0, 0)
 	if e == unix.EAGAIN || e == unix.EINTR {
 		return false
 	}

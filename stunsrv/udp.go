@@ -38,6 +38,14 @@ type packetConn struct {
 	fast  FastPath   // set by the reading goroutine; nil: none
 
 	loop loopState
+
+	// readFromBatch's: serveBatch and loop.waiting as values made once,
+	// and the datagram serveBatch stopped at, for the caller.
+	serveFn   func() bool
+	idleFn    func()
+	held      []byte
+	heldFrom  netip.AddrPort
+	heldLocal localAddr
 }
 
 // FastPath lets the TURN server relay datagrams from the front door's
@@ -136,6 +144,28 @@ func (c *packetConn) ReadFrom(p []byte) (int, net.Addr, error) {
 }
 
 func (c *packetConn) readFromBatch(p []byte) (int, net.Addr, error) {
+	if c.serveFn == nil {
+		c.serveFn, c.idleFn = c.serveBatch, c.loop.waiting
+	}
+	for {
+		if err := c.batch.serve(c.serveFn, c.idleFn); err != nil {
+			if c.loop.readFailed(err, c.stats) {
+				return 0, nil, err
+			}
+			continue
+		}
+		return copy(p, c.held), c.passOn(c.heldFrom, c.heldLocal), nil
+	}
+}
+
+// serveBatch works through the datagrams read, inside the read (see
+// mmsgBatch.serve): it answers Bindings, hands the fast path what it
+// takes and sends both before the loop may sleep. It stops at the first
+// datagram for the caller, held for ReadFrom to return, after sending
+// what came before it.
+func (c *packetConn) serveBatch() bool {
+	c.loop.working()
+	c.loop.backoff = 0
 	for {
 		msg, from, local, truncated, ok := c.batch.take()
 		if !ok {
@@ -143,16 +173,7 @@ func (c *packetConn) readFromBatch(p []byte) (int, net.Addr, error) {
 			if c.fast != nil {
 				c.fast.Flush()
 			}
-			c.loop.waiting()
-			if err := c.batch.fill(); err != nil {
-				if c.loop.readFailed(err, c.stats) {
-					return 0, nil, err
-				}
-				continue
-			}
-			c.loop.working()
-			c.loop.backoff = 0
-			continue
+			return true
 		}
 		fam := familyOf(from)
 		if truncated {
@@ -180,7 +201,8 @@ func (c *packetConn) readFromBatch(p []byte) (int, net.Addr, error) {
 				c.fast.Flush()
 			}
 			c.flush() // answers queued so far go out before pion gets to work
-			return copy(p, msg), c.passOn(from, local), nil
+			c.held, c.heldFrom, c.heldLocal = msg, from, local
+			return false
 		}
 	}
 }

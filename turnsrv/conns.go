@@ -372,10 +372,15 @@ type relayConn struct {
 	ipv6    bool            // udp's family
 	alloc   atomic.Pointer[dpAlloc]
 	batch   *stunsrv.BatchReader // nil: one datagram per read, into buf
-	buf     []byte
-	wbuf    []byte
-	wstream net.Conn
-	wcount  int
+	serveFn func() bool          // c.serve, made once
+	// A datagram of the batch that is pion's, where serve stopped.
+	held     []byte
+	heldN    int
+	heldFrom netip.AddrPort
+	buf      []byte
+	wbuf     []byte
+	wstream  net.Conn
+	wcount   int
 	// For a UDP client, the datagrams of one read go out in one sendmmsg
 	// on the client's front door socket.
 	bw      *stunsrv.BatchWriter
@@ -430,6 +435,7 @@ func (c *relayConn) initDataPlane(udp *net.UDPConn) {
 func (c *relayConn) batchReads() {
 	if b, err := stunsrv.NewBatchReader(c.udp, headroom, rtpMTU, tailroom, relayBatch); err == nil {
 		c.batch, c.buf = b, nil
+		c.serveFn = c.serve
 	}
 }
 
@@ -459,17 +465,16 @@ func (c *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
 			continue
 		}
 		c.backoff = 0
-		c.s.metrics.fromPeerBytes.Add(float64(n))
-		c.s.metrics.fromPeerPackets.Inc()
-		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
-		if a := c.alloc.Load(); a != nil && c.s.dp.fromPeer(c, a, slot, n, from) {
-			if c.batch == nil {
+		if c.batch == nil {
+			c.s.metrics.fromPeerBytes.Add(float64(n))
+			c.s.metrics.fromPeerPackets.Inc()
+			from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+			if a := c.alloc.Load(); a != nil && c.s.dp.fromPeer(c, a, slot, n, from) {
 				c.batchReads()
+				continue
 			}
-			continue
 		}
-		c.flushStream() // what came before goes first
-		c.flushUDP()
+		// Batched reads relayed what the data plane knows in serve.
 		if r := c.s.live.Load().policy.refusal(from.Addr().AsSlice()); r != "" {
 			c.s.metrics.peerRefusals[r].Inc()
 			continue
@@ -478,21 +483,44 @@ func (c *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
 	}
 }
 
-// next returns the next datagram from a peer in its slot.
+// next returns the next datagram from a peer in its slot that is pion's:
+// with batched reads, the data plane relays the rest first, inside the read.
 func (c *relayConn) next() (slot []byte, n int, from netip.AddrPort, err error) {
 	if c.batch == nil {
 		n, from, err = c.udp.ReadFromUDPAddrPort(c.buf[headroom : headroom+rtpMTU])
 		return c.buf, n, from, err
 	}
-	for {
-		if slot, n, from, ok := c.batch.Next(); ok {
-			return slot, n, from, nil
-		}
+	if err := c.batch.Serve(c.serveFn); err != nil {
 		c.flushStream()
 		c.flushUDP()
-		if err := c.batch.Fill(); err != nil {
-			return nil, 0, netip.AddrPort{}, err
+		return nil, 0, netip.AddrPort{}, err
+	}
+	return c.held, c.heldN, c.heldFrom, nil
+}
+
+// serve relays the datagrams of a batch that the data plane knows, within
+// the read, and sends them before the reader may sleep. It stops at the
+// first datagram that is pion's, held for next to return, after sending
+// what came before it.
+func (c *relayConn) serve() bool {
+	m := c.s.metrics
+	for {
+		slot, n, from, ok := c.batch.Next()
+		if !ok {
+			c.flushStream()
+			c.flushUDP()
+			return true
 		}
+		m.fromPeerBytes.Add(float64(n))
+		m.fromPeerPackets.Inc()
+		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+		if a := c.alloc.Load(); a != nil && c.s.dp.fromPeer(c, a, slot, n, from) {
+			continue
+		}
+		c.flushStream() // what came before goes first
+		c.flushUDP()
+		c.held, c.heldN, c.heldFrom = slot, n, from
+		return false
 	}
 }
 

@@ -17,7 +17,9 @@
 // deleted), hold (allocations created and held for -duration: with -pid,
 // the server's resident memory per allocation). Each flow keeps window operations in flight and starts a new
 // one per answer; a window that goes quiet for -timeout counts what was in
-// flight as lost and is refilled. The peers are sockets of stunload's own
+// flight as lost and is refilled. With UDP, answers that arrive after that
+// are taken back from lost and counted as stalled: nothing was dropped, a
+// process stalled. The peers are sockets of stunload's own
 // on -peer-ip, so the server must allow relaying there. Only send it to
 // servers you run yourself, on addresses you own.
 package main
@@ -28,6 +30,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"hash/crc32"
 	"net"
 	"net/netip"
 	"os"
@@ -125,13 +128,16 @@ func run(o options) error {
 	}
 	start := time.Now()
 	stop := start.Add(o.duration)
-	var done, lost atomic.Int64
+	var done, lost, stalled atomic.Int64
 	var wg sync.WaitGroup
 	for _, f := range flows {
 		wg.Go(func() {
 			d, l := f.run(stop)
 			done.Add(d)
 			lost.Add(l)
+			if rf, ok := f.(*relayFlow); ok {
+				stalled.Add(rf.stalled)
+			}
 		})
 	}
 	wg.Wait()
@@ -145,8 +151,8 @@ func run(o options) error {
 	if o.tcp {
 		transport = "tcp"
 	}
-	fmt.Printf("mode=%s transport=%s addr=%s flows=%d window=%d size=%d duration=%s ops=%d ops/s=%.0f lost=%d",
-		o.mode, transport, o.addr, o.flows, o.window, o.size, o.duration, ops, float64(ops)/elapsed.Seconds(), lost.Load())
+	fmt.Printf("mode=%s transport=%s addr=%s flows=%d window=%d size=%d duration=%s ops=%d ops/s=%.0f lost=%d stalled=%d",
+		o.mode, transport, o.addr, o.flows, o.window, o.size, o.duration, ops, float64(ops)/elapsed.Seconds(), lost.Load(), stalled.Load())
 	if o.pid != 0 && ops > 0 {
 		fmt.Printf(" server_cpu_s=%.2f server_cpu_us/op=%.2f", (cpu1 - cpu0).Seconds(), float64((cpu1-cpu0).Microseconds())/float64(ops))
 	}
@@ -283,7 +289,11 @@ type relayFlow struct {
 	peer  *net.UDPConn
 	relay netip.AddrPort
 	msg   []byte // what the client sends
-	reply uint16 // first two bytes of what it expects back: channel or Data indication
+	tagAt int    // offset in msg of the payload's first four bytes; 0: too short to tag
+	// stalled counts answers that came after their window was counted
+	// lost (see runBatched); only the flow's goroutine writes it.
+	stalled int64
+	reply   uint16 // first two bytes of what it expects back: channel or Data indication
 }
 
 const channel = 0x4000
@@ -333,6 +343,9 @@ func (f *relayFlow) setUp() error {
 			f.msg = append(f.msg, 0)
 		}
 		f.reply = channel
+		if len(payload) >= 4 {
+			f.tagAt = 4
+		}
 		return nil
 	}
 	if err := f.c.createPermission(peer); err != nil {
@@ -344,6 +357,9 @@ func (f *relayFlow) setUp() error {
 		return err
 	}
 	f.msg = send.Raw
+	if p := payloadOf(f.msg); len(p) >= 4 {
+		f.tagAt = cap(f.msg) - cap(p) // p's offset in msg
+	}
 	f.reply = stun.NewType(stun.MethodData, stun.ClassIndication).Value()
 	return nil
 }
@@ -411,6 +427,13 @@ func (f *relayFlow) run(stop time.Time) (int64, int64) {
 
 // runBatched is window for UDP in batches: every answer that a read
 // brings starts one new operation, all sent in one sendmmsg.
+//
+// Each window's operations carry its number in their first four payload
+// bytes. An answer from a window already counted as lost arrives late: the
+// datagram was not dropped, a process (the server, or stunload itself on a
+// busy machine) stalled longer than -timeout. Such answers count as done
+// and as stalled, not lost, and start no new operation (the window was
+// refilled).
 func (f *relayFlow) runBatched(stop time.Time) (done, lost int64) {
 	pc := ipv4.NewPacketConn(f.c.conn.(*net.UDPConn))
 	w := f.o.window
@@ -419,6 +442,8 @@ func (f *relayFlow) runBatched(stop time.Time) (done, lost int64) {
 		out[i].Buffers = [][]byte{f.msg}
 	}
 	in := batch(w)
+	epoch := uint32(1)
+	f.tag(epoch)
 	writeAll(pc, out)
 	inFlight := int64(w)
 	for time.Now().Before(stop) {
@@ -426,20 +451,80 @@ func (f *relayFlow) runBatched(stop time.Time) (done, lost int64) {
 		n, err := pc.ReadBatch(in, 0)
 		if err != nil {
 			lost += inFlight
+			epoch++
+			f.tag(epoch)
 			writeAll(pc, out)
 			inFlight = int64(w)
 			continue
 		}
 		k := 0
 		for _, m := range in[:n] {
-			if m.N >= 4 && binary.BigEndian.Uint16(m.Buffers[0]) == f.reply {
-				k++
+			b := m.Buffers[0][:m.N]
+			if m.N < 4 || binary.BigEndian.Uint16(b) != f.reply {
+				continue
 			}
+			if p := payloadOf(b); f.tagAt > 0 && len(p) >= 4 && binary.BigEndian.Uint32(p) != epoch {
+				done++
+				f.stalled++
+				lost--
+				continue
+			}
+			k++
 		}
 		done += int64(k)
 		writeAll(pc, out[:k])
 	}
+	// Answers of a window counted lost may still come: wait for them
+	// as long as for any answer.
+	f.c.conn.SetReadDeadline(time.Now().Add(f.o.timeout))
+	for lost > 0 {
+		n, err := pc.ReadBatch(in, 0)
+		if err != nil {
+			break
+		}
+		for _, m := range in[:n] {
+			b := m.Buffers[0][:m.N]
+			if m.N >= 4 && binary.BigEndian.Uint16(b) == f.reply {
+				if p := payloadOf(b); f.tagAt > 0 && len(p) >= 4 && binary.BigEndian.Uint32(p) != epoch {
+					f.stalled++
+					lost--
+				}
+			}
+		}
+	}
 	return done, lost
+}
+
+// tag writes the window number into the operations sent from now on.
+func (f *relayFlow) tag(epoch uint32) {
+	if f.tagAt == 0 {
+		return
+	}
+	binary.BigEndian.PutUint32(f.msg[f.tagAt:], epoch)
+	if f.o.mode == "send" {
+		// The FINGERPRINT, last, covers the data (RFC 8489 §14.7).
+		fp := f.msg[len(f.msg)-4:]
+		binary.BigEndian.PutUint32(fp, crc32.ChecksumIEEE(f.msg[:len(f.msg)-8])^0x5354554e)
+	}
+}
+
+// payloadOf returns the payload of a ChannelData message or the DATA of a
+// Data indication, or nil.
+func payloadOf(b []byte) []byte {
+	if b[0]>>6 == 1 {
+		return b[4:]
+	}
+	for off := 20; off+4 <= len(b); {
+		t, n := binary.BigEndian.Uint16(b[off:]), int(binary.BigEndian.Uint16(b[off+2:]))
+		if off+4+n > len(b) {
+			return nil
+		}
+		if t == uint16(stun.AttrData) {
+			return b[off+4 : off+4+n]
+		}
+		off += 4 + (n+3)&^3
+	}
+	return nil
 }
 
 // close deletes the allocation, so that a later run's socket that gets
