@@ -124,7 +124,7 @@ func TestUnsignedAnswersRationed(t *testing.T) {
 
 // TestRightAnswers: icebox answers what pion would get wrong. A TCP relay
 // or an IPv6 relay is refused with 442 or 440 (not granted as UDP/IPv4),
-// a refused peer with 403 on CreatePermission and ChannelBind (not a code-
+// an IPv6 peer of an IPv4 relay with 443, a refused peer with 403 on CreatePermission and ChannelBind (not a code-
 // less error or 401), and a request for an allocation that does not exist
 // (e.g. after a restart) with 437 at once (not silence). Each answer is
 // signed, so the client can trust it.
@@ -157,6 +157,11 @@ func TestRightAnswers(t *testing.T) {
 			check("CreatePermission to "+peer, c.do(stun.MethodCreatePermission, peerAttr(ip, 9)), 403)
 			check("ChannelBind to "+peer, c.do(stun.MethodChannelBind, channelAttr(0x4001), peerAttr(ip, 9)), 403)
 		}
+		// A public IPv6 peer is allowed by the policy, but relays are
+		// IPv4: 443, not a grant the data plane could not honour.
+		v6 := net.ParseIP("2606:4700::1111")
+		check("CreatePermission to an IPv6 peer", c.do(stun.MethodCreatePermission, peerAttr(v6, 9)), 443)
+		check("ChannelBind to an IPv6 peer", c.do(stun.MethodChannelBind, channelAttr(0x4002), peerAttr(v6, 9)), 443)
 		// One refused peer among allowed ones refuses the request.
 		check("CreatePermission with one refused peer",
 			c.do(stun.MethodCreatePermission, peerAttr(net.IPv4(127, 0, 0, 1), 9), peerAttr(net.IPv4(10, 0, 0, 1), 9)), 403)

@@ -502,13 +502,22 @@ func (d *dataPlane) fromClient(b []byte, from connID, snd *peerSender) bool {
 
 // toPeer sends payload out of relay to peer: queued on snd when the
 // caller batches its sends, else at once (an empty datagram too: a
-// batch entry needs a byte to point at).
+// batch entry needs a byte to point at; what snd holds goes first, so
+// that order is kept). A peer of the other address family is dropped:
+// inspect answers 443 before pion grants one, this only makes sure.
 func (d *dataPlane) toPeer(relay *relayConn, payload []byte, peer netip.AddrPort, snd *peerSender) {
-	if snd != nil && snd.w != nil && relay.raw != nil && len(payload) > 0 {
-		snd.queue(relay, payload, peer)
+	m := d.s.metrics
+	if !relay.ipv6 && !peer.Addr().Unmap().Is4() {
+		m.fastDrops[dropWrite].Inc()
 		return
 	}
-	m := d.s.metrics
+	if snd != nil && snd.w != nil && relay.raw != nil {
+		if len(payload) > 0 {
+			snd.queue(relay, payload, peer)
+			return
+		}
+		snd.flush()
+	}
 	n, err := relay.udp.WriteToUDPAddrPort(payload, peer)
 	if err != nil {
 		m.fastDrops[dropWrite].Inc()

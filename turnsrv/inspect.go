@@ -258,11 +258,13 @@ const (
 	codeAllocMismatch     = 437
 	codeFamilyUnsupported = 440
 	codeTransUnsupported  = 442
+	codeFamilyMismatch    = 443
 )
 
 // wrongForPion returns the error code for an authenticated request pion
 // would answer wrongly, or 0: a transport or address family icebox does
-// not relay (pion grants UDP over IPv4 whatever was asked), a peer the
+// not relay (pion grants UDP over IPv4 whatever was asked), an IPv6 peer
+// for an IPv4 relay, a peer the
 // policy refuses (pion answers without a code, or 401), or an allocation
 // that is gone, e.g. after a restart (pion does not answer, and the
 // client waits instead of allocating again).
@@ -282,14 +284,20 @@ func (s *Server) wrongForPion(b []byte, f authFields, c connID, lv *live) int {
 		}
 	}
 	if f.method == methodCreatePermission || f.method == methodChannelBind {
-		refused := ""
+		code := 0
 		forEachPeer(b, f.method == methodCreatePermission, func(ip net.IP) bool {
-			refused = s.peerRefusal(ip)
-			return refused == ""
+			switch {
+			case s.peerRefusal(ip) != "":
+				code = codeForbidden
+			case ip.To4() == nil:
+				// Relays are IPv4 (pion opens udp4): RFC 8656 §9.1
+				// answers 443 for a peer of another family. pion would
+				// grant it, and the data plane could not send to it.
+				code = codeFamilyMismatch
+			}
+			return code == 0
 		})
-		if refused != "" {
-			return codeForbidden
-		}
+		return code
 	}
 	return 0
 }

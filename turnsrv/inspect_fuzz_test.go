@@ -475,7 +475,7 @@ func referenceVerdict(b []byte, cfg Config, policy *peerPolicy, before, after ti
 
 // refusedBeforePion says why icebox answers an authenticated request m
 // itself, from pion/stun's reading of it: a transport other than UDP, an
-// IPv6 relay, or a peer the policy refuses (every XOR-PEER-ADDRESS pion
+// IPv6 relay, a peer the policy refuses or an IPv6 peer (every XOR-PEER-ADDRESS pion
 // decodes for CreatePermission, the first for ChannelBind).
 func refusedBeforePion(m *stun.Message, policy *peerPolicy) string {
 	switch m.Type.Method {
@@ -495,6 +495,10 @@ func refusedBeforePion(m *stun.Message, policy *peerPolicy) string {
 			}
 			if policy.refusal(a.IP) != "" {
 				why = "peer refused"
+				return errors.New(why)
+			}
+			if a.IP.To4() == nil {
+				why = "IPv6 peer of an IPv4 relay"
 				return errors.New(why)
 			}
 			if m.Type.Method == stun.MethodChannelBind {

@@ -106,6 +106,14 @@ func TestPeerPolicy(t *testing.T) {
 				// the one ChannelBind.
 				want := float64(wire.sentPermissions.Load()-sent) + 1
 				bind := raw.do(stun.MethodChannelBind, channelAttr(uint16(0x4000+i)), peerAttr(ip, port))
+				if tc.why == "" && ip.To4() == nil {
+					// The policy allows it, but relays are IPv4: 443
+					// (RFC 8656 §9.1), never a grant nobody can use.
+					if permErr == nil || errorCode(bind) != 443 {
+						t.Errorf("%s: CreatePermission error %v, ChannelBind %v (code %d); want both refused with 443", tc.peer, permErr, bind.Type, errorCode(bind))
+					}
+					continue
+				}
 				if allowed := tc.why == ""; allowed != (permErr == nil) || allowed != (bind.Type.Class == stun.ClassSuccessResponse) {
 					t.Errorf("%s: CreatePermission error %v, ChannelBind %v; want allowed=%v", tc.peer, permErr, bind.Type, allowed)
 					continue
