@@ -189,8 +189,11 @@ func TestBatchedSendsKeepBytesAndOrder(t *testing.T) {
 		want := make([]string, count)
 		for i := range count {
 			size := 1 + (i*37)%1200
-			if i < 2 {
-				size = 0 // an empty Send, then an empty ChannelData
+			if i < 2 || i == 150 || i == 151 {
+				// An empty Send, then an empty ChannelData: first, and
+				// again mid-burst, where datagrams before them still wait
+				// in the batch and must leave first.
+				size = 0
 			}
 			payload := bytes.Repeat([]byte{byte(i)}, size)
 			want[i] = string(payload)
