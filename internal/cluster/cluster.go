@@ -76,15 +76,17 @@ type Node struct {
 	// warnedVersion: the other-version warning is logged once, not per
 	// message.
 	warnedVersion atomic.Bool
-	before        func(room, member string) // Options.BeforeClaim
-	m             *metrics
-	key           []byte
-	nc            *nats.Conn
-	inbox         chan *nats.Msg
-	h             Handler
-	replyP        string // prefix of this node's claim reply subjects
-	stop          chan struct{}
-	wg            sync.WaitGroup
+	// warnedName: the same for another node using this node's name.
+	warnedName atomic.Bool
+	before     func(room, member string) // Options.BeforeClaim
+	m          *metrics
+	key        []byte
+	nc         *nats.Conn
+	inbox      chan *nats.Msg
+	h          Handler
+	replyP     string // prefix of this node's claim reply subjects
+	stop       chan struct{}
+	wg         sync.WaitGroup
 
 	closeOnce sync.Once
 
@@ -644,8 +646,14 @@ func (n *Node) handle(msg *nats.Msg) {
 	if err != nil || m.node == n.name {
 		n.mu.Unlock()
 		n.m.bad.Inc()
-		if errors.Is(err, errOtherVersion) && !n.warnedVersion.Swap(true) {
+		switch {
+		case errors.Is(err, errOtherVersion) && !n.warnedVersion.Swap(true):
 			n.log.Warn("cluster: a node runs another icebox version whose messages this one cannot read; run one version on every node (upgrade all together)", "want_wire_version", wireVersion)
+		case err == nil && !n.warnedName.Swap(true):
+			// NoEcho: a node never hears itself, so this is another
+			// process with the same name (a config copied to every
+			// node). The two would never see each other's members.
+			n.log.Error("cluster: another node also calls itself by this node's name; give each node its own cluster.node", "node", n.name)
 		}
 		return
 	}

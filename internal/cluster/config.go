@@ -93,7 +93,7 @@ func (c *Config) Validate() error {
 	}
 	for i, u := range c.URLs {
 		p, err := url.Parse(u)
-		if err != nil || p.Host == "" || !strings.Contains("nats tls", p.Scheme) || p.Scheme == "" {
+		if err != nil || p.Host == "" || (p.Scheme != "nats" && p.Scheme != "tls") {
 			add(fmt.Sprintf("urls[%d]", i), "not a NATS URL", `"nats://host:4222" or "tls://host:4222"`)
 		}
 	}
@@ -107,6 +107,10 @@ func (c *Config) Validate() error {
 	if strings.ContainsAny(c.Node, " .*>\t\n") {
 		add("node", "a node name has no spaces, dots or wildcards", `node: "node-1"`)
 	}
+	if len(c.Node) > maxName {
+		// Messages carry it behind a one-byte length.
+		add("node", fmt.Sprintf("longer than %d bytes", maxName), `a short name, e.g. node: "node-1"`)
+	}
 	auth := 0
 	for _, set := range []bool{c.Token != "", c.User != "" || c.Password != "", c.Creds != ""} {
 		if set {
@@ -119,13 +123,13 @@ func (c *Config) Validate() error {
 	if (c.TLS.Cert == "") != (c.TLS.Key == "") {
 		add("tls", "cert and key go together", "set both tls.cert and tls.key, or neither")
 	}
-	if c.Heartbeat <= 0 || c.Heartbeat > time.Minute {
+	if c.Heartbeat < 100*time.Millisecond || c.Heartbeat > time.Minute {
 		add("heartbeat", fmt.Sprintf("%v is out of range", c.Heartbeat), "between 100ms and 1m, e.g. 1s")
 	}
 	if c.NodeTimeout < 2*c.Heartbeat {
 		add("node_timeout", "a node could be taken for dead between two heartbeats", "at least twice heartbeat, e.g. 3s")
 	}
-	if c.ClaimTimeout <= 0 || c.ClaimTimeout > 30*time.Second {
+	if c.ClaimTimeout < time.Millisecond || c.ClaimTimeout > 30*time.Second {
 		add("claim_timeout", fmt.Sprintf("%v is out of range", c.ClaimTimeout), "between 1ms and 30s, e.g. 1s")
 	}
 	return errors.Join(errs...)

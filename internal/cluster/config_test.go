@@ -3,6 +3,7 @@ package cluster
 import (
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestConfigOffNeedsNothing(t *testing.T) {
@@ -33,6 +34,10 @@ func TestConfigRefusesWhatCannotWork(t *testing.T) {
 		{"secret", func(c *Config) { c.Secret = "hunter2" }},
 		{"subject", func(c *Config) { c.Subject = "icebox.>" }},
 		{"node", func(c *Config) { c.Node = "a.b" }},
+		{"node", func(c *Config) { c.Node = strings.Repeat("n", 256) }},
+		{"urls[0]", func(c *Config) { c.URLs = []string{"at://127.0.0.1:4222"} }},
+		{"heartbeat", func(c *Config) { c.Heartbeat = time.Millisecond }},
+		{"claim_timeout", func(c *Config) { c.ClaimTimeout = time.Microsecond }},
 		{"token", func(c *Config) { c.Token, c.User = "t", "u" }},
 		{"tls", func(c *Config) { c.TLS.Cert = "c.pem" }},
 		{"node_timeout", func(c *Config) { c.NodeTimeout = c.Heartbeat }},

@@ -1,6 +1,10 @@
 package cluster
 
 import (
+	"bytes"
+	"log/slog"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -125,4 +129,57 @@ func BenchmarkForwardDelivered(b *testing.B) {
 		n1.Forward("bench", "member-1", 3, candidateFrame)
 		<-each
 	}
+}
+
+// TestSameNameIsLogged: two processes given one cluster.node (a config
+// copied to every node) never see each other, since each takes the
+// other's messages for its own; the operator is told so, once.
+func TestSameNameIsLogged(t *testing.T) {
+	nats := testenv.StartNATS(t, "name-token")
+	var logs [2]*logBuffer
+	var nodes [2]*Node
+	for i := range nodes {
+		cfg := DefaultConfig()
+		cfg.Enabled, cfg.URLs, cfg.Token, cfg.Secret, cfg.Node = true, []string{nats.URL()}, "name-token", testSecret, "node-1"
+		cfg.Heartbeat = 200 * time.Millisecond
+		logs[i] = &logBuffer{}
+		n, err := New(cfg, Options{Logger: slog.New(slog.NewTextHandler(logs[i], nil))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := n.Start(&counter{}); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(n.Close)
+		nodes[i] = n
+	}
+	const want = "another node also calls itself by this node's name"
+	testenv.WaitFor(t, 10*time.Second, "both nodes to log the name clash", func() bool {
+		return strings.Contains(logs[0].String(), want) && strings.Contains(logs[1].String(), want)
+	})
+	if n := strings.Count(logs[0].String(), want); n != 1 {
+		t.Errorf("logged %d times, want once", n)
+	}
+	if nodes[0].Peers() != 0 {
+		t.Errorf("node sees %d peers, want 0: a node of its own name is not a peer", nodes[0].Peers())
+	}
+}
+
+// logBuffer collects a node's log lines; the node writes from its own
+// goroutines.
+type logBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

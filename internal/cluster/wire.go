@@ -26,6 +26,10 @@ const (
 // and members carry their join time.
 const wireVersion = 2
 
+// maxName bounds a node or member name: messages carry it behind a
+// one-byte length.
+const maxName = 255
+
 // A message is
 //
 //	version(1) type(1) sent(8, Unix ns) len(node)(1) node len(member)(1) member kind(1) payload mac(32)
