@@ -108,6 +108,8 @@ func TestConfigErrorsNameFileLineAndFix(t *testing.T) {
 			[]string{":6: tls.acme.domains: certificate files and ACME are both set"}},
 		{"bad domain", "tls:\n  listen: \":443\"\n  acme:\n    domains: [\"https://a.example.com\"]\n",
 			[]string{":4: tls.acme.domains[0]:", "bare name"}},
+		{"wildcard domain", "tls:\n  listen: \":443\"\n  acme:\n    domains: [\"*.example.com\"]\n",
+			[]string{":4: tls.acme.domains[0]:", "wildcard", "tls.cert and tls.key"}},
 		{"plain http directory", "tls:\n  listen: \":443\"\n  acme:\n    domains: [a.example.com]\n    directory: http://ca.example/dir\n",
 			[]string{":5: tls.acme.directory:", "https://"}},
 		{"missing ca root", "tls:\n  listen: \":443\"\n  acme:\n    domains: [a.example.com]\n    ca_root: /nonexistent/root.pem\n",

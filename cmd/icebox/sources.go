@@ -120,18 +120,24 @@ func resolveCredentialPath(p string, getenv func(string) string) (string, error)
 // It runs on every load (start, reload, the subcommands).
 func applyCredentials(cfg *Config, getenv func(string) string) error {
 	var errs []error
-	for key, p := range map[string]*string{
-		"turn.tls.cert":   &cfg.TURN.TLS.Cert,
-		"turn.tls.key":    &cfg.TURN.TLS.Key,
-		"signal.tls.cert": &cfg.Signal.TLS.Cert,
-		"signal.tls.key":  &cfg.Signal.TLS.Key,
+	// In file order, so that errors come out the same every time.
+	for _, f := range []struct {
+		key  string
+		path *string
+	}{
+		{"turn.tls.cert", &cfg.TURN.TLS.Cert},
+		{"turn.tls.key", &cfg.TURN.TLS.Key},
+		{"signal.tls.cert", &cfg.Signal.TLS.Cert},
+		{"signal.tls.key", &cfg.Signal.TLS.Key},
+		{"tls.cert", &cfg.TLS.Cert},
+		{"tls.key", &cfg.TLS.Key},
 	} {
-		resolved, err := resolveCredentialPath(*p, getenv)
+		resolved, err := resolveCredentialPath(*f.path, getenv)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", key, err))
+			errs = append(errs, fmt.Errorf("%s: %w", f.key, err))
 			continue
 		}
-		*p = resolved
+		*f.path = resolved
 	}
 	t := &cfg.TURN
 	if len(t.Secrets) == 0 && t.SecretFile == "" && t.SecretEnv == "" {

@@ -200,4 +200,17 @@ func TestTLSKeyFromSystemdCredential(t *testing.T) {
 	if got := tlsSerial(t, d.turn.TLSAddr().String()); got != cert.SerialNumber.String() {
 		t.Errorf("TURN over TLS serves certificate %s, want %s", got, cert.SerialNumber)
 	}
+
+	// The shared certificate (tls:) comes from a credential the same way.
+	shared := testConfig(t)
+	shared.TURN.Secrets = cfg.TURN.Secrets
+	shared.TLS.Cert = cfg.TURN.TLS.Cert
+	shared.TLS.Key = "${CREDENTIALS_DIRECTORY}/icebox.turn-tls.key"
+	loaded, err = LoadConfig(writeTestConfig(t, shared))
+	if err != nil {
+		t.Fatalf("tls.key from a credential: %v", err)
+	}
+	if want := filepath.Join(creds, "icebox.turn-tls.key"); loaded.TLS.Key != want {
+		t.Errorf("tls.key path %q, want %q", loaded.TLS.Key, want)
+	}
 }

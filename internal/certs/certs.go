@@ -92,7 +92,12 @@ func (c *Config) Validate() error {
 	}
 	a := c.ACME
 	for i, d := range a.Domains {
-		if !validDomain(d) {
+		switch {
+		case strings.Contains(d, "*"):
+			// TLS-ALPN-01, the one challenge icebox answers, cannot
+			// prove a wildcard (RFC 8737 §3); ICE URLs need a host too.
+			add(fmt.Sprintf("acme.domains[%d]", i), fmt.Sprintf("%q is a wildcard, which the TLS-ALPN-01 challenge cannot obtain", d), `name each host, e.g. "turn.example.com", or use tls.cert and tls.key for a wildcard certificate`)
+		case !validDomain(d):
 			add(fmt.Sprintf("acme.domains[%d]", i), fmt.Sprintf("%q is not a DNS name", d), `write a bare name such as "turn.example.com"`)
 		}
 	}
@@ -114,12 +119,12 @@ func validDomain(d string) bool {
 	if d == "" || len(d) > 253 || strings.HasPrefix(d, ".") || strings.HasSuffix(d, ".") {
 		return false
 	}
-	for i, label := range strings.Split(d, ".") {
+	for _, label := range strings.Split(d, ".") {
 		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
 			return false
 		}
 		for _, r := range label {
-			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '*' && i == 0 && label == "*") {
+			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-') {
 				return false
 			}
 		}
