@@ -486,6 +486,7 @@ func (f *relayFlow) runBatched(stop time.Time) (done, lost int64) {
 			b := m.Buffers[0][:m.N]
 			if m.N >= 4 && binary.BigEndian.Uint16(b) == f.reply {
 				if p := payloadOf(b); f.tagAt > 0 && len(p) >= 4 && binary.BigEndian.Uint32(p) != epoch {
+					done++ // as in the loop above: a late answer is an answer
 					f.stalled++
 					lost--
 				}
