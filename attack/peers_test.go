@@ -152,7 +152,7 @@ type peerForm struct {
 	family uint16
 	ip     string // parsed; 4 or 16 bytes on the wire as family says
 	short  int    // >0: send only this many address bytes (pion reads them leniently)
-	relay  bool   // a form of the relay address: permitted, but no packet may reach a non-relay port
+	relay  bool   // a form of the relay address: permitted (IPv6 spellings: 443), but no packet may reach a non-relay port
 }
 
 // peerForms are the addresses a client may name to reach the host itself:
@@ -258,7 +258,14 @@ func TestPeerForms(t *testing.T) {
 				}
 				res := c.do(method, attrs...)
 				tried++
+				// An IPv6 spelling of the relay passes the policy, but
+				// relays are IPv4: 443 (RFC 8656 §9.1), never 403.
+				v6 := f.relay && net.ParseIP(f.ip).To4() == nil
 				switch got := code(res); {
+				case v6 && got != 443:
+					t.Errorf("%s %v %s: %v, want 443 (peer address family mismatch)", network, method, f.name, res)
+				case v6:
+					refused++
 				case f.relay && got != 0 && !(got == 400 && method == stun.MethodChannelBind):
 					// 400 is right when an earlier form named the same
 					// transport address on another channel.
