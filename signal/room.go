@@ -176,8 +176,7 @@ func (h *hub) forward(set *settings, r *room, from *conn, msg []byte, k kind) {
 			sent = true
 		}
 	}
-	if h.cluster != nil && h.cluster.Members(r.name) > 0 {
-		h.cluster.Forward(r.name, from.id, byte(k), msg)
+	if h.cluster != nil && h.cluster.Forward(r.name, from.id, byte(k), msg) {
 		sent = true
 	}
 	if !sent {
