@@ -104,17 +104,6 @@ func (r Report) OK() bool {
 	return true
 }
 
-// Failed returns the steps that failed.
-func (r Report) Failed() []Step {
-	var out []Step
-	for _, s := range r.Steps {
-		if !s.OK {
-			out = append(out, s)
-		}
-	}
-	return out
-}
-
 // WriteTable writes the report as an aligned plain-text table, one row per
 // step with its cause or warning on the line below, and a summary line.
 func (r Report) WriteTable(w io.Writer) {
