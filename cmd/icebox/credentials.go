@@ -85,12 +85,15 @@ func judgeTTL(ttl time.Duration) (why, fix string, refuse bool) {
 	return "", "", false
 }
 
+// defaultTokenTTL is icebox token's -ttl when none is given.
+const defaultTokenTTL = 10 * time.Minute
+
 // tokenCmd is `icebox token -room R -ttl 10m`: a join token for one
 // pairing, minted with the same secret the daemon verifies with.
 func tokenCmd(args []string, stdout, stderr io.Writer) int {
-	fs, configPath := commandFlags("token", "usage: icebox token [-config FILE] -room R [-ttl 10m]\n\nPrints a join token; the app passes it as ?token= or in WsInit.", stderr)
+	fs, configPath := commandFlags("token", fmt.Sprintf("usage: icebox token [-config FILE] -room R [-ttl %v]\n\nPrints a join token; the app passes it as ?token= or in WsInit.", defaultTokenTTL), stderr)
 	room := fs.String("room", "", "the pairing (controllerId) the token admits to")
-	ttl := fs.Duration("ttl", 10*time.Minute, "how long the token may be used to join")
+	ttl := fs.Duration("ttl", defaultTokenTTL, "how long the token may be used to join")
 	if code, ok := parseFlags(fs, args); !ok {
 		return code
 	}

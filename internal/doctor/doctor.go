@@ -28,7 +28,7 @@ import (
 
 // Options tune a check. The zero value is usable.
 type Options struct {
-	// Timeout bounds each step. Default 5s.
+	// Timeout bounds each step. Default DefaultTimeout.
 	Timeout time.Duration
 	// Insecure skips TLS certificate verification for wss: and turns:
 	// (self-signed test certificates).
