@@ -21,7 +21,7 @@ import (
 // frames of the room's one member.
 type room struct {
 	name string // controllerId; "" is the open room
-	open bool   // open_room: no capacity limit, controllerIds not checked
+	open bool   // open_room's shared room: open_room_capacity members, controllerIds not checked
 
 	mu           sync.Mutex
 	members      []*conn
