@@ -191,6 +191,11 @@ func start(cfg Config, log *slog.Logger) (_ *daemon, err error) {
 		log.Warn("clients are told a non-public address for TURN relays: only clients on this network can use them; set public_ip to the address clients reach",
 			"public_ip", d.publicIP, "range", why)
 	}
+	// Validate refuses what judgeTTL refuses; a short one is allowed, as
+	// with icebox credentials -ttl, and said.
+	if why, fix, _ := judgeTTL(cfg.TURN.CredentialTTL); cfg.TURN.Enabled && why != "" {
+		log.Warn("turn.credential_ttl is short: "+why, "credential_ttl", cfg.TURN.CredentialTTL, "fix", fix)
+	}
 
 	if d.tls, err = startTLS(cfg, log.With("part", "tls"), d.reg); err != nil {
 		return d, err
