@@ -126,15 +126,23 @@ func turnUser(pairing string, c *conn) string {
 	if pairing == "" {
 		return "addr-" + c.peer.Addr().String()
 	}
-	if len(pairing) <= maxTURNUser && printable(pairing) {
-		return "pair-" + pairing
-	}
-	// A long or odd name would bloat or break every TURN request.
-	h := sha256.Sum256([]byte(pairing))
-	return "pair-" + hex.EncodeToString(h[:12])
+	return namedTURNUser("pair-", pairing)
 }
 
-// maxTURNUser bounds a pairing name used as is in a TURN username.
+// namedTURNUser is the TURN user for a name a client or backend chose
+// (a pairing, /ice-servers' ?user=), after prefix, which says which kind
+// of name it is: the name itself when short and printable, else a hash
+// of it, since a long or odd name would bloat or break every TURN
+// request.
+func namedTURNUser(prefix, name string) string {
+	if len(name) <= maxTURNUser && printable(name) {
+		return prefix + name
+	}
+	h := sha256.Sum256([]byte(name))
+	return prefix + hex.EncodeToString(h[:12])
+}
+
+// maxTURNUser bounds a name used as is in a TURN username.
 const maxTURNUser = 64
 
 func printable(s string) bool {

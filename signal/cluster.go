@@ -22,8 +22,9 @@ type Cluster interface {
 	// with its WsPresence opt-in.
 	EachMember(room string, f func(member string, presence bool))
 	// Forward sends a frame member sent to room to room's members on
-	// other nodes, byte for byte.
-	Forward(room, member string, kind byte, frame []byte)
+	// other nodes, byte for byte, and reports whether room has any
+	// (then the frame was theirs, even if it could not be sent).
+	Forward(room, member string, kind byte, frame []byte) bool
 	// Beyond lists room's members here that come after its first
 	// capacity members on all nodes, in join order: after a partition
 	// healed, they are one too many.

@@ -93,7 +93,7 @@ func TestClusterSimultaneousJoins(t *testing.T) {
 	}
 	// A round's later join waits for the earlier one unless the earlier
 	// one was admitted before the later one's question reached its node.
-	waited := nodes[0].node.ClaimsWaited() + nodes[1].node.ClaimsWaited()
+	waited := nodes[0].clusterMetric(t, "room_lookups_waited_total") + nodes[1].clusterMetric(t, "room_lookups_waited_total")
 	t.Logf("%v of %d rounds had a join wait for the other", waited, rounds)
 	if waited == 0 || waited > rounds {
 		t.Errorf("%v joins waited for an overlapping earlier join, want 1 to %d: at most one per round, and the overlap must be exercised", waited, rounds)

@@ -102,14 +102,15 @@ func TestClusterPresenceAfterNATSOutage(t *testing.T) {
 	waitMesh(t, nodes, 10*time.Second)
 	page1, page2, id1, id2 := meetPages(t, nodes[0], nodes[1], "re")
 
-	before := []int{nodes[0].node.Connections(), nodes[1].node.Connections()}
+	connections := func(n *testNode) float64 { return n.clusterMetric(t, "nats_connections_total") }
+	before := []float64{connections(nodes[0]), connections(nodes[1])}
 	nats.Stop()
 	waitFor(t, 5*time.Second, "both nodes to notice NATS is gone", func() bool {
 		return nodes[0].node.Ready() != nil && nodes[1].node.Ready() != nil
 	})
 	nats.Start()
 	waitFor(t, 15*time.Second, "both nodes to reconnect and forget what they knew", func() bool {
-		return nodes[0].node.Connections() > before[0] && nodes[1].node.Connections() > before[1]
+		return connections(nodes[0]) > before[0] && connections(nodes[1]) > before[1]
 	})
 	waitMesh(t, nodes, 15*time.Second)
 	waitFor(t, 10*time.Second, "each node to count the other's page again", func() bool {

@@ -49,6 +49,16 @@ func fastCluster(nats *testenv.NATS, node string) cluster.Config {
 type testNode struct {
 	*testServer
 	node *cluster.Node
+	// clusterMetrics holds node's icebox_cluster_* metrics, unless the
+	// test registered them elsewhere.
+	clusterMetrics *prometheus.Registry
+}
+
+// clusterMetric reads one of the node's icebox_cluster_* counters or
+// gauges, as Prometheus would scrape it.
+func (n *testNode) clusterMetric(t testing.TB, name string) float64 {
+	t.Helper()
+	return testenv.GatherValue(t, n.clusterMetrics, "icebox_cluster_"+name)
 }
 
 // startNode runs a signal Server joined to the cluster through ccfg.
@@ -64,6 +74,11 @@ func startNodeWith(t testing.TB, ccfg cluster.Config, copts cluster.Options, opt
 	for _, f := range adjust {
 		f(&cfg)
 	}
+	var reg *prometheus.Registry
+	if copts.Registerer == nil {
+		reg = prometheus.NewRegistry()
+		copts.Registerer = reg
+	}
 	node, err := cluster.New(ccfg, copts)
 	if err != nil {
 		t.Fatal(err)
@@ -74,7 +89,7 @@ func startNodeWith(t testing.TB, ccfg cluster.Config, copts cluster.Options, opt
 		t.Fatal(err)
 	}
 	t.Cleanup(node.Close) // after the server's shutdown: cleanups run last first
-	return &testNode{ts, node}
+	return &testNode{ts, node, reg}
 }
 
 // startNodes runs n nodes on one NATS and waits until each hears the others.
@@ -389,12 +404,12 @@ func TestClusterRefusesUnsignedMessages(t *testing.T) {
 			t.Fatal("the spy saw no frame cross")
 		}
 	}
-	before := nodes[1].node.BadMessages()
+	before := nodes[1].clusterMetric(t, "bad_messages_total")
 	forged := []byte(strings.Replace(string(captured.Data), "good", "evil", 1))
 	spy.Publish(captured.Subject, forged)
 	spy.Publish(captured.Subject, frameOf("WsSDPOffer", wsSDPData{Type: "offer", SDP: "v=0 raw", ControllerID: "sec"}))
 	spy.Flush()
-	waitFor(t, 5*time.Second, "node 2 to drop both forgeries", func() bool { return nodes[1].node.BadMessages() >= before+2 })
+	waitFor(t, 5*time.Second, "node 2 to drop both forgeries", func() bool { return nodes[1].clusterMetric(t, "bad_messages_total") >= before+2 })
 	// The next frame m2 gets is the next one m1 sends.
 	o2 := m1.send("WsSDPOffer", wsSDPData{Type: "offer", SDP: "v=0 good again", ControllerID: "sec"})
 	m2.expectBytes(o2)
@@ -456,7 +471,7 @@ func TestClusterEndToEnd(t *testing.T) {
 		t.Errorf("allocations per node %v/%v/%v, want the app's on node 1 and the device's on node 3 only",
 			allocations(0), allocations(1), allocations(2))
 	}
-	if v := nodes[0].node.FramesSent(); v < 2 {
+	if v := nodes[0].clusterMetric(t, "frames_sent_total"); v < 2 {
 		t.Errorf("node 1 sent %v frames to other nodes, want the offer and candidates", v)
 	}
 

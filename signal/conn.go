@@ -267,15 +267,9 @@ func (c *conn) init(set *settings, f frame) {
 	c.scheduleRefresh(set, expires)
 }
 
-// join puts c in the pairing name, checking its token and the capacity.
+// join puts c in the pairing name, checking the capacity. c's token has
+// been checked for name: at WsInit (admitInit) or by tokenAllows.
 func (c *conn) join(set *settings, name string, greeting []byte) bool {
-	if c.token != "" || set.RequireToken {
-		if err := VerifyToken(c.s.tokenKeys(), name, c.token, time.Now()); err != nil {
-			c.s.log.Debug("signal: token refused", "conn", c.id, "err", err)
-			c.refuse(errNotAuthorised)
-			return false
-		}
-	}
 	capacity := set.RoomCapacity
 	if name == openRoom {
 		capacity = set.OpenRoomCapacity
@@ -290,6 +284,21 @@ func (c *conn) join(set *settings, name string, greeting []byte) bool {
 	return true
 }
 
+// tokenAllows checks c's token against a pairing first named after
+// WsInit, where admitInit could check its form only, and refuses c if it
+// does not admit to name.
+func (c *conn) tokenAllows(set *settings, name string) bool {
+	if c.token == "" && !set.RequireToken {
+		return true
+	}
+	if err := VerifyToken(c.s.tokenKeys(), name, c.token, time.Now()); err != nil {
+		c.s.log.Debug("signal: token refused", "conn", c.id, "err", err)
+		c.refuse(errNotAuthorised)
+		return false
+	}
+	return true
+}
+
 // forward sends an offer, answer or candidates to the rest of the pairing.
 func (c *conn) forward(set *settings, f frame, msg []byte) {
 	switch {
@@ -297,7 +306,7 @@ func (c *conn) forward(set *settings, f frame, msg []byte) {
 		c.refuse(errNoPairing)
 		return
 	case c.room == nil:
-		if !c.join(set, string(f.controllerID), nil) {
+		if name := string(f.controllerID); !c.tokenAllows(set, name) || !c.join(set, name, nil) {
 			return
 		}
 	case !c.room.open && f.controllerID != nil && string(f.controllerID) != c.room.name:

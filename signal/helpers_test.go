@@ -195,23 +195,21 @@ func (k *ktClient) expectError(code errCode) {
 	}
 }
 
-// expectClose reads until the server's close frame and checks its code.
+// expectClose reads the next message, which must be the server's close
+// frame, and checks its code.
 func (k *ktClient) expectClose(code int) {
 	k.t.Helper()
 	k.ws.SetReadDeadline(time.Now().Add(readTimeout))
-	for {
-		_, msg, err := k.ws.ReadMessage()
-		if err == nil {
-			k.t.Fatalf("got %s, want close %d", msg, code)
-		}
-		var ce *websocket.CloseError
-		if !errors.As(err, &ce) {
-			k.t.Fatalf("got %v, want close %d", err, code)
-		}
-		if ce.Code != code {
-			k.t.Fatalf("got close %d %q, want %d", ce.Code, ce.Text, code)
-		}
-		return
+	_, msg, err := k.ws.ReadMessage()
+	if err == nil {
+		k.t.Fatalf("got %s, want close %d", msg, code)
+	}
+	var ce *websocket.CloseError
+	if !errors.As(err, &ce) {
+		k.t.Fatalf("got %v, want close %d", err, code)
+	}
+	if ce.Code != code {
+		k.t.Fatalf("got close %d %q, want %d", ce.Code, ce.Text, code)
 	}
 }
 

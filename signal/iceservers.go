@@ -55,6 +55,5 @@ func appUser(name string) string {
 	if name == "" {
 		return randomID()
 	}
-	u := turnUser(name, nil)
-	return "app-" + strings.TrimPrefix(u, "pair-")
+	return namedTURNUser("app-", name)
 }

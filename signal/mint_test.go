@@ -200,7 +200,7 @@ func TestMintBudget(t *testing.T) {
 // not grow the budget's memory without bound.
 func TestMintBudgetSweep(t *testing.T) {
 	clock := &testClock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
-	set, err := newSettings(DefaultConfig())
+	set, err := newSettings(DefaultConfig(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

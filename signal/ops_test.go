@@ -281,17 +281,30 @@ func TestICEServersEndpoint(t *testing.T) {
 	if err := strictDecode(body, &d); err != nil || len(d.IceServers) != 2 || d.IceServers[1].Credential == "" {
 		t.Fatalf("body %s: %v", body, err)
 	}
-	// ?user= names the TURN user, so the per-user quota counts it.
-	req, _ := http.NewRequest("GET", "http://"+ts.addr+"/ice-servers?user=alice", nil)
-	req.Header.Set("Authorization", "Bearer "+key)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
+	// ?user= names the TURN user, so the per-user quota counts it; a
+	// long one is hashed, as a long pairing name is, and stays the same.
+	user := func(name string) string {
+		t.Helper()
+		req, _ := http.NewRequest("GET", "http://"+ts.addr+"/ice-servers?user="+name, nil)
+		req.Header.Set("Authorization", "Bearer "+key)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		if err := strictDecode(body, &d); err != nil || len(d.IceServers) != 2 {
+			t.Fatalf("?user=%s: %s, %v", name, body, err)
+		}
+		_, u, _ := strings.Cut(d.IceServers[1].Username, ":")
+		return u
 	}
-	defer resp.Body.Close()
-	body, _ = io.ReadAll(resp.Body)
-	if err := strictDecode(body, &d); err != nil || !strings.HasSuffix(d.IceServers[1].Username, ":app-alice") {
-		t.Fatalf("?user=alice: %s, %v", body, err)
+	if u := user("alice"); u != "app-alice" {
+		t.Errorf("?user=alice: TURN user %q, want app-alice", u)
+	}
+	long := strings.Repeat("x", 200)
+	if u := user(long); strings.Contains(u, long) || len(u) > len("app-")+maxTURNUser || !strings.HasPrefix(u, "app-") || u != user(long) {
+		t.Errorf("a 200-byte ?user= got TURN user %q", u)
 	}
 }
 

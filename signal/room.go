@@ -21,7 +21,7 @@ import (
 // frames of the room's one member.
 type room struct {
 	name string // controllerId; "" is the open room
-	open bool   // open_room: no capacity limit, controllerIds not checked
+	open bool   // open_room's shared room: open_room_capacity members, controllerIds not checked
 
 	mu           sync.Mutex
 	members      []*conn
@@ -176,8 +176,7 @@ func (h *hub) forward(set *settings, r *room, from *conn, msg []byte, k kind) {
 			sent = true
 		}
 	}
-	if h.cluster != nil && h.cluster.Members(r.name) > 0 {
-		h.cluster.Forward(r.name, from.id, byte(k), msg)
+	if h.cluster != nil && h.cluster.Forward(r.name, from.id, byte(k), msg) {
 		sent = true
 	}
 	if !sent {

@@ -105,9 +105,14 @@ type settings struct {
 	iceKeys   [][32]byte // SHA-256 of the /ice-servers bearer keys
 }
 
-func newSettings(cfg Config) (*settings, error) {
+// newSettings checks cfg, with keys as the join-token keys, and derives
+// the settings.
+func newSettings(cfg Config, keys [][]byte) (*settings, error) {
 	if err := cfg.Validate(); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("signal: %w", err)
+	}
+	if cfg.RequireToken && len(keys) == 0 {
+		return nil, errors.New("signal: require_token is set but there is no key to verify join tokens")
 	}
 	s := &settings{Config: cfg, origins: make(map[string]bool)}
 	s.AllowedOrigins = slices.Clone(cfg.AllowedOrigins)
@@ -122,14 +127,12 @@ func newSettings(cfg Config) (*settings, error) {
 	return s, nil
 }
 
-// New returns a Server for cfg, which must be valid.
+// New returns a Server for cfg; an invalid cfg, or require_token without
+// TokenKeys, is an error.
 func New(cfg Config, opts Options) (*Server, error) {
-	set, err := newSettings(cfg)
+	set, err := newSettings(cfg, opts.TokenKeys)
 	if err != nil {
-		return nil, fmt.Errorf("signal: %w", err)
-	}
-	if set.RequireToken && len(opts.TokenKeys) == 0 {
-		return nil, errors.New("signal: require_token is set but there is no key to verify join tokens")
+		return nil, err
 	}
 	log := opts.Logger
 	if log == nil {
@@ -207,15 +210,12 @@ func (s *Server) Reload(cfg Config) error {
 }
 
 // PrepareReload checks cfg, with keys as the join-token keys, changing
-// nothing; the returned commit applies cfg and
-// keys and cannot fail. It lets the daemon reload every part or none.
+// nothing; the returned commit applies cfg and keys and cannot fail. It
+// lets the daemon reload every part or none.
 func (s *Server) PrepareReload(cfg Config, keys [][]byte) (commit func(), err error) {
-	set, err := newSettings(cfg)
+	set, err := newSettings(cfg, keys)
 	if err != nil {
-		return nil, fmt.Errorf("signal: %w", err)
-	}
-	if set.RequireToken && len(keys) == 0 {
-		return nil, errors.New("signal: require_token is set but there is no key to verify join tokens")
+		return nil, err
 	}
 	old := s.settings()
 	restart := set.Listen != old.Listen || set.Enabled != old.Enabled

@@ -47,7 +47,7 @@ type Config struct {
 	// Lifetime of the credentials icebox hands out (icebox credentials,
 	// WsIceServers). Every authenticated request (refresh, permission,
 	// channel bind) checks it, so a call needs a fresh credential before
-	// this runs out. Default 12h.
+	// this runs out. At least 1m. Default 12h.
 	CredentialTTL time.Duration `yaml:"credential_ttl"`
 
 	// Usernames expiring further ahead than this are refused, so a

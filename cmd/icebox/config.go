@@ -132,6 +132,11 @@ func (c *Config) Validate() error {
 	}
 	errs = append(errs, cfgerr.In("stun", c.STUN.Validate()))
 	errs = append(errs, cfgerr.In("turn", c.TURN.Validate()))
+	if ttl := c.TURN.CredentialTTL; ttl > 0 { // turn.Validate refuses the rest
+		if why, fix, refuse := judgeTTL(ttl); refuse {
+			errs = append(errs, cfgerr.New("turn.credential_ttl", fmt.Sprintf("%v is too short: %s", ttl, why), fix))
+		}
+	}
 	errs = append(errs, cfgerr.In("signal", c.Signal.Validate()))
 	if h := c.Signal.ICEHost; h != "" && !validHostname(h) {
 		errs = append(errs, cfgerr.New("signal.ice_host", fmt.Sprintf("%q is not a DNS name", h), `write a bare name such as "turn.example.com", without scheme or port`))
@@ -148,30 +153,18 @@ func (c *Config) Validate() error {
 // LoadConfig reads path over the defaults and validates the result. Every
 // mistake comes back as "path:line: key: problem (fix: ...)".
 // Paths in systemd's credentials directory and the TURN secret the unit
-// passes as a credential are resolved here (applyCredentials).
+// passes as a credential are resolved here, before validation
+// (resolveAndValidate).
 func LoadConfig(path string) (Config, error) {
-	cfg := DefaultConfig()
-	var err error
 	if path == "" {
-		err = cfg.Validate()
-	} else {
-		var data []byte
-		if data, err = os.ReadFile(path); err != nil {
-			return cfg, fmt.Errorf("config: %w", err)
-		}
-		cfg, err = parseConfig(path, data)
+		cfg := DefaultConfig()
+		return cfg, resolveAndValidate(&cfg, os.Getenv)
 	}
+	data, err := os.ReadFile(path)
 	if err != nil {
-		return cfg, err
+		return DefaultConfig(), fmt.Errorf("config: %w", err)
 	}
-	if err := applyCredentials(&cfg, os.Getenv); err != nil {
-		name := path
-		if name == "" {
-			name = "built-in defaults"
-		}
-		return cfg, fmt.Errorf("%s: %w", name, err)
-	}
-	return cfg, nil
+	return parseConfig(path, data)
 }
 
 // parseConfig is LoadConfig for a file already read; path only names it
@@ -195,7 +188,11 @@ func parseConfig(path string, data []byte) (Config, error) {
 		doc = doc.Content[0]
 	}
 	if doc.Kind == 0 || isNull(doc) {
-		return cfg, nil // an empty file means the defaults
+		// An empty file means the defaults.
+		if err := resolveAndValidate(&cfg, os.Getenv); err != nil {
+			return cfg, locate(path, &root, err)
+		}
+		return cfg, nil
 	}
 	c := &checker{path: path, budget: maxCheckedNodes}
 	errs := c.node(doc, reflect.TypeFor[Config](), "", 0)
@@ -204,7 +201,7 @@ func parseConfig(path string, data []byte) (Config, error) {
 		// should it ever miss one, yaml.v3's own words still stop start-up.
 		errs = append(errs, fmt.Errorf("%s: %w", path, err))
 	}
-	if err := cfg.Validate(); err != nil {
+	if err := resolveAndValidate(&cfg, os.Getenv); err != nil {
 		errs = append(errs, locate(path, &root, err))
 	}
 	return cfg, errors.Join(errs...)

@@ -112,6 +112,8 @@ func TestConfigErrorsNameFileLineAndFix(t *testing.T) {
 			[]string{":4: tls.acme.domains[0]:", "wildcard", "tls.cert and tls.key"}},
 		{"plain http directory", "tls:\n  listen: \":443\"\n  acme:\n    domains: [a.example.com]\n    directory: http://ca.example/dir\n",
 			[]string{":5: tls.acme.directory:", "https://"}},
+		{"credential ttl too short", "turn:\n  credential_ttl: 30s\n",
+			[]string{":2: turn.credential_ttl: 30s is too short", "fix: use 1m0s or more"}},
 		{"missing ca root", "tls:\n  listen: \":443\"\n  acme:\n    domains: [a.example.com]\n    ca_root: /nonexistent/root.pem\n",
 			[]string{":5: tls.acme.ca_root:", "PEM file"}},
 		{"unknown option", "tls:\n  acme:\n    domain: [a.example.com]\n",

@@ -38,11 +38,11 @@ func credentialsCmd(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "icebox: -ttl %v is longer than turn.max_ttl (%v): the server would refuse it\n", *ttl, cfg.TURN.MaxTTL)
 		return 2
 	}
-	if msg, refuse := judgeTTL(*ttl); refuse {
-		fmt.Fprintf(stderr, "icebox: -ttl %v is too short: %s\n", *ttl, msg)
+	if why, fix, refuse := judgeTTL(*ttl); refuse {
+		fmt.Fprintf(stderr, "icebox: -ttl %v is too short: %s; %s\n", *ttl, why, fix)
 		return 2
-	} else if msg != "" {
-		fmt.Fprintf(stderr, "icebox: warning: -ttl %v: %s\n", *ttl, msg)
+	} else if why != "" {
+		fmt.Fprintf(stderr, "icebox: warning: -ttl %v: %s; %s\n", *ttl, why, fix)
 	}
 	ip, _, err := resolvePublicIP(context.Background(), cfg)
 	if err != nil {
@@ -71,25 +71,29 @@ const (
 	shortTTL = 10 * time.Minute
 )
 
-// judgeTTL says what is wrong with a credential lifetime, and whether it
-// is too short to hand out at all.
-func judgeTTL(ttl time.Duration) (msg string, refuse bool) {
-	const why = "icebox checks the credential on every TURN request of a call (allocate, refresh, permission), so a relayed call stops soon after it expires"
+// judgeTTL says what is wrong with a credential lifetime (-ttl, or
+// turn.credential_ttl in Config.Validate), what to use instead, and
+// whether it is too short to hand out at all.
+func judgeTTL(ttl time.Duration) (why, fix string, refuse bool) {
+	why = "icebox checks the credential on every TURN request of a call (allocate, refresh, permission), so a relayed call stops soon after it expires"
 	switch {
 	case ttl < minUsefulTTL:
-		return fmt.Sprintf("%s; use %v or more (1h or more for calls)", why, minUsefulTTL), true
+		return why, fmt.Sprintf("use %v or more (1h or more for calls)", minUsefulTTL), true
 	case ttl < shortTTL:
-		return why + "; use 1h or more unless calls are that short", false
+		return why, "use 1h or more unless calls are that short", false
 	}
-	return "", false
+	return "", "", false
 }
+
+// defaultTokenTTL is icebox token's -ttl when none is given.
+const defaultTokenTTL = 10 * time.Minute
 
 // tokenCmd is `icebox token -room R -ttl 10m`: a join token for one
 // pairing, minted with the same secret the daemon verifies with.
 func tokenCmd(args []string, stdout, stderr io.Writer) int {
-	fs, configPath := commandFlags("token", "usage: icebox token [-config FILE] -room R [-ttl 10m]\n\nPrints a join token; the app passes it as ?token= or in WsInit.", stderr)
+	fs, configPath := commandFlags("token", fmt.Sprintf("usage: icebox token [-config FILE] -room R [-ttl %v]\n\nPrints a join token; the app passes it as ?token= or in WsInit.", defaultTokenTTL), stderr)
 	room := fs.String("room", "", "the pairing (controllerId) the token admits to")
-	ttl := fs.Duration("ttl", 10*time.Minute, "how long the token may be used to join")
+	ttl := fs.Duration("ttl", defaultTokenTTL, "how long the token may be used to join")
 	if code, ok := parseFlags(fs, args); !ok {
 		return code
 	}

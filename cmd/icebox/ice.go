@@ -40,16 +40,11 @@ func newICEURLs(cfg Config, host string, port, sharedPort int) iceURLs {
 	return u
 }
 
-// configPort is the STUN/TURN port the config asks for: what a command
+// configPort is the STUN/TURN port the config asks for, that of its
+// first stun.listen address (Validate requires one): what a command
 // without a running server tells clients.
 func configPort(cfg Config) int {
-	if len(cfg.STUN.Listen) > 0 {
-		if _, p, err := net.SplitHostPort(cfg.STUN.Listen[0]); err == nil {
-			port, _ := strconv.Atoi(p)
-			return port
-		}
-	}
-	return 3478
+	return listenPort(cfg.STUN.Listen[0])
 }
 
 // servers returns the ICE servers for one client, with a TURN credential

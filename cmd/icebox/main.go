@@ -21,22 +21,25 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"icebox/internal/doctor"
 	"icebox/internal/ipclass"
 	"icebox/stunsrv"
 	"icebox/turnsrv"
 )
 
-const usage = `icebox: STUN, TURN and WebRTC signaling in one small daemon.
+// usageFormat is icebox -h; usage fills in the defaults it names, from
+// where they are set.
+const usageFormat = `icebox: STUN, TURN and WebRTC signaling in one small daemon.
 
 Usage:
   icebox [-config FILE]          run the daemon
-  icebox credentials [-config FILE] [-ttl 12h] [-user NAME]
+  icebox credentials [-config FILE] [-ttl 1h] [-user NAME]
                                  print ICE servers JSON with a fresh TURN
                                  credential, for a browser or app, minted with
                                  the daemon's secret (never a new one)
-  icebox token [-config FILE] -room R [-ttl 10m]
+  icebox token [-config FILE] -room R [-ttl %v]
                                  print a join token for one pairing
-  icebox check [-insecure] [-timeout 5s] [-origin O] [-token T] [-room R] [-v] URL
+  icebox check [-insecure] [-timeout %v] [-origin O] [-token T] [-room R] [-v] URL
                                  check a deployment from outside: signaling,
                                  STUN, TURN allocation and relaying, with the
                                  likely cause of what fails; -insecure accepts
@@ -50,8 +53,8 @@ Options:
   -config FILE   YAML config; config.yaml in the source tree documents every
                  option with its default. Without -config: $ICEBOX_CONFIG,
                  else /etc/icebox/config.yaml if it exists, else the built-in
-                 defaults (STUN and TURN on :3478, signaling and the web page
-                 on http://localhost:8080/). The daemon and the commands look
+                 defaults (STUN and TURN on %s, signaling and the web page
+                 on http://localhost%s/). The daemon and the commands look
                  alike, so they use the same config and secret.
   -h             this help
 
@@ -59,6 +62,11 @@ Signals: SIGHUP (systemctl reload) re-reads the config without dropping
 calls (certificate files are re-read when they change, without it);
 SIGINT or SIGTERM stop icebox cleanly.
 `
+
+func usage() string {
+	d := DefaultConfig()
+	return fmt.Sprintf(usageFormat, defaultTokenTTL, doctor.DefaultTimeout, d.STUN.Listen[0], d.Signal.Listen)
+}
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
@@ -78,16 +86,16 @@ func run(args []string, stdout, stderr io.Writer) int {
 		case "token":
 			return tokenCmd(args[1:], stdout, stderr)
 		case "help":
-			fmt.Fprint(stdout, usage)
+			fmt.Fprint(stdout, usage())
 			return 0
 		default:
-			fmt.Fprintf(stderr, "icebox: unknown command %q\n\n%s", args[0], usage)
+			fmt.Fprintf(stderr, "icebox: unknown command %q\n\n%s", args[0], usage())
 			return 2
 		}
 	}
 	fs := flag.NewFlagSet("icebox", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, usage) }
+	fs.Usage = func() { fmt.Fprint(stderr, usage()) }
 	configPath := fs.String("config", "", "YAML config file")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -96,7 +104,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "icebox: unexpected argument %q\n\n%s", fs.Arg(0), usage)
+		fmt.Fprintf(stderr, "icebox: unexpected argument %q\n\n%s", fs.Arg(0), usage())
 		return 2
 	}
 	loc, err := findConfig(*configPath, os.Getenv, systemConfigPath)
@@ -182,6 +190,11 @@ func start(cfg Config, log *slog.Logger) (_ *daemon, err error) {
 	if why := ipclass.NonPublic(d.publicIP); cfg.TURN.Enabled && why != "" {
 		log.Warn("clients are told a non-public address for TURN relays: only clients on this network can use them; set public_ip to the address clients reach",
 			"public_ip", d.publicIP, "range", why)
+	}
+	// Validate refuses what judgeTTL refuses; a short one is allowed, as
+	// with icebox credentials -ttl, and said.
+	if why, fix, _ := judgeTTL(cfg.TURN.CredentialTTL); cfg.TURN.Enabled && why != "" {
+		log.Warn("turn.credential_ttl is short: "+why, "credential_ttl", cfg.TURN.CredentialTTL, "fix", fix)
 	}
 
 	if d.tls, err = startTLS(cfg, log.With("part", "tls"), d.reg); err != nil {

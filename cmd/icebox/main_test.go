@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"icebox/internal/testenv"
 )
@@ -94,5 +95,20 @@ func TestReadmeNamesGoVersion(t *testing.T) {
 	}
 	if want := "Go " + string(m[1]) + " or newer"; !strings.Contains(string(readme), want) {
 		t.Errorf("README does not say %q", want)
+	}
+}
+
+// TestShortCredentialTTLIsWarnedAbout: a turn.credential_ttl Validate
+// lets through but that calls may outlive (under 10m, as icebox
+// credentials -ttl warns) is said at start-up; the default is not.
+func TestShortCredentialTTLIsWarnedAbout(t *testing.T) {
+	const warning = "turn.credential_ttl is short"
+	for ttl, warned := range map[time.Duration]bool{5 * time.Minute: true, DefaultConfig().TURN.CredentialTTL: false} {
+		cfg := testConfig(t)
+		cfg.TURN.CredentialTTL = ttl
+		_, logs := startDaemon(t, cfg)
+		if got := strings.Contains(logs.String(), warning); got != warned {
+			t.Errorf("credential_ttl %v: warned %v, want %v; log:\n%s", ttl, got, warned, logs)
+		}
 	}
 }

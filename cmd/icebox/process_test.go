@@ -99,12 +99,6 @@ func (p *proc) waitLog(msg string) map[string]any {
 	}
 }
 
-// relayPair is two allocations on the daemon that relay to each other.
-type relayPair struct {
-	clients []*turn.Client
-	relays  []net.PacketConn
-}
-
 func allocate(t *testing.T, server, user, pass string) (*turn.Client, net.PacketConn, error) {
 	t.Helper()
 	conn, err := net.ListenPacket("udp4", "127.0.0.1:0")

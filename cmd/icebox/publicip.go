@@ -68,10 +68,10 @@ func localPublicIP(turn turnsrv.Config) netip.Addr {
 				addrs = append(addrs, a.Unmap())
 			}
 		}
-	} else {
+	} else if a, ok := routeSourceIPv4(); ok {
 		// Under systemd without AF_NETLINK; the peer policy fails closed
 		// on its own (turnsrv), this only picks an address to announce.
-		addrs = routeSourceAddrs()
+		addrs = []netip.Addr{a}
 	}
 	var private netip.Addr
 	for _, a := range addrs {
@@ -89,20 +89,17 @@ func localPublicIP(turn turnsrv.Config) netip.Addr {
 	return netip.AddrFrom4([4]byte{127, 0, 0, 1})
 }
 
-// routeSourceAddrs returns the addresses this host sends from by default,
-// one per family, found by connecting UDP sockets to documentation
-// addresses: connect only looks up the route, no packet leaves.
-func routeSourceAddrs() []netip.Addr {
-	var out []netip.Addr
-	for _, probe := range []string{"192.0.2.1:9", "[2001:db8::1]:9"} {
-		c, err := net.Dial("udp", probe)
-		if err != nil {
-			continue // no route for this family
-		}
-		if a, ok := netip.AddrFromSlice(c.LocalAddr().(*net.UDPAddr).IP); ok {
-			out = append(out, a.Unmap())
-		}
-		c.Close()
+// routeSourceIPv4 returns the IPv4 address this host sends from by
+// default (the only family public_ip takes), found by connecting a UDP
+// socket to a documentation address: connect only looks up the route, no
+// packet leaves. ok is false without an IPv4 default route.
+func routeSourceIPv4() (netip.Addr, bool) {
+	c, err := net.Dial("udp4", "192.0.2.1:9")
+	if err != nil {
+		return netip.Addr{}, false
 	}
-	return out
+	defer c.Close()
+	a, _ := netip.AddrFromSlice(c.LocalAddr().(*net.UDPAddr).IP)
+	a = a.Unmap()
+	return a, a.Is4()
 }

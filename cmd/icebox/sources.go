@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"icebox/internal/cfgerr"
 	"icebox/internal/credentials"
 )
 
@@ -114,10 +115,35 @@ func resolveCredentialPath(p string, getenv func(string) string) (string, error)
 	return p, nil
 }
 
+// resolveAndValidate applies the systemd credentials (applyCredentials),
+// then validates cfg: Validate reads some files (tls.acme.ca_root), which
+// must be the real ones by then. An option whose credential is missing is
+// reported once, for that.
+func resolveAndValidate(cfg *Config, getenv func(string) string) error {
+	credErr := applyCredentials(cfg, getenv)
+	missing := map[string]bool{}
+	for _, e := range cfgerr.Flatten(credErr) {
+		var ce *cfgerr.Error
+		if errors.As(e, &ce) {
+			missing[ce.Key] = true
+		}
+	}
+	errs := []error{credErr}
+	for _, e := range cfgerr.Flatten(cfg.Validate()) {
+		var ce *cfgerr.Error
+		if errors.As(e, &ce) && missing[ce.Key] {
+			continue
+		}
+		errs = append(errs, e)
+	}
+	return errors.Join(errs...)
+}
+
 // applyCredentials fills in what the unit passes as systemd credentials:
-// TLS files written as ${CREDENTIALS_DIRECTORY}/NAME, and the TURN secret
-// from icebox.turn-secret when the config names no secret of its own.
-// It runs on every load (start, reload, the subcommands).
+// files written as ${CREDENTIALS_DIRECTORY}/NAME (TLS certificates and
+// keys, the ACME CA root), and the TURN secret from icebox.turn-secret
+// when the config names no secret of its own. It runs on every load
+// (start, reload, the subcommands), before Validate.
 func applyCredentials(cfg *Config, getenv func(string) string) error {
 	var errs []error
 	// In file order, so that errors come out the same every time.
@@ -131,10 +157,11 @@ func applyCredentials(cfg *Config, getenv func(string) string) error {
 		{"signal.tls.key", &cfg.Signal.TLS.Key},
 		{"tls.cert", &cfg.TLS.Cert},
 		{"tls.key", &cfg.TLS.Key},
+		{"tls.acme.ca_root", &cfg.TLS.ACME.CARoot},
 	} {
 		resolved, err := resolveCredentialPath(*f.path, getenv)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", f.key, err))
+			errs = append(errs, cfgerr.New(f.key, err.Error(), "load it into the unit with LoadCredential=, or name the file by its own path"))
 			continue
 		}
 		*f.path = resolved

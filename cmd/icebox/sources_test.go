@@ -3,8 +3,10 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -213,4 +215,49 @@ func TestTLSKeyFromSystemdCredential(t *testing.T) {
 	if want := filepath.Join(creds, "icebox.turn-tls.key"); loaded.TLS.Key != want {
 		t.Errorf("tls.key path %q, want %q", loaded.TLS.Key, want)
 	}
+}
+
+// TestACMERootFromSystemdCredential: tls.acme.ca_root, the root of a
+// private ACME server, comes from a systemd credential like the TLS files,
+// resolved before the config is validated (which reads it): missing, it
+// is reported once, at its line; present, the daemon trusts Pebble's
+// directory with it and gets its certificate.
+func TestACMERootFromSystemdCredential(t *testing.T) {
+	creds := t.TempDir()
+	t.Setenv("CREDENTIALS_DIRECTORY", creds)
+	port := testenv.FreePort(t)
+	pebble := testenv.StartPebble(t, port, 0)
+	cfg := testConfig(t)
+	cfg.TURN.Secrets = []string{"a-secret-of-some-length"}
+	cfg.TLS.Listen = fmt.Sprintf("127.0.0.1:%d", port)
+	cfg.TLS.ACME.Domains = []string{"icebox.test"}
+	cfg.TLS.ACME.Directory = pebble.Directory
+	cfg.TLS.ACME.CARoot = "${CREDENTIALS_DIRECTORY}/icebox.acme-root.pem"
+	path := writeTestConfig(t, cfg)
+
+	_, err := LoadConfig(path)
+	const want = "tls.acme.ca_root: systemd credential icebox.acme-root.pem not found"
+	if err == nil || !strings.Contains(err.Error(), want) || strings.Count(err.Error(), "tls.acme.ca_root") != 1 ||
+		!regexp.MustCompile(`config\.yaml:\d+: `+regexp.QuoteMeta(want)).MatchString(err.Error()) {
+		t.Fatalf("missing credential: %v, want %q once, at its line", err, want)
+	}
+	root, err := os.ReadFile(pebble.CARootFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(creds, "icebox.acme-root.pem"), root, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	loaded, err := LoadConfig(path)
+	if err != nil {
+		t.Fatalf("ca_root from a credential: %v", err)
+	}
+	if want := filepath.Join(creds, "icebox.acme-root.pem"); loaded.TLS.ACME.CARoot != want {
+		t.Errorf("ca_root %q, want %q", loaded.TLS.ACME.CARoot, want)
+	}
+	d, _ := startDaemon(t, loaded)
+	testenv.WaitFor(t, 60*time.Second, "Pebble's certificate on tls.listen", func() bool {
+		_, err := servedCert(t, d.tls.mux.Addr().String(), "icebox.test", pebble.Roots())
+		return err == nil
+	})
 }

@@ -13,7 +13,7 @@ import (
 	"go.uber.org/zap"
 )
 
-// ACMEOptions are what StartACME needs besides the config.
+// ACMEOptions are what NewACME needs besides the config.
 type ACMEOptions struct {
 	// Logger gets obtained certificates and failures (info and error),
 	// and certmagic's own account of each step at debug. Default: discard.

@@ -55,7 +55,8 @@ type ACMEConfig struct {
 	// production CA.
 	Directory string `yaml:"directory"`
 	// A PEM file of roots to trust for the directory's HTTPS, for a
-	// private ACME server (step-ca, Pebble). Default "": the system's
+	// private ACME server (step-ca, Pebble); under systemd it may be a
+	// credential, ${CREDENTIALS_DIRECTORY}/NAME. Default "": the system's
 	// roots.
 	CARoot string `yaml:"ca_root"`
 }

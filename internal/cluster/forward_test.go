@@ -39,7 +39,12 @@ func (c *counter) RemoteLeft(string, string, bool)                {}
 // of the other's, and returns them with the handler of the second.
 func pairedNodes(t testing.TB, room string) (n1, n2 *Node, got *counter) {
 	t.Helper()
-	nats := testenv.StartNATS(t, "forward-token")
+	return pairedNodesOn(t, testenv.StartNATS(t, "forward-token"), room)
+}
+
+// pairedNodesOn is pairedNodes on a given nats-server.
+func pairedNodesOn(t testing.TB, nats *testenv.NATS, room string) (n1, n2 *Node, got *counter) {
+	t.Helper()
 	start := func(name string, h Handler) *Node {
 		cfg := DefaultConfig()
 		cfg.Enabled, cfg.URLs, cfg.Token, cfg.Secret, cfg.Node = true, []string{nats.URL()}, "forward-token", testSecret, name
@@ -100,8 +105,43 @@ func TestForwardAllocatesNothing(t *testing.T) {
 	if allocs != 0 {
 		t.Errorf("Forward allocates %v times per frame, want 0", allocs)
 	}
-	if sent := n1.FramesSent(); sent != 1+1001 { // AllocsPerRun runs once more first
+	if sent := testenv.MetricValue(t, n1.m.framesOut); sent != 1+1001 { // AllocsPerRun runs once more first
 		t.Errorf("node 1 sent %v frames, want 1002", sent)
+	}
+}
+
+// TestForwardReportsRemoteMembers: Forward says whether the pairing has
+// members on other nodes, the one question the signaling server asks
+// before it keeps a frame for a later member instead. A frame for them
+// counts as theirs while NATS is away too: dropped and counted, not kept.
+func TestForwardReportsRemoteMembers(t *testing.T) {
+	nats := testenv.StartNATS(t, "forward-token")
+	n1, _, got := pairedNodesOn(t, nats, "both")
+	if !n1.Forward("both", "member-1", 3, candidateFrame) {
+		t.Error("Forward to a pairing with a member on node 2 reported none")
+	}
+	testenv.WaitFor(t, 10*time.Second, "the frame to reach node 2", func() bool { return got.frames.Load() == 1 })
+	if n1.Forward("nobody-here", "member-1", 3, candidateFrame) {
+		t.Error("Forward to a pairing node 1 does not follow reported members elsewhere")
+	}
+	if _, err := n1.Claim("alone", "member-3"); err != nil {
+		t.Fatal(err)
+	}
+	n1.Confirm("alone", "member-3", false, true)
+	if n1.Forward("alone", "member-3", 3, candidateFrame) {
+		t.Error("Forward to a pairing whose only member is on node 1 reported members elsewhere")
+	}
+	if sent := testenv.MetricValue(t, n1.m.framesOut); sent != 1 {
+		t.Errorf("node 1 sent %v frames, want 1: only the pairing with a member elsewhere is forwarded", sent)
+	}
+
+	nats.Stop()
+	testenv.WaitFor(t, 10*time.Second, "node 1 to lose NATS", func() bool { return n1.Ready() != nil })
+	if !n1.Forward("both", "member-1", 3, candidateFrame) {
+		t.Error("without NATS, Forward to a pairing with a member on node 2 reported none: the frame would be kept for a later member")
+	}
+	if dropped := testenv.MetricValue(t, n1.m.framesDropped); dropped != 1 {
+		t.Errorf("frames dropped without NATS: %v, want 1", dropped)
 	}
 }
 

@@ -4,12 +4,12 @@ import (
 	"errors"
 
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 )
 
 // metrics are icebox_cluster_*.
 type metrics struct {
 	connected         prometheus.Gauge
+	connects          prometheus.Counter
 	nodes             prometheus.Gauge
 	nodesLost         prometheus.Counter
 	claims            prometheus.Counter
@@ -28,6 +28,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	m := &metrics{
 		connected:         prometheus.NewGauge(prometheus.GaugeOpts(o("nats_connected", "1 while this node is connected to NATS."))),
+		connects:          prometheus.NewCounter(prometheus.CounterOpts(o("nats_connections_total", "Connections and reconnections to NATS; after each, this node forgets the other nodes' members until they announce them again."))),
 		nodes:             prometheus.NewGauge(prometheus.GaugeOpts(o("nodes", "Other nodes heard within node_timeout."))),
 		nodesLost:         prometheus.NewCounter(prometheus.CounterOpts(o("nodes_lost_total", "Nodes taken for dead or restarted; their members left their pairings."))),
 		claims:            prometheus.NewCounter(prometheus.CounterOpts(o("room_lookups_total", "Joins that asked the other nodes who is in the pairing."))),
@@ -47,14 +48,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		return m, nil
 	}
 	var errs []error
-	for _, c := range []prometheus.Collector{m.connected, m.nodes, m.nodesLost, m.claims, m.claimsUnavailable, m.claimsWaited, m.framesOut, m.framesIn, m.framesDropped, m.bad, m.latency} {
+	for _, c := range []prometheus.Collector{m.connected, m.connects, m.nodes, m.nodesLost, m.claims, m.claimsUnavailable, m.claimsWaited, m.framesOut, m.framesIn, m.framesDropped, m.bad, m.latency} {
 		errs = append(errs, reg.Register(c))
 	}
 	return m, errors.Join(errs...)
-}
-
-func testValue(c prometheus.Counter) float64 {
-	var m dto.Metric
-	c.Write(&m)
-	return m.GetCounter().GetValue()
 }

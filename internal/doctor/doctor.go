@@ -28,7 +28,7 @@ import (
 
 // Options tune a check. The zero value is usable.
 type Options struct {
-	// Timeout bounds each step. Default 5s.
+	// Timeout bounds each step. Default DefaultTimeout.
 	Timeout time.Duration
 	// Insecure skips TLS certificate verification for wss: and turns:
 	// (self-signed test certificates).
@@ -102,17 +102,6 @@ func (r Report) OK() bool {
 		}
 	}
 	return true
-}
-
-// Failed returns the steps that failed.
-func (r Report) Failed() []Step {
-	var out []Step
-	for _, s := range r.Steps {
-		if !s.OK {
-			out = append(out, s)
-		}
-	}
-	return out
 }
 
 // WriteTable writes the report as an aligned plain-text table, one row per

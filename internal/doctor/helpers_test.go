@@ -28,6 +28,17 @@ import (
 // over 5 s. Tests that expect a step to time out pass a short one.
 const generous = 30 * time.Second
 
+// failedSteps are the steps of r that failed, for test messages.
+func failedSteps(r Report) []Step {
+	var out []Step
+	for _, s := range r.Steps {
+		if !s.OK {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
 // testOpts logs the check's debug lines (pion's too) to the test output,
 // shown when a test fails.
 func testOpts(t *testing.T, timeout time.Duration) Options {

@@ -10,7 +10,6 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -166,8 +165,4 @@ func (tb *tab) screenshot(t *testing.T, file string) {
 		return
 	}
 	t.Logf("screenshot of %s: %s", tb.name, path)
-}
-
-func safeName(s string) string {
-	return strings.NewReplacer("/", "-", " ", "-").Replace(s)
 }
