@@ -103,8 +103,8 @@ for round in $(seq "$ROUNDS"); do
 			cpu=$(sed -n 's/.*server_cpu_us\/op=\([0-9.]*\).*/\1/p' <<<"$line")
 			rate=$(sed -n 's/.*ops\/s=\([0-9.]*\).*/\1/p' <<<"$line")
 			lost=$(sed -n 's/.* lost=\([0-9]*\).*/\1/p' <<<"$line")
-			stalled=$(sed -n 's/.* stalled=\([0-9]*\).*/\1/p' <<<"$line")
-			echo "$name $srv ${cpu:-nan} ${rate:-0} ${lost:-0} ${stalled:-0}" >>"$results"
+			late=$(sed -n 's/.* late=\([0-9]*\).*/\1/p' <<<"$line")
+			echo "$name $srv ${cpu:-nan} ${rate:-0} ${lost:-0} ${late:-0}" >>"$results"
 		done
 	done
 done
