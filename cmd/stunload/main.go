@@ -100,7 +100,8 @@ type result struct {
 	flows               int
 	ops, lost, late     int64
 	elapsed, serverCPU  time.Duration
-	rssBefore, rssAfter int64 // KiB, mode hold
+	loadCPU             time.Duration // stunload's own: near elapsed, stunload limits the rate
+	rssBefore, rssAfter int64         // KiB, mode hold
 }
 
 func (r result) String() string {
@@ -118,6 +119,9 @@ func (r result) String() string {
 	}
 	s := fmt.Sprintf("mode=%s transport=%s addr=%s flows=%d window=%d size=%d duration=%s ops=%d ops/s=%.0f lost=%d late=%d",
 		o.mode, transport, o.addr, r.flows, o.window, o.size, o.duration, r.ops, float64(r.ops)/r.elapsed.Seconds(), r.lost, r.late)
+	// How busy stunload itself was, per cent of one core: near 100 it is
+	// what limits the rate, and the figures say less about the server.
+	s += fmt.Sprintf(" load_cpu_s=%.2f load_busy=%.0f%%", r.loadCPU.Seconds(), 100*r.loadCPU.Seconds()/r.elapsed.Seconds())
 	if o.pid != 0 && r.ops > 0 {
 		s += fmt.Sprintf(" server_cpu_s=%.2f server_cpu_us/op=%.2f", r.serverCPU.Seconds(), float64(r.serverCPU.Microseconds())/float64(r.ops))
 	}
@@ -160,6 +164,10 @@ func load(o options) (result, error) {
 	if err != nil {
 		return res, err
 	}
+	self0, err := cpuTime(os.Getpid())
+	if err != nil {
+		return res, err
+	}
 	start := time.Now()
 	stop := start.Add(o.duration)
 	var done, lost, late atomic.Int64
@@ -178,6 +186,11 @@ func load(o options) (result, error) {
 	if err != nil {
 		return res, err
 	}
+	self1, err := cpuTime(os.Getpid())
+	if err != nil {
+		return res, err
+	}
+	res.loadCPU = self1 - self0
 	res.ops, res.lost, res.late, res.serverCPU = done.Load(), lost.Load(), late.Load(), cpu1-cpu0
 	return res, nil
 }
