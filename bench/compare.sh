@@ -103,8 +103,9 @@ for round in $(seq "$ROUNDS"); do
 			cpu=$(sed -n 's/.*server_cpu_us\/op=\([0-9.]*\).*/\1/p' <<<"$line")
 			rate=$(sed -n 's/.*ops\/s=\([0-9.]*\).*/\1/p' <<<"$line")
 			lost=$(sed -n 's/.* lost=\([0-9]*\).*/\1/p' <<<"$line")
-			stalled=$(sed -n 's/.* stalled=\([0-9]*\).*/\1/p' <<<"$line")
-			echo "$name $srv ${cpu:-nan} ${rate:-0} ${lost:-0} ${stalled:-0}" >>"$results"
+			late=$(sed -n 's/.* late=\([0-9]*\).*/\1/p' <<<"$line")
+			busy=$(sed -n 's/.* load_busy=\([0-9]*\)%.*/\1/p' <<<"$line")
+			echo "$name $srv ${cpu:-nan} ${rate:-0} ${lost:-0} ${late:-0} ${busy:-nan}" >>"$results"
 		done
 	done
 done
@@ -122,7 +123,7 @@ median() { sort -g | awk '{a[NR]=$1} END {if (NR==0) print "nan"; else if (NR%2)
 
 echo
 echo "icebox $(git describe --always --dirty 2>/dev/null) vs $(turnserver --version 2>/dev/null | head -1 | sed 's/^/coturn /') on $(nproc) CPUs ($(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1)); server on CPU $SERVER_CPU, load on CPU $LOAD_CPU; median of $ROUNDS rounds of $DURATION"
-printf '%-24s %14s %14s %7s %12s %12s %10s %10s\n' shape "icebox µs/op" "coturn µs/op" ratio "icebox op/s" "coturn op/s" "lost i/c" "late i/c"
+printf '%-24s %14s %14s %7s %12s %12s %10s %10s %11s\n' shape "icebox µs/op" "coturn µs/op" ratio "icebox op/s" "coturn op/s" "lost i/c" "late i/c" "load i/c %"
 for shape in "${shapes[@]}"; do
 	name=${shape%%|*}
 	[[ $name == *"$ONLY"* ]] || continue
@@ -134,9 +135,12 @@ for shape in "${shapes[@]}"; do
 	cl=$(awk -v n="$name" '$1==n && $2=="coturn" {s+=$5} END {print s+0}' "$results")
 	is=$(awk -v n="$name" '$1==n && $2=="icebox" {s+=$6} END {print s+0}' "$results")
 	cs=$(awk -v n="$name" '$1==n && $2=="coturn" {s+=$6} END {print s+0}' "$results")
+	ib=$(awk -v n="$name" '$1==n && $2=="icebox" {print $7}' "$results" | median)
+	cb=$(awk -v n="$name" '$1==n && $2=="coturn" {print $7}' "$results" | median)
 	ratio=$(awk -v a="$ic" -v b="$cc" 'BEGIN { if (b+0 > 0) printf "%.2f", a/b; else print "nan" }')
-	printf '%-24s %14s %14s %7s %12.0f %12.0f %10s %10s\n' "$name" "$ic" "$cc" "${ratio}x" "$ir" "$cr" "$il/$cl" "$is/$cs"
+	printf '%-24s %14s %14s %7s %12.0f %12.0f %10s %10s %11s\n' "$name" "$ic" "$cc" "${ratio}x" "$ir" "$cr" "$il/$cl" "$is/$cs" "$ib/$cb"
 done
 printf '%-24s %14s %14s\n' "KiB per idle allocation" "${ice_mem:-nan}" "${cot_mem:-nan}"
 echo "(µs/op: server CPU, user+system, all threads, per operation; a relayed operation is a round trip: client to peer and back."
-echo " lost: never answered, over all rounds; late: answered after stunload's -timeout, a stall of a process, not a drop.)"
+echo " lost: never answered, over all rounds; late: answered after stunload's -timeout, a stall of a process, not a drop;"
+echo " load: stunload's own CPU, per cent of its core, median: near 100 the load generator limits the rate.)"

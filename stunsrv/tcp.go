@@ -152,12 +152,17 @@ func (l *tcpListener) acceptRaw() (*tcpConn, error) {
 			continue
 		}
 		l.stats.tcpConns.Inc()
+		var rw io.ReadWriter = c
 		if l.tls != nil {
 			c = tls.Server(c, l.tls)
+			rw = c
+		} else if raw := newRawStream(c); raw != nil {
+			rw = raw
 		}
 		tc := &tcpConn{
 			Conn:   c,
-			r:      bufio.NewReaderSize(c, readBufferSize),
+			r:      bufio.NewReaderSize(rw, readBufferSize),
+			w:      rw,
 			l:      l,
 			from:   from,
 			header: make([]byte, 0, maxResponseSize),
@@ -238,6 +243,7 @@ func (l *tcpListener) Close() error {
 type tcpConn struct {
 	net.Conn
 	r         *bufio.Reader // frames queue up on a busy stream: one read takes several
+	w         io.Writer     // Conn, or a rawStream on it
 	l         *tcpListener
 	from      netip.AddrPort
 	frame     []byte // a frame larger than r's buffer
@@ -249,6 +255,9 @@ type tcpConn struct {
 	// flushed before that.
 	fast FastPath
 }
+
+// Write writes p to the stream; any goroutine may.
+func (c *tcpConn) Write(p []byte) (int, error) { return c.w.Write(p) }
 
 // SetAllocated tells the connection whether it holds a TURN allocation:
 // only then may it stay quiet for the TURN idle timeout (an allocation's
@@ -283,16 +292,11 @@ func (c *tcpConn) Read(p []byte) (int, error) {
 // nextFrame reads one frame and answers or drops it (returning nil), or
 // returns it for the TURN server.
 func (c *tcpConn) nextFrame() ([]byte, error) {
-	idle := time.Duration(c.l.idle.Load())
-	if c.allocated.Load() {
-		idle = c.l.turnIdle
-	}
-	if err := c.SetReadDeadline(time.Now().Add(idle)); err != nil {
-		return nil, err
-	}
 	fam := familyOf(c.from)
 	st := &c.l.stats.tcp[fam]
-	c.flushBefore(4)
+	if err := c.beforeRead(4); err != nil {
+		return nil, err
+	}
 	b, err := c.r.Peek(4)
 	if err != nil {
 		return nil, err
@@ -312,7 +316,9 @@ func (c *tcpConn) nextFrame() ([]byte, error) {
 		st.malformed.Inc()
 		return nil, errMalformedFrame
 	}
-	c.flushBefore(size)
+	if err := c.beforeRead(size); err != nil {
+		return nil, err
+	}
 	if size <= readBufferSize {
 		// The frame stays in r's buffer until the next call: Read copies
 		// it out before then.
@@ -335,7 +341,7 @@ func (c *tcpConn) nextFrame() ([]byte, error) {
 		// Counted before it is sent, as over UDP: a client that has its
 		// answer must find it counted.
 		st.answered.Inc()
-		if _, err := c.Conn.Write(c.header); err != nil {
+		if _, err := c.w.Write(c.header); err != nil {
 			return nil, err
 		}
 		return nil, nil
@@ -351,12 +357,22 @@ func (c *tcpConn) nextFrame() ([]byte, error) {
 	return b, nil
 }
 
-// flushBefore flushes the fast path unless r already holds n bytes: a
-// read into r may move the frames it relays in place.
-func (c *tcpConn) flushBefore(n int) {
-	if c.fast != nil && c.r.Buffered() < n {
+// beforeRead prepares for a read from the socket unless r already holds
+// n bytes: it flushes the fast path (a read into r may move the frames it
+// relays in place) and starts the idle timeout. Frames already buffered
+// need neither, and a busy stream brings several per read.
+func (c *tcpConn) beforeRead(n int) error {
+	if c.r.Buffered() >= n {
+		return nil
+	}
+	if c.fast != nil {
 		c.fast.Flush()
 	}
+	idle := time.Duration(c.l.idle.Load())
+	if c.allocated.Load() {
+		idle = c.l.turnIdle
+	}
+	return c.SetReadDeadline(time.Now().Add(idle))
 }
 
 func (c *tcpConn) Close() error {

@@ -5,6 +5,7 @@
 // reports server CPU-µs per operation, the figure to compare.
 //
 //	stunload -mode binding -addr 127.0.0.1:3478 -clients 8 -window 32
+//	stunload -mode binding -tcp -clients 8 -window 32
 //	stunload -mode channel -secret S -allocs 16 -window 16 -pid 1234
 //	stunload -mode send    -secret S -allocs 64 -window 1
 //	stunload -mode channel -secret S -tcp
@@ -15,17 +16,20 @@
 // round trip: client to relay to an echoing peer and back), send (the same
 // with Send and Data indications), alloc (an allocation created and
 // deleted), hold (allocations created and held for -duration: with -pid,
-// the server's resident memory per allocation). Each flow keeps window operations in flight and starts a new
-// one per answer; a window that goes quiet for -timeout counts what was in
-// flight as lost and is refilled. With UDP, answers that arrive after that
-// are taken back from lost and counted as stalled: nothing was dropped, a
-// process stalled. The peers are sockets of stunload's own
+// the server's resident memory per allocation). Each flow keeps window
+// operations in flight and starts a new one per answer, reading and
+// writing in batches (recvmmsg and sendmmsg over UDP, several frames a
+// write over TCP) so that stunload is not what limits the rate; a window
+// that goes quiet for -timeout counts what was in flight as lost and is
+// refilled. Answers that arrive after that are taken back from lost and
+// counted as late: nothing was dropped, a process stalled. The peers are
+// sockets of stunload's own
 // on -peer-ip, so the server must allow relaying there. Only send it to
 // servers you run yourself, on addresses you own.
 package main
 
 import (
-	"crypto/rand"
+	"bufio"
 	"encoding/binary"
 	"errors"
 	"flag"
@@ -71,26 +75,67 @@ func main() {
 	flag.DurationVar(&o.timeout, "timeout", 200*time.Millisecond, "refill a window silent for this long")
 	flag.StringVar(&o.secret, "secret", "", "TURN REST API shared secret (TURN modes)")
 	flag.StringVar(&o.realm, "realm", "icebox", "TURN realm")
-	flag.BoolVar(&o.tcp, "tcp", false, "reach the server over TCP (TURN modes)")
+	flag.BoolVar(&o.tcp, "tcp", false, "reach the server over TCP")
 	flag.StringVar(&o.peerIP, "peer-ip", "127.0.0.1", "address of the echoing peers")
 	flag.IntVar(&o.pid, "pid", 0, "server process whose CPU time to report per operation")
 	flag.Parse()
-	if err := run(o); err != nil {
+	res, err := load(o)
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "stunload:", err)
 		os.Exit(1)
 	}
+	fmt.Println(res)
 }
 
 // flow is one socket's load: prepared before the clock starts, run
-// until stop, returning operations completed and lost.
+// until stop, returning operations completed, lost and late (see window).
 type flow interface {
-	run(stop time.Time) (done, lost int64)
+	run(stop time.Time) (done, lost, late int64)
 	close()
 }
 
-func run(o options) error {
+// result is what one run of stunload measured.
+type result struct {
+	o                   options
+	flows               int
+	ops, lost, late     int64
+	elapsed, serverCPU  time.Duration
+	loadCPU             time.Duration // stunload's own: near elapsed, stunload limits the rate
+	rssBefore, rssAfter int64         // KiB, mode hold
+}
+
+func (r result) String() string {
+	o := r.o
+	if o.mode == "hold" {
+		s := fmt.Sprintf("mode=hold allocations=%d", r.flows)
+		if o.pid != 0 {
+			s += fmt.Sprintf(" server_rss_kib=%d->%d server_kib/alloc=%.2f", r.rssBefore, r.rssAfter, float64(r.rssAfter-r.rssBefore)/float64(r.flows))
+		}
+		return s
+	}
+	transport := "udp"
+	if o.tcp {
+		transport = "tcp"
+	}
+	s := fmt.Sprintf("mode=%s transport=%s addr=%s flows=%d window=%d size=%d duration=%s ops=%d ops/s=%.0f lost=%d late=%d",
+		o.mode, transport, o.addr, r.flows, o.window, o.size, o.duration, r.ops, float64(r.ops)/r.elapsed.Seconds(), r.lost, r.late)
+	// How busy stunload itself was, per cent of one core: near 100 it is
+	// what limits the rate, and the figures say less about the server.
+	s += fmt.Sprintf(" load_cpu_s=%.2f load_busy=%.0f%%", r.loadCPU.Seconds(), 100*r.loadCPU.Seconds()/r.elapsed.Seconds())
+	if o.pid != 0 && r.ops > 0 {
+		s += fmt.Sprintf(" server_cpu_s=%.2f server_cpu_us/op=%.2f", r.serverCPU.Seconds(), float64(r.serverCPU.Microseconds())/float64(r.ops))
+	}
+	return s
+}
+
+// load runs o's load against the server and measures it.
+func load(o options) (result, error) {
+	res := result{o: o}
 	if o.mode != "binding" && o.secret == "" {
-		return errors.New("-secret is needed for TURN modes")
+		return res, errors.New("-secret is needed for TURN modes")
+	}
+	if o.window < 1 {
+		return res, errors.New("-window must be at least 1")
 	}
 	flows := make([]flow, 0, o.flows)
 	defer func() {
@@ -98,76 +143,66 @@ func run(o options) error {
 			f.close()
 		}
 	}()
-	rss0, err := rss(o.pid)
-	if err != nil {
-		return err
+	var err error
+	if res.rssBefore, err = rss(o.pid); err != nil {
+		return res, err
 	}
 	for i := range o.flows {
 		f, err := newFlow(o, i)
 		if err != nil {
-			return fmt.Errorf("flow %d: %w", i, err)
+			return res, fmt.Errorf("flow %d: %w", i, err)
 		}
 		flows = append(flows, f)
 	}
+	res.flows = len(flows)
 	if o.mode == "hold" {
 		time.Sleep(o.duration) // let the server settle; the allocations stay
-		rss1, err := rss(o.pid)
-		if err != nil {
-			return err
-		}
-		fmt.Printf("mode=hold allocations=%d", len(flows))
-		if o.pid != 0 {
-			fmt.Printf(" server_rss_kib=%d->%d server_kib/alloc=%.2f", rss0, rss1, float64(rss1-rss0)/float64(len(flows)))
-		}
-		fmt.Println()
-		return nil
+		res.rssAfter, err = rss(o.pid)
+		return res, err
 	}
 	cpu0, err := cpuTime(o.pid)
 	if err != nil {
-		return err
+		return res, err
+	}
+	self0, err := cpuTime(os.Getpid())
+	if err != nil {
+		return res, err
 	}
 	start := time.Now()
 	stop := start.Add(o.duration)
-	var done, lost, stalled atomic.Int64
+	var done, lost, late atomic.Int64
 	var wg sync.WaitGroup
 	for _, f := range flows {
 		wg.Go(func() {
-			d, l := f.run(stop)
+			d, l, s := f.run(stop)
 			done.Add(d)
 			lost.Add(l)
-			if rf, ok := f.(*relayFlow); ok {
-				stalled.Add(rf.stalled)
-			}
+			late.Add(s)
 		})
 	}
 	wg.Wait()
-	elapsed := time.Since(start)
+	res.elapsed = time.Since(start)
 	cpu1, err := cpuTime(o.pid)
 	if err != nil {
-		return err
+		return res, err
 	}
-	ops := done.Load()
-	transport := "udp"
-	if o.tcp {
-		transport = "tcp"
+	self1, err := cpuTime(os.Getpid())
+	if err != nil {
+		return res, err
 	}
-	fmt.Printf("mode=%s transport=%s addr=%s flows=%d window=%d size=%d duration=%s ops=%d ops/s=%.0f lost=%d stalled=%d",
-		o.mode, transport, o.addr, o.flows, o.window, o.size, o.duration, ops, float64(ops)/elapsed.Seconds(), lost.Load(), stalled.Load())
-	if o.pid != 0 && ops > 0 {
-		fmt.Printf(" server_cpu_s=%.2f server_cpu_us/op=%.2f", (cpu1 - cpu0).Seconds(), float64((cpu1-cpu0).Microseconds())/float64(ops))
-	}
-	fmt.Println()
-	return nil
+	res.loadCPU = self1 - self0
+	res.ops, res.lost, res.late, res.serverCPU = done.Load(), lost.Load(), late.Load(), cpu1-cpu0
+	return res, nil
 }
 
 func newFlow(o options, i int) (flow, error) {
 	switch o.mode {
 	case "binding":
-		c, err := net.Dial("udp", o.addr)
+		c, err := net.Dial(o.network(), o.addr)
 		if err != nil {
 			return nil, err
 		}
-		return &bindingFlow{conn: c, o: o}, nil
+		return &bindingFlow{conn: c, o: o, t: newTransport(c, nil, o.window)}, nil
 	case "channel", "send":
 		return newRelayFlow(o)
 	case "alloc":
@@ -206,8 +241,8 @@ func rss(pid int) (int64, error) {
 // heldFlow is an allocation held open (mode hold).
 type heldFlow struct{ c *turnClient }
 
-func (f *heldFlow) run(time.Time) (int64, int64) { return 0, 0 }
-func (f *heldFlow) close()                       { f.c.release(); f.c.Close() }
+func (f *heldFlow) run(time.Time) (int64, int64, int64) { return 0, 0, 0 }
+func (f *heldFlow) close()                              { f.c.release(); f.c.Close() }
 
 // cpuTime is the user plus system CPU time pid has used, all threads.
 func cpuTime(pid int) (time.Duration, error) {
@@ -229,55 +264,47 @@ func cpuTime(pid int) (time.Duration, error) {
 	return time.Duration(utime+stime) * time.Second / ticksPerSecond, nil
 }
 
-// window keeps n operations in flight on c: send starts one, recv waits
-// for the next answer (false on timeout).
-func window(stop time.Time, n int, timeout time.Duration, conn net.Conn, send func(), recv func() bool) (done, lost int64) {
-	for range n {
-		send()
+// newTransport batches a flow's requests and answers on c; r, if not nil,
+// is what already reads a stream c.
+func newTransport(c net.Conn, r *bufio.Reader, window int) transport {
+	if uc, ok := c.(*net.UDPConn); ok {
+		return newDatagrams(uc, window)
 	}
-	inFlight := int64(n)
-	for time.Now().Before(stop) {
-		conn.SetReadDeadline(time.Now().Add(timeout))
-		if !recv() {
-			lost += inFlight
-			for range n {
-				send()
-			}
-			inFlight = int64(n)
-			continue
-		}
-		done++
-		send()
+	if r == nil {
+		r = newStreamReader(c)
 	}
-	return done, lost
+	return &frames{conn: c, r: r}
 }
 
+const magicCookie = 0x2112A442
+
+// bindingFlow sends STUN Binding requests, each with a fresh transaction
+// ID: the window's number, then a count.
 type bindingFlow struct {
 	conn net.Conn
 	o    options
+	t    transport
+	sent uint64
 }
 
-func (f *bindingFlow) run(stop time.Time) (int64, int64) {
-	req := make([]byte, 20)
-	binary.BigEndian.PutUint16(req[0:], 0x0001)
-	binary.BigEndian.PutUint32(req[4:], 0x2112A442)
-	buf := make([]byte, 1500)
-	return window(stop, f.o.window, f.o.timeout, f.conn,
-		func() {
-			rand.Read(req[8:20])
-			f.conn.Write(req)
-		},
-		func() bool {
-			for {
-				n, err := f.conn.Read(buf)
-				if err != nil {
-					return false
-				}
-				if n >= 20 && binary.BigEndian.Uint16(buf) == 0x0101 {
-					return true
-				}
-			}
-		})
+func (f *bindingFlow) run(stop time.Time) (int64, int64, int64) {
+	return window(stop, f.o.window, f.o.timeout, f.t, f)
+}
+
+func (f *bindingFlow) appendRequest(b []byte, epoch uint32) []byte {
+	f.sent++
+	b = binary.BigEndian.AppendUint16(b, 0x0001) // Binding request
+	b = binary.BigEndian.AppendUint16(b, 0)
+	b = binary.BigEndian.AppendUint32(b, magicCookie)
+	b = binary.BigEndian.AppendUint32(b, epoch)
+	return binary.BigEndian.AppendUint64(b, f.sent)
+}
+
+func (f *bindingFlow) epochOf(b []byte) (uint32, bool) {
+	if len(b) < 20 || binary.BigEndian.Uint16(b) != 0x0101 || binary.BigEndian.Uint32(b[4:]) != magicCookie {
+		return 0, false
+	}
+	return binary.BigEndian.Uint32(b[8:]), true
 }
 
 func (f *bindingFlow) close() { f.conn.Close() }
@@ -290,10 +317,9 @@ type relayFlow struct {
 	relay netip.AddrPort
 	msg   []byte // what the client sends
 	tagAt int    // offset in msg of the payload's first four bytes; 0: too short to tag
-	// stalled counts answers that came after their window was counted
-	// lost (see runBatched); only the flow's goroutine writes it.
-	stalled int64
-	reply   uint16 // first two bytes of what it expects back: channel or Data indication
+	reply uint16 // first two bytes of what it expects back: channel or Data indication
+	t     transport
+	epoch uint32 // the window msg is tagged for
 }
 
 const channel = 0x4000
@@ -316,7 +342,7 @@ func newRelayFlow(o options) (*relayFlow, error) {
 		c.Close()
 		return nil, err
 	}
-	f := &relayFlow{o: o, c: c, peer: peer}
+	f := &relayFlow{o: o, c: c, peer: peer, t: newTransport(c.conn, c.r, o.window)}
 	if err := f.setUp(); err != nil {
 		f.close()
 		return nil, err
@@ -406,94 +432,28 @@ func writeAll(pc *ipv4.PacketConn, ms []ipv4.Message) error {
 	return nil
 }
 
-func (f *relayFlow) run(stop time.Time) (int64, int64) {
-	if !f.c.stream {
-		return f.runBatched(stop)
-	}
-	return window(stop, f.o.window, f.o.timeout, f.c.conn,
-		func() { f.c.conn.Write(f.msg) },
-		func() bool {
-			for {
-				b, err := f.c.readFrame()
-				if err != nil {
-					return false
-				}
-				if len(b) >= 4 && binary.BigEndian.Uint16(b) == f.reply {
-					return true
-				}
-			}
-		})
+func (f *relayFlow) run(stop time.Time) (int64, int64, int64) {
+	return window(stop, f.o.window, f.o.timeout, f.t, f)
 }
 
-// runBatched is window for UDP in batches: every answer that a read
-// brings starts one new operation, all sent in one sendmmsg.
-//
-// Each window's operations carry its number in their first four payload
-// bytes. An answer from a window already counted as lost arrives late: the
-// datagram was not dropped, a process (the server, or stunload itself on a
-// busy machine) stalled longer than -timeout. Such answers count as done
-// and as stalled, not lost, and start no new operation (the window was
-// refilled).
-func (f *relayFlow) runBatched(stop time.Time) (done, lost int64) {
-	pc := ipv4.NewPacketConn(f.c.conn.(*net.UDPConn))
-	w := f.o.window
-	out := make([]ipv4.Message, w)
-	for i := range out {
-		out[i].Buffers = [][]byte{f.msg}
+// appendRequest appends msg, tagged with epoch: each window's operations
+// carry its number in their first four payload bytes.
+func (f *relayFlow) appendRequest(b []byte, epoch uint32) []byte {
+	if epoch != f.epoch {
+		f.epoch = epoch
+		f.tag(epoch)
 	}
-	in := batch(w)
-	epoch := uint32(1)
-	f.tag(epoch)
-	writeAll(pc, out)
-	inFlight := int64(w)
-	for time.Now().Before(stop) {
-		f.c.conn.SetReadDeadline(time.Now().Add(f.o.timeout))
-		n, err := pc.ReadBatch(in, 0)
-		if err != nil {
-			lost += inFlight
-			epoch++
-			f.tag(epoch)
-			writeAll(pc, out)
-			inFlight = int64(w)
-			continue
-		}
-		k := 0
-		for _, m := range in[:n] {
-			b := m.Buffers[0][:m.N]
-			if m.N < 4 || binary.BigEndian.Uint16(b) != f.reply {
-				continue
-			}
-			if p := payloadOf(b); f.tagAt > 0 && len(p) >= 4 && binary.BigEndian.Uint32(p) != epoch {
-				done++
-				f.stalled++
-				lost--
-				continue
-			}
-			k++
-		}
-		done += int64(k)
-		writeAll(pc, out[:k])
+	return append(b, f.msg...)
+}
+
+func (f *relayFlow) epochOf(b []byte) (uint32, bool) {
+	if len(b) < 4 || binary.BigEndian.Uint16(b) != f.reply {
+		return 0, false
 	}
-	// Answers of a window counted lost may still come: wait for them
-	// as long as for any answer.
-	f.c.conn.SetReadDeadline(time.Now().Add(f.o.timeout))
-	for lost > 0 {
-		n, err := pc.ReadBatch(in, 0)
-		if err != nil {
-			break
-		}
-		for _, m := range in[:n] {
-			b := m.Buffers[0][:m.N]
-			if m.N >= 4 && binary.BigEndian.Uint16(b) == f.reply {
-				if p := payloadOf(b); f.tagAt > 0 && len(p) >= 4 && binary.BigEndian.Uint32(p) != epoch {
-					done++ // as in the loop above: a late answer is an answer
-					f.stalled++
-					lost--
-				}
-			}
-		}
+	if p := payloadOf(b); f.tagAt > 0 && len(p) >= 4 {
+		return binary.BigEndian.Uint32(p), true
 	}
-	return done, lost
+	return f.epoch, true // too short to tag: every answer is the current window's
 }
 
 // tag writes the window number into the operations sent from now on.
@@ -543,7 +503,7 @@ type allocFlow struct {
 	err error
 }
 
-func (f *allocFlow) run(stop time.Time) (done, lost int64) {
+func (f *allocFlow) run(stop time.Time) (done, lost, late int64) {
 	for time.Now().Before(stop) {
 		c, err := dialTURN(f.o.network(), f.o.addr, []byte(f.o.secret), f.o.realm)
 		if err != nil {
@@ -559,7 +519,7 @@ func (f *allocFlow) run(stop time.Time) (done, lost int64) {
 		}
 		c.Close()
 	}
-	return done, lost
+	return done, lost, 0
 }
 
 func (f *allocFlow) close() {}

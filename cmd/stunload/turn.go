@@ -2,10 +2,8 @@ package main
 
 import (
 	"bufio"
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
 	"time"
@@ -43,7 +41,7 @@ func dialTURN(network, addr string, secret []byte, realm string) (*turnClient, e
 		buf: make([]byte, 2048),
 	}
 	if tc.stream {
-		tc.r = bufio.NewReaderSize(c, 64<<10)
+		tc.r = newStreamReader(c)
 	}
 	return tc, nil
 }
@@ -70,20 +68,13 @@ func (c *turnClient) readFrame() ([]byte, error) {
 		n, err := c.conn.Read(c.buf)
 		return c.buf[:n], err
 	}
-	h, err := c.r.Peek(4)
+	b, err := peekFrame(c.r)
 	if err != nil {
 		return nil, err
 	}
-	size := int(binary.BigEndian.Uint16(h[2:4]))
-	if h[0]>>6 == 0 {
-		size += 20
-	} else {
-		size = 4 + (size+3)&^3
-	}
-	if _, err := io.ReadFull(c.r, c.buf[:size]); err != nil {
-		return nil, err
-	}
-	return c.buf[:size], nil
+	// b stays valid until the next read from r.
+	c.r.Discard(len(b))
+	return b, nil
 }
 
 // do sends an authenticated request and returns the success response,

@@ -1,0 +1,312 @@
+package main
+
+import (
+	"bufio"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"icebox/stunsrv"
+	"icebox/turnsrv"
+)
+
+const testSecret = "test-secret-0123456789abcdef"
+
+// startIcebox runs icebox's STUN front door and TURN server on 127.0.0.1,
+// wired as the daemon wires them, and returns its address (UDP and TCP
+// share the port).
+func startIcebox(t *testing.T) string {
+	t.Helper()
+	stunCfg := stunsrv.DefaultConfig()
+	stunCfg.Listen = []string{"127.0.0.1:0"}
+	stunCfg.Sockets = 1
+	front, err := stunsrv.New(stunCfg, stunsrv.Options{Passthrough: true, Registerer: prometheus.NewRegistry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := turnsrv.DefaultConfig()
+	cfg.Secrets = []string{testSecret}
+	cfg.Relay.Address = "127.0.0.1"
+	cfg.Relay.Ports = "20000-29999"
+	cfg.Peers.Allow = []string{"127.0.0.1/32"}
+	cfg.Quotas.AnswerRate = 0 // the load comes from one address
+	pc, ln := front.PacketConns()[0], front.Listeners()[0]
+	s, err := turnsrv.New(cfg, turnsrv.Options{
+		Logger:      slog.New(slog.DiscardHandler),
+		Registerer:  prometheus.NewRegistry(),
+		PublicIP:    netip.MustParseAddr("127.0.0.1"),
+		StateDir:    t.TempDir(),
+		PacketConns: []net.PacketConn{pc},
+		Listeners:   []net.Listener{ln},
+		FrontDoor:   front.AddListener,
+	})
+	if err != nil {
+		front.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			t.Error(err)
+		}
+		front.Close()
+	})
+	return pc.LocalAddr().String()
+}
+
+// TestLoadAgainstIcebox runs every load mode briefly against a real icebox
+// on loopback: operations complete and nothing is lost or late (the
+// timeout is far longer than any stall).
+func TestLoadAgainstIcebox(t *testing.T) {
+	addr := startIcebox(t)
+	for _, c := range []struct {
+		mode string
+		tcp  bool
+	}{
+		{"binding", false}, {"binding", true},
+		{"channel", false}, {"channel", true},
+		{"send", false}, {"send", true},
+		{"alloc", false},
+	} {
+		name := c.mode + "/udp"
+		if c.tcp {
+			name = c.mode + "/tcp"
+		}
+		t.Run(name, func(t *testing.T) {
+			res, err := load(options{
+				mode: c.mode, addr: addr, flows: 2, window: 8, size: 160, tcp: c.tcp,
+				duration: 200 * time.Millisecond, timeout: 10 * time.Second,
+				secret: testSecret, realm: "icebox", peerIP: "127.0.0.1",
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Log(res)
+			if res.ops == 0 || res.lost != 0 || res.late != 0 {
+				t.Errorf("%v: want ops > 0, lost = late = 0", res)
+			}
+		})
+	}
+}
+
+// proxy sits between stunload and icebox and passes answers back as its
+// policy says.
+type proxy struct {
+	mu       sync.Mutex
+	requests int
+	answers  int
+	// forward, if > 0: pass only this many answers and then none (a server
+	// that stops answering).
+	forward int
+	// hold, if > 0: keep this many first answers back until twice as many
+	// requests came, that is until stunload refilled the window it counted
+	// as lost (a server that stalls).
+	hold int
+	held [][]byte
+}
+
+// request notes one request; send passes held answers on.
+func (p *proxy) request(send func([]byte) error) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.requests++
+	if p.hold > 0 && p.requests == 2*p.hold {
+		for _, b := range p.held {
+			if err := send(b); err != nil {
+				return err
+			}
+		}
+		p.held = nil
+	}
+	return nil
+}
+
+// answer passes b on with send, keeps it back or drops it.
+func (p *proxy) answer(b []byte, send func([]byte) error) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.answers++
+	switch {
+	case p.forward > 0 && p.answers > p.forward:
+		return nil
+	case p.hold > 0 && p.answers <= p.hold:
+		p.held = append(p.held, append([]byte(nil), b...))
+		return nil
+	}
+	return send(b)
+}
+
+// serveUDP relays datagrams from one client to server and back.
+func (p *proxy) serveUDP(t *testing.T, server string) string {
+	front, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := net.Dial("udp", server)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { front.Close(); back.Close() })
+	var mu sync.Mutex
+	var client net.Addr
+	toClient := func(b []byte) error {
+		mu.Lock()
+		defer mu.Unlock()
+		_, err := front.WriteTo(b, client)
+		return err
+	}
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			n, from, err := front.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			client = from
+			mu.Unlock()
+			if _, err := back.Write(buf[:n]); err != nil {
+				return
+			}
+			if p.request(toClient) != nil {
+				return
+			}
+		}
+	}()
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			n, err := back.Read(buf)
+			if err != nil {
+				return
+			}
+			if p.answer(buf[:n], toClient) != nil {
+				return
+			}
+		}
+	}()
+	return front.LocalAddr().String()
+}
+
+// serveTCP relays frames of one connection to server and back.
+func (p *proxy) serveTCP(t *testing.T, server string) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		front, err := l.Accept()
+		if err != nil {
+			return
+		}
+		back, err := net.Dial("tcp", server)
+		if err != nil {
+			front.Close()
+			return
+		}
+		t.Cleanup(func() { front.Close(); back.Close() })
+		var mu sync.Mutex
+		toClient := func(b []byte) error {
+			mu.Lock()
+			defer mu.Unlock()
+			_, err := front.Write(b)
+			return err
+		}
+		frameByFrame := func(from io.Reader, each func([]byte) error) {
+			r := bufio.NewReader(from)
+			for {
+				b, err := peekFrame(r)
+				if err == nil {
+					err = each(b)
+				}
+				if err != nil {
+					return
+				}
+				r.Discard(len(b))
+			}
+		}
+		go frameByFrame(front, func(b []byte) error {
+			if _, err := back.Write(b); err != nil {
+				return err
+			}
+			return p.request(toClient)
+		})
+		frameByFrame(back, func(b []byte) error { return p.answer(b, toClient) })
+	}()
+	return l.Addr().String()
+}
+
+func (p *proxy) serve(t *testing.T, tcp bool, server string) string {
+	if tcp {
+		return p.serveTCP(t, server)
+	}
+	return p.serveUDP(t, server)
+}
+
+// proxiedBinding runs Binding load with window through p, over UDP and
+// over TCP, and hands check each result.
+func proxiedBinding(t *testing.T, newProxy func() *proxy, window int, check func(*testing.T, result)) {
+	addr := startIcebox(t)
+	for _, tcp := range []bool{false, true} {
+		t.Run(map[bool]string{false: "udp", true: "tcp"}[tcp], func(t *testing.T) {
+			res, err := load(options{
+				mode: "binding", addr: newProxy().serve(t, tcp, addr), flows: 1, window: window, tcp: tcp,
+				duration: time.Second, timeout: 100 * time.Millisecond,
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Log(res)
+			check(t, res)
+		})
+	}
+}
+
+// TestSilentServerLosesWhatItOwes: a server that stops answering mid-run
+// leaves every window after that lost, none late.
+func TestSilentServerLosesWhatItOwes(t *testing.T) {
+	const answered, window = 20, 4
+	proxiedBinding(t, func() *proxy { return &proxy{forward: answered} }, window, func(t *testing.T, res result) {
+		if res.ops != answered || res.lost < window || res.lost%window != 0 || res.late != 0 {
+			t.Errorf("%v: want ops = %d, lost a multiple of %d, late = 0", res, answered, window)
+		}
+	})
+}
+
+// TestStalledServerAnswersLate: answers that come after stunload counted
+// their window lost are late, not lost.
+func TestStalledServerAnswersLate(t *testing.T) {
+	const window = 4
+	proxiedBinding(t, func() *proxy { return &proxy{hold: window} }, window, func(t *testing.T, res result) {
+		if res.ops <= window || res.lost != 0 || res.late < window {
+			t.Errorf("%v: want ops > %d, lost = 0, late >= %d", res, window, window)
+		}
+	})
+}
+
+// TestGoneServerIsLostNotTheEnd: datagrams to a closed port come back as
+// ICMP errors (ECONNREFUSED on the next read); the flow counts its windows
+// lost and goes on rather than stopping at the first error.
+func TestGoneServerIsLostNotTheEnd(t *testing.T) {
+	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gone := c.LocalAddr().String()
+	c.Close()
+	const window = 4
+	res, err := load(options{mode: "binding", addr: gone, flows: 1, window: window,
+		duration: 500 * time.Millisecond, timeout: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.ops != 0 || res.lost < 2*window || res.late != 0 {
+		t.Errorf("%v: want ops = 0, lost >= %d, late = 0", res, 2*window)
+	}
+}
