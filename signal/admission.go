@@ -9,6 +9,8 @@ import (
 	"unicode"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"icebox/internal/tokenbucket"
 )
 
 // Admission at WsInit: whether a connection gets TURN credentials at all,
@@ -58,7 +60,7 @@ type mintBudget struct {
 	refused [numMintVias]prometheus.Counter
 
 	mu      sync.Mutex
-	buckets map[netip.Prefix]bucket
+	buckets map[netip.Prefix]tokenbucket.Bucket
 	sweepAt int // len(buckets) at which full buckets are dropped
 }
 
@@ -77,7 +79,7 @@ func newMintBudget(reg *registry, now func() time.Time) *mintBudget {
 	if now == nil {
 		now = time.Now
 	}
-	m := &mintBudget{now: now, buckets: make(map[netip.Prefix]bucket), sweepAt: minSweep}
+	m := &mintBudget{now: now, buckets: make(map[netip.Prefix]tokenbucket.Bucket), sweepAt: minSweep}
 	refused := reg.counterVec("credentials_refused_total",
 		"TURN credentials refused because their source spent credentials_per_minute / credential_burst, by where they were asked for.", "via")
 	m.refused[mintViaWebSocket] = refused.WithLabelValues("websocket")
@@ -96,13 +98,13 @@ func (m *mintBudget) take(set *settings, peer netip.Prefix, via mintVia) (bool, 
 		m.sweep(now, rate, set.CredentialBurst)
 	}
 	b := m.buckets[peer]
-	ok := b.allow(now, rate, set.CredentialBurst)
+	ok := b.Allow(now, rate, set.CredentialBurst)
 	m.buckets[peer] = b
 	if ok {
 		return true, 0
 	}
 	m.refused[via].Inc()
-	return false, b.wait(rate, 1)
+	return false, b.Wait(rate, 1)
 }
 
 // sweep forgets the sources whose budget has refilled, which a fresh
@@ -111,7 +113,7 @@ func (m *mintBudget) take(set *settings, peer netip.Prefix, via mintVia) (bool, 
 // take.
 func (m *mintBudget) sweep(now time.Time, rate float64, burst int) {
 	for p, b := range m.buckets {
-		if b.tokens+now.Sub(b.last).Seconds()*rate >= float64(burst) {
+		if b.Full(now, rate, burst) {
 			delete(m.buckets, p)
 		}
 	}
@@ -177,5 +179,5 @@ func (c *conn) fanoutAllowed(set *settings, n int) bool {
 	c.room.mu.Unlock()
 	cost := n * max(others, 0)
 	burst := 4 * set.OpenRoomFanout
-	return cost <= burst && c.fanout.allowN(time.Now(), float64(set.OpenRoomFanout), burst, cost)
+	return cost <= burst && c.fanout.AllowN(time.Now(), float64(set.OpenRoomFanout), burst, cost)
 }

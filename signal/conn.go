@@ -12,6 +12,8 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"icebox/internal/tokenbucket"
 )
 
 // conn is one client WebSocket.
@@ -39,8 +41,8 @@ type conn struct {
 	lastDesc   kind // the kind of the last SDP this client sent, 0 before any
 	room       *room
 	refused    int // frames refused so far, toward max_errors
-	bucket     bucket
-	fanout     bucket // bytes sent on its behalf in the open room
+	bucket     tokenbucket.Bucket
+	fanout     tokenbucket.Bucket // bytes sent on its behalf in the open room
 
 	mu      sync.Mutex
 	out     outQueue // frames waiting for the writer
@@ -194,7 +196,7 @@ func (c *conn) readFailed(err error) {
 // handle acts on one complete message.
 func (c *conn) handle(typ int, rb *readBuf) {
 	set := c.s.settings()
-	if !c.bucket.allow(time.Now(), set.FramesPerSecond, set.FrameBurst) {
+	if !c.bucket.Allow(time.Now(), set.FramesPerSecond, set.FrameBurst) {
 		c.refuse(errRateLimited)
 		return
 	}

@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/go-json-experiment/json/jsontext"
 )
 
 func TestDecodeFrame(t *testing.T) {
@@ -121,6 +123,31 @@ func FuzzDecodeFrame(f *testing.F) {
 		}
 		if got.kind != want.kind || string(got.controllerID) != want.room || string(got.token) != want.token || got.presence != want.presence {
 			t.Fatalf("decode(%q) = %v %q %q %v, reference %v %q %q %v", msg, got.kind, got.controllerID, got.token, got.presence, want.kind, want.room, want.token, want.presence)
+		}
+	})
+}
+
+// FuzzUnquoteChecked holds unquoteChecked to jsontext.AppendUnquote on
+// every string jsontext accepts the way frameDecoder reads strings, in
+// valid UTF-8 as decode makes sure frames and their data are.
+func FuzzUnquoteChecked(f *testing.F) {
+	for _, s := range []string{`""`, `"plain"`, `"v=0\\r\\n"`, `"\"\\\/\b\f\n\r\t"`, `"\u00e9\ud83d\ude00"`, `"lone \ud83d"`, `"é\n"`, `"\\u0041"`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		if !utf8.Valid(in) {
+			return
+		}
+		dec := jsontext.NewDecoder(bytes.NewReader(in), tokenOptions...)
+		v, err := dec.ReadValue()
+		if err != nil || v.Kind() != '"' {
+			return
+		}
+		want, _ := jsontext.AppendUnquote(nil, v)
+		prefix := []byte("kept:")
+		got := unquoteChecked(append([]byte(nil), prefix...), v)
+		if !bytes.HasPrefix(got, prefix) || !bytes.Equal(got[len(prefix):], want) {
+			t.Fatalf("unquoteChecked(%q) = %q, AppendUnquote gives %q", v, got, want)
 		}
 	})
 }

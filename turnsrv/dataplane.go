@@ -222,28 +222,25 @@ func (d *dataPlane) noteRequest(b []byte, from connID) {
 	end := min(stunHeaderLen+int(binary.BigEndian.Uint16(b[2:4])), len(b))
 	req := pendingRequest{client: from, method: method, lifetime: -1, at: d.now()}
 	signed := false
-	for off := stunHeaderLen; off+4 <= end; {
-		at := binary.BigEndian.Uint16(b[off:])
-		n := int(binary.BigEndian.Uint16(b[off+2:]))
-		v := off + 4
-		if v+n > end {
-			return
-		}
-		switch {
-		case at == attrIntegrity:
+	// A truncated attribute ends the walk before MESSAGE-INTEGRITY, and
+	// pion refuses the request: nothing to learn either.
+	a := attrsOf(b, end)
+	for off, at, n, ok := a.first(); ok; off, at, n, ok = a.after(off, n) {
+		if at == attrIntegrity {
 			signed = true
-			off = end // what follows is not covered by it
-			continue
-		case at == attrChannelNumber && n == 4:
-			req.channel = binary.BigEndian.Uint16(b[v:])
-		case at == attrLifetime && n == 4:
-			req.lifetime = int(binary.BigEndian.Uint32(b[v:]))
+			break // what follows is not covered by it
+		}
+		v := b[off+4 : off+4+n]
+		switch {
+		case at == attrChannelNumber && len(v) == 4:
+			req.channel = binary.BigEndian.Uint16(v)
+		case at == attrLifetime && len(v) == 4:
+			req.lifetime = int(binary.BigEndian.Uint32(v))
 		case at == attrXORPeerAddress:
-			if ap, ok := xorPeerAddrPort(b[v:v+n], b[4:stunHeaderLen]); ok && len(req.peers) < 16 {
+			if ap, ok := xorPeerAddrPort(v, b[4:stunHeaderLen]); ok && len(req.peers) < 16 {
 				req.peers = append(req.peers, ap)
 			}
 		}
-		off = v + (n+3)&^3
 	}
 	if !signed {
 		return // pion answers 401; nothing to learn
@@ -613,13 +610,10 @@ func parseSend(b []byte) (peer netip.AddrPort, data []byte, ok bool) {
 		return peer, nil, false
 	}
 	havePeer := false
-	for off := stunHeaderLen; off+4 <= end; {
-		at := binary.BigEndian.Uint16(b[off:])
-		n := int(binary.BigEndian.Uint16(b[off+2:]))
+	a := attrsOf(b, end)
+	off, at, n, more := a.first()
+	for ; more; off, at, n, more = a.after(off, n) {
 		v := off + 4
-		if v+n > end {
-			return peer, nil, false
-		}
 		switch {
 		case at == attrXORPeerAddress && !havePeer:
 			if peer, ok = xorPeerAddrPort(b[v:v+n], b[4:stunHeaderLen]); !ok {
@@ -629,9 +623,8 @@ func parseSend(b []byte) (peer netip.AddrPort, data []byte, ok bool) {
 		case at == attrData && data == nil:
 			data = b[v : v+n]
 		}
-		off = v + (n+3)&^3
 	}
-	return peer, data, havePeer && data != nil
+	return peer, data, havePeer && data != nil && !a.truncated(off)
 }
 
 // Sizes of a Data indication's header and attribute headers before the

@@ -79,13 +79,10 @@ func parseRequest(b []byte) (f authFields, ok bool) {
 		return f, false
 	}
 	f.method = typ&0x000F | (typ&0x00E0)>>1 | (typ&0x3E00)>>2
-	for off := stunHeaderLen; off+4 <= end; {
-		at := binary.BigEndian.Uint16(b[off:])
-		n := int(binary.BigEndian.Uint16(b[off+2:]))
+	a := attrsOf(b, end)
+	off, at, n, ok := a.first()
+	for ; ok; off, at, n, ok = a.after(off, n) {
 		v := off + 4
-		if v+n > end {
-			return f, false
-		}
 		switch {
 		case at == attrRequestedTrans && f.transport == 0:
 			f.transport = off
@@ -99,7 +96,6 @@ func parseRequest(b []byte) (f authFields, ok bool) {
 			case at == attrFingerprint && n == 4 && off == f.integrity+4+integrityLen:
 				f.fingerprint = off
 			}
-			off = v + (n+3)&^3
 			continue
 		}
 		switch {
@@ -117,9 +113,8 @@ func parseRequest(b []byte) (f authFields, ok bool) {
 			}
 			f.integrity = off
 		}
-		off = v + (n+3)&^3
 	}
-	return f, true
+	return f, !a.truncated(off)
 }
 
 // integrityOK checks b's MESSAGE-INTEGRITY at off against key. The length
@@ -310,16 +305,13 @@ func attrLen(b []byte, off int) int { return int(binary.BigEndian.Uint16(b[off+2
 // ChannelBind does), until fn returns false. b must have passed
 // parseRequest.
 func forEachPeer(b []byte, all bool, fn func(net.IP) bool) {
-	end := stunHeaderLen + int(binary.BigEndian.Uint16(b[2:4]))
 	var ip [16]byte
-	for off := stunHeaderLen; off+4 <= end; {
-		at, n := binary.BigEndian.Uint16(b[off:]), attrLen(b, off)
-		v := b[off+4 : off+4+n]
-		off += 4 + (n+3)&^3
+	attrs := attrsOf(b, stunHeaderLen+int(binary.BigEndian.Uint16(b[2:4])))
+	for off, at, n, ok := attrs.first(); ok; off, at, n, ok = attrs.after(off, n) {
 		if at != attrXORPeerAddress {
 			continue
 		}
-		a, ok := xorPeer(v, b[4:20], ip[:])
+		a, ok := xorPeer(b[off+4:off+4+n], b[4:20], ip[:])
 		if !ok || !fn(a) || !all {
 			return
 		}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"icebox/internal/ipclass"
+	"icebox/internal/tokenbucket"
 )
 
 // connID names a client transport: its address and whether it came over a
@@ -363,14 +364,9 @@ func (k *authKeys) take(s authSlot) ([]byte, bool) {
 // share one overflow bucket.
 type answerBudget struct {
 	mu        sync.Mutex
-	src       map[netip.Addr]*answerBucket
-	overflow  answerBucket
+	src       map[netip.Addr]*tokenbucket.Bucket
+	overflow  tokenbucket.Bucket
 	lastSweep time.Time
-}
-
-type answerBucket struct {
-	tokens float64
-	last   time.Time
 }
 
 const (
@@ -378,20 +374,6 @@ const (
 	// overflowRate is what all sources beyond maxAnswerSources share.
 	overflowRate = 1000
 )
-
-func (b *answerBucket) take(now time.Time, rate, burst float64) bool {
-	if b.last.IsZero() {
-		b.tokens = burst
-	} else {
-		b.tokens = min(burst, b.tokens+now.Sub(b.last).Seconds()*rate)
-	}
-	b.last = now
-	if b.tokens < 1 {
-		return false
-	}
-	b.tokens--
-	return true
-}
 
 func (a *answerBudget) allow(ip netip.Addr, now time.Time, rate int) bool {
 	if rate <= 0 {
@@ -402,18 +384,18 @@ func (a *answerBudget) allow(ip netip.Addr, now time.Time, rate int) bool {
 	b := a.src[ip]
 	if b == nil {
 		if a.src == nil {
-			a.src = map[netip.Addr]*answerBucket{}
+			a.src = map[netip.Addr]*tokenbucket.Bucket{}
 		}
 		if len(a.src) >= maxAnswerSources && now.Sub(a.lastSweep) >= 2*time.Second {
 			a.sweep(now, rate)
 		}
 		if len(a.src) >= maxAnswerSources {
-			return a.overflow.take(now, overflowRate, overflowRate)
+			return a.overflow.Allow(now, overflowRate, overflowRate)
 		}
-		b = &answerBucket{}
+		b = &tokenbucket.Bucket{}
 		a.src[ip] = b
 	}
-	return b.take(now, float64(rate), float64(2*rate))
+	return b.Allow(now, float64(rate), 2*rate)
 }
 
 // sweep forgets sources whose bucket has refilled: they are as if new.
@@ -422,7 +404,7 @@ func (a *answerBudget) allow(ip netip.Addr, now time.Time, rate int) bool {
 func (a *answerBudget) sweep(now time.Time, rate int) {
 	a.lastSweep = now
 	for ip, b := range a.src {
-		if now.Sub(b.last).Seconds()*float64(rate)+b.tokens >= float64(2*rate) {
+		if b.Full(now, float64(rate), 2*rate) {
 			delete(a.src, ip)
 		}
 	}

@@ -54,65 +54,54 @@ type metrics struct {
 }
 
 func newMetrics() *metrics {
-	m := &metrics{
-		authFailures:  map[string]prometheus.Counter{},
-		peerRefusals:  map[string]prometheus.Counter{},
-		quotaRefusals: map[string]prometheus.Counter{},
-		fastDrops:     map[string]prometheus.Counter{},
-	}
-	allocActive := prometheus.NewGauge(prometheus.GaugeOpts{
-		Name: "icebox_turn_allocations_active", Help: "TURN allocations currently held.",
-	})
-	allocTotal := prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "icebox_turn_allocations_total", Help: "TURN allocations created.",
-	})
-	unanswered := prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "icebox_turn_unanswered_total",
-		Help: "Requests without a credential left unanswered: their source had used up quotas.answer_rate for now.",
-	})
-	auth := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "icebox_turn_auth_failures_total", Help: "Failed TURN authentications, by reason.",
-	}, []string{"reason"})
-	peer := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "icebox_turn_peer_refusals_total", Help: "Permissions, channel binds and sends refused by the peer policy, by reason.",
-	}, []string{"reason"})
-	quota := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "icebox_turn_quota_refusals_total", Help: "Allocations refused with 486, by the quota that was reached.",
-	}, []string{"quota"})
-	bytes := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "icebox_turn_relayed_bytes_total", Help: "Payload bytes through relay sockets, by direction.",
-	}, []string{"direction"})
-	packets := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "icebox_turn_relayed_packets_total", Help: "Datagrams through relay sockets, by direction.",
-	}, []string{"direction"})
-
-	drops := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "icebox_turn_channel_drops_total", Help: "ChannelData and Send/Data indications dropped by icebox's data plane, by reason: channel or permission expired, peer refused by the policy, send failed.",
-	}, []string{"reason"})
-	fast := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "icebox_turn_channel_fast_packets_total", Help: "ChannelData and Send/Data indications relayed by icebox's own data plane (the rest of icebox_turn_relayed_packets_total went through pion), by direction.",
-	}, []string{"direction"})
-	m.fastToPeer, m.fastFromPeer = fast.WithLabelValues("to_peer"), fast.WithLabelValues("from_peer")
-	for _, r := range dropReasons {
-		m.fastDrops[r] = drops.WithLabelValues(r)
-	}
-	m.allocActive, m.allocTotal, m.unanswered = allocActive, allocTotal, unanswered
-	for _, r := range authReasons {
-		m.authFailures[r] = auth.WithLabelValues(r)
-	}
-	for _, r := range refusalReasons {
-		m.peerRefusals[r] = peer.WithLabelValues(r)
-	}
-	for _, r := range []string{quotaUser, quotaIP, quotaTotal, quotaFair} {
-		m.quotaRefusals[r] = quota.WithLabelValues(r)
-	}
-	m.toPeerBytes, m.fromPeerBytes = bytes.WithLabelValues("to_peer"), bytes.WithLabelValues("from_peer")
-	m.toPeerPackets, m.fromPeerPackets = packets.WithLabelValues("to_peer"), packets.WithLabelValues("from_peer")
-	m.relayReadErrors = prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "icebox_turn_relay_read_errors_total", Help: "Failed reads of relay sockets other than a closed socket; each is retried after a short pause, the allocation lives on.",
-	})
-	m.all = []prometheus.Collector{allocActive, allocTotal, unanswered, auth, peer, quota, bytes, packets, drops, fast, m.relayReadErrors}
+	m := &metrics{}
+	m.allocActive = m.gauge("icebox_turn_allocations_active", "TURN allocations currently held.")
+	m.allocTotal = m.counter("icebox_turn_allocations_total", "TURN allocations created.")
+	m.unanswered = m.counter("icebox_turn_unanswered_total", "Requests without a credential left unanswered: their source had used up quotas.answer_rate for now.")
+	m.authFailures = m.counters("icebox_turn_auth_failures_total", "Failed TURN authentications, by reason.", "reason", authReasons...)
+	m.peerRefusals = m.counters("icebox_turn_peer_refusals_total", "Permissions, channel binds and sends refused by the peer policy, by reason.", "reason", refusalReasons...)
+	m.quotaRefusals = m.counters("icebox_turn_quota_refusals_total", "Allocations refused with 486, by the quota that was reached.", "quota", quotaUser, quotaIP, quotaTotal, quotaFair)
+	bytes := m.counters("icebox_turn_relayed_bytes_total", "Payload bytes through relay sockets, by direction.", "direction", toPeer, fromPeer)
+	packets := m.counters("icebox_turn_relayed_packets_total", "Datagrams through relay sockets, by direction.", "direction", toPeer, fromPeer)
+	m.fastDrops = m.counters("icebox_turn_channel_drops_total", "ChannelData and Send/Data indications dropped by icebox's data plane, by reason: channel or permission expired, peer refused by the policy, send failed.", "reason", dropReasons...)
+	fast := m.counters("icebox_turn_channel_fast_packets_total", "ChannelData and Send/Data indications relayed by icebox's own data plane (the rest of icebox_turn_relayed_packets_total went through pion), by direction.", "direction", toPeer, fromPeer)
+	m.relayReadErrors = m.counter("icebox_turn_relay_read_errors_total", "Failed reads of relay sockets other than a closed socket; each is retried after a short pause, the allocation lives on.")
+	m.toPeerBytes, m.fromPeerBytes = bytes[toPeer], bytes[fromPeer]
+	m.toPeerPackets, m.fromPeerPackets = packets[toPeer], packets[fromPeer]
+	m.fastToPeer, m.fastFromPeer = fast[toPeer], fast[fromPeer]
 	return m
+}
+
+// The values of the direction label.
+const (
+	toPeer   = "to_peer"
+	fromPeer = "from_peer"
+)
+
+// gauge, counter and counters make a collector that register exports.
+
+func (m *metrics) gauge(name, help string) prometheus.Gauge {
+	g := prometheus.NewGauge(prometheus.GaugeOpts{Name: name, Help: help})
+	m.all = append(m.all, g)
+	return g
+}
+
+func (m *metrics) counter(name, help string) prometheus.Counter {
+	c := prometheus.NewCounter(prometheus.CounterOpts{Name: name, Help: help})
+	m.all = append(m.all, c)
+	return c
+}
+
+// counters makes a counter with one label and resolves the child for each
+// of its values, so that counting is a map lookup and an atomic add.
+func (m *metrics) counters(name, help, label string, values ...string) map[string]prometheus.Counter {
+	vec := prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, []string{label})
+	m.all = append(m.all, vec)
+	children := make(map[string]prometheus.Counter, len(values))
+	for _, v := range values {
+		children[v] = vec.WithLabelValues(v)
+	}
+	return children
 }
 
 func (m *metrics) register(r prometheus.Registerer) error {

@@ -2,13 +2,11 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/pprof"
-	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -79,21 +77,12 @@ func startAdmin(cfg AdminConfig, reg *prometheus.Registry, ready func(context.Co
 		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
-	ln, err := net.Listen("tcp", cfg.Listen)
-	if errors.Is(err, syscall.EADDRINUSE) {
-		_, port, _ := net.SplitHostPort(cfg.Listen)
-		return nil, fmt.Errorf("admin: tcp port %s is already in use (another icebox may be running; `ss -tlnp 'sport = :%s'` shows which process; or set admin.listen to another address, \"\" to turn it off): %w",
-			port, port, err)
-	}
+	ln, err := listenTCP("admin.listen", cfg.Listen, `, "" to turn it off`)
 	if err != nil {
-		return nil, fmt.Errorf("admin: listen %s: %w", cfg.Listen, err)
+		return nil, err
 	}
 	a := &admin{srv: &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}, ln: ln}
-	go func() {
-		if err := a.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("admin listener failed", "err", err)
-		}
-	}()
+	serveHTTP(log, "admin listener", nil, func() error { return a.srv.Serve(ln) })
 	return a, nil
 }
 

@@ -18,6 +18,7 @@ import (
 
 	"icebox/internal/cfgerr"
 	"icebox/internal/cluster"
+	"icebox/internal/dnsname"
 	"icebox/signal"
 	"icebox/stunsrv"
 	"icebox/turnsrv"
@@ -138,7 +139,7 @@ func (c *Config) Validate() error {
 		}
 	}
 	errs = append(errs, cfgerr.In("signal", c.Signal.Validate()))
-	if h := c.Signal.ICEHost; h != "" && !validHostname(h) {
+	if h := c.Signal.ICEHost; h != "" && !dnsname.Valid(strings.TrimSuffix(h, ".")) {
 		errs = append(errs, cfgerr.New("signal.ice_host", fmt.Sprintf("%q is not a DNS name", h), `write a bare name such as "turn.example.com", without scheme or port`))
 	}
 	errs = append(errs, cfgerr.In("cluster", c.Cluster.Validate()))
@@ -488,22 +489,4 @@ func (c *Config) iceName() string {
 		return c.TLS.ACME.Domains[0]
 	}
 	return c.Signal.ICEHost
-}
-
-// validHostname is whether h is a DNS name (a trailing dot allowed).
-func validHostname(h string) bool {
-	if len(h) > 253 || strings.HasPrefix(h, ".") || strings.HasSuffix(h, "..") {
-		return false
-	}
-	for _, label := range strings.Split(strings.TrimSuffix(h, "."), ".") {
-		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
-			return false
-		}
-		for _, r := range label {
-			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-') {
-				return false
-			}
-		}
-	}
-	return true
 }

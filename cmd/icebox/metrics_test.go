@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"io"
 	"log/slog"
 	"net"
@@ -135,20 +136,35 @@ func TestDaemonDoesNotLinkTestDependencies(t *testing.T) {
 	}
 }
 
-// TestAdminPortInUse: a taken admin port stops start-up with the same
-// kind of hint as a taken STUN port: who may hold it and how to see.
-func TestAdminPortInUse(t *testing.T) {
-	taken, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer taken.Close()
-	cfg := testConfig(t)
-	cfg.Admin.Listen = taken.Addr().String()
-	_, port, _ := net.SplitHostPort(cfg.Admin.Listen)
-	_, err = start(cfg, slog.New(slog.DiscardHandler))
-	if err == nil || !strings.Contains(err.Error(), "admin: tcp port "+port+" is already in use") ||
-		!strings.Contains(err.Error(), "ss -tlnp 'sport = :"+port+"'") || !strings.Contains(err.Error(), "admin.listen") {
-		t.Errorf("start with the admin port taken: %v", err)
+// TestPortInUse: a taken admin, signaling or shared TLS port stops
+// start-up with the same kind of hint as a taken STUN port: which key
+// to change, who may hold the port and how to see.
+func TestPortInUse(t *testing.T) {
+	for _, tc := range []struct {
+		key string
+		set func(*Config, string)
+	}{
+		{"admin.listen", func(c *Config, a string) { c.Admin.Listen = a }},
+		{"signal.listen", func(c *Config, a string) { c.Signal.Listen = a }},
+		{"tls.listen", func(c *Config, a string) { *c, _ = sharedPortConfig(t); c.TLS.Listen = a }},
+	} {
+		t.Run(tc.key, func(t *testing.T) {
+			taken, err := net.Listen("tcp4", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer taken.Close()
+			cfg := testConfig(t)
+			tc.set(&cfg, taken.Addr().String())
+			_, port, _ := net.SplitHostPort(taken.Addr().String())
+			d, err := start(cfg, slog.New(slog.DiscardHandler))
+			if err == nil {
+				d.close(context.Background())
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.key+": tcp port "+port+" is already in use") ||
+				!strings.Contains(err.Error(), "ss -tlnp 'sport = :"+port+"'") || !strings.Contains(err.Error(), "set "+tc.key+" to another address") {
+				t.Errorf("start with %s taken: %v", tc.key, err)
+			}
+		})
 	}
 }

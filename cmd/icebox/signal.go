@@ -2,11 +2,8 @@ package main
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -72,24 +69,14 @@ func startSignal(cfg Config, urls iceURLs, turn *turnsrv.Server, tlsp *tlsPart, 
 	if cfg.Signal.Web {
 		p.srv.Handle("/", web.Handler())
 	}
-	if p.ln, err = net.Listen("tcp", cfg.Signal.Listen); err != nil {
+	if p.ln, err = listenTCP("signal.listen", cfg.Signal.Listen, ", or signal.enabled: false"); err != nil {
 		p.node.Close()
-		return nil, fmt.Errorf("signal: listen %s: %w (another web server may hold the port; set signal.listen)", cfg.Signal.Listen, err)
+		return nil, err
 	}
-	go func() {
-		defer close(p.done)
-		if err := p.srv.Serve(p.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("signaling listener failed", "err", err)
-		}
-	}()
+	serveHTTP(log, "signaling listener", p.done, func() error { return p.srv.Serve(p.ln) })
 	if tlsp.mux != nil {
 		p.shared = make(chan struct{})
-		go func() {
-			defer close(p.shared)
-			if err := p.srv.ServeTerminated(tlsp.mux.HTTP()); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				log.Error("signaling on the shared TLS port failed", "err", err)
-			}
-		}()
+		serveHTTP(log, "signaling on the shared TLS port", p.shared, func() error { return p.srv.ServeTerminated(tlsp.mux.HTTP()) })
 	}
 	return p, nil
 }

@@ -102,9 +102,9 @@ func startTLS(cfg Config, log *slog.Logger, reg prometheus.Registerer) (_ *tlsPa
 		}
 	}
 	if cfg.TLS.Listen != "" {
-		ln, err := net.Listen("tcp", cfg.TLS.Listen)
+		ln, err := listenTCP("tls.listen", cfg.TLS.Listen, "")
 		if err != nil {
-			return t, fmt.Errorf("tls.listen %s: %w (another web server may hold the port)", cfg.TLS.Listen, err)
+			return t, err
 		}
 		if t.mux, err = tlsmux.New(ln, tlsmux.Options{
 			GetCertificate: t.shared.GetCertificate,

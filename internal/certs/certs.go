@@ -15,6 +15,7 @@ import (
 	"strings"
 
 	"icebox/internal/cfgerr"
+	"icebox/internal/dnsname"
 )
 
 // Source hands out the certificate for a TLS handshake.
@@ -98,7 +99,7 @@ func (c *Config) Validate() error {
 			// TLS-ALPN-01, the one challenge icebox answers, cannot
 			// prove a wildcard (RFC 8737 §3); ICE URLs need a host too.
 			add(fmt.Sprintf("acme.domains[%d]", i), fmt.Sprintf("%q is a wildcard, which the TLS-ALPN-01 challenge cannot obtain", d), `name each host, e.g. "turn.example.com", or use tls.cert and tls.key for a wildcard certificate`)
-		case !validDomain(d):
+		case !dnsname.Valid(d):
 			add(fmt.Sprintf("acme.domains[%d]", i), fmt.Sprintf("%q is not a DNS name", d), `write a bare name such as "turn.example.com"`)
 		}
 	}
@@ -114,23 +115,6 @@ func (c *Config) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-func validDomain(d string) bool {
-	if d == "" || len(d) > 253 || strings.HasPrefix(d, ".") || strings.HasSuffix(d, ".") {
-		return false
-	}
-	for _, label := range strings.Split(d, ".") {
-		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
-			return false
-		}
-		for _, r := range label {
-			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-') {
-				return false
-			}
-		}
-	}
-	return true
 }
 
 func loadRoots(file string) (*x509.CertPool, error) {

@@ -24,6 +24,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"slices"
 	"strconv"
@@ -460,7 +461,7 @@ func (n *Node) Claim(name, member string) (others int, err error) {
 			}
 		}
 		if len(want) > 0 {
-			err = fmt.Errorf("no answer from %s", strings.Join(slices.Sorted(mapKeys(want)), ", "))
+			err = fmt.Errorf("no answer from %s", strings.Join(slices.Sorted(maps.Keys(want)), ", "))
 		} else {
 			err = n.waitEarlier(r, member, since, t.C)
 		}
@@ -513,16 +514,6 @@ func (n *Node) waitEarlier(r *room, member string, since int64, timeout <-chan t
 		case <-timeout:
 			n.mu.Lock()
 			return fmt.Errorf("an earlier join on %s did not end in time", earlier)
-		}
-	}
-}
-
-func mapKeys(m map[string]bool) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
 		}
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"crypto/sha256"
 	"embed"
 	"encoding/hex"
+	"html/template"
 	"io/fs"
 	"mime"
 	"net/http"
@@ -39,8 +40,8 @@ var routes = buildRoutes()
 
 func buildRoutes() map[string]*page {
 	m := map[string]*page{
-		"/":      load("assets/index.html"),
-		"/check": load("assets/check.html"),
+		"/":      render("index.html"),
+		"/check": render("check.html"),
 	}
 	err := fs.WalkDir(assets, "assets", func(p string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() || strings.HasSuffix(p, ".html") {
@@ -60,6 +61,22 @@ func load(name string) *page {
 	if err != nil {
 		panic(err)
 	}
+	return newPage(name, b)
+}
+
+// render builds an HTML page: assets/layout.html, the head and header
+// every page shares, around what assets/<name> defines. It runs once, at
+// start-up, so a page costs what a static file does.
+func render(name string) *page {
+	t := template.Must(template.ParseFS(assets, "assets/layout.html", "assets/"+name))
+	var b bytes.Buffer
+	if err := t.ExecuteTemplate(&b, "layout.html", nil); err != nil {
+		panic(err) // the embedded templates are fixed at build time
+	}
+	return newPage(name, b.Bytes())
+}
+
+func newPage(name string, b []byte) *page {
 	sum := sha256.Sum256(b)
 	ctype := mime.TypeByExtension(path.Ext(name))
 	if path.Ext(name) == ".js" {
