@@ -235,20 +235,47 @@ func TestAuthFlood(t *testing.T) {
 	for range 64 {
 		replay = append(replay, udpFrom(t, "127.0.0.6", d.stun))
 	}
+	// A nonce the server handed out, as an attacker would fetch one first:
+	// then only the MESSAGE-INTEGRITY check stands between a forged
+	// request and a success answer.
+	var nonce stun.Nonce
+	probe := dialRawTURN(t, "udp", d.stun)
+	if err := nonce.GetFrom(probe.roundTrip(stun.MustBuild(stun.TransactionID, stun.NewType(stun.MethodAllocate, stun.ClassRequest), transport()))); err != nil {
+		t.Fatalf("no nonce in the answer to an unsigned Allocate: %v", err)
+	}
 	u, p, _ := credentials.Mint([]byte(testSecret), "mallory", time.Hour, time.Now())
-	replayed := signed(stun.MethodRefresh, u, p, "stale-nonce")
+	replayed := signed(stun.MethodRefresh, u, p, nonce.String())
 	var a, b, c int64
+	kinds := []struct {
+		name  string
+		conns []*net.UDPConn
+		sent  *int64
+		got   *stunAnswers
+		// wantCode is the one error a bad credential gets (0: any
+		// error; a replayed Refresh from a new port has no allocation).
+		wantCode int
+	}{
+		{"bad MACs from the victim's address", victim, &a, &stunAnswers{}, 401},
+		{"forged usernames", forged, &b, &stunAnswers{}, 401},
+		{"replays of a valid request", replay, &c, &stunAnswers{}, 0},
+	}
+	var readers sync.WaitGroup
 	underAttack(t, d, func(stop <-chan struct{}) {
+		for i := range kinds {
+			for _, conn := range kinds[i].conns {
+				readers.Go(func() { kinds[i].got.read(conn, stop) })
+			}
+		}
 		var wg sync.WaitGroup
 		wg.Go(func() {
 			a = signedFlood(stop, victim, func(r *mrand.Rand) []byte {
-				return signed(stun.MethodRefresh, u, "wrong-password", "n")
+				return signed(stun.MethodRefresh, u, "wrong-password", nonce.String())
 			})
 		})
 		wg.Go(func() {
 			b = signedFlood(stop, forged, func(r *mrand.Rand) []byte {
 				user := fmt.Sprintf("%d:user%d", time.Now().Unix()+int64(r.IntN(3600)), r.IntN(1e6))
-				return signed(stun.MethodAllocate, user, "guess", "n", transport())
+				return signed(stun.MethodAllocate, user, "guess", nonce.String(), transport())
 			})
 		})
 		wg.Go(func() {
@@ -256,7 +283,94 @@ func TestAuthFlood(t *testing.T) {
 		})
 		wg.Wait()
 	})
-	t.Logf("attack: %d bad MACs from the victim's address, %d forged usernames, %d replays from 64 ports", a, b, c)
+	readers.Wait()
+	// Every attacker request gets an error answer or none: a success
+	// would be a request past authentication (a refreshed allocation on
+	// the victim's 5-tuple, one made with a guessed username, or a replay
+	// taken as new).
+	for _, k := range kinds {
+		t.Logf("attack: %d %s: answered %v", *k.sent, k.name, k.got)
+		if n := k.got.success.Load(); n > 0 {
+			t.Errorf("%s: %d success answers, want none", k.name, n)
+		}
+		if k.wantCode != 0 {
+			k.got.mu.Lock()
+			for c, n := range k.got.errors {
+				if c != k.wantCode {
+					t.Errorf("%s: %d answered with error %d, want %d", k.name, n, c, k.wantCode)
+				}
+			}
+			k.got.mu.Unlock()
+		}
+		if n := k.got.other.Load(); n > 0 {
+			t.Errorf("%s: %d answers that are neither a STUN error response nor a success, want none", k.name, n)
+		}
+		if n := k.got.total(); n > *k.sent {
+			t.Errorf("%s: %d answers to %d requests", k.name, n, *k.sent)
+		}
+	}
+}
+
+// stunAnswers counts what an attacker's sockets got back.
+type stunAnswers struct {
+	success, other atomic.Int64
+	mu             sync.Mutex
+	errors         map[int]int64 // by error code
+}
+
+func (a *stunAnswers) total() int64 {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	n := a.success.Load() + a.other.Load()
+	for _, c := range a.errors {
+		n += c
+	}
+	return n
+}
+
+func (a *stunAnswers) String() string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return fmt.Sprintf("errors by code %v, %d successes, %d other", a.errors, a.success.Load(), a.other.Load())
+}
+
+// read counts the messages c gets until stop has closed and c has then
+// been quiet for a second (answers still queued are counted).
+func (a *stunAnswers) read(c *net.UDPConn, stop <-chan struct{}) {
+	buf := make([]byte, 2048)
+	for {
+		wait := 100 * time.Millisecond
+		select {
+		case <-stop:
+			wait = time.Second
+		default:
+		}
+		c.SetReadDeadline(time.Now().Add(wait))
+		n, err := c.Read(buf)
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() && wait < time.Second {
+				continue
+			}
+			return
+		}
+		m := &stun.Message{Raw: append([]byte(nil), buf[:n]...)}
+		switch {
+		case m.Decode() != nil:
+			a.other.Add(1)
+		case m.Type.Class == stun.ClassSuccessResponse:
+			a.success.Add(1)
+		case m.Type.Class == stun.ClassErrorResponse:
+			a.mu.Lock()
+			if a.errors == nil {
+				a.errors = map[int]int64{}
+			}
+			a.errors[code(m)]++
+			a.mu.Unlock()
+		default:
+			a.other.Add(1)
+		}
+	}
 }
 
 // TestReflection: unsigned 20-byte requests from a forged (here: another)
