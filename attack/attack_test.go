@@ -4,10 +4,12 @@ import (
 	"bufio"
 	"crypto/rand"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	mrand "math/rand/v2"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -705,28 +707,135 @@ func TestOpenRoomFanout(t *testing.T) {
 	}
 }
 
-// TestSIGHUPStorm: 20 reloads, one after another, while the client calls.
+// TestSIGHUPStorm: SIGHUPs at up to 500/s without waiting for any
+// reload, each after the config was rewritten (turn.credential_ttl 1h to
+// 5h in turn), while the client calls; no reload may fail. A SIGHUP that
+// arrives during a reload must not be lost: the storm ends with a config
+// whose turn.secret_file is a FIFO, so that its reload holds until the
+// test writes the secret; meanwhile the last config is written and
+// SIGHUP sent. That config (credential_ttl 7h, and admin.pprof off,
+// logged as needing a restart, which marks the reload that read it) must
+// be the one in force.
 func TestSIGHUPStorm(t *testing.T) {
-	d := start(t, config(t))
-	reloads := 0
-	underAttack(t, d, func(stop <-chan struct{}) {
-		for reloads < 20 {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			d.cmd.Process.Signal(syscall.SIGHUP)
-			if !d.awaitLog("config reloaded", 10*time.Second) {
-				return
-			}
-			reloads++
-		}
-		<-stop
-	})
-	if reloads < 20 {
-		t.Errorf("only %d reloads done during the attack", reloads)
+	fifo := filepath.Join(t.TempDir(), "secret")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
 	}
+	// Unblocks a writer still waiting for a reader when the test ends.
+	t.Cleanup(func() {
+		if f, err := os.OpenFile(fifo, os.O_RDONLY|syscall.O_NONBLOCK, 0); err == nil {
+			f.Close()
+		}
+	})
+	d := start(t, config(t))
+	var signals, reloads atomic.Int64
+	lastRead := false
+	lastApplied := make(chan struct{})
+	lines := d.consumeLogs(func(line map[string]any) {
+		switch line["msg"] {
+		case "setting changed; it takes effect on restart":
+			lastRead = lastRead || line["key"] == "admin"
+		case "config reloaded":
+			reloads.Add(1)
+			if lastRead {
+				lastRead = false
+				close(lastApplied)
+			}
+		case "reload refused, the running config stays", "reload failed, the running config stays":
+			t.Errorf("a reload during the storm: %v: %v", line["msg"], line["err"])
+		}
+	})
+	hup := func() {
+		signals.Add(1)
+		if err := d.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+			t.Error(err)
+		}
+	}
+	underAttack(t, d, func(stop <-chan struct{}) {
+		flood(stop, 1, 500, func(*mrand.Rand) bool {
+			set(d.cfg, "turn.credential_ttl", fmt.Sprintf("%dh", 1+signals.Load()%5))
+			d.writeConfig()
+			hup()
+			return true
+		})
+		set(d.cfg, "turn.credential_ttl", "3h")
+		set(d.cfg, "turn.secret_file", fifo)
+		d.writeConfig()
+		hup()
+		// Opening the FIFO to write returns once a reload has opened it
+		// to read: that reload now waits for the secret.
+		opened := make(chan *os.File, 1)
+		go func() {
+			f, err := os.OpenFile(fifo, os.O_WRONLY, 0)
+			if err != nil {
+				t.Error(err)
+			}
+			opened <- f
+		}()
+		var f *os.File
+		select {
+		case f = <-opened:
+		case <-d.exited:
+			return
+		case <-time.After(20 * time.Second): // guards against hanging only
+			t.Error("no reload read turn.secret_file")
+			return
+		}
+		set(d.cfg, "turn.credential_ttl", "7h")
+		set(d.cfg, "admin.pprof", false)
+		delete(d.cfg["turn"].(map[string]any), "secret_file")
+		d.writeConfig()
+		hup()
+		f.WriteString(testSecret + "\n")
+		f.Close()
+	})
+	select {
+	case <-lastApplied:
+	case <-d.exited:
+		t.Fatal("icebox exited")
+	case <-time.After(20 * time.Second): // guards against hanging only
+		t.Fatal("the last config written was never reloaded: the SIGHUP sent during a reload was lost")
+	}
+	lines.stop()
+	t.Logf("storm: %d SIGHUPs, each after a rewrite; %d reloads done", signals.Load(), reloads.Load())
+	if ttl := iceServersTTL(t, d.signal); ttl != 7*time.Hour {
+		t.Errorf("after the storm WsIceServers mints credentials for %v, want the last config's 7h", ttl)
+	}
+}
+
+// iceServersTTL does the app's handshake and returns how long the TURN
+// credential in WsIceServers is valid, to the hour.
+func iceServersTTL(t *testing.T, addr string) time.Duration {
+	t.Helper()
+	ws, resp, err := (&websocket.Dialer{HandshakeTimeout: 10 * time.Second}).Dial("ws://"+addr+"/connect", nil)
+	if resp != nil && resp.Body != nil {
+		resp.Body.Close()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if err := ws.WriteMessage(websocket.TextMessage, []byte(`{"id":"WsInit","data":""}`)); err != nil {
+		t.Fatal(err)
+	}
+	var f struct{ ID, Data string }
+	if err := ws.ReadJSON(&f); err != nil || f.ID != "WsIceServers" {
+		t.Fatalf("answer to WsInit: %v %q", err, f.ID)
+	}
+	var list struct {
+		IceServers []struct{ Username string } `json:"iceServers"`
+	}
+	if err := json.Unmarshal([]byte(f.Data), &list); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range list.IceServers {
+		if exp, _, ok := credentials.ParseUsername(s.Username); ok {
+			return time.Until(exp).Round(time.Hour)
+		}
+	}
+	t.Fatalf("no TURN credential in WsIceServers: %s", f.Data)
+	return 0
 }
 
 // TestKill9Restart: kill -9 under a call, restart at once on the same
