@@ -252,13 +252,16 @@ func (d *daemon) nextLog(msg string, limit time.Duration) (map[string]any, strin
 // logConsumer hands the daemon's log lines to a function until stopped.
 type logConsumer struct {
 	quit, done chan struct{}
+	once       sync.Once
 }
 
 // consumeLogs calls fn with each log line, from another goroutine, until
-// stop; meanwhile nothing else may read the lines. It keeps lines from
-// being dropped while a test logs more than the buffer holds.
+// stop (at the latest when the test ends); meanwhile nothing else may
+// read the lines. It keeps lines from being dropped while a test logs
+// more than the buffer holds.
 func (d *daemon) consumeLogs(fn func(map[string]any)) *logConsumer {
 	c := &logConsumer{quit: make(chan struct{}), done: make(chan struct{})}
+	d.t.Cleanup(c.stop)
 	lines := d.lines
 	go func() {
 		defer close(c.done)
@@ -275,7 +278,7 @@ func (d *daemon) consumeLogs(fn func(map[string]any)) *logConsumer {
 }
 
 func (c *logConsumer) stop() {
-	close(c.quit)
+	c.once.Do(func() { close(c.quit) })
 	<-c.done
 }
 
