@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"io"
 	"net"
-	"path/filepath"
 	"regexp"
 	"testing"
 	"time"
@@ -63,20 +62,12 @@ func FuzzSniff(f *testing.F) {
 	f.Add([]byte("\x16\x03\x01\x00\x00\x00\x00\x00"))
 	f.Add([]byte("\x00\x01\x00\x00\x21\x12"))
 
-	dir := f.TempDir()
-	certFile, keyFile := filepath.Join(dir, "c.pem"), filepath.Join(dir, "k.pem")
-	testenv.WriteCert(f, certFile, keyFile, time.Time{})
-	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
-	if err != nil {
-		f.Fatal(err)
-	}
 	ln, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
 		f.Fatal(err)
 	}
 	m, err := New(ln, Options{
-		TURN: true, HTTP: true, Registerer: prometheus.NewRegistry(),
-		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return &cert, nil },
+		TURN: true, HTTP: true, Registerer: prometheus.NewRegistry(), GetCertificate: selfSigned(f),
 	})
 	if err != nil {
 		f.Fatal(err)

@@ -27,10 +27,8 @@ type port struct {
 	turn chan []byte // first message each TURN connection sent
 }
 
-// startPort serves a mux on 127.0.0.1 with a self-signed certificate: an
-// HTTP server that says which kind of connection it got, and a TURN taker
-// that records the first 20 bytes (a STUN header) and echoes them.
-func startPort(t *testing.T, opts Options) *port {
+// selfSigned is a GetCertificate serving a fresh self-signed certificate.
+func selfSigned(t testing.TB) func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 	t.Helper()
 	dir := t.TempDir()
 	certFile, keyFile := filepath.Join(dir, "c.pem"), filepath.Join(dir, "k.pem")
@@ -39,7 +37,15 @@ func startPort(t *testing.T, opts Options) *port {
 	if err != nil {
 		t.Fatal(err)
 	}
-	opts.GetCertificate = func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return &cert, nil }
+	return func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return &cert, nil }
+}
+
+// startPort serves a mux on 127.0.0.1 with a self-signed certificate: an
+// HTTP server that says which kind of connection it got, and a TURN taker
+// that records the first 20 bytes (a STUN header) and echoes them.
+func startPort(t *testing.T, opts Options) *port {
+	t.Helper()
+	opts.GetCertificate = selfSigned(t)
 	ln, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
