@@ -4,10 +4,12 @@ import (
 	"bufio"
 	"crypto/rand"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	mrand "math/rand/v2"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -235,20 +237,47 @@ func TestAuthFlood(t *testing.T) {
 	for range 64 {
 		replay = append(replay, udpFrom(t, "127.0.0.6", d.stun))
 	}
+	// A nonce the server handed out, as an attacker would fetch one first:
+	// then only the MESSAGE-INTEGRITY check stands between a forged
+	// request and a success answer.
+	var nonce stun.Nonce
+	probe := dialRawTURN(t, "udp", d.stun)
+	if err := nonce.GetFrom(probe.roundTrip(stun.MustBuild(stun.TransactionID, stun.NewType(stun.MethodAllocate, stun.ClassRequest), transport()))); err != nil {
+		t.Fatalf("no nonce in the answer to an unsigned Allocate: %v", err)
+	}
 	u, p, _ := credentials.Mint([]byte(testSecret), "mallory", time.Hour, time.Now())
-	replayed := signed(stun.MethodRefresh, u, p, "stale-nonce")
+	replayed := signed(stun.MethodRefresh, u, p, nonce.String())
 	var a, b, c int64
+	kinds := []struct {
+		name  string
+		conns []*net.UDPConn
+		sent  *int64
+		got   *stunAnswers
+		// wantCode is the one error a bad credential gets (0: any
+		// error; a replayed Refresh from a new port has no allocation).
+		wantCode int
+	}{
+		{"bad MACs from the victim's address", victim, &a, &stunAnswers{}, 401},
+		{"forged usernames", forged, &b, &stunAnswers{}, 401},
+		{"replays of a valid request", replay, &c, &stunAnswers{}, 0},
+	}
+	var readers sync.WaitGroup
 	underAttack(t, d, func(stop <-chan struct{}) {
+		for i := range kinds {
+			for _, conn := range kinds[i].conns {
+				readers.Go(func() { kinds[i].got.read(conn, stop) })
+			}
+		}
 		var wg sync.WaitGroup
 		wg.Go(func() {
 			a = signedFlood(stop, victim, func(r *mrand.Rand) []byte {
-				return signed(stun.MethodRefresh, u, "wrong-password", "n")
+				return signed(stun.MethodRefresh, u, "wrong-password", nonce.String())
 			})
 		})
 		wg.Go(func() {
 			b = signedFlood(stop, forged, func(r *mrand.Rand) []byte {
 				user := fmt.Sprintf("%d:user%d", time.Now().Unix()+int64(r.IntN(3600)), r.IntN(1e6))
-				return signed(stun.MethodAllocate, user, "guess", "n", transport())
+				return signed(stun.MethodAllocate, user, "guess", nonce.String(), transport())
 			})
 		})
 		wg.Go(func() {
@@ -256,7 +285,94 @@ func TestAuthFlood(t *testing.T) {
 		})
 		wg.Wait()
 	})
-	t.Logf("attack: %d bad MACs from the victim's address, %d forged usernames, %d replays from 64 ports", a, b, c)
+	readers.Wait()
+	// Every attacker request gets an error answer or none: a success
+	// would be a request past authentication (a refreshed allocation on
+	// the victim's 5-tuple, one made with a guessed username, or a replay
+	// taken as new).
+	for _, k := range kinds {
+		t.Logf("attack: %d %s: answered %v", *k.sent, k.name, k.got)
+		if n := k.got.success.Load(); n > 0 {
+			t.Errorf("%s: %d success answers, want none", k.name, n)
+		}
+		if k.wantCode != 0 {
+			k.got.mu.Lock()
+			for c, n := range k.got.errors {
+				if c != k.wantCode {
+					t.Errorf("%s: %d answered with error %d, want %d", k.name, n, c, k.wantCode)
+				}
+			}
+			k.got.mu.Unlock()
+		}
+		if n := k.got.other.Load(); n > 0 {
+			t.Errorf("%s: %d answers that are neither a STUN error response nor a success, want none", k.name, n)
+		}
+		if n := k.got.total(); n > *k.sent {
+			t.Errorf("%s: %d answers to %d requests", k.name, n, *k.sent)
+		}
+	}
+}
+
+// stunAnswers counts what an attacker's sockets got back.
+type stunAnswers struct {
+	success, other atomic.Int64
+	mu             sync.Mutex
+	errors         map[int]int64 // by error code
+}
+
+func (a *stunAnswers) total() int64 {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	n := a.success.Load() + a.other.Load()
+	for _, c := range a.errors {
+		n += c
+	}
+	return n
+}
+
+func (a *stunAnswers) String() string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return fmt.Sprintf("errors by code %v, %d successes, %d other", a.errors, a.success.Load(), a.other.Load())
+}
+
+// read counts the messages c gets until stop has closed and c has then
+// been quiet for a second (answers still queued are counted).
+func (a *stunAnswers) read(c *net.UDPConn, stop <-chan struct{}) {
+	buf := make([]byte, 2048)
+	for {
+		wait := 100 * time.Millisecond
+		select {
+		case <-stop:
+			wait = time.Second
+		default:
+		}
+		c.SetReadDeadline(time.Now().Add(wait))
+		n, err := c.Read(buf)
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() && wait < time.Second {
+				continue
+			}
+			return
+		}
+		m := &stun.Message{Raw: append([]byte(nil), buf[:n]...)}
+		switch {
+		case m.Decode() != nil:
+			a.other.Add(1)
+		case m.Type.Class == stun.ClassSuccessResponse:
+			a.success.Add(1)
+		case m.Type.Class == stun.ClassErrorResponse:
+			a.mu.Lock()
+			if a.errors == nil {
+				a.errors = map[int]int64{}
+			}
+			a.errors[code(m)]++
+			a.mu.Unlock()
+		default:
+			a.other.Add(1)
+		}
+	}
 }
 
 // TestReflection: unsigned 20-byte requests from a forged (here: another)
@@ -591,28 +707,135 @@ func TestOpenRoomFanout(t *testing.T) {
 	}
 }
 
-// TestSIGHUPStorm: 20 reloads, one after another, while the client calls.
+// TestSIGHUPStorm: SIGHUPs at up to 500/s without waiting for any
+// reload, each after the config was rewritten (turn.credential_ttl 1h to
+// 5h in turn), while the client calls; no reload may fail. A SIGHUP that
+// arrives during a reload must not be lost: the storm ends with a config
+// whose turn.secret_file is a FIFO, so that its reload holds until the
+// test writes the secret; meanwhile the last config is written and
+// SIGHUP sent. That config (credential_ttl 7h, and admin.pprof off,
+// logged as needing a restart, which marks the reload that read it) must
+// be the one in force.
 func TestSIGHUPStorm(t *testing.T) {
-	d := start(t, config(t))
-	reloads := 0
-	underAttack(t, d, func(stop <-chan struct{}) {
-		for reloads < 20 {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			d.cmd.Process.Signal(syscall.SIGHUP)
-			if !d.awaitLog("config reloaded", 10*time.Second) {
-				return
-			}
-			reloads++
-		}
-		<-stop
-	})
-	if reloads < 20 {
-		t.Errorf("only %d reloads done during the attack", reloads)
+	fifo := filepath.Join(t.TempDir(), "secret")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
 	}
+	// Unblocks a writer still waiting for a reader when the test ends.
+	t.Cleanup(func() {
+		if f, err := os.OpenFile(fifo, os.O_RDONLY|syscall.O_NONBLOCK, 0); err == nil {
+			f.Close()
+		}
+	})
+	d := start(t, config(t))
+	var signals, reloads atomic.Int64
+	lastRead := false
+	lastApplied := make(chan struct{})
+	lines := d.consumeLogs(func(line map[string]any) {
+		switch line["msg"] {
+		case "setting changed; it takes effect on restart":
+			lastRead = lastRead || line["key"] == "admin"
+		case "config reloaded":
+			reloads.Add(1)
+			if lastRead {
+				lastRead = false
+				close(lastApplied)
+			}
+		case "reload refused, the running config stays", "reload failed, the running config stays":
+			t.Errorf("a reload during the storm: %v: %v", line["msg"], line["err"])
+		}
+	})
+	hup := func() {
+		signals.Add(1)
+		if err := d.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+			t.Error(err)
+		}
+	}
+	underAttack(t, d, func(stop <-chan struct{}) {
+		flood(stop, 1, 500, func(*mrand.Rand) bool {
+			set(d.cfg, "turn.credential_ttl", fmt.Sprintf("%dh", 1+signals.Load()%5))
+			d.writeConfig()
+			hup()
+			return true
+		})
+		set(d.cfg, "turn.credential_ttl", "3h")
+		set(d.cfg, "turn.secret_file", fifo)
+		d.writeConfig()
+		hup()
+		// Opening the FIFO to write returns once a reload has opened it
+		// to read: that reload now waits for the secret.
+		opened := make(chan *os.File, 1)
+		go func() {
+			f, err := os.OpenFile(fifo, os.O_WRONLY, 0)
+			if err != nil {
+				t.Error(err)
+			}
+			opened <- f
+		}()
+		var f *os.File
+		select {
+		case f = <-opened:
+		case <-d.exited:
+			return
+		case <-time.After(20 * time.Second): // guards against hanging only
+			t.Error("no reload read turn.secret_file")
+			return
+		}
+		set(d.cfg, "turn.credential_ttl", "7h")
+		set(d.cfg, "admin.pprof", false)
+		delete(d.cfg["turn"].(map[string]any), "secret_file")
+		d.writeConfig()
+		hup()
+		f.WriteString(testSecret + "\n")
+		f.Close()
+	})
+	select {
+	case <-lastApplied:
+	case <-d.exited:
+		t.Fatal("icebox exited")
+	case <-time.After(20 * time.Second): // guards against hanging only
+		t.Fatal("the last config written was never reloaded: the SIGHUP sent during a reload was lost")
+	}
+	lines.stop()
+	t.Logf("storm: %d SIGHUPs, each after a rewrite; %d reloads done", signals.Load(), reloads.Load())
+	if ttl := iceServersTTL(t, d.signal); ttl != 7*time.Hour {
+		t.Errorf("after the storm WsIceServers mints credentials for %v, want the last config's 7h", ttl)
+	}
+}
+
+// iceServersTTL does the app's handshake and returns how long the TURN
+// credential in WsIceServers is valid, to the hour.
+func iceServersTTL(t *testing.T, addr string) time.Duration {
+	t.Helper()
+	ws, resp, err := (&websocket.Dialer{HandshakeTimeout: 10 * time.Second}).Dial("ws://"+addr+"/connect", nil)
+	if resp != nil && resp.Body != nil {
+		resp.Body.Close()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if err := ws.WriteMessage(websocket.TextMessage, []byte(`{"id":"WsInit","data":""}`)); err != nil {
+		t.Fatal(err)
+	}
+	var f struct{ ID, Data string }
+	if err := ws.ReadJSON(&f); err != nil || f.ID != "WsIceServers" {
+		t.Fatalf("answer to WsInit: %v %q", err, f.ID)
+	}
+	var list struct {
+		IceServers []struct{ Username string } `json:"iceServers"`
+	}
+	if err := json.Unmarshal([]byte(f.Data), &list); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range list.IceServers {
+		if exp, _, ok := credentials.ParseUsername(s.Username); ok {
+			return time.Until(exp).Round(time.Hour)
+		}
+	}
+	t.Fatalf("no TURN credential in WsIceServers: %s", f.Data)
+	return 0
 }
 
 // TestKill9Restart: kill -9 under a call, restart at once on the same

@@ -140,7 +140,13 @@ func (d *daemon) writeConfig() {
 	if err != nil {
 		d.t.Fatal(err)
 	}
-	if err := os.WriteFile(d.cfgPath, body, 0o600); err != nil {
+	// Written aside and renamed over the file, so that a reload never
+	// reads half a config.
+	tmp := d.cfgPath + ".new"
+	if err := os.WriteFile(tmp, body, 0o600); err != nil {
+		d.t.Fatal(err)
+	}
+	if err := os.Rename(tmp, d.cfgPath); err != nil {
 		d.t.Fatal(err)
 	}
 }
@@ -241,6 +247,39 @@ func (d *daemon) nextLog(msg string, limit time.Duration) (map[string]any, strin
 			return nil, "was silent for " + limit.String()
 		}
 	}
+}
+
+// logConsumer hands the daemon's log lines to a function until stopped.
+type logConsumer struct {
+	quit, done chan struct{}
+	once       sync.Once
+}
+
+// consumeLogs calls fn with each log line, from another goroutine, until
+// stop (at the latest when the test ends); meanwhile nothing else may
+// read the lines. It keeps lines from being dropped while a test logs
+// more than the buffer holds.
+func (d *daemon) consumeLogs(fn func(map[string]any)) *logConsumer {
+	c := &logConsumer{quit: make(chan struct{}), done: make(chan struct{})}
+	d.t.Cleanup(c.stop)
+	lines := d.lines
+	go func() {
+		defer close(c.done)
+		for {
+			select {
+			case line := <-lines:
+				fn(line)
+			case <-c.quit:
+				return
+			}
+		}
+	}()
+	return c
+}
+
+func (c *logConsumer) stop() {
+	c.once.Do(func() { close(c.quit) })
+	<-c.done
 }
 
 // cpu is the daemon's user+system CPU time so far.

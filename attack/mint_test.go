@@ -2,11 +2,11 @@ package attack
 
 import (
 	"context"
-	"fmt"
+	"encoding/json"
+	"errors"
 	"io"
 	"net"
 	"net/http"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -35,7 +35,8 @@ func TestCredentialMinting(t *testing.T) {
 	d := start(t, cfg)
 	dial := (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 50)}, Timeout: 2 * time.Second}).DialContext
 
-	var minted, refusedWS, refusedHTTP, tries atomic.Int64
+	var minted, refusedWS, otherWS, refusedHTTP, tries atomic.Int64
+	var wrongWS atomic.Pointer[mintAnswer]
 	r := underAttack(t, d, func(stop <-chan struct{}) {
 		more := func() bool {
 			select {
@@ -49,11 +50,17 @@ func TestCredentialMinting(t *testing.T) {
 		for range 4 {
 			wg.Go(func() {
 				for more() {
-					switch wsMint(dial, d.signal) {
-					case "WsIceServers":
+					switch got := wsMint(dial, d.signal); {
+					case got.id == "WsIceServers":
 						minted.Add(1)
-					case "WsError":
+					case got.id == "WsError" && got.code == 4016 && got.close == websocket.CloseTryAgainLater:
 						refusedWS.Add(1)
+					case got.id == "WsError":
+						// Any other refusal is not the credential
+						// budget's: the attacker must be told exactly
+						// 4016 and to come back later (close 1013).
+						otherWS.Add(1)
+						wrongWS.CompareAndSwap(nil, &got)
 					}
 				}
 			})
@@ -89,35 +96,59 @@ func TestCredentialMinting(t *testing.T) {
 	if minted.Load() > bound {
 		t.Errorf("one address minted %d credentials, want at most %d", minted.Load(), bound)
 	}
+	if n := otherWS.Load(); n > 0 {
+		w := wrongWS.Load()
+		t.Errorf("%d WsInit refusals were not WsError 4016 with close 1013, e.g. WsError %d (close %d)", n, w.code, w.close)
+	}
 	if refusedWS.Load() == 0 || refusedHTTP.Load() == 0 {
 		t.Errorf("refused %d at WsInit and %d at /ice-servers; want the attacker refused both ways", refusedWS.Load(), refusedHTTP.Load())
 	}
 }
 
-// wsMint does the app's handshake and returns the id of the first frame
-// back, "" when there was none.
-func wsMint(dial func(context.Context, string, string) (net.Conn, error), addr string) string {
+// mintAnswer is what one WsInit got: the id of the first frame back
+// ("" when there was none) and, for a WsError, its code and the close
+// code that followed it.
+type mintAnswer struct {
+	id          string
+	code, close int
+}
+
+// wsMint does the app's handshake and returns what came back, decoded as
+// the app decodes it: a frame {"id","data"} whose data is a JSON string.
+func wsMint(dial func(context.Context, string, string) (net.Conn, error), addr string) mintAnswer {
 	dl := websocket.Dialer{HandshakeTimeout: 2 * time.Second, NetDialContext: dial}
 	ws, resp, err := dl.Dial("ws://"+addr+"/connect", nil)
 	if resp != nil && resp.Body != nil {
 		resp.Body.Close()
 	}
 	if err != nil {
-		return ""
+		return mintAnswer{}
 	}
 	defer ws.Close()
 	ws.SetReadDeadline(time.Now().Add(2 * time.Second))
 	if err := ws.WriteMessage(websocket.TextMessage, []byte(`{"id":"WsInit","data":""}`)); err != nil {
-		return ""
+		return mintAnswer{}
 	}
-	_, msg, err := ws.ReadMessage()
-	if err != nil {
-		return ""
+	var f struct{ ID, Data string }
+	if err := ws.ReadJSON(&f); err != nil {
+		return mintAnswer{}
 	}
-	for _, id := range []string{"WsIceServers", "WsError"} {
-		if strings.Contains(string(msg), fmt.Sprintf("%q", id)) {
-			return id
+	a := mintAnswer{id: f.ID}
+	if f.ID != "WsError" {
+		return a
+	}
+	var e struct{ Code int }
+	if json.Unmarshal([]byte(f.Data), &e) != nil {
+		a.code = -1
+		return a
+	}
+	a.code = e.Code
+	// What follows a WsError that closes is the close frame.
+	if _, _, err := ws.ReadMessage(); err != nil {
+		var ce *websocket.CloseError
+		if errors.As(err, &ce) {
+			a.close = ce.Code
 		}
 	}
-	return ""
+	return a
 }

@@ -2,9 +2,11 @@ package signal
 
 import (
 	"bytes"
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -12,6 +14,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"icebox/internal/certs"
 	"icebox/internal/testenv"
@@ -25,11 +28,39 @@ func TestTLS(t *testing.T) {
 	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
 	now := time.Now()
 	first := testenv.WriteCert(t, certFile, keyFile, now.Add(-time.Hour))
-	files, err := certs.OpenFiles(certFile, keyFile, certs.FilesOptions{Name: "signal.tls", Interval: 20 * time.Millisecond})
+	reg := prometheus.NewRegistry()
+	metrics, err := certs.NewMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	loads := func(result string) float64 {
+		return testenv.GatherValue(t, reg, "icebox_tls_certificate_loads_total", "source", "signal.tls", "result", result)
+	}
+	// The source logs each load and each refusal once: the test waits on
+	// those events, not on time.
+	events := make(chan string, 64)
+	files, err := certs.OpenFiles(certFile, keyFile, certs.FilesOptions{
+		Name: "signal.tls", Interval: 20 * time.Millisecond, Metrics: metrics, Logger: slog.New(messageChan(events)),
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer files.Close()
+	const loaded, refused = "TLS certificate loaded", "TLS certificate files not loaded; the certificate in service stays"
+	next := func(want string) {
+		t.Helper()
+		for {
+			select {
+			case msg := <-events:
+				if msg == want {
+					return
+				}
+			case <-time.After(10 * time.Second): // guards against hanging only
+				t.Fatalf("the certificate source never logged %q", want)
+			}
+		}
+	}
+	next(loaded)
 	ts := startServer(t, testConfig(), Options{GetCertificate: files.GetCertificate})
 
 	served := func() *x509.Certificate {
@@ -75,17 +106,45 @@ func TestTLS(t *testing.T) {
 		t.Fatalf("https /healthz: %d", code)
 	}
 
+	// The pair is written one file after the other, so the source may
+	// refuse the first half before it loads the whole.
 	renewed := testenv.WriteCert(t, certFile, keyFile, now)
-	testenv.WaitFor(t, 5*time.Second, "the renewed certificate", func() bool { return bytes.Equal(served().Raw, renewed.Raw) })
-	if err := os.WriteFile(certFile, []byte("half-written"), 0o600); err != nil {
+	next(loaded)
+	if got := served(); !bytes.Equal(got.Raw, renewed.Raw) {
+		t.Fatal("the renewed certificate was loaded but is not served")
+	}
+	refusedBefore := loads("refused")
+	// A broken renewal, put in place at once (renamed over the file), so
+	// that the source sees it, and only it, once.
+	if err := os.WriteFile(certFile+".new", []byte("half-written"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	// The source looks every 20 ms; 10 handshakes over 200 ms give it
-	// many chances to take the broken file.
-	for range 10 {
-		if got := served(); !bytes.Equal(got.Raw, renewed.Raw) {
-			t.Fatal("a broken certificate file replaced the working one")
-		}
-		time.Sleep(20 * time.Millisecond) // spacing between probes
+	if err := os.Rename(certFile+".new", certFile); err != nil {
+		t.Fatal(err)
+	}
+	next(refused)
+	if got := served(); !bytes.Equal(got.Raw, renewed.Raw) {
+		t.Fatal("a broken certificate file replaced the working one")
+	}
+	if n := loads("refused") - refusedBefore; n != 1 {
+		t.Errorf("the broken file was counted refused %v times, want 1", n)
+	}
+	if n := loads("loaded"); n != 2 {
+		t.Errorf("%v loads counted, want 2: the first pair and the renewal", n)
 	}
 }
+
+// messageChan is a slog.Handler that sends each record's message to a
+// channel, dropping it when the channel is full.
+type messageChan chan string
+
+func (c messageChan) Enabled(context.Context, slog.Level) bool { return true }
+func (c messageChan) Handle(_ context.Context, r slog.Record) error {
+	select {
+	case c <- r.Message:
+	default:
+	}
+	return nil
+}
+func (c messageChan) WithAttrs([]slog.Attr) slog.Handler { return c }
+func (c messageChan) WithGroup(string) slog.Handler      { return c }

@@ -1,8 +1,11 @@
 package main
 
 import (
+	"bytes"
+	"crypto/x509"
 	"log/slog"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -10,12 +13,18 @@ import (
 )
 
 // TestReloadAllOrNothing: when one part cannot take the new config, no
-// part takes it. Before, TURN kept new settings while signaling refused
-// (here: signaling's new certificate is missing).
+// part takes it. Before, TURN kept new settings while signaling refused.
+// The parts prepare in turn (TLS certificates, TURN, signaling), so each
+// refusal below comes after the parts before it prepared new settings:
+// those must be discarded, and the parts keep the old ones.
 func TestReloadAllOrNothing(t *testing.T) {
 	dir := t.TempDir()
 	cert, key := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	testenv.WriteCert(t, cert, key, time.Now())
+	oldCert := testenv.WriteCert(t, cert, key, time.Now())
+	// A second, valid pair under other names: renaming signal.tls's files
+	// to it is a change the TLS part prepares.
+	cert2, key2 := filepath.Join(dir, "cert2.pem"), filepath.Join(dir, "key2.pem")
+	newCert := testenv.WriteCert(t, cert2, key2, time.Now())
 	cfg := testConfig(t)
 	cfg.Signal.TLS.Cert, cfg.Signal.TLS.Key = cert, key
 	d, _ := startDaemon(t, cfg)
@@ -23,35 +32,57 @@ func TestReloadAllOrNothing(t *testing.T) {
 		_, _, exp := d.turn.MintCredential("probe", 0)
 		return time.Until(exp).Round(time.Hour)
 	}
-	if got := ttl(); got != cfg.TURN.CredentialTTL {
-		t.Fatalf("credential ttl %v, want %v", got, cfg.TURN.CredentialTTL)
+	served := func() *x509.Certificate {
+		c, err := d.tls.signal.GetCertificate(nil)
+		if err != nil || c == nil {
+			t.Fatalf("signal.tls serves no certificate: %v", err)
+		}
+		return c.Leaf
 	}
+	keptOld := func(when string) {
+		t.Helper()
+		if got := ttl(); got != cfg.TURN.CredentialTTL {
+			t.Errorf("%s: TURN mints for %v, want the old %v", when, got, cfg.TURN.CredentialTTL)
+		}
+		if !bytes.Equal(served().Raw, oldCert.Raw) {
+			t.Errorf("%s: signal.tls serves the new certificate file", when)
+		}
+	}
+	keptOld("at start")
 	level := &slog.LevelVar{}
 
+	// Signaling, which prepares last, refuses: TLS and TURN have prepared
+	// their new settings (a renamed certificate, a 1h credential TTL).
 	next := cfg
 	next.TURN.CredentialTTL = time.Hour
-	next.Signal.TLS.Cert = filepath.Join(dir, "missing.pem")
-	if err := d.reload(cfg, next, level); err == nil {
-		t.Fatal("reload with a missing signaling certificate succeeded")
+	next.Signal.TLS.Cert, next.Signal.TLS.Key = cert2, key2
+	next.Signal.MaxErrors = 0 // out of range: signaling's check refuses it
+	err := d.reload(cfg, next, level)
+	if err == nil || !strings.Contains(err.Error(), "max_errors") {
+		t.Fatalf("reload with signal.max_errors 0: %v, want signaling's refusal", err)
 	}
-	if got := ttl(); got != cfg.TURN.CredentialTTL {
-		t.Errorf("after a refused reload TURN mints for %v, want the old %v", got, cfg.TURN.CredentialTTL)
-	}
+	keptOld("after signaling refused")
 
-	// And the other way round: TURN refuses, signaling keeps its settings.
+	// TURN refuses (its secret file is missing) after TLS prepared.
 	next = cfg
 	next.TURN.SecretFile = filepath.Join(dir, "no-such-secret-file")
-	next.Signal.MaxErrors = cfg.Signal.MaxErrors + 1
-	if err := d.reload(cfg, next, level); err == nil {
-		t.Fatal("reload with a missing secret file succeeded")
+	next.Signal.TLS.Cert, next.Signal.TLS.Key = cert2, key2
+	if err := d.reload(cfg, next, level); err == nil || !strings.Contains(err.Error(), "no-such-secret-file") {
+		t.Fatalf("reload with a missing secret file: %v, want TURN's refusal", err)
 	}
-	// Both take a good config.
+	keptOld("after TURN refused")
+
+	// All take a good config: the changes refused above were real ones.
 	next = cfg
 	next.TURN.CredentialTTL = time.Hour
+	next.Signal.TLS.Cert, next.Signal.TLS.Key = cert2, key2
 	if err := d.reload(cfg, next, level); err != nil {
 		t.Fatal(err)
 	}
 	if got := ttl(); got != time.Hour {
 		t.Errorf("after a good reload TURN mints for %v, want 1h", got)
+	}
+	if !bytes.Equal(served().Raw, newCert.Raw) {
+		t.Error("after a good reload signal.tls does not serve the renamed certificate file")
 	}
 }

@@ -2,10 +2,12 @@ package tlsmux
 
 import (
 	"bufio"
+	"context"
 	"crypto/tls"
 	"errors"
 	"io"
 	"log"
+	"log/slog"
 	"net"
 	"net/http"
 	"path/filepath"
@@ -25,10 +27,8 @@ type port struct {
 	turn chan []byte // first message each TURN connection sent
 }
 
-// startPort serves a mux on 127.0.0.1 with a self-signed certificate: an
-// HTTP server that says which kind of connection it got, and a TURN taker
-// that records the first 20 bytes (a STUN header) and echoes them.
-func startPort(t *testing.T, opts Options) *port {
+// selfSigned is a GetCertificate serving a fresh self-signed certificate.
+func selfSigned(t testing.TB) func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 	t.Helper()
 	dir := t.TempDir()
 	certFile, keyFile := filepath.Join(dir, "c.pem"), filepath.Join(dir, "k.pem")
@@ -37,7 +37,15 @@ func startPort(t *testing.T, opts Options) *port {
 	if err != nil {
 		t.Fatal(err)
 	}
-	opts.GetCertificate = func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return &cert, nil }
+	return func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return &cert, nil }
+}
+
+// startPort serves a mux on 127.0.0.1 with a self-signed certificate: an
+// HTTP server that says which kind of connection it got, and a TURN taker
+// that records the first 20 bytes (a STUN header) and echoes them.
+func startPort(t *testing.T, opts Options) *port {
+	t.Helper()
+	opts.GetCertificate = selfSigned(t)
 	ln, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -174,11 +182,13 @@ func TestRouteWithoutTaker(t *testing.T) {
 // TestSilentClients: an attacker's connections that never finish the
 // handshake, or never send a byte after it, are cut after Timeout; past
 // MaxPending they are closed at once; a legitimate client keeps getting
-// the page meanwhile.
+// the page meanwhile. Each refusal is logged after its pending slot is
+// given back, so the test waits on those events, not on time.
 func TestSilentClients(t *testing.T) {
 	t.Parallel()
 	const timeout = 300 * time.Millisecond
-	p := startPort(t, Options{TURN: true, HTTP: true, Timeout: timeout, MaxPending: 8})
+	refusals := make(chan string, 64)
+	p := startPort(t, Options{TURN: true, HTTP: true, Timeout: timeout, MaxPending: 8, Logger: slog.New(refusalChan(refusals))})
 	var silent []net.Conn
 	for range 4 { // no handshake at all
 		c, err := net.Dial("tcp4", p.addr)
@@ -191,7 +201,7 @@ func TestSilentClients(t *testing.T) {
 	for range 2 { // a handshake, then nothing
 		silent = append(silent, p.dial(t))
 	}
-	legit := func() {
+	legit := func(p *port) {
 		t.Helper()
 		c := p.dial(t, ProtoHTTP)
 		io.WriteString(c, "GET /legit HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -200,7 +210,7 @@ func TestSilentClients(t *testing.T) {
 			t.Fatalf("legitimate client: %v", err)
 		}
 	}
-	legit()
+	legit(p)
 	start := time.Now()
 	for i, c := range silent {
 		c.SetReadDeadline(time.Now().Add(5 * time.Second))
@@ -211,42 +221,83 @@ func TestSilentClients(t *testing.T) {
 		}
 	}
 	t.Logf("silent connections cut after %v (timeout %v)", time.Since(start).Round(time.Millisecond), timeout)
+	refused(t, refusals, len(silent), "")
+	if got := p.routed(t, "refused"); got != float64(len(silent)) {
+		t.Errorf("refused counted %v, want %d", got, len(silent))
+	}
 
-	// Past MaxPending, a connection is closed straight away.
+	// Past MaxPending, a connection is closed straight away. A timeout
+	// far beyond the test's waits: nothing here is cut by it.
+	refusals = make(chan string, 64)
+	q := startPort(t, Options{TURN: true, HTTP: true, Timeout: time.Minute, MaxPending: 8, Logger: slog.New(refusalChan(refusals))})
 	var flood []net.Conn
 	for range 8 {
-		c, err := net.Dial("tcp4", p.addr)
+		c, err := net.Dial("tcp4", q.addr)
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer c.Close()
 		flood = append(flood, c)
 	}
-	waitRefused := time.Now().Add(5 * time.Second)
-	extra, err := net.Dial("tcp4", p.addr)
+	extra, err := net.Dial("tcp4", q.addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer extra.Close()
-	extra.SetReadDeadline(waitRefused)
+	extra.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if _, err := extra.Read(make([]byte, 1)); err == nil || strings.Contains(err.Error(), "timeout") {
 		t.Fatalf("connection past MaxPending: %v, want closed at once", err)
 	}
+	refused(t, refusals, 1, "too many connections in handshake")
 	for _, c := range flood {
 		c.Close()
 	}
-	// Once the flood is gone, the legitimate client gets in again.
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		c, err := tls.Dial("tcp4", p.addr, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{ProtoHTTP}})
-		if err == nil {
-			c.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("legitimate client still refused after the flood: %v", err)
-		}
-		time.Sleep(20 * time.Millisecond) // polling interval
+	// Once the flood is gone, its handshakes fail and give back their
+	// slots, and the legitimate client gets in again at once.
+	refused(t, refusals, len(flood), "")
+	if got := q.routed(t, "refused"); got != float64(1+len(flood)) {
+		t.Errorf("refused counted %v, want %d", got, 1+len(flood))
 	}
-	legit()
+	legit(q)
 }
+
+// refused waits for n refusals from refusalChan, each for why (any
+// reason when why is "").
+func refused(t *testing.T, refusals <-chan string, n int, why string) {
+	t.Helper()
+	for i := range n {
+		select {
+		case got := <-refusals:
+			if why != "" && got != why {
+				t.Fatalf("refusal %d: %q, want %q", i, got, why)
+			}
+		case <-time.After(10 * time.Second): // guards against hanging only
+			t.Fatalf("%d connections refused, want %d", i, n)
+		}
+	}
+}
+
+// refusalChan is a slog.Handler that sends the mux's refusals, with why,
+// to a channel.
+type refusalChan chan string
+
+func (c refusalChan) Enabled(context.Context, slog.Level) bool { return true }
+func (c refusalChan) Handle(_ context.Context, r slog.Record) error {
+	if r.Message != "tls port: connection refused" {
+		return nil
+	}
+	why := ""
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key == "why" {
+			why = a.Value.String()
+		}
+		return true
+	})
+	select {
+	case c <- why:
+	default: // more than the test waits for: it fails on the count
+	}
+	return nil
+}
+func (c refusalChan) WithAttrs([]slog.Attr) slog.Handler { return c }
+func (c refusalChan) WithGroup(string) slog.Handler      { return c }
