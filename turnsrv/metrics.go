@@ -87,7 +87,7 @@ func newMetrics() *metrics {
 	}, []string{"direction"})
 
 	drops := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "icebox_turn_channel_drops_total", Help: "ChannelData and Send/Data indications dropped by icebox's data plane, by reason: channel or permission expired, peer refused by the policy, send failed.",
+		Name: "icebox_turn_channel_drops_total", Help: "ChannelData and Send/Data indications dropped by icebox's data plane, by reason: channel or permission expired, peer refused by the policy, send failed, pion busy (a datagram the data plane left to pion while pion had 64 of that relay to read).",
 	}, []string{"reason"})
 	fast := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "icebox_turn_channel_fast_packets_total", Help: "ChannelData and Send/Data indications relayed by icebox's own data plane (the rest of icebox_turn_relayed_packets_total went through pion), by direction.",

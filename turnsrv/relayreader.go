@@ -60,8 +60,11 @@ const relayPollEvents = 128
 const clientBatch = 32
 
 // pionQueue bounds the datagrams of one relay waiting for pion's
-// goroutine; more are dropped (pion's own socket buffer did the same).
-const pionQueue = 16
+// goroutine; more are dropped and counted, as a full socket buffer would
+// drop them. Their buffers (rtpMTU each) are made only when the data plane
+// declines a peer's datagram on a relay the reader reads, which is rare:
+// a relay joins the reader once the data plane relays its traffic.
+const pionQueue = 64
 
 func newRelayReader(s *Server) *relayReader {
 	p, err := stunsrv.NewPoller(relayPollEvents)
