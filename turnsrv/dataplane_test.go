@@ -175,6 +175,9 @@ func TestChannelDataFastPath(t *testing.T) {
 		wantCount(t, ts.metrics.fastToPeer, 3, "datagrams the data plane relayed to the peer")
 		wantCount(t, ts.metrics.fastFromPeer, 3, "datagrams the data plane relayed to the client")
 		wantCount(t, ts.metrics.toPeerPackets, 3, "relayed packets to the peer, pion's and the data plane's")
+		if !ts.watched(t, c) {
+			t.Error("the relay reader does not read the relay: the later datagrams did not go through it")
+		}
 	})
 }
 
