@@ -5,7 +5,6 @@ import (
 	"net"
 	"net/netip"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"icebox/stunsrv"
@@ -30,8 +29,7 @@ type relayReader struct {
 	token  int32                // the last token given out
 	closed bool
 
-	closing atomic.Bool
-	done    chan struct{}
+	done chan struct{}
 
 	// The reading goroutine's own.
 	handleFn func([]int32) bool
@@ -83,7 +81,10 @@ func (r *relayReader) run() {
 	backoff := time.Duration(0)
 	for {
 		err := r.poller.Wait(r.handleFn)
-		if r.closing.Load() {
+		r.mu.Lock()
+		closed := r.closed
+		r.mu.Unlock()
+		if closed {
 			return
 		}
 		// epoll_pwait failed: count it, back off briefly, go on.
@@ -98,7 +99,6 @@ func (r *relayReader) close() {
 	r.mu.Lock()
 	r.closed = true
 	r.mu.Unlock()
-	r.closing.Store(true)
 	r.poller.Close()
 	<-r.done
 }
