@@ -11,6 +11,7 @@ import (
 	"github.com/pion/stun/v3"
 
 	"icebox/internal/testenv"
+	"icebox/stunsrv"
 )
 
 // watched reports whether the relay reader reads c's relay socket.
@@ -141,4 +142,26 @@ func TestPeerDatagramDeclinedByTheReaderReachesPion(t *testing.T) {
 		t.Errorf("the data plane relayed %v datagrams, want none: pion's to relay", got-fast)
 	}
 	c.roundTrip(t, 0x4000, peer, "three")
+}
+
+// TestRelayReaderWithSeveralFrontDoorSockets: with two SO_REUSEPORT
+// sockets in the front door, clients spread over both, and the relay
+// reader sends each client's datagrams from a writer of its own socket.
+func TestRelayReaderWithSeveralFrontDoorSockets(t *testing.T) {
+	t.Parallel()
+	ts := startServerFront(t, func(c *stunsrv.Config) { c.Sockets = 2 }, testConfig())
+	const clients = 8
+	for i := range clients {
+		c, peer := allocateRaw(t, ts, "udp"), peerSocket(t)
+		mustSucceed(t, c.bind(0x4000, peer), "channel bind")
+		for j := range 3 {
+			c.roundTrip(t, 0x4000, peer, fmt.Sprintf("client %d, %d", i, j))
+		}
+		if !ts.watched(t, c) {
+			t.Fatalf("the relay reader does not read client %d's relay", i)
+		}
+	}
+	if got := testenv.MetricValue(t, ts.metrics.fastFromPeer); got != clients*3 {
+		t.Errorf("data plane relayed %v datagrams to clients, want %d", got, clients*3)
+	}
 }
