@@ -78,7 +78,7 @@ func (b *mmsgBatch) withRecv(count, headroom, size int) {
 		b.inIov[i].Base = &b.inBufs[i*slotSize+headroom]
 		b.inIov[i].SetLen(size)
 	}
-	b.recvFn = b.recv
+	b.recvFn = b.recvNow
 }
 
 // withSend sets b up to send count datagrams per call.
@@ -116,9 +116,11 @@ func NewBatchReader(c *net.UDPConn, headroom, size, tailroom, count int) (*Batch
 	return &BatchReader{b: b}, nil
 }
 
-// Fill waits for at least one datagram and reads what is queued, up to
-// a batch. Call it once Next has returned every datagram of the last one.
-func (r *BatchReader) Fill() error { return r.b.fill() }
+// ReadNow reads what is queued, up to a batch, without waiting; Next
+// returns the datagrams. full reports that the batch came full, so more
+// may be queued. Call it once Next has returned every datagram of the
+// last batch.
+func (r *BatchReader) ReadNow() (full bool, err error) { return r.b.readNow() }
 
 // Serve reads datagrams and calls h within the read each time a batch
 // (or what is left of the last one) is there. h takes the datagrams with
@@ -144,12 +146,11 @@ func (r *BatchReader) Next() (slot []byte, n int, from netip.AddrPort, ok bool) 
 	return r.b.inBufs[i*slotSize : (i+1)*slotSize], len(msg), from, true
 }
 
-func (b *mmsgBatch) recv(fd uintptr) bool {
-	e := b.recvmmsg(fd)
-	if e == unix.EAGAIN || e == unix.EINTR {
-		return false
+func (b *mmsgBatch) recvNow(fd uintptr) bool {
+	b.n, b.next = 0, 0
+	if e := b.recvmmsg(fd); e != unix.EAGAIN {
+		b.errno = e
 	}
-	b.errno = e
 	return true
 }
 
@@ -238,16 +239,20 @@ func (b *mmsgBatch) wait() {
 	}
 }
 
-// fill reads the next batch, blocking until at least one datagram is there.
-func (b *mmsgBatch) fill() error {
+// readNow reads what is queued, up to a batch, without waiting; an
+// interrupted read counts as full, to be tried again.
+func (b *mmsgBatch) readNow() (full bool, err error) {
 	b.errno = 0
 	if err := b.rc.Read(b.recvFn); err != nil {
-		return err
+		return false, err
+	}
+	if b.errno == unix.EINTR {
+		return true, nil
 	}
 	if b.errno != 0 {
-		return b.errno
+		return false, b.errno
 	}
-	return nil
+	return b.n == len(b.in), nil
 }
 
 // take returns the next received datagram, or ok=false when the batch is
@@ -444,11 +449,3 @@ func (w *SocketWriter) Cap() int     { return len(w.b.out) }
 
 // Flush sends what is queued; on an error the rest of the batch is dropped.
 func (w *SocketWriter) Flush() error { return w.b.flush() }
-
-// IsIPv6Socket reports whether rc is an AF_INET6 socket (dual-stack ones
-// included), which takes IPv6 socket addresses only.
-func IsIPv6Socket(rc syscall.RawConn) bool {
-	domain := 0
-	rc.Control(func(fd uintptr) { domain, _ = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_DOMAIN) })
-	return domain == unix.AF_INET6
-}
