@@ -78,7 +78,7 @@ func (b *mmsgBatch) withRecv(count, headroom, size int) {
 		b.inIov[i].Base = &b.inBufs[i*slotSize+headroom]
 		b.inIov[i].SetLen(size)
 	}
-	b.recvFn = b.recvNow
+	b.recvFn = b.recv
 }
 
 // withSend sets b up to send count datagrams per call.
@@ -116,11 +116,9 @@ func NewBatchReader(c *net.UDPConn, headroom, size, tailroom, count int) (*Batch
 	return &BatchReader{b: b}, nil
 }
 
-// ReadNow reads what is queued, up to a batch, without waiting; Next
-// returns the datagrams. full reports that the batch came full, so more
-// may be queued. Call it once Next has returned every datagram of the
-// last batch.
-func (r *BatchReader) ReadNow() (full bool, err error) { return r.b.readNow() }
+// Fill waits for at least one datagram and reads what is queued, up to
+// a batch. Call it once Next has returned every datagram of the last one.
+func (r *BatchReader) Fill() error { return r.b.fill() }
 
 // Serve reads datagrams and calls h within the read each time a batch
 // (or what is left of the last one) is there. h takes the datagrams with
@@ -146,11 +144,12 @@ func (r *BatchReader) Next() (slot []byte, n int, from netip.AddrPort, ok bool) 
 	return r.b.inBufs[i*slotSize : (i+1)*slotSize], len(msg), from, true
 }
 
-func (b *mmsgBatch) recvNow(fd uintptr) bool {
-	b.n, b.next = 0, 0
-	if e := b.recvmmsg(fd); e != unix.EAGAIN {
-		b.errno = e
+func (b *mmsgBatch) recv(fd uintptr) bool {
+	e := b.recvmmsg(fd)
+	if e == unix.EAGAIN || e == unix.EINTR {
+		return false
 	}
+	b.errno = e
 	return true
 }
 
@@ -239,20 +238,16 @@ func (b *mmsgBatch) wait() {
 	}
 }
 
-// readNow reads what is queued, up to a batch, without waiting; an
-// interrupted read counts as full, to be tried again.
-func (b *mmsgBatch) readNow() (full bool, err error) {
+// fill reads the next batch, blocking until at least one datagram is there.
+func (b *mmsgBatch) fill() error {
 	b.errno = 0
 	if err := b.rc.Read(b.recvFn); err != nil {
-		return false, err
-	}
-	if b.errno == unix.EINTR {
-		return true, nil
+		return err
 	}
 	if b.errno != 0 {
-		return false, b.errno
+		return b.errno
 	}
-	return b.n == len(b.in), nil
+	return nil
 }
 
 // take returns the next received datagram, or ok=false when the batch is
@@ -449,3 +444,11 @@ func (w *SocketWriter) Cap() int     { return len(w.b.out) }
 
 // Flush sends what is queued; on an error the rest of the batch is dropped.
 func (w *SocketWriter) Flush() error { return w.b.flush() }
+
+// IsIPv6Socket reports whether rc is an AF_INET6 socket (dual-stack ones
+// included), which takes IPv6 socket addresses only.
+func IsIPv6Socket(rc syscall.RawConn) bool {
+	domain := 0
+	rc.Control(func(fd uintptr) { domain, _ = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_DOMAIN) })
+	return domain == unix.AF_INET6
+}

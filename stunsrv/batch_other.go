@@ -17,7 +17,7 @@ func NewBatchReader(*net.UDPConn, int, int, int, int) (*BatchReader, error) {
 	return nil, errors.New("stunsrv: no recvmmsg on this platform")
 }
 
-func (*BatchReader) ReadNow() (bool, error)  { return false, nil }
+func (*BatchReader) Fill() error             { return nil }
 func (*BatchReader) Serve(func() bool) error { return nil }
 func (*BatchReader) Next() ([]byte, int, netip.AddrPort, bool) {
 	return nil, 0, netip.AddrPort{}, false
@@ -29,6 +29,7 @@ type mmsgBatch struct{}
 
 func newMMsgBatch(syscall.RawConn, bool) *mmsgBatch { return nil }
 
+func (*mmsgBatch) fill() error                     { return nil }
 func (*mmsgBatch) serve(func() bool, func()) error { return nil }
 func (*mmsgBatch) take() ([]byte, netip.AddrPort, localAddr, bool, bool) {
 	return nil, netip.AddrPort{}, localAddr{}, false, false
@@ -57,3 +58,6 @@ func (*SocketWriter) Queue([]byte, netip.AddrPort) {}
 func (*SocketWriter) Pending() int                 { return 0 }
 func (*SocketWriter) Cap() int                     { return 1 }
 func (*SocketWriter) Flush() error                 { return nil }
+
+// IsIPv6Socket is only needed by SocketWriter.
+func IsIPv6Socket(syscall.RawConn) bool { return false }

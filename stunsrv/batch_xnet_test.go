@@ -55,7 +55,7 @@ func BenchmarkBatchReadOurs(b *testing.B) {
 			b.Fatal(err)
 		}
 		return func() int {
-			if _, err := r.ReadNow(); err != nil {
+			if err := r.Fill(); err != nil {
 				b.Fatal(err)
 			}
 			n := 0

@@ -71,18 +71,15 @@ func (c *packetConn) ReadFrom(p []byte) (int, net.Addr, error) {
 		if err != nil || n < 4 {
 			return n, addr, err
 		}
-		// With the front door's fast path, the data plane has seen and
-		// declined every ChannelData message and Send indication by now.
-		offered := c.fast.snd != nil
 		switch p[0] >> 6 {
 		case 1: // ChannelData: the data plane's, unless it does not know the channel
-			if !offered && c.s.dp.fromClient(p[:n], connIDOf(addr), nil) {
+			if c.s.dp.fromClient(p[:n], connIDOf(addr), nil) {
 				continue
 			}
 			return n, addr, nil
 		case 0:
 			id := connIDOf(addr)
-			if (!offered && c.s.dp.fromSend(p[:n], id, nil)) || !c.s.inspect(p[:n], addr, c) {
+			if c.s.dp.fromSend(p[:n], id, nil) || !c.s.inspect(p[:n], addr, c) {
 				continue
 			}
 			c.s.dp.noteRequest(p[:n], id)
@@ -226,14 +223,13 @@ func (c *frameConn) Read(p []byte) (int, error) {
 		if n < 4 {
 			return n, nil
 		}
-		offered := c.fast != nil && c.fast.snd != nil // as in packetConn.ReadFrom
 		switch p[0] >> 6 {
 		case 1:
-			if !offered && c.s.dp.fromClient(p[:n], c.id, nil) {
+			if c.s.dp.fromClient(p[:n], c.id, nil) {
 				continue
 			}
 		case 0:
-			if (!offered && c.s.dp.fromSend(p[:n], c.id, nil)) || !c.s.inspect(p[:n], c.RemoteAddr(), c) {
+			if c.s.dp.fromSend(p[:n], c.id, nil) || !c.s.inspect(p[:n], c.RemoteAddr(), c) {
 				continue
 			}
 			c.s.dp.noteRequest(p[:n], c.id)
@@ -367,32 +363,28 @@ type relayConn struct {
 	port   int
 	closer onceCloser
 
-	// The data plane's: the socket itself and the allocation it serves
-	// once pion reports it.
-	udp   *net.UDPConn
-	raw   syscall.RawConn // udp's, for batched sends to peers; nil if none
-	alloc atomic.Pointer[dpAlloc]
-	// Read by pion's goroutine, one datagram at a time, until the data
-	// plane relays one; then by the relay reader (shared is set), in
-	// batches, and pion's goroutine waits for what is left to it.
-	buf    []byte
-	shared bool
-	done   chan struct{} // closed by Close
-	// The relay reader's: its batch, token, round, and the hand-over to
-	// pion's goroutine (datagrams, their buffers back, and the signal to
-	// read the socket itself again after a read error).
-	batch    *stunsrv.BatchReader
-	token    int32
-	closed   bool // guarded by the reader's mu
-	round    uint64
-	toPion   chan pionDatagram
-	free     chan []byte
-	pionBufs int
-	leave    chan struct{}
-	// Frames queued for a stream client, written together.
-	wbuf    []byte
-	wstream net.Conn
-	wcount  int
+	// The data plane's: the socket itself, the allocation it serves once
+	// pion reports it, how it is read (several datagrams per syscall where
+	// the OS allows) and, for a stream client, frames queued to go out in
+	// one write.
+	udp     *net.UDPConn
+	raw     syscall.RawConn // udp's, for batched sends to peers; nil if none
+	ipv6    bool            // udp's family
+	alloc   atomic.Pointer[dpAlloc]
+	batch   *stunsrv.BatchReader // nil: one datagram per read, into buf
+	serveFn func() bool          // c.serve, made once
+	// A datagram of the batch that is pion's, where serve stopped.
+	held     []byte
+	heldN    int
+	heldFrom netip.AddrPort
+	buf      []byte
+	wbuf     []byte
+	wstream  net.Conn
+	wcount   int
+	// For a UDP client, the datagrams of one read go out in one sendmmsg
+	// on the client's front door socket.
+	bw      *stunsrv.BatchWriter
+	bwFor   net.PacketConn
 	backoff time.Duration
 	// txid draws Data indications' transaction IDs (a CSPRNG seeded once,
 	// so that a datagram costs no getrandom call).
@@ -403,10 +395,10 @@ type relayConn struct {
 const rtpMTU = 1600
 
 // Room the data plane keeps around a datagram read from a peer: a
-// ChannelData header or a Data indication's headers before it, padding
-// after it. Relay sockets are IPv4 (pion asks for "udp4"), so peers are.
+// ChannelData header or a Data indication's headers (IPv6 the larger)
+// before it, padding after it.
 const (
-	headroom = dataIndicationHead4
+	headroom = dataIndicationHead6
 	tailroom = 3
 )
 
@@ -429,21 +421,29 @@ func (c *relayConn) initDataPlane(udp *net.UDPConn) {
 	udp.SetReadBuffer(relaySocketBuffer)
 	udp.SetWriteBuffer(relaySocketBuffer)
 	c.buf = make([]byte, headroom+rtpMTU+tailroom)
-	c.done = make(chan struct{})
 	if raw, err := udp.SyscallConn(); err == nil {
 		c.raw = raw
+		c.ipv6 = stunsrv.IsIPv6Socket(raw)
 	}
 	var seed [32]byte
 	crand.Read(seed[:])
 	c.txid = rand.NewChaCha8(seed)
 }
 
+// batchReads switches to reading several datagrams per syscall, between
+// two reads (nothing is left in buf).
+func (c *relayConn) batchReads() {
+	if b, err := stunsrv.NewBatchReader(c.udp, headroom, rtpMTU, tailroom, relayBatch); err == nil {
+		c.batch, c.buf = b, nil
+		c.serveFn = c.serve
+	}
+}
+
 // ReadFrom is pion's read of the relay socket (pion's only reader of it).
 // A datagram from a peer on a channel the data plane knows goes straight
-// to the client as ChannelData, and the socket goes to the relay reader;
-// the rest is returned to pion, from peers the current policy allows.
-// Read errors other than a closed socket are retried: pion would end the
-// allocation.
+// to the client as ChannelData; the rest is returned to pion, from peers
+// the current policy allows. Read errors other than a closed socket are
+// retried: pion would end the allocation.
 func (c *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
 	if c.udp == nil {
 		n, addr, err := c.PacketConn.ReadFrom(p)
@@ -454,23 +454,7 @@ func (c *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
 		return n, addr, err
 	}
 	for {
-		if c.shared {
-			select {
-			case d := <-c.toPion:
-				return c.fromReader(p, d)
-			case <-c.leave:
-				c.shared = false
-				continue
-			case <-c.done:
-				return 0, nil, net.ErrClosed
-			}
-		}
-		select {
-		case d := <-c.toPion: // left from before a read error
-			return c.fromReader(p, d)
-		default:
-		}
-		n, from, err := c.udp.ReadFromUDPAddrPort(c.buf[headroom : headroom+rtpMTU])
+		slot, n, from, err := c.next()
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return 0, nil, err
@@ -481,51 +465,118 @@ func (c *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
 			continue
 		}
 		c.backoff = 0
-		c.s.metrics.fromPeerBytes.Add(float64(n))
-		c.s.metrics.fromPeerPackets.Inc()
-		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
-		if a := c.alloc.Load(); a != nil && c.s.dp.fromPeer(c, a, c.buf, n, from, nil) {
-			if r := c.s.dp.reader; r != nil && r.add(c) {
-				c.shared = true
+		if c.batch == nil {
+			c.s.metrics.fromPeerBytes.Add(float64(n))
+			c.s.metrics.fromPeerPackets.Inc()
+			from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+			if a := c.alloc.Load(); a != nil && c.s.dp.fromPeer(c, a, slot, n, from) {
+				c.batchReads()
+				continue
 			}
-			continue
 		}
+		// Batched reads relayed what the data plane knows in serve.
 		if r := c.s.live.Load().policy.refusal(from.Addr().AsSlice()); r != "" {
 			c.s.metrics.peerRefusals[r].Inc()
 			continue
 		}
-		return copy(p, c.buf[headroom:headroom+n]), net.UDPAddrFromAddrPort(from), nil
+		return copy(p, slot[headroom:headroom+n]), net.UDPAddrFromAddrPort(from), nil
 	}
 }
 
-// fromReader returns a datagram the relay reader left to pion, and its
-// buffer to the reader.
-func (c *relayConn) fromReader(p []byte, d pionDatagram) (int, net.Addr, error) {
-	n := copy(p, d.buf[:d.n])
-	c.free <- d.buf
-	return n, net.UDPAddrFromAddrPort(d.from), nil
-}
-
-// queueStream sends one ChannelData frame to a stream client: at once
-// from pion's goroutine (r is nil), else with the round's other frames
-// for it in one write.
-func (c *relayConn) queueStream(to net.Conn, frame []byte, r *relayReader) {
-	if r == nil {
-		c.wstream, c.wbuf, c.wcount = to, frame, 1
+// next returns the next datagram from a peer in its slot that is pion's:
+// with batched reads, the data plane relays the rest first, inside the read.
+func (c *relayConn) next() (slot []byte, n int, from netip.AddrPort, err error) {
+	if c.batch == nil {
+		n, from, err = c.udp.ReadFromUDPAddrPort(c.buf[headroom : headroom+rtpMTU])
+		return c.buf, n, from, err
+	}
+	if err := c.batch.Serve(c.serveFn); err != nil {
 		c.flushStream()
-		c.wbuf = nil
-		return
+		c.flushUDP()
+		return nil, 0, netip.AddrPort{}, err
 	}
-	if (c.wstream != nil && c.wstream != to) || len(c.wbuf)+len(frame) > maxStreamBatch {
+	return c.held, c.heldN, c.heldFrom, nil
+}
+
+// serve relays the datagrams of a batch that the data plane knows, within
+// the read, and sends them before the reader may sleep. It stops at the
+// first datagram that is pion's, held for next to return, after sending
+// what came before it.
+func (c *relayConn) serve() bool {
+	m := c.s.metrics
+	for {
+		slot, n, from, ok := c.batch.Next()
+		if !ok {
+			c.flushStream()
+			c.flushUDP()
+			return true
+		}
+		m.fromPeerBytes.Add(float64(n))
+		m.fromPeerPackets.Inc()
+		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+		if a := c.alloc.Load(); a != nil && c.s.dp.fromPeer(c, a, slot, n, from) {
+			continue
+		}
+		c.flushStream() // what came before goes first
+		c.flushUDP()
+		c.held, c.heldN, c.heldFrom = slot, n, from
+		return false
+	}
+}
+
+// queueStream queues one ChannelData frame for a stream client; the
+// frames of one batch go out in one write.
+func (c *relayConn) queueStream(to net.Conn, frame []byte) {
+	if c.batch == nil || (c.wstream != nil && c.wstream != to) || len(c.wbuf)+len(frame) > maxStreamBatch {
 		c.flushStream()
 	}
 	if c.wbuf == nil {
 		c.wbuf = make([]byte, 0, maxStreamBatch)
 	}
-	r.queueStream(c)
 	c.wstream = to
 	c.wbuf = append(c.wbuf, frame...)
 	c.wcount++
+	if c.batch == nil {
+		c.flushStream()
+	}
+}
+
+// queueUDP queues one ChannelData datagram for a UDP client, when the
+// relay reads in batches; it reports false when the caller must send it.
+func (c *relayConn) queueUDP(out *clientOut, frame []byte) bool {
+	if c.batch == nil {
+		return false
+	}
+	if c.bwFor != out.udp {
+		c.flushUDP()
+		c.bw, c.bwFor = stunsrv.NewBatchWriter(out.udp, relayBatch), out.udp
+	}
+	if c.bw == nil {
+		return false
+	}
+	if c.bw.Pending() == relayBatch-1 {
+		// Queue flushes a full batch itself: count it here.
+		c.countUDP(c.bw.Queue(frame, out.toAP), relayBatch)
+		return true
+	}
+	c.bw.Queue(frame, out.toAP)
+	return true
+}
+
+func (c *relayConn) flushUDP() {
+	if c.bw == nil || c.bw.Pending() == 0 {
+		return
+	}
+	n := c.bw.Pending()
+	c.countUDP(c.bw.Flush(), n)
+}
+
+func (c *relayConn) countUDP(err error, n int) {
+	if err != nil {
+		c.s.metrics.fastDrops[dropWrite].Add(float64(n))
+		return
+	}
+	c.s.metrics.fastFromPeer.Add(float64(n))
 }
 
 func (c *relayConn) flushStream() {
@@ -568,10 +619,6 @@ func (c *relayConn) Close() error {
 		c.s.relayPorts.del(c.port)
 		if c.udp != nil {
 			c.s.dp.relayClosed(c.port, c)
-			if r := c.s.dp.reader; r != nil {
-				r.remove(c) // before the socket closes: its descriptor may be reused
-			}
-			close(c.done)
 		}
 		return c.PacketConn.Close()
 	})

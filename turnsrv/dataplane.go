@@ -54,12 +54,9 @@ const (
 	dropExpired = "expired" // channel or permission past its lifetime
 	dropRefused = "refused" // the peer policy refuses the peer (after a reload)
 	dropWrite   = "write_error"
-	// a peer's datagram for pion while pion's goroutine has pionQueue
-	// of that relay's datagrams still to read
-	dropPionBusy = "pion_busy"
 )
 
-var dropReasons = []string{dropExpired, dropRefused, dropWrite, dropPionBusy}
+var dropReasons = []string{dropExpired, dropRefused, dropWrite}
 
 type dataPlane struct {
 	s     *Server
@@ -67,10 +64,6 @@ type dataPlane struct {
 	// skew moves the data plane's clock forward: tests expire channels
 	// and permissions without waiting.
 	skew atomic.Int64
-
-	// reader reads the relay sockets of relayed flows; nil where the OS
-	// has no epoll, and each relay socket keeps pion's goroutine.
-	reader *relayReader
 
 	mu     sync.RWMutex
 	allocs map[connID]*dpAlloc // by client transport; nil value: ambiguous, leave to pion
@@ -130,14 +123,11 @@ type dpPerm struct {
 	verdict atomic.Pointer[policyVerdict]
 }
 
-// policyVerdict caches the peer policy's answer for one channel or
-// permission until a reload swaps the policy.
+// policyVerdict caches the peer policy's answer for one channel until a
+// reload swaps the policy.
 type policyVerdict struct {
 	lv     *live
 	reason string
-	// relayAddr: the peer's address is this server's relay address and
-	// the policy does not allow it, so only live relay ports are reachable.
-	relayAddr bool
 }
 
 type pendingRequest struct {
@@ -444,16 +434,14 @@ func (a *dpAlloc) unexpired(ch *dpChannel, now int64) bool {
 
 // refusal is the current peer policy's verdict on ip, cached in verdict
 // and recomputed only after a reload.
-func (d *dataPlane) refusal(verdict *atomic.Pointer[policyVerdict], ip netip.Addr) *policyVerdict {
+func (d *dataPlane) refusal(verdict *atomic.Pointer[policyVerdict], ip netip.Addr) string {
 	lv := d.s.live.Load()
 	if v := verdict.Load(); v != nil && v.lv == lv {
-		return v
+		return v.reason
 	}
-	a, _ := canonicalPeer(ip)
-	p := lv.policy
-	v := &policyVerdict{lv: lv, reason: p.refusal(ip.AsSlice()), relayAddr: p.isRelay(a) && !p.allowed(a)}
+	v := &policyVerdict{lv: lv, reason: lv.policy.refusal(ip.AsSlice())}
 	verdict.Store(v)
-	return v
+	return v.reason
 }
 
 // pass checks a datagram on ch against lifetimes and policy, counting
@@ -479,12 +467,11 @@ func (d *dataPlane) passPerm(p *dpPerm, peer netip.AddrPort) bool {
 // allowed applies the current peer policy to peer, counting a refusal.
 func (d *dataPlane) allowed(verdict *atomic.Pointer[policyVerdict], peer netip.AddrPort) bool {
 	m := d.s.metrics
-	v := d.refusal(verdict, peer.Addr())
-	if v.reason != "" {
+	if r := d.refusal(verdict, peer.Addr()); r != "" {
 		m.fastDrops[dropRefused].Inc()
 		return false
 	}
-	if v.relayAddr && !d.s.relayPorts.has(int(peer.Port())) {
+	if d.s.toRelayRefusedAddr(peer) {
 		m.peerRefusals[refuseRelayPort].Inc()
 		return false
 	}
@@ -517,7 +504,7 @@ func (d *dataPlane) fromClient(b []byte, from connID, snd *peerSender) bool {
 // inspect answers 443 before pion grants one, this only makes sure.
 func (d *dataPlane) toPeer(relay *relayConn, payload []byte, peer netip.AddrPort, snd *peerSender) {
 	m := d.s.metrics
-	if !peer.Addr().Unmap().Is4() { // relay sockets are IPv4
+	if !relay.ipv6 && !peer.Addr().Unmap().Is4() {
 		m.fastDrops[dropWrite].Inc()
 		return
 	}
@@ -556,7 +543,7 @@ func (p *peerSender) queue(relay *relayConn, payload []byte, peer netip.AddrPort
 	if p.relay != relay {
 		p.flush()
 		p.relay = relay
-		p.w.Use(relay.raw, false)
+		p.w.Use(relay.raw, relay.ipv6)
 	}
 	p.w.Queue(payload, peer)
 	p.bytes += len(payload)
@@ -640,19 +627,21 @@ func parseSend(b []byte) (peer netip.AddrPort, data []byte, ok bool) {
 	return peer, data, havePeer && data != nil && !a.truncated(off)
 }
 
-// Size of a Data indication's header and attribute headers before the
+// Sizes of a Data indication's header and attribute headers before the
 // data, as pion's stun.Build writes them: the STUN header, XOR-PEER-ADDRESS
-// (IPv4: relay sockets are IPv4, so are their peers), the DATA attribute's
-// header. No FINGERPRINT: pion sends none.
-const dataIndicationHead4 = stunHeaderLen + 4 + 8 + 4
+// (IPv4 or IPv6), the DATA attribute's header. No FINGERPRINT: pion sends
+// none.
+const (
+	dataIndicationHead4 = stunHeaderLen + 4 + 8 + 4
+	dataIndicationHead6 = stunHeaderLen + 4 + 20 + 4
+)
 
 // fromPeer sends a peer's datagram, at slot[headroom:headroom+n] with room
 // for padding after it, to the client: as ChannelData if the data plane
 // knows the peer's channel, else as a Data indication if it holds a
 // permission for the peer. It reports whether it did (or dropped it).
-// From the relay reader (r), frames for a client are queued and written
-// together at the end of its round; from pion's goroutine (r nil), at once.
-func (d *dataPlane) fromPeer(rc *relayConn, a *dpAlloc, slot []byte, n int, peer netip.AddrPort, r *relayReader) bool {
+// Frames for a stream client are queued on rc and written together.
+func (d *dataPlane) fromPeer(rc *relayConn, a *dpAlloc, slot []byte, n int, peer netip.AddrPort) bool {
 	out := a.out.Load()
 	if out == nil {
 		return false
@@ -681,10 +670,10 @@ func (d *dataPlane) fromPeer(rc *relayConn, a *dpAlloc, slot []byte, n int, peer
 		frame = rc.dataIndication(slot, n, peer)
 	}
 	if out.stream != nil {
-		rc.queueStream(out.stream, frame, r)
+		rc.queueStream(out.stream, frame)
 		return true
 	}
-	if r != nil && r.queueUDP(out, frame) {
+	if rc.queueUDP(out, frame) {
 		return true
 	}
 	if _, err := out.udp.WriteTo(frame, out.to); err != nil {
@@ -695,12 +684,15 @@ func (d *dataPlane) fromPeer(rc *relayConn, a *dpAlloc, slot []byte, n int, peer
 	return true
 }
 
-// dataIndication writes a Data indication around the IPv4 peer's datagram
-// at slot[headroom:headroom+n] (RFC 8656 §11.6) and returns it: the same
-// bytes pion's stun.Build would send, with a transaction ID from the
-// relay's own generator.
+// dataIndication writes a Data indication around the peer's datagram at
+// slot[headroom:headroom+n] (RFC 8656 §11.6) and returns it: the same bytes
+// pion's stun.Build would send, with a transaction ID from the relay's
+// own generator.
 func (c *relayConn) dataIndication(slot []byte, n int, peer netip.AddrPort) []byte {
-	const head = dataIndicationHead4
+	head := dataIndicationHead4
+	if !peer.Addr().Is4() {
+		head = dataIndicationHead6
+	}
 	padded := (n + 3) &^ 3
 	clear(slot[headroom+n : headroom+padded])
 	m := slot[headroom-head : headroom+padded]
@@ -713,11 +705,19 @@ func (c *relayConn) dataIndication(slot []byte, n int, peer netip.AddrPort) []by
 	a := m[stunHeaderLen : head-4]
 	binary.BigEndian.PutUint16(a[0:2], attrXORPeerAddress)
 	binary.BigEndian.PutUint16(a[2:4], uint16(len(a)-4))
-	binary.BigEndian.PutUint16(a[4:6], familyIPv4)
+	family := uint16(familyIPv4)
+	if len(a) == 24 {
+		family = familyIPv6
+	}
+	binary.BigEndian.PutUint16(a[4:6], family)
 	binary.BigEndian.PutUint16(a[6:8], peer.Port()^stunMagicCookie>>16)
-	ip := peer.Addr().As4()
-	for i := range ip {
-		a[8+i] = ip[i] ^ m[4+i]
+	ip := peer.Addr().As16()
+	src := ip[12:]
+	if family == familyIPv6 {
+		src = ip[:]
+	}
+	for i := range src {
+		a[8+i] = src[i] ^ m[4+i]
 	}
 	// DATA
 	binary.BigEndian.PutUint16(m[head-4:head-2], attrData)

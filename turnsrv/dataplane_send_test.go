@@ -95,9 +95,6 @@ func TestSendDataFastPath(t *testing.T) {
 		wantCount(t, ts.metrics.fastToPeer, 4, "Send indications the data plane relayed to the peer")
 		wantCount(t, ts.metrics.fastFromPeer, 4, "Data indications the data plane sent to the client")
 		wantCount(t, ts.metrics.toPeerPackets, 4, "relayed packets to the peer, pion's and the data plane's")
-		if !ts.watched(t, c) {
-			t.Error("the relay reader does not read the relay: the later datagrams did not go through it")
-		}
 	})
 }
 

@@ -79,7 +79,7 @@ func startServerFront(t testing.TB, mutFront func(*stunsrv.Config), cfg Config, 
 		Registerer:  prometheus.NewRegistry(),
 		PublicIP:    netip.MustParseAddr("127.0.0.1"),
 		StateDir:    t.TempDir(),
-		PacketConns: front.PacketConns(), // pc first
+		PacketConns: []net.PacketConn{pc},
 		Listeners:   []net.Listener{ln},
 		FrontDoor:   front.AddListener,
 	}

@@ -63,7 +63,7 @@ func newMetrics() *metrics {
 	m.quotaRefusals = m.counters("icebox_turn_quota_refusals_total", "Allocations refused with 486, by the quota that was reached.", "quota", quotaUser, quotaIP, quotaTotal, quotaFair)
 	bytes := m.counters("icebox_turn_relayed_bytes_total", "Payload bytes through relay sockets, by direction.", "direction", toPeer, fromPeer)
 	packets := m.counters("icebox_turn_relayed_packets_total", "Datagrams through relay sockets, by direction.", "direction", toPeer, fromPeer)
-	m.fastDrops = m.counters("icebox_turn_channel_drops_total", "ChannelData and Send/Data indications dropped by icebox's data plane, by reason: channel or permission expired, peer refused by the policy, send failed, pion busy (a datagram the data plane left to pion while pion had 64 of that relay to read).", "reason", dropReasons...)
+	m.fastDrops = m.counters("icebox_turn_channel_drops_total", "ChannelData and Send/Data indications dropped by icebox's data plane, by reason: channel or permission expired, peer refused by the policy, send failed.", "reason", dropReasons...)
 	fast := m.counters("icebox_turn_channel_fast_packets_total", "ChannelData and Send/Data indications relayed by icebox's own data plane (the rest of icebox_turn_relayed_packets_total went through pion), by direction.", "direction", toPeer, fromPeer)
 	m.relayReadErrors = m.counter("icebox_turn_relay_read_errors_total", "Failed reads of relay sockets other than a closed socket; each is retried after a short pause, the allocation lives on.")
 	m.toPeerBytes, m.fromPeerBytes = bytes[toPeer], bytes[fromPeer]

@@ -245,11 +245,7 @@ func New(cfg Config, opts Options) (*Server, error) {
 			PermissionHandler:     s.permit,
 		})
 	}
-	s.dp.reader = newRelayReader(s)
 	if s.pion, err = turn.NewServer(pc); err != nil {
-		if s.dp.reader != nil {
-			s.dp.reader.close()
-		}
 		s.closeTLS()
 		s.metrics.unregister(s.reg)
 		return nil, fmt.Errorf("turn: starting pion/turn: %w", err)
@@ -399,9 +395,6 @@ func (s *Server) Close() error {
 				err = errors.Join(err, fmt.Errorf("turn: %d allocations still open after %v", n, closeWait))
 				break wait
 			}
-		}
-		if s.dp.reader != nil {
-			s.dp.reader.close()
 		}
 		s.metrics.unregister(s.reg)
 		if err != nil {
