@@ -636,7 +636,5 @@ func (s *Server) toRelayRefused(dst *net.UDPAddr) bool {
 }
 
 func (s *Server) toRelayRefusedAddr(dst netip.AddrPort) bool {
-	a, _ := canonicalPeer(dst.Addr()) // whatever form, the relay address is checked
-	p := s.live.Load().policy
-	return p.isRelay(a) && !s.relayPorts.has(int(dst.Port())) && !p.allowed(a)
+	return s.live.Load().policy.relayPortsOnly(dst.Addr()) && !s.relayPorts.has(int(dst.Port()))
 }

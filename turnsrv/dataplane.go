@@ -123,11 +123,15 @@ type dpPerm struct {
 	verdict atomic.Pointer[policyVerdict]
 }
 
-// policyVerdict caches the peer policy's answer for one channel until a
-// reload swaps the policy.
+// policyVerdict caches the peer policy's answer for one channel or
+// permission until a reload swaps the policy.
 type policyVerdict struct {
 	lv     *live
 	reason string
+	// relayPortsOnly: the peer's address is the relay address, where only
+	// live relay ports may be reached (peerPolicy.relayPortsOnly); made
+	// once with the verdict, the port is checked per packet.
+	relayPortsOnly bool
 }
 
 type pendingRequest struct {
@@ -434,14 +438,15 @@ func (a *dpAlloc) unexpired(ch *dpChannel, now int64) bool {
 
 // refusal is the current peer policy's verdict on ip, cached in verdict
 // and recomputed only after a reload.
-func (d *dataPlane) refusal(verdict *atomic.Pointer[policyVerdict], ip netip.Addr) string {
+func (d *dataPlane) refusal(verdict *atomic.Pointer[policyVerdict], ip netip.Addr) *policyVerdict {
 	lv := d.s.live.Load()
 	if v := verdict.Load(); v != nil && v.lv == lv {
-		return v.reason
+		return v
 	}
-	v := &policyVerdict{lv: lv, reason: lv.policy.refusal(ip.AsSlice())}
+	p := lv.policy
+	v := &policyVerdict{lv: lv, reason: p.refusal(ip.AsSlice()), relayPortsOnly: p.relayPortsOnly(ip)}
 	verdict.Store(v)
-	return v.reason
+	return v
 }
 
 // pass checks a datagram on ch against lifetimes and policy, counting
@@ -467,11 +472,12 @@ func (d *dataPlane) passPerm(p *dpPerm, peer netip.AddrPort) bool {
 // allowed applies the current peer policy to peer, counting a refusal.
 func (d *dataPlane) allowed(verdict *atomic.Pointer[policyVerdict], peer netip.AddrPort) bool {
 	m := d.s.metrics
-	if r := d.refusal(verdict, peer.Addr()); r != "" {
+	v := d.refusal(verdict, peer.Addr())
+	if v.reason != "" {
 		m.fastDrops[dropRefused].Inc()
 		return false
 	}
-	if d.s.toRelayRefusedAddr(peer) {
+	if v.relayPortsOnly && !d.s.relayPorts.has(int(peer.Port())) {
 		m.peerRefusals[refuseRelayPort].Inc()
 		return false
 	}
