@@ -59,6 +59,12 @@ func (f *clientFast) Relay(msg []byte, from netip.AddrPort) bool {
 
 func (f *clientFast) Flush() { f.snd.flush() }
 
+// offered reports whether the front door offers every ChannelData message
+// and STUN message to the fast path (Relay) before its reader returns it:
+// then the reader gets only what the data plane already declined, and
+// need not parse it again.
+func (f *clientFast) offered() bool { return f != nil && f.snd != nil }
+
 func (c *packetConn) ReadFrom(p []byte) (int, net.Addr, error) {
 	if c.fast == nil {
 		c.fast = &clientFast{dp: c.s.dp, snd: newPeerSender(c.s.metrics)}
@@ -71,15 +77,16 @@ func (c *packetConn) ReadFrom(p []byte) (int, net.Addr, error) {
 		if err != nil || n < 4 {
 			return n, addr, err
 		}
+		offered := c.fast.offered()
 		switch p[0] >> 6 {
 		case 1: // ChannelData: the data plane's, unless it does not know the channel
-			if c.s.dp.fromClient(p[:n], connIDOf(addr), nil) {
+			if !offered && c.s.dp.fromClient(p[:n], connIDOf(addr), nil) {
 				continue
 			}
 			return n, addr, nil
 		case 0:
 			id := connIDOf(addr)
-			if c.s.dp.fromSend(p[:n], id, nil) || !c.s.inspect(p[:n], addr, c) {
+			if (!offered && c.s.dp.fromSend(p[:n], id, nil)) || !c.s.inspect(p[:n], addr, c) {
 				continue
 			}
 			c.s.dp.noteRequest(p[:n], id)
@@ -223,13 +230,14 @@ func (c *frameConn) Read(p []byte) (int, error) {
 		if n < 4 {
 			return n, nil
 		}
+		offered := c.fast.offered() // as in packetConn.ReadFrom
 		switch p[0] >> 6 {
 		case 1:
-			if c.s.dp.fromClient(p[:n], c.id, nil) {
+			if !offered && c.s.dp.fromClient(p[:n], c.id, nil) {
 				continue
 			}
 		case 0:
-			if c.s.dp.fromSend(p[:n], c.id, nil) || !c.s.inspect(p[:n], c.RemoteAddr(), c) {
+			if (!offered && c.s.dp.fromSend(p[:n], c.id, nil)) || !c.s.inspect(p[:n], c.RemoteAddr(), c) {
 				continue
 			}
 			c.s.dp.noteRequest(p[:n], c.id)
