@@ -310,7 +310,11 @@ func (g *relayGenerator) AllocatePacketConn(network string, requestedPort int) (
 	}
 	g.s.relayPorts.add(ua.Port)
 	rc := &relayConn{PacketConn: conn, s: g.s, port: ua.Port}
-	if udp, ok := conn.(*net.UDPConn); ok {
+	// The data plane takes IPv4 relay sockets only, as pion asks for
+	// (allocation.Manager opens "udp4"; inspect answers 443 for IPv6
+	// peers): it builds IPv4 Data indications and sends to IPv4 peers.
+	// Anything else stays pion's alone.
+	if udp, ok := conn.(*net.UDPConn); ok && network == "udp4" {
 		rc.initDataPlane(udp)
 		g.s.dp.relayOpened(ua.Port, rc)
 	}
@@ -377,7 +381,6 @@ type relayConn struct {
 	// one write.
 	udp     *net.UDPConn
 	raw     syscall.RawConn // udp's, for batched sends to peers; nil if none
-	ipv6    bool            // udp's family
 	alloc   atomic.Pointer[dpAlloc]
 	batch   *stunsrv.BatchReader // nil: one datagram per read, into buf
 	serveFn func() bool          // c.serve, made once
@@ -403,10 +406,10 @@ type relayConn struct {
 const rtpMTU = 1600
 
 // Room the data plane keeps around a datagram read from a peer: a
-// ChannelData header or a Data indication's headers (IPv6 the larger)
-// before it, padding after it.
+// ChannelData header or a Data indication's headers (the larger) before
+// it, padding after it. Relay sockets are IPv4, so are their peers.
 const (
-	headroom = dataIndicationHead6
+	headroom = dataIndicationHead4
 	tailroom = 3
 )
 
@@ -431,7 +434,6 @@ func (c *relayConn) initDataPlane(udp *net.UDPConn) {
 	c.buf = make([]byte, headroom+rtpMTU+tailroom)
 	if raw, err := udp.SyscallConn(); err == nil {
 		c.raw = raw
-		c.ipv6 = stunsrv.IsIPv6Socket(raw)
 	}
 	var seed [32]byte
 	crand.Read(seed[:])

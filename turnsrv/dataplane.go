@@ -510,7 +510,7 @@ func (d *dataPlane) fromClient(b []byte, from connID, snd *peerSender) bool {
 // inspect answers 443 before pion grants one, this only makes sure.
 func (d *dataPlane) toPeer(relay *relayConn, payload []byte, peer netip.AddrPort, snd *peerSender) {
 	m := d.s.metrics
-	if !relay.ipv6 && !peer.Addr().Unmap().Is4() {
+	if !peer.Addr().Unmap().Is4() { // relay sockets are IPv4
 		m.fastDrops[dropWrite].Inc()
 		return
 	}
@@ -549,7 +549,7 @@ func (p *peerSender) queue(relay *relayConn, payload []byte, peer netip.AddrPort
 	if p.relay != relay {
 		p.flush()
 		p.relay = relay
-		p.w.Use(relay.raw, relay.ipv6)
+		p.w.Use(relay.raw, false) // relay sockets are IPv4
 	}
 	p.w.Queue(payload, peer)
 	p.bytes += len(payload)
@@ -633,14 +633,11 @@ func parseSend(b []byte) (peer netip.AddrPort, data []byte, ok bool) {
 	return peer, data, havePeer && data != nil && !a.truncated(off)
 }
 
-// Sizes of a Data indication's header and attribute headers before the
+// Size of a Data indication's header and attribute headers before the
 // data, as pion's stun.Build writes them: the STUN header, XOR-PEER-ADDRESS
-// (IPv4 or IPv6), the DATA attribute's header. No FINGERPRINT: pion sends
-// none.
-const (
-	dataIndicationHead4 = stunHeaderLen + 4 + 8 + 4
-	dataIndicationHead6 = stunHeaderLen + 4 + 20 + 4
-)
+// (IPv4: relay sockets are IPv4, so are their peers), the DATA attribute's
+// header. No FINGERPRINT: pion sends none.
+const dataIndicationHead4 = stunHeaderLen + 4 + 8 + 4
 
 // fromPeer sends a peer's datagram, at slot[headroom:headroom+n] with room
 // for padding after it, to the client: as ChannelData if the data plane
@@ -690,15 +687,12 @@ func (d *dataPlane) fromPeer(rc *relayConn, a *dpAlloc, slot []byte, n int, peer
 	return true
 }
 
-// dataIndication writes a Data indication around the peer's datagram at
-// slot[headroom:headroom+n] (RFC 8656 §11.6) and returns it: the same bytes
-// pion's stun.Build would send, with a transaction ID from the relay's
-// own generator.
+// dataIndication writes a Data indication around the IPv4 peer's datagram
+// at slot[headroom:headroom+n] (RFC 8656 §11.6) and returns it: the same
+// bytes pion's stun.Build would send, with a transaction ID from the
+// relay's own generator.
 func (c *relayConn) dataIndication(slot []byte, n int, peer netip.AddrPort) []byte {
-	head := dataIndicationHead4
-	if !peer.Addr().Is4() {
-		head = dataIndicationHead6
-	}
+	const head = dataIndicationHead4
 	padded := (n + 3) &^ 3
 	clear(slot[headroom+n : headroom+padded])
 	m := slot[headroom-head : headroom+padded]
@@ -711,19 +705,11 @@ func (c *relayConn) dataIndication(slot []byte, n int, peer netip.AddrPort) []by
 	a := m[stunHeaderLen : head-4]
 	binary.BigEndian.PutUint16(a[0:2], attrXORPeerAddress)
 	binary.BigEndian.PutUint16(a[2:4], uint16(len(a)-4))
-	family := uint16(familyIPv4)
-	if len(a) == 24 {
-		family = familyIPv6
-	}
-	binary.BigEndian.PutUint16(a[4:6], family)
+	binary.BigEndian.PutUint16(a[4:6], familyIPv4)
 	binary.BigEndian.PutUint16(a[6:8], peer.Port()^stunMagicCookie>>16)
-	ip := peer.Addr().As16()
-	src := ip[12:]
-	if family == familyIPv6 {
-		src = ip[:]
-	}
-	for i := range src {
-		a[8+i] = src[i] ^ m[4+i]
+	ip := peer.Addr().As4()
+	for i := range ip {
+		a[8+i] = ip[i] ^ m[4+i]
 	}
 	// DATA
 	binary.BigEndian.PutUint16(m[head-4:head-2], attrData)
