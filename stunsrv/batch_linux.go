@@ -444,11 +444,3 @@ func (w *SocketWriter) Cap() int     { return len(w.b.out) }
 
 // Flush sends what is queued; on an error the rest of the batch is dropped.
 func (w *SocketWriter) Flush() error { return w.b.flush() }
-
-// IsIPv6Socket reports whether rc is an AF_INET6 socket (dual-stack ones
-// included), which takes IPv6 socket addresses only.
-func IsIPv6Socket(rc syscall.RawConn) bool {
-	domain := 0
-	rc.Control(func(fd uintptr) { domain, _ = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_DOMAIN) })
-	return domain == unix.AF_INET6
-}

@@ -58,6 +58,3 @@ func (*SocketWriter) Queue([]byte, netip.AddrPort) {}
 func (*SocketWriter) Pending() int                 { return 0 }
 func (*SocketWriter) Cap() int                     { return 1 }
 func (*SocketWriter) Flush() error                 { return nil }
-
-// IsIPv6Socket is only needed by SocketWriter.
-func IsIPv6Socket(syscall.RawConn) bool { return false }

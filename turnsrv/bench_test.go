@@ -50,8 +50,8 @@ func wrapperServer() *Server {
 }
 
 // The per-packet code icebox owns must not allocate: the client-facing
-// read of ChannelData, and the relay socket's counted read and
-// policy-checked write.
+// read of ChannelData, the relay socket's counted read and
+// policy-checked write, and the data plane's policy check.
 func TestHotPathAllocs(t *testing.T) {
 	if raceEnabled {
 		t.Skip("the race detector allocates")
@@ -63,11 +63,14 @@ func TestHotPathAllocs(t *testing.T) {
 	buf := make([]byte, 1600)
 	public := &net.UDPAddr{IP: net.IPv4(8, 8, 8, 8), Port: 3478}
 	otherRelay := &net.UDPAddr{IP: net.IPv4(192, 0, 2, 10), Port: 50000}
+	var ch dpChannel
 	for name, f := range map[string]func(){
 		"front ReadFrom ChannelData": func() { front.ReadFrom(buf) },
 		"relay ReadFrom":             func() { relay.ReadFrom(buf) },
 		"relay WriteTo public peer":  func() { relay.WriteTo(buf[:160], public) },
 		"relay WriteTo other relay":  func() { relay.WriteTo(buf[:160], otherRelay) },
+		// AllocsPerRun's warm-up run makes the verdict; then it is cached.
+		"data plane policy check": func() { s.dp.allowed(&ch.verdict, otherRelay.AddrPort()) },
 	} {
 		if n := testing.AllocsPerRun(1000, f); n != 0 {
 			t.Errorf("%s: %v allocs per packet, want 0", name, n)
@@ -82,6 +85,29 @@ func BenchmarkFrontDoorChannelData(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		front.ReadFrom(buf)
+	}
+}
+
+// BenchmarkDataPlanePolicyCheck is the peer policy's per-packet cost on
+// the data plane's path, with the verdict cached for the channel: for a
+// public peer, and for a peer on the relay address (another allocation's
+// relay, the case whose port is checked per packet).
+func BenchmarkDataPlanePolicyCheck(b *testing.B) {
+	s := wrapperServer()
+	for name, peer := range map[string]netip.AddrPort{
+		"public":      netip.MustParseAddrPort("8.8.8.8:3478"),
+		"other_relay": netip.MustParseAddrPort("192.0.2.10:50000"),
+	} {
+		b.Run(name, func(b *testing.B) {
+			var ch dpChannel
+			if !s.dp.allowed(&ch.verdict, peer) {
+				b.Fatalf("%v refused", peer)
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				s.dp.allowed(&ch.verdict, peer)
+			}
+		})
 	}
 }
 

@@ -59,6 +59,12 @@ func (f *clientFast) Relay(msg []byte, from netip.AddrPort) bool {
 
 func (f *clientFast) Flush() { f.snd.flush() }
 
+// offered reports whether the front door offers every ChannelData message
+// and STUN message to the fast path (Relay) before its reader returns it:
+// then the reader gets only what the data plane already declined, and
+// need not parse it again.
+func (f *clientFast) offered() bool { return f != nil && f.snd != nil }
+
 func (c *packetConn) ReadFrom(p []byte) (int, net.Addr, error) {
 	if c.fast == nil {
 		c.fast = &clientFast{dp: c.s.dp, snd: newPeerSender(c.s.metrics)}
@@ -71,15 +77,16 @@ func (c *packetConn) ReadFrom(p []byte) (int, net.Addr, error) {
 		if err != nil || n < 4 {
 			return n, addr, err
 		}
+		offered := c.fast.offered()
 		switch p[0] >> 6 {
 		case 1: // ChannelData: the data plane's, unless it does not know the channel
-			if c.s.dp.fromClient(p[:n], connIDOf(addr), nil) {
+			if !offered && c.s.dp.fromClient(p[:n], connIDOf(addr), nil) {
 				continue
 			}
 			return n, addr, nil
 		case 0:
 			id := connIDOf(addr)
-			if c.s.dp.fromSend(p[:n], id, nil) || !c.s.inspect(p[:n], addr, c) {
+			if (!offered && c.s.dp.fromSend(p[:n], id, nil)) || !c.s.inspect(p[:n], addr, c) {
 				continue
 			}
 			c.s.dp.noteRequest(p[:n], id)
@@ -223,13 +230,14 @@ func (c *frameConn) Read(p []byte) (int, error) {
 		if n < 4 {
 			return n, nil
 		}
+		offered := c.fast.offered() // as in packetConn.ReadFrom
 		switch p[0] >> 6 {
 		case 1:
-			if c.s.dp.fromClient(p[:n], c.id, nil) {
+			if !offered && c.s.dp.fromClient(p[:n], c.id, nil) {
 				continue
 			}
 		case 0:
-			if c.s.dp.fromSend(p[:n], c.id, nil) || !c.s.inspect(p[:n], c.RemoteAddr(), c) {
+			if (!offered && c.s.dp.fromSend(p[:n], c.id, nil)) || !c.s.inspect(p[:n], c.RemoteAddr(), c) {
 				continue
 			}
 			c.s.dp.noteRequest(p[:n], c.id)
@@ -302,7 +310,11 @@ func (g *relayGenerator) AllocatePacketConn(network string, requestedPort int) (
 	}
 	g.s.relayPorts.add(ua.Port)
 	rc := &relayConn{PacketConn: conn, s: g.s, port: ua.Port}
-	if udp, ok := conn.(*net.UDPConn); ok {
+	// The data plane takes IPv4 relay sockets only, as pion asks for
+	// (allocation.Manager opens "udp4"; inspect answers 443 for IPv6
+	// peers): it builds IPv4 Data indications and sends to IPv4 peers.
+	// Anything else stays pion's alone.
+	if udp, ok := conn.(*net.UDPConn); ok && network == "udp4" {
 		rc.initDataPlane(udp)
 		g.s.dp.relayOpened(ua.Port, rc)
 	}
@@ -369,7 +381,6 @@ type relayConn struct {
 	// one write.
 	udp     *net.UDPConn
 	raw     syscall.RawConn // udp's, for batched sends to peers; nil if none
-	ipv6    bool            // udp's family
 	alloc   atomic.Pointer[dpAlloc]
 	batch   *stunsrv.BatchReader // nil: one datagram per read, into buf
 	serveFn func() bool          // c.serve, made once
@@ -395,10 +406,10 @@ type relayConn struct {
 const rtpMTU = 1600
 
 // Room the data plane keeps around a datagram read from a peer: a
-// ChannelData header or a Data indication's headers (IPv6 the larger)
-// before it, padding after it.
+// ChannelData header or a Data indication's headers (the larger) before
+// it, padding after it. Relay sockets are IPv4, so are their peers.
 const (
-	headroom = dataIndicationHead6
+	headroom = dataIndicationHead4
 	tailroom = 3
 )
 
@@ -423,7 +434,6 @@ func (c *relayConn) initDataPlane(udp *net.UDPConn) {
 	c.buf = make([]byte, headroom+rtpMTU+tailroom)
 	if raw, err := udp.SyscallConn(); err == nil {
 		c.raw = raw
-		c.ipv6 = stunsrv.IsIPv6Socket(raw)
 	}
 	var seed [32]byte
 	crand.Read(seed[:])
@@ -636,7 +646,5 @@ func (s *Server) toRelayRefused(dst *net.UDPAddr) bool {
 }
 
 func (s *Server) toRelayRefusedAddr(dst netip.AddrPort) bool {
-	a, _ := canonicalPeer(dst.Addr()) // whatever form, the relay address is checked
-	p := s.live.Load().policy
-	return p.isRelay(a) && !s.relayPorts.has(int(dst.Port())) && !p.allowed(a)
+	return s.live.Load().policy.relayPortsOnly(dst.Addr()) && !s.relayPorts.has(int(dst.Port()))
 }

@@ -123,11 +123,15 @@ type dpPerm struct {
 	verdict atomic.Pointer[policyVerdict]
 }
 
-// policyVerdict caches the peer policy's answer for one channel until a
-// reload swaps the policy.
+// policyVerdict caches the peer policy's answer for one channel or
+// permission until a reload swaps the policy.
 type policyVerdict struct {
 	lv     *live
 	reason string
+	// relayPortsOnly: the peer's address is the relay address, where only
+	// live relay ports may be reached (peerPolicy.relayPortsOnly); made
+	// once with the verdict, the port is checked per packet.
+	relayPortsOnly bool
 }
 
 type pendingRequest struct {
@@ -434,14 +438,15 @@ func (a *dpAlloc) unexpired(ch *dpChannel, now int64) bool {
 
 // refusal is the current peer policy's verdict on ip, cached in verdict
 // and recomputed only after a reload.
-func (d *dataPlane) refusal(verdict *atomic.Pointer[policyVerdict], ip netip.Addr) string {
+func (d *dataPlane) refusal(verdict *atomic.Pointer[policyVerdict], ip netip.Addr) *policyVerdict {
 	lv := d.s.live.Load()
 	if v := verdict.Load(); v != nil && v.lv == lv {
-		return v.reason
+		return v
 	}
-	v := &policyVerdict{lv: lv, reason: lv.policy.refusal(ip.AsSlice())}
+	p := lv.policy
+	v := &policyVerdict{lv: lv, reason: p.refusal(ip.AsSlice()), relayPortsOnly: p.relayPortsOnly(ip)}
 	verdict.Store(v)
-	return v.reason
+	return v
 }
 
 // pass checks a datagram on ch against lifetimes and policy, counting
@@ -467,11 +472,12 @@ func (d *dataPlane) passPerm(p *dpPerm, peer netip.AddrPort) bool {
 // allowed applies the current peer policy to peer, counting a refusal.
 func (d *dataPlane) allowed(verdict *atomic.Pointer[policyVerdict], peer netip.AddrPort) bool {
 	m := d.s.metrics
-	if r := d.refusal(verdict, peer.Addr()); r != "" {
+	v := d.refusal(verdict, peer.Addr())
+	if v.reason != "" {
 		m.fastDrops[dropRefused].Inc()
 		return false
 	}
-	if d.s.toRelayRefusedAddr(peer) {
+	if v.relayPortsOnly && !d.s.relayPorts.has(int(peer.Port())) {
 		m.peerRefusals[refuseRelayPort].Inc()
 		return false
 	}
@@ -504,7 +510,7 @@ func (d *dataPlane) fromClient(b []byte, from connID, snd *peerSender) bool {
 // inspect answers 443 before pion grants one, this only makes sure.
 func (d *dataPlane) toPeer(relay *relayConn, payload []byte, peer netip.AddrPort, snd *peerSender) {
 	m := d.s.metrics
-	if !relay.ipv6 && !peer.Addr().Unmap().Is4() {
+	if !peer.Addr().Unmap().Is4() { // relay sockets are IPv4
 		m.fastDrops[dropWrite].Inc()
 		return
 	}
@@ -543,7 +549,7 @@ func (p *peerSender) queue(relay *relayConn, payload []byte, peer netip.AddrPort
 	if p.relay != relay {
 		p.flush()
 		p.relay = relay
-		p.w.Use(relay.raw, relay.ipv6)
+		p.w.Use(relay.raw, false) // relay sockets are IPv4
 	}
 	p.w.Queue(payload, peer)
 	p.bytes += len(payload)
@@ -627,14 +633,11 @@ func parseSend(b []byte) (peer netip.AddrPort, data []byte, ok bool) {
 	return peer, data, havePeer && data != nil && !a.truncated(off)
 }
 
-// Sizes of a Data indication's header and attribute headers before the
+// Size of a Data indication's header and attribute headers before the
 // data, as pion's stun.Build writes them: the STUN header, XOR-PEER-ADDRESS
-// (IPv4 or IPv6), the DATA attribute's header. No FINGERPRINT: pion sends
-// none.
-const (
-	dataIndicationHead4 = stunHeaderLen + 4 + 8 + 4
-	dataIndicationHead6 = stunHeaderLen + 4 + 20 + 4
-)
+// (IPv4: relay sockets are IPv4, so are their peers), the DATA attribute's
+// header. No FINGERPRINT: pion sends none.
+const dataIndicationHead4 = stunHeaderLen + 4 + 8 + 4
 
 // fromPeer sends a peer's datagram, at slot[headroom:headroom+n] with room
 // for padding after it, to the client: as ChannelData if the data plane
@@ -684,15 +687,12 @@ func (d *dataPlane) fromPeer(rc *relayConn, a *dpAlloc, slot []byte, n int, peer
 	return true
 }
 
-// dataIndication writes a Data indication around the peer's datagram at
-// slot[headroom:headroom+n] (RFC 8656 §11.6) and returns it: the same bytes
-// pion's stun.Build would send, with a transaction ID from the relay's
-// own generator.
+// dataIndication writes a Data indication around the IPv4 peer's datagram
+// at slot[headroom:headroom+n] (RFC 8656 §11.6) and returns it: the same
+// bytes pion's stun.Build would send, with a transaction ID from the
+// relay's own generator.
 func (c *relayConn) dataIndication(slot []byte, n int, peer netip.AddrPort) []byte {
-	head := dataIndicationHead4
-	if !peer.Addr().Is4() {
-		head = dataIndicationHead6
-	}
+	const head = dataIndicationHead4
 	padded := (n + 3) &^ 3
 	clear(slot[headroom+n : headroom+padded])
 	m := slot[headroom-head : headroom+padded]
@@ -705,19 +705,11 @@ func (c *relayConn) dataIndication(slot []byte, n int, peer netip.AddrPort) []by
 	a := m[stunHeaderLen : head-4]
 	binary.BigEndian.PutUint16(a[0:2], attrXORPeerAddress)
 	binary.BigEndian.PutUint16(a[2:4], uint16(len(a)-4))
-	family := uint16(familyIPv4)
-	if len(a) == 24 {
-		family = familyIPv6
-	}
-	binary.BigEndian.PutUint16(a[4:6], family)
+	binary.BigEndian.PutUint16(a[4:6], familyIPv4)
 	binary.BigEndian.PutUint16(a[6:8], peer.Port()^stunMagicCookie>>16)
-	ip := peer.Addr().As16()
-	src := ip[12:]
-	if family == familyIPv6 {
-		src = ip[:]
-	}
-	for i := range src {
-		a[8+i] = src[i] ^ m[4+i]
+	ip := peer.Addr().As4()
+	for i := range ip {
+		a[8+i] = ip[i] ^ m[4+i]
 	}
 	// DATA
 	binary.BigEndian.PutUint16(m[head-4:head-2], attrData)

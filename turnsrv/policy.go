@@ -131,6 +131,15 @@ func (p *peerPolicy) isRelay(a netip.Addr) bool {
 	return false
 }
 
+// relayPortsOnly reports whether a, in whatever form, is the relay
+// address and the policy does not allow it: there, only the ports of live
+// relays may be reached. It does not depend on the port, so the data plane
+// caches it per channel and permission.
+func (p *peerPolicy) relayPortsOnly(a netip.Addr) bool {
+	c, _ := canonicalPeer(a)
+	return p.isRelay(c) && !p.allowed(c)
+}
+
 func containsAddr(ps []netip.Prefix, a netip.Addr) bool {
 	for _, p := range ps {
 		if p.Contains(a) {
