@@ -160,11 +160,7 @@ func load(o options) (result, error) {
 		res.rssAfter, err = rss(o.pid)
 		return res, err
 	}
-	cpu0, err := cpuTime(o.pid)
-	if err != nil {
-		return res, err
-	}
-	self0, err := cpuTime(os.Getpid())
+	cpu0, self0, err := cpuTimes(o.pid)
 	if err != nil {
 		return res, err
 	}
@@ -182,11 +178,7 @@ func load(o options) (result, error) {
 	}
 	wg.Wait()
 	res.elapsed = time.Since(start)
-	cpu1, err := cpuTime(o.pid)
-	if err != nil {
-		return res, err
-	}
-	self1, err := cpuTime(os.Getpid())
+	cpu1, self1, err := cpuTimes(o.pid)
 	if err != nil {
 		return res, err
 	}
@@ -243,6 +235,16 @@ type heldFlow struct{ c *turnClient }
 
 func (f *heldFlow) run(time.Time) (int64, int64, int64) { return 0, 0, 0 }
 func (f *heldFlow) close()                              { f.c.release(); f.c.Close() }
+
+// cpuTimes is the CPU time used so far by the server (pid) and by this
+// load generator, read together so that each run brackets both alike.
+func cpuTimes(pid int) (server, self time.Duration, err error) {
+	if server, err = cpuTime(pid); err != nil {
+		return 0, 0, err
+	}
+	self, err = cpuTime(os.Getpid())
+	return server, self, err
+}
 
 // cpuTime is the user plus system CPU time pid has used, all threads.
 func cpuTime(pid int) (time.Duration, error) {
