@@ -6,8 +6,6 @@ import (
 	"errors"
 	"net"
 	"net/http"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -259,24 +257,6 @@ func eventually(t testing.TB, what string, cond func() bool) {
 		}
 		<-tick.C
 	}
-}
-
-// testLog collects the server's log lines, to check what is logged.
-type testLog struct {
-	mu  sync.Mutex
-	buf strings.Builder
-}
-
-func (l *testLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *testLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
 }
 
 func ptr[T any](v T) *T { return &v }

@@ -312,7 +312,7 @@ func TestICEServersEndpoint(t *testing.T) {
 // debug level.
 func TestLogging(t *testing.T) {
 	for _, level := range []slog.Level{slog.LevelInfo, slog.LevelDebug} {
-		var out testLog
+		var out testenv.LogBuffer
 		log := slog.New(slog.NewTextHandler(&out, &slog.HandlerOptions{Level: level}))
 		ts := startServer(t, testConfig(), Options{Logger: log})
 		a := join(t, ts.url("room=r"))

@@ -16,12 +16,12 @@ import (
 )
 
 // startDaemon runs icebox in-process on the given config.
-func startDaemon(t *testing.T, cfg Config) (*daemon, *syncWriter) {
+func startDaemon(t *testing.T, cfg Config) (*daemon, *testenv.LogBuffer) {
 	t.Helper()
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncWriter{}
+	logs := &testenv.LogBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, nil))
 	d, err := start(cfg, log)
 	if err != nil {

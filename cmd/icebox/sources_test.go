@@ -40,7 +40,7 @@ func TestFindConfig(t *testing.T) {
 // daemonWithConfigFile writes cfg to a file, loads it as the daemon does
 // (with systemd credentials applied) and starts the daemon on it. It
 // returns the file and the daemon's TURN address.
-func daemonWithConfigFile(t *testing.T, cfg Config) (string, string, *syncWriter) {
+func daemonWithConfigFile(t *testing.T, cfg Config) (string, string, *testenv.LogBuffer) {
 	t.Helper()
 	path := writeTestConfig(t, cfg)
 	loaded, err := LoadConfig(path)

@@ -1,10 +1,8 @@
 package cluster
 
 import (
-	"bytes"
 	"log/slog"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -176,13 +174,13 @@ func BenchmarkForwardDelivered(b *testing.B) {
 // other's messages for its own; the operator is told so, once.
 func TestSameNameIsLogged(t *testing.T) {
 	nats := testenv.StartNATS(t, "name-token")
-	var logs [2]*logBuffer
+	var logs [2]*testenv.LogBuffer
 	var nodes [2]*Node
 	for i := range nodes {
 		cfg := DefaultConfig()
 		cfg.Enabled, cfg.URLs, cfg.Token, cfg.Secret, cfg.Node = true, []string{nats.URL()}, "name-token", testSecret, "node-1"
 		cfg.Heartbeat = 200 * time.Millisecond
-		logs[i] = &logBuffer{}
+		logs[i] = &testenv.LogBuffer{}
 		n, err := New(cfg, Options{Logger: slog.New(slog.NewTextHandler(logs[i], nil))})
 		if err != nil {
 			t.Fatal(err)
@@ -203,23 +201,4 @@ func TestSameNameIsLogged(t *testing.T) {
 	if nodes[0].Peers() != 0 {
 		t.Errorf("node sees %d peers, want 0: a node of its own name is not a peer", nodes[0].Peers())
 	}
-}
-
-// logBuffer collects a node's log lines; the node writes from its own
-// goroutines.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
