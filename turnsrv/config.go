@@ -203,6 +203,8 @@ func (c *Config) Validate() error {
 	}
 	if c.CredentialTTL <= 0 {
 		add("credential_ttl", "must be positive", "write a duration such as 12h")
+	} else if why, fix, refuse := JudgeCredentialTTL(c.CredentialTTL); refuse {
+		add("credential_ttl", fmt.Sprintf("%v is too short: %s", c.CredentialTTL, why), fix)
 	}
 	if c.MaxTTL <= 0 {
 		add("max_ttl", "must be positive", "write a duration such as 24h")
@@ -310,4 +312,29 @@ func validEnvName(s string) bool {
 		}
 	}
 	return s != ""
+}
+
+// A TURN credential is checked on every authenticated request of a call
+// (Allocate, Refresh, CreatePermission, ChannelBind), not just the first:
+// a relayed call stops working soon after its credential expires.
+const (
+	// MinCredentialTTL is refused: too short to set up a call with.
+	MinCredentialTTL = time.Minute
+	// shortCredentialTTL is warned about: a call outliving it loses its relay at the
+	// next Refresh or permission renewal (every 5 minutes at the latest).
+	shortCredentialTTL = 10 * time.Minute
+)
+
+// JudgeCredentialTTL says what is wrong with a credential lifetime
+// (credential_ttl here, or icebox credentials -ttl), what to use instead,
+// and whether it is too short to hand out at all.
+func JudgeCredentialTTL(ttl time.Duration) (why, fix string, refuse bool) {
+	why = "icebox checks the credential on every TURN request of a call (allocate, refresh, permission), so a relayed call stops soon after it expires"
+	switch {
+	case ttl < MinCredentialTTL:
+		return why, fmt.Sprintf("use %v or more (1h or more for calls)", MinCredentialTTL), true
+	case ttl < shortCredentialTTL:
+		return why, "use 1h or more unless calls are that short", false
+	}
+	return "", "", false
 }

@@ -133,11 +133,6 @@ func (c *Config) Validate() error {
 	}
 	errs = append(errs, cfgerr.In("stun", c.STUN.Validate()))
 	errs = append(errs, cfgerr.In("turn", c.TURN.Validate()))
-	if ttl := c.TURN.CredentialTTL; ttl > 0 { // turn.Validate refuses the rest
-		if why, fix, refuse := judgeTTL(ttl); refuse {
-			errs = append(errs, cfgerr.New("turn.credential_ttl", fmt.Sprintf("%v is too short: %s", ttl, why), fix))
-		}
-	}
 	errs = append(errs, cfgerr.In("signal", c.Signal.Validate()))
 	if h := c.Signal.ICEHost; h != "" && !dnsname.Valid(strings.TrimSuffix(h, ".")) {
 		errs = append(errs, cfgerr.New("signal.ice_host", fmt.Sprintf("%q is not a DNS name", h), `write a bare name such as "turn.example.com", without scheme or port`))

@@ -9,6 +9,8 @@ import (
 
 	"icebox/internal/credentials"
 	"icebox/signal"
+
+	"icebox/turnsrv"
 )
 
 // credentialsCmd is `icebox credentials`: ICE servers with a fresh TURN
@@ -38,7 +40,7 @@ func credentialsCmd(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "icebox: -ttl %v is longer than turn.max_ttl (%v): the server would refuse it\n", *ttl, cfg.TURN.MaxTTL)
 		return 2
 	}
-	if why, fix, refuse := judgeTTL(*ttl); refuse {
+	if why, fix, refuse := turnsrv.JudgeCredentialTTL(*ttl); refuse {
 		fmt.Fprintf(stderr, "icebox: -ttl %v is too short: %s; %s\n", *ttl, why, fix)
 		return 2
 	} else if why != "" {
@@ -58,31 +60,6 @@ func credentialsCmd(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
-}
-
-// A TURN credential is checked on every authenticated request of a call
-// (Allocate, Refresh, CreatePermission, ChannelBind), not just the first:
-// a relayed call stops working soon after its credential expires.
-const (
-	// minUsefulTTL is refused: too short to set up a call with.
-	minUsefulTTL = time.Minute
-	// shortTTL is warned about: a call outliving it loses its relay at the
-	// next Refresh or permission renewal (every 5 minutes at the latest).
-	shortTTL = 10 * time.Minute
-)
-
-// judgeTTL says what is wrong with a credential lifetime (-ttl, or
-// turn.credential_ttl in Config.Validate), what to use instead, and
-// whether it is too short to hand out at all.
-func judgeTTL(ttl time.Duration) (why, fix string, refuse bool) {
-	why = "icebox checks the credential on every TURN request of a call (allocate, refresh, permission), so a relayed call stops soon after it expires"
-	switch {
-	case ttl < minUsefulTTL:
-		return why, fmt.Sprintf("use %v or more (1h or more for calls)", minUsefulTTL), true
-	case ttl < shortTTL:
-		return why, "use 1h or more unless calls are that short", false
-	}
-	return "", "", false
 }
 
 // defaultTokenTTL is icebox token's -ttl when none is given.

@@ -191,11 +191,7 @@ func start(cfg Config, log *slog.Logger) (_ *daemon, err error) {
 		log.Warn("clients are told a non-public address for TURN relays: only clients on this network can use them; set public_ip to the address clients reach",
 			"public_ip", d.publicIP, "range", why)
 	}
-	// Validate refuses what judgeTTL refuses; a short one is allowed, as
-	// with icebox credentials -ttl, and said.
-	if why, fix, _ := judgeTTL(cfg.TURN.CredentialTTL); cfg.TURN.Enabled && why != "" {
-		log.Warn("turn.credential_ttl is short: "+why, "credential_ttl", cfg.TURN.CredentialTTL, "fix", fix)
-	}
+	warnShortCredentialTTL(log, cfg.TURN)
 
 	if d.tls, err = startTLS(cfg, log.With("part", "tls"), d.reg); err != nil {
 		return d, err
@@ -357,3 +353,13 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, rl reloader) error
 
 // stopTimeout bounds a graceful stop; systemd's TimeoutStopSec is longer.
 const stopTimeout = 10 * time.Second
+
+// warnShortCredentialTTL says so when turn.credential_ttl is short enough
+// to cut calls off, at start and on reload. Validate refuses what
+// JudgeCredentialTTL refuses; a short one is allowed, as with icebox
+// credentials -ttl, and said.
+func warnShortCredentialTTL(log *slog.Logger, turn turnsrv.Config) {
+	if why, fix, _ := turnsrv.JudgeCredentialTTL(turn.CredentialTTL); turn.Enabled && why != "" {
+		log.Warn("turn.credential_ttl is short: "+why, "credential_ttl", turn.CredentialTTL, "fix", fix)
+	}
+}

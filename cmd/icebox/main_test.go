@@ -112,3 +112,22 @@ func TestShortCredentialTTLIsWarnedAbout(t *testing.T) {
 		}
 	}
 }
+
+// TestShortCredentialTTLIsWarnedAboutOnReload: a SIGHUP that shortens
+// turn.credential_ttl says so as start-up does.
+func TestShortCredentialTTLIsWarnedAboutOnReload(t *testing.T) {
+	const warning = "turn.credential_ttl is short"
+	cfg := testConfig(t)
+	d, logs := startDaemon(t, cfg)
+	if strings.Contains(logs.String(), warning) {
+		t.Fatalf("warned at start with credential_ttl %v", cfg.TURN.CredentialTTL)
+	}
+	next := cfg
+	next.TURN.CredentialTTL = 5 * time.Minute
+	if err := d.reload(cfg, next, new(slog.LevelVar)); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(logs.String(), warning) {
+		t.Errorf("reload to credential_ttl 5m: no warning; log:\n%s", logs)
+	}
+}

@@ -65,6 +65,7 @@ func (d *daemon) reload(old, cfg Config, level *slog.LevelVar) error {
 	commitTLS()
 	if turnReload != nil {
 		turnReload.Commit()
+		warnShortCredentialTTL(d.log, cfg.TURN)
 	}
 	commitSignal()
 	d.stun.SetTCPIdleTimeout(cfg.STUN.TCPIdleTimeout)
