@@ -49,7 +49,8 @@ type mmsgBatch struct {
 	handler func() bool
 	idle    func()
 	serveFn func(fd uintptr) bool
-	empty   int // serve's reads that found nothing (a wake-up with no datagram)
+	empty   int  // serve's reads that found nothing (a wake-up with no datagram); TestServeWakesForADatagramAfterAShortBatch reads it
+	full    bool // serve's last batch filled every slot: there may be more
 	errno   syscall.Errno
 	sent    int
 }
@@ -198,7 +199,17 @@ func (b *mmsgBatch) serve(handler func() bool, idle func()) error {
 	if b.serveFn == nil {
 		b.serveFn = b.serveRecv
 	}
-	err := b.rc.Read(b.serveFn)
+	var err error
+	for {
+		b.full = false
+		err = b.rc.Read(b.serveFn)
+		// A full batch ends the Read, so that the runtime sees a Close or
+		// a passed deadline between batches: it checks them only when a
+		// Read starts or waits, and a steady flood never lets it wait.
+		if err != nil || b.errno != 0 || !b.full {
+			break
+		}
+	}
 	b.handler, b.idle = nil, nil
 	if err != nil {
 		return err
@@ -210,26 +221,29 @@ func (b *mmsgBatch) serve(handler func() bool, idle func()) error {
 }
 
 func (b *mmsgBatch) serveRecv(fd uintptr) bool {
-	for {
-		e := b.recvmmsg(fd)
-		if e == unix.EAGAIN || e == unix.EINTR {
-			b.empty++
-			b.wait()
-			return false
-		}
-		if e != 0 {
-			b.errno = e
-			return true
-		}
-		short := b.n < len(b.in)
-		if !b.handler() {
-			return true
-		}
-		if short {
-			b.wait()
-			return false
-		}
+	e := b.recvmmsg(fd)
+	for e == unix.EINTR {
+		e = b.recvmmsg(fd)
 	}
+	if e == unix.EAGAIN {
+		b.empty++
+		b.wait()
+		return false
+	}
+	if e != 0 {
+		b.errno = e
+		return true
+	}
+	short := b.n < len(b.in)
+	if !b.handler() {
+		return true
+	}
+	if short {
+		b.wait()
+		return false
+	}
+	b.full = true // serve reads again, in a new Read
+	return true
 }
 
 func (b *mmsgBatch) wait() {

@@ -116,3 +116,50 @@ func batchReaderPair(t *testing.T, headroom int) (rx, tx *net.UDPConn, r *BatchR
 	}
 	return rx, tx, r
 }
+
+// TestServeUnderAFloodEndsOnCloseAndDeadline: with every batch full (the
+// handler sends twice a batch for each one it reads), Serve never has to
+// wait, yet a Close or a passed read deadline must still end it, or a
+// flood could hold shutdown and reload forever.
+func TestServeUnderAFloodEndsOnCloseAndDeadline(t *testing.T) {
+	for _, end := range []string{"close", "deadline"} {
+		t.Run(end, func(t *testing.T) {
+			rx, tx, r := batchReaderPair(t, 0)
+			batches := make(chan struct{}, 1)
+			h := func() bool {
+				for {
+					if _, _, _, ok := r.Next(); !ok {
+						break
+					}
+				}
+				for range 16 {
+					tx.Write([]byte{1})
+				}
+				select {
+				case batches <- struct{}{}:
+				default:
+				}
+				return true
+			}
+			for range 16 {
+				tx.Write([]byte{1})
+			}
+			served := make(chan error, 1)
+			go func() { served <- r.Serve(h) }()
+			<-batches // the flood is on
+			if end == "close" {
+				rx.Close()
+			} else {
+				rx.SetReadDeadline(time.Now())
+			}
+			select {
+			case err := <-served:
+				if err == nil {
+					t.Fatal("Serve returned no error")
+				}
+			case <-time.After(time.Minute): // only a hang gets here
+				t.Fatalf("Serve still running a minute after the %s", end)
+			}
+		})
+	}
+}
