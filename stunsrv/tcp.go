@@ -256,8 +256,23 @@ type tcpConn struct {
 	fast FastPath
 }
 
-// Write writes p to the stream; any goroutine may.
-func (c *tcpConn) Write(p []byte) (int, error) { return c.w.Write(p) }
+// streamWriteTimeout bounds how long one write to a TCP or TLS client may
+// wait for the client to read: a client that stops reading would
+// otherwise hold the goroutine relaying to it, and its relay socket,
+// for good.
+const streamWriteTimeout = 10 * time.Second
+
+// Write writes p to the stream; any goroutine may. A write that fails,
+// or times out, closes the connection: a frame cut short leaves the
+// stream unusable.
+func (c *tcpConn) Write(p []byte) (int, error) {
+	c.Conn.SetWriteDeadline(time.Now().Add(streamWriteTimeout))
+	n, err := c.w.Write(p)
+	if err != nil {
+		c.Close()
+	}
+	return n, err
+}
 
 // SetAllocated tells the connection whether it holds a TURN allocation:
 // only then may it stay quiet for the TURN idle timeout (an allocation's

@@ -494,3 +494,35 @@ func TestRelayReadLoopSurvivesReadErrors(t *testing.T) {
 	c.roundTrip(t, 0x4000, peer, "after")
 	ts.waitAllocations(t, 1)
 }
+
+// TestStalledTCPClientIsClosed: a TCP client that stops reading while its
+// peer floods it is closed once a write to it has waited the stream write
+// timeout, instead of holding its relay for good; another client's relay
+// keeps working.
+func TestStalledTCPClientIsClosed(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits out the 10s stream write timeout")
+	}
+	ts := startServer(t, testConfig())
+	stalled := allocateRaw(t, ts, "tcp")
+	peer := peerSocket(t)
+	mustSucceed(t, stalled.bind(0x4000, peer), "channel bind")
+	legit := allocateRaw(t, ts, "udp")
+	legitPeer := peerSocket(t)
+	mustSucceed(t, legit.bind(0x4000, legitPeer), "channel bind")
+	connections := func() float64 { return testenv.GatherValue(t, ts.frontReg, "icebox_stun_tcp_connections") }
+	if got := connections(); got != 1 {
+		t.Fatalf("%v TCP connections, want the stalled client's", got)
+	}
+	// The stalled client never reads again; its peer sends far more than
+	// the socket buffers between them hold.
+	payload := make([]byte, 1000)
+	for range 100000 {
+		if _, err := peer.WriteToUDPAddrPort(payload, stalled.relay); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testenv.WaitFor(t, time.Minute, "the server to close the client that stopped reading",
+		func() bool { return connections() == 0 })
+	legit.roundTrip(t, 0x4000, legitPeer, "after the stalled client")
+}
