@@ -34,7 +34,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"hash/crc32"
 	"net"
 	"net/netip"
 	"os"
@@ -136,6 +135,11 @@ func load(o options) (result, error) {
 	}
 	if o.window < 1 {
 		return res, errors.New("-window must be at least 1")
+	}
+	if (o.mode == "channel" || o.mode == "send") && o.size < 4 {
+		// The payload's first four bytes carry the window number that
+		// tells a late answer from a current one.
+		return res, errors.New("-size must be at least 4 in channel and send modes")
 	}
 	flows := make([]flow, 0, o.flows)
 	defer func() {
@@ -467,7 +471,7 @@ func (f *relayFlow) tag(epoch uint32) {
 	if f.o.mode == "send" {
 		// The FINGERPRINT, last, covers the data (RFC 8489 §14.7).
 		fp := f.msg[len(f.msg)-4:]
-		binary.BigEndian.PutUint32(fp, crc32.ChecksumIEEE(f.msg[:len(f.msg)-8])^0x5354554e)
+		binary.BigEndian.PutUint32(fp, stun.FingerprintValue(f.msg[:len(f.msg)-8]))
 	}
 }
 
