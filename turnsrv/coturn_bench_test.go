@@ -23,7 +23,7 @@ import (
 // BenchmarkVersusCoturnRelay relays the same load through icebox and
 // coturn, each its own process on 127.0.0.1 with the same REST secret, in
 // the same run: on a shared machine only the ratio between the two means
-// anything.
+// anything. Servers and clients are pinned to different CPUs (pinned).
 //
 //	go test -run '^$' -bench VersusCoturnRelay -benchtime=1x ./turnsrv
 //
@@ -87,6 +87,26 @@ const (
 	relayLength   = 170 // bytes, a typical audio packet
 )
 
+// As bench/compare.sh does: each server on CPU 1, uclient and the echoing
+// peer on CPU 0, so that the servers are measured at the same load, not
+// sharing a core with their clients. A Go server pinned to one CPU runs
+// with GOMAXPROCS=1, as one pinned by systemd's CPUAffinity would.
+const (
+	serverCPU = "1"
+	loadCPU   = "0"
+)
+
+// pinned is exec.CommandContext under taskset on cpu; taskset execs the
+// program, so the pid is the program's. Without taskset or a second CPU
+// it runs unpinned.
+func pinned(ctx context.Context, cpu, name string, args ...string) *exec.Cmd {
+	taskset, err := exec.LookPath("taskset")
+	if err != nil || runtime.NumCPU() < 2 {
+		return exec.CommandContext(ctx, name, args...)
+	}
+	return exec.CommandContext(ctx, taskset, append([]string{"-c", cpu, name}, args...)...)
+}
+
 // relayServer is a TURN server process: its port on 127.0.0.1 (UDP and
 // TCP) and its pid, whose CPU time is read from /proc.
 type relayServer struct {
@@ -142,7 +162,7 @@ func runUclient(b *testing.B, uclient string, args []string) uclientResult {
 	b.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, uclient, args...).CombinedOutput()
+	out, err := pinned(ctx, loadCPU, uclient, args...).CombinedOutput()
 	totals := uclientTotals.FindSubmatch(out)
 	rtt := uclientRTT.FindSubmatch(out)
 	if err != nil || totals == nil || rtt == nil {
@@ -195,7 +215,7 @@ func startIceboxRelay(b *testing.B) relayServer {
 	if err := os.WriteFile(cfgFile, []byte(strings.Join(cfg, "\n")), 0o600); err != nil {
 		b.Fatal(err)
 	}
-	return startRelay(b, "icebox", exec.Command(bin, "-config", cfgFile), port)
+	return startRelay(b, "icebox", pinned(context.Background(), serverCPU, bin, "-config", cfgFile), port)
 }
 
 // benchConfig reads bench/name, the configuration bench/compare.sh runs
@@ -218,7 +238,7 @@ func startCoturnRelay(b *testing.B) relayServer {
 	bin := testenv.Tool(b, "turnserver", "coturn")
 	dir := b.TempDir()
 	port := testenv.FreePort(b)
-	cmd := exec.Command(bin, benchConfig(b, "coturn.args", dir, port)...)
+	cmd := pinned(context.Background(), serverCPU, bin, benchConfig(b, "coturn.args", dir, port)...)
 	return startRelay(b, "coturn", cmd, port)
 }
 
@@ -247,7 +267,7 @@ func startEchoPeer(b *testing.B, bin string) int {
 	}
 	defer c.Close()
 	ping, buf := []byte("icebox"), make([]byte, 64)
-	testenv.StartProcess(b, exec.Command(bin, "-L", "127.0.0.1", "-p", strconv.Itoa(port)), func() error {
+	testenv.StartProcess(b, pinned(context.Background(), loadCPU, bin, "-L", "127.0.0.1", "-p", strconv.Itoa(port)), func() error {
 		c.SetReadDeadline(time.Now().Add(time.Second))
 		if _, err := c.Write(ping); err != nil {
 			return err
