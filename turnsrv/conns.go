@@ -476,10 +476,8 @@ func (c *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
 		}
 		c.backoff = 0
 		if c.batch == nil {
-			c.s.metrics.fromPeerBytes.Add(float64(n))
-			c.s.metrics.fromPeerPackets.Inc()
-			from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
-			if a := c.alloc.Load(); a != nil && c.s.dp.fromPeer(c, a, slot, n, from) {
+			var relayed bool
+			if from, relayed = c.fromPeer(slot, n, from); relayed {
 				c.batchReads()
 				continue
 			}
@@ -513,7 +511,6 @@ func (c *relayConn) next() (slot []byte, n int, from netip.AddrPort, err error) 
 // first datagram that is pion's, held for next to return, after sending
 // what came before it.
 func (c *relayConn) serve() bool {
-	m := c.s.metrics
 	for {
 		slot, n, from, ok := c.batch.Next()
 		if !ok {
@@ -521,10 +518,8 @@ func (c *relayConn) serve() bool {
 			c.flushUDP()
 			return true
 		}
-		m.fromPeerBytes.Add(float64(n))
-		m.fromPeerPackets.Inc()
-		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
-		if a := c.alloc.Load(); a != nil && c.s.dp.fromPeer(c, a, slot, n, from) {
+		var relayed bool
+		if from, relayed = c.fromPeer(slot, n, from); relayed {
 			continue
 		}
 		c.flushStream() // what came before goes first
@@ -532,6 +527,18 @@ func (c *relayConn) serve() bool {
 		c.held, c.heldN, c.heldFrom = slot, n, from
 		return false
 	}
+}
+
+// fromPeer counts a peer's datagram and offers it to the data plane,
+// which reports whether it relayed it (or dropped it); from comes back
+// unmapped, for pion when the data plane did not take it.
+func (c *relayConn) fromPeer(slot []byte, n int, from netip.AddrPort) (netip.AddrPort, bool) {
+	m := c.s.metrics
+	m.fromPeerBytes.Add(float64(n))
+	m.fromPeerPackets.Inc()
+	from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+	a := c.alloc.Load()
+	return from, a != nil && c.s.dp.fromPeer(c, a, slot, n, from)
 }
 
 // queueStream queues one ChannelData frame for a stream client; the

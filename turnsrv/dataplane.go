@@ -266,22 +266,23 @@ func (d *dataPlane) noteRequest(b []byte, from connID) {
 	d.pending[id] = req
 }
 
-// xorPeerAddrPort decodes a well-formed XOR-PEER-ADDRESS value with its
-// port; cookieID is the magic cookie and transaction ID, 16 bytes. Unlike
-// inspect's use of xorPeer it refuses pion's lenient short forms: a peer it
-// cannot read is left to pion, which then relays that channel itself.
+// xorPeerAddrPort decodes a well-formed IPv4 XOR-PEER-ADDRESS value with
+// its port; cookieID is the magic cookie and transaction ID, 16 bytes.
+// Relay sockets are IPv4, so the data plane learns and relays only IPv4
+// peers: an IPv6 peer (which inspect answers with 443 before pion grants
+// it) and pion's lenient short forms are left to pion, unlike inspect's
+// use of xorPeer.
 func xorPeerAddrPort(v, cookieID []byte) (netip.AddrPort, bool) {
-	if len(v) != 8 && len(v) != 20 {
+	if len(v) != 8 {
 		return netip.AddrPort{}, false
 	}
 	var buf [16]byte
 	ip, ok := xorPeer(v, cookieID, buf[:])
-	if !ok || len(ip) != len(v)-4 {
+	if !ok || len(ip) != 4 {
 		return netip.AddrPort{}, false
 	}
-	a, _ := netip.AddrFromSlice(ip)
 	port := binary.BigEndian.Uint16(v[2:4]) ^ stunMagicCookie>>16
-	return netip.AddrPortFrom(a.Unmap(), port), true
+	return netip.AddrPortFrom(netip.AddrFrom4([4]byte(ip)), port), true
 }
 
 // noteResponse applies a request pion answered with success: out is how
@@ -503,17 +504,12 @@ func (d *dataPlane) fromClient(b []byte, from connID, snd *peerSender) bool {
 	return true
 }
 
-// toPeer sends payload out of relay to peer: queued on snd when the
-// caller batches its sends, else at once (an empty datagram too: a
-// batch entry needs a byte to point at; what snd holds goes first, so
-// that order is kept). A peer of the other address family is dropped:
-// inspect answers 443 before pion grants one, this only makes sure.
+// toPeer sends payload out of relay to peer, an IPv4 peer (the only
+// kind xorPeerAddrPort reads): queued on snd when the caller batches its
+// sends, else at once (an empty datagram too: a batch entry needs a byte
+// to point at; what snd holds goes first, so that order is kept).
 func (d *dataPlane) toPeer(relay *relayConn, payload []byte, peer netip.AddrPort, snd *peerSender) {
 	m := d.s.metrics
-	if !peer.Addr().Unmap().Is4() { // relay sockets are IPv4
-		m.fastDrops[dropWrite].Inc()
-		return
-	}
 	if snd != nil && snd.w != nil && relay.raw != nil {
 		if len(payload) > 0 {
 			snd.queue(relay, payload, peer)

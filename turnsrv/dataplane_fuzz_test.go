@@ -46,8 +46,13 @@ func FuzzDataPlaneLearning(f *testing.F) {
 			t.Fatalf("one request made %d permissions", n)
 		}
 		for _, p := range *a.perms.Load() {
-			if !p.ip.IsValid() || p.ip != p.ip.Unmap() {
-				t.Fatalf("permission for %v", p.ip)
+			if !p.ip.Is4() {
+				t.Fatalf("permission for %v: relay sockets reach only IPv4 peers", p.ip)
+			}
+		}
+		for _, ch := range *a.channels.Load() {
+			if !ch.peer.Addr().Is4() {
+				t.Fatalf("channel to %v: relay sockets reach only IPv4 peers", ch.peer)
 			}
 		}
 	})
@@ -72,6 +77,9 @@ func FuzzParseSend(f *testing.F) {
 		ap, data, ok := parseSend(b)
 		if !ok {
 			return
+		}
+		if !ap.Addr().Is4() {
+			t.Fatalf("relays to %v: relay sockets reach only IPv4 peers", ap)
 		}
 		m := &stun.Message{Raw: append([]byte(nil), b...)}
 		if err := m.Decode(); err != nil {
