@@ -2,7 +2,6 @@ package signal
 
 import (
 	"bytes"
-	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"io"
@@ -38,9 +37,9 @@ func TestTLS(t *testing.T) {
 	}
 	// The source logs each load and each refusal once: the test waits on
 	// those events, not on time.
-	events := make(chan string, 64)
+	events := make(chan slog.Record, 64)
 	files, err := certs.OpenFiles(certFile, keyFile, certs.FilesOptions{
-		Name: "signal.tls", Interval: 20 * time.Millisecond, Metrics: metrics, Logger: slog.New(messageChan(events)),
+		Name: "signal.tls", Interval: 20 * time.Millisecond, Metrics: metrics, Logger: slog.New(testenv.NewLogChan(events, "")),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -51,8 +50,8 @@ func TestTLS(t *testing.T) {
 		t.Helper()
 		for {
 			select {
-			case msg := <-events:
-				if msg == want {
+			case r := <-events:
+				if r.Message == want {
 					return
 				}
 			case <-time.After(10 * time.Second): // guards against hanging only
@@ -133,18 +132,3 @@ func TestTLS(t *testing.T) {
 		t.Errorf("%v loads counted, want 2: the first pair and the renewal", n)
 	}
 }
-
-// messageChan is a slog.Handler that sends each record's message to a
-// channel, dropping it when the channel is full.
-type messageChan chan string
-
-func (c messageChan) Enabled(context.Context, slog.Level) bool { return true }
-func (c messageChan) Handle(_ context.Context, r slog.Record) error {
-	select {
-	case c <- r.Message:
-	default:
-	}
-	return nil
-}
-func (c messageChan) WithAttrs([]slog.Attr) slog.Handler { return c }
-func (c messageChan) WithGroup(string) slog.Handler      { return c }

@@ -2,7 +2,6 @@ package tlsmux
 
 import (
 	"bufio"
-	"context"
 	"crypto/tls"
 	"errors"
 	"io"
@@ -187,8 +186,8 @@ func TestRouteWithoutTaker(t *testing.T) {
 func TestSilentClients(t *testing.T) {
 	t.Parallel()
 	const timeout = 300 * time.Millisecond
-	refusals := make(chan string, 64)
-	p := startPort(t, Options{TURN: true, HTTP: true, Timeout: timeout, MaxPending: 8, Logger: slog.New(refusalChan(refusals))})
+	refusals := make(chan slog.Record, 64)
+	p := startPort(t, Options{TURN: true, HTTP: true, Timeout: timeout, MaxPending: 8, Logger: slog.New(testenv.NewLogChan(refusals, refusedMessage))})
 	var silent []net.Conn
 	for range 4 { // no handshake at all
 		c, err := net.Dial("tcp4", p.addr)
@@ -228,8 +227,8 @@ func TestSilentClients(t *testing.T) {
 
 	// Past MaxPending, a connection is closed straight away. A timeout
 	// far beyond the test's waits: nothing here is cut by it.
-	refusals = make(chan string, 64)
-	q := startPort(t, Options{TURN: true, HTTP: true, Timeout: time.Minute, MaxPending: 8, Logger: slog.New(refusalChan(refusals))})
+	refusals = make(chan slog.Record, 64)
+	q := startPort(t, Options{TURN: true, HTTP: true, Timeout: time.Minute, MaxPending: 8, Logger: slog.New(testenv.NewLogChan(refusals, refusedMessage))})
 	var flood []net.Conn
 	for range 8 {
 		c, err := net.Dial("tcp4", q.addr)
@@ -261,14 +260,18 @@ func TestSilentClients(t *testing.T) {
 	legit(q)
 }
 
-// refused waits for n refusals from refusalChan, each for why (any
+// refusedMessage is what the mux logs for each connection it refuses,
+// with why.
+const refusedMessage = "tls port: connection refused"
+
+// refused waits for n refusals logged to refusals, each for why (any
 // reason when why is "").
-func refused(t *testing.T, refusals <-chan string, n int, why string) {
+func refused(t *testing.T, refusals <-chan slog.Record, n int, why string) {
 	t.Helper()
 	for i := range n {
 		select {
-		case got := <-refusals:
-			if why != "" && got != why {
+		case r := <-refusals:
+			if got := testenv.Attr(r, "why"); why != "" && got != why {
 				t.Fatalf("refusal %d: %q, want %q", i, got, why)
 			}
 		case <-time.After(10 * time.Second): // guards against hanging only
@@ -276,28 +279,3 @@ func refused(t *testing.T, refusals <-chan string, n int, why string) {
 		}
 	}
 }
-
-// refusalChan is a slog.Handler that sends the mux's refusals, with why,
-// to a channel.
-type refusalChan chan string
-
-func (c refusalChan) Enabled(context.Context, slog.Level) bool { return true }
-func (c refusalChan) Handle(_ context.Context, r slog.Record) error {
-	if r.Message != "tls port: connection refused" {
-		return nil
-	}
-	why := ""
-	r.Attrs(func(a slog.Attr) bool {
-		if a.Key == "why" {
-			why = a.Value.String()
-		}
-		return true
-	})
-	select {
-	case c <- why:
-	default: // more than the test waits for: it fails on the count
-	}
-	return nil
-}
-func (c refusalChan) WithAttrs([]slog.Attr) slog.Handler { return c }
-func (c refusalChan) WithGroup(string) slog.Handler      { return c }
