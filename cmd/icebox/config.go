@@ -160,11 +160,11 @@ func LoadConfig(path string) (Config, error) {
 	if err != nil {
 		return DefaultConfig(), fmt.Errorf("config: %w", err)
 	}
-	return parseConfig(path, data)
+	return parseConfig(path, data, os.Getenv)
 }
 
 // parseConfig is LoadConfig for a file already read; path only names it
-// in errors.
+// in errors, and getenv finds systemd's credentials directory.
 //
 // The file is parsed into a yaml.Node tree first and checked against the
 // Config structs' yaml tags (checker), so unknown options and values of
@@ -172,7 +172,7 @@ func LoadConfig(path string) (Config, error) {
 // decoded. yaml.v3 decodes around values of the wrong type (those keep
 // their defaults), so Validate still sees the rest of the file: every
 // mistake is reported in one go.
-func parseConfig(path string, data []byte) (Config, error) {
+func parseConfig(path string, data []byte, getenv func(string) string) (Config, error) {
 	cfg := DefaultConfig()
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
@@ -183,21 +183,17 @@ func parseConfig(path string, data []byte) (Config, error) {
 	if doc.Kind == yaml.DocumentNode && len(doc.Content) > 0 {
 		doc = doc.Content[0]
 	}
-	if doc.Kind == 0 || isNull(doc) {
-		// An empty file means the defaults.
-		if err := resolveAndValidate(&cfg, os.Getenv); err != nil {
-			return cfg, locate(path, &root, err)
+	var errs []error
+	if doc.Kind != 0 && !isNull(doc) { // an empty file means the defaults
+		c := &checker{path: path, budget: maxCheckedNodes}
+		errs = c.node(doc, reflect.TypeFor[Config](), "", 0)
+		if err := decodeConfig(data, &cfg); err != nil && len(errs) == 0 {
+			// checker has already located every mistake yaml.v3 reports;
+			// should it ever miss one, yaml.v3's own words still stop start-up.
+			errs = append(errs, fmt.Errorf("%s: %w", path, err))
 		}
-		return cfg, nil
 	}
-	c := &checker{path: path, budget: maxCheckedNodes}
-	errs := c.node(doc, reflect.TypeFor[Config](), "", 0)
-	if err := decodeConfig(data, &cfg); err != nil && len(errs) == 0 {
-		// checker has already located every mistake yaml.v3 reports;
-		// should it ever miss one, yaml.v3's own words still stop start-up.
-		errs = append(errs, fmt.Errorf("%s: %w", path, err))
-	}
-	if err := resolveAndValidate(&cfg, os.Getenv); err != nil {
+	if err := resolveAndValidate(&cfg, getenv); err != nil {
 		errs = append(errs, locate(path, &root, err))
 	}
 	return cfg, errors.Join(errs...)

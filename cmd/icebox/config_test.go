@@ -302,8 +302,18 @@ func FuzzParseConfig(f *testing.F) {
 	f.Add([]byte("signal:\n  init_timeout: 10\n  &a x: *a\n"))
 	f.Add([]byte("a: &a {tcp: [x]}\nstun: {<<: [*a, *a], sockets: 2}\nturn: *a\n"))
 	f.Add([]byte("log:\n  level: info\n  level: [debug]\n"))
+	// An empty credentials directory: the fuzzer must not read this
+	// machine's systemd credentials, in $CREDENTIALS_DIRECTORY or the
+	// system store.
+	creds := f.TempDir()
+	noCredentials := func(key string) string {
+		if key == "CREDENTIALS_DIRECTORY" {
+			return creds
+		}
+		return ""
+	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		cfg, err := parseConfig("fuzz.yaml", data)
+		cfg, err := parseConfig("fuzz.yaml", data, noCredentials)
 		if err != nil {
 			if !strings.HasPrefix(err.Error(), "fuzz.yaml") {
 				t.Fatalf("error does not name the file: %v", err)
