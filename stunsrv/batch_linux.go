@@ -436,10 +436,10 @@ func NewSocketWriter(count int) *SocketWriter {
 	return &SocketWriter{b: b}
 }
 
-// Use sends what is queued from now on over rc, the raw connection of a
-// UDP socket of the family ipv6 says; what was queued before must have
-// been flushed.
-func (w *SocketWriter) Use(rc syscall.RawConn, ipv6 bool) { w.b.rc, w.b.ipv6 = rc, ipv6 }
+// Use sends what is queued from now on over rc, the raw connection of an
+// IPv4 UDP socket (a relay socket: they are all IPv4); what was queued
+// before must have been flushed.
+func (w *SocketWriter) Use(rc syscall.RawConn) { w.b.rc = rc }
 
 // Queue adds p, to be sent to to. p must stay unchanged until Flush, which
 // the caller calls at the latest once Pending reaches Cap.

@@ -53,7 +53,7 @@ type SocketWriter struct{}
 // NewSocketWriter returns nil: write one datagram at a time.
 func NewSocketWriter(int) *SocketWriter { return nil }
 
-func (*SocketWriter) Use(syscall.RawConn, bool)    {}
+func (*SocketWriter) Use(syscall.RawConn)          {}
 func (*SocketWriter) Queue([]byte, netip.AddrPort) {}
 func (*SocketWriter) Pending() int                 { return 0 }
 func (*SocketWriter) Cap() int                     { return 1 }

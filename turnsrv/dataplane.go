@@ -545,7 +545,7 @@ func (p *peerSender) queue(relay *relayConn, payload []byte, peer netip.AddrPort
 	if p.relay != relay {
 		p.flush()
 		p.relay = relay
-		p.w.Use(relay.raw, false) // relay sockets are IPv4
+		p.w.Use(relay.raw)
 	}
 	p.w.Queue(payload, peer)
 	p.bytes += len(payload)
