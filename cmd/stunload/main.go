@@ -401,14 +401,18 @@ func (f *relayFlow) setUp() error {
 // generator is not what limits the rate.
 func (f *relayFlow) echo() {
 	pc := ipv4.NewPacketConn(f.peer)
-	in, out := batch(64), make([]ipv4.Message, 64)
+	in, out, bufs := batch(64), make([]ipv4.Message, 64), make([][]byte, 64)
+	for i := range out {
+		out[i].Buffers = bufs[i : i+1]
+	}
 	for {
 		n, err := pc.ReadBatch(in, 0)
 		if err != nil {
 			return
 		}
 		for i := range n {
-			out[i] = ipv4.Message{Buffers: [][]byte{in[i].Buffers[0][:in[i].N]}, Addr: in[i].Addr}
+			bufs[i] = in[i].Buffers[0][:in[i].N]
+			out[i].Addr = in[i].Addr
 		}
 		if writeAll(pc, out[:n]) != nil {
 			return

@@ -2,11 +2,14 @@ package main
 
 import (
 	"bufio"
+	"encoding/binary"
 	"io"
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -309,4 +312,82 @@ func TestGoneServerIsLostNotTheEnd(t *testing.T) {
 	if res.ops != 0 || res.lost < 2*window || res.late != 0 {
 		t.Errorf("%v: want ops = 0, lost >= %d, late = 0", res, 2*window)
 	}
+}
+
+// TestWindowOverSendErrors drives window over a transport that answers
+// every send's requests on a later read but fails one send with the ICMP
+// error of an earlier datagram: the flow goes on, and the requests that
+// send kept back are lost with their window.
+func TestWindowOverSendErrors(t *testing.T) {
+	const n = 4
+	tr := &echoTransport{failSend: 3}
+	done, lost, late := window(time.Now().Add(100*time.Millisecond), n, time.Millisecond, tr, epochOps{})
+	if tr.sends <= tr.failSend {
+		t.Fatalf("the flow ended at the failed send: %d sends", tr.sends)
+	}
+	if lost != n || late != 0 || done < 2*n {
+		t.Errorf("done %d, lost %d, late %d: want lost %d (the window whose send failed), late 0", done, lost, late, n)
+	}
+}
+
+// TestWindowSendsNothingForLateAnswers: a read that brings only answers to
+// a window already counted lost starts no operation and sends nothing.
+func TestWindowSendsNothingForLateAnswers(t *testing.T) {
+	const n = 4
+	tr := &echoTransport{stallRecv: 1}
+	done, lost, late := window(time.Now().Add(100*time.Millisecond), n, time.Millisecond, tr, epochOps{})
+	if lost != 0 || late != n || done < 2*n {
+		t.Errorf("done %d, lost %d, late %d: want lost 0, late %d", done, lost, late, n)
+	}
+	if tr.empty != 0 {
+		t.Errorf("%d sends of no request", tr.empty)
+	}
+}
+
+// epochOps' requests are their window's number, four bytes.
+type epochOps struct{}
+
+func (epochOps) appendRequest(b []byte, epoch uint32) []byte {
+	return binary.BigEndian.AppendUint32(b, epoch)
+}
+
+func (epochOps) epochOf(answer []byte) (uint32, bool) {
+	return binary.BigEndian.Uint32(answer), len(answer) == 4
+}
+
+// echoTransport answers each send's requests on a read of their own, in
+// order. Send number failSend fails with ECONNREFUSED instead; read number
+// stallRecv times out without answering, so its answers come late.
+type echoTransport struct {
+	failSend, stallRecv int
+	sends, recvs, empty int
+	queued              [][]byte
+}
+
+func (e *echoTransport) send(o ops, n int, epoch uint32) error {
+	e.sends++
+	if n == 0 {
+		e.empty++
+	}
+	if e.sends == e.failSend {
+		return syscall.ECONNREFUSED
+	}
+	var b []byte
+	for range n {
+		b = o.appendRequest(b, epoch)
+	}
+	e.queued = append(e.queued, b)
+	return nil
+}
+
+func (e *echoTransport) recv(_ time.Time, each func([]byte)) error {
+	e.recvs++
+	if len(e.queued) == 0 || e.recvs == e.stallRecv {
+		return os.ErrDeadlineExceeded
+	}
+	for b := e.queued[0]; len(b) > 0; b = b[4:] {
+		each(b[:4])
+	}
+	e.queued = e.queued[1:]
+	return nil
 }

@@ -57,18 +57,30 @@ func window(stop time.Time, n int, timeout time.Duration, t transport, o ops) (d
 			lost--
 		}
 	}
-	err := t.send(o, n, epoch)
+	// send sends what a window needs; an ICMP error for an earlier
+	// datagram may surface here as well as on a read, and the requests it
+	// kept from going out time out with their window.
+	send := func(k int) error {
+		if k == 0 {
+			return nil // a read brought only late answers
+		}
+		if err := t.send(o, k, epoch); !transient(err) {
+			return err
+		}
+		return nil
+	}
+	err := send(n)
 	for err == nil && time.Now().Before(stop) {
 		answered = 0
 		rerr := t.recv(time.Now().Add(timeout), count)
 		switch {
 		case rerr == nil:
 			done += int64(answered)
-			err = t.send(o, answered, epoch)
+			err = send(answered)
 		case errors.Is(rerr, os.ErrDeadlineExceeded):
 			lost += int64(n)
 			epoch++
-			err = t.send(o, n, epoch)
+			err = send(n)
 		case transient(rerr):
 			// An ICMP error for an earlier datagram (the server's port
 			// closed): the operations in flight time out or get answers.
@@ -101,12 +113,26 @@ type datagrams struct {
 	pc   *ipv4.PacketConn
 	in   []ipv4.Message
 	out  []ipv4.Message
+	bufs [][]byte // out[i].Buffers is bufs[i : i+1]: a send allocates nothing
 	wbuf []byte
 	ends []int
 }
 
 func newDatagrams(conn *net.UDPConn, window int) *datagrams {
-	return &datagrams{conn: conn, pc: ipv4.NewPacketConn(conn), in: batch(window), out: make([]ipv4.Message, window)}
+	d := &datagrams{conn: conn, pc: ipv4.NewPacketConn(conn), in: batch(window)}
+	d.grow(window)
+	return d
+}
+
+// grow makes room for n requests per send.
+func (d *datagrams) grow(n int) {
+	if len(d.out) >= n {
+		return
+	}
+	d.out, d.bufs = make([]ipv4.Message, n), make([][]byte, n)
+	for i := range d.out {
+		d.out[i].Buffers = d.bufs[i : i+1]
+	}
 }
 
 func (d *datagrams) send(o ops, n int, epoch uint32) error {
@@ -115,12 +141,10 @@ func (d *datagrams) send(o ops, n int, epoch uint32) error {
 		d.wbuf = o.appendRequest(d.wbuf, epoch)
 		d.ends = append(d.ends, len(d.wbuf))
 	}
-	if cap(d.out) < n {
-		d.out = make([]ipv4.Message, n)
-	}
+	d.grow(n)
 	start := 0
 	for i, end := range d.ends {
-		d.out[i] = ipv4.Message{Buffers: [][]byte{d.wbuf[start:end]}}
+		d.bufs[i] = d.wbuf[start:end]
 		start = end
 	}
 	return writeAll(d.pc, d.out[:n])
