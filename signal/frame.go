@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"io"
 	"unicode/utf8"
+	"unsafe"
 
 	"github.com/go-json-experiment/json/jsontext"
 )
@@ -157,16 +158,20 @@ func okCode(ok bool) errCode {
 // decodeOuter reads {"id": "...", "data": "..."} from msg, in either
 // order, and leaves data unescaped in d.data.
 //
-// jsontext checks a string in one pass, unquoteChecked copies it out, and
-// the data's document can only be read once unquoted, so an SDP's bytes
-// are read three times (checked, unquoted, checked as data), where the
-// hand-written scanner this replaced unquoted while checking and read
-// them twice: see BenchmarkDecodeFrames and the issue 15 notes for what
-// that costs.
+// Where data follows id and ends the frame, as the app writes it, its
+// string is checked and unquoted in one pass (unquoteLast), so an SDP's
+// bytes are read twice (checked while unquoted, checked as data), as the
+// hand-written scanner this replaced read them. Otherwise jsontext checks
+// the string in one pass and unquoteChecked copies it out in another.
 func (d *frameDecoder) decodeOuter(msg []byte) (k kind, ok bool) {
 	d.start(msg)
 	d.data = d.data[:0]
+	last := false // data ended msg and unquoteLast has read it
 	seen, ok := d.object(frameMembers, func(i int) bool {
+		if i == 1 && k != kindInvalid && d.unquoteLast(msg[d.dec.InputOffset():]) {
+			last = true
+			return false // msg is read to its end: the walk stops here
+		}
 		v, err := d.dec.ReadValue()
 		if err != nil || v.Kind() != '"' {
 			return false
@@ -180,8 +185,52 @@ func (d *frameDecoder) decodeOuter(msg []byte) (k kind, ok bool) {
 		d.data = unquoteChecked(d.data[:0], v)
 		return true
 	})
+	if last {
+		return k, true
+	}
 	return k, ok && seen == 0b11 && d.end()
 }
+
+// unquoteLast unquotes into d.data the value of the member whose name dec
+// has just read, when that value is a string that ends the document: rest,
+// what follows the name, is ':', the string, then '}', with whitespace
+// anywhere between. jsontext.AppendUnquote checks and unquotes in one pass
+// and fails on anything but exactly one valid string, so a '"' inside
+// cannot end the string early. It reports whether it did; otherwise
+// (another member follows, trailing data, a bad string, or an escaped lone
+// surrogate, which AppendUnquote reports as an error) the walk reads the
+// member as before, and refuses or accepts the frame as it always did.
+func (d *frameDecoder) unquoteLast(rest []byte) bool {
+	rest = trimSpace(rest)
+	if len(rest) < 2 || rest[0] != ':' || rest[len(rest)-1] != '}' {
+		return false
+	}
+	// AppendUnquote reads a string argument a third faster than a []byte
+	// one (a []byte one copies bytes into a string at every escape), so it
+	// gets a string sharing s's bytes: msg does not change during decode
+	// and AppendUnquote keeps nothing of it.
+	s := trimSpace(rest[1 : len(rest)-1])
+	var err error
+	d.data, err = jsontext.AppendUnquote(d.data[:0], unsafe.String(unsafe.SliceData(s), len(s)))
+	if err != nil {
+		d.data = d.data[:0]
+		return false
+	}
+	return true
+}
+
+// trimSpace cuts what JSON counts as whitespace from both ends of b.
+func trimSpace(b []byte) []byte {
+	for len(b) > 0 && isSpace(b[0]) {
+		b = b[1:]
+	}
+	for len(b) > 0 && isSpace(b[len(b)-1]) {
+		b = b[:len(b)-1]
+	}
+	return b
+}
+
+func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\r' || c == '\n' }
 
 // decodeInit reads {"controllerId": "...", "token": "...", "presence": true},
 // all optional.
