@@ -84,10 +84,11 @@ type frame struct {
 	presence     bool   // WsInit only: the client opts in to WsPresence
 }
 
-// tokenOptions skip the checks the walk makes cheaper itself. decode has
-// validated UTF-8 before, so AllowInvalidUTF8 only lets an escaped lone
-// surrogate through, which unquoting turns into U+FFFD as encoding/json
-// does. Each walked object keeps a bit per known member, which refuses a
+// tokenOptions skip the checks the walk makes cheaper itself.
+// decodeOuter refuses a frame that is not valid UTF-8, and unquoting a
+// valid frame's data gives valid UTF-8, so AllowInvalidUTF8 only lets an
+// escaped lone surrogate through, which unquoting turns into U+FFFD as
+// encoding/json does. Each walked object keeps a bit per known member, which refuses a
 // duplicate (and an unknown name refuses the frame), so jsontext need not
 // keep a set of the names it has seen.
 var tokenOptions = []jsontext.Options{
@@ -124,9 +125,6 @@ type frameDecoder struct {
 // only the keys the app knows. code is 0 when msg is acceptable,
 // errBadFrame or errUnknownKind otherwise.
 func (d *frameDecoder) decode(msg []byte) (f frame, code errCode) {
-	if !utf8.Valid(msg) {
-		return f, errBadFrame
-	}
 	var ok bool
 	if f.kind, ok = d.decodeOuter(msg); !ok {
 		return frame{}, errBadFrame
@@ -163,14 +161,19 @@ func okCode(ok bool) errCode {
 // bytes are read twice (checked while unquoted, checked as data), as the
 // hand-written scanner this replaced read them. Otherwise jsontext checks
 // the string in one pass and unquoteChecked copies it out in another.
+//
+// msg must be valid UTF-8, which the walk does not check (tokenOptions):
+// that is checked last, over the bytes no pass has checked yet.
 func (d *frameDecoder) decodeOuter(msg []byte) (k kind, ok bool) {
 	d.start(msg)
 	d.data = d.data[:0]
-	last := false // data ended msg and unquoteLast has read it
+	dataAt := 0 // where the name "data" ends, once unquoteLast has read on to msg's end
 	seen, ok := d.object(frameMembers, func(i int) bool {
-		if i == 1 && k != kindInvalid && d.unquoteLast(msg[d.dec.InputOffset():]) {
-			last = true
-			return false // msg is read to its end: the walk stops here
+		if i == 1 && k != kindInvalid {
+			if at := int(d.dec.InputOffset()); d.unquoteLast(msg[at:]) {
+				dataAt = at
+				return false // msg is read to its end: the walk stops here
+			}
 		}
 		v, err := d.dec.ReadValue()
 		if err != nil || v.Kind() != '"' {
@@ -185,10 +188,11 @@ func (d *frameDecoder) decodeOuter(msg []byte) (k kind, ok bool) {
 		d.data = unquoteChecked(d.data[:0], v)
 		return true
 	})
-	if last {
-		return k, true
+	if dataAt > 0 {
+		// AppendUnquote has checked the UTF-8 of what follows the name.
+		return k, utf8.Valid(msg[:dataAt])
 	}
-	return k, ok && seen == 0b11 && d.end()
+	return k, ok && seen == 0b11 && d.end() && utf8.Valid(msg)
 }
 
 // unquoteLast unquotes into d.data the value of the member whose name dec
