@@ -106,22 +106,38 @@ func TestDecodeFrame(t *testing.T) {
 }
 
 // TestDecodeFrameAllocs: checking a frame allocates nothing once the
-// decoder's buffers have grown.
+// decoder's buffers have grown, whichever way decodeOuter reads its data.
+// (Data holding an escaped lone surrogate, which the app never sends, does
+// allocate: unquoteLast's AppendUnquote returns an error before the walk
+// reads it.)
 func TestDecodeFrameAllocs(t *testing.T) {
 	if raceEnabled {
 		// JSON v2 takes its decoder state from a sync.Pool, which the
 		// race detector empties at random.
 		t.Skip("the race detector makes sync.Pool allocate")
 	}
-	msg := candidates("room-1", "candidate:1 1 udp 2122260223 127.0.0.1 54321 typ host", "candidate:2 1 udp 1 127.0.0.1 3478 typ relay")
-	var d frameDecoder
-	allocs := testing.AllocsPerRun(100, func() {
-		if _, code := d.decode(msg); code != 0 {
-			t.Fatal(code)
+	sdp := realisticSDP("offer")
+	dataFirst, err := json.Marshal(struct {
+		Data string `json:"data"`
+		ID   string `json:"id"`
+	}{`{"type":"offer","sdp":` + strconv.Quote(sdp) + `}`, "WsSDPOffer"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, msg := range map[string][]byte{
+		"candidates":        candidates("room-1", "candidate:1 1 udp 2122260223 127.0.0.1 54321 typ host", "candidate:2 1 udp 1 127.0.0.1 3478 typ relay"),
+		"offer, data last":  offer("room-1", sdp),
+		"offer, data first": dataFirst,
+	} {
+		var d frameDecoder
+		allocs := testing.AllocsPerRun(100, func() {
+			if _, code := d.decode(msg); code != 0 {
+				t.Fatal(name, code)
+			}
+		})
+		if allocs != 0 {
+			t.Errorf("decode (%s) allocates %v times", name, allocs)
 		}
-	})
-	if allocs != 0 {
-		t.Fatalf("decode allocates %v times", allocs)
 	}
 }
 
