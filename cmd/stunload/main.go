@@ -401,17 +401,14 @@ func (f *relayFlow) setUp() error {
 // generator is not what limits the rate.
 func (f *relayFlow) echo() {
 	pc := ipv4.NewPacketConn(f.peer)
-	in, out, bufs := batch(64), make([]ipv4.Message, 64), make([][]byte, 64)
-	for i := range out {
-		out[i].Buffers = bufs[i : i+1]
-	}
+	in, out := batch(64), sendBatch(64)
 	for {
 		n, err := pc.ReadBatch(in, 0)
 		if err != nil {
 			return
 		}
 		for i := range n {
-			bufs[i] = in[i].Buffers[0][:in[i].N]
+			out[i].Buffers[0] = in[i].Buffers[0][:in[i].N]
 			out[i].Addr = in[i].Addr
 		}
 		if writeAll(pc, out[:n]) != nil {
@@ -425,6 +422,16 @@ func batch(n int) []ipv4.Message {
 	ms := make([]ipv4.Message, n)
 	for i := range ms {
 		ms[i].Buffers = [][]byte{make([]byte, 2048)}
+	}
+	return ms
+}
+
+// sendBatch is n messages with room for one buffer each, for WriteBatch:
+// setting Buffers[0] allocates nothing, building a Buffers slice would.
+func sendBatch(n int) []ipv4.Message {
+	ms := make([]ipv4.Message, n)
+	for i := range ms {
+		ms[i].Buffers = make([][]byte, 1)
 	}
 	return ms
 }

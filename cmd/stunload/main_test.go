@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"encoding/binary"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -314,19 +315,27 @@ func TestGoneServerIsLostNotTheEnd(t *testing.T) {
 	}
 }
 
-// TestWindowOverSendErrors drives window over a transport that answers
-// every send's requests on a later read but fails one send with the ICMP
-// error of an earlier datagram: the flow goes on, and the requests that
-// send kept back are lost with their window.
+// TestWindowOverSendErrors drives window over a transport that fails one
+// send with the ICMP error of an earlier datagram: the flow goes on and
+// the window stays full, whether the answers come a whole window per read
+// or one per read (then no window ever times out, and requests held back
+// by the failed send must go out with the next one).
 func TestWindowOverSendErrors(t *testing.T) {
 	const n = 4
-	tr := &echoTransport{failSend: 3}
-	done, lost, late := window(time.Now().Add(100*time.Millisecond), n, time.Millisecond, tr, epochOps{})
-	if tr.sends <= tr.failSend {
-		t.Fatalf("the flow ended at the failed send: %d sends", tr.sends)
-	}
-	if lost != n || late != 0 || done < 2*n {
-		t.Errorf("done %d, lost %d, late %d: want lost %d (the window whose send failed), late 0", done, lost, late, n)
+	for _, perRead := range []int{0, 1} {
+		t.Run(fmt.Sprintf("answers per read %d", perRead), func(t *testing.T) {
+			tr := &echoTransport{failSend: 3, perRead: perRead}
+			done, lost, late := window(time.Now().Add(100*time.Millisecond), n, time.Millisecond, tr, epochOps{})
+			if tr.sends <= tr.failSend {
+				t.Fatalf("the flow ended at the failed send: %d sends", tr.sends)
+			}
+			if lost != 0 || late != 0 || done < 2*n {
+				t.Errorf("done %d, lost %d, late %d: want lost 0 (nothing sent was dropped), late 0", done, lost, late)
+			}
+			if got := tr.inFlight(); got != n {
+				t.Errorf("%d requests in flight at the end, want the window's %d", got, n)
+			}
+		})
 	}
 }
 
@@ -355,13 +364,14 @@ func (epochOps) epochOf(answer []byte) (uint32, bool) {
 	return binary.BigEndian.Uint32(answer), len(answer) == 4
 }
 
-// echoTransport answers each send's requests on a read of their own, in
-// order. Send number failSend fails with ECONNREFUSED instead; read number
+// echoTransport answers requests in the order they were sent: each read
+// brings one send's requests, or perRead requests when perRead > 0. Send
+// number failSend fails with ECONNREFUSED instead of sending; read number
 // stallRecv times out without answering, so its answers come late.
 type echoTransport struct {
-	failSend, stallRecv int
-	sends, recvs, empty int
-	queued              [][]byte
+	failSend, stallRecv, perRead int
+	sends, recvs, empty          int
+	queued                       [][]byte // one send's requests each
 }
 
 func (e *echoTransport) send(o ops, n int, epoch uint32) error {
@@ -385,9 +395,24 @@ func (e *echoTransport) recv(_ time.Time, each func([]byte)) error {
 	if len(e.queued) == 0 || e.recvs == e.stallRecv {
 		return os.ErrDeadlineExceeded
 	}
-	for b := e.queued[0]; len(b) > 0; b = b[4:] {
-		each(b[:4])
+	answers := len(e.queued[0]) / 4
+	if e.perRead > 0 {
+		answers = e.perRead
 	}
-	e.queued = e.queued[1:]
+	for ; answers > 0 && len(e.queued) > 0; answers-- {
+		each(e.queued[0][:4])
+		if e.queued[0] = e.queued[0][4:]; len(e.queued[0]) == 0 {
+			e.queued = e.queued[1:]
+		}
+	}
 	return nil
+}
+
+// inFlight is how many requests await an answer.
+func (e *echoTransport) inFlight() int {
+	n := 0
+	for _, b := range e.queued {
+		n += len(b) / 4
+	}
+	return n
 }

@@ -57,17 +57,22 @@ func window(stop time.Time, n int, timeout time.Duration, t transport, o ops) (d
 			lost--
 		}
 	}
-	// send sends what a window needs; an ICMP error for an earlier
-	// datagram may surface here as well as on a read, and the requests it
-	// kept from going out time out with their window.
+	// send sends k new requests and any a failed send kept back. An ICMP
+	// error for an earlier datagram may surface on a send as well as on a
+	// read; that send sent nothing, and its requests go out with the next
+	// one, so the window stays full. A window sent afresh owes nothing.
+	owed := 0
 	send := func(k int) error {
+		k += owed
 		if k == 0 {
 			return nil // a read brought only late answers
 		}
-		if err := t.send(o, k, epoch); !transient(err) {
-			return err
+		err := t.send(o, k, epoch)
+		owed = 0
+		if transient(err) {
+			owed, err = k, nil
 		}
-		return nil
+		return err
 	}
 	err := send(n)
 	for err == nil && time.Now().Before(stop) {
@@ -78,8 +83,9 @@ func window(stop time.Time, n int, timeout time.Duration, t transport, o ops) (d
 			done += int64(answered)
 			err = send(answered)
 		case errors.Is(rerr, os.ErrDeadlineExceeded):
-			lost += int64(n)
+			lost += int64(n - owed) // what a failed send kept back was never sent
 			epoch++
+			owed = 0
 			err = send(n)
 		case transient(rerr):
 			// An ICMP error for an earlier datagram (the server's port
@@ -113,26 +119,12 @@ type datagrams struct {
 	pc   *ipv4.PacketConn
 	in   []ipv4.Message
 	out  []ipv4.Message
-	bufs [][]byte // out[i].Buffers is bufs[i : i+1]: a send allocates nothing
 	wbuf []byte
 	ends []int
 }
 
 func newDatagrams(conn *net.UDPConn, window int) *datagrams {
-	d := &datagrams{conn: conn, pc: ipv4.NewPacketConn(conn), in: batch(window)}
-	d.grow(window)
-	return d
-}
-
-// grow makes room for n requests per send.
-func (d *datagrams) grow(n int) {
-	if len(d.out) >= n {
-		return
-	}
-	d.out, d.bufs = make([]ipv4.Message, n), make([][]byte, n)
-	for i := range d.out {
-		d.out[i].Buffers = d.bufs[i : i+1]
-	}
+	return &datagrams{conn: conn, pc: ipv4.NewPacketConn(conn), in: batch(window), out: sendBatch(window)}
 }
 
 func (d *datagrams) send(o ops, n int, epoch uint32) error {
@@ -141,10 +133,12 @@ func (d *datagrams) send(o ops, n int, epoch uint32) error {
 		d.wbuf = o.appendRequest(d.wbuf, epoch)
 		d.ends = append(d.ends, len(d.wbuf))
 	}
-	d.grow(n)
+	if len(d.out) < n {
+		d.out = sendBatch(n)
+	}
 	start := 0
 	for i, end := range d.ends {
-		d.bufs[i] = d.wbuf[start:end]
+		d.out[i].Buffers[0] = d.wbuf[start:end]
 		start = end
 	}
 	return writeAll(d.pc, d.out[:n])
