@@ -352,6 +352,10 @@ func sockaddrToAddrPort(sa *unix.RawSockaddrInet6) netip.AddrPort {
 	return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr).Unmap(), port)
 }
 
+// putSockaddr writes to into sa for a socket of the family ipv6 says. On
+// an IPv4 socket to must be IPv4 (or IPv4-mapped): As4 panics on any
+// other address, so callers pass only what such a socket can reach (the
+// relay data plane learns IPv4 peers only, xorPeerAddrPort).
 func putSockaddr(sa *unix.RawSockaddrInet6, to netip.AddrPort, ipv6 bool) uint32 {
 	*sa = unix.RawSockaddrInet6{}
 	if !ipv6 {

@@ -476,8 +476,7 @@ func (c *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
 		}
 		c.backoff = 0
 		if c.batch == nil {
-			var relayed bool
-			if from, relayed = c.fromPeer(slot, n, from); relayed {
+			if c.fromPeer(slot, n, from) {
 				c.batchReads()
 				continue
 			}
@@ -518,8 +517,7 @@ func (c *relayConn) serve() bool {
 			c.flushUDP()
 			return true
 		}
-		var relayed bool
-		if from, relayed = c.fromPeer(slot, n, from); relayed {
+		if c.fromPeer(slot, n, from) {
 			continue
 		}
 		c.flushStream() // what came before goes first
@@ -530,15 +528,14 @@ func (c *relayConn) serve() bool {
 }
 
 // fromPeer counts a peer's datagram and offers it to the data plane,
-// which reports whether it relayed it (or dropped it); from comes back
-// unmapped, for pion when the data plane did not take it.
-func (c *relayConn) fromPeer(slot []byte, n int, from netip.AddrPort) (netip.AddrPort, bool) {
+// which reports whether it relayed it (or dropped it). from is a plain
+// IPv4 address: the data plane's relay sockets are udp4.
+func (c *relayConn) fromPeer(slot []byte, n int, from netip.AddrPort) bool {
 	m := c.s.metrics
 	m.fromPeerBytes.Add(float64(n))
 	m.fromPeerPackets.Inc()
-	from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
 	a := c.alloc.Load()
-	return from, a != nil && c.s.dp.fromPeer(c, a, slot, n, from)
+	return a != nil && c.s.dp.fromPeer(c, a, slot, n, from)
 }
 
 // queueStream queues one ChannelData frame for a stream client; the

@@ -51,6 +51,12 @@ func BenchmarkVersusCoturnRelay(b *testing.B) {
 	if runtime.GOOS != "linux" {
 		b.Skip("reads server CPU time from /proc")
 	}
+	// Unpinned, the figures compare something else (README: "One core or
+	// two"), so no taskset or one CPU skips rather than runs unpinned.
+	testenv.Tool(b, "taskset", "util-linux")
+	if runtime.NumCPU() < 2 {
+		b.Skip("needs two CPUs: the servers on one, the clients on the other")
+	}
 	uclient := testenv.Tool(b, "turnutils_uclient", "coturn")
 	peerBin := testenv.Tool(b, "turnutils_peer", "coturn")
 	servers := []relayServer{startIceboxRelay(b), startCoturnRelay(b)}
@@ -97,14 +103,9 @@ const (
 )
 
 // pinned is exec.CommandContext under taskset on cpu; taskset execs the
-// program, so the pid is the program's. Without taskset or a second CPU
-// it runs unpinned.
+// program, so the pid is the program's.
 func pinned(ctx context.Context, cpu, name string, args ...string) *exec.Cmd {
-	taskset, err := exec.LookPath("taskset")
-	if err != nil || runtime.NumCPU() < 2 {
-		return exec.CommandContext(ctx, name, args...)
-	}
-	return exec.CommandContext(ctx, taskset, append([]string{"-c", cpu, name}, args...)...)
+	return exec.CommandContext(ctx, "taskset", append([]string{"-c", cpu, name}, args...)...)
 }
 
 // relayServer is a TURN server process: its port on 127.0.0.1 (UDP and

@@ -10,7 +10,9 @@ import (
 // match (every record when match is "") to a channel, so that a test waits
 // on the events a server logs instead of on time. A record that finds the
 // channel full is dropped: the test fails on a count, it never hangs on a
-// log call.
+// log call. Records carry only the attributes of the log call itself:
+// those added with Logger.With are not kept (WithAttrs returns the same
+// handler), which the servers' refusals and events do not need.
 type LogChan struct {
 	c     chan<- slog.Record
 	match string
