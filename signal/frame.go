@@ -216,7 +216,7 @@ func (d *frameDecoder) decodeOuter(msg []byte) (k kind, ok bool) {
 // reads the member as before, and refuses or accepts the frame as it
 // always did.
 func (d *frameDecoder) unquoteLast(rest []byte) bool {
-	rest = trimSpace(rest)
+	rest = bytes.Trim(rest, jsonSpace)
 	if len(rest) < 2 || rest[0] != ':' || rest[len(rest)-1] != '}' {
 		return false
 	}
@@ -224,24 +224,14 @@ func (d *frameDecoder) unquoteLast(rest []byte) bool {
 	// one (a []byte one copies bytes into a string at every escape), so it
 	// gets a string sharing s's bytes: msg does not change during decode
 	// and AppendUnquote keeps nothing of it.
-	s := trimSpace(rest[1 : len(rest)-1])
+	s := bytes.Trim(rest[1:len(rest)-1], jsonSpace)
 	var err error
 	d.data, err = jsontext.AppendUnquote(d.data[:0], unsafe.String(unsafe.SliceData(s), len(s)))
 	return err == nil
 }
 
-// trimSpace cuts what JSON counts as whitespace from both ends of b.
-func trimSpace(b []byte) []byte {
-	for len(b) > 0 && isSpace(b[0]) {
-		b = b[1:]
-	}
-	for len(b) > 0 && isSpace(b[len(b)-1]) {
-		b = b[:len(b)-1]
-	}
-	return b
-}
-
-func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\r' || c == '\n' }
+// jsonSpace is what JSON counts as whitespace.
+const jsonSpace = " \t\r\n"
 
 // decodeInit reads {"controllerId": "...", "token": "...", "presence": true},
 // all optional.

@@ -105,6 +105,35 @@ func TestDecodeFrame(t *testing.T) {
 	}
 }
 
+// TestUnquoteLast: the one-pass read of a frame's last member takes
+// exactly a string that ends the document, and leaves everything else to
+// the walk. The walk gives the same results, so only this test sees
+// whether the one pass is taken at all.
+func TestUnquoteLast(t *testing.T) {
+	for _, tc := range []struct {
+		rest string
+		data string // "" when unquoteLast must decline
+	}{
+		{`:"a\"b" }`, `a"b`},
+		{` : "x"` + "\r\n}\n", "x"},
+		{`:"{\"type\":\"offer\"}"}`, `{"type":"offer"}`},
+		{`:"x"` + "\f}", ""},
+		{`:"x"}}`, ""},
+		{`:"x","id":"y"}`, ""},
+		{`:"\ud800"}`, ""},
+		{`:"x" "y"}`, ""},
+		{`:"x`, ""},
+		{`"x"}`, ""},
+		{`:null}`, ""},
+	} {
+		var d frameDecoder
+		ok := d.unquoteLast([]byte(tc.rest))
+		if ok != (tc.data != "") || (ok && string(d.data) != tc.data) {
+			t.Errorf("unquoteLast(%q) = %v, data %q; want %v, %q", tc.rest, ok, d.data, tc.data != "", tc.data)
+		}
+	}
+}
+
 // TestDecodeFrameAllocs: checking a frame allocates nothing once the
 // decoder's buffers have grown, whichever way decodeOuter reads its data.
 // (Data holding an escaped lone surrogate, which the app never sends, does
