@@ -1,11 +1,14 @@
 package cluster
 
 import (
+	"bytes"
 	"log/slog"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
 
 	"icebox/internal/testenv"
 )
@@ -205,4 +208,67 @@ func TestSameNameIsLogged(t *testing.T) {
 	if nodes[0].Peers() != 0 {
 		t.Errorf("node sees %d peers, want 0: a node of its own name is not a peer", nodes[0].Peers())
 	}
+}
+
+// TestOtherWireVersionIsLogged: heartbeats from a node of another icebox
+// version (signed with the shared secret, another layout) reach a node
+// over a real NATS server: each is counted bad and none makes a peer, the
+// operator is told once to run one version everywhere, and a node of this
+// version is still heard.
+func TestOtherWireVersionIsLogged(t *testing.T) {
+	srv := testenv.StartNATS(t, "version-token")
+	logs := &testenv.LogBuffer{}
+	cfg := DefaultConfig()
+	cfg.Enabled, cfg.URLs, cfg.Token, cfg.Secret, cfg.Node = true, []string{srv.URL()}, "version-token", testSecret, "node-new"
+	cfg.Heartbeat = 200 * time.Millisecond
+	n, err := New(cfg, Options{Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Start(&counter{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(n.Close)
+
+	old, err := nats.Connect(srv.URL(), nats.Token("version-token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(old.Close)
+	sign := newSigner([]byte(testSecret))
+	subject := cfg.Subject + ".hb"
+	const sent = 5
+	for range sent {
+		b := sign.encode(nil, subject, &message{typ: msgHeartbeat, kind: hello, node: "node-old", member: "boot"})
+		body := bytes.Clone(b[:len(b)-macSize])
+		body[0] = wireVersion + 1
+		if err := old.Publish(subject, append(body, sign.sum(subject, body, nil)...)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := old.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 10*time.Second, "every heartbeat of the other version counted bad", func() bool {
+		return testenv.MetricValue(t, n.m.bad) >= sent
+	})
+	const want = "run one version on every node"
+	if c := strings.Count(logs.String(), want); c != 1 {
+		t.Errorf("warned %d times for %d messages, want once:\n%s", c, sent, logs.String())
+	}
+	if p := n.Peers(); p != 0 {
+		t.Errorf("%d peers: a node whose messages cannot be read is no peer", p)
+	}
+
+	cfg2 := cfg
+	cfg2.Node = "node-same"
+	same, err := New(cfg2, Options{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := same.Start(&counter{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(same.Close)
+	testenv.WaitFor(t, 10*time.Second, "the node of this version to be heard", func() bool { return n.Peers() == 1 })
 }
