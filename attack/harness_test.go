@@ -46,39 +46,7 @@ const (
 
 const testSecret = "attack-suite-secret-0123456789"
 
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
-)
-
-// icebox builds the daemon once per test run.
-func icebox(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "icebox-attack")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "icebox")
-		if out, err := exec.Command("go", "build", "-o", binPath, "../cmd/icebox").CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("%v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatalf("go build: %v", buildErr)
-	}
-	return binPath
-}
-
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if binPath != "" {
-		os.RemoveAll(filepath.Dir(binPath))
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testenv.Main(m) }
 
 // daemon is icebox running as a process on fixed loopback ports.
 type daemon struct {
@@ -154,7 +122,7 @@ func (d *daemon) writeConfig() {
 // run starts the process and waits for "icebox started".
 func (d *daemon) run() {
 	d.t.Helper()
-	d.cmd = exec.Command(icebox(d.t), "-config", d.cfgPath)
+	d.cmd = exec.Command(testenv.IceboxBinary(d.t), "-config", d.cfgPath)
 	stderr, err := d.cmd.StderrPipe()
 	if err != nil {
 		d.t.Fatal(err)

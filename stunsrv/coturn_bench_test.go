@@ -1,7 +1,6 @@
 package stunsrv
 
 import (
-	"context"
 	"fmt"
 	"net"
 	"net/netip"
@@ -13,7 +12,6 @@ import (
 
 	"github.com/pion/stun/v3"
 
-	"icebox/internal/stunclient"
 	"icebox/internal/testenv"
 )
 
@@ -31,16 +29,11 @@ func startCoturn(b *testing.B) netip.AddrPort {
 	return startAndWait(b, cmd, port)
 }
 
-// startAndWait starts a STUN server process and returns once it answers.
+// startAndWait starts a STUN server process and returns its address once
+// it answers.
 func startAndWait(b *testing.B, cmd *exec.Cmd, port int) netip.AddrPort {
-	addr := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port))
-	testenv.StartProcess(b, cmd, func() error {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		_, err := stunclient.MappedAddress(ctx, addr.String())
-		return err
-	})
-	return addr
+	testenv.StartSTUNServer(b, cmd, port)
+	return netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port))
 }
 
 // startIcebox runs the icebox binary as its own process, STUN only, as
@@ -49,10 +42,7 @@ func startAndWait(b *testing.B, cmd *exec.Cmd, port int) netip.AddrPort {
 func startIcebox(b *testing.B) netip.AddrPort {
 	b.Helper()
 	dir := b.TempDir()
-	bin := filepath.Join(dir, "icebox")
-	if out, err := exec.Command("go", "build", "-o", bin, "icebox/cmd/icebox").CombinedOutput(); err != nil {
-		b.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := testenv.IceboxBinary(b)
 	port := testenv.FreePort(b)
 	cfgFile := filepath.Join(dir, "config.yaml")
 	cfg := fmt.Sprintf("stun:\n  listen: [\"127.0.0.1:%d\"]\n  tcp: false\nturn:\n  enabled: false\nsignal:\n  enabled: false\nadmin:\n  listen: \"\"\nstate_dir: %q\nlog:\n  level: warn\n", port, dir)
@@ -61,6 +51,8 @@ func startIcebox(b *testing.B) netip.AddrPort {
 	}
 	return startAndWait(b, exec.Command(bin, "-config", cfgFile), port)
 }
+
+func TestMain(m *testing.M) { testenv.Main(m) }
 
 // BenchmarkVersusCoturn times a Binding round trip against icebox and
 // coturn in the same run, one client and several in parallel:

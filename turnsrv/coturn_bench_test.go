@@ -5,10 +5,8 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"net/netip"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"runtime"
 	"strconv"
@@ -16,9 +14,10 @@ import (
 	"testing"
 	"time"
 
-	"icebox/internal/stunclient"
 	"icebox/internal/testenv"
 )
+
+func TestMain(m *testing.M) { testenv.Main(m) }
 
 // BenchmarkVersusCoturnRelay relays the same load through icebox and
 // coturn, each its own process on 127.0.0.1 with the same REST secret, in
@@ -83,7 +82,6 @@ func BenchmarkVersusCoturnRelay(b *testing.B) {
 }
 
 const (
-	benchSecret = "bench-secret-0123456789abcdef"
 	// Each client sends one message per millisecond (-z 1): ten make
 	// 10,000 messages a second, 40,000 datagrams through the server, a
 	// load both servers carry on a small machine, so the CPU figures
@@ -117,7 +115,7 @@ type relayServer struct {
 }
 
 func relayThrough(b *testing.B, uclient string, srv relayServer, peerPort int, extra []string) {
-	args := []string{"-W", benchSecret, "-u", "bench", "-c",
+	args := []string{"-W", testenv.BenchSecret, "-u", "bench", "-c",
 		"-m", strconv.Itoa(relayClients), "-n", strconv.Itoa(relayMessages),
 		"-l", strconv.Itoa(relayLength), "-z", "1",
 		"-e", "127.0.0.1", "-r", strconv.Itoa(peerPort),
@@ -205,30 +203,10 @@ func cpuTime(b *testing.B, pid int) time.Duration {
 // CPUs with the clients and its CPU time with the benchmark's.
 func startIceboxRelay(b *testing.B) relayServer {
 	b.Helper()
-	dir := b.TempDir()
-	bin := filepath.Join(dir, "icebox")
-	if out, err := exec.Command("go", "build", "-o", bin, "icebox/cmd/icebox").CombinedOutput(); err != nil {
-		b.Fatalf("go build: %v\n%s", err, out)
-	}
-	port := testenv.FreePort(b)
-	cfg := benchConfig(b, "icebox.yaml", dir, port)
-	cfgFile := filepath.Join(dir, "config.yaml")
-	if err := os.WriteFile(cfgFile, []byte(strings.Join(cfg, "\n")), 0o600); err != nil {
-		b.Fatal(err)
-	}
-	return startRelay(b, "icebox", pinned(context.Background(), serverCPU, bin, "-config", cfgFile), port)
-}
-
-// benchConfig reads bench/name, the configuration bench/compare.sh runs
-// too, one line per element, with its placeholders filled in.
-func benchConfig(b *testing.B, name, dir string, port int) []string {
-	b.Helper()
-	raw, err := os.ReadFile(filepath.Join("..", "bench", name))
-	if err != nil {
-		b.Fatal(err)
-	}
-	r := strings.NewReplacer("@DIR@", dir, "@PORT@", strconv.Itoa(port), "@SECRET@", benchSecret)
-	return strings.Split(strings.TrimSuffix(r.Replace(string(raw)), "\n"), "\n")
+	port, p := testenv.StartBenchIcebox(b, func(name string, args ...string) *exec.Cmd {
+		return pinned(context.Background(), serverCPU, name, args...)
+	})
+	return relayServer{name: "icebox", port: port, pid: p.Pid}
 }
 
 // startCoturnRelay runs coturn's turnserver with the same secret and realm.
@@ -239,22 +217,10 @@ func startCoturnRelay(b *testing.B) relayServer {
 	bin := testenv.Tool(b, "turnserver", "coturn")
 	dir := b.TempDir()
 	port := testenv.FreePort(b)
-	cmd := pinned(context.Background(), serverCPU, bin, benchConfig(b, "coturn.args", dir, port)...)
-	return startRelay(b, "coturn", cmd, port)
-}
-
-// startRelay starts a TURN server process and returns once it answers a
-// STUN Binding request on its port.
-func startRelay(b *testing.B, name string, cmd *exec.Cmd, port int) relayServer {
-	b.Helper()
-	addr := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port)).String()
-	testenv.StartProcess(b, cmd, func() error {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		_, err := stunclient.MappedAddress(ctx, addr)
-		return err
-	})
-	return relayServer{name: name, port: port, pid: cmd.Process.Pid}
+	args := strings.Split(strings.TrimSuffix(testenv.BenchConfig(b, "coturn.args", dir, port), "\n"), "\n")
+	cmd := pinned(context.Background(), serverCPU, bin, args...)
+	testenv.StartSTUNServer(b, cmd, port)
+	return relayServer{name: "coturn", port: port, pid: cmd.Process.Pid}
 }
 
 // startEchoPeer runs turnutils_peer on 127.0.0.1 and returns its port once

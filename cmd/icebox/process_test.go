@@ -39,7 +39,7 @@ func startProcess(t *testing.T, cfg Config) *proc {
 	cfg.Log.Format = "json"
 	p := &proc{t: t, lines: make(chan map[string]any, 256), exit: make(chan error, 1), cfg: filepath.Join(t.TempDir(), "config.yaml")}
 	p.writeConfig(cfg)
-	p.cmd = exec.Command(buildIcebox(t), "-config", p.cfg)
+	p.cmd = exec.Command(testenv.IceboxBinary(t), "-config", p.cfg)
 	stderr, err := p.cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -9,7 +9,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 
@@ -18,42 +17,7 @@ import (
 	"icebox/internal/testenv"
 )
 
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
-	buildDir  string
-)
-
-// buildIcebox compiles the daemon once per test run, for tests that need a
-// real process (signals, systemd-analyze verify).
-func buildIcebox(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		buildDir, buildErr = os.MkdirTemp("", "icebox-bin")
-		if buildErr != nil {
-			return
-		}
-		binPath = filepath.Join(buildDir, "icebox")
-		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
-		if err != nil {
-			buildErr = err
-			binPath = string(out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatalf("go build: %v\n%s", buildErr, binPath)
-	}
-	return binPath
-}
-
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if buildDir != "" {
-		os.RemoveAll(buildDir)
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testenv.Main(m) }
 
 // unitForTest is systemd/icebox.service with ExecStart pointing at a real
 // binary, since verify checks that the command exists.
@@ -63,7 +27,7 @@ func unitForTest(t *testing.T) string {
 		t.Fatal(err)
 	}
 	path := filepath.Join(t.TempDir(), "icebox.service")
-	body := strings.ReplaceAll(string(unit), "/usr/local/bin/icebox", buildIcebox(t))
+	body := strings.ReplaceAll(string(unit), "/usr/local/bin/icebox", testenv.IceboxBinary(t))
 	if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -146,7 +110,7 @@ func TestUnreadableSecretStopsTheUnit(t *testing.T) {
 		t.Fatal(err)
 	}
 	bin := filepath.Join(dir, "icebox")
-	exe, err := os.ReadFile(buildIcebox(t))
+	exe, err := os.ReadFile(testenv.IceboxBinary(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,62 +5,26 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
-	"net/netip"
 	"os"
+	"os/exec"
+	"strconv"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
-	"icebox/stunsrv"
-	"icebox/turnsrv"
+	"icebox/internal/testenv"
 )
 
-const testSecret = "test-secret-0123456789abcdef"
+func TestMain(m *testing.M) { testenv.Main(m) }
 
-// startIcebox runs icebox's STUN front door and TURN server on 127.0.0.1,
-// wired as the daemon wires them, and returns its address (UDP and TCP
-// share the port).
+// startIcebox runs the icebox daemon as make bench runs it
+// (bench/icebox.yaml) and returns its address (UDP and TCP share the port).
 func startIcebox(t *testing.T) string {
 	t.Helper()
-	stunCfg := stunsrv.DefaultConfig()
-	stunCfg.Listen = []string{"127.0.0.1:0"}
-	stunCfg.Sockets = 1
-	front, err := stunsrv.New(stunCfg, stunsrv.Options{Passthrough: true, Registerer: prometheus.NewRegistry()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := turnsrv.DefaultConfig()
-	cfg.Secrets = []string{testSecret}
-	cfg.Relay.Address = "127.0.0.1"
-	cfg.Relay.Ports = "20000-29999"
-	cfg.Peers.Allow = []string{"127.0.0.1/32"}
-	cfg.Quotas.AnswerRate = 0 // the load comes from one address
-	pc, ln := front.PacketConns()[0], front.Listeners()[0]
-	s, err := turnsrv.New(cfg, turnsrv.Options{
-		Logger:      slog.New(slog.DiscardHandler),
-		Registerer:  prometheus.NewRegistry(),
-		PublicIP:    netip.MustParseAddr("127.0.0.1"),
-		StateDir:    t.TempDir(),
-		PacketConns: []net.PacketConn{pc},
-		Listeners:   []net.Listener{ln},
-		FrontDoor:   front.AddListener,
-	})
-	if err != nil {
-		front.Close()
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := s.Close(); err != nil {
-			t.Error(err)
-		}
-		front.Close()
-	})
-	return pc.LocalAddr().String()
+	port, _ := testenv.StartBenchIcebox(t, exec.Command)
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 }
 
 // TestLoadAgainstIcebox runs every load mode briefly against a real icebox
@@ -85,7 +49,7 @@ func TestLoadAgainstIcebox(t *testing.T) {
 			res, err := load(options{
 				mode: c.mode, addr: addr, flows: 2, window: 8, size: 160, tcp: c.tcp,
 				duration: 200 * time.Millisecond, timeout: 10 * time.Second,
-				secret: testSecret, realm: "icebox", peerIP: "127.0.0.1",
+				secret: testenv.BenchSecret, realm: "icebox", peerIP: "127.0.0.1",
 			})
 			if err != nil {
 				t.Fatal(err)
