@@ -1,6 +1,7 @@
 package stunsrv
 
 import (
+	"bytes"
 	"errors"
 	"io"
 	"net"
@@ -553,5 +554,52 @@ func BenchmarkUDPBinding(b *testing.B) {
 		if _, err := c.Read(buf); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestTCPClientThatNeverReadsIsClosed: a client that sends Binding after
+// Binding over TCP and never reads the answers fills the socket buffers
+// between them; the answer write that then waits is given up after
+// streamWriteTimeout and the connection closed, instead of holding its
+// goroutine and connection slot for good. Another client's Bindings are
+// answered all along.
+func TestTCPClientThatNeverReadsIsClosed(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits out the 10s stream write timeout")
+	}
+	s := startServer(t, func(c *Config, _ *Options) { c.TCPIdleTimeout = time.Hour })
+	addr := udpAddr(s).String()
+	greedy, err := net.DialTimeout("tcp4", addr, deadline)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer greedy.Close()
+	req := stun.MustBuild(stun.TransactionID, stun.BindingRequest).Raw
+	flood := bytes.Repeat(req, 1000)
+	sent := make(chan error, 1)
+	go func() {
+		for {
+			if _, err := greedy.Write(flood); err != nil {
+				sent <- err // the server closed the connection
+				return
+			}
+		}
+	}()
+	legit, err := net.DialTimeout("tcp4", addr, deadline)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer legit.Close()
+	c, _ := stun.NewClient(legit)
+	defer c.Close()
+	doBinding(t, c)
+	select {
+	case <-sent:
+	case <-time.After(streamWriteTimeout + time.Minute): // guards against hanging only
+		t.Fatal("the server never closed the client that stopped reading")
+	}
+	doBinding(t, c) // the legitimate client's connection stays
+	if got := testutil.ToFloat64(s.stats.tcpConns); got != 1 {
+		t.Errorf("%v TCP connections, want only the legitimate client's", got)
 	}
 }

@@ -356,7 +356,9 @@ func (c *tcpConn) nextFrame() ([]byte, error) {
 		// Counted before it is sent, as over UDP: a client that has its
 		// answer must find it counted.
 		st.answered.Inc()
-		if _, err := c.w.Write(c.header); err != nil {
+		// Through Write, with its timeout: a client that sends Bindings
+		// and never reads would otherwise hold this goroutine for good.
+		if _, err := c.Write(c.header); err != nil {
 			return nil, err
 		}
 		return nil, nil
