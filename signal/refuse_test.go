@@ -44,6 +44,11 @@ func TestBadInput(t *testing.T) {
 		{"index as string", websocket.TextMessage, `{"id":"WsIceCandidates","data":"{\"iceCandidates\":[{\"candidate\":\"c\",\"sdpMLineIndex\":\"0\"}]}"}`, errBadFrame},
 		{"index fraction", websocket.TextMessage, `{"id":"WsIceCandidates","data":"{\"iceCandidates\":[{\"candidate\":\"c\",\"sdpMLineIndex\":0.5}]}"}`, errBadFrame},
 		{"invalid UTF-8", websocket.TextMessage, "{\"id\":\"WsSDPAnswer\",\"data\":\"{\\\"type\\\":\\\"answer\\\",\\\"sdp\\\":\\\"\xff\\\"}\"}", errBadFrame},
+		// Frames aimed at the one-pass read of data when it ends the frame.
+		{"invalid UTF-8 in id", websocket.TextMessage, "{\"id\":\"WsSDP\xffAnswer\",\"data\":" + answerData + "}", errBadFrame},
+		{"quote inside data", websocket.TextMessage, `{"id":"WsSDPAnswer","data":"{\"type\":\"answer\",\"sdp\":\"x\"}"x"}`, errBadFrame},
+		{"form feed before the end", websocket.TextMessage, `{"id":"WsSDPAnswer","data":` + answerData + "\f}", errBadFrame},
+		{"two ends", websocket.TextMessage, `{"id":"WsSDPAnswer","data":` + answerData + `}}`, errBadFrame},
 		{"unknown kind", websocket.TextMessage, `{"id":"WsHello","data":""}`, errUnknownKind},
 		{"client WsIceServers", websocket.TextMessage, string(frameOf("WsIceServers", wsIceServersData{IceServers: []wsIceServer{{URLs: []string{"turn:evil.example"}}}})), errForbiddenKind},
 		{"client WsError", websocket.TextMessage, string(frameOf("WsError", wsErrorData{Code: 1, Message: "x"})), errForbiddenKind},
