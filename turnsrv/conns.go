@@ -67,32 +67,46 @@ func (f *clientFast) offered() bool { return f != nil && f.snd != nil }
 
 func (c *packetConn) ReadFrom(p []byte) (int, net.Addr, error) {
 	if c.fast == nil {
-		c.fast = &clientFast{dp: c.s.dp, snd: newPeerSender(c.s.metrics)}
-		if c.fast.snd.w == nil || !stunsrv.SetFastPath(c.PacketConn, c.fast) {
-			c.fast.snd = nil
-		}
+		c.fast = c.s.newClientFast(c.PacketConn, false)
 	}
 	for {
 		n, addr, err := c.PacketConn.ReadFrom(p)
 		if err != nil || n < 4 {
 			return n, addr, err
 		}
-		offered := c.fast.offered()
-		switch p[0] >> 6 {
-		case 1: // ChannelData: the data plane's, unless it does not know the channel
-			if !offered && c.s.dp.fromClient(p[:n], connIDOf(addr), nil) {
-				continue
-			}
+		if c.s.forPion(p[:n], connIDOf(addr), addr, c, c.fast) {
 			return n, addr, nil
-		case 0:
-			id := connIDOf(addr)
-			if (!offered && c.s.dp.fromSend(p[:n], id, nil)) || !c.s.inspect(p[:n], addr, c) {
-				continue
-			}
-			c.s.dp.noteRequest(p[:n], id)
 		}
-		return n, addr, nil
 	}
+}
+
+// newClientFast makes the data plane's client side of conn, one of the
+// front door's sockets or connections, relaying in the front door's
+// reader where the front door offers that (stunsrv.SetFastPath).
+func (s *Server) newClientFast(conn any, stream bool) *clientFast {
+	f := &clientFast{dp: s.dp, snd: newPeerSender(s.metrics), stream: stream}
+	if f.snd.w == nil || !stunsrv.SetFastPath(conn, f) {
+		f.snd = nil
+	}
+	return f
+}
+
+// forPion reports whether pion gets msg, which a client sent: the data
+// plane relays the ChannelData and Send indications it knows (unless the
+// front door offered them to it already), inspect answers the requests it
+// refuses, and the data plane notes the requests pion is to answer.
+func (s *Server) forPion(msg []byte, id connID, from net.Addr, t transport, f *clientFast) bool {
+	offered := f.offered()
+	switch msg[0] >> 6 {
+	case 1: // ChannelData: the data plane's, unless it does not know the channel
+		return offered || !s.dp.fromClient(msg, id, nil)
+	case 0:
+		if (!offered && s.dp.fromSend(msg, id, nil)) || !s.inspect(msg, from, t) {
+			return false
+		}
+		s.dp.noteRequest(msg, id)
+	}
+	return true
 }
 
 func (c *packetConn) reply(b []byte, to net.Addr) { c.PacketConn.WriteTo(b, to) }
@@ -208,10 +222,7 @@ func (c *frameConn) frontDoorConn() (frontDoorConn, bool) {
 
 func (c *frameConn) Read(p []byte) (int, error) {
 	if c.fast == nil && c.r == nil {
-		c.fast = &clientFast{dp: c.s.dp, snd: newPeerSender(c.s.metrics), stream: true}
-		if c.fast.snd.w == nil || !stunsrv.SetFastPath(c.Conn, c.fast) {
-			c.fast.snd = nil
-		}
+		c.fast = c.s.newClientFast(c.Conn, true)
 	}
 	for {
 		var n int
@@ -230,19 +241,9 @@ func (c *frameConn) Read(p []byte) (int, error) {
 		if n < 4 {
 			return n, nil
 		}
-		offered := c.fast.offered() // as in packetConn.ReadFrom
-		switch p[0] >> 6 {
-		case 1:
-			if !offered && c.s.dp.fromClient(p[:n], c.id, nil) {
-				continue
-			}
-		case 0:
-			if (!offered && c.s.dp.fromSend(p[:n], c.id, nil)) || !c.s.inspect(p[:n], c.RemoteAddr(), c) {
-				continue
-			}
-			c.s.dp.noteRequest(p[:n], c.id)
+		if c.s.forPion(p[:n], c.id, c.RemoteAddr(), c, c.fast) {
+			return n, nil
 		}
-		return n, nil
 	}
 }
 
