@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/netip"
 	"os"
 	"reflect"
 	"slices"
@@ -19,6 +18,7 @@ import (
 	"icebox/internal/cfgerr"
 	"icebox/internal/cluster"
 	"icebox/internal/dnsname"
+	"icebox/internal/publicip"
 	"icebox/signal"
 	"icebox/stunsrv"
 	"icebox/turnsrv"
@@ -115,10 +115,8 @@ func DefaultConfig() Config {
 // Validate checks every section and returns all mistakes at once.
 func (c *Config) Validate() error {
 	var errs []error
-	if c.PublicIP != "" && c.PublicIP != publicIPAuto {
-		if ip, err := netip.ParseAddr(c.PublicIP); err != nil || ip.IsUnspecified() || !ip.Unmap().Is4() {
-			errs = append(errs, cfgerr.New("public_ip", fmt.Sprintf("%q is not an IPv4 address clients can reach", c.PublicIP), `public_ip: 203.0.113.10 (the VM's public address), or "auto"`))
-		}
+	if err := publicip.Check(c.PublicIP); err != nil {
+		errs = append(errs, cfgerr.New("public_ip", err.Error(), `public_ip: 203.0.113.10 (the VM's public address), or "auto"`))
 	}
 	for i, s := range c.PublicIPSTUN {
 		if _, _, err := net.SplitHostPort(s); err != nil {
@@ -480,4 +478,9 @@ func (c *Config) iceName() string {
 		return c.TLS.ACME.Domains[0]
 	}
 	return c.Signal.ICEHost
+}
+
+// publicIP is what the address clients are told depends on.
+func (c *Config) publicIP() publicip.Config {
+	return publicip.Config{PublicIP: c.PublicIP, STUNServers: c.PublicIPSTUN, RelayAddress: c.TURN.Relay.Address}
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"icebox/internal/credentials"
+	"icebox/internal/publicip"
 	"icebox/signal"
 
 	"icebox/turnsrv"
@@ -46,7 +47,7 @@ func credentialsCmd(args []string, stdout, stderr io.Writer) int {
 	} else if why != "" {
 		fmt.Fprintf(stderr, "icebox: warning: -ttl %v: %s; %s\n", *ttl, why, fix)
 	}
-	ip, _, err := resolvePublicIP(context.Background(), cfg)
+	ip, _, err := publicip.Resolve(context.Background(), cfg.publicIP())
 	if err != nil {
 		fmt.Fprintf(stderr, "icebox: public_ip: %v\n", err)
 		return 1

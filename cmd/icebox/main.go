@@ -23,6 +23,7 @@ import (
 
 	"icebox/internal/doctor"
 	"icebox/internal/ipclass"
+	"icebox/internal/publicip"
 	"icebox/stunsrv"
 	"icebox/turnsrv"
 )
@@ -183,7 +184,7 @@ func start(cfg Config, log *slog.Logger) (_ *daemon, err error) {
 		}
 	}()
 	var how string
-	if d.publicIP, how, err = resolvePublicIP(context.Background(), cfg); err != nil {
+	if d.publicIP, how, err = publicip.Resolve(context.Background(), cfg.publicIP()); err != nil {
 		return d, fmt.Errorf("public_ip: %w", err)
 	}
 	log.Info("public address chosen", "public_ip", d.publicIP, "how", how)
