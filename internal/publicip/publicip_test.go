@@ -7,24 +7,11 @@ import (
 	"strings"
 	"testing"
 
-	"icebox/stunsrv"
+	"icebox/internal/stuntest"
 )
 
-// startSTUN is icebox's own STUN responder on loopback, for Auto to ask.
-func startSTUN(t *testing.T) string {
-	cfg := stunsrv.DefaultConfig()
-	cfg.Listen = []string{"127.0.0.1:0"}
-	cfg.TCP = false
-	srv, err := stunsrv.New(cfg, stunsrv.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Close() })
-	return srv.PacketConns()[0].LocalAddr().String()
-}
-
 func TestDiscover(t *testing.T) {
-	stunAddr := startSTUN(t)
+	stunAddr := stuntest.Responder(t)
 	ctx := context.Background()
 
 	// A public interface address wins without asking anyone: the listed
@@ -66,7 +53,7 @@ func TestResolve(t *testing.T) {
 		{Config{PublicIP: "", RelayAddress: "127.0.0.2"}, "127.0.0.2", "relay address"},
 		// auto with a specific relay address that is not public: the
 		// operator's STUN server is asked.
-		{Config{PublicIP: Auto, RelayAddress: "127.0.0.2", STUNServers: []string{startSTUN(t)}}, "127.0.0.1", "STUN server"},
+		{Config{PublicIP: Auto, RelayAddress: "127.0.0.2", STUNServers: []string{stuntest.Responder(t)}}, "127.0.0.1", "STUN server"},
 	} {
 		got, how, err := Resolve(ctx, tc.cfg)
 		if err != nil || got.String() != tc.want || !strings.Contains(how, tc.how) {

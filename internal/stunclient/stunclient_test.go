@@ -11,21 +11,13 @@ import (
 
 	"github.com/pion/stun/v3"
 
-	"icebox/stunsrv"
+	"icebox/internal/stuntest"
 )
 
 // TestMappedAddressFromIceboxResponder: icebox's own responder on
 // loopback tells the client the address its packets came from.
 func TestMappedAddressFromIceboxResponder(t *testing.T) {
-	cfg := stunsrv.DefaultConfig()
-	cfg.Listen = []string{"127.0.0.1:0"}
-	cfg.TCP = false
-	srv, err := stunsrv.New(cfg, stunsrv.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Close() })
-	got, err := MappedAddress(t.Context(), srv.PacketConns()[0].LocalAddr().String())
+	got, err := MappedAddress(t.Context(), stuntest.Responder(t))
 	if err != nil {
 		t.Fatal(err)
 	}
