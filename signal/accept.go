@@ -9,6 +9,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"icebox/internal/ipclass"
+	"icebox/internal/persource"
 )
 
 // serveConnect upgrades to a WebSocket and hands it to a reader goroutine
@@ -37,7 +38,7 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request) {
 	ws, err := s.up.Upgrade(w, r, nil)
 	if err != nil {
 		if refusal == 0 {
-			s.release(peer)
+			s.peers.Release(peer.Addr())
 		}
 		return // Upgrade has answered with an HTTP error
 	}
@@ -63,7 +64,7 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request) {
 	}
 	s.mu.Unlock()
 	if closing { // Shutdown began during the upgrade
-		s.release(peer)
+		s.peers.Release(peer.Addr())
 		s.cm.refusedConn.Inc()
 		s.refuseNow(ws, errBusy)
 		return
@@ -74,26 +75,12 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request) {
 }
 
 // admit counts a connection against max_conns and max_conns_per_ip, and
-// against the fair share: see fairShareFull.
+// against the fair share (persource.FairShareFull).
 func (s *Server) admit(set *settings, peer netip.Prefix) bool {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closing || s.total >= set.MaxConns || s.perPeer[peer] >= set.MaxConnsPerIP ||
-		fairShareFull(s.perPeer[peer], s.total, set.MaxConns) {
-		return false
-	}
-	s.perPeer[peer]++
-	s.total++
-	return true
-}
-
-func (s *Server) release(peer netip.Prefix) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.total--
-	if s.perPeer[peer]--; s.perPeer[peer] <= 0 {
-		delete(s.perPeer, peer)
-	}
+	closing := s.closing
+	s.mu.Unlock()
+	return !closing && s.peers.Take(peer.Addr(), persource.Limits{Total: set.MaxConns, PerSource: set.MaxConnsPerIP, FairShare: true}) == persource.Admitted
 }
 
 // forget is the last step of a connection.
@@ -101,7 +88,7 @@ func (s *Server) forget(c *conn, why disconnectReason) {
 	s.mu.Lock()
 	delete(s.conns, c)
 	s.mu.Unlock()
-	s.release(c.peer)
+	s.peers.Release(c.peer.Addr())
 	s.cm.active.Dec()
 	s.cm.disconnects[why].Inc()
 	s.wg.Done()

@@ -156,20 +156,6 @@ func printable(s string) bool {
 	return true
 }
 
-// fairShareFull says whether a source already holding held of the total
-// connections (out of max) has had its share. Below half of max, every
-// source may grow up to max_conns_per_ip; above it, a source holding
-// anything may hold at most an eighth of what is still free. So however
-// few addresses an attacker has, a source holding nothing still gets in:
-// N sources grabbing all they can leave max×8/(N+8) free, where the flat
-// per-IP cap let 160 addresses take everything.
-func fairShareFull(held, total, max int) bool {
-	return max > 0 && held > 0 && total >= max/2 && held >= (max-total+fairDivisor-1)/fairDivisor
-}
-
-// fairDivisor: above half of max, a source may hold 1/fairDivisor of the rest.
-const fairDivisor = 8
-
 // fanoutAllowed spends n bytes times the open room's other members from
 // c's fan-out budget (open_room_fanout per second, bursts of 4 s worth),
 // so that one member's burst cannot become a thousandfold flood out.

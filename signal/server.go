@@ -25,7 +25,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/netip"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -33,6 +32,8 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"icebox/internal/persource"
 )
 
 // ICEServer is one entry of the WsIceServers list, as the app decodes it.
@@ -82,13 +83,12 @@ type Server struct {
 	cm        *connMetrics
 	em        *errorMetrics
 	mints     *mintBudget
-	tlsConf   *tls.Config // nil without TLS
+	peers     persource.Counter // admitted connections, by peerKey
+	tlsConf   *tls.Config       // nil without TLS
 	tlsOn     bool
 
 	mu      sync.Mutex
 	conns   map[*conn]struct{}
-	perPeer map[netip.Prefix]int // admitted connections by peerKey
-	total   int                  // admitted connections
 	servers []*http.Server
 	closing bool
 	wg      sync.WaitGroup
@@ -149,7 +149,6 @@ func New(cfg Config, opts Options) (*Server, error) {
 		em:        newErrorMetrics(reg),
 		mints:     newMintBudget(reg, opts.Now),
 		conns:     make(map[*conn]struct{}),
-		perPeer:   make(map[netip.Prefix]int),
 		tlsOn:     opts.GetCertificate != nil,
 	}
 	if reg.err != nil {

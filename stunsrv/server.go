@@ -48,7 +48,10 @@ type Config struct {
 	// flood cannot exhaust file descriptors. Default 1024.
 	MaxTCPConnections int `yaml:"max_tcp_connections"`
 	// Of those, how many one source may hold: an IPv4 address, or an IPv6
-	// /64 (its owner can use any address in it). Default 64.
+	// /64 (its owner can use any address in it). Once half of
+	// max_tcp_connections are open, a source that holds any may hold at
+	// most an eighth of what is still free, so a few sources cannot take
+	// every slot either. Default 64.
 	MaxTCPConnectionsPerSource int `yaml:"max_tcp_connections_per_source"`
 	// Close a TCP connection that sends nothing for this long (a Binding
 	// client is done in one round trip). Only a connection that holds a
@@ -59,7 +62,9 @@ type Config struct {
 	// Default 10s.
 	TLSHandshakeTimeout time.Duration `yaml:"tls_handshake_timeout"`
 	// TLS handshakes in flight at once; more connections are closed
-	// straight away, so slow handshakes cannot pile up. Must exceed
+	// straight away, so slow handshakes cannot pile up. One source may
+	// have max_tcp_connections_per_source of them in flight, and once half
+	// are, an eighth of what is still free. Must exceed
 	// max_tcp_connections_per_source, so one source cannot hold them all.
 	// Default 256.
 	MaxTLSHandshakes int `yaml:"max_tls_handshakes"`

@@ -14,7 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"icebox/internal/ipclass"
+	"icebox/internal/persource"
 )
 
 // RFC 8489 §6.2.2 frames STUN over TCP by its own length field, and RFC 8656
@@ -34,8 +34,8 @@ var (
 // icebox_stun_tcp_refused_total.
 const (
 	refuseTotal      = iota // stun.max_tcp_connections reached
-	refusePerSource         // stun.max_tcp_connections_per_source reached
-	refuseHandshakes        // stun.max_tls_handshakes in flight
+	refusePerSource         // stun.max_tcp_connections_per_source or the source's fair share reached
+	refuseHandshakes        // stun.max_tls_handshakes in flight, or the source's share of them
 	refuseHandshake         // TLS handshake failed or timed out
 	numRefusals
 )
@@ -43,52 +43,34 @@ const (
 var refusalNames = [numRefusals]string{"total", "per_source", "tls_handshakes", "tls_handshake"}
 
 // admission bounds stream connections on every listener of the front door
-// together: in total, and per source address (IPv4 address or IPv6 /64), so
-// that one host cannot hold every slot.
+// together, and the TLS handshakes among them: in total, per source
+// address (IPv4 address or IPv6 /64), and, once half full, to each
+// source's fair share (persource.FairShareFull), so that neither one host
+// nor a handful of them can hold every slot.
 type admission struct {
-	mu           sync.Mutex
-	open         int
-	perSource    map[netip.Addr]int
-	max          int
-	maxPerSource int
-	// handshakes holds one token per TLS handshake in flight.
-	handshakes chan struct{}
+	conns, handshakes           persource.Counter
+	connLimits, handshakeLimits persource.Limits
 }
 
 func newAdmission(cfg Config) *admission {
 	return &admission{
-		perSource:    map[netip.Addr]int{},
-		max:          cfg.MaxTCPConnections,
-		maxPerSource: cfg.MaxTCPConnectionsPerSource,
-		handshakes:   make(chan struct{}, max(cfg.MaxTLSHandshakes, 1)),
+		connLimits:      persource.Limits{Total: cfg.MaxTCPConnections, PerSource: cfg.MaxTCPConnectionsPerSource, FairShare: true},
+		handshakeLimits: persource.Limits{Total: cfg.MaxTLSHandshakes, PerSource: cfg.MaxTCPConnectionsPerSource, FairShare: true},
 	}
 }
 
 // take admits one connection from src, or says why not.
 func (a *admission) take(src netip.Addr) (refusal int, ok bool) {
-	key := ipclass.SourceKey(src)
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	switch {
-	case a.open >= a.max:
+	switch a.conns.Take(src, a.connLimits) {
+	case persource.Admitted:
+		return 0, true
+	case persource.OverTotal:
 		return refuseTotal, false
-	case a.perSource[key] >= a.maxPerSource:
-		return refusePerSource, false
 	}
-	a.open++
-	a.perSource[key]++
-	return 0, true
+	return refusePerSource, false
 }
 
-func (a *admission) release(src netip.Addr) {
-	key := ipclass.SourceKey(src)
-	a.mu.Lock()
-	a.open--
-	if a.perSource[key]--; a.perSource[key] <= 0 {
-		delete(a.perSource, key)
-	}
-	a.mu.Unlock()
-}
+func (a *admission) release(src netip.Addr) { a.conns.Release(src) }
 
 // tcpListener hands out framed connections that answer Binding requests
 // themselves, within the admission caps. With a TLS config it terminates
@@ -195,15 +177,14 @@ func (l *tcpListener) acceptTLS() {
 		if err != nil {
 			return
 		}
-		select {
-		case l.admit.handshakes <- struct{}{}:
-		default:
+		src := tc.from.Addr()
+		if l.admit.handshakes.Take(src, l.admit.handshakeLimits) != persource.Admitted {
 			l.stats.tcpRefused[refuseHandshakes].Inc()
 			tc.Close()
 			continue
 		}
 		go func() {
-			defer func() { <-l.admit.handshakes }()
+			defer l.admit.handshakes.Release(src)
 			ctx, cancel := context.WithTimeout(context.Background(), l.handshake)
 			err := tc.Conn.(*tls.Conn).HandshakeContext(ctx)
 			cancel()

@@ -84,8 +84,8 @@ func allocateOver(t *testing.T, ts *testServer, c net.Conn, server string) {
 	if err != nil {
 		t.Fatalf("binding: %v", err)
 	}
-	if got := mapped.(*net.UDPAddr).IP.String(); got != "127.0.0.2" {
-		t.Errorf("mapped address %v, want 127.0.0.2", got)
+	if got, want := mapped.(*net.UDPAddr).IP, c.LocalAddr().(*net.TCPAddr).IP; !got.Equal(want) {
+		t.Errorf("mapped address %v, want %v", got, want)
 	}
 	relay, err := client.Allocate()
 	if err != nil {
@@ -213,4 +213,53 @@ func TestSlowlorisTLSCannotStarveALegitimateClient(t *testing.T) {
 	if got := gathered(t, ts.frontReg, "icebox_stun_tcp_refused_total", "tls_handshake"); got != perSource {
 		t.Errorf("%v handshakes timed out, want %d", got, perSource)
 	}
+}
+
+// TestFewSourcesCannotHoldEveryTLSHandshake: four hosts each hold as many
+// silent TLS handshakes as one source may, which would fill every
+// handshake slot; the fair share keeps one free for a fifth host, which
+// completes its handshake and allocates.
+func TestFewSourcesCannotHoldEveryTLSHandshake(t *testing.T) {
+	t.Parallel()
+	const perSource, attackers = 16, 4
+	dir := t.TempDir()
+	cfg := testConfig()
+	cfg.TLS.Listen = "127.0.0.1:0"
+	cfg.TLS.Cert, cfg.TLS.Key = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	cert := testenv.WriteCert(t, cfg.TLS.Cert, cfg.TLS.Key, time.Time{})
+	pair, err := tls.LoadX509KeyPair(cfg.TLS.Cert, cfg.TLS.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := startServerFront(t, func(c *stunsrv.Config) {
+		c.MaxTCPConnectionsPerSource = perSource
+		c.MaxTLSHandshakes = attackers * perSource
+		c.TLSHandshakeTimeout = time.Minute // the attackers hold theirs to the end
+	}, cfg, func(o *Options) {
+		o.GetCertificate = func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return &pair, nil }
+	})
+	addr := ts.TLSAddr().String()
+	for i := range attackers {
+		from := fmt.Sprintf("127.0.0.%d", 2+i)
+		for range perSource {
+			dialFrom(t, from, addr)
+		}
+	}
+	// One more from the first attacker is over its cap and closed at
+	// once; the front door takes connections in order, so by then it has
+	// admitted or refused every attacker's connection.
+	over := dialFrom(t, "127.0.0.2", addr)
+	over.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := over.Read(make([]byte, 1)); !errors.Is(err, io.EOF) && !isReset(err) {
+		t.Fatalf("connection over the per-source cap: %v, want closed by the server", err)
+	}
+	if got := gathered(t, ts.frontReg, "icebox_stun_tcp_refused_total", "tls_handshakes"); got == 0 {
+		t.Errorf("no attacker handshake was refused: the attackers did not reach the fair share")
+	}
+
+	pool := x509.NewCertPool()
+	pool.AddCert(cert)
+	raw := dialFrom(t, "127.0.0.9", addr)
+	c := tls.Client(raw, &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"})
+	allocateOver(t, ts, c, addr)
 }

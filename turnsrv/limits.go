@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"icebox/internal/ipclass"
+	"icebox/internal/persource"
 	"icebox/internal/tokenbucket"
 )
 
@@ -73,10 +74,6 @@ type pendingAlloc struct {
 
 const pendingTTL = 10 * time.Second
 
-// fairDivisor: above half of quotas.total, a source may hold an
-// allocation more only while it holds less than 1/fairDivisor of the rest.
-const fairDivisor = 8
-
 func newQuotas() *quotas {
 	return &quotas{
 		perUser: map[string]int{},
@@ -104,12 +101,8 @@ func (q *quotas) admit(user string, c connID, lim QuotaConfig, now time.Time) (r
 		return quotaTotal
 	case lim.PerIP > 0 && q.perIP[ip] >= lim.PerIP:
 		return quotaIP
-	case lim.PerIP > 0 && lim.Total > 0 && q.perIP[ip] > 0 && q.total >= lim.Total/2 &&
-		q.perIP[ip] >= (lim.Total-q.total+fairDivisor-1)/fairDivisor:
-		// Above half of total, a source holding allocations may hold at
-		// most an eighth of what is free, so a source holding none always
-		// gets one: N sources grabbing all they can leave total×8/(N+8)
-		// free, where per_ip alone let 32 addresses take all 1,000.
+	case lim.PerIP > 0 && persource.FairShareFull(q.perIP[ip], q.total, lim.Total):
+		// per_ip alone let 32 addresses take all 1,000.
 		return quotaFair
 	case lim.PerUser > 0 && user != "" && q.perUser[user] >= lim.PerUser:
 		return quotaUser
