@@ -13,10 +13,13 @@ import (
 	"errors"
 	"log/slog"
 	"net"
+	"net/netip"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"icebox/internal/persource"
 )
 
 // ALPN protocol names the port answers to.
@@ -40,6 +43,12 @@ type Options struct {
 	// are closed on accept, so a flood of silent clients cannot pile up
 	// goroutines. Default 1024.
 	MaxPending int
+	// MaxPendingPerSource caps those of one source (an IPv4 address or
+	// an IPv6 /64); once half of MaxPending are taken, a source that has
+	// any may have at most an eighth of what is free
+	// (persource.FairShareFull), so that a few hosts holding silent
+	// connections cannot lock everyone else out of the port. Default 64.
+	MaxPendingPerSource int
 	// Logger gets refusals at debug. Default: discard.
 	Logger *slog.Logger
 	// Registerer gets icebox_tls_port_connections_total; nil: none.
@@ -51,7 +60,7 @@ type Mux struct {
 	ln      net.Listener
 	conf    *tls.Config
 	opts    Options
-	pending chan struct{}
+	pending persource.Counter // connections in handshake or sniffing
 	turn    *route
 	http    *route
 	routed  *prometheus.CounterVec
@@ -75,6 +84,9 @@ func New(ln net.Listener, opts Options) (*Mux, error) {
 	if opts.MaxPending <= 0 {
 		opts.MaxPending = 1024
 	}
+	if opts.MaxPendingPerSource <= 0 {
+		opts.MaxPendingPerSource = 64
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -88,7 +100,6 @@ func New(ln net.Listener, opts Options) (*Mux, error) {
 			// WebSockets here are HTTP/1.1 upgrades.
 			NextProtos: []string{ProtoTURN, ProtoHTTP, ProtoACME},
 		},
-		pending:  make(chan struct{}, opts.MaxPending),
 		done:     make(chan struct{}),
 		inFlight: make(map[net.Conn]struct{}),
 		routed: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -163,10 +174,8 @@ func (m *Mux) accept() {
 			continue
 		}
 		delay = 0
-		select {
-		case m.pending <- struct{}{}:
-		default:
-			m.refuse(c, "too many connections in handshake")
+		if why := m.admit(c); why != "" {
+			m.refuse(c, why)
 			c.Close()
 			continue
 		}
@@ -188,6 +197,24 @@ func (m *Mux) accept() {
 	}
 }
 
+// admit counts c as pending, or says why it may not be.
+func (m *Mux) admit(c net.Conn) (why string) {
+	limits := persource.Limits{Total: m.opts.MaxPending, PerSource: m.opts.MaxPendingPerSource, FairShare: true}
+	switch m.pending.Take(remoteAddr(c), limits) {
+	case persource.Admitted:
+		return ""
+	case persource.OverTotal:
+		return "too many connections in handshake"
+	}
+	return "too many connections in handshake from this source"
+}
+
+// remoteAddr is c's peer address, what pending counts by.
+func remoteAddr(c net.Conn) netip.Addr {
+	ap, _ := netip.ParseAddrPort(c.RemoteAddr().String())
+	return ap.Addr()
+}
+
 func (m *Mux) refuse(c net.Conn, why string) {
 	m.routed.WithLabelValues("refused").Inc()
 	m.opts.Logger.Debug("tls port: connection refused", "client", c.RemoteAddr(), "why", why)
@@ -197,7 +224,7 @@ func (m *Mux) refuse(c net.Conn, why string) {
 func (m *Mux) handle(raw net.Conn) {
 	tc := tls.Server(raw, m.conf)
 	out, route, why := m.classify(tc)
-	<-m.pending
+	m.pending.Release(remoteAddr(raw))
 	m.mu.Lock()
 	delete(m.inFlight, raw)
 	m.mu.Unlock()

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"log"
 	"log/slog"
@@ -84,7 +85,14 @@ func startPort(t *testing.T, opts Options) *port {
 
 func (p *port) dial(t *testing.T, alpn ...string) *tls.Conn {
 	t.Helper()
-	c, err := tls.Dial("tcp4", p.addr, &tls.Config{InsecureSkipVerify: true, NextProtos: alpn})
+	return p.dialFrom(t, "127.0.0.1", alpn...)
+}
+
+// dialFrom is dial from the local address from.
+func (p *port) dialFrom(t *testing.T, from string, alpn ...string) *tls.Conn {
+	t.Helper()
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
+	c, err := tls.DialWithDialer(d, "tcp4", p.addr, &tls.Config{InsecureSkipVerify: true, NextProtos: alpn})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -187,7 +195,7 @@ func TestSilentClients(t *testing.T) {
 	t.Parallel()
 	const timeout = 300 * time.Millisecond
 	refusals := make(chan slog.Record, 64)
-	p := startPort(t, Options{TURN: true, HTTP: true, Timeout: timeout, MaxPending: 8, Logger: slog.New(testenv.NewLogChan(refusals, refusedMessage))})
+	p := startPort(t, Options{TURN: true, HTTP: true, Timeout: timeout, MaxPending: 16, Logger: slog.New(testenv.NewLogChan(refusals, refusedMessage))})
 	var silent []net.Conn
 	for range 4 { // no handshake at all
 		c, err := net.Dial("tcp4", p.addr)
@@ -200,16 +208,16 @@ func TestSilentClients(t *testing.T) {
 	for range 2 { // a handshake, then nothing
 		silent = append(silent, p.dial(t))
 	}
-	legit := func(p *port) {
+	legit := func(p *port, from string) {
 		t.Helper()
-		c := p.dial(t, ProtoHTTP)
+		c := p.dialFrom(t, from, ProtoHTTP)
 		io.WriteString(c, "GET /legit HTTP/1.1\r\nHost: x\r\n\r\n")
 		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
 		if err != nil || resp.StatusCode != 200 {
 			t.Fatalf("legitimate client: %v", err)
 		}
 	}
-	legit(p)
+	legit(p, "127.0.0.1")
 	start := time.Now()
 	for i, c := range silent {
 		c.SetReadDeadline(time.Now().Add(5 * time.Second))
@@ -225,39 +233,61 @@ func TestSilentClients(t *testing.T) {
 		t.Errorf("refused counted %v, want %d", got, len(silent))
 	}
 
-	// Past MaxPending, a connection is closed straight away. A timeout
-	// far beyond the test's waits: nothing here is cut by it.
+	// Past its share or past MaxPending, a connection is closed straight
+	// away. A timeout far beyond the test's waits: nothing here is cut by
+	// it.
 	refusals = make(chan slog.Record, 64)
 	q := startPort(t, Options{TURN: true, HTTP: true, Timeout: time.Minute, MaxPending: 8, Logger: slog.New(testenv.NewLogChan(refusals, refusedMessage))})
 	var flood []net.Conn
-	for range 8 {
-		c, err := net.Dial("tcp4", q.addr)
-		if err != nil {
-			t.Fatal(err)
+	hold := func(from string) { flood = append(flood, dialFrom(t, from, q.addr)) }
+	closedAtOnce := func(from, why string) {
+		t.Helper()
+		c := dialFrom(t, from, q.addr)
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := c.Read(make([]byte, 1)); err == nil || strings.Contains(err.Error(), "timeout") {
+			t.Fatalf("connection from %s: %v, want closed at once", from, err)
 		}
-		defer c.Close()
-		flood = append(flood, c)
+		refused(t, refusals, 1, why)
 	}
-	extra, err := net.Dial("tcp4", q.addr)
-	if err != nil {
-		t.Fatal(err)
+	// One source gets half of the slots: once half are taken, a source
+	// holding any may hold an eighth of what is free.
+	for range 8 {
+		hold("127.0.0.1")
 	}
-	defer extra.Close()
-	extra.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if _, err := extra.Read(make([]byte, 1)); err == nil || strings.Contains(err.Error(), "timeout") {
-		t.Fatalf("connection past MaxPending: %v, want closed at once", err)
+	refused(t, refusals, 4, "too many connections in handshake from this source")
+	// The front door takes connections in order: once this one is closed,
+	// it has counted all the source's others.
+	closedAtOnce("127.0.0.1", "too many connections in handshake from this source")
+	// While that source holds its four, a client from elsewhere gets in.
+	legit(q, "127.0.0.2")
+	// Sources holding none get one each, until the port is full.
+	for i := range 4 {
+		hold(fmt.Sprintf("127.0.0.%d", 3+i))
 	}
-	refused(t, refusals, 1, "too many connections in handshake")
+	closedAtOnce("127.0.0.7", "too many connections in handshake")
 	for _, c := range flood {
 		c.Close()
 	}
 	// Once the flood is gone, its handshakes fail and give back their
 	// slots, and the legitimate client gets in again at once.
-	refused(t, refusals, len(flood), "")
-	if got := q.routed(t, "refused"); got != float64(1+len(flood)) {
-		t.Errorf("refused counted %v, want %d", got, 1+len(flood))
+	refused(t, refusals, 8, "")
+	if got := q.routed(t, "refused"); got != float64(2+len(flood)) {
+		t.Errorf("refused counted %v, want %d", got, 2+len(flood))
 	}
-	legit(q)
+	legit(q, "127.0.0.1")
+}
+
+// dialFrom opens a TCP connection to addr from the local address from,
+// closed when the test ends.
+func dialFrom(t *testing.T, from, addr string) net.Conn {
+	t.Helper()
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
+	c, err := d.Dial("tcp4", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
 }
 
 // refusedMessage is what the mux logs for each connection it refuses,
