@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -602,4 +603,37 @@ func TestTCPClientThatNeverReadsIsClosed(t *testing.T) {
 	if got := testutil.ToFloat64(s.stats.tcpConns); got != 1 {
 		t.Errorf("%v TCP connections, want only the legitimate client's", got)
 	}
+}
+
+// TestTCPFrameLargerThanTheBufferIsRefused: a well-formed Binding request
+// of 64 KiB (one long optional attribute) would make its connection hold a
+// 64 KiB buffer for life; it is counted as malformed and the connection
+// closed, while a frame that fits the buffer is answered on another.
+func TestTCPFrameLargerThanTheBufferIsRefused(t *testing.T) {
+	s := startServer(t, nil)
+	addr := udpAddr(s).String()
+	m := stun.MustBuild(stun.TransactionID, stun.BindingRequest, stun.RawAttribute{Type: stun.AttrSoftware, Value: make([]byte, 65000)})
+	big, err := net.DialTimeout("tcp4", addr, deadline)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer big.Close()
+	if _, err := big.Write(m.Raw); err != nil {
+		t.Fatal(err)
+	}
+	big.SetReadDeadline(time.Now().Add(deadline))
+	if n, err := big.Read(make([]byte, 1)); !errors.Is(err, io.EOF) && !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("after a 64 KiB frame: read %d, %v; want the connection closed", n, err)
+	}
+	if got := testutil.ToFloat64(s.stats.tcp[v4].malformed); got != 1 {
+		t.Errorf("malformed TCP frames %v, want 1", got)
+	}
+	legit, err := net.DialTimeout("tcp4", addr, deadline)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer legit.Close()
+	c, _ := stun.NewClient(legit)
+	defer c.Close()
+	doBinding(t, c)
 }

@@ -18,11 +18,14 @@ import (
 )
 
 // RFC 8489 §6.2.2 frames STUN over TCP by its own length field, and RFC 8656
-// §11.5 pads ChannelData to four bytes there. The 16-bit length field is
-// what bounds the frame one client can make nextFrame buffer: 64 KiB plus
-// header and padding.
+// §11.5 pads ChannelData to four bytes there. The length field allows
+// 64 KiB, but no frame larger than the read buffer is taken: pion takes no
+// STUN message of 1600 bytes or more, and over UDP the front door drops
+// anything larger than a slot, so a larger frame is an attempt to make
+// each connection hold 64 KiB.
 
-// readBufferSize is each stream connection's read buffer: a few frames.
+// readBufferSize is each stream connection's read buffer, a few frames,
+// and the largest frame it takes.
 const readBufferSize = 4096
 
 var (
@@ -227,7 +230,6 @@ type tcpConn struct {
 	w         io.Writer     // Conn, or a rawStream on it
 	l         *tcpListener
 	from      netip.AddrPort
-	frame     []byte // a frame larger than r's buffer
 	header    []byte // Binding answers
 	allocated atomic.Bool
 	closed    atomic.Bool
@@ -312,25 +314,19 @@ func (c *tcpConn) nextFrame() ([]byte, error) {
 		st.malformed.Inc()
 		return nil, errMalformedFrame
 	}
+	if size > readBufferSize {
+		st.malformed.Inc()
+		return nil, fmt.Errorf("%w: %d bytes from %v", errFrameTooLarge, size, c.from)
+	}
 	if err := c.beforeRead(size); err != nil {
 		return nil, err
 	}
-	if size <= readBufferSize {
-		// The frame stays in r's buffer until the next call: Read copies
-		// it out before then.
-		if b, err = c.r.Peek(size); err != nil {
-			return nil, err
-		}
-		c.r.Discard(size)
-	} else {
-		if cap(c.frame) < size {
-			c.frame = make([]byte, 0, size)
-		}
-		b = c.frame[:size]
-		if _, err := io.ReadFull(c.r, b); err != nil {
-			return nil, err
-		}
+	// The frame stays in r's buffer until the next call: Read copies it
+	// out before then.
+	if b, err = c.r.Peek(size); err != nil {
+		return nil, err
 	}
+	c.r.Discard(size)
 	switch Classify(b) {
 	case BindingRequest:
 		c.header = AppendBindingResponse(c.header[:0], b, c.from)
