@@ -1,12 +1,9 @@
 package turnsrv
 
 import (
-	"bufio"
 	crand "crypto/rand"
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net"
 	"net/netip"
@@ -153,21 +150,18 @@ type streamListener struct {
 
 func (l *streamListener) Close() error { return l.closer.close(l.Listener.Close) }
 
-// idleTimeout ends a stream connection that sends nothing for this long.
-// Any live allocation refreshes its permissions every 5 minutes and itself
-// within its lifetime of at most an hour; 10 minutes of silence leaves a
-// margin over the former and still frees abandoned connections.
-const idleTimeout = 10 * time.Minute
-
 func (l *streamListener) Accept() (net.Conn, error) {
 	delay := time.Duration(0)
 	for {
 		c, err := l.Listener.Accept()
 		if err == nil {
-			fc := &frameConn{Conn: c, s: l.s, id: connIDOf(c.RemoteAddr())}
 			if _, framed := c.(frontDoorConn); !framed {
-				fc.r = bufio.NewReaderSize(c, 2048)
+				// Options.Listeners and FrontDoor say where they come from.
+				l.s.log.Error("turn: a stream connection that is not the STUN front door's; closed", "listener", l.Addr())
+				c.Close()
+				continue
 			}
+			fc := &frameConn{Conn: c, s: l.s, id: connIDOf(c.RemoteAddr())}
 			if !l.s.trackConn(fc, true) {
 				c.Close()
 				return nil, net.ErrClosed
@@ -185,8 +179,6 @@ func (l *streamListener) Accept() (net.Conn, error) {
 	}
 }
 
-var errFrame = errors.New("turn: not a STUN or ChannelData frame")
-
 // frontDoorConn is a stream connection from stunsrv's front door: it
 // already delivers one whole frame per Read, within its own idle timeouts,
 // and wants to know when it holds an allocation.
@@ -195,18 +187,15 @@ type frontDoorConn interface {
 	SetAllocated(held bool)
 }
 
-// frameConn passes each frame of a TURN stream through inspect. A
-// connection from the front door is framed there; any other is reframed
-// here (RFC 5766 section 11.5), so that each Read returns exactly one STUN
-// message or ChannelData message.
+// frameConn passes each frame of a TURN stream, which the front door has
+// framed (one STUN or ChannelData message per Read), through inspect.
 type frameConn struct {
 	net.Conn
 	id     connID
-	r      *bufio.Reader // nil for front door connections
 	s      *Server
 	closer onceCloser
 	key    keyOwner
-	fast   *clientFast // as packetConn's, for a front door connection
+	fast   *clientFast // as packetConn's
 }
 
 func (c *frameConn) reply(b []byte, _ net.Addr) { c.Conn.Write(b) }
@@ -221,20 +210,11 @@ func (c *frameConn) frontDoorConn() (frontDoorConn, bool) {
 }
 
 func (c *frameConn) Read(p []byte) (int, error) {
-	if c.fast == nil && c.r == nil {
+	if c.fast == nil {
 		c.fast = c.s.newClientFast(c.Conn, true)
 	}
 	for {
-		var n int
-		var err error
-		if c.r == nil {
-			n, err = c.Conn.Read(p)
-		} else {
-			if err := c.Conn.SetReadDeadline(time.Now().Add(idleTimeout)); err != nil {
-				return 0, err
-			}
-			n, err = c.readFrame(p)
-		}
+		n, err := c.Conn.Read(p)
 		if err != nil {
 			return 0, err
 		}
@@ -253,26 +233,6 @@ func (c *frameConn) Write(p []byte) (int, error) {
 		c.s.dp.noteResponse(p, clientOut{stream: c})
 	}
 	return c.Conn.Write(p)
-}
-
-func (c *frameConn) readFrame(p []byte) (int, error) {
-	h, err := c.r.Peek(4)
-	if err != nil {
-		return 0, err
-	}
-	var n int
-	switch h[0] >> 6 {
-	case 0: // STUN
-		n = stunHeaderLen + int(binary.BigEndian.Uint16(h[2:4]))
-	case 1: // ChannelData, padded to 4 bytes over streams
-		n = 4 + (int(binary.BigEndian.Uint16(h[2:4]))+3)&^3
-	default:
-		return 0, errFrame
-	}
-	if n > len(p) {
-		return 0, fmt.Errorf("turn: %d-byte frame from %s exceeds %d bytes", n, c.RemoteAddr(), len(p))
-	}
-	return io.ReadFull(c.r, p[:n])
 }
 
 func (c *frameConn) Close() error {

@@ -46,8 +46,9 @@ type Options struct {
 	// their maker's, but Close closes them too: pion has no other way to
 	// stop reading them. stunsrv's Close does not mind.
 	PacketConns []net.PacketConn
-	// Listeners are stream listeners (stunsrv's TCP) to serve TURN on;
-	// like PacketConns, Close closes them too.
+	// Listeners are stream listeners to serve TURN on, the front door's
+	// (stunsrv.Server.Listeners), whose connections it frames; like
+	// PacketConns, Close closes them too.
 	Listeners []net.Listener
 	// GetCertificate opens TURN over TLS on cfg.TLS.Listen, with the
 	// certificate it returns per handshake (icebox's internal/certs:
@@ -55,8 +56,7 @@ type Options struct {
 	GetCertificate func(*tls.ClientHelloInfo) (*tls.Certificate, error)
 	// FrontDoor admits, frames and terminates the TLS listener's
 	// connections with the caps of the STUN port: stunsrv.Server.AddListener.
-	// Default nil: TLS is terminated here without those caps (tests of
-	// turnsrv alone).
+	// Required with GetCertificate.
 	FrontDoor func(ln net.Listener, tlsConfig *tls.Config) net.Listener
 	// InterfaceAddrs lists this host's addresses for the peer policy.
 	// Default: net.InterfaceAddrs. If it fails, New fails: relaying
@@ -173,11 +173,11 @@ func New(cfg Config, opts Options) (*Server, error) {
 		if err != nil {
 			return nil, fmt.Errorf("turn: tls listen: %w", err)
 		}
-		if opts.FrontDoor != nil {
-			s.tlsLn = opts.FrontDoor(ln, tlsConfig)
-		} else {
-			s.tlsLn = tls.NewListener(ln, tlsConfig)
+		if opts.FrontDoor == nil {
+			ln.Close()
+			return nil, errors.New("turn: tls needs the front door (Options.FrontDoor)")
 		}
+		s.tlsLn = opts.FrontDoor(ln, tlsConfig)
 		listeners = append(listeners[:len(listeners):len(listeners)], s.tlsLn)
 	}
 	if len(opts.PacketConns) == 0 && len(listeners) == 0 {

@@ -3,8 +3,11 @@ package turnsrv
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -83,4 +86,37 @@ func TestTLS(t *testing.T) {
 		return testenv.GatherValue(t, reg, "icebox_tls_certificate_loads_total", "result", "refused") >= 1
 	})
 	dial(second)
+}
+
+// TestTLSNeedsTheFrontDoor: TURN over TLS is served only through the STUN
+// port's front door, which frames, caps and times out its connections; a
+// Server asked for TLS without it refuses to start and leaves the port
+// free.
+func TestTLSNeedsTheFrontDoor(t *testing.T) {
+	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().String()
+	ln.Close()
+	cfg := testConfig()
+	cfg.TLS.Listen = port
+	_, err = New(cfg, Options{
+		PublicIP: netip.MustParseAddr("127.0.0.1"), StateDir: t.TempDir(),
+		PacketConns:    []net.PacketConn{pc},
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return nil, nil },
+	})
+	if err == nil || !strings.Contains(err.Error(), "front door") {
+		t.Fatalf("New with TLS and no front door: %v, want an error naming the front door", err)
+	}
+	if ln, err := net.Listen("tcp4", port); err != nil {
+		t.Errorf("the TLS port is still held: %v", err)
+	} else {
+		ln.Close()
+	}
 }
