@@ -49,9 +49,12 @@ func wrapperServer() *Server {
 	return s
 }
 
-// The per-packet code icebox owns must not allocate: the client-facing
-// read of ChannelData, the relay socket's counted read and
-// policy-checked write, and the data plane's policy check.
+// The per-packet code icebox wraps pion's path in must not allocate: the
+// client-facing read of ChannelData that the data plane does not know
+// (no allocation here: the fakeConn has no fast path), so it goes to
+// pion, the relay socket's counted read and policy-checked write for
+// pion, and the data plane's policy check. The data plane's own path, on
+// real sockets, is TestFastPathAllocatesNothing's.
 func TestHotPathAllocs(t *testing.T) {
 	if raceEnabled {
 		t.Skip("the race detector allocates")
@@ -65,10 +68,10 @@ func TestHotPathAllocs(t *testing.T) {
 	otherRelay := &net.UDPAddr{IP: net.IPv4(192, 0, 2, 10), Port: 50000}
 	var ch dpChannel
 	for name, f := range map[string]func(){
-		"front ReadFrom ChannelData": func() { front.ReadFrom(buf) },
-		"relay ReadFrom":             func() { relay.ReadFrom(buf) },
-		"relay WriteTo public peer":  func() { relay.WriteTo(buf[:160], public) },
-		"relay WriteTo other relay":  func() { relay.WriteTo(buf[:160], otherRelay) },
+		"front ReadFrom ChannelData for pion": func() { front.ReadFrom(buf) },
+		"relay ReadFrom for pion":             func() { relay.ReadFrom(buf) },
+		"relay WriteTo public peer":           func() { relay.WriteTo(buf[:160], public) },
+		"relay WriteTo other relay":           func() { relay.WriteTo(buf[:160], otherRelay) },
 		// AllocsPerRun's warm-up run makes the verdict; then it is cached.
 		"data plane policy check": func() { s.dp.allowed(&ch.verdict, otherRelay.AddrPort()) },
 	} {
