@@ -70,9 +70,12 @@ type Config struct {
 	MaxConnsPerIP int `yaml:"max_conns_per_ip"`
 
 	// Frames that may wait for a slow reader before it is disconnected;
-	// it never holds up the other members of its pairing. Default 64.
+	// it never holds up the other members of its pairing. A pairing keeps
+	// half of it for a member who joins late, so at least 4: the greeting,
+	// WsPresence and two kept frames. Default 64.
 	SendQueue int `yaml:"send_queue"`
-	// Bytes that may wait for a slow reader. Default 1048576.
+	// Bytes that may wait for a slow reader; half is kept for a late
+	// joiner, so at least twice max_frame_size. Default 1048576.
 	SendQueueBytes int `yaml:"send_queue_bytes"`
 	// One write to a client may take this long. Default 10s.
 	WriteTimeout time.Duration `yaml:"write_timeout"`
@@ -186,9 +189,9 @@ func (c *Config) Validate() error {
 	positive("max_conns", c.MaxConns, 1, 10000000, "connections")
 	positive("max_conns_per_ip", c.MaxConnsPerIP, 1, 10000000, "connections")
 	positive("credential_burst", c.CredentialBurst, 1, 10000000, "credentials")
-	positive("send_queue", c.SendQueue, 1, 100000, "frames")
-	if c.SendQueueBytes < c.MaxFrameSize {
-		add("send_queue_bytes", fmt.Sprintf("%d is smaller than max_frame_size (%d)", c.SendQueueBytes, c.MaxFrameSize), "use at least max_frame_size bytes")
+	positive("send_queue", c.SendQueue, 4, 100000, "frames")
+	if c.SendQueueBytes < 2*c.MaxFrameSize {
+		add("send_queue_bytes", fmt.Sprintf("%d is less than twice max_frame_size (%d): a late joiner could not be kept an offer", c.SendQueueBytes, c.MaxFrameSize), "use at least twice max_frame_size bytes")
 	}
 	if !(c.FramesPerSecond > 0 && c.FramesPerSecond <= 1e6) {
 		add("frames_per_second", fmt.Sprintf("%g is out of range", c.FramesPerSecond), "use a number above 0, e.g. 20")

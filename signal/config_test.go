@@ -56,7 +56,8 @@ func TestConfigValidate(t *testing.T) {
 	cfg.InitTimeout = 0
 	cfg.MaxFrameSize = 10
 	cfg.FramesPerSecond = 0
-	cfg.SendQueue = 0
+	cfg.SendQueue = 3
+	cfg.SendQueueBytes = 15
 	cfg.PingInterval = 15 // nanoseconds: "15" without a unit
 	cfg.IceServersKeys = []string{"short"}
 	err := cfg.Validate()
@@ -70,7 +71,7 @@ func TestConfigValidate(t *testing.T) {
 		keys = append(keys, ce.Key)
 	}
 	want := []string{"listen", "tls", "allowed_origins[1]", "room_capacity", "max_frame_size", "send_queue",
-		"frames_per_second", "init_timeout", "ping_interval", "ice_servers_keys[0]"}
+		"send_queue_bytes", "frames_per_second", "init_timeout", "ping_interval", "ice_servers_keys[0]"}
 	slices.Sort(keys)
 	slices.Sort(want)
 	if !slices.Equal(keys, want) {
