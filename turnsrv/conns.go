@@ -150,32 +150,26 @@ type streamListener struct {
 
 func (l *streamListener) Close() error { return l.closer.close(l.Listener.Close) }
 
+// Accept hands pion the front door's next connection. The front door's
+// Accept fails only once it is closed: it waits out other errors itself.
 func (l *streamListener) Accept() (net.Conn, error) {
-	delay := time.Duration(0)
 	for {
 		c, err := l.Listener.Accept()
-		if err == nil {
-			if _, framed := c.(frontDoorConn); !framed {
-				// Options.Listeners and FrontDoor say where they come from.
-				l.s.log.Error("turn: a stream connection that is not the STUN front door's; closed", "listener", l.Addr())
-				c.Close()
-				continue
-			}
-			fc := &frameConn{Conn: c, s: l.s, id: connIDOf(c.RemoteAddr())}
-			if !l.s.trackConn(fc, true) {
-				c.Close()
-				return nil, net.ErrClosed
-			}
-			return fc, nil
-		}
-		if errors.Is(err, net.ErrClosed) {
+		if err != nil {
 			return nil, err
 		}
-		// pion stops accepting for good on any error; out of file
-		// descriptors is worth waiting out instead, as net/http does.
-		delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-		l.s.log.Warn("turn: accept failed; retrying", "listener", l.Addr(), "err", err, "in", delay)
-		time.Sleep(delay)
+		if _, framed := c.(frontDoorConn); !framed {
+			// Options.Listeners and FrontDoor say where they come from.
+			l.s.log.Error("turn: a stream connection that is not the STUN front door's; closed", "listener", l.Addr())
+			c.Close()
+			continue
+		}
+		fc := &frameConn{Conn: c, s: l.s, id: connIDOf(c.RemoteAddr())}
+		if !l.s.trackConn(fc, true) {
+			c.Close()
+			return nil, net.ErrClosed
+		}
+		return fc, nil
 	}
 }
 

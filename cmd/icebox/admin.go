@@ -77,7 +77,7 @@ func startAdmin(cfg AdminConfig, reg *prometheus.Registry, ready func(context.Co
 		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
-	ln, err := listenTCP("admin.listen", cfg.Listen, `, "" to turn it off`)
+	ln, err := listenTCP("admin.listen", cfg.Listen, `, "" to turn it off`, log)
 	if err != nil {
 		return nil, err
 	}

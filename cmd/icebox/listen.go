@@ -7,13 +7,15 @@ import (
 	"net"
 	"net/http"
 	"syscall"
+	"time"
 )
 
 // listenTCP opens the listener the config key (e.g. "admin.listen") names.
 // The parts listen at start-up, so that a taken port stops icebox with
 // what to do about it rather than failing later; off says how to turn the
 // part off, when it can be ("" if not).
-func listenTCP(key, addr, off string) (net.Listener, error) {
+// The listener keeps accepting through errors (keepAccepting).
+func listenTCP(key, addr, off string, log *slog.Logger) (net.Listener, error) {
 	ln, err := net.Listen("tcp", addr)
 	switch {
 	case errors.Is(err, syscall.EADDRINUSE):
@@ -23,7 +25,31 @@ func listenTCP(key, addr, off string) (net.Listener, error) {
 	case err != nil:
 		return nil, fmt.Errorf("%s: listen %s: %w", key, addr, err)
 	}
-	return ln, nil
+	return &keepAccepting{Listener: ln, key: key, log: log}, nil
+}
+
+// keepAccepting retries every accept error but the listener's close,
+// after a pause that doubles up to a second. net/http's Serve retries
+// only the errors it deems temporary and returns on any other (ENOBUFS,
+// ENOMEM, EPERM from a firewall hook), which would leave that part of
+// icebox deaf while the process looks well.
+type keepAccepting struct {
+	net.Listener
+	key string
+	log *slog.Logger
+}
+
+func (l *keepAccepting) Accept() (net.Conn, error) {
+	var delay time.Duration
+	for {
+		c, err := l.Listener.Accept()
+		if err == nil || errors.Is(err, net.ErrClosed) {
+			return c, err
+		}
+		delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+		l.log.Warn(l.key+": accept failed; retrying", "err", err, "in", delay)
+		time.Sleep(delay) // a pause, not synchronisation: the error may last
+	}
 }
 
 // serveHTTP runs serve on a goroutine of its own until the server is shut

@@ -69,7 +69,7 @@ func startSignal(cfg Config, urls iceURLs, turn *turnsrv.Server, tlsp *tlsPart, 
 	if cfg.Signal.Web {
 		p.srv.Handle("/", web.Handler())
 	}
-	if p.ln, err = listenTCP("signal.listen", cfg.Signal.Listen, ", or signal.enabled: false"); err != nil {
+	if p.ln, err = listenTCP("signal.listen", cfg.Signal.Listen, ", or signal.enabled: false", log); err != nil {
 		p.node.Close()
 		return nil, err
 	}

@@ -102,7 +102,7 @@ func startTLS(cfg Config, log *slog.Logger, reg prometheus.Registerer) (_ *tlsPa
 		}
 	}
 	if cfg.TLS.Listen != "" {
-		ln, err := listenTCP("tls.listen", cfg.TLS.Listen, "")
+		ln, err := listenTCP("tls.listen", cfg.TLS.Listen, "", log)
 		if err != nil {
 			return t, err
 		}

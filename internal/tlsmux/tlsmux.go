@@ -73,7 +73,9 @@ type Mux struct {
 	inFlight map[net.Conn]struct{} // in handshake or sniffing
 }
 
-// New serves ln until Close; it owns ln from now on.
+// New serves ln until Close; it owns ln from now on. The first error
+// ln's Accept returns ends the port, so ln retries what is worth retrying
+// itself (icebox's listeners do: cmd/icebox, keepAccepting).
 func New(ln net.Listener, opts Options) (*Mux, error) {
 	if opts.GetCertificate == nil {
 		return nil, errors.New("tlsmux: no certificate source")
@@ -156,24 +158,11 @@ func (m *Mux) Close() error {
 
 func (m *Mux) accept() {
 	defer m.wg.Done()
-	delay := time.Duration(0)
 	for {
 		c, err := m.ln.Accept()
 		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			// Out of file descriptors is worth waiting out, as net/http does.
-			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-			m.opts.Logger.Warn("tls port: accept failed; retrying", "err", err, "in", delay)
-			select {
-			case <-time.After(delay):
-			case <-m.done:
-				return
-			}
-			continue
+			return // closed, or an error ln does not retry itself (New)
 		}
-		delay = 0
 		if why := m.admit(c); why != "" {
 			m.refuse(c, why)
 			c.Close()
