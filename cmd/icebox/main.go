@@ -173,11 +173,15 @@ type daemon struct {
 	signal   *signalPart     // nil with signaling off
 	admin    *admin
 	tls      *tlsPart
+	// started is the config the parts started with: a setting that takes
+	// a restart is compared with it at every reload, so it is named
+	// until the restart, not only at the first reload after the change.
+	started Config
 }
 
 // start brings up every enabled part; on error nothing is left running.
 func start(cfg Config, log *slog.Logger) (_ *daemon, err error) {
-	d := &daemon{log: log, reg: prometheus.NewRegistry()}
+	d := &daemon{log: log, reg: prometheus.NewRegistry(), started: cfg}
 	defer func() {
 		if err != nil {
 			d.close(context.Background())

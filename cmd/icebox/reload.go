@@ -27,17 +27,20 @@ func (d *daemon) reload(old, cfg Config, level *slog.LevelVar) error {
 	for _, key := range d.signal.clusterConfig().Changed(cfg.Cluster) {
 		d.log.Warn("cluster setting changed; restart needed, the running cluster settings stay until then", "key", "cluster."+key)
 	}
+	was := d.started
 	for key, changed := range map[string]bool{
-		"public_ip":                           old.PublicIP != cfg.PublicIP,
-		"state_dir":                           old.StateDir != cfg.StateDir,
-		"stun.listen":                         !reflect.DeepEqual(old.STUN.Listen, cfg.STUN.Listen),
-		"stun.tcp":                            old.STUN.TCP != cfg.STUN.TCP,
-		"stun.sockets":                        old.STUN.Sockets != cfg.STUN.Sockets,
-		"stun.max_tcp_connections":            old.STUN.MaxTCPConnections != cfg.STUN.MaxTCPConnections,
-		"stun.max_tcp_connections_per_source": old.STUN.MaxTCPConnectionsPerSource != cfg.STUN.MaxTCPConnectionsPerSource,
-		"stun.max_tls_handshakes":             old.STUN.MaxTLSHandshakes != cfg.STUN.MaxTLSHandshakes,
-		"stun.tls_handshake_timeout":          old.STUN.TLSHandshakeTimeout != cfg.STUN.TLSHandshakeTimeout,
-		"admin":                               old.Admin != cfg.Admin,
+		"public_ip":                           was.PublicIP != cfg.PublicIP,
+		"state_dir":                           was.StateDir != cfg.StateDir,
+		"stun.listen":                         !reflect.DeepEqual(was.STUN.Listen, cfg.STUN.Listen),
+		"stun.tcp":                            was.STUN.TCP != cfg.STUN.TCP,
+		"stun.sockets":                        was.STUN.Sockets != cfg.STUN.Sockets,
+		"stun.max_tcp_connections":            was.STUN.MaxTCPConnections != cfg.STUN.MaxTCPConnections,
+		"stun.max_tcp_connections_per_source": was.STUN.MaxTCPConnectionsPerSource != cfg.STUN.MaxTCPConnectionsPerSource,
+		"stun.max_tls_handshakes":             was.STUN.MaxTLSHandshakes != cfg.STUN.MaxTLSHandshakes,
+		"stun.tls_handshake_timeout":          was.STUN.TLSHandshakeTimeout != cfg.STUN.TLSHandshakeTimeout,
+		"turn.enabled":                        was.TURN.Enabled != cfg.TURN.Enabled,
+		"signal.enabled":                      was.Signal.Enabled != cfg.Signal.Enabled,
+		"admin":                               was.Admin != cfg.Admin,
 	} {
 		if changed {
 			d.log.Warn("setting changed; it takes effect on restart", "key", key)

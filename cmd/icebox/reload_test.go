@@ -86,3 +86,37 @@ func TestReloadAllOrNothing(t *testing.T) {
 		t.Error("after a good reload signal.tls does not serve the renamed certificate file")
 	}
 }
+
+// TestReloadNamesRestartSettingsUntilRestart: a reload that turns a part
+// off or changes a socket setting applies the rest and names each such
+// setting as taking effect on restart, at this reload and every one after
+// it until the restart, since the running parts still have the old one.
+func TestReloadNamesRestartSettingsUntilRestart(t *testing.T) {
+	cfg := testConfig(t)
+	d, logs := startDaemon(t, cfg)
+	level := &slog.LevelVar{}
+	next := cfg
+	next.TURN.Enabled = false
+	next.Signal.Enabled = false
+	next.STUN.Sockets = cfg.STUN.Sockets + 1
+	next.Log.Level = "warn"
+	for i := range 2 {
+		before := len(logs.String())
+		if err := d.reload(cfg, next, level); err != nil {
+			t.Fatalf("reload %d: %v", i, err)
+		}
+		out := logs.String()[before:]
+		for _, key := range []string{"turn.enabled", "signal.enabled", "stun.sockets"} {
+			if !strings.Contains(out, `takes effect on restart" key=`+key+"\n") {
+				t.Errorf("reload %d did not name %s as taking effect on restart:\n%s", i, key, out)
+			}
+		}
+		if strings.Contains(out, "key=stun.listen\n") {
+			t.Errorf("reload %d named the unchanged stun.listen:\n%s", i, out)
+		}
+		cfg = next // as serve does after a reload that succeeded
+	}
+	if level.Level() != slog.LevelWarn {
+		t.Errorf("log level %v after reload, want warn: the rest was not applied", level.Level())
+	}
+}
