@@ -197,6 +197,7 @@ func start(cfg Config, log *slog.Logger) (_ *daemon, err error) {
 			"public_ip", d.publicIP, "range", why)
 	}
 	warnShortCredentialTTL(log, cfg.TURN)
+	warnOpenCredentials(log, cfg)
 
 	if d.tls, err = startTLS(cfg, log.With("part", "tls"), d.reg); err != nil {
 		return d, err
@@ -367,4 +368,21 @@ func warnShortCredentialTTL(log *slog.Logger, turn turnsrv.Config) {
 	if why, fix, _ := turnsrv.JudgeCredentialTTL(turn.CredentialTTL); turn.Enabled && why != "" {
 		log.Warn("turn.credential_ttl is short: "+why, "credential_ttl", turn.CredentialTTL, "fix", fix)
 	}
+}
+
+// warnOpenCredentials says, at start, that anyone who reaches signaling
+// gets TURN credentials (WsIceServers after WsInit, as the talk's app
+// expects), unless join tokens are required or signaling listens on
+// loopback only: unlike coturn, whose credentials come only from the
+// operator's backend, icebox hands them out itself.
+func warnOpenCredentials(log *slog.Logger, cfg Config) {
+	if !cfg.TURN.Enabled || !cfg.Signal.Enabled || cfg.Signal.RequireToken {
+		return
+	}
+	host, _, err := net.SplitHostPort(cfg.Signal.Listen)
+	if ip, perr := netip.ParseAddr(host); err == nil && (perr == nil && ip.IsLoopback() || host == "localhost") {
+		return
+	}
+	log.Warn("anyone who can reach signal.listen gets TURN credentials (rate-limited per address and bounded by turn.quotas); set signal.require_token: true once your app sends join tokens (README, Join tokens)",
+		"signal_listen", cfg.Signal.Listen)
 }
