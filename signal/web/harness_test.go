@@ -92,6 +92,7 @@ func startRelayAt(t *testing.T, ip string) *relay {
 		PacketConns:    r.stun.PacketConns(),
 		Listeners:      r.stun.Listeners(),
 		GetCertificate: files.GetCertificate,
+		FrontDoor:      r.stun.AddListener,
 	})
 	if err != nil {
 		r.stun.Close()
