@@ -1,9 +1,11 @@
 package signal
 
 import (
+	"net"
 	"net/http"
 	"net/netip"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -81,6 +83,49 @@ func (s *Server) admit(set *settings, peer netip.Prefix) bool {
 	closing := s.closing
 	s.mu.Unlock()
 	return !closing && s.peers.Take(peer.Addr(), persource.Limits{Total: set.MaxConns, PerSource: set.MaxConnsPerIP, FairShare: true}) == persource.Admitted
+}
+
+// httpAdmission bounds the TCP connections on signaling's port that are
+// not (yet) WebSockets: requests, TLS handshakes, header trickles. Each
+// holds a goroutine and buffers until read_header_timeout, and nothing
+// else bounded them, so one address could open tens of thousands. The
+// same limits as WebSockets apply, counted apart: max_conns in total,
+// max_conns_per_ip per source, and the fair share.
+type httpAdmission struct {
+	held     persource.Counter
+	mu       sync.Mutex
+	admitted map[net.Conn]netip.Addr // by net/http's conn, for the release
+}
+
+// httpConnState is net/http's ConnState hook: a new connection over the
+// limits is closed before its first read; one that becomes a WebSocket
+// (hijacked) or closes gives its place back.
+func (s *Server) httpConnState(c net.Conn, state http.ConnState) {
+	a := &s.httpConns
+	switch state {
+	case http.StateNew:
+		set := s.settings()
+		src := peerKey(c.RemoteAddr().String()).Addr()
+		if a.held.Take(src, persource.Limits{Total: set.MaxConns, PerSource: set.MaxConnsPerIP, FairShare: true}) != persource.Admitted {
+			s.cm.refusedConn.Inc()
+			c.Close()
+			return
+		}
+		a.mu.Lock()
+		if a.admitted == nil {
+			a.admitted = make(map[net.Conn]netip.Addr)
+		}
+		a.admitted[c] = src
+		a.mu.Unlock()
+	case http.StateHijacked, http.StateClosed:
+		a.mu.Lock()
+		src, ok := a.admitted[c]
+		delete(a.admitted, c)
+		a.mu.Unlock()
+		if ok {
+			a.held.Release(src)
+		}
+	}
 }
 
 // forget is the last step of a connection.

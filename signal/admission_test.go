@@ -1,12 +1,17 @@
 package signal
 
 import (
+	"errors"
+	"io"
 	"net"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"icebox/internal/testenv"
 )
 
 // TestTURNUser: the credentials icebox mints name a user TURN's per-user
@@ -123,4 +128,37 @@ func TestOpenRoomBudget(t *testing.T) {
 	// The others were not sent it: the next frame they get is a small one.
 	small := members[1].send("WsSDPAnswer", wsSDPData{Type: "answer", SDP: "small"})
 	members[2].expectBytes(small)
+}
+
+// TestSilentTCPConnectionsAreBounded: one address opening TCP connections
+// that never send a request (each would hold a goroutine and buffers
+// until read_header_timeout) gets max_conns_per_ip of them; the next is
+// closed at once, while a client from another address joins and gets its
+// ICE servers. Before, nothing bounded them.
+func TestSilentTCPConnectionsAreBounded(t *testing.T) {
+	cfg := testConfig()
+	cfg.MaxConnsPerIP = 8
+	ts := startServer(t, cfg, Options{})
+	dialFrom := func(ip string) net.Conn {
+		c, err := (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}).Dial("tcp4", ts.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	for range cfg.MaxConnsPerIP {
+		dialFrom("127.0.0.2")
+	}
+	over := dialFrom("127.0.0.2")
+	over.SetReadDeadline(time.Now().Add(readTimeout))
+	if _, err := over.Read(make([]byte, 1)); !errors.Is(err, io.EOF) && !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("connection past max_conns_per_ip: %v, want closed", err)
+	}
+	// Closed by the cap (counted before the close), not by the header
+	// timeout.
+	if got := testenv.MetricValue(t, ts.cm.refusedConn); got != 1 {
+		t.Errorf("%v connections refused, want 1", got)
+	}
+	join(t, ts.url("controllerId=legit")) // from 127.0.0.1: WsInit, then WsIceServers
 }

@@ -83,7 +83,8 @@ type Server struct {
 	cm        *connMetrics
 	em        *errorMetrics
 	mints     *mintBudget
-	peers     persource.Counter // admitted connections, by peerKey
+	peers     persource.Counter // admitted WebSockets, by peerKey
+	httpConns httpAdmission     // TCP connections before the upgrade
 	tlsConf   *tls.Config       // nil without TLS
 	tlsOn     bool
 
@@ -282,6 +283,7 @@ func (s *Server) serve(ln net.Listener, tlsOn bool) error {
 		IdleTimeout:       time.Minute,
 		MaxHeaderBytes:    16 << 10,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		ConnState:         s.httpConnState,
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			if _, native := c.(*tls.Conn); native {
 				return ctx
