@@ -64,9 +64,12 @@ type Config struct {
 
 	// WebSockets in total. Once it is half full, an address holding any
 	// may hold at most an eighth of what is free (fair share), so a
-	// newcomer still gets in. Default 10000.
+	// newcomer still gets in. TCP connections not (yet) upgraded, such as
+	// page loads and handshakes, are bounded the same way, counted apart.
+	// Default 10000.
 	MaxConns int `yaml:"max_conns"`
-	// WebSockets per IPv4 address or IPv6 /64. Default 64.
+	// WebSockets per IPv4 address or IPv6 /64, and likewise connections
+	// not yet upgraded. Default 64.
 	MaxConnsPerIP int `yaml:"max_conns_per_ip"`
 
 	// Frames that may wait for a slow reader before it is disconnected;
