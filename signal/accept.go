@@ -86,16 +86,22 @@ func (s *Server) admit(set *settings, peer netip.Prefix) bool {
 }
 
 // httpAdmission bounds the TCP connections on signaling's port that are
-// not (yet) WebSockets: requests, TLS handshakes, header trickles. Each
-// holds a goroutine and buffers until read_header_timeout, and nothing
-// else bounded them, so one address could open tens of thousands. The
-// same limits as WebSockets apply, counted apart: max_conns in total,
-// max_conns_per_ip per source, and the fair share.
+// not (yet) WebSockets: requests, TLS handshakes, header trickles, idle
+// keep-alives. Each holds a goroutine and buffers until a timeout, and
+// nothing else bounded them, so one address could open tens of
+// thousands. They are counted apart from WebSockets: max_conns in total,
+// max_conns_per_ip plus browserConns per source, and the fair share.
+
 type httpAdmission struct {
 	held     persource.Counter
 	mu       sync.Mutex
 	admitted map[net.Conn]netip.Addr // by net/http's conn, for the release
 }
+
+// browserConns is what a browser may hold besides its WebSockets: up to
+// six HTTP/1.1 connections per host for a page, kept alive, and a spare,
+// so that a page's own connections never keep its WebSocket out.
+const browserConns = 8
 
 // httpConnState is net/http's ConnState hook: a new connection over the
 // limits is closed before its first read; one that becomes a WebSocket
@@ -106,7 +112,7 @@ func (s *Server) httpConnState(c net.Conn, state http.ConnState) {
 	case http.StateNew:
 		set := s.settings()
 		src := peerKey(c.RemoteAddr().String()).Addr()
-		if a.held.Take(src, persource.Limits{Total: set.MaxConns, PerSource: set.MaxConnsPerIP, FairShare: true}) != persource.Admitted {
+		if a.held.Take(src, persource.Limits{Total: set.MaxConns, PerSource: set.MaxConnsPerIP + browserConns, FairShare: true}) != persource.Admitted {
 			s.cm.refusedConn.Inc()
 			c.Close()
 			return

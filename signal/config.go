@@ -68,8 +68,9 @@ type Config struct {
 	// page loads and handshakes, are bounded the same way, counted apart.
 	// Default 10000.
 	MaxConns int `yaml:"max_conns"`
-	// WebSockets per IPv4 address or IPv6 /64, and likewise connections
-	// not yet upgraded. Default 64.
+	// WebSockets per IPv4 address or IPv6 /64. Connections not yet
+	// upgraded may number 8 more, a browser's page connections. Default
+	// 64.
 	MaxConnsPerIP int `yaml:"max_conns_per_ip"`
 
 	// Frames that may wait for a slow reader before it is disconnected;
