@@ -188,7 +188,7 @@ func (c *packetConn) serveBatch() bool {
 				src = local.ip
 			}
 			c.stats.udp[fam].answered.Inc()
-			c.stats.countWrite(c.batch.queue(c.reply, from, src, local.ifindex))
+			c.stats.countFailed(c.batch.queue(c.reply, from, src, local.ifindex))
 		}
 		if pass {
 			if c.fast != nil {
@@ -207,7 +207,7 @@ func (c *packetConn) serveBatch() bool {
 	}
 }
 
-func (c *packetConn) flush() { c.stats.countWrite(c.batch.flush()) }
+func (c *packetConn) flush() { c.stats.countFailed(c.batch.flush()) }
 
 func (c *packetConn) readOne(p []byte) (n int, from netip.AddrPort, local localAddr, err error) {
 	n, oobn, _, from, err := c.ReadMsgUDPAddrPort(p, c.oobIn)
