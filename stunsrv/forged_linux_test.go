@@ -4,11 +4,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/pion/stun/v3"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -63,30 +61,15 @@ func TestForgedPortZeroCostsNoOtherClientItsAnswer(t *testing.T) {
 				o.Passthrough = true
 			})
 			to := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), udpAddr(s).Port())
-			const clients, perClient = 16, 8
-			conns := make([]*net.UDPConn, clients)
-			for i := range conns {
-				c, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.MustParseAddrPort("127.0.0.1:0")))
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer c.Close()
-				conns[i] = c
-			}
 			// Each round starts with a forged request, so every batch of
 			// 32 holds some with clients' requests behind them; the last
 			// request is a client's, so that once it is answered every
 			// forged one has been handled.
-			sent := make(map[[12]byte]int)
-			for range perClient {
+			cl := newBindingClients(t, 16)
+			const rounds = 8
+			for range rounds {
 				forge(stun.MustBuild(stun.TransactionID, stun.BindingRequest, stun.Fingerprint).Raw, to)
-				for i, c := range conns {
-					m := stun.MustBuild(stun.TransactionID, stun.BindingRequest, stun.Fingerprint)
-					sent[m.TransactionID] = i
-					if _, err := c.WriteToUDPAddrPort(m.Raw, to); err != nil {
-						t.Fatal(err)
-					}
-				}
+				cl.sendRound(t, to)
 			}
 
 			pc := s.PacketConns()[0]
@@ -109,29 +92,12 @@ func TestForgedPortZeroCostsNoOtherClientItsAnswer(t *testing.T) {
 				}
 			})
 
-			buf := make([]byte, 1500)
-			for i, c := range conns {
-				c.SetReadDeadline(time.Now().Add(deadline))
-				for j := range perClient {
-					n, err := c.Read(buf)
-					if err != nil {
-						t.Fatalf("client %d got %d of its %d answers: %v", i, j, perClient, err)
-					}
-					m := &stun.Message{Raw: buf[:n]}
-					if err := m.Decode(); err != nil {
-						t.Fatal(err)
-					}
-					if owner, ok := sent[m.TransactionID]; !ok || owner != i {
-						t.Fatalf("client %d got an answer meant for %d", i, owner)
-					}
-					delete(sent, m.TransactionID)
-				}
+			cl.wantEveryAnswer(t, to)
+			if got := testutil.ToFloat64(s.stats.udp[v4].dropped); got != rounds {
+				t.Errorf("dropped = %v, want the %d forged requests", got, rounds)
 			}
-			if got := testutil.ToFloat64(s.stats.udp[v4].dropped); got != perClient {
-				t.Errorf("dropped = %v, want the %d forged requests", got, perClient)
-			}
-			if got := testutil.ToFloat64(s.stats.udp[v4].answered); got != clients*perClient {
-				t.Errorf("answered = %v, want %d", got, clients*perClient)
+			if got, want := testutil.ToFloat64(s.stats.udp[v4].answered), len(cl.conns)*rounds; got != float64(want) {
+				t.Errorf("answered = %v, want %d", got, want)
 			}
 			if got := testutil.ToFloat64(s.stats.writeErrors); got != 0 {
 				t.Errorf("write errors = %v, want 0: nothing is sent to port 0", got)
