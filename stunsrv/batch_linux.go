@@ -338,9 +338,9 @@ func (b *mmsgBatch) send(fd uintptr) bool {
 }
 
 // flush sends every queued datagram and returns how many of them the
-// kernel refused (their bytes are in failedBytes); the others all went out. Should the
-// socket itself fail (closed), what was not sent counts as refused.
-// Answers and relayed datagrams are not retried: the clients retransmit.
+// kernel refused (their bytes are in failedBytes); the others all went
+// out. Should the socket itself fail (closed), what was not sent counts
+// as refused. Nothing is retried: the clients retransmit.
 func (b *mmsgBatch) flush() (failed int) {
 	b.failed, b.failedBytes = 0, 0
 	if b.pending == 0 {
