@@ -52,7 +52,9 @@ type mmsgBatch struct {
 	empty   int  // serve's reads that found nothing (a wake-up with no datagram); TestServeWakesForADatagramAfterAShortBatch reads it
 	full    bool // serve's last batch filled every slot: there may be more
 	errno   syscall.Errno
-	sent    int
+	// send's progress through the outgoing batch: datagrams done (sent or
+	// refused), and of those refused by the kernel, with their bytes.
+	sent, failed, failedBytes int
 }
 
 func newMMsgBatch(rc syscall.RawConn, ipv6 bool) *mmsgBatch {
@@ -280,8 +282,9 @@ func (b *mmsgBatch) take() (msg []byte, from netip.AddrPort, local localAddr, tr
 	return msg, from, local, h.Flags&unix.MSG_TRUNC != 0, true
 }
 
-// queue adds an answer to the outgoing batch; full batches go out at once.
-func (b *mmsgBatch) queue(answer []byte, to netip.AddrPort, src netip.Addr, ifindex uint32) error {
+// queue adds an answer to the outgoing batch; full batches go out at once,
+// and queue returns how many of their answers the kernel refused.
+func (b *mmsgBatch) queue(answer []byte, to netip.AddrPort, src netip.Addr, ifindex uint32) (failed int) {
 	i := b.pending
 	slot := b.outBufs[i*maxResponseSize : (i+1)*maxResponseSize]
 	n := copy(slot, answer)
@@ -291,7 +294,7 @@ func (b *mmsgBatch) queue(answer []byte, to netip.AddrPort, src netip.Addr, ifin
 	if b.pending == batchSize {
 		return b.flush()
 	}
-	return nil
+	return 0
 }
 
 // address sets outgoing message i's destination and, when src is valid,
@@ -311,36 +314,47 @@ func (b *mmsgBatch) address(i int, to netip.AddrPort, src netip.Addr, ifindex ui
 }
 
 // send never blocks either (MSG_DONTWAIT): RawSyscall6, as in recvmmsg.
+// sendmmsg stops at the first datagram the kernel refuses (EINVAL for a
+// forged source's port 0, EPERM from a firewall, ENETUNREACH, EMSGSIZE):
+// it returns how many went out before it, or that datagram's error when
+// it was the first. send skips a refused datagram and goes on with the
+// rest, so one unreachable destination costs only its own datagram.
 func (b *mmsgBatch) send(fd uintptr) bool {
-	n, _, e := unix.RawSyscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&b.out[b.sent])), uintptr(b.pending-b.sent), unix.MSG_DONTWAIT, 0, 0)
-	if e == unix.EAGAIN || e == unix.EINTR {
-		return false
+	for b.sent < b.pending {
+		n, _, e := unix.RawSyscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&b.out[b.sent])), uintptr(b.pending-b.sent), unix.MSG_DONTWAIT, 0, 0)
+		switch e {
+		case 0:
+			b.sent += int(n)
+		case unix.EINTR:
+		case unix.EAGAIN:
+			return false // the send buffer is full: wait for room
+		default:
+			b.failed++
+			b.failedBytes += int(b.outIov[b.sent].Len)
+			b.sent++
+		}
 	}
-	if e != 0 {
-		b.errno = e
-		return true
-	}
-	b.sent += int(n)
-	return b.sent >= b.pending
+	return true
 }
 
-// flush sends every queued answer. On an error the rest of the batch is
-// dropped: these are answers to unauthenticated requests, and the client
-// retransmits.
-func (b *mmsgBatch) flush() error {
+// flush sends every queued datagram and returns how many of them the
+// kernel refused (their bytes are in failedBytes); the others all went
+// out. Should the socket itself fail (closed), what was not sent counts
+// as refused. Nothing is retried: the clients retransmit.
+func (b *mmsgBatch) flush() (failed int) {
+	b.failed, b.failedBytes = 0, 0
 	if b.pending == 0 {
-		return nil
+		return 0
 	}
-	b.sent, b.errno = 0, 0
-	err := b.rc.Write(b.sendFn)
+	b.sent = 0
+	if err := b.rc.Write(b.sendFn); err != nil {
+		for i := b.sent; i < b.pending; i++ {
+			b.failed++
+			b.failedBytes += int(b.outIov[i].Len)
+		}
+	}
 	b.pending = 0
-	if err != nil {
-		return err
-	}
-	if b.errno != 0 {
-		return b.errno
-	}
-	return nil
+	return b.failed
 }
 
 func sockaddrToAddrPort(sa *unix.RawSockaddrInet6) netip.AddrPort {
@@ -397,9 +411,10 @@ func NewBatchWriter(pc net.PacketConn, count int) *BatchWriter {
 	return &BatchWriter{pc: c, b: b}
 }
 
-// Queue adds p, to be sent to to. p must stay unchanged until Flush
-// (which Queue calls itself once the batch is full).
-func (w *BatchWriter) Queue(p []byte, to netip.AddrPort) error {
+// Queue adds p, to be sent to to. p must stay unchanged until Flush,
+// which Queue calls itself once the batch is full: it then returns what
+// Flush does, else 0.
+func (w *BatchWriter) Queue(p []byte, to netip.AddrPort) (failed int) {
 	b := w.b
 	i := b.pending
 	b.outIov[i].Base = &p[0]
@@ -415,14 +430,15 @@ func (w *BatchWriter) Queue(p []byte, to netip.AddrPort) error {
 	if b.pending == len(b.out) {
 		return w.Flush()
 	}
-	return nil
+	return 0
 }
 
 // Pending is how many datagrams wait for Flush.
 func (w *BatchWriter) Pending() int { return w.b.pending }
 
-// Flush sends what is queued; on an error the rest of the batch is dropped.
-func (w *BatchWriter) Flush() error { return w.b.flush() }
+// Flush sends what is queued and returns how many datagrams the kernel
+// refused (dropped, each on its own: the rest of the batch goes out).
+func (w *BatchWriter) Flush() (failed int) { return w.b.flush() }
 
 // SocketWriter sends datagrams on plain UDP sockets (a TURN server's
 // relay sockets) several per syscall (sendmmsg), without copying them. It
@@ -460,5 +476,10 @@ func (w *SocketWriter) Queue(p []byte, to netip.AddrPort) {
 func (w *SocketWriter) Pending() int { return w.b.pending }
 func (w *SocketWriter) Cap() int     { return len(w.b.out) }
 
-// Flush sends what is queued; on an error the rest of the batch is dropped.
-func (w *SocketWriter) Flush() error { return w.b.flush() }
+// Flush sends what is queued and returns how many datagrams the kernel
+// refused, and their bytes (dropped, each on its own: the rest of the
+// batch goes out).
+func (w *SocketWriter) Flush() (failed, failedBytes int) {
+	failed = w.b.flush()
+	return failed, w.b.failedBytes
+}

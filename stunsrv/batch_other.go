@@ -34,8 +34,8 @@ func (*mmsgBatch) serve(func() bool, func()) error { return nil }
 func (*mmsgBatch) take() ([]byte, netip.AddrPort, localAddr, bool, bool) {
 	return nil, netip.AddrPort{}, localAddr{}, false, false
 }
-func (*mmsgBatch) queue([]byte, netip.AddrPort, netip.Addr, uint32) error { return nil }
-func (*mmsgBatch) flush() error                                           { return nil }
+func (*mmsgBatch) queue([]byte, netip.AddrPort, netip.Addr, uint32) int { return 0 }
+func (*mmsgBatch) flush() int                                           { return 0 }
 
 // BatchWriter is sendmmsg's; NewBatchWriter returns nil where there is none.
 type BatchWriter struct{}
@@ -43,9 +43,9 @@ type BatchWriter struct{}
 // NewBatchWriter returns nil: write one datagram at a time.
 func NewBatchWriter(net.PacketConn, int) *BatchWriter { return nil }
 
-func (*BatchWriter) Queue([]byte, netip.AddrPort) error { return nil }
-func (*BatchWriter) Pending() int                       { return 0 }
-func (*BatchWriter) Flush() error                       { return nil }
+func (*BatchWriter) Queue([]byte, netip.AddrPort) int { return 0 }
+func (*BatchWriter) Pending() int                     { return 0 }
+func (*BatchWriter) Flush() int                       { return 0 }
 
 // SocketWriter is sendmmsg's; NewSocketWriter returns nil where there is none.
 type SocketWriter struct{}
@@ -57,4 +57,4 @@ func (*SocketWriter) Use(syscall.RawConn)          {}
 func (*SocketWriter) Queue([]byte, netip.AddrPort) {}
 func (*SocketWriter) Pending() int                 { return 0 }
 func (*SocketWriter) Cap() int                     { return 1 }
-func (*SocketWriter) Flush() error                 { return nil }
+func (*SocketWriter) Flush() (int, int)            { return 0, 0 }

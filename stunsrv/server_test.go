@@ -490,48 +490,77 @@ func TestBatchedAnswersReachEveryClient(t *testing.T) {
 		t.Run(listen, func(t *testing.T) {
 			s := startServer(t, func(c *Config, _ *Options) { c.Listen = []string{listen}; c.Sockets = 1; c.TCP = false })
 			to := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), udpAddr(s).Port())
-			const clients, perClient = 16, 8
-			conns := make([]*net.UDPConn, clients)
-			for i := range conns {
-				c, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.MustParseAddrPort("127.0.0.1:0")))
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer c.Close()
-				conns[i] = c
-			}
-			sent := make(map[[12]byte]int)
+			cl := newBindingClients(t, 16)
+			const perClient = 8
 			for range perClient {
-				for i, c := range conns {
-					m := stun.MustBuild(stun.TransactionID, stun.BindingRequest)
-					sent[m.TransactionID] = i
-					c.WriteToUDPAddrPort(m.Raw, to)
-				}
+				cl.sendRound(t, to)
 			}
-			buf := make([]byte, 1500)
-			for i, c := range conns {
-				c.SetReadDeadline(time.Now().Add(deadline))
-				for range perClient {
-					n, from, err := c.ReadFromUDPAddrPort(buf)
-					if err != nil {
-						t.Fatalf("client %d: %v", i, err)
-					}
-					m := &stun.Message{Raw: buf[:n]}
-					if err := m.Decode(); err != nil {
-						t.Fatal(err)
-					}
-					var xor stun.XORMappedAddress
-					xor.GetFrom(m)
-					if owner, ok := sent[m.TransactionID]; !ok || owner != i || xor.Port != c.LocalAddr().(*net.UDPAddr).Port || from != to {
-						t.Fatalf("client %d got an answer meant for %d (mapped port %d, from %v)", i, owner, xor.Port, from)
-					}
-					delete(sent, m.TransactionID)
-				}
-			}
-			if len(sent) != 0 {
-				t.Errorf("%d requests unanswered", len(sent))
-			}
+			cl.wantEveryAnswer(t, to)
 		})
+	}
+}
+
+// bindingClients are UDP clients on 127.0.0.1 that send Binding requests
+// and check that each gets the answers to its own.
+type bindingClients struct {
+	conns []*net.UDPConn
+	sent  map[[12]byte]int // transaction ID: index of the client that sent it
+	each  int              // requests each client sent
+}
+
+func newBindingClients(t *testing.T, n int) *bindingClients {
+	t.Helper()
+	cl := &bindingClients{sent: make(map[[12]byte]int)}
+	for range n {
+		c, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.MustParseAddrPort("127.0.0.1:0")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		cl.conns = append(cl.conns, c)
+	}
+	return cl
+}
+
+// sendRound sends one Binding request from each client to to.
+func (cl *bindingClients) sendRound(t *testing.T, to netip.AddrPort) {
+	t.Helper()
+	for i, c := range cl.conns {
+		m := stun.MustBuild(stun.TransactionID, stun.BindingRequest)
+		cl.sent[m.TransactionID] = i
+		if _, err := c.WriteToUDPAddrPort(m.Raw, to); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cl.each++
+}
+
+// wantEveryAnswer reads each client's answers: every request must be
+// answered, from to, to the client that sent it, with its own address.
+func (cl *bindingClients) wantEveryAnswer(t *testing.T, to netip.AddrPort) {
+	t.Helper()
+	buf := make([]byte, 1500)
+	for i, c := range cl.conns {
+		c.SetReadDeadline(time.Now().Add(deadline))
+		for j := range cl.each {
+			n, from, err := c.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				t.Fatalf("client %d got %d of its %d answers: %v", i, j, cl.each, err)
+			}
+			m := &stun.Message{Raw: buf[:n]}
+			if err := m.Decode(); err != nil {
+				t.Fatal(err)
+			}
+			var xor stun.XORMappedAddress
+			xor.GetFrom(m)
+			if owner, ok := cl.sent[m.TransactionID]; !ok || owner != i || xor.Port != c.LocalAddr().(*net.UDPAddr).Port || from != to {
+				t.Fatalf("client %d got an answer meant for %d (mapped port %d, from %v)", i, owner, xor.Port, from)
+			}
+			delete(cl.sent, m.TransactionID)
+		}
+	}
+	if len(cl.sent) != 0 {
+		t.Errorf("%d requests unanswered", len(cl.sent))
 	}
 }
 

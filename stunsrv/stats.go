@@ -12,7 +12,7 @@ const (
 type outcomeCounters struct {
 	answered  prometheus.Counter // Binding requests answered
 	malformed prometheus.Counter // neither STUN nor ChannelData: dropped
-	dropped   prometheus.Counter // well-formed but not ours to answer (indications, TURN with TURN off)
+	dropped   prometheus.Counter // well-formed but not ours to answer (indications, TURN with TURN off, source port 0)
 	passed    prometheus.Counter // handed to the TURN server
 }
 
@@ -20,8 +20,8 @@ type stats struct {
 	udp, tcp   [2]outcomeCounters
 	tcpConns   prometheus.Gauge
 	tcpRefused [numRefusals]prometheus.Counter
-	// writeErrors counts failed sends of answers; a failed batch counts
-	// once. Clients retransmit, so this matters only when it keeps rising.
+	// writeErrors counts answers the kernel refused to send, each once.
+	// Clients retransmit, so this matters only when it keeps rising.
 	writeErrors prometheus.Counter
 	// readErrors counts failed socket reads; the loop goes on after each.
 	readErrors prometheus.Counter
@@ -75,5 +75,12 @@ func newStats() *stats {
 func (st *stats) countWrite(err error) {
 	if err != nil {
 		st.writeErrors.Inc()
+	}
+}
+
+// countFailed counts the answers of a batch that the kernel refused.
+func (st *stats) countFailed(n int) {
+	if n > 0 {
+		st.writeErrors.Add(float64(n))
 	}
 }

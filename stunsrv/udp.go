@@ -133,7 +133,7 @@ func (c *packetConn) ReadFrom(p []byte) (int, net.Addr, error) {
 		}
 		c.loop.working()
 		c.loop.backoff = 0
-		answer, pass := c.triage(p[:n], familyOf(from))
+		answer, pass := c.triage(p[:n], from)
 		if answer {
 			c.answer(p[:n], from, local)
 		}
@@ -180,7 +180,7 @@ func (c *packetConn) serveBatch() bool {
 			c.stats.udp[fam].malformed.Inc()
 			continue
 		}
-		answer, pass := c.triage(msg, fam)
+		answer, pass := c.triage(msg, from)
 		if answer {
 			c.reply = AppendBindingResponse(c.reply[:0], msg, from)
 			var src netip.Addr
@@ -188,7 +188,7 @@ func (c *packetConn) serveBatch() bool {
 				src = local.ip
 			}
 			c.stats.udp[fam].answered.Inc()
-			c.stats.countWrite(c.batch.queue(c.reply, from, src, local.ifindex))
+			c.stats.countFailed(c.batch.queue(c.reply, from, src, local.ifindex))
 		}
 		if pass {
 			if c.fast != nil {
@@ -207,7 +207,7 @@ func (c *packetConn) serveBatch() bool {
 	}
 }
 
-func (c *packetConn) flush() { c.stats.countWrite(c.batch.flush()) }
+func (c *packetConn) flush() { c.stats.countFailed(c.batch.flush()) }
 
 func (c *packetConn) readOne(p []byte) (n int, from netip.AddrPort, local localAddr, err error) {
 	n, oobn, _, from, err := c.ReadMsgUDPAddrPort(p, c.oobIn)
@@ -223,8 +223,14 @@ func (c *packetConn) readOne(p []byte) (n int, from netip.AddrPort, local localA
 
 // triage counts one datagram's outcome and says whether to answer it here
 // and whether the caller (pion) should see it.
-func (c *packetConn) triage(b []byte, fam int) (answer, pass bool) {
-	st := &c.stats.udp[fam]
+func (c *packetConn) triage(b []byte, from netip.AddrPort) (answer, pass bool) {
+	st := &c.stats.udp[familyOf(from)]
+	if from.Port() == 0 {
+		// A forged source (the kernel delivers port 0): nothing can be
+		// sent there, and the kernel would refuse the answer.
+		st.dropped.Inc()
+		return false, false
+	}
 	switch Classify(b) {
 	case BindingRequest:
 		return true, false

@@ -525,7 +525,7 @@ func (c *relayConn) queueUDP(out *clientOut, frame []byte) bool {
 	}
 	if c.bw.Pending() == relayBatch-1 {
 		// Queue flushes a full batch itself: count it here.
-		c.countUDP(c.bw.Queue(frame, out.toAP), relayBatch)
+		c.countUDP(relayBatch, c.bw.Queue(frame, out.toAP))
 		return true
 	}
 	c.bw.Queue(frame, out.toAP)
@@ -537,15 +537,19 @@ func (c *relayConn) flushUDP() {
 		return
 	}
 	n := c.bw.Pending()
-	c.countUDP(c.bw.Flush(), n)
+	c.countUDP(n, c.bw.Flush())
 }
 
-func (c *relayConn) countUDP(err error, n int) {
-	if err != nil {
-		c.s.metrics.fastDrops[dropWrite].Add(float64(n))
-		return
+// countUDP counts a batch of n datagrams to UDP clients of which the
+// kernel refused failed.
+func (c *relayConn) countUDP(n, failed int) {
+	m := c.s.metrics
+	if failed > 0 {
+		m.fastDrops[dropWrite].Add(float64(failed))
 	}
-	c.s.metrics.fastFromPeer.Add(float64(n))
+	if n > failed {
+		m.fastFromPeer.Add(float64(n - failed))
+	}
 }
 
 func (c *relayConn) flushStream() {

@@ -560,12 +560,14 @@ func (p *peerSender) flush() {
 	if n == 0 {
 		return
 	}
-	if err := p.w.Flush(); err != nil {
-		p.m.fastDrops[dropWrite].Add(float64(n))
-	} else {
-		p.m.toPeerBytes.Add(float64(p.bytes))
-		p.m.toPeerPackets.Add(float64(n))
-		p.m.fastToPeer.Add(float64(n))
+	failed, failedBytes := p.w.Flush()
+	if failed > 0 {
+		p.m.fastDrops[dropWrite].Add(float64(failed))
+	}
+	if sent := n - failed; sent > 0 {
+		p.m.toPeerBytes.Add(float64(p.bytes - failedBytes))
+		p.m.toPeerPackets.Add(float64(sent))
+		p.m.fastToPeer.Add(float64(sent))
 	}
 	p.bytes = 0
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"net"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -21,9 +22,15 @@ func (c *channelClient) permit(t *testing.T, peer *net.UDPConn) {
 // builds it.
 func sendIndication(t *testing.T, peer *net.UDPConn, payload []byte) []byte {
 	t.Helper()
-	a := peer.LocalAddr().(*net.UDPAddr)
+	return sendIndicationTo(t, peer.LocalAddr().(*net.UDPAddr).AddrPort(), payload)
+}
+
+// sendIndicationTo is sendIndication to any address, one no socket has
+// too.
+func sendIndicationTo(t *testing.T, peer netip.AddrPort, payload []byte) []byte {
+	t.Helper()
 	m, err := stun.Build(stun.TransactionID, stun.NewType(stun.MethodSend, stun.ClassIndication),
-		peerAttr(a.IP, a.Port), rawAttr(stun.AttrData, payload))
+		peerAttr(peer.Addr().AsSlice(), int(peer.Port())), rawAttr(stun.AttrData, payload))
 	if err != nil {
 		t.Fatal(err)
 	}
