@@ -1,11 +1,15 @@
 package turnsrv
 
 import (
+	"context"
 	"encoding/binary"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/netip"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -525,4 +529,150 @@ func TestStalledTCPClientIsClosed(t *testing.T) {
 	testenv.WaitFor(t, time.Minute, "the server to close the client that stopped reading",
 		func() bool { return connections() == 0 })
 	legit.roundTrip(t, 0x4000, legitPeer, "after the stalled client")
+}
+
+// pauses is a slog.Handler that holds the goroutine logging a message
+// ending in one of its gates' suffixes until the gate opens: pion logs
+// "Binding channel N to PEER" while it handles a ChannelBind, after icebox
+// noted the request and before pion answers it, so a test can hold
+// requests in flight there and choose the order of pion's answers.
+type pauses struct{ gates []*gate }
+
+// gate holds the first goroutine logging a message ending in suffix.
+type gate struct {
+	suffix  string
+	reached chan struct{}
+	resume  chan struct{}
+	hold    sync.Once
+	open    sync.Once
+}
+
+func (p *pauses) at(suffix string) *gate {
+	g := &gate{suffix: suffix, reached: make(chan struct{}), resume: make(chan struct{})}
+	p.gates = append(p.gates, g)
+	return g
+}
+
+func (p *pauses) Enabled(context.Context, slog.Level) bool { return true } // pion's chatter too
+func (p *pauses) WithAttrs([]slog.Attr) slog.Handler       { return p }
+func (p *pauses) WithGroup(string) slog.Handler            { return p }
+
+func (p *pauses) Handle(_ context.Context, r slog.Record) error {
+	for _, g := range p.gates {
+		if strings.HasSuffix(r.Message, g.suffix) {
+			g.hold.Do(func() {
+				close(g.reached)
+				<-g.resume
+			})
+		}
+	}
+	return nil
+}
+
+// release lets the held goroutine go on; idempotent.
+func (g *gate) release() { g.open.Do(func() { close(g.resume) }) }
+
+// waitHeld waits until a goroutine is held at the gate.
+func (g *gate) waitHeld(t *testing.T) {
+	t.Helper()
+	select {
+	case <-g.reached:
+	case <-time.After(wait):
+		t.Fatalf("no log message ending in %q", g.suffix)
+	}
+}
+
+// answerTo reads c's answers until the one to req.
+func answerTo(t *testing.T, c *channelClient, req *stun.Message) *stun.Message {
+	t.Helper()
+	for {
+		res := c.read(time.Now().Add(wait))
+		if res == nil {
+			t.Fatalf("no answer to %v", req.Type)
+		}
+		if res.TransactionID == req.TransactionID {
+			return res
+		}
+	}
+}
+
+// wantNothingBefore sends peer a marker from another socket and checks it
+// is the first datagram peer reads: nothing reached peer before it (a
+// zero read deadline would not tell, as a read past its deadline fails
+// without looking at what is queued).
+func wantNothingBefore(t *testing.T, peer *net.UDPConn, who string) {
+	t.Helper()
+	marker := peerSocket(t)
+	if _, err := marker.WriteTo([]byte("marker"), peer.LocalAddr()); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := readPeer(t, peer, wait); got != "marker" {
+		t.Errorf("%s got %q", who, got)
+	}
+}
+
+// TestSameTransactionIDOnTwoTransports: an attacker's two transports send
+// a ChannelBind with the same transaction ID; both are noted before pion
+// answers either. pion grants the first (transport one) and then refuses
+// the second (transport two has the channel bound to another peer: 400).
+// The data plane must learn the grant for transport one only, and keep
+// relaying transport two's channel to the peer pion bound it to, never to
+// the refused request's peer; another client relays throughout.
+func TestSameTransactionIDOnTwoTransports(t *testing.T) {
+	t.Parallel()
+	granted, refused, bound := peerSocket(t), peerSocket(t), peerSocket(t)
+	p := &pauses{}
+	grant, refuse := p.at(" to "+granted.LocalAddr().String()), p.at(" to "+refused.LocalAddr().String())
+	ts := startServer(t, testConfig(), func(o *Options) { o.Logger = slog.New(p) })
+	// Before the server closes, should the test stop early.
+	t.Cleanup(grant.release)
+	t.Cleanup(refuse.release)
+
+	legit, legitPeer := allocateRaw(t, ts, "udp"), peerSocket(t)
+	mustSucceed(t, legit.bind(0x4000, legitPeer), "legitimate channel bind")
+	legit.roundTrip(t, 0x4000, legitPeer, "before")
+
+	// One UDP and one TCP transport: pion reads each on a goroutine of
+	// its own, so both requests can be in flight at once.
+	one, two := allocateRaw(t, ts, "udp"), allocateRaw(t, ts, "tcp")
+	mustSucceed(t, two.bind(0x4000, bound), "channel bind on transport two")
+	txid := stun.NewTransactionIDSetter(stun.NewTransactionID())
+	peer := func(c *net.UDPConn) stun.Setter {
+		a := c.LocalAddr().(*net.UDPAddr)
+		return peerAttr(a.IP, a.Port)
+	}
+	first := one.build(stun.MethodChannelBind, true, txid, channelAttr(0x4000), peer(granted))
+	second := two.build(stun.MethodChannelBind, true, txid, channelAttr(0x4000), peer(refused))
+	if first.TransactionID != second.TransactionID {
+		t.Fatal("the two requests' transaction IDs differ")
+	}
+
+	one.send(first.Raw)
+	grant.waitHeld(t)
+	two.send(second.Raw)
+	refuse.waitHeld(t) // both noted, neither answered
+	grant.release()
+	mustSucceed(t, answerTo(t, one, first), "channel bind on transport one")
+	refuse.release()
+	if res := answerTo(t, two, second); errorCode(res) != int(stun.CodeBadRequest) {
+		t.Fatalf("rebinding transport two's channel: %v (error %d), want 400", res, errorCode(res))
+	}
+
+	// Transport two's channel still reaches the peer pion bound it to.
+	two.sendChannelData(0x4000, "after the race")
+	if got, from := readPeer(t, bound, wait); got != "after the race" || from != two.relay {
+		t.Errorf("bound peer got %q from %v, want the datagram from the relay %v", got, from, two.relay)
+	}
+	wantNothingBefore(t, refused, "the peer of the refused request")
+	// Transport one's grant was learned: its channel takes the fast path.
+	before := testenv.MetricValue(t, ts.metrics.fastToPeer)
+	one.roundTrip(t, 0x4000, granted, "granted")
+	wantCount(t, ts.metrics.fastToPeer, before+1, "datagrams the data plane relayed to the peer")
+	legit.roundTrip(t, 0x4000, legitPeer, "after")
+
+	ts.dp.pendMu.Lock()
+	defer ts.dp.pendMu.Unlock()
+	if n := len(ts.dp.pending); n != 0 {
+		t.Errorf("%d requests still pending after every answer", n)
+	}
 }
