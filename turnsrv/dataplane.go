@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -40,6 +41,10 @@ const (
 	typeSendIndication = 0x0016 // method Send (0x006), class indication
 	typeDataIndication = 0x0017 // method Data (0x007), class indication
 )
+
+// maxPeersPerRequest is as many peers as the data plane learns from one
+// CreatePermission; inspect refuses a request naming more.
+const maxPeersPerRequest = 16
 
 // maxPending bounds requests awaiting pion's answer. Any answer, success
 // or error, removes its request, so only requests in flight are held;
@@ -248,7 +253,7 @@ func (d *dataPlane) noteRequest(b []byte, from connID) {
 		case at == attrChannelNumber && len(v) == 4:
 			req.channel = binary.BigEndian.Uint16(v)
 		case at == attrXORPeerAddress:
-			if ap, ok := xorPeerAddrPort(v, b[4:stunHeaderLen]); ok && len(req.peers) < 16 {
+			if ap, ok := xorPeerAddrPort(v, b[4:stunHeaderLen]); ok && len(req.peers) < maxPeersPerRequest {
 				req.peers = append(req.peers, ap)
 			}
 		}
@@ -396,6 +401,18 @@ func (a *dpAlloc) unpermit(ip netip.Addr) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.perms.Store(without(*a.perms.Load(), func(p *dpPerm) bool { return p.ip == ip }))
+}
+
+// newPeers counts the distinct addresses among peers that a holds no
+// permission for.
+func (a *dpAlloc) newPeers(peers []netip.Addr) int {
+	n := 0
+	for i, p := range peers {
+		if a.byIP(p) == nil && !slices.Contains(peers[:i], p) {
+			n++
+		}
+	}
+	return n
 }
 
 func (a *dpAlloc) byNumber(n uint16) *dpChannel {

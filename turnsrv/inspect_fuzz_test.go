@@ -475,8 +475,10 @@ func referenceVerdict(b []byte, cfg Config, policy *peerPolicy, before, after ti
 
 // refusedBeforePion says why icebox answers an authenticated request m
 // itself, from pion/stun's reading of it: a transport other than UDP, an
-// IPv6 relay, a peer the policy refuses or an IPv6 peer (every XOR-PEER-ADDRESS pion
-// decodes for CreatePermission, the first for ChannelBind).
+// IPv6 relay, a peer address that is not whole, more than 16 peers in a
+// CreatePermission, a peer the policy refuses or an IPv6 peer (every
+// XOR-PEER-ADDRESS pion decodes for CreatePermission, the first for
+// ChannelBind).
 func refusedBeforePion(m *stun.Message, policy *peerPolicy) string {
 	switch m.Type.Method {
 	case stun.MethodAllocate:
@@ -487,6 +489,20 @@ func refusedBeforePion(m *stun.Message, policy *peerPolicy) string {
 			return "REQUESTED-ADDRESS-FAMILY is IPv6"
 		}
 	case stun.MethodCreatePermission, stun.MethodChannelBind:
+		n := 0
+		for _, a := range m.Attributes {
+			if a.Type != stun.AttrXORPeerAddress {
+				continue
+			}
+			n++
+			if len(a.Value) < 4 || !(len(a.Value) == 8 && a.Value[1] == 1 && a.Value[0] == 0 ||
+				len(a.Value) == 20 && a.Value[1] == 2 && a.Value[0] == 0) {
+				return "an XOR-PEER-ADDRESS is not a whole IPv4 or IPv6 address"
+			}
+		}
+		if m.Type.Method == stun.MethodCreatePermission && n > 16 {
+			return "more than 16 peers"
+		}
 		why := ""
 		m.ForEach(stun.AttrXORPeerAddress, func(m *stun.Message) error {
 			var a stun.XORMappedAddress
@@ -497,7 +513,7 @@ func refusedBeforePion(m *stun.Message, policy *peerPolicy) string {
 				why = "peer refused"
 				return errors.New(why)
 			}
-			if a.IP.To4() == nil {
+			if len(a.IP) != net.IPv4len {
 				why = "IPv6 peer of an IPv4 relay"
 				return errors.New(why)
 			}
