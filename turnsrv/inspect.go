@@ -364,12 +364,16 @@ func countPeers(b []byte) (n int, whole bool) {
 	return n, true
 }
 
-// channelNumber is the first CHANNEL-NUMBER of b, as pion reads it, or 0.
-// b must have passed parseRequest.
+// channelNumber is the number in b's first CHANNEL-NUMBER, as pion reads
+// it, or 0 (no channel) where pion reads none. b must have passed
+// parseRequest.
 func channelNumber(b []byte) uint16 {
 	attrs := attrsOf(b, stunHeaderLen+int(binary.BigEndian.Uint16(b[2:4])))
 	for off, at, n, ok := attrs.first(); ok; off, at, n, ok = attrs.after(off, n) {
-		if at == attrChannelNumber && n == 4 {
+		if at == attrChannelNumber {
+			if n != 4 {
+				return 0
+			}
 			return binary.BigEndian.Uint16(b[off+4:])
 		}
 	}

@@ -83,6 +83,10 @@ func turnSeeds(tb testing.TB, username string) []fuzzSeed {
 		tb.Fatal(err)
 	}
 	allocate := build(stun.MethodAllocate, alloc, good, true)
+	var seventeen []stun.Setter
+	for i := range 17 {
+		seventeen = append(seventeen, peer("8.8.8."+strconv.Itoa(i)))
+	}
 	return []fuzzSeed{
 		{"allocate", allocate},
 		{"allocate_no_fingerprint", build(stun.MethodAllocate, alloc, good, false)},
@@ -94,6 +98,9 @@ func turnSeeds(tb testing.TB, username string) []fuzzSeed {
 		{"channel_bind", build(stun.MethodChannelBind, []stun.Setter{channelAttr(0x4000), peer("64:ff9b::7f00:1")}, good, true)},
 		{"create_permission_refused", build(stun.MethodCreatePermission, []stun.Setter{peer("8.8.8.8"), peer("10.0.0.1")}, good, true)},
 		{"channel_bind_refused", build(stun.MethodChannelBind, []stun.Setter{channelAttr(0x4001), peer("::ffff:169.254.169.254")}, good, true)},
+		{"create_permission_17_peers", build(stun.MethodCreatePermission, seventeen, good, true)},
+		{"channel_bind_short_peer", build(stun.MethodChannelBind, []stun.Setter{channelAttr(0x4002),
+			rawAttr(stun.AttrXORPeerAddress, []byte{0, 1, 0x21, 0x12, 0x5e})}, good, true)},
 		{"allocate_tcp", build(stun.MethodAllocate, []stun.Setter{rawAttr(stun.AttrRequestedTransport, []byte{6, 0, 0, 0})}, good, true)},
 		{"allocate_ipv6", build(stun.MethodAllocate, []stun.Setter{udpTransport(), rawAttr(stun.AttrRequestedAddressFamily, []byte{2, 0, 0, 0})}, good, true)},
 		{"allocate_no_nonce", build(stun.MethodAllocate, alloc, []stun.Setter{stun.NewUsername(username),
