@@ -1,6 +1,7 @@
 package turnsrv
 
 import (
+	"encoding/binary"
 	"errors"
 	"net"
 	"net/netip"
@@ -162,6 +163,11 @@ func TestRightAnswers(t *testing.T) {
 		v6 := net.ParseIP("2606:4700::1111")
 		check("CreatePermission to an IPv6 peer", c.do(stun.MethodCreatePermission, peerAttr(v6, 9)), 443)
 		check("ChannelBind to an IPv6 peer", c.do(stun.MethodChannelBind, channelAttr(0x4002), peerAttr(v6, 9)), 443)
+		// An IPv4 peer written as IPv6 is of the wrong family too, and a
+		// peer address cut short is malformed (pion reads both).
+		check("CreatePermission to ::ffff:127.0.0.1 as IPv6", c.do(stun.MethodCreatePermission, v4AsV6Peer(net.IPv4(127, 0, 0, 1), 9)), 443)
+		check("ChannelBind to a peer address cut short",
+			c.do(stun.MethodChannelBind, channelAttr(0x4003), rawAttr(stun.AttrXORPeerAddress, []byte{0, 1, 0, 9, 0x5e})), 400)
 		// One refused peer among allowed ones refuses the request.
 		check("CreatePermission with one refused peer",
 			c.do(stun.MethodCreatePermission, peerAttr(net.IPv4(127, 0, 0, 1), 9), peerAttr(net.IPv4(10, 0, 0, 1), 9)), 403)
@@ -173,6 +179,22 @@ func TestRightAnswers(t *testing.T) {
 		}
 	}
 	ts.waitAllocations(t, 0)
+}
+
+// v4AsV6Peer is an XOR-PEER-ADDRESS of the IPv6 family holding ip as an
+// IPv4-mapped address, which pion/stun's encoder would write as IPv4.
+func v4AsV6Peer(ip net.IP, port int) stun.Setter {
+	return setter(func(m *stun.Message) error {
+		v := binary.BigEndian.AppendUint16(nil, 2)
+		v = binary.BigEndian.AppendUint16(v, uint16(port)^stunMagicCookie>>16)
+		xor := binary.BigEndian.AppendUint32(nil, stunMagicCookie)
+		xor = append(xor, m.TransactionID[:]...)
+		for i, b := range ip.To16() {
+			v = append(v, b^xor[i])
+		}
+		m.Add(stun.AttrXORPeerAddress, v)
+		return nil
+	})
 }
 
 // TestRelayExceptionCanonical: the relay address's exception in the peer

@@ -144,6 +144,16 @@ type QuotaConfig struct {
 	// source, in bursts of twice that; the rest go unanswered, so nobody
 	// can make icebox reflect traffic at a forged address. Default 32.
 	AnswerRate int `yaml:"answer_rate"`
+	// Peer addresses one allocation may hold permissions for (channels
+	// count their peer's address too). A CreatePermission or ChannelBind
+	// that would add one more is answered 508 (Insufficient Capacity);
+	// refreshing those held always works. A WebRTC call uses one to four
+	// per allocation; the cap bounds the memory of an allocation and
+	// what relaying each of its packets costs. Default 64.
+	Permissions int `yaml:"permissions"`
+	// Channels one allocation may hold; a ChannelBind for one more is
+	// answered 508, rebinding a held one always works. Default 64.
+	Channels int `yaml:"channels"`
 }
 
 // DefaultConfig returns the defaults stated on Config's fields.
@@ -163,6 +173,8 @@ func DefaultConfig() Config {
 			AuthFailures:      10,
 			AuthFailureWindow: time.Minute,
 			AnswerRate:        32,
+			Permissions:       64,
+			Channels:          64,
 		},
 	}
 }
@@ -251,7 +263,8 @@ func (c *Config) Validate() error {
 	for _, n := range []struct {
 		key string
 		v   int
-	}{{"quotas.per_user", q.PerUser}, {"quotas.per_ip", q.PerIP}, {"quotas.total", q.Total}, {"quotas.auth_failures", q.AuthFailures}, {"quotas.answer_rate", q.AnswerRate}} {
+	}{{"quotas.per_user", q.PerUser}, {"quotas.per_ip", q.PerIP}, {"quotas.total", q.Total}, {"quotas.auth_failures", q.AuthFailures}, {"quotas.answer_rate", q.AnswerRate},
+		{"quotas.permissions", q.Permissions}, {"quotas.channels", q.Channels}} {
 		if n.v < 0 {
 			add(n.key, "is negative", "write 0 for no limit, or a positive count")
 		}

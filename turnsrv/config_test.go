@@ -41,6 +41,8 @@ func TestValidate(t *testing.T) {
 		{"peers.allow[0]", func(c *Config) { c.Peers.Allow = []string{"10.0.0.0/33"} }},
 		{"peers.deny[1]", func(c *Config) { c.Peers.Deny = []string{"10.0.0.1", "nonsense"} }},
 		{"quotas.per_user", func(c *Config) { c.Quotas.PerUser = -1 }},
+		{"quotas.permissions", func(c *Config) { c.Quotas.Permissions = -1 }},
+		{"quotas.channels", func(c *Config) { c.Quotas.Channels = -1 }},
 		{"quotas.max_lifetime", func(c *Config) { c.Quotas.MaxLifetime = 2 * time.Hour }},
 		{"quotas.max_lifetime", func(c *Config) { c.Quotas.MaxLifetime = time.Minute }},
 		{"quotas.auth_failure_window", func(c *Config) { c.Quotas.AuthFailureWindow = 0 }},

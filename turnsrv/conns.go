@@ -114,7 +114,7 @@ func (c *packetConn) keyOwner() *keyOwner         { return &c.key }
 func (c *packetConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 	if len(p) >= stunHeaderLen && p[0]&0xC0 == 0 {
 		if ua, ok := addr.(*net.UDPAddr); ok {
-			c.s.dp.noteResponse(p, clientOut{udp: c.PacketConn, to: ua, toAP: ua.AddrPort()})
+			c.s.dp.noteResponse(p, connIDOf(ua), clientOut{udp: c.PacketConn, to: ua, toAP: ua.AddrPort()})
 		}
 	}
 	return c.PacketConn.WriteTo(p, addr)
@@ -224,7 +224,7 @@ func (c *frameConn) Read(p []byte) (int, error) {
 // Write sends pion's answers; the data plane learns from the successes.
 func (c *frameConn) Write(p []byte) (int, error) {
 	if len(p) >= stunHeaderLen && p[0]&0xC0 == 0 {
-		c.s.dp.noteResponse(p, clientOut{stream: c})
+		c.s.dp.noteResponse(p, c.id, clientOut{stream: c})
 	}
 	return c.Conn.Write(p)
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -41,6 +42,10 @@ const (
 	typeDataIndication = 0x0017 // method Data (0x007), class indication
 )
 
+// maxPeersPerRequest is as many peers as the data plane learns from one
+// CreatePermission; inspect refuses a request naming more.
+const maxPeersPerRequest = 16
+
 // maxPending bounds requests awaiting pion's answer. Any answer, success
 // or error, removes its request, so only requests in flight are held;
 // ones pion never answered are forgotten after pendingAge once it fills.
@@ -71,7 +76,16 @@ type dataPlane struct {
 	relays map[int]*relayConn  // live relay sockets by port
 
 	pendMu  sync.Mutex
-	pending map[[12]byte]pendingRequest
+	pending map[pendingKey]pendingRequest
+}
+
+// pendingKey names a request awaiting pion's answer: its transaction ID
+// with the transport it came on. Clients pick transaction IDs, so two
+// transports may send the same one at once; the answer goes back on the
+// request's transport, and only that request's entry may learn from it.
+type pendingKey struct {
+	client connID
+	txid   [12]byte
 }
 
 func newDataPlane(s *Server) *dataPlane {
@@ -81,7 +95,7 @@ func newDataPlane(s *Server) *dataPlane {
 		allocs:  map[connID]*dpAlloc{},
 		count:   map[connID]int{},
 		relays:  map[int]*relayConn{},
-		pending: map[[12]byte]pendingRequest{},
+		pending: map[pendingKey]pendingRequest{},
 	}
 }
 
@@ -135,12 +149,10 @@ type policyVerdict struct {
 }
 
 type pendingRequest struct {
-	client   connID
-	method   uint16
-	channel  uint16
-	peers    []netip.AddrPort
-	lifetime int // seconds; -1 when absent
-	at       int64
+	method  uint16
+	channel uint16
+	peers   []netip.AddrPort
+	at      int64
 }
 
 // allocationCreated mirrors a new allocation; pion calls it before the
@@ -209,8 +221,10 @@ func (d *dataPlane) lookup(id connID) *dpAlloc {
 	return a
 }
 
-// noteRequest remembers a ChannelBind, CreatePermission or Refresh that
-// pion is about to handle, to apply when pion answers it with success.
+// noteRequest remembers a ChannelBind or CreatePermission that pion is
+// about to handle, to apply when pion answers it with success. A Refresh
+// needs nothing: pion deletes an allocation (OnAllocationDeleted) before
+// it answers a Refresh with lifetime 0.
 func (d *dataPlane) noteRequest(b []byte, from connID) {
 	if len(b) < stunHeaderLen || b[0]&0xC0 != 0 || binary.BigEndian.Uint32(b[4:8]) != stunMagicCookie {
 		return
@@ -220,11 +234,11 @@ func (d *dataPlane) noteRequest(b []byte, from connID) {
 		return // not a request
 	}
 	method := typ&0x000F | (typ&0x00E0)>>1 | (typ&0x3E00)>>2
-	if method != methodChannelBind && method != methodCreatePermission && method != methodRefresh {
+	if method != methodChannelBind && method != methodCreatePermission {
 		return
 	}
 	end := min(stunHeaderLen+int(binary.BigEndian.Uint16(b[2:4])), len(b))
-	req := pendingRequest{client: from, method: method, lifetime: -1, at: d.now()}
+	req := pendingRequest{method: method, at: d.now()}
 	signed := false
 	// A truncated attribute ends the walk before MESSAGE-INTEGRITY, and
 	// pion refuses the request: nothing to learn either.
@@ -238,10 +252,8 @@ func (d *dataPlane) noteRequest(b []byte, from connID) {
 		switch {
 		case at == attrChannelNumber && len(v) == 4:
 			req.channel = binary.BigEndian.Uint16(v)
-		case at == attrLifetime && len(v) == 4:
-			req.lifetime = int(binary.BigEndian.Uint32(v))
 		case at == attrXORPeerAddress:
-			if ap, ok := xorPeerAddrPort(v, b[4:stunHeaderLen]); ok && len(req.peers) < 16 {
+			if ap, ok := xorPeerAddrPort(v, b[4:stunHeaderLen]); ok && len(req.peers) < maxPeersPerRequest {
 				req.peers = append(req.peers, ap)
 			}
 		}
@@ -249,8 +261,7 @@ func (d *dataPlane) noteRequest(b []byte, from connID) {
 	if !signed {
 		return // pion answers 401; nothing to learn
 	}
-	var id [12]byte
-	copy(id[:], b[8:stunHeaderLen])
+	key := pendingKey{client: from, txid: [12]byte(b[8:stunHeaderLen])}
 	d.pendMu.Lock()
 	defer d.pendMu.Unlock()
 	if len(d.pending) >= maxPending {
@@ -263,7 +274,7 @@ func (d *dataPlane) noteRequest(b []byte, from connID) {
 			return // pion relays what this request grants
 		}
 	}
-	d.pending[id] = req
+	d.pending[key] = req
 }
 
 // xorPeerAddrPort decodes a well-formed IPv4 XOR-PEER-ADDRESS value with
@@ -285,23 +296,26 @@ func xorPeerAddrPort(v, cookieID []byte) (netip.AddrPort, bool) {
 	return netip.AddrPortFrom(netip.AddrFrom4([4]byte(ip)), port), true
 }
 
-// noteResponse applies a request pion answered with success: out is how
-// pion reached the client, and how the data plane will.
-func (d *dataPlane) noteResponse(b []byte, out clientOut) {
+// noteResponse applies a request pion answered with success: to is the
+// client transport the answer goes to, out how pion reached it there, and
+// how the data plane will.
+func (d *dataPlane) noteResponse(b []byte, to connID, out clientOut) {
+	if len(b) < stunHeaderLen {
+		return
+	}
 	class := binary.BigEndian.Uint16(b[0:2]) & 0x0110
-	if len(b) < stunHeaderLen || class&0x0100 == 0 {
+	if class&0x0100 == 0 {
 		return // not a response
 	}
-	var id [12]byte
-	copy(id[:], b[8:stunHeaderLen])
+	key := pendingKey{client: to, txid: [12]byte(b[8:stunHeaderLen])}
 	d.pendMu.Lock()
-	req, ok := d.pending[id]
-	delete(d.pending, id)
+	req, ok := d.pending[key]
+	delete(d.pending, key)
 	d.pendMu.Unlock()
 	if !ok || class != 0x0100 {
 		return // unknown, or an error response: nothing granted
 	}
-	a := d.lookup(req.client)
+	a := d.lookup(to)
 	if a == nil {
 		return
 	}
@@ -319,19 +333,7 @@ func (d *dataPlane) noteResponse(b []byte, out clientOut) {
 		for _, p := range req.peers {
 			a.permit(p.Addr(), now)
 		}
-	case methodRefresh:
-		if req.lifetime == 0 {
-			d.allocationDeleted(req.client.addr())
-		}
 	}
-}
-
-// addr turns a connID back into the net.Addr pion reports.
-func (c connID) addr() net.Addr {
-	if c.stream {
-		return net.TCPAddrFromAddrPort(c.src)
-	}
-	return net.UDPAddrFromAddrPort(c.src)
 }
 
 // learnOut keeps the first way pion answered the client on: peers'
@@ -399,6 +401,18 @@ func (a *dpAlloc) unpermit(ip netip.Addr) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.perms.Store(without(*a.perms.Load(), func(p *dpPerm) bool { return p.ip == ip }))
+}
+
+// newPeers counts the distinct addresses among peers that a holds no
+// permission for.
+func (a *dpAlloc) newPeers(peers []netip.Addr) int {
+	n := 0
+	for i, p := range peers {
+		if a.byIP(p) == nil && !slices.Contains(peers[:i], p) {
+			n++
+		}
+	}
+	return n
 }
 
 func (a *dpAlloc) byNumber(n uint16) *dpChannel {

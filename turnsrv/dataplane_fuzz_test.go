@@ -37,7 +37,7 @@ func FuzzDataPlaneLearning(f *testing.F) {
 		s.dp.allocs[id], s.dp.count[id] = a, 1
 		s.dp.noteRequest(req, id)
 		if len(res) >= stunHeaderLen {
-			s.dp.noteResponse(res, clientOut{udp: &fakeConn{}, to: client, toAP: id.src})
+			s.dp.noteResponse(res, id, clientOut{udp: &fakeConn{}, to: client, toAP: id.src})
 		}
 		if n := len(*a.channels.Load()); n > 1 {
 			t.Fatalf("one request bound %d channels", n)

@@ -1,11 +1,15 @@
 package turnsrv
 
 import (
+	"context"
 	"encoding/binary"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/netip"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -131,8 +135,14 @@ func readFailed(t *testing.T, err error) bool {
 }
 
 // readPeer returns what the peer received next, or "" at the deadline.
+// With d 0 it returns what had arrived when it was called, or "": a read
+// past its deadline fails without looking at what is queued, so the peer
+// sends itself a marker and reads up to it.
 func readPeer(t *testing.T, p *net.UDPConn, d time.Duration) (string, netip.AddrPort) {
 	t.Helper()
+	if d == 0 {
+		return readPeerUpToMarker(t, p)
+	}
 	p.SetReadDeadline(time.Now().Add(d))
 	buf := make([]byte, 2048)
 	n, from, err := p.ReadFromUDPAddrPort(buf)
@@ -143,6 +153,31 @@ func readPeer(t *testing.T, p *net.UDPConn, d time.Duration) (string, netip.Addr
 		return "", from
 	}
 	return string(buf[:n]), from
+}
+
+// readPeerUpToMarker returns the first datagram p had received before
+// the call, or "" if none; it reads and drops the rest up to a marker p
+// sends itself.
+func readPeerUpToMarker(t *testing.T, p *net.UDPConn) (string, netip.AddrPort) {
+	t.Helper()
+	const marker = "readPeer marker"
+	self := p.LocalAddr().(*net.UDPAddr).AddrPort()
+	if _, err := p.WriteToUDPAddrPort([]byte(marker), self); err != nil {
+		t.Fatal(err)
+	}
+	var first string
+	var firstFrom netip.AddrPort
+	for i := 0; ; i++ {
+		got, from := readPeer(t, p, wait)
+		switch {
+		case got == marker && from == self:
+			return first, firstFrom
+		case got == "" && !from.IsValid():
+			t.Fatal("the peer's marker to itself never arrived")
+		case i == 0:
+			first, firstFrom = got, from
+		}
+	}
 }
 
 const wait = 5 * time.Second // bounds reads that must succeed; never paces
@@ -525,4 +560,137 @@ func TestStalledTCPClientIsClosed(t *testing.T) {
 	testenv.WaitFor(t, time.Minute, "the server to close the client that stopped reading",
 		func() bool { return connections() == 0 })
 	legit.roundTrip(t, 0x4000, legitPeer, "after the stalled client")
+}
+
+// pauses is a slog.Handler that holds the goroutine logging a message
+// ending in one of its gates' suffixes until the gate opens: pion logs
+// "Binding channel N to PEER" while it handles a ChannelBind, after icebox
+// noted the request and before pion answers it, so a test can hold
+// requests in flight there and choose the order of pion's answers.
+type pauses struct{ gates []*gate }
+
+// gate holds the first goroutine logging a message ending in suffix.
+type gate struct {
+	suffix  string
+	reached chan struct{}
+	resume  chan struct{}
+	hold    sync.Once
+	open    sync.Once
+}
+
+func (p *pauses) at(suffix string) *gate {
+	g := &gate{suffix: suffix, reached: make(chan struct{}), resume: make(chan struct{})}
+	p.gates = append(p.gates, g)
+	return g
+}
+
+func (p *pauses) Enabled(context.Context, slog.Level) bool { return true } // pion's chatter too
+func (p *pauses) WithAttrs([]slog.Attr) slog.Handler       { return p }
+func (p *pauses) WithGroup(string) slog.Handler            { return p }
+
+func (p *pauses) Handle(_ context.Context, r slog.Record) error {
+	for _, g := range p.gates {
+		if strings.HasSuffix(r.Message, g.suffix) {
+			g.hold.Do(func() {
+				close(g.reached)
+				<-g.resume
+			})
+		}
+	}
+	return nil
+}
+
+// release lets the held goroutine go on; idempotent.
+func (g *gate) release() { g.open.Do(func() { close(g.resume) }) }
+
+// waitHeld waits until a goroutine is held at the gate.
+func (g *gate) waitHeld(t *testing.T) {
+	t.Helper()
+	select {
+	case <-g.reached:
+	case <-time.After(wait):
+		t.Fatalf("no log message ending in %q", g.suffix)
+	}
+}
+
+// answerTo reads c's answers until the one to req.
+func answerTo(t *testing.T, c *channelClient, req *stun.Message) *stun.Message {
+	t.Helper()
+	for {
+		res := c.read(time.Now().Add(wait))
+		if res == nil {
+			t.Fatalf("no answer to %v", req.Type)
+		}
+		if res.TransactionID == req.TransactionID {
+			return res
+		}
+	}
+}
+
+// TestSameTransactionIDOnTwoTransports: an attacker's two transports send
+// a ChannelBind with the same transaction ID; both are noted before pion
+// answers either. pion grants the first (transport one) and then refuses
+// the second (transport two has the channel bound to another peer: 400).
+// The data plane must learn the grant for transport one only, and keep
+// relaying transport two's channel to the peer pion bound it to, never to
+// the refused request's peer; another client relays throughout.
+func TestSameTransactionIDOnTwoTransports(t *testing.T) {
+	t.Parallel()
+	granted, refused, bound := peerSocket(t), peerSocket(t), peerSocket(t)
+	p := &pauses{}
+	grant, refuse := p.at(" to "+granted.LocalAddr().String()), p.at(" to "+refused.LocalAddr().String())
+	ts := startServer(t, testConfig(), func(o *Options) { o.Logger = slog.New(p) })
+	// Before the server closes, should the test stop early.
+	t.Cleanup(grant.release)
+	t.Cleanup(refuse.release)
+
+	legit, legitPeer := allocateRaw(t, ts, "udp"), peerSocket(t)
+	mustSucceed(t, legit.bind(0x4000, legitPeer), "legitimate channel bind")
+	legit.roundTrip(t, 0x4000, legitPeer, "before")
+
+	// One UDP and one TCP transport: pion reads each on a goroutine of
+	// its own, so both requests can be in flight at once.
+	one, two := allocateRaw(t, ts, "udp"), allocateRaw(t, ts, "tcp")
+	mustSucceed(t, two.bind(0x4000, bound), "channel bind on transport two")
+	txid := stun.NewTransactionIDSetter(stun.NewTransactionID())
+	peer := func(c *net.UDPConn) stun.Setter {
+		a := c.LocalAddr().(*net.UDPAddr)
+		return peerAttr(a.IP, a.Port)
+	}
+	first := one.build(stun.MethodChannelBind, true, txid, channelAttr(0x4000), peer(granted))
+	second := two.build(stun.MethodChannelBind, true, txid, channelAttr(0x4000), peer(refused))
+	if first.TransactionID != second.TransactionID {
+		t.Fatal("the two requests' transaction IDs differ")
+	}
+
+	one.send(first.Raw)
+	grant.waitHeld(t)
+	two.send(second.Raw)
+	refuse.waitHeld(t) // both noted, neither answered
+	grant.release()
+	mustSucceed(t, answerTo(t, one, first), "channel bind on transport one")
+	refuse.release()
+	if res := answerTo(t, two, second); errorCode(res) != int(stun.CodeBadRequest) {
+		t.Fatalf("rebinding transport two's channel: %v (error %d), want 400", res, errorCode(res))
+	}
+
+	// Transport two's channel still reaches the peer pion bound it to.
+	two.sendChannelData(0x4000, "after the race")
+	if got, from := readPeer(t, bound, wait); got != "after the race" || from != two.relay {
+		t.Errorf("bound peer got %q from %v, want the datagram from the relay %v", got, from, two.relay)
+	}
+	if got, _ := readPeer(t, refused, 0); got != "" {
+		t.Errorf("the peer of the refused request got %q", got)
+	}
+	// Transport one's grant was learned: its channel takes the fast path.
+	before := testenv.MetricValue(t, ts.metrics.fastToPeer)
+	one.roundTrip(t, 0x4000, granted, "granted")
+	wantCount(t, ts.metrics.fastToPeer, before+1, "datagrams the data plane relayed to the peer")
+	legit.roundTrip(t, 0x4000, legitPeer, "after")
+
+	ts.dp.pendMu.Lock()
+	defer ts.dp.pendMu.Unlock()
+	if n := len(ts.dp.pending); n != 0 {
+		t.Errorf("%d requests still pending after every answer", n)
+	}
 }

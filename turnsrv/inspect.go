@@ -248,21 +248,24 @@ func (s *Server) inspect(b []byte, from net.Addr, t transport) bool {
 
 // STUN error codes icebox answers itself.
 const (
+	codeBadRequest        = 400
 	codeUnauthorized      = 401
 	codeForbidden         = 403
 	codeAllocMismatch     = 437
 	codeFamilyUnsupported = 440
 	codeTransUnsupported  = 442
 	codeFamilyMismatch    = 443
+	codeNoCapacity        = 508 // Insufficient Capacity (RFC 8656 §9.2 and §12.2)
 )
 
 // wrongForPion returns the error code for an authenticated request pion
 // would answer wrongly, or 0: a transport or address family icebox does
 // not relay (pion grants UDP over IPv4 whatever was asked), an IPv6 peer
 // for an IPv4 relay, a peer the
-// policy refuses (pion answers without a code, or 401), or an allocation
+// policy refuses (pion answers without a code, or 401), an allocation
 // that is gone, e.g. after a restart (pion does not answer, and the
-// client waits instead of allocating again).
+// client waits instead of allocating again), or more peers or channels
+// than one allocation may hold (pion grants any number).
 func (s *Server) wrongForPion(b []byte, f authFields, c connID, lv *live) int {
 	switch f.method {
 	case methodAllocate:
@@ -279,20 +282,100 @@ func (s *Server) wrongForPion(b []byte, f authFields, c connID, lv *live) int {
 		}
 	}
 	if f.method == methodCreatePermission || f.method == methodChannelBind {
-		code := 0
-		forEachPeer(b, f.method == methodCreatePermission, func(ip net.IP) bool {
-			switch {
-			case s.peerRefusal(ip) != "":
-				code = codeForbidden
-			case ip.To4() == nil:
-				// Relays are IPv4 (pion opens udp4): RFC 8656 §9.1
-				// answers 443 for a peer of another family. pion would
-				// grant it, and the data plane could not send to it.
-				code = codeFamilyMismatch
-			}
-			return code == 0
-		})
+		return s.peersWrongForPion(b, f.method == methodCreatePermission, c, lv)
+	}
+	return 0
+}
+
+// peersWrongForPion is wrongForPion for the peers of a CreatePermission
+// (create) or ChannelBind. Every peer must be a whole address: pion also
+// reads short ones, and the data plane, which counts what an allocation
+// holds, does not. A CreatePermission may name maxPeersPerRequest peers,
+// as many as the data plane learns from one answer; the allocation's
+// caps (quotas.permissions, quotas.channels) refuse a request that would
+// add a peer address or channel beyond them, while refreshing what the
+// allocation holds is always answered. The caps apply to allocations the
+// data plane mirrors, which is all but those it leaves to pion.
+func (s *Server) peersWrongForPion(b []byte, create bool, c connID, lv *live) int {
+	if n, whole := countPeers(b); !whole {
+		return codeBadRequest
+	} else if create && n > maxPeersPerRequest {
+		s.metrics.quotaRefusals[quotaPeersPerRequest].Inc()
+		return codeBadRequest
+	}
+	code := 0
+	var peers [maxPeersPerRequest]netip.Addr
+	n := 0
+	forEachPeer(b, create, func(ip net.IP) bool {
+		switch {
+		case s.peerRefusal(ip) != "":
+			code = codeForbidden
+		case len(ip) != net.IPv4len:
+			// Relays are IPv4 (pion opens udp4): RFC 8656 §9.1
+			// answers 443 for a peer of another family, an IPv4
+			// address written as IPv6 (::ffff:a.b.c.d) too. pion would
+			// grant it, and the data plane could not send to it, nor
+			// count it: it learns IPv4 peers only.
+			code = codeFamilyMismatch
+		default:
+			peers[n] = netip.AddrFrom4([4]byte(ip))
+			n++
+		}
+		return code == 0
+	})
+	if code != 0 {
 		return code
+	}
+	a := s.dp.lookup(c)
+	if a == nil {
+		return 0
+	}
+	q := lv.cfg.Quotas
+	by := ""
+	switch {
+	case q.Permissions > 0 && len(*a.perms.Load())+a.newPeers(peers[:n]) > q.Permissions:
+		by = quotaPermissions
+	case !create && q.Channels > 0 && len(*a.channels.Load()) >= q.Channels && a.byNumber(channelNumber(b)) == nil:
+		by = quotaChannels
+	default:
+		return 0
+	}
+	s.metrics.quotaRefusals[by].Inc()
+	s.log.Debug("turn: permission or channel refused by quota", "client", c.src, "quota", by)
+	return codeNoCapacity
+}
+
+// countPeers counts b's XOR-PEER-ADDRESS attributes and reports whether
+// each is a whole IPv4 or IPv6 address. b must have passed parseRequest.
+func countPeers(b []byte) (n int, whole bool) {
+	attrs := attrsOf(b, stunHeaderLen+int(binary.BigEndian.Uint16(b[2:4])))
+	for off, at, size, ok := attrs.first(); ok; off, at, size, ok = attrs.after(off, size) {
+		if at != attrXORPeerAddress {
+			continue
+		}
+		n++
+		switch {
+		case size == 4+net.IPv4len && binary.BigEndian.Uint16(b[off+4:]) == familyIPv4:
+		case size == 4+net.IPv6len && binary.BigEndian.Uint16(b[off+4:]) == familyIPv6:
+		default:
+			return n, false
+		}
+	}
+	return n, true
+}
+
+// channelNumber is the number in b's first CHANNEL-NUMBER, as pion reads
+// it, or 0 (no channel) where pion reads none. b must have passed
+// parseRequest.
+func channelNumber(b []byte) uint16 {
+	attrs := attrsOf(b, stunHeaderLen+int(binary.BigEndian.Uint16(b[2:4])))
+	for off, at, n, ok := attrs.first(); ok; off, at, n, ok = attrs.after(off, n) {
+		if at == attrChannelNumber {
+			if n != 4 {
+				return 0
+			}
+			return binary.BigEndian.Uint16(b[off+4:])
+		}
 	}
 	return 0
 }

@@ -83,6 +83,10 @@ func turnSeeds(tb testing.TB, username string) []fuzzSeed {
 		tb.Fatal(err)
 	}
 	allocate := build(stun.MethodAllocate, alloc, good, true)
+	var seventeen []stun.Setter
+	for i := range 17 {
+		seventeen = append(seventeen, peer("8.8.8."+strconv.Itoa(i)))
+	}
 	return []fuzzSeed{
 		{"allocate", allocate},
 		{"allocate_no_fingerprint", build(stun.MethodAllocate, alloc, good, false)},
@@ -94,6 +98,9 @@ func turnSeeds(tb testing.TB, username string) []fuzzSeed {
 		{"channel_bind", build(stun.MethodChannelBind, []stun.Setter{channelAttr(0x4000), peer("64:ff9b::7f00:1")}, good, true)},
 		{"create_permission_refused", build(stun.MethodCreatePermission, []stun.Setter{peer("8.8.8.8"), peer("10.0.0.1")}, good, true)},
 		{"channel_bind_refused", build(stun.MethodChannelBind, []stun.Setter{channelAttr(0x4001), peer("::ffff:169.254.169.254")}, good, true)},
+		{"create_permission_17_peers", build(stun.MethodCreatePermission, seventeen, good, true)},
+		{"channel_bind_short_peer", build(stun.MethodChannelBind, []stun.Setter{channelAttr(0x4002),
+			rawAttr(stun.AttrXORPeerAddress, []byte{0, 1, 0x21, 0x12, 0x5e})}, good, true)},
 		{"allocate_tcp", build(stun.MethodAllocate, []stun.Setter{rawAttr(stun.AttrRequestedTransport, []byte{6, 0, 0, 0})}, good, true)},
 		{"allocate_ipv6", build(stun.MethodAllocate, []stun.Setter{udpTransport(), rawAttr(stun.AttrRequestedAddressFamily, []byte{2, 0, 0, 0})}, good, true)},
 		{"allocate_no_nonce", build(stun.MethodAllocate, alloc, []stun.Setter{stun.NewUsername(username),
@@ -475,8 +482,10 @@ func referenceVerdict(b []byte, cfg Config, policy *peerPolicy, before, after ti
 
 // refusedBeforePion says why icebox answers an authenticated request m
 // itself, from pion/stun's reading of it: a transport other than UDP, an
-// IPv6 relay, a peer the policy refuses or an IPv6 peer (every XOR-PEER-ADDRESS pion
-// decodes for CreatePermission, the first for ChannelBind).
+// IPv6 relay, a peer address that is not whole, more than 16 peers in a
+// CreatePermission, a peer the policy refuses or an IPv6 peer (every
+// XOR-PEER-ADDRESS pion decodes for CreatePermission, the first for
+// ChannelBind).
 func refusedBeforePion(m *stun.Message, policy *peerPolicy) string {
 	switch m.Type.Method {
 	case stun.MethodAllocate:
@@ -487,6 +496,20 @@ func refusedBeforePion(m *stun.Message, policy *peerPolicy) string {
 			return "REQUESTED-ADDRESS-FAMILY is IPv6"
 		}
 	case stun.MethodCreatePermission, stun.MethodChannelBind:
+		n := 0
+		for _, a := range m.Attributes {
+			if a.Type != stun.AttrXORPeerAddress {
+				continue
+			}
+			n++
+			if len(a.Value) < 4 || !(len(a.Value) == 8 && a.Value[1] == 1 && a.Value[0] == 0 ||
+				len(a.Value) == 20 && a.Value[1] == 2 && a.Value[0] == 0) {
+				return "an XOR-PEER-ADDRESS is not a whole IPv4 or IPv6 address"
+			}
+		}
+		if m.Type.Method == stun.MethodCreatePermission && n > 16 {
+			return "more than 16 peers"
+		}
 		why := ""
 		m.ForEach(stun.AttrXORPeerAddress, func(m *stun.Message) error {
 			var a stun.XORMappedAddress
@@ -497,7 +520,7 @@ func refusedBeforePion(m *stun.Message, policy *peerPolicy) string {
 				why = "peer refused"
 				return errors.New(why)
 			}
-			if a.IP.To4() == nil {
+			if len(a.IP) != net.IPv4len {
 				why = "IPv6 peer of an IPv4 relay"
 				return errors.New(why)
 			}

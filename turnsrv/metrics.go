@@ -20,12 +20,17 @@ const (
 
 var authReasons = []string{authMalformed, authExpired, authTooLong, authRealm, authBadMAC, authThrottled}
 
-// Which quota refused an allocation; labels icebox_turn_quota_refusals_total.
+// Which quota refused an allocation, a permission or a channel; labels
+// icebox_turn_quota_refusals_total.
 const (
 	quotaUser  = "user"
 	quotaIP    = "ip"
 	quotaTotal = "total"
 	quotaFair  = "fair_share" // the source has its share of a server more than half full
+
+	quotaPermissions     = "permissions"       // the allocation holds quotas.permissions peer addresses
+	quotaChannels        = "channels"          // the allocation holds quotas.channels channels
+	quotaPeersPerRequest = "peers_per_request" // a CreatePermission named more than maxPeersPerRequest peers
 )
 
 // metrics holds every collector, with label children resolved once so the
@@ -60,7 +65,8 @@ func newMetrics() *metrics {
 	m.unanswered = m.counter("icebox_turn_unanswered_total", "Requests without a credential left unanswered: their source had used up quotas.answer_rate for now.")
 	m.authFailures = m.counters("icebox_turn_auth_failures_total", "Failed TURN authentications, by reason.", "reason", authReasons...)
 	m.peerRefusals = m.counters("icebox_turn_peer_refusals_total", "Permissions, channel binds and sends refused by the peer policy, by reason.", "reason", refusalReasons...)
-	m.quotaRefusals = m.counters("icebox_turn_quota_refusals_total", "Allocations refused with 486, by the quota that was reached.", "quota", quotaUser, quotaIP, quotaTotal, quotaFair)
+	m.quotaRefusals = m.counters("icebox_turn_quota_refusals_total", "Allocations refused with 486, permissions and channels refused with 508 (or 400 for more than 16 peers in one request), by the quota that was reached.", "quota",
+		quotaUser, quotaIP, quotaTotal, quotaFair, quotaPermissions, quotaChannels, quotaPeersPerRequest)
 	bytes := m.counters("icebox_turn_relayed_bytes_total", "Payload bytes through relay sockets, by direction.", "direction", toPeer, fromPeer)
 	packets := m.counters("icebox_turn_relayed_packets_total", "Datagrams through relay sockets, by direction.", "direction", toPeer, fromPeer)
 	m.fastDrops = m.counters("icebox_turn_channel_drops_total", "ChannelData and Send/Data indications dropped by icebox's data plane, by reason: channel or permission expired, peer refused by the policy, send failed.", "reason", dropReasons...)
