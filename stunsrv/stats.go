@@ -17,9 +17,9 @@ type outcomeCounters struct {
 }
 
 type stats struct {
-	udp, tcp   [2]outcomeCounters
-	tcpConns   prometheus.Gauge
-	tcpRefused [numRefusals]prometheus.Counter
+	udp, tcp, tls [2]outcomeCounters
+	tcpConns      prometheus.Gauge
+	tcpRefused    [numRefusals]prometheus.Counter
 	// writeErrors counts answers the kernel refused to send, each once.
 	// Clients retransmit, so this matters only when it keeps rising.
 	writeErrors prometheus.Counter
@@ -32,7 +32,7 @@ type stats struct {
 func newStats() *stats {
 	requests := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "icebox_stun_requests_total",
-		Help: "STUN datagrams and TCP frames on the STUN port, by transport, address family and outcome.",
+		Help: "STUN datagrams and TCP and TLS frames on the front door (the STUN port, TURN's TLS port and TURN on the shared TLS port), by transport, address family and outcome.",
 	}, []string{"transport", "family", "outcome"})
 	st := &stats{
 		tcpConns: prometheus.NewGauge(prometheus.GaugeOpts{
@@ -51,7 +51,7 @@ func newStats() *stats {
 		for _, t := range []struct {
 			name string
 			c    *outcomeCounters
-		}{{"udp", &st.udp[fam]}, {"tcp", &st.tcp[fam]}} {
+		}{{"udp", &st.udp[fam]}, {"tcp", &st.tcp[fam]}, {"tls", &st.tls[fam]}} {
 			*t.c = outcomeCounters{
 				answered:  requests.WithLabelValues(t.name, famName, "answered"),
 				malformed: requests.WithLabelValues(t.name, famName, "malformed"),

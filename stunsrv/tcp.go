@@ -138,9 +138,14 @@ func (l *tcpListener) acceptRaw() (*tcpConn, error) {
 		}
 		l.stats.tcpConns.Inc()
 		var rw io.ReadWriter = c
+		counts := &l.stats.tcp
+		if _, terminated := c.(interface{ ConnectionState() tls.ConnectionState }); terminated {
+			counts = &l.stats.tls // TLS done before the front door: the shared port's
+		}
 		if l.tls != nil {
 			c = tls.Server(c, l.tls)
 			rw = c
+			counts = &l.stats.tls
 		} else if raw := newRawStream(c); raw != nil {
 			rw = raw
 		}
@@ -150,6 +155,7 @@ func (l *tcpListener) acceptRaw() (*tcpConn, error) {
 			w:      rw,
 			l:      l,
 			from:   from,
+			counts: counts,
 			header: make([]byte, 0, maxResponseSize),
 		}
 		l.mu.Lock()
@@ -230,7 +236,8 @@ type tcpConn struct {
 	w         io.Writer     // Conn, or a rawStream on it
 	l         *tcpListener
 	from      netip.AddrPort
-	header    []byte // Binding answers
+	counts    *[2]outcomeCounters // stats.tcp, or stats.tls for a TLS stream
+	header    []byte              // Binding answers
 	allocated atomic.Bool
 	closed    atomic.Bool
 	// fast relays frames from r's buffer in place; set by the reading
@@ -291,7 +298,7 @@ func (c *tcpConn) Read(p []byte) (int, error) {
 // returns it for the TURN server.
 func (c *tcpConn) nextFrame() ([]byte, error) {
 	fam := familyOf(c.from)
-	st := &c.l.stats.tcp[fam]
+	st := &c.counts[fam]
 	if err := c.beforeRead(4); err != nil {
 		return nil, err
 	}

@@ -86,6 +86,14 @@ func TestTLS(t *testing.T) {
 		return testenv.GatherValue(t, reg, "icebox_tls_certificate_loads_total", "result", "refused") >= 1
 	})
 	dial(second)
+
+	// The front door counted those frames as TLS, not as plain TCP.
+	for transport, want := range map[string]bool{"tls": true, "tcp": false} {
+		got := testenv.GatherValue(t, ts.frontReg, "icebox_stun_requests_total", "transport", transport, "family", "ipv4", "outcome", "passed")
+		if (got > 0) != want {
+			t.Errorf("front door counted %v frames passed over %s", got, transport)
+		}
+	}
 }
 
 // TestTLSNeedsTheFrontDoor: TURN over TLS is served only through the STUN

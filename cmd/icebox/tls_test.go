@@ -118,6 +118,14 @@ func TestSharedTLSPort(t *testing.T) {
 	}
 	relayOnce(t, overTLS, overUDP, "through the shared port")
 	relayOnce(t, overUDP, overTLS, "and back")
+	// The front door counts the shared port's TURN frames as TLS, its TLS
+	// already terminated by the mux, and no plain TCP came in.
+	for transport, want := range map[string]bool{"tls": true, "tcp": false} {
+		got := testenv.GatherValue(t, d.reg, "icebox_stun_requests_total", "transport", transport, "family", "ipv4", "outcome", "passed")
+		if (got > 0) != want {
+			t.Errorf("front door counted %v frames passed over %s", got, transport)
+		}
+	}
 
 	// Renewed on disk: every TLS listener serves it within seconds.
 	renewed := testenv.WriteCert(t, cfg.TLS.Cert, cfg.TLS.Key, time.Time{})

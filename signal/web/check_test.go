@@ -62,9 +62,9 @@ func TestCheckPage(t *testing.T) {
 		}
 	}
 	// icebox saw it: its STUN port answered Binding itself and passed TURN
-	// on to turnsrv over UDP and TCP, and turnsrv allocated for each of
+	// on to turnsrv over UDP, TCP and TLS, and turnsrv allocated for each of
 	// the three TURN URLs.
-	for _, seen := range [][2]string{{"udp", "answered"}, {"udp", "passed"}, {"tcp", "passed"}} {
+	for _, seen := range [][2]string{{"udp", "answered"}, {"udp", "passed"}, {"tcp", "passed"}, {"tls", "passed"}} {
 		if n := r.metric(t, "icebox_stun_requests_total", "transport", seen[0], "outcome", seen[1]); n == 0 {
 			t.Errorf("icebox's STUN port %s nothing over %s", seen[1], seen[0])
 		}
