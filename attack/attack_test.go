@@ -408,7 +408,7 @@ func TestReflection(t *testing.T) {
 func TestAllocationExhaustion(t *testing.T) {
 	cfg := config(t)
 	set(cfg, "turn.quotas.total", 200)
-	set(cfg, "turn.relay.ports", "30000-30299")
+	set(cfg, "turn.relay.ports", testenv.FreeRelayRange(t, 300))
 	d := start(t, cfg)
 	var held atomic.Int64
 	var closers []func()

@@ -283,7 +283,7 @@ func TestFairShare(t *testing.T) {
 func TestSmallRelayRange(t *testing.T) {
 	t.Parallel()
 	cfg := testConfig()
-	cfg.Relay.Ports = "31200-31250" // below Linux's ephemeral ports: nobody else binds there
+	cfg.Relay.Ports = testenv.FreeRelayRange(t, 51)
 	cfg.Quotas.PerUser, cfg.Quotas.PerIP = 0, 26
 	ts := startServer(t, cfg)
 	var first net.PacketConn

@@ -3,6 +3,8 @@
 package testenv
 
 import (
+	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -58,4 +60,33 @@ func WaitFor(t testing.TB, limit time.Duration, what string, cond func() bool) {
 		}
 		time.Sleep(20 * time.Millisecond) // polling interval
 	}
+}
+
+// FreeRelayRange returns n consecutive UDP ports, "lo-hi", that were all
+// free on 127.0.0.1 a moment ago, for a TURN relay range a test must fill
+// exactly: chosen at random in 30000-32767, below Linux's ephemeral
+// ports, so that tests running beside each other (or other icebox
+// processes) do not share one.
+func FreeRelayRange(t testing.TB, n int) string {
+	t.Helper()
+	const lo, hi = 30000, 32767
+	for range 50 {
+		start := lo + rand.IntN(hi-lo-n+2)
+		var held []net.PacketConn
+		for p := start; p < start+n; p++ {
+			c, err := net.ListenPacket("udp4", fmt.Sprintf("127.0.0.1:%d", p))
+			if err != nil {
+				break
+			}
+			held = append(held, c)
+		}
+		for _, c := range held {
+			c.Close()
+		}
+		if len(held) == n {
+			return fmt.Sprintf("%d-%d", start, start+n-1)
+		}
+	}
+	t.Fatalf("no %d free consecutive UDP ports on 127.0.0.1", n)
+	return ""
 }
