@@ -44,14 +44,21 @@ func WriteCert(t testing.TB, certFile, keyFile string, mtime time.Time) *x509.Ce
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Each file appears whole and with its final mtime (written aside,
+	// then renamed over): a watcher that looked between a write and a
+	// Chtimes would load the pair twice.
 	write := func(name, typ string, b []byte) {
-		if err := os.WriteFile(name, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: b}), 0o600); err != nil {
+		tmp := name + ".writing"
+		if err := os.WriteFile(tmp, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: b}), 0o600); err != nil {
 			t.Fatal(err)
 		}
 		if !mtime.IsZero() {
-			if err := os.Chtimes(name, mtime, mtime); err != nil {
+			if err := os.Chtimes(tmp, mtime, mtime); err != nil {
 				t.Fatal(err)
 			}
+		}
+		if err := os.Rename(tmp, name); err != nil {
+			t.Fatal(err)
 		}
 	}
 	write(keyFile, "EC PRIVATE KEY", kder)
