@@ -156,13 +156,17 @@ func printable(s string) bool {
 	return true
 }
 
-// fanoutAllowed spends n bytes times the open room's other members from
-// c's fan-out budget (open_room_fanout per second, bursts of 4 s worth),
-// so that one member's burst cannot become a thousandfold flood out.
+// fanoutAllowed spends n bytes times the open room's other members, on
+// this node and the others, from c's fan-out budget (open_room_fanout per
+// second, bursts of 4 s worth), so that one member's burst cannot become
+// a thousandfold flood out.
 func (c *conn) fanoutAllowed(set *settings, n int) bool {
 	c.room.mu.Lock()
 	others := len(c.room.members) - 1
 	c.room.mu.Unlock()
+	if cl := c.s.hub.cluster; cl != nil {
+		others += cl.Members(c.room.name) // each gets it too, from its node
+	}
 	cost := n * max(others, 0)
 	burst := 4 * set.OpenRoomFanout
 	return cost <= burst && c.fanout.AllowN(time.Now(), float64(set.OpenRoomFanout), burst, cost)

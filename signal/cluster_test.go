@@ -554,3 +554,37 @@ func BenchmarkClusterForward(b *testing.B) {
 		})
 	}
 }
+
+// TestClusterOpenRoomBudget: the open room's fan-out budget counts the
+// members on other nodes too. A member alone on its node, with four on
+// another, is charged for four copies of each frame: the 40 KiB burst
+// passes two 4 KiB offers and refuses the third. Before, it was charged
+// for none and only frames_per_second limited it.
+func TestClusterOpenRoomBudget(t *testing.T) {
+	nats := testenv.StartNATS(t, natsToken)
+	nodes := startNodes(t, nats, 2, func(c *Config) {
+		c.OpenRoom = true
+		c.OpenRoomCapacity = 5
+		c.OpenRoomFanout = 10 << 10 // 40 KiB burst
+		c.FrameBurst, c.FramesPerSecond = 1000, 1000
+	})
+	sender := join(t, nodes[0].url(""))
+	var others []*ktClient
+	for range 4 {
+		others = append(others, join(t, nodes[1].url("")))
+	}
+	waitFor(t, 10*time.Second, "node 1 to know the open room's four members on node 2",
+		func() bool { return nodes[0].node.Members(openRoom) == 4 })
+	sdp := strings.Repeat("a", 4<<10)
+	for range 2 {
+		o := sender.send("WsSDPOffer", wsSDPData{Type: "offer", SDP: sdp, ControllerID: "x"})
+		for _, m := range others {
+			m.expectBytes(o)
+		}
+	}
+	sender.send("WsSDPOffer", wsSDPData{Type: "offer", SDP: sdp, ControllerID: "x"})
+	sender.expectError(errRateLimited)
+	// The others were not sent it: the next frame they get is a small one.
+	small := others[0].send("WsSDPAnswer", wsSDPData{Type: "answer", SDP: "small"})
+	others[1].expectBytes(small)
+}
