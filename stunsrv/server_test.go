@@ -615,13 +615,7 @@ func TestTCPClientThatNeverReadsIsClosed(t *testing.T) {
 			}
 		}
 	}()
-	legit, err := net.DialTimeout("tcp4", addr, deadline)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer legit.Close()
-	c, _ := stun.NewClient(legit)
-	defer c.Close()
+	c := tcpClient(t, addr)
 	doBinding(t, c)
 	select {
 	case <-sent:
@@ -657,12 +651,23 @@ func TestTCPFrameLargerThanTheBufferIsRefused(t *testing.T) {
 	if got := testutil.ToFloat64(s.stats.tcp[v4].malformed); got != 1 {
 		t.Errorf("malformed TCP frames %v, want 1", got)
 	}
-	legit, err := net.DialTimeout("tcp4", addr, deadline)
+	c := tcpClient(t, addr)
+	doBinding(t, c)
+}
+
+// tcpClient is a STUN client over a TCP connection to addr, closed when the
+// test ends.
+func tcpClient(t *testing.T, addr string) *stun.Client {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp4", addr, deadline)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer legit.Close()
-	c, _ := stun.NewClient(legit)
-	defer c.Close()
-	doBinding(t, c)
+	c, err := stun.NewClient(conn)
+	if err != nil {
+		conn.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
 }

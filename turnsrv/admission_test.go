@@ -162,14 +162,10 @@ func isReset(err error) bool {
 	return errors.As(err, &oe) && !oe.Timeout()
 }
 
-// TestSlowlorisTLSCannotStarveALegitimateClient: one host opens many TLS
-// connections and never says hello. Its share of handshakes waits for the
-// handshake deadline, the rest are closed at once; a client from another
-// address completes its handshake, gets STUN answers and an allocation.
-// Then the deadline closes the silent ones.
-func TestSlowlorisTLSCannotStarveALegitimateClient(t *testing.T) {
-	t.Parallel()
-	const perSource, attempts = 4, 40
+// startTLSFront is startServer with TURN over TLS on a certificate of its
+// own, through a front door that mutFront configures; pool trusts it.
+func startTLSFront(t *testing.T, mutFront func(*stunsrv.Config)) (*testServer, *x509.CertPool) {
+	t.Helper()
 	dir := t.TempDir()
 	cfg := testConfig()
 	cfg.TLS.Listen = "127.0.0.1:0"
@@ -179,12 +175,26 @@ func TestSlowlorisTLSCannotStarveALegitimateClient(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ts := startServerFront(t, func(c *stunsrv.Config) {
+	ts := startServerFront(t, mutFront, cfg, func(o *Options) {
+		o.GetCertificate = func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return &pair, nil }
+	})
+	pool := x509.NewCertPool()
+	pool.AddCert(cert)
+	return ts, pool
+}
+
+// TestSlowlorisTLSCannotStarveALegitimateClient: one host opens many TLS
+// connections and never says hello. Its share of handshakes waits for the
+// handshake deadline, the rest are closed at once; a client from another
+// address completes its handshake, gets STUN answers and an allocation.
+// Then the deadline closes the silent ones.
+func TestSlowlorisTLSCannotStarveALegitimateClient(t *testing.T) {
+	t.Parallel()
+	const perSource, attempts = 4, 40
+	ts, pool := startTLSFront(t, func(c *stunsrv.Config) {
 		c.MaxTCPConnectionsPerSource = perSource
 		c.MaxTLSHandshakes = 2 * perSource
 		c.TLSHandshakeTimeout = 2 * time.Second
-	}, cfg, func(o *Options) {
-		o.GetCertificate = func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return &pair, nil }
 	})
 	addr := ts.TLSAddr().String()
 	var silent []net.Conn
@@ -193,8 +203,6 @@ func TestSlowlorisTLSCannotStarveALegitimateClient(t *testing.T) {
 	}
 	waitGathered(t, ts.frontReg, "icebox_stun_tcp_refused_total", "per_source", attempts-perSource)
 
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
 	raw := dialFrom(t, "127.0.0.2", addr)
 	c := tls.Client(raw, &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"})
 	allocateOver(t, ts, c, addr)
@@ -222,21 +230,10 @@ func TestSlowlorisTLSCannotStarveALegitimateClient(t *testing.T) {
 func TestFewSourcesCannotHoldEveryTLSHandshake(t *testing.T) {
 	t.Parallel()
 	const perSource, attackers = 16, 4
-	dir := t.TempDir()
-	cfg := testConfig()
-	cfg.TLS.Listen = "127.0.0.1:0"
-	cfg.TLS.Cert, cfg.TLS.Key = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	cert := testenv.WriteCert(t, cfg.TLS.Cert, cfg.TLS.Key, time.Time{})
-	pair, err := tls.LoadX509KeyPair(cfg.TLS.Cert, cfg.TLS.Key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts := startServerFront(t, func(c *stunsrv.Config) {
+	ts, pool := startTLSFront(t, func(c *stunsrv.Config) {
 		c.MaxTCPConnectionsPerSource = perSource
 		c.MaxTLSHandshakes = attackers * perSource
 		c.TLSHandshakeTimeout = time.Minute // the attackers hold theirs to the end
-	}, cfg, func(o *Options) {
-		o.GetCertificate = func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return &pair, nil }
 	})
 	addr := ts.TLSAddr().String()
 	for i := range attackers {
@@ -257,8 +254,6 @@ func TestFewSourcesCannotHoldEveryTLSHandshake(t *testing.T) {
 		t.Errorf("no attacker handshake was refused: the attackers did not reach the fair share")
 	}
 
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
 	raw := dialFrom(t, "127.0.0.9", addr)
 	c := tls.Client(raw, &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"})
 	allocateOver(t, ts, c, addr)
