@@ -30,7 +30,7 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "controllerId too long", http.StatusBadRequest)
 		return
 	}
-	peer := peerKey(r.RemoteAddr)
+	peer := set.clientKey(r)
 	refusal := errCode(0)
 	if !s.originAllowed(set, r) {
 		refusal = errOrigin
@@ -111,8 +111,13 @@ func (s *Server) httpConnState(c net.Conn, state http.ConnState) {
 	switch state {
 	case http.StateNew:
 		set := s.settings()
-		src := peerKey(c.RemoteAddr().String()).Addr()
-		if a.held.Take(src, persource.Limits{Total: set.MaxConns, PerSource: set.MaxConnsPerIP + browserConns, FairShare: true}) != persource.Admitted {
+		ap, _ := netip.ParseAddrPort(c.RemoteAddr().String())
+		src := ap.Addr().Unmap()
+		limits := persource.Limits{Total: set.MaxConns, PerSource: set.MaxConnsPerIP + browserConns, FairShare: true}
+		if set.trusted(src) { // a proxy's connections carry many clients
+			limits.PerSource, limits.FairShare = set.MaxConns, false
+		}
+		if a.held.Take(src, limits) != persource.Admitted {
 			s.cm.refusedConn.Inc()
 			c.Close()
 			return
@@ -197,12 +202,40 @@ func (s *Server) originAllowed(set *settings, r *http.Request) bool {
 	return set.origins[n]
 }
 
-// peerKey is what max_conns_per_ip counts: the IPv4 address, or the IPv6
-// /64, which one subscriber usually has whole.
-func peerKey(remote string) netip.Prefix {
-	ap, err := netip.ParseAddrPort(remote)
+// clientKey is what the per-address limits count r by: its peer's IPv4
+// address or IPv6 /64 (which one subscriber usually has whole), or, when
+// the peer is a trusted proxy, the same of the client its
+// X-Forwarded-For names: walking from the right, the first address that is
+// not a trusted proxy. Each proxy appends the address it got the request
+// from, so only the entries the trusted proxies wrote are believed; a
+// malformed one ends the walk at the proxy that wrote it.
+func (set *settings) clientKey(r *http.Request) netip.Prefix {
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
 	if err != nil {
 		return netip.Prefix{}
 	}
-	return ipclass.SourcePrefix(ap.Addr())
+	client := ap.Addr().Unmap()
+	if set.trusted(client) {
+		hops := strings.Split(strings.Join(r.Header.Values("X-Forwarded-For"), ","), ",")
+		for i := len(hops) - 1; i >= 0; i-- {
+			hop, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
+			if err != nil {
+				break
+			}
+			if client = hop.Unmap(); !set.trusted(client) {
+				break
+			}
+		}
+	}
+	return ipclass.SourcePrefix(client)
+}
+
+// trusted reports whether a is one of trusted_proxies.
+func (set *settings) trusted(a netip.Addr) bool {
+	for _, p := range set.proxies {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
 }

@@ -49,7 +49,7 @@ func (c *conn) admitInit(set *settings, name string, now time.Time) errCode {
 	return 0
 }
 
-// mintBudget is the TURN credentials each source (peerKey) may still
+// mintBudget is the TURN credentials each source (clientKey) may still
 // have minted: a token bucket per source, credentials_per_minute
 // sustained, credential_burst at once. Without it one address minted
 // 1,837 credentials in 5 s. Refreshes of a connection's credentials are

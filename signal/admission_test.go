@@ -4,6 +4,8 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"syscall"
 	"testing"
@@ -162,4 +164,68 @@ func TestSilentTCPConnectionsAreBounded(t *testing.T) {
 		t.Errorf("%v connections refused, want 1", got)
 	}
 	join(t, ts.url("controllerId=legit")) // from 127.0.0.1: WsInit, then WsIceServers
+}
+
+// TestClientKeyBehindProxies: the per-address limits count the client a
+// trusted proxy names in X-Forwarded-For, and never believe the header
+// from anyone else or the entries left of the first untrusted hop.
+func TestClientKeyBehindProxies(t *testing.T) {
+	cfg := testConfig()
+	cfg.TrustedProxies = []string{"10.0.0.5", "192.168.0.0/24", "2001:db8::1"}
+	set, err := newSettings(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		remote string
+		xff    []string
+		want   string
+	}{
+		{"198.51.100.7:4000", []string{"203.0.113.9"}, "198.51.100.7/32"}, // not a proxy: the header is ignored
+		{"10.0.0.5:4000", nil, "10.0.0.5/32"},                             // a proxy without the header
+		{"10.0.0.5:4000", []string{"203.0.113.9"}, "203.0.113.9/32"},
+		{"10.0.0.5:4000", []string{"1.2.3.4, 203.0.113.9"}, "203.0.113.9/32"},              // 1.2.3.4 is the client's own claim
+		{"10.0.0.5:4000", []string{"203.0.113.9, 192.168.0.7"}, "203.0.113.9/32"},          // through two proxies
+		{"10.0.0.5:4000", []string{"203.0.113.9", "192.168.0.7"}, "203.0.113.9/32"},        // one header per proxy
+		{"10.0.0.5:4000", []string{"203.0.113.9, garbage, 192.168.0.7"}, "192.168.0.7/32"}, // the walk ends at the proxy that wrote garbage
+		{"10.0.0.5:4000", []string{"2001:db8:1:2::9"}, "2001:db8:1:2::/64"},
+		{"[2001:db8::1]:4000", []string{"203.0.113.9"}, "203.0.113.9/32"},
+		{"[::ffff:10.0.0.5]:4000", []string{"203.0.113.9"}, "203.0.113.9/32"},
+	} {
+		r := httptest.NewRequest("GET", "/connect", nil)
+		r.RemoteAddr = tc.remote
+		for _, v := range tc.xff {
+			r.Header.Add("X-Forwarded-For", v)
+		}
+		if got := set.clientKey(r).String(); got != tc.want {
+			t.Errorf("%s with X-Forwarded-For %q: %s, want %s", tc.remote, tc.xff, got, tc.want)
+		}
+	}
+}
+
+// TestTrustedProxyCountsClients: behind a trusted proxy (here the test,
+// on 127.0.0.1), max_conns_per_ip counts each client the proxy names; the
+// same header from an address that is not trusted changes nothing.
+func TestTrustedProxyCountsClients(t *testing.T) {
+	for _, trusted := range []bool{true, false} {
+		cfg := testConfig()
+		cfg.MaxConnsPerIP = 1
+		if trusted {
+			cfg.TrustedProxies = []string{"127.0.0.1"}
+		}
+		ts := startServer(t, cfg, Options{})
+		from := func(client string) *ktClient {
+			k := dialKt(t, ts.url(""), http.Header{"X-Forwarded-For": {client}})
+			k.send("WsInit", "")
+			return k
+		}
+		from("203.0.113.1").expect("WsIceServers")
+		second := from("203.0.113.2")
+		if trusted {
+			second.expect("WsIceServers") // another client behind the proxy
+		} else {
+			second.expectError(errBusy) // one address: the header is not believed
+		}
+		from("203.0.113.1").expectError(errBusy)
+	}
 }

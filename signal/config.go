@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
@@ -29,6 +30,15 @@ type Config struct {
 	// for any). Native apps send no Origin and are always allowed.
 	// Default none: the same host only.
 	AllowedOrigins []string `yaml:"allowed_origins"`
+
+	// Reverse proxies in front of signaling (nginx, Caddy, a load
+	// balancer), as addresses or CIDR prefixes. A request from one of
+	// them counts against the client its X-Forwarded-For names (the
+	// right-most address there that is not a trusted proxy), so the
+	// per-address limits and budgets apply to clients rather than to the
+	// proxy, whose own connections count only against max_conns. Default
+	// none: X-Forwarded-For is ignored, as anyone can write it.
+	TrustedProxies []string `yaml:"trusted_proxies"`
 
 	// Only connections with a valid join token (icebox token -room R) get
 	// in. Default false.
@@ -184,6 +194,11 @@ func (c *Config) Validate() error {
 			add(key, fmt.Sprintf("%d is out of range", v), fmt.Sprintf("use %d to %d %s", lo, hi, unit))
 		}
 	}
+	for i, p := range c.TrustedProxies {
+		if _, err := parseProxy(p); err != nil {
+			add(fmt.Sprintf("trusted_proxies[%d]", i), err.Error(), `an address or a CIDR prefix, e.g. "10.0.0.5" or "10.0.0.0/24"`)
+		}
+	}
 	positive("room_capacity", c.RoomCapacity, 2, 1000, "members")
 	positive("open_room_capacity", c.OpenRoomCapacity, 2, 100000, "members")
 	positive("open_room_fanout", c.OpenRoomFanout, 1024, 1<<30, "bytes per second")
@@ -247,4 +262,21 @@ func normOrigin(origin string) (string, error) {
 		return "", fmt.Errorf("%q has more than scheme://host[:port]", origin)
 	}
 	return strings.ToLower(u.Scheme + "://" + u.Host), nil
+}
+
+// parseProxy reads one trusted_proxies entry: an address stands for
+// itself alone.
+func parseProxy(s string) (netip.Prefix, error) {
+	if a, err := netip.ParseAddr(s); err == nil {
+		a = a.Unmap()
+		return netip.PrefixFrom(a, a.BitLen()), nil
+	}
+	p, err := netip.ParsePrefix(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("%q is neither an address nor a CIDR prefix", s)
+	}
+	if p.Addr().Is4In6() {
+		return netip.Prefix{}, fmt.Errorf("%q: write an IPv4 prefix in IPv4 form", s)
+	}
+	return p.Masked(), nil
 }

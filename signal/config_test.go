@@ -58,6 +58,7 @@ func TestConfigValidate(t *testing.T) {
 	cfg.FramesPerSecond = 0
 	cfg.SendQueue = 3
 	cfg.SendQueueBytes = 15
+	cfg.TrustedProxies = []string{"10.0.0.0/24", "10.0.0.0/33"}
 	cfg.PingInterval = 15 // nanoseconds: "15" without a unit
 	cfg.IceServersKeys = []string{"short"}
 	err := cfg.Validate()
@@ -71,7 +72,7 @@ func TestConfigValidate(t *testing.T) {
 		keys = append(keys, ce.Key)
 	}
 	want := []string{"listen", "tls", "allowed_origins[1]", "room_capacity", "max_frame_size", "send_queue",
-		"send_queue_bytes", "frames_per_second", "init_timeout", "ping_interval", "ice_servers_keys[0]"}
+		"send_queue_bytes", "trusted_proxies[1]", "frames_per_second", "init_timeout", "ping_interval", "ice_servers_keys[0]"}
 	slices.Sort(keys)
 	slices.Sort(want)
 	if !slices.Equal(keys, want) {

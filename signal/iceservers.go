@@ -25,7 +25,7 @@ func (s *Server) serveICEServers(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "a valid bearer key is required", http.StatusUnauthorized)
 		return
 	}
-	if ok, wait := s.mints.take(set, peerKey(r.RemoteAddr), mintViaHTTP); !ok {
+	if ok, wait := s.mints.take(set, set.clientKey(r), mintViaHTTP); !ok {
 		// Whole seconds, rounded up, so that a client that waits as told
 		// finds a credential.
 		w.Header().Set("Retry-After", strconv.Itoa(int((wait+time.Second-1)/time.Second)))

@@ -25,6 +25,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -83,7 +84,7 @@ type Server struct {
 	cm        *connMetrics
 	em        *errorMetrics
 	mints     *mintBudget
-	peers     persource.Counter // admitted WebSockets, by peerKey
+	peers     persource.Counter // admitted WebSockets, by clientKey
 	httpConns httpAdmission     // TCP connections before the upgrade
 	tlsConf   *tls.Config       // nil without TLS
 	tlsOn     bool
@@ -104,6 +105,7 @@ type settings struct {
 	anyOrigin bool
 	origins   map[string]bool
 	iceKeys   [][32]byte // SHA-256 of the /ice-servers bearer keys
+	proxies   []netip.Prefix
 }
 
 // newSettings checks cfg, with keys as the join-token keys, and derives
@@ -116,6 +118,10 @@ func newSettings(cfg Config, keys [][]byte) (*settings, error) {
 		return nil, errors.New("signal: require_token is set but there is no key to verify join tokens")
 	}
 	s := &settings{Config: cfg, origins: make(map[string]bool)}
+	for _, p := range cfg.TrustedProxies {
+		prefix, _ := parseProxy(p) // Validate checked it
+		s.proxies = append(s.proxies, prefix)
+	}
 	s.AllowedOrigins = slices.Clone(cfg.AllowedOrigins)
 	for _, o := range cfg.AllowedOrigins {
 		n, _ := normOrigin(o)
