@@ -86,16 +86,16 @@ func (s *Server) admit(set *settings, peer netip.Prefix) bool {
 }
 
 // httpAdmission bounds the TCP connections on signaling's port that are
-// not (yet) WebSockets: requests, TLS handshakes, header trickles, idle
-// keep-alives. Each holds a goroutine and buffers until a timeout, and
-// nothing else bounded them, so one address could open tens of
-// thousands. They are counted apart from WebSockets: max_conns in total,
-// max_conns_per_ip plus browserConns per source, and the fair share.
-
+// not (yet) WebSockets: TLS sniffing and handshakes, requests, header
+// trickles, idle keep-alives. Each holds a goroutine and buffers until a
+// timeout, and nothing else bounded them, so one address could open tens
+// of thousands. They are counted apart from WebSockets: max_conns in
+// total, max_conns_per_ip plus browserConns per source, and the fair
+// share.
 type httpAdmission struct {
 	held     persource.Counter
 	mu       sync.Mutex
-	admitted map[net.Conn]netip.Addr // by net/http's conn, for the release
+	admitted map[net.Conn]netip.Addr // for the release, which must match a take
 }
 
 // browserConns is what a browser may hold besides its WebSockets: up to
@@ -103,39 +103,52 @@ type httpAdmission struct {
 // so that a page's own connections never keep its WebSocket out.
 const browserConns = 8
 
+// holdConn counts c, or closes it and counts the refusal when its source
+// is over the limits.
+func (s *Server) holdConn(c net.Conn) bool {
+	set := s.settings()
+	ap, _ := netip.ParseAddrPort(c.RemoteAddr().String())
+	src := ap.Addr().Unmap()
+	limits := persource.Limits{Total: set.MaxConns, PerSource: set.MaxConnsPerIP + browserConns, FairShare: true}
+	if set.trusted(src) { // a proxy's connections carry many clients
+		limits.PerSource, limits.FairShare = set.MaxConns, false
+	}
+	if s.httpConns.held.Take(src, limits) != persource.Admitted {
+		s.cm.refusedConn.Inc()
+		c.Close()
+		return false
+	}
+	a := &s.httpConns
+	a.mu.Lock()
+	if a.admitted == nil {
+		a.admitted = make(map[net.Conn]netip.Addr)
+	}
+	a.admitted[c] = src
+	a.mu.Unlock()
+	return true
+}
+
+// releaseConn gives back c's place, if holdConn gave it one.
+func (s *Server) releaseConn(c net.Conn) {
+	a := &s.httpConns
+	a.mu.Lock()
+	src, ok := a.admitted[c]
+	delete(a.admitted, c)
+	a.mu.Unlock()
+	if ok {
+		a.held.Release(src)
+	}
+}
+
 // httpConnState is net/http's ConnState hook: a new connection over the
 // limits is closed before its first read; one that becomes a WebSocket
 // (hijacked) or closes gives its place back.
 func (s *Server) httpConnState(c net.Conn, state http.ConnState) {
-	a := &s.httpConns
 	switch state {
 	case http.StateNew:
-		set := s.settings()
-		ap, _ := netip.ParseAddrPort(c.RemoteAddr().String())
-		src := ap.Addr().Unmap()
-		limits := persource.Limits{Total: set.MaxConns, PerSource: set.MaxConnsPerIP + browserConns, FairShare: true}
-		if set.trusted(src) { // a proxy's connections carry many clients
-			limits.PerSource, limits.FairShare = set.MaxConns, false
-		}
-		if a.held.Take(src, limits) != persource.Admitted {
-			s.cm.refusedConn.Inc()
-			c.Close()
-			return
-		}
-		a.mu.Lock()
-		if a.admitted == nil {
-			a.admitted = make(map[net.Conn]netip.Addr)
-		}
-		a.admitted[c] = src
-		a.mu.Unlock()
+		s.holdConn(c)
 	case http.StateHijacked, http.StateClosed:
-		a.mu.Lock()
-		src, ok := a.admitted[c]
-		delete(a.admitted, c)
-		a.mu.Unlock()
-		if ok {
-			a.held.Release(src)
-		}
+		s.releaseConn(c)
 	}
 }
 

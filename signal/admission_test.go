@@ -1,11 +1,13 @@
 package signal
 
 import (
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -139,31 +141,85 @@ func TestOpenRoomBudget(t *testing.T) {
 // closed at once, while a client from another address joins and gets its
 // ICE servers. Before, nothing bounded them.
 func TestSilentTCPConnectionsAreBounded(t *testing.T) {
+	for _, withTLS := range []bool{false, true} {
+		t.Run(map[bool]string{false: "plain", true: "tls"}[withTLS], func(t *testing.T) {
+			cfg := testConfig()
+			cfg.MaxConnsPerIP = 8
+			var opts Options
+			legit := websocket.Dialer{HandshakeTimeout: readTimeout}
+			if withTLS { // silent connections wait in the TLS sniffer, before net/http
+				dir := t.TempDir()
+				certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+				testenv.WriteCert(t, certFile, keyFile, time.Time{})
+				pair, err := tls.LoadX509KeyPair(certFile, keyFile)
+				if err != nil {
+					t.Fatal(err)
+				}
+				opts.GetCertificate = func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return &pair, nil }
+				legit.TLSClientConfig = &tls.Config{InsecureSkipVerify: true}
+			}
+			ts := startServer(t, cfg, opts)
+			dialFrom := func(ip string) net.Conn {
+				c, err := (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}).Dial("tcp4", ts.addr)
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { c.Close() })
+				return c
+			}
+			for range cfg.MaxConnsPerIP + browserConns {
+				dialFrom("127.0.0.2")
+			}
+			over := dialFrom("127.0.0.2")
+			over.SetReadDeadline(time.Now().Add(readTimeout))
+			if _, err := over.Read(make([]byte, 1)); !errors.Is(err, io.EOF) && !errors.Is(err, syscall.ECONNRESET) {
+				t.Fatalf("connection past max_conns_per_ip + browserConns: %v, want closed", err)
+			}
+			// Closed by the cap (counted before the close), not by a
+			// timeout.
+			if got := testenv.MetricValue(t, ts.cm.refusedConn); got != 1 {
+				t.Errorf("%v connections refused, want 1", got)
+			}
+			scheme := map[bool]string{false: "ws", true: "wss"}[withTLS]
+			ws, _, err := legit.Dial(scheme+"://"+ts.addr+"/connect?controllerId=legit", nil) // from 127.0.0.1
+			if err != nil {
+				t.Fatal(err)
+			}
+			k := &ktClient{t: t, ws: ws}
+			t.Cleanup(func() { ws.Close() })
+			k.send("WsInit", "")
+			k.expect("WsIceServers")
+		})
+	}
+}
+
+// TestConnectionPlacesComeBack: with one WebSocket and eight other
+// connections allowed per address, an address that connects and leaves
+// many times over, by WebSocket and by plain requests that close their
+// connection, is never refused: every place taken is given back.
+func TestConnectionPlacesComeBack(t *testing.T) {
 	cfg := testConfig()
-	cfg.MaxConnsPerIP = 8
+	cfg.MaxConnsPerIP = 1
 	ts := startServer(t, cfg, Options{})
-	dialFrom := func(ip string) net.Conn {
-		c, err := (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}).Dial("tcp4", ts.addr)
+	hc := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	for i := range 2 * (1 + browserConns) {
+		k := join(t, ts.url("controllerId=again"))
+		k.ws.Close()
+		resp, err := hc.Get("http://" + ts.addr + "/healthz")
 		if err != nil {
-			t.Fatal(err)
+			t.Fatalf("round %d: %v", i, err)
 		}
-		t.Cleanup(func() { c.Close() })
-		return c
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("round %d: /healthz %d", i, resp.StatusCode)
+		}
+		eventually(t, "every place to be given back", func() bool {
+			return ts.httpConns.held.Total() == 0 && ts.peers.Total() == 0
+		})
 	}
-	for range cfg.MaxConnsPerIP + browserConns {
-		dialFrom("127.0.0.2")
+	if got := testenv.MetricValue(t, ts.cm.refusedConn); got != 0 {
+		t.Errorf("%v connections refused", got)
 	}
-	over := dialFrom("127.0.0.2")
-	over.SetReadDeadline(time.Now().Add(readTimeout))
-	if _, err := over.Read(make([]byte, 1)); !errors.Is(err, io.EOF) && !errors.Is(err, syscall.ECONNRESET) {
-		t.Fatalf("connection past max_conns_per_ip + browserConns: %v, want closed", err)
-	}
-	// Closed by the cap (counted before the close), not by the header
-	// timeout.
-	if got := testenv.MetricValue(t, ts.cm.refusedConn); got != 1 {
-		t.Errorf("%v connections refused, want 1", got)
-	}
-	join(t, ts.url("controllerId=legit")) // from 127.0.0.1: WsInit, then WsIceServers
 }
 
 // TestClientKeyBehindProxies: the per-address limits count the client a

@@ -266,7 +266,9 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 // does the TLS itself, and still answers plain-HTTP /healthz probes.
 func (s *Server) Serve(ln net.Listener) error {
 	if s.tlsConf != nil {
-		ln = newSniffListener(ln, s.tlsConf)
+		// Sniffing holds a connection too: it is counted from accept
+		// until net/http takes it over (and counts it again).
+		ln = newSniffListener(ln, s.tlsConf, s.holdConn, s.releaseConn)
 	}
 	return s.serve(ln, s.tlsOn)
 }

@@ -26,18 +26,22 @@ func tlsConfig(get func(*tls.ClientHelloInfo) (*tls.Certificate, error)) *tls.Co
 // gets TLS, any other is handed over as it is.
 type sniffListener struct {
 	net.Listener
-	conf  *tls.Config
-	conns chan net.Conn
-	errs  chan error
-	done  chan struct{}
-	once  sync.Once
+	conf *tls.Config
+	// hold admits a connection before it is sniffed, or closes it;
+	// release gives its place back once sniffing is over.
+	hold    func(net.Conn) bool
+	release func(net.Conn)
+	conns   chan net.Conn
+	errs    chan error
+	done    chan struct{}
+	once    sync.Once
 }
 
 // sniffTimeout bounds how long a silent client holds a sniffing goroutine.
 const sniffTimeout = 10 * time.Second
 
-func newSniffListener(ln net.Listener, conf *tls.Config) *sniffListener {
-	l := &sniffListener{Listener: ln, conf: conf, conns: make(chan net.Conn), errs: make(chan error), done: make(chan struct{})}
+func newSniffListener(ln net.Listener, conf *tls.Config, hold func(net.Conn) bool, release func(net.Conn)) *sniffListener {
+	l := &sniffListener{Listener: ln, conf: conf, hold: hold, release: release, conns: make(chan net.Conn), errs: make(chan error), done: make(chan struct{})}
 	go l.acceptLoop()
 	return l
 }
@@ -56,14 +60,20 @@ func (l *sniffListener) acceptLoop() {
 			}
 			continue
 		}
-		go l.sniff(c)
+		if l.hold(c) {
+			go l.sniff(c)
+		}
 	}
 }
 
 func (l *sniffListener) sniff(c net.Conn) {
 	var first [1]byte
 	c.SetReadDeadline(time.Now().Add(sniffTimeout))
-	if _, err := io.ReadFull(c, first[:]); err != nil {
+	_, err := io.ReadFull(c, first[:])
+	// Given back before the hand-over, so that net/http's count of the
+	// connection never finds the source holding it twice.
+	l.release(c)
+	if err != nil {
 		c.Close()
 		return
 	}
