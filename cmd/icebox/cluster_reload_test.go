@@ -34,7 +34,7 @@ func TestReloadClusterNeedsRestart(t *testing.T) {
 	next.TURN.CredentialTTL = time.Hour
 	for range 2 { // the second reload compares with the running settings, not the last file
 		before := len(logs.String())
-		if err := d.reload(cfg, next, level); err != nil {
+		if err := d.reload(next, level); err != nil {
 			t.Fatalf("reload with cluster changes failed: %v", err)
 		}
 		out := logs.String()[before:]

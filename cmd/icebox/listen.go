@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -25,7 +26,7 @@ func listenTCP(key, addr, off string, log *slog.Logger) (net.Listener, error) {
 	case err != nil:
 		return nil, fmt.Errorf("%s: listen %s: %w", key, addr, err)
 	}
-	return &keepAccepting{Listener: ln, key: key, log: log}, nil
+	return &keepAccepting{Listener: ln, key: key, log: log, closed: make(chan struct{})}, nil
 }
 
 // keepAccepting retries every accept error but the listener's close,
@@ -35,8 +36,10 @@ func listenTCP(key, addr, off string, log *slog.Logger) (net.Listener, error) {
 // icebox deaf while the process looks well.
 type keepAccepting struct {
 	net.Listener
-	key string
-	log *slog.Logger
+	key    string
+	log    *slog.Logger
+	closed chan struct{} // closed by Close, which ends a pause at once
+	once   sync.Once
 }
 
 func (l *keepAccepting) Accept() (net.Conn, error) {
@@ -48,8 +51,17 @@ func (l *keepAccepting) Accept() (net.Conn, error) {
 		}
 		delay = min(max(2*delay, 5*time.Millisecond), time.Second)
 		l.log.Warn(l.key+": accept failed; retrying", "err", err, "in", delay)
-		time.Sleep(delay) // a pause, not synchronisation: the error may last
+		select {
+		case <-time.After(delay): // a pause: the error may last
+		case <-l.closed:
+			return nil, net.ErrClosed
+		}
 	}
+}
+
+func (l *keepAccepting) Close() error {
+	l.once.Do(func() { close(l.closed) })
+	return l.Listener.Close()
 }
 
 // serveHTTP runs serve on a goroutine of its own until the server is shut

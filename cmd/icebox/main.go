@@ -337,7 +337,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, rl reloader) error
 			next, err := rl.load()
 			if err != nil {
 				log.Error("reload refused, the running config stays", "err", err)
-			} else if err := d.reload(cfg, next, rl.level); err != nil {
+			} else if err := d.reload(next, rl.level); err != nil {
 				log.Error("reload failed, the running config stays", "err", err)
 			} else {
 				cfg = next
@@ -379,10 +379,20 @@ func warnOpenCredentials(log *slog.Logger, cfg Config) {
 	if !cfg.TURN.Enabled || !cfg.Signal.Enabled || cfg.Signal.RequireToken {
 		return
 	}
-	host, _, err := net.SplitHostPort(cfg.Signal.Listen)
-	if ip, perr := netip.ParseAddr(host); err == nil && (perr == nil && ip.IsLoopback() || host == "localhost") {
-		return
+	if loopbackOnly(cfg.Signal.Listen) && (cfg.TLS.Listen == "" || loopbackOnly(cfg.TLS.Listen)) {
+		return // the shared TLS port, when there is one, serves signaling too
 	}
 	log.Warn("anyone who can reach signal.listen gets TURN credentials (rate-limited per address and bounded by turn.quotas); set signal.require_token: true once your app sends join tokens (README, Join tokens)",
 		"signal_listen", cfg.Signal.Listen)
+}
+
+// loopbackOnly reports whether a listen address (host:port) takes
+// connections from this host only.
+func loopbackOnly(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback() || host == "localhost"
 }

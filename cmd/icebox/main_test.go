@@ -124,7 +124,7 @@ func TestShortCredentialTTLIsWarnedAboutOnReload(t *testing.T) {
 	}
 	next := cfg
 	next.TURN.CredentialTTL = 5 * time.Minute
-	if err := d.reload(cfg, next, new(slog.LevelVar)); err != nil {
+	if err := d.reload(next, new(slog.LevelVar)); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(logs.String(), warning) {

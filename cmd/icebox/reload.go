@@ -23,7 +23,7 @@ import (
 // members, and a changed secret or subject would cut this node off until
 // every node had reloaded. A restart, node by node, does the same cleanly:
 // the members reconnect and re-join.
-func (d *daemon) reload(old, cfg Config, level *slog.LevelVar) error {
+func (d *daemon) reload(cfg Config, level *slog.LevelVar) error {
 	for _, key := range d.signal.clusterConfig().Changed(cfg.Cluster) {
 		d.log.Warn("cluster setting changed; restart needed, the running cluster settings stay until then", "key", "cluster."+key)
 	}
@@ -48,7 +48,7 @@ func (d *daemon) reload(old, cfg Config, level *slog.LevelVar) error {
 	}
 	// Every part prepares (loads secrets, certificates, checks) first;
 	// only when all have succeeded does any of them change.
-	commitTLS, err := d.tls.prepareReload(old, cfg, d.log)
+	commitTLS, err := d.tls.prepareReload(d.started, cfg, d.log)
 	if err != nil {
 		return err
 	}

@@ -57,7 +57,7 @@ func TestReloadAllOrNothing(t *testing.T) {
 	next.TURN.CredentialTTL = time.Hour
 	next.Signal.TLS.Cert, next.Signal.TLS.Key = cert2, key2
 	next.Signal.MaxErrors = 0 // out of range: signaling's check refuses it
-	err := d.reload(cfg, next, level)
+	err := d.reload(next, level)
 	if err == nil || !strings.Contains(err.Error(), "max_errors") {
 		t.Fatalf("reload with signal.max_errors 0: %v, want signaling's refusal", err)
 	}
@@ -67,7 +67,7 @@ func TestReloadAllOrNothing(t *testing.T) {
 	next = cfg
 	next.TURN.SecretFile = filepath.Join(dir, "no-such-secret-file")
 	next.Signal.TLS.Cert, next.Signal.TLS.Key = cert2, key2
-	if err := d.reload(cfg, next, level); err == nil || !strings.Contains(err.Error(), "no-such-secret-file") {
+	if err := d.reload(next, level); err == nil || !strings.Contains(err.Error(), "no-such-secret-file") {
 		t.Fatalf("reload with a missing secret file: %v, want TURN's refusal", err)
 	}
 	keptOld("after TURN refused")
@@ -76,7 +76,7 @@ func TestReloadAllOrNothing(t *testing.T) {
 	next = cfg
 	next.TURN.CredentialTTL = time.Hour
 	next.Signal.TLS.Cert, next.Signal.TLS.Key = cert2, key2
-	if err := d.reload(cfg, next, level); err != nil {
+	if err := d.reload(next, level); err != nil {
 		t.Fatal(err)
 	}
 	if got := ttl(); got != time.Hour {
@@ -99,14 +99,15 @@ func TestReloadNamesRestartSettingsUntilRestart(t *testing.T) {
 	next.TURN.Enabled = false
 	next.Signal.Enabled = false
 	next.STUN.Sockets = cfg.STUN.Sockets + 1
+	next.TLS.Listen = "127.0.0.1:1" // never listened on: a restart would
 	next.Log.Level = "warn"
 	for i := range 2 {
 		before := len(logs.String())
-		if err := d.reload(cfg, next, level); err != nil {
+		if err := d.reload(next, level); err != nil {
 			t.Fatalf("reload %d: %v", i, err)
 		}
 		out := logs.String()[before:]
-		for _, key := range []string{"turn.enabled", "signal.enabled", "stun.sockets"} {
+		for _, key := range []string{"turn.enabled", "signal.enabled", "stun.sockets", "tls.listen"} {
 			if !strings.Contains(out, `takes effect on restart" key=`+key+"\n") {
 				t.Errorf("reload %d did not name %s as taking effect on restart:\n%s", i, key, out)
 			}

@@ -187,8 +187,10 @@ func (t *tlsPart) sharedPort() int {
 // prepareReload loads renamed certificate files without putting them in
 // service; the commit it returns points the file sources at them. A pair
 // that does not load refuses the reload. Turning a source on or off, ACME
-// and the port need a restart.
-func (t *tlsPart) prepareReload(old, cfg Config, log *slog.Logger) (commit func(), err error) {
+// and the port need a restart, and are named while cfg differs from the
+// config the part started with.
+func (t *tlsPart) prepareReload(started, cfg Config, log *slog.Logger) (commit func(), err error) {
+	old := started
 	for key, changed := range map[string]bool{
 		"tls.listen":             old.TLS.Listen != cfg.TLS.Listen,
 		"tls.acme":               fmt.Sprint(old.TLS.ACME) != fmt.Sprint(cfg.TLS.ACME),

@@ -204,7 +204,7 @@ func TestReloadRenamedCertificateFiles(t *testing.T) {
 	dir := t.TempDir()
 	next.TLS.Cert, next.TLS.Key = filepath.Join(dir, "new-cert.pem"), filepath.Join(dir, "new-key.pem")
 	second := testenv.WriteCert(t, next.TLS.Cert, next.TLS.Key, time.Time{})
-	if err := d.reload(cfg, next, new(slog.LevelVar)); err != nil {
+	if err := d.reload(next, new(slog.LevelVar)); err != nil {
 		t.Fatal(err)
 	}
 	if got, err := servedCert(t, shared, "localhost", nil); err != nil || !bytes.Equal(got.Raw, second.Raw) {
@@ -213,7 +213,7 @@ func TestReloadRenamedCertificateFiles(t *testing.T) {
 
 	broken := next
 	broken.TLS.Cert = filepath.Join(dir, "missing.pem")
-	if err := d.reload(next, broken, new(slog.LevelVar)); err == nil || !strings.Contains(err.Error(), "missing.pem") {
+	if err := d.reload(broken, new(slog.LevelVar)); err == nil || !strings.Contains(err.Error(), "missing.pem") {
 		t.Fatalf("reload to a missing file: %v; want an error naming it", err)
 	}
 	if got, err := servedCert(t, shared, "localhost", nil); err != nil || !bytes.Equal(got.Raw, second.Raw) {

@@ -42,14 +42,16 @@ func TestWarnsThatCredentialsAreOpen(t *testing.T) {
 		{func(c *Config) { c.Signal.Listen = "127.0.0.1:8080" }, false},
 		{func(c *Config) { c.Signal.Listen = "[::1]:8080" }, false},
 		{func(c *Config) { c.Signal.Listen = "localhost:8080" }, false},
+		{func(c *Config) { c.Signal.Listen, c.TLS.Listen = "127.0.0.1:8080", ":443" }, true}, // signaling on the shared port
+		{func(c *Config) { c.Signal.Listen, c.TLS.Listen = "127.0.0.1:8080", "127.0.0.1:8443" }, false},
 	} {
 		cfg := DefaultConfig()
 		tc.mutate(&cfg)
 		logs := &testenv.LogBuffer{}
 		warnOpenCredentials(slog.New(slog.NewTextHandler(logs, nil)), cfg)
 		if got := strings.Contains(logs.String(), "gets TURN credentials"); got != tc.warn {
-			t.Errorf("signal.listen %q, require_token %v, turn %v, signal %v: warned %v, want %v",
-				cfg.Signal.Listen, cfg.Signal.RequireToken, cfg.TURN.Enabled, cfg.Signal.Enabled, got, tc.warn)
+			t.Errorf("signal.listen %q, tls.listen %q, require_token %v, turn %v, signal %v: warned %v, want %v",
+				cfg.Signal.Listen, cfg.TLS.Listen, cfg.Signal.RequireToken, cfg.TURN.Enabled, cfg.Signal.Enabled, got, tc.warn)
 		}
 	}
 }

@@ -54,11 +54,10 @@ func Resolve(ctx context.Context, cfg Config) (netip.Addr, string, error) {
 	case Auto:
 		return discover(ctx, local(cfg.RelayAddress), cfg.STUNServers)
 	}
-	ip, err := netip.ParseAddr(cfg.PublicIP)
-	if err != nil {
-		return netip.Addr{}, "", fmt.Errorf("public_ip: %w", err)
+	if err := Check(cfg.PublicIP); err != nil {
+		return netip.Addr{}, "", err
 	}
-	return ip.Unmap(), "config", nil
+	return netip.MustParseAddr(cfg.PublicIP).Unmap(), "config", nil
 }
 
 // discover is public_ip: auto: the host's own address when it is public,

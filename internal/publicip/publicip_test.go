@@ -62,6 +62,15 @@ func TestResolve(t *testing.T) {
 	}
 }
 
+// TestResolveRefusesWhatCheckRefuses: a value Check refuses is an error
+// from Resolve too, said once (callers name the option).
+func TestResolveRefusesWhatCheckRefuses(t *testing.T) {
+	_, _, err := Resolve(context.Background(), Config{PublicIP: "0.0.0.0"})
+	if err == nil || strings.Contains(err.Error(), "public_ip") {
+		t.Errorf("Resolve(0.0.0.0) = %v, want Check's error", err)
+	}
+}
+
 func TestCheck(t *testing.T) {
 	for v, ok := range map[string]bool{
 		"": true, Auto: true, "203.0.113.10": true, "::ffff:1.2.3.4": true,
