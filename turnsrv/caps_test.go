@@ -51,6 +51,25 @@ func TestPermissionAndChannelCaps(t *testing.T) {
 	}
 	refused(int(stun.CodeBadRequest), "17 peers in one CreatePermission", peersAt(0, 17)...)
 	wantCount(t, ts.metrics.quotaRefusals[quotaPeersPerRequest], 1, "refusals of too many peers in one request")
+	// Peers and channels after MESSAGE-INTEGRITY: pion would grant them,
+	// and the data plane, which counts what the allocation holds, would
+	// not see them, so 16 at a time could pass any cap.
+	afterIntegrity := func(method stun.Method, before, after []stun.Setter) *stun.Message {
+		t.Helper()
+		s := append([]stun.Setter{stun.TransactionID, stun.NewType(method, stun.ClassRequest)}, before...)
+		s = append(s, attacker.user, attacker.realm, attacker.nonce, attacker.key)
+		m, err := stun.Build(append(s, after...)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return attacker.rawClient.roundTrip(m)
+	}
+	if res := afterIntegrity(stun.MethodCreatePermission, peersAt(6, 1), peersAt(7, 8)); errorCode(res) != int(stun.CodeBadRequest) {
+		t.Fatalf("CreatePermission with 8 peers after MESSAGE-INTEGRITY: %v, want 400", res)
+	}
+	if res := afterIntegrity(stun.MethodChannelBind, peersAt(6, 1), []stun.Setter{channelAttr(0x4FF0)}); errorCode(res) != int(stun.CodeBadRequest) {
+		t.Fatalf("ChannelBind with its number after MESSAGE-INTEGRITY: %v, want 400", res)
+	}
 
 	// 64 peer addresses: 127.0.0.1 (the attacker's peer) and 63 more.
 	mustSucceed(t, attacker.do(stun.MethodCreatePermission, append(peersAt(0, 15), peerAttr(net.IPv4(127, 0, 0, 1), 9))...), "permissions 1-16")

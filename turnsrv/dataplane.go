@@ -239,7 +239,7 @@ func (d *dataPlane) noteRequest(b []byte, from connID) {
 	}
 	end := min(stunHeaderLen+int(binary.BigEndian.Uint16(b[2:4])), len(b))
 	req := pendingRequest{method: method, at: d.now()}
-	signed := false
+	signed, sawChannel := false, false
 	// A truncated attribute ends the walk before MESSAGE-INTEGRITY, and
 	// pion refuses the request: nothing to learn either.
 	a := attrsOf(b, end)
@@ -250,8 +250,13 @@ func (d *dataPlane) noteRequest(b []byte, from connID) {
 		}
 		v := b[off+4 : off+4+n]
 		switch {
-		case at == attrChannelNumber && len(v) == 4:
-			req.channel = binary.BigEndian.Uint16(v)
+		case at == attrChannelNumber && !sawChannel:
+			// pion binds the first CHANNEL-NUMBER, as channelNumber
+			// reads it; inspect refuses one after MESSAGE-INTEGRITY.
+			sawChannel = true
+			if len(v) == 4 {
+				req.channel = binary.BigEndian.Uint16(v)
+			}
 		case at == attrXORPeerAddress:
 			if ap, ok := xorPeerAddrPort(v, b[4:stunHeaderLen]); ok && len(req.peers) < maxPeersPerRequest {
 				req.peers = append(req.peers, ap)

@@ -393,6 +393,27 @@ func TestNothingRelayedAfterRefreshZero(t *testing.T) {
 	wantCount(t, ts.metrics.fastToPeer, 1, "datagrams the data plane relayed to the peer")
 }
 
+// TestChannelBindLearnsTheNumberPionBinds: with two CHANNEL-NUMBERs, pion
+// binds the first; the data plane must relay on that one and not on the
+// other, which pion never bound.
+func TestChannelBindLearnsTheNumberPionBinds(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t, testConfig())
+	c := allocateRaw(t, ts, "udp")
+	peer := peerSocket(t)
+	a := peer.LocalAddr().(*net.UDPAddr)
+	mustSucceed(t, c.do(stun.MethodChannelBind, channelAttr(0x4001), channelAttr(0x4002), peerAttr(a.IP, a.Port)), "channel bind with two numbers")
+	dp := ts.dp.lookup(connIDOf(c.conn.LocalAddr()))
+	if dp == nil {
+		t.Fatal("the data plane does not mirror the allocation")
+	}
+	if dp.byNumber(0x4001) == nil || dp.byNumber(0x4002) != nil {
+		t.Errorf("the data plane holds channel 0x4001: %v, 0x4002: %v; pion bound 0x4001 only",
+			dp.byNumber(0x4001) != nil, dp.byNumber(0x4002) != nil)
+	}
+	c.roundTrip(t, 0x4001, peer, "on the bound number")
+}
+
 // bindingAfter sends a Binding request on the client's connection and
 // waits for its answer.
 func bindingAfter(t *testing.T, c *channelClient) {

@@ -282,6 +282,12 @@ func (s *Server) wrongForPion(b []byte, f authFields, c connID, lv *live) int {
 		}
 	}
 	if f.method == methodCreatePermission || f.method == methodChannelBind {
+		if peerOrChannelAfter(b, f.integrity) {
+			// RFC 8489 §14.5: ignored there, but pion grants them, and
+			// the data plane, which counts what an allocation holds,
+			// learns only what the integrity covers.
+			return codeBadRequest
+		}
 		return s.peersWrongForPion(b, f.method == methodCreatePermission, c, lv)
 	}
 	return 0
@@ -343,6 +349,19 @@ func (s *Server) peersWrongForPion(b []byte, create bool, c connID, lv *live) in
 	s.metrics.quotaRefusals[by].Inc()
 	s.log.Debug("turn: permission or channel refused by quota", "client", c.src, "quota", by)
 	return codeNoCapacity
+}
+
+// peerOrChannelAfter reports whether b has an XOR-PEER-ADDRESS or a
+// CHANNEL-NUMBER after its MESSAGE-INTEGRITY, at integrity. b must have
+// passed parseRequest.
+func peerOrChannelAfter(b []byte, integrity int) bool {
+	attrs := attrsOf(b, stunHeaderLen+int(binary.BigEndian.Uint16(b[2:4])))
+	for off, at, n, ok := attrs.first(); ok; off, at, n, ok = attrs.after(off, n) {
+		if off > integrity && (at == attrXORPeerAddress || at == attrChannelNumber) {
+			return true
+		}
+	}
+	return false
 }
 
 // countPeers counts b's XOR-PEER-ADDRESS attributes and reports whether

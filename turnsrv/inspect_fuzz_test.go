@@ -482,7 +482,8 @@ func referenceVerdict(b []byte, cfg Config, policy *peerPolicy, before, after ti
 
 // refusedBeforePion says why icebox answers an authenticated request m
 // itself, from pion/stun's reading of it: a transport other than UDP, an
-// IPv6 relay, a peer address that is not whole, more than 16 peers in a
+// IPv6 relay, a peer or channel number after MESSAGE-INTEGRITY, a peer
+// address that is not whole, more than 16 peers in a
 // CreatePermission, a peer the policy refuses or an IPv6 peer (every
 // XOR-PEER-ADDRESS pion decodes for CreatePermission, the first for
 // ChannelBind).
@@ -496,6 +497,15 @@ func refusedBeforePion(m *stun.Message, policy *peerPolicy) string {
 			return "REQUESTED-ADDRESS-FAMILY is IPv6"
 		}
 	case stun.MethodCreatePermission, stun.MethodChannelBind:
+		sawMI := false
+		for _, a := range m.Attributes {
+			switch {
+			case a.Type == stun.AttrMessageIntegrity:
+				sawMI = true
+			case sawMI && (a.Type == stun.AttrXORPeerAddress || a.Type == stun.AttrChannelNumber):
+				return "a peer or channel number after MESSAGE-INTEGRITY"
+			}
+		}
 		n := 0
 		for _, a := range m.Attributes {
 			if a.Type != stun.AttrXORPeerAddress {
