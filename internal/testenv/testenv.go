@@ -7,6 +7,8 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"path/filepath"
+	"syscall"
 	"os/exec"
 	"testing"
 	"time"
@@ -62,31 +64,61 @@ func WaitFor(t testing.TB, limit time.Duration, what string, cond func() bool) {
 	}
 }
 
-// FreeRelayRange returns n consecutive UDP ports, "lo-hi", that were all
-// free on 127.0.0.1 a moment ago, for a TURN relay range a test must fill
-// exactly: chosen at random in 30000-32767, below Linux's ephemeral
-// ports, so that tests running beside each other (or other icebox
-// processes) do not share one.
+// FreeRelayRange returns n (at most 400) consecutive UDP ports, "lo-hi",
+// for a TURN relay range a test must fill exactly. The ports lie in one of
+// four 400-port blocks of 31100-32699, below Linux's ephemeral ports and
+// above the attack harness's fixed range; the test holds an flock on its
+// block until it ends, so that icebox tests in other processes, which
+// also run FreeRelayRange, take another block (or wait for this one).
+// Each port was free a moment ago.
 func FreeRelayRange(t testing.TB, n int) string {
 	t.Helper()
-	const lo, hi = 30000, 32767
-	for range 50 {
-		start := lo + rand.IntN(hi-lo-n+2)
-		var held []net.PacketConn
-		for p := start; p < start+n; p++ {
-			c, err := net.ListenPacket("udp4", fmt.Sprintf("127.0.0.1:%d", p))
-			if err != nil {
-				break
-			}
-			held = append(held, c)
+	const base, block, blocks = 31100, 400, 4
+	if n > block {
+		t.Fatalf("FreeRelayRange: %d ports, at most %d", n, block)
+	}
+	first := rand.IntN(blocks)
+	for try := range 2 * blocks {
+		k := (first + try) % blocks
+		how := syscall.LOCK_EX | syscall.LOCK_NB
+		if try >= blocks {
+			how = syscall.LOCK_EX // every block is taken: wait for one
 		}
+		f, err := os.OpenFile(filepath.Join(os.TempDir(), fmt.Sprintf("icebox-relay-ports-%d.lock", base+k*block)), os.O_CREATE|os.O_RDWR, 0o600)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := syscall.Flock(int(f.Fd()), how); err != nil {
+			f.Close()
+			continue
+		}
+		start := base + k*block
+		if !free(start, n) { // something other than icebox's tests holds one
+			f.Close()
+			continue
+		}
+		t.Cleanup(func() { f.Close() }) // closing releases the lock
+		return fmt.Sprintf("%d-%d", start, start+n-1)
+	}
+	t.Fatalf("no block of %d free relay ports in 31100-32699", n)
+	return ""
+}
+
+// free reports whether UDP ports start to start+n-1 on 127.0.0.1 can all
+// be bound now.
+func free(start, n int) bool {
+	var held []net.PacketConn
+	defer func() {
 		for _, c := range held {
 			c.Close()
 		}
-		if len(held) == n {
-			return fmt.Sprintf("%d-%d", start, start+n-1)
+	}()
+	for p := start; p < start+n; p++ {
+		c, err := net.ListenPacket("udp4", fmt.Sprintf("127.0.0.1:%d", p))
+		if err != nil {
+			return false
 		}
+		held = append(held, c)
 	}
-	t.Fatalf("no %d free consecutive UDP ports on 127.0.0.1", n)
-	return ""
+	return true
 }
