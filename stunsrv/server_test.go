@@ -629,24 +629,37 @@ func TestTCPClientThatNeverReadsIsClosed(t *testing.T) {
 }
 
 // TestTCPFrameLargerThanTheBufferIsRefused: a well-formed Binding request
-// of 64 KiB (one long optional attribute) would make its connection hold a
-// 64 KiB buffer for life; it is counted as malformed and the connection
-// closed, while a frame that fits the buffer is answered on another.
+// as large as the read buffer is answered; one a word larger (up to 64 KiB
+// would once make its connection hold a 64 KiB buffer for life) is counted
+// as malformed and its connection closed, while another client's Binding
+// is answered.
 func TestTCPFrameLargerThanTheBufferIsRefused(t *testing.T) {
 	s := startServer(t, nil)
 	addr := udpAddr(s).String()
-	m := stun.MustBuild(stun.TransactionID, stun.BindingRequest, stun.RawAttribute{Type: stun.AttrSoftware, Value: make([]byte, 65000)})
-	big, err := net.DialTimeout("tcp4", addr, deadline)
+	// A Binding request of size bytes: the header, and one attribute.
+	binding := func(size int) []byte {
+		return stun.MustBuild(stun.TransactionID, stun.BindingRequest,
+			stun.RawAttribute{Type: stun.AttrSoftware, Value: make([]byte, size-headerSize-4)}).Raw
+	}
+	conn, err := net.DialTimeout("tcp4", addr, deadline)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer big.Close()
-	if _, err := big.Write(m.Raw); err != nil {
+	defer conn.Close()
+	conn.SetReadDeadline(time.Now().Add(deadline))
+	// The largest frame taken is answered...
+	if _, err := conn.Write(binding(readBufferSize)); err != nil {
 		t.Fatal(err)
 	}
-	big.SetReadDeadline(time.Now().Add(deadline))
-	if n, err := big.Read(make([]byte, 1)); !errors.Is(err, io.EOF) && !errors.Is(err, syscall.ECONNRESET) {
-		t.Fatalf("after a 64 KiB frame: read %d, %v; want the connection closed", n, err)
+	if _, err := io.ReadFull(conn, make([]byte, headerSize)); err != nil {
+		t.Fatalf("a %d-byte Binding request: %v, want an answer", readBufferSize, err)
+	}
+	// ...and one a word larger ends the connection.
+	if _, err := conn.Write(binding(readBufferSize + 4)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(io.Discard, conn); err != nil && !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("after a %d-byte frame: %v; want the connection closed", readBufferSize+4, err)
 	}
 	if got := testutil.ToFloat64(s.stats.tcp[v4].malformed); got != 1 {
 		t.Errorf("malformed TCP frames %v, want 1", got)

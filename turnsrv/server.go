@@ -112,6 +112,9 @@ func New(cfg Config, opts Options) (*Server, error) {
 	if !cfg.Enabled {
 		return nil, errors.New("turn: enabled is false; the caller should not start TURN")
 	}
+	if opts.GetCertificate != nil && cfg.TLS.Listen != "" && opts.FrontDoor == nil {
+		return nil, errors.New("turn: tls needs the front door (Options.FrontDoor)")
+	}
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -172,10 +175,6 @@ func New(cfg Config, opts Options) (*Server, error) {
 		ln, err := net.Listen("tcp", cfg.TLS.Listen)
 		if err != nil {
 			return nil, fmt.Errorf("turn: tls listen: %w", err)
-		}
-		if opts.FrontDoor == nil {
-			ln.Close()
-			return nil, errors.New("turn: tls needs the front door (Options.FrontDoor)")
 		}
 		s.tlsLn = opts.FrontDoor(ln, tlsConfig)
 		listeners = append(listeners[:len(listeners):len(listeners)], s.tlsLn)
