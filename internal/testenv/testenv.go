@@ -7,9 +7,9 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"syscall"
-	"os/exec"
 	"testing"
 	"time"
 )
