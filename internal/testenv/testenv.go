@@ -32,15 +32,20 @@ func Tool(t testing.TB, name, debianPackage string) string {
 }
 
 // FreePort returns a port that was free on 127.0.0.1 for both UDP and TCP
-// a moment ago, for programs that cannot be told to pick their own.
+// a moment ago, for programs that cannot be told to pick their own. It is
+// chosen at random in 12000-19999, below Linux's ephemeral ports (and the
+// relay ranges the tests use): a port from the ephemeral range could be
+// handed to the test's own probe socket as its local port before the
+// program binds it, and the probe would then talk to itself.
 func FreePort(t testing.TB) int {
 	t.Helper()
-	for range 20 {
-		u, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	const lo, hi = 12000, 19999
+	for range 100 {
+		port := lo + rand.IntN(hi-lo+1)
+		u, err := net.ListenPacket("udp4", fmt.Sprintf("127.0.0.1:%d", port))
 		if err != nil {
-			t.Fatal(err)
+			continue
 		}
-		port := u.LocalAddr().(*net.UDPAddr).Port
 		l, err := net.Listen("tcp4", u.LocalAddr().String())
 		u.Close()
 		if err == nil {
