@@ -163,7 +163,8 @@ func (m *Mux) accept() {
 		if err != nil {
 			return // closed, or an error ln does not retry itself (New)
 		}
-		if why := m.admit(c); why != "" {
+		src := remoteAddr(c)
+		if why := m.admit(src); why != "" {
 			m.refuse(c, why)
 			c.Close()
 			continue
@@ -172,6 +173,7 @@ func (m *Mux) accept() {
 		select {
 		case <-m.done: // Close has already cut the others
 			m.mu.Unlock()
+			m.pending.Release(src)
 			c.Close()
 			return
 		default:
@@ -181,15 +183,16 @@ func (m *Mux) accept() {
 		m.wg.Add(1)
 		go func() {
 			defer m.wg.Done()
-			m.handle(c)
+			m.handle(c, src)
 		}()
 	}
 }
 
-// admit counts c as pending, or says why it may not be.
-func (m *Mux) admit(c net.Conn) (why string) {
+// admit counts a connection from src as pending, or says why it may not
+// be.
+func (m *Mux) admit(src netip.Addr) (why string) {
 	limits := persource.Limits{Total: m.opts.MaxPending, PerSource: m.opts.MaxPendingPerSource, FairShare: true}
-	switch m.pending.Take(remoteAddr(c), limits) {
+	switch m.pending.Take(src, limits) {
 	case persource.Admitted:
 		return ""
 	case persource.OverTotal:
@@ -200,6 +203,9 @@ func (m *Mux) admit(c net.Conn) (why string) {
 
 // remoteAddr is c's peer address, what pending counts by.
 func remoteAddr(c net.Conn) netip.Addr {
+	if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+		return a.AddrPort().Addr()
+	}
 	ap, _ := netip.ParseAddrPort(c.RemoteAddr().String())
 	return ap.Addr()
 }
@@ -210,10 +216,10 @@ func (m *Mux) refuse(c net.Conn, why string) {
 }
 
 // handle terminates TLS, picks the route and hands the connection over.
-func (m *Mux) handle(raw net.Conn) {
+func (m *Mux) handle(raw net.Conn, src netip.Addr) {
 	tc := tls.Server(raw, m.conf)
 	out, route, why := m.classify(tc)
-	m.pending.Release(remoteAddr(raw))
+	m.pending.Release(src)
 	m.mu.Lock()
 	delete(m.inFlight, raw)
 	m.mu.Unlock()
