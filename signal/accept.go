@@ -231,8 +231,8 @@ func (set *settings) clientKey(r *http.Request) netip.Prefix {
 	if set.trusted(client) {
 		hops := strings.Split(strings.Join(r.Header.Values("X-Forwarded-For"), ","), ",")
 		for i := len(hops) - 1; i >= 0; i-- {
-			hop, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
-			if err != nil {
+			hop, ok := forwardedAddr(hops[i])
+			if !ok {
 				break
 			}
 			if client = hop.Unmap(); !set.trusted(client) {
@@ -241,6 +241,21 @@ func (set *settings) clientKey(r *http.Request) netip.Prefix {
 		}
 	}
 	return ipclass.SourcePrefix(client)
+}
+
+// forwardedAddr reads one X-Forwarded-For entry: an address, which some
+// proxies write with a port ("203.0.113.9:4711", "[2001:db8::9]:4711") or
+// an IPv6 one in brackets.
+func forwardedAddr(entry string) (netip.Addr, bool) {
+	entry = strings.TrimSpace(entry)
+	if a, err := netip.ParseAddr(entry); err == nil {
+		return a, true
+	}
+	if ap, err := netip.ParseAddrPort(entry); err == nil {
+		return ap.Addr(), true
+	}
+	a, err := netip.ParseAddr(strings.TrimSuffix(strings.TrimPrefix(entry, "["), "]"))
+	return a, err == nil
 }
 
 // trusted reports whether a is one of trusted_proxies.
