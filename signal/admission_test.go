@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"icebox/internal/ipclass"
 	"icebox/internal/testenv"
 )
 
@@ -288,4 +290,46 @@ func TestTrustedProxyCountsClients(t *testing.T) {
 		}
 		from("203.0.113.1").expectError(errBusy)
 	}
+}
+
+// FuzzClientKey: whatever a client writes in X-Forwarded-For, the key is
+// the peer's own unless the peer is a trusted proxy, and then it is the
+// peer's or that of an address the header names.
+func FuzzClientKey(f *testing.F) {
+	cfg := testConfig()
+	cfg.TrustedProxies = []string{"10.0.0.0/8", "2001:db8::/32"}
+	set, err := newSettings(cfg, nil)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add("10.0.0.5:4000", "203.0.113.9, 10.1.1.1")
+	f.Add("198.51.100.7:4000", "203.0.113.9")
+	f.Add("[2001:db8::1]:4000", "[2001:db8:1::9]:80, garbage")
+	f.Add("10.0.0.5:4000", ",,, ")
+	f.Fuzz(func(t *testing.T, remote, xff string) {
+		r := httptest.NewRequest("GET", "/connect", nil)
+		r.RemoteAddr = remote
+		r.Header.Set("X-Forwarded-For", xff)
+		got := set.clientKey(r)
+		ap, err := netip.ParseAddrPort(remote)
+		if err != nil {
+			if got.IsValid() {
+				t.Fatalf("unparsable peer %q: key %v", remote, got)
+			}
+			return
+		}
+		own := ipclass.SourcePrefix(ap.Addr())
+		if got == own {
+			return
+		}
+		if !set.trusted(ap.Addr().Unmap()) {
+			t.Fatalf("peer %q is not trusted, yet its key is %v from %q", remote, got, xff)
+		}
+		for _, entry := range strings.Split(xff, ",") {
+			if a, ok := forwardedAddr(entry); ok && ipclass.SourcePrefix(a) == got {
+				return
+			}
+		}
+		t.Fatalf("key %v is neither the peer %q nor in %q", got, remote, xff)
+	})
 }
