@@ -150,14 +150,7 @@ func TestSilentTCPConnectionsAreBounded(t *testing.T) {
 			var opts Options
 			legit := websocket.Dialer{HandshakeTimeout: readTimeout}
 			if withTLS { // silent connections wait in the TLS sniffer, before net/http
-				dir := t.TempDir()
-				certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-				testenv.WriteCert(t, certFile, keyFile, time.Time{})
-				pair, err := tls.LoadX509KeyPair(certFile, keyFile)
-				if err != nil {
-					t.Fatal(err)
-				}
-				opts.GetCertificate = func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return &pair, nil }
+				opts.GetCertificate = selfSignedCert(t)
 				legit.TLSClientConfig = &tls.Config{InsecureSkipVerify: true}
 			}
 			ts := startServer(t, cfg, opts)
@@ -198,30 +191,62 @@ func TestSilentTCPConnectionsAreBounded(t *testing.T) {
 // TestConnectionPlacesComeBack: with one WebSocket and eight other
 // connections allowed per address, an address that connects and leaves
 // many times over, by WebSocket and by plain requests that close their
-// connection, is never refused: every place taken is given back.
+// connection, is never refused: every place taken is given back, over
+// plain HTTP and through the TLS sniffer.
 func TestConnectionPlacesComeBack(t *testing.T) {
-	cfg := testConfig()
-	cfg.MaxConnsPerIP = 1
-	ts := startServer(t, cfg, Options{})
-	hc := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
-	for i := range 2 * (1 + browserConns) {
-		k := join(t, ts.url("controllerId=again"))
-		k.ws.Close()
-		resp, err := hc.Get("http://" + ts.addr + "/healthz")
-		if err != nil {
-			t.Fatalf("round %d: %v", i, err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != 200 {
-			t.Fatalf("round %d: /healthz %d", i, resp.StatusCode)
-		}
-		eventually(t, "every place to be given back", func() bool {
-			return ts.httpConns.held.Total() == 0 && ts.peers.Total() == 0
+	for _, withTLS := range []bool{false, true} {
+		t.Run(map[bool]string{false: "plain", true: "tls"}[withTLS], func(t *testing.T) {
+			cfg := testConfig()
+			cfg.MaxConnsPerIP = 1
+			opts, dialer, scheme := Options{}, websocket.Dialer{HandshakeTimeout: readTimeout}, "ws"
+			transport := &http.Transport{DisableKeepAlives: true}
+			if withTLS {
+				opts.GetCertificate = selfSignedCert(t)
+				dialer.TLSClientConfig = &tls.Config{InsecureSkipVerify: true}
+				transport.TLSClientConfig = dialer.TLSClientConfig
+				scheme = "wss"
+			}
+			ts := startServer(t, cfg, opts)
+			hc := &http.Client{Transport: transport}
+			for i := range 2 * (1 + browserConns) {
+				ws, _, err := dialer.Dial(scheme+"://"+ts.addr+"/connect?controllerId=again", nil)
+				if err != nil {
+					t.Fatalf("round %d: %v", i, err)
+				}
+				k := &ktClient{t: t, ws: ws}
+				k.send("WsInit", "")
+				k.expect("WsIceServers")
+				ws.Close()
+				resp, err := hc.Get(map[bool]string{false: "http", true: "https"}[withTLS] + "://" + ts.addr + "/healthz")
+				if err != nil {
+					t.Fatalf("round %d: %v", i, err)
+				}
+				resp.Body.Close()
+				if resp.StatusCode != 200 {
+					t.Fatalf("round %d: /healthz %d", i, resp.StatusCode)
+				}
+				eventually(t, "every place to be given back", func() bool {
+					return ts.httpConns.held.Total() == 0 && ts.peers.Total() == 0
+				})
+			}
+			if got := testenv.MetricValue(t, ts.cm.refusedConn); got != 0 {
+				t.Errorf("%v connections refused", got)
+			}
 		})
 	}
-	if got := testenv.MetricValue(t, ts.cm.refusedConn); got != 0 {
-		t.Errorf("%v connections refused", got)
+}
+
+// selfSignedCert is a GetCertificate with a fresh self-signed certificate.
+func selfSignedCert(t *testing.T) func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+	t.Helper()
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	testenv.WriteCert(t, certFile, keyFile, time.Time{})
+	pair, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
 	}
+	return func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return &pair, nil }
 }
 
 // TestClientKeyBehindProxies: the per-address limits count the client a
@@ -289,6 +314,22 @@ func TestTrustedProxyCountsClients(t *testing.T) {
 			second.expectError(errBusy) // one address: the header is not believed
 		}
 		from("203.0.113.1").expectError(errBusy)
+		if trusted {
+			// The proxy's own connections carry many clients: it may hold
+			// more not yet upgraded than one address may, and a client
+			// behind it still joins.
+			for range cfg.MaxConnsPerIP + browserConns + 1 {
+				c, err := net.Dial("tcp4", ts.addr)
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { c.Close() })
+			}
+			from("203.0.113.3").expect("WsIceServers")
+			if got := testenv.MetricValue(t, ts.cm.refusedConn); got != 1 {
+				t.Errorf("%v connections refused, want only the second of 203.0.113.1's", got)
+			}
+		}
 	}
 }
 
