@@ -36,8 +36,11 @@ type Config struct {
 	// them counts against the client its X-Forwarded-For names (the
 	// right-most address there that is not a trusted proxy), so the
 	// per-address limits and budgets apply to clients rather than to the
-	// proxy, whose own connections count only against max_conns. Default
-	// none: X-Forwarded-For is ignored, as anyone can write it.
+	// proxy, whose own connections count only against max_conns. List
+	// only proxies that terminate HTTP and append to X-Forwarded-For,
+	// never a TCP or TLS pass-through balancer: through one, the header
+	// is the client's own. Default none: X-Forwarded-For is ignored, as
+	// anyone can write it.
 	TrustedProxies []string `yaml:"trusted_proxies"`
 
 	// Only connections with a valid join token (icebox token -room R) get
