@@ -54,6 +54,11 @@ type authFields struct {
 	integrity              int    // offset of the MESSAGE-INTEGRITY attribute header; 0 if absent
 	lifetime               int    // offset of LIFETIME's 4-byte value; 0 if absent
 	fingerprint            int    // offset of the FINGERPRINT attribute header; 0 if absent
+	// lateGrant: an XOR-PEER-ADDRESS or CHANNEL-NUMBER after
+	// MESSAGE-INTEGRITY, which RFC 8489 §14.5 says to ignore and pion
+	// grants; the data plane, which counts what an allocation holds,
+	// learns only what the integrity covers.
+	lateGrant bool
 	// The first REQUESTED-TRANSPORT and REQUESTED-ADDRESS-FAMILY anywhere
 	// in the message, as pion reads them: offset of the attribute header,
 	// 0 if absent.
@@ -93,6 +98,8 @@ func parseRequest(b []byte) (f authFields, ok bool) {
 			switch {
 			case at == attrLifetime:
 				return f, false
+			case at == attrXORPeerAddress, at == attrChannelNumber:
+				f.lateGrant = true
 			case at == attrFingerprint && n == 4 && off == f.integrity+4+integrityLen:
 				f.fingerprint = off
 			}
@@ -282,10 +289,7 @@ func (s *Server) wrongForPion(b []byte, f authFields, c connID, lv *live) int {
 		}
 	}
 	if f.method == methodCreatePermission || f.method == methodChannelBind {
-		if peerOrChannelAfter(b, f.integrity) {
-			// RFC 8489 §14.5: ignored there, but pion grants them, and
-			// the data plane, which counts what an allocation holds,
-			// learns only what the integrity covers.
+		if f.lateGrant {
 			return codeBadRequest
 		}
 		return s.peersWrongForPion(b, f.method == methodCreatePermission, c, lv)
@@ -349,19 +353,6 @@ func (s *Server) peersWrongForPion(b []byte, create bool, c connID, lv *live) in
 	s.metrics.quotaRefusals[by].Inc()
 	s.log.Debug("turn: permission or channel refused by quota", "client", c.src, "quota", by)
 	return codeNoCapacity
-}
-
-// peerOrChannelAfter reports whether b has an XOR-PEER-ADDRESS or a
-// CHANNEL-NUMBER after its MESSAGE-INTEGRITY, at integrity. b must have
-// passed parseRequest.
-func peerOrChannelAfter(b []byte, integrity int) bool {
-	attrs := attrsOf(b, stunHeaderLen+int(binary.BigEndian.Uint16(b[2:4])))
-	for off, at, n, ok := attrs.first(); ok; off, at, n, ok = attrs.after(off, n) {
-		if off > integrity && (at == attrXORPeerAddress || at == attrChannelNumber) {
-			return true
-		}
-	}
-	return false
 }
 
 // countPeers counts b's XOR-PEER-ADDRESS attributes and reports whether
