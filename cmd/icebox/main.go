@@ -339,8 +339,6 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, rl reloader) error
 				log.Error("reload refused, the running config stays", "err", err)
 			} else if err := d.reload(next, rl.level); err != nil {
 				log.Error("reload failed, the running config stays", "err", err)
-			} else {
-				cfg = next
 			}
 			sdNotify("READY=1")
 		case <-watchdog:

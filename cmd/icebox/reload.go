@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"log/slog"
 	"reflect"
 
@@ -41,6 +42,11 @@ func (d *daemon) reload(cfg Config, level *slog.LevelVar) error {
 		"turn.enabled":                        was.TURN.Enabled != cfg.TURN.Enabled,
 		"signal.enabled":                      was.Signal.Enabled != cfg.Signal.Enabled,
 		"admin":                               was.Admin != cfg.Admin,
+		"tls.listen":                          was.TLS.Listen != cfg.TLS.Listen,
+		"tls.acme":                            fmt.Sprint(was.TLS.ACME) != fmt.Sprint(cfg.TLS.ACME),
+		"tls.cert (on or off)":                (was.TLS.Cert == "") != (cfg.TLS.Cert == ""),
+		"signal.tls (on or off)":              (was.Signal.TLS.On() || was.TLS.On()) != (cfg.Signal.TLS.On() || cfg.TLS.On()),
+		"turn.tls (on or off)":                (was.TURN.TLS.Cert != "" || was.TLS.On()) != (cfg.TURN.TLS.Cert != "" || cfg.TLS.On()),
 	} {
 		if changed {
 			d.log.Warn("setting changed; it takes effect on restart", "key", key)
@@ -48,7 +54,7 @@ func (d *daemon) reload(cfg Config, level *slog.LevelVar) error {
 	}
 	// Every part prepares (loads secrets, certificates, checks) first;
 	// only when all have succeeded does any of them change.
-	commitTLS, err := d.tls.prepareReload(d.started, cfg, d.log)
+	commitTLS, err := d.tls.prepareReload(cfg, d.log)
 	if err != nil {
 		return err
 	}

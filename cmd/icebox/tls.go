@@ -187,21 +187,8 @@ func (t *tlsPart) sharedPort() int {
 // prepareReload loads renamed certificate files without putting them in
 // service; the commit it returns points the file sources at them. A pair
 // that does not load refuses the reload. Turning a source on or off, ACME
-// and the port need a restart, and are named while cfg differs from the
-// config the part started with.
-func (t *tlsPart) prepareReload(started, cfg Config, log *slog.Logger) (commit func(), err error) {
-	old := started
-	for key, changed := range map[string]bool{
-		"tls.listen":             old.TLS.Listen != cfg.TLS.Listen,
-		"tls.acme":               fmt.Sprint(old.TLS.ACME) != fmt.Sprint(cfg.TLS.ACME),
-		"tls.cert (on or off)":   (old.TLS.Cert == "") != (cfg.TLS.Cert == ""),
-		"signal.tls (on or off)": (old.Signal.TLS.On() || old.TLS.On()) != (cfg.Signal.TLS.On() || cfg.TLS.On()),
-		"turn.tls (on or off)":   (old.TURN.TLS.Cert != "" || old.TLS.On()) != (cfg.TURN.TLS.Cert != "" || cfg.TLS.On()),
-	} {
-		if changed {
-			log.Warn("setting changed; it takes effect on restart", "key", key)
-		}
-	}
+// and the port need a restart (reload names them).
+func (t *tlsPart) prepareReload(cfg Config, log *slog.Logger) (commit func(), err error) {
 	type swap struct {
 		f         *certs.Files
 		cert, key string
