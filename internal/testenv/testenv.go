@@ -8,7 +8,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -89,7 +88,8 @@ func FreeRelayRange(t testing.TB, n int) string {
 		if try >= blocks {
 			how = syscall.LOCK_EX // every block is taken: wait for one
 		}
-		f, err := os.OpenFile(filepath.Join(os.TempDir(), fmt.Sprintf("icebox-relay-ports-%d.lock", base+k*block)), os.O_CREATE|os.O_RDWR, 0o600)
+		// A fixed directory, not $TMPDIR: every process must lock the same file.
+		f, err := os.OpenFile(fmt.Sprintf("/tmp/icebox-relay-ports-%d.lock", base+k*block), os.O_CREATE|os.O_RDWR, 0o666)
 		if err != nil {
 			t.Fatal(err)
 		}
