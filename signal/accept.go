@@ -107,8 +107,7 @@ const browserConns = 8
 // is over the limits.
 func (s *Server) holdConn(c net.Conn) bool {
 	set := s.settings()
-	ap, _ := netip.ParseAddrPort(c.RemoteAddr().String())
-	src := ap.Addr().Unmap()
+	src := ipclass.PeerAddrPort(c.RemoteAddr()).Addr()
 	limits := persource.Limits{Total: set.MaxConns, PerSource: set.MaxConnsPerIP + browserConns, FairShare: true}
 	if set.trusted(src) { // a proxy's connections carry many clients
 		limits.PerSource, limits.FairShare = set.MaxConns, false

@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"icebox/internal/ipclass"
 	"icebox/internal/persource"
 )
 
@@ -130,7 +131,7 @@ func (l *tcpListener) acceptRaw() (*tcpConn, error) {
 		}
 		l.loop.working()
 		l.loop.backoff = 0
-		from := remoteAddrPort(c)
+		from := ipclass.PeerAddrPort(c.RemoteAddr())
 		if why, ok := l.admit.take(from.Addr()); !ok {
 			l.stats.tcpRefused[why].Inc()
 			c.Close()
@@ -163,20 +164,6 @@ func (l *tcpListener) acceptRaw() (*tcpConn, error) {
 		l.mu.Unlock()
 		return tc, nil
 	}
-}
-
-// remoteAddrPort is c's peer address, also for connections from an
-// extra listener whose RemoteAddr is not a *net.TCPAddr.
-func remoteAddrPort(c net.Conn) netip.AddrPort {
-	var ap netip.AddrPort
-	switch a := c.RemoteAddr().(type) {
-	case *net.TCPAddr:
-		ap = a.AddrPort()
-	case nil:
-	default:
-		ap, _ = netip.ParseAddrPort(a.String())
-	}
-	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 }
 
 // acceptTLS feeds ready with connections that completed their handshake.

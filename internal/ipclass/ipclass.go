@@ -5,7 +5,10 @@
 // limit the second, so they all agree.
 package ipclass
 
-import "net/netip"
+import (
+	"net"
+	"net/netip"
+)
 
 // reserved are the ranges that are not the public internet: a relay into
 // them would make a TURN server a proxy into the host's own network, its
@@ -84,3 +87,21 @@ func SourcePrefix(a netip.Addr) netip.Prefix {
 
 // SourceKey is SourcePrefix as an address, for maps keyed by address.
 func SourceKey(a netip.Addr) netip.Addr { return SourcePrefix(a).Addr() }
+
+// PeerAddrPort is the address and port a connection's RemoteAddr names,
+// unmapped: what per-source limits take a connection's source from,
+// whether its RemoteAddr is a *net.TCPAddr or, from a wrapping
+// listener, something else that prints as one. Zero when there is none.
+func PeerAddrPort(a net.Addr) netip.AddrPort {
+	var ap netip.AddrPort
+	switch a := a.(type) {
+	case *net.TCPAddr:
+		ap = a.AddrPort()
+	case *net.UDPAddr:
+		ap = a.AddrPort()
+	case nil:
+	default:
+		ap, _ = netip.ParseAddrPort(a.String())
+	}
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+}

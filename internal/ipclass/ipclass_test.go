@@ -1,6 +1,7 @@
 package ipclass
 
 import (
+	"net"
 	"net/netip"
 	"testing"
 )
@@ -56,5 +57,29 @@ func TestSourcePrefix(t *testing.T) {
 	}
 	if SourceKey(netip.Addr{}).IsValid() {
 		t.Error("the invalid address has a valid key")
+	}
+}
+
+// printedAddr is a net.Addr of a wrapping listener: only its String says
+// where the peer is.
+type printedAddr string
+
+func (a printedAddr) Network() string { return "tcp" }
+func (a printedAddr) String() string  { return string(a) }
+
+func TestPeerAddrPort(t *testing.T) {
+	for _, tc := range []struct {
+		addr net.Addr
+		want string
+	}{
+		{&net.TCPAddr{IP: net.ParseIP("::ffff:192.0.2.1"), Port: 4000}, "192.0.2.1:4000"},
+		{&net.UDPAddr{IP: net.ParseIP("2001:db8::1"), Port: 3478}, "[2001:db8::1]:3478"},
+		{printedAddr("[::ffff:198.51.100.7]:80"), "198.51.100.7:80"},
+		{printedAddr("not an address"), "invalid AddrPort"},
+		{nil, "invalid AddrPort"},
+	} {
+		if got := PeerAddrPort(tc.addr).String(); got != tc.want {
+			t.Errorf("PeerAddrPort(%v) = %s, want %s", tc.addr, got, tc.want)
+		}
 	}
 }

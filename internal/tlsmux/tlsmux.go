@@ -19,6 +19,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"icebox/internal/ipclass"
 	"icebox/internal/persource"
 )
 
@@ -163,7 +164,7 @@ func (m *Mux) accept() {
 		if err != nil {
 			return // closed, or an error ln does not retry itself (New)
 		}
-		src := remoteAddr(c)
+		src := ipclass.PeerAddrPort(c.RemoteAddr()).Addr()
 		if why := m.admit(src); why != "" {
 			m.refuse(c, why)
 			c.Close()
@@ -199,15 +200,6 @@ func (m *Mux) admit(src netip.Addr) (why string) {
 		return "too many connections in handshake"
 	}
 	return "too many connections in handshake from this source"
-}
-
-// remoteAddr is c's peer address, what pending counts by.
-func remoteAddr(c net.Conn) netip.Addr {
-	if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
-		return a.AddrPort().Addr()
-	}
-	ap, _ := netip.ParseAddrPort(c.RemoteAddr().String())
-	return ap.Addr()
 }
 
 func (m *Mux) refuse(c net.Conn, why string) {
