@@ -1,8 +1,9 @@
 // Package ipclass says what an IP address is: public (one that clients on
 // the internet can reach) or not, and which block of addresses one source
-// holds. The TURN peer policy, the choice of the address icebox announces,
-// its start-up warning and `icebox check` ask the first, every per-source
-// limit the second, so they all agree.
+// holds (and which address a connection comes from). The TURN peer policy,
+// the choice of the address icebox announces, its start-up warning and
+// `icebox check` ask the first, every per-source limit the second, so they
+// all agree.
 package ipclass
 
 import (
