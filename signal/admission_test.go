@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -150,7 +149,7 @@ func TestSilentTCPConnectionsAreBounded(t *testing.T) {
 			var opts Options
 			legit := websocket.Dialer{HandshakeTimeout: readTimeout}
 			if withTLS { // silent connections wait in the TLS sniffer, before net/http
-				opts.GetCertificate = selfSignedCert(t)
+				opts.GetCertificate = testenv.SelfSigned(t)
 				legit.TLSClientConfig = &tls.Config{InsecureSkipVerify: true}
 			}
 			ts := startServer(t, cfg, opts)
@@ -201,7 +200,7 @@ func TestConnectionPlacesComeBack(t *testing.T) {
 			opts, dialer, scheme := Options{}, websocket.Dialer{HandshakeTimeout: readTimeout}, "ws"
 			transport := &http.Transport{DisableKeepAlives: true}
 			if withTLS {
-				opts.GetCertificate = selfSignedCert(t)
+				opts.GetCertificate = testenv.SelfSigned(t)
 				dialer.TLSClientConfig = &tls.Config{InsecureSkipVerify: true}
 				transport.TLSClientConfig = dialer.TLSClientConfig
 				scheme = "wss"
@@ -234,19 +233,6 @@ func TestConnectionPlacesComeBack(t *testing.T) {
 			}
 		})
 	}
-}
-
-// selfSignedCert is a GetCertificate with a fresh self-signed certificate.
-func selfSignedCert(t *testing.T) func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
-	t.Helper()
-	dir := t.TempDir()
-	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	testenv.WriteCert(t, certFile, keyFile, time.Time{})
-	pair, err := tls.LoadX509KeyPair(certFile, keyFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return &pair, nil }
 }
 
 // TestClientKeyBehindProxies: the per-address limits count the client a

@@ -171,12 +171,8 @@ func startTLSFront(t *testing.T, mutFront func(*stunsrv.Config)) (*testServer, *
 	cfg.TLS.Listen = "127.0.0.1:0"
 	cfg.TLS.Cert, cfg.TLS.Key = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
 	cert := testenv.WriteCert(t, cfg.TLS.Cert, cfg.TLS.Key, time.Time{})
-	pair, err := tls.LoadX509KeyPair(cfg.TLS.Cert, cfg.TLS.Key)
-	if err != nil {
-		t.Fatal(err)
-	}
 	ts := startServerFront(t, mutFront, cfg, func(o *Options) {
-		o.GetCertificate = func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return &pair, nil }
+		o.GetCertificate = testenv.CertificateFunc(t, cfg.TLS.Cert, cfg.TLS.Key)
 	})
 	pool := x509.NewCertPool()
 	pool.AddCert(cert)

@@ -4,12 +4,14 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"math/big"
 	"net"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 )
@@ -68,4 +70,25 @@ func WriteCert(t testing.TB, certFile, keyFile string, mtime time.Time) *x509.Ce
 		t.Fatal(err)
 	}
 	return cert
+}
+
+// CertificateFunc is a GetCertificate serving the pair in certFile and
+// keyFile (as WriteCert writes them), loaded once.
+func CertificateFunc(t testing.TB, certFile, keyFile string) func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+	t.Helper()
+	pair, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return &pair, nil }
+}
+
+// SelfSigned is a GetCertificate serving a fresh certificate from
+// WriteCert, for tests that need TLS but not the certificate itself.
+func SelfSigned(t testing.TB) func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+	t.Helper()
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	WriteCert(t, certFile, keyFile, time.Time{})
+	return CertificateFunc(t, certFile, keyFile)
 }

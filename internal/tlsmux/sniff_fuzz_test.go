@@ -67,7 +67,7 @@ func FuzzSniff(f *testing.F) {
 		f.Fatal(err)
 	}
 	m, err := New(ln, Options{
-		TURN: true, HTTP: true, Registerer: prometheus.NewRegistry(), GetCertificate: selfSigned(f),
+		TURN: true, HTTP: true, Registerer: prometheus.NewRegistry(), GetCertificate: testenv.SelfSigned(f),
 	})
 	if err != nil {
 		f.Fatal(err)

@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -27,25 +26,12 @@ type port struct {
 	turn chan []byte // first message each TURN connection sent
 }
 
-// selfSigned is a GetCertificate serving a fresh self-signed certificate.
-func selfSigned(t testing.TB) func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
-	t.Helper()
-	dir := t.TempDir()
-	certFile, keyFile := filepath.Join(dir, "c.pem"), filepath.Join(dir, "k.pem")
-	testenv.WriteCert(t, certFile, keyFile, time.Time{})
-	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return &cert, nil }
-}
-
 // startPort serves a mux on 127.0.0.1 with a self-signed certificate: an
 // HTTP server that says which kind of connection it got, and a TURN taker
 // that records the first 20 bytes (a STUN header) and echoes them.
 func startPort(t *testing.T, opts Options) *port {
 	t.Helper()
-	opts.GetCertificate = selfSigned(t)
+	opts.GetCertificate = testenv.SelfSigned(t)
 	ln, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
