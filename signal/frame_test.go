@@ -105,10 +105,37 @@ func TestDecodeFrame(t *testing.T) {
 	}
 }
 
+// TestAppLayout: frames as the app and the page write them are read
+// without the walk, and everything else is left to it. The walk gives the
+// same results (TestDecodeFrame, FuzzDecodeFrame), so only this test sees
+// whether the short way is taken at all.
+func TestAppLayout(t *testing.T) {
+	for name, msg := range realisticFrames() {
+		var d frameDecoder
+		want, _ := d.decode(msg)
+		if k := d.appLayout(msg); k != want.kind || k == kindInvalid {
+			t.Errorf("appLayout(%s frame) = %v, want %v", name, k, want.kind)
+		}
+	}
+	for _, msg := range []string{
+		`{"data":"","id":"WsInit"}`,
+		`{"id": "WsInit","data":""}`,
+		`{"id":"WsInit","data":""} x`,
+		`{"id":"Ws\u0049nit","data":""}`,
+		`{"id":"Hello","data":""}`,
+		`{"id":"WsInit","data":"","data":""}`,
+		`{"id":"WsInit","data":"\ud800"}`,
+		`{"id":"WsInit"}`,
+	} {
+		var d frameDecoder
+		if k := d.appLayout([]byte(msg)); k != kindInvalid {
+			t.Errorf("appLayout(%s) = %v, want it left to the walk", msg, k)
+		}
+	}
+}
+
 // TestUnquoteLast: the one-pass read of a frame's last member takes
-// exactly a string that ends the document, and leaves everything else to
-// the walk. The walk gives the same results, so only this test sees
-// whether the one pass is taken at all.
+// exactly a string that ends the document.
 func TestUnquoteLast(t *testing.T) {
 	for _, tc := range []struct {
 		rest string
@@ -192,6 +219,10 @@ func FuzzDecodeFrame(f *testing.F) {
 		`{"data":"x","id":"WsIceServers"}`,
 		`{"id":"WsIceServers","data":"}`,
 		`{"id":"WsIceServers","data":}`,
+		`{"id":"Ws\"Init","data":""}`,
+		`{"id":"WsInit\","data":""}`,
+		`{"id":"WsInit","data":"\u00e9"}`,
+		`{"id":"WsInit","data":"é\"\/"}`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -210,6 +241,26 @@ func FuzzDecodeFrame(f *testing.F) {
 		}
 		if string(d.data) != want.data {
 			t.Fatalf("decode(%q) unquoted data %q, reference %q", msg, d.data, want.data)
+		}
+	})
+}
+
+// FuzzAppendUnquoted holds appendUnquoted to jsontext.AppendUnquote on
+// any input: the same verdict, and the same value where both accept.
+func FuzzAppendUnquoted(f *testing.F) {
+	for _, s := range []string{`""`, `"plain"`, `"v=0\\r\\n"`, `"\"\\\/\b\f\n\r\t"`, `"\u00e9\ud83d\ude00"`, `"lone \ud83d"`,
+		`"é\n"`, "\"tab\tin\"", `"x" `, `"x"y"`, `"x\"`, `"\q"`, "\"\xff\"", "\"long run of plain text\x7f\xc3\xa9 ok\"", `"0123456789abcdef\"`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		want, err := jsontext.AppendUnquote(nil, in)
+		prefix := []byte("kept:")
+		got, ok := appendUnquoted(append([]byte(nil), prefix...), in)
+		if ok != (err == nil) {
+			t.Fatalf("appendUnquoted(%q) ok %v, AppendUnquote says %v", in, ok, err)
+		}
+		if ok && (!bytes.HasPrefix(got, prefix) || !bytes.Equal(got[len(prefix):], want)) {
+			t.Fatalf("appendUnquoted(%q) = %q, AppendUnquote gives %q", in, got, want)
 		}
 	})
 }
