@@ -522,21 +522,37 @@ type allocFlow struct {
 
 func (f *allocFlow) run(stop time.Time) (done, lost, late int64) {
 	for time.Now().Before(stop) {
-		c, err := dialTURN(f.o.network(), f.o.addr, []byte(f.o.secret), f.o.realm)
-		if err != nil {
+		if err := f.once(); err != nil {
 			lost++
+			if f.err == nil {
+				f.err = err
+			}
 			continue
 		}
-		if _, err := c.allocate(); err != nil {
-			lost++
-		} else if err := c.release(); err != nil {
-			lost++
-		} else {
-			done++
-		}
-		c.Close()
+		done++
 	}
 	return done, lost, 0
 }
 
-func (f *allocFlow) close() {}
+func (f *allocFlow) once() error {
+	c, err := dialTURN(f.o.network(), f.o.addr, []byte(f.o.secret), f.o.realm)
+	if err != nil {
+		return fmt.Errorf("dial: %w", err)
+	}
+	defer c.Close()
+	if _, err := c.allocate(); err != nil {
+		return fmt.Errorf("allocate: %w", err)
+	}
+	if err := c.release(); err != nil {
+		return fmt.Errorf("release: %w", err)
+	}
+	return nil
+}
+
+// close says why the flow's first lost operation was lost: a count alone
+// cannot tell a refusal from a timeout.
+func (f *allocFlow) close() {
+	if f.err != nil {
+		fmt.Fprintln(os.Stderr, "stunload: alloc flow: first lost operation:", f.err)
+	}
+}
