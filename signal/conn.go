@@ -136,10 +136,16 @@ func (c *conn) run() {
 			set = c.s.settings()
 			c.ws.SetReadDeadline(time.Now().Add(set.PingInterval + set.PongTimeout))
 		}
+		limit := set.MaxFrameSize
+		if !c.inited {
+			limit = min(limit, maxInitFrame)
+		}
 		rb := c.s.bufs.Get().(*readBuf)
 		var tooLarge bool
-		rb.msg, tooLarge, err = readMessage(r, rb.msg, set.MaxFrameSize)
+		rb.msg, tooLarge, err = readMessage(r, rb.msg, limit)
 		switch {
+		case tooLarge && !c.inited:
+			c.refuse(errNoInit) // the first frame must be a WsInit, and this cannot be one
 		case tooLarge:
 			c.refuse(errTooLarge)
 		case err != nil:
@@ -152,6 +158,14 @@ func (c *conn) run() {
 		c.s.bufs.Put(rb)
 	}
 }
+
+// maxInitFrame bounds the first frame, which must be a WsInit: the largest
+// one icebox accepts (a controllerId and a token at their limits, every
+// character \u-escaped, then escaped again as the frame's data, and no
+// padding whitespace, which no client writes) is under 6 KiB. Without it,
+// each connection that has not said who it is could make icebox buffer
+// max_frame_size bytes until init_timeout.
+const maxInitFrame = 8 << 10
 
 // readBuf is a pooled message buffer with the decoder that checks it. An
 // idle connection holds none.

@@ -101,6 +101,49 @@ func TestFatalInput(t *testing.T) {
 	})
 }
 
+// TestFirstFrameIsBounded: a connection that has not sent its WsInit
+// cannot make icebox buffer more than maxInitFrame bytes: a first frame
+// that runs past it is refused while its sender is still sending, not at
+// init_timeout, while the app joins beside it. The largest WsInit icebox
+// would accept still fits.
+func TestFirstFrameIsBounded(t *testing.T) {
+	cfg := testConfig()
+	cfg.InitTimeout = 10 * time.Minute // no refusal here may come from the clock
+	ts := startServer(t, cfg, Options{})
+
+	attacker := dialKt(t, ts.url(""), nil)
+	w, err := attacker.ws.NextWriter(websocket.TextMessage)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// gorilla sends what it has buffered as a fragment each time its
+	// 4 KiB write buffer fills, so more than maxInitFrame bytes reach
+	// icebox while the message stays unfinished.
+	start := `{"id":"WsInit","data":"` + strings.Repeat(" ", maxInitFrame+8<<10)
+	if _, err := w.Write([]byte(start)); err != nil {
+		t.Fatal(err)
+	}
+	app := join(t, ts.url("room=bounded"))
+	attacker.expectError(errNoInit)
+	attacker.expectClose(websocket.ClosePolicyViolation)
+
+	device := join(t, ts.url("room=bounded"))
+	m := app.send("WsSDPOffer", wsSDPData{Type: "offer", SDP: "v=0"})
+	device.expectBytes(m)
+
+	// The largest WsInit: controllerId and token at their limits, every
+	// character \u-escaped. It is read and judged (the token is no real
+	// one), not refused for its size.
+	esc := func(n int) string { return strings.Repeat(`\u0061`, n) }
+	largest := frameOf("WsInit", `{"controllerId":"`+esc(maxControllerID)+`","token":"`+esc(maxToken)+`","presence":false}`)
+	if len(largest) > maxInitFrame {
+		t.Fatalf("the largest WsInit is %d bytes, over maxInitFrame %d", len(largest), maxInitFrame)
+	}
+	k := dialKt(t, ts.url(""), nil)
+	k.sendRaw(websocket.TextMessage, largest)
+	k.expectError(errNotAuthorised)
+}
+
 // TestGarbageSender: max_errors refused frames close the connection 1008.
 func TestGarbageSender(t *testing.T) {
 	cfg := testConfig()
