@@ -154,6 +154,14 @@ type QuotaConfig struct {
 	// Channels one allocation may hold; a ChannelBind for one more is
 	// answered 508, rebinding a held one always works. Default 64.
 	Channels int `yaml:"channels"`
+	// Bytes per second one allocation may relay in each direction (client
+	// to peers, peers to client), in bursts of a second's worth; datagrams
+	// beyond it are dropped and counted, as a congested link would drop
+	// them (coturn's max-bps). A video call needs a few Mbit/s; the cap
+	// keeps one client from filling a small VM's uplink. At least 65536
+	// (a largest datagram per second), or 0 for no limit. Default 4000000
+	// (32 Mbit/s).
+	BytesPerSecond int `yaml:"bytes_per_second"`
 }
 
 // DefaultConfig returns the defaults stated on Config's fields.
@@ -175,6 +183,7 @@ func DefaultConfig() Config {
 			AnswerRate:        32,
 			Permissions:       64,
 			Channels:          64,
+			BytesPerSecond:    4_000_000,
 		},
 	}
 }
@@ -186,6 +195,10 @@ const (
 	minLifetimeCap = 10 * time.Minute
 	maxLifetimeCap = time.Hour
 )
+
+// minBytesPerSecond is the lowest quotas.bytes_per_second: a burst (a
+// second's worth) must hold the largest UDP datagram.
+const minBytesPerSecond = 65536
 
 // minSecretLen keeps secrets out of reach of an offline guess from one
 // captured credential.
@@ -264,10 +277,14 @@ func (c *Config) Validate() error {
 		key string
 		v   int
 	}{{"quotas.per_user", q.PerUser}, {"quotas.per_ip", q.PerIP}, {"quotas.total", q.Total}, {"quotas.auth_failures", q.AuthFailures}, {"quotas.answer_rate", q.AnswerRate},
-		{"quotas.permissions", q.Permissions}, {"quotas.channels", q.Channels}} {
+		{"quotas.permissions", q.Permissions}, {"quotas.channels", q.Channels}, {"quotas.bytes_per_second", q.BytesPerSecond}} {
 		if n.v < 0 {
 			add(n.key, "is negative", "write 0 for no limit, or a positive count")
 		}
+	}
+	if q.BytesPerSecond > 0 && q.BytesPerSecond < minBytesPerSecond {
+		add("quotas.bytes_per_second", fmt.Sprintf("%d is below %d: the largest datagram could never be relayed", q.BytesPerSecond, minBytesPerSecond),
+			fmt.Sprintf("write 0 for no limit, or at least %d", minBytesPerSecond))
 	}
 	if q.MaxLifetime < minLifetimeCap || q.MaxLifetime > maxLifetimeCap {
 		add("quotas.max_lifetime", fmt.Sprintf("%v is outside %v..%v", q.MaxLifetime, minLifetimeCap, maxLifetimeCap),

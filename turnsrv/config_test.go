@@ -43,6 +43,8 @@ func TestValidate(t *testing.T) {
 		{"quotas.per_user", func(c *Config) { c.Quotas.PerUser = -1 }},
 		{"quotas.permissions", func(c *Config) { c.Quotas.Permissions = -1 }},
 		{"quotas.channels", func(c *Config) { c.Quotas.Channels = -1 }},
+		{"quotas.bytes_per_second", func(c *Config) { c.Quotas.BytesPerSecond = -1 }},
+		{"quotas.bytes_per_second", func(c *Config) { c.Quotas.BytesPerSecond = minBytesPerSecond - 1 }},
 		{"quotas.max_lifetime", func(c *Config) { c.Quotas.MaxLifetime = 2 * time.Hour }},
 		{"quotas.max_lifetime", func(c *Config) { c.Quotas.MaxLifetime = time.Minute }},
 		{"quotas.auth_failure_window", func(c *Config) { c.Quotas.AuthFailureWindow = 0 }},

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/pion/turn/v4"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"icebox/stunsrv"
 )
@@ -355,6 +356,27 @@ type relayConn struct {
 	// txid draws Data indications' transaction IDs (a CSPRNG seeded once,
 	// so that a datagram costs no getrandom call).
 	txid *rand.ChaCha8
+	// The allocation's bandwidth, each way (quotas.bytes_per_second).
+	toPeerGate, fromPeerGate rateGate
+}
+
+// admitToPeer and admitFromPeer charge n bytes to the allocation's
+// bandwidth in one direction, counting a datagram they refuse.
+func (c *relayConn) admitToPeer(n int) bool {
+	return c.admit(&c.toPeerGate, n, c.s.metrics.bandwidthDrops[toPeer])
+}
+
+func (c *relayConn) admitFromPeer(n int) bool {
+	return c.admit(&c.fromPeerGate, n, c.s.metrics.bandwidthDrops[fromPeer])
+}
+
+func (c *relayConn) admit(g *rateGate, n int, drops prometheus.Counter) bool {
+	rate := c.s.live.Load().cfg.Quotas.BytesPerSecond
+	if rate <= 0 || g.admit(c.s.dp.now(), n, rate) {
+		return true
+	}
+	drops.Inc()
+	return false
 }
 
 // rtpMTU is the largest datagram pion reads from a relay socket.
@@ -449,8 +471,12 @@ func (c *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
 // with batched reads, the data plane relays the rest first, inside the read.
 func (c *relayConn) next() (slot []byte, n int, from netip.AddrPort, err error) {
 	if c.batch == nil {
-		n, from, err = c.udp.ReadFromUDPAddrPort(c.buf[headroom : headroom+rtpMTU])
-		return c.buf, n, from, err
+		for {
+			n, from, err = c.udp.ReadFromUDPAddrPort(c.buf[headroom : headroom+rtpMTU])
+			if err != nil || c.admitFromPeer(n) {
+				return c.buf, n, from, err
+			}
+		}
 	}
 	if err := c.batch.Serve(c.serveFn); err != nil {
 		c.flushStream()
@@ -472,7 +498,7 @@ func (c *relayConn) serve() bool {
 			c.flushUDP()
 			return true
 		}
-		if c.fromPeer(slot, n, from) {
+		if !c.admitFromPeer(n) || c.fromPeer(slot, n, from) {
 			continue
 		}
 		c.flushStream() // what came before goes first
@@ -578,6 +604,9 @@ func (c *relayConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 			c.s.metrics.peerRefusals[r].Inc()
 			return 0, errPeerRefused
 		}
+	}
+	if !c.admitToPeer(len(p)) {
+		return len(p), nil // dropped, as a congested link would
 	}
 	n, err := c.PacketConn.WriteTo(p, addr)
 	if err == nil {

@@ -529,6 +529,9 @@ func (d *dataPlane) fromClient(b []byte, from connID, snd *peerSender) bool {
 // to point at; what snd holds goes first, so that order is kept).
 func (d *dataPlane) toPeer(relay *relayConn, payload []byte, peer netip.AddrPort, snd *peerSender) {
 	m := d.s.metrics
+	if !relay.admitToPeer(len(payload)) {
+		return
+	}
 	if snd != nil && snd.w != nil && relay.raw != nil {
 		if len(payload) > 0 {
 			snd.queue(relay, payload, peer)
