@@ -279,23 +279,12 @@ func appendUnquoted(dst, s []byte) ([]byte, bool) {
 			return dst, false
 		}
 		dst = append(dst, s[from:i]...)
-		c := s[i+1]
-		switch c {
-		case '"', '\\', '/':
-		case 'b':
-			c = '\b'
-		case 'f':
-			c = '\f'
-		case 'n':
-			c = '\n'
-		case 'r':
-			c = '\r'
-		case 't':
-			c = '\t'
-		case 'u':
+		c, ok := escapeMeaning(s[i+1])
+		switch {
+		case s[i+1] == 'u':
 			out, err := jsontext.AppendUnquote(dst[:start], whole)
 			return out, err == nil
-		default:
+		case !ok:
 			return dst, false
 		}
 		dst = append(dst, c)
@@ -529,23 +518,35 @@ func unquoteChecked(dst []byte, v jsontext.Value) []byte {
 			return append(dst, s...)
 		}
 		dst = append(dst, s[:i]...)
-		c := s[i+1] // a checked string does not end in a backslash
-		switch c {
-		case 'b':
-			c = '\b'
-		case 'f':
-			c = '\f'
-		case 'n':
-			c = '\n'
-		case 'r':
-			c = '\r'
-		case 't':
-			c = '\t'
-		case 'u':
+		// A checked string does not end in a backslash, and its escapes
+		// are valid.
+		if s[i+1] == 'u' {
 			dst, _ = jsontext.AppendUnquote(dst[:start], v)
 			return dst
-		} // '"', '\\' and '/' stand for themselves
+		}
+		c, _ := escapeMeaning(s[i+1])
 		dst = append(dst, c)
 		s = s[i+2:]
 	}
+}
+
+// escapeMeaning is the byte a two-character escape \c stands for; ok is
+// false for \u, which takes four hex digits more, and for what is no
+// escape.
+func escapeMeaning(c byte) (_ byte, ok bool) {
+	switch c {
+	case '"', '\\', '/':
+		return c, true
+	case 'b':
+		return '\b', true
+	case 'f':
+		return '\f', true
+	case 'n':
+		return '\n', true
+	case 'r':
+		return '\r', true
+	case 't':
+		return '\t', true
+	}
+	return 0, false
 }
