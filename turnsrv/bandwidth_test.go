@@ -3,7 +3,6 @@ package turnsrv
 import (
 	"net"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -104,27 +103,14 @@ func waitMetricFunc(t *testing.T, value func() float64, want float64) {
 // and counts those keep accepts.
 func countQueued(t *testing.T, c *net.UDPConn, keep func([]byte) bool) int {
 	t.Helper()
-	rc, err := c.SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
 	buf := make([]byte, 2048)
 	count := 0
 	for {
-		var n int
-		var rerr error
-		if err := rc.Read(func(fd uintptr) bool {
-			n, _, rerr = syscall.Recvfrom(int(fd), buf, syscall.MSG_DONTWAIT)
-			return true
-		}); err != nil {
-			t.Fatal(err)
-		}
-		switch {
-		case rerr == syscall.EAGAIN:
+		n, ok := readQueued(t, c, buf)
+		if !ok {
 			return count
-		case rerr != nil:
-			t.Fatal(rerr)
-		case n > 0 && keep(buf[:n]):
+		}
+		if n > 0 && keep(buf[:n]) {
 			count++
 		}
 	}

@@ -106,30 +106,41 @@ func (c *channelClient) readChannelData(t *testing.T, d time.Duration) (number u
 // instead is queued by then.
 func (c *channelClient) queuedChannelData(t *testing.T) (string, bool) {
 	t.Helper()
-	rc, err := c.conn.(*net.UDPConn).SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
 	buf := make([]byte, 2048)
 	for {
-		var n int
-		var rerr error
-		if err := rc.Read(func(fd uintptr) bool {
-			n, _, rerr = syscall.Recvfrom(int(fd), buf, syscall.MSG_DONTWAIT)
-			return true
-		}); err != nil {
-			t.Fatal(err)
-		}
+		n, ok := readQueued(t, c.conn.(*net.UDPConn), buf)
 		switch {
-		case rerr == syscall.EAGAIN:
+		case !ok:
 			return "", false
-		case rerr != nil:
-			t.Fatal(rerr)
 		case n >= 4 && buf[0]>>6 == 1:
 			l := min(int(binary.BigEndian.Uint16(buf[2:4])), n-4)
 			return string(buf[4 : 4+l]), true
 		} // a STUN answer: look further
 	}
+}
+
+// readQueued reads into buf a datagram already queued on c, without
+// waiting for one; ok is false when none is.
+func readQueued(t *testing.T, c *net.UDPConn, buf []byte) (n int, ok bool) {
+	t.Helper()
+	rc, err := c.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rerr error
+	if err := rc.Read(func(fd uintptr) bool {
+		n, _, rerr = syscall.Recvfrom(int(fd), buf, syscall.MSG_DONTWAIT)
+		return true
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if rerr == syscall.EAGAIN {
+		return 0, false
+	}
+	if rerr != nil {
+		t.Fatal(rerr)
+	}
+	return n, true
 }
 
 // readFrame returns the next datagram, or over a stream the next STUN or
