@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/pion/turn/v4"
-	"github.com/prometheus/client_golang/prometheus"
 
 	"icebox/stunsrv"
 )
@@ -358,25 +357,6 @@ type relayConn struct {
 	txid *rand.ChaCha8
 	// The allocation's bandwidth, each way (quotas.bytes_per_second).
 	toPeerGate, fromPeerGate rateGate
-}
-
-// admitToPeer and admitFromPeer charge n bytes to the allocation's
-// bandwidth in one direction, counting a datagram they refuse.
-func (c *relayConn) admitToPeer(n int) bool {
-	return c.admit(&c.toPeerGate, n, c.s.metrics.bandwidthDrops[toPeer])
-}
-
-func (c *relayConn) admitFromPeer(n int) bool {
-	return c.admit(&c.fromPeerGate, n, c.s.metrics.bandwidthDrops[fromPeer])
-}
-
-func (c *relayConn) admit(g *rateGate, n int, drops prometheus.Counter) bool {
-	rate := c.s.live.Load().cfg.Quotas.BytesPerSecond
-	if rate <= 0 || g.admit(c.s.dp.now(), n, rate) {
-		return true
-	}
-	drops.Inc()
-	return false
 }
 
 // rtpMTU is the largest datagram pion reads from a relay socket.

@@ -4,7 +4,6 @@ import (
 	"net"
 	"net/netip"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"icebox/internal/ipclass"
@@ -400,34 +399,6 @@ func (a *answerBudget) sweep(now time.Time, rate int) {
 	for ip, b := range a.src {
 		if b.Full(now, float64(rate), 2*rate) {
 			delete(a.src, ip)
-		}
-	}
-}
-
-// rateGate paces one direction of an allocation's relayed bytes at
-// quotas.bytes_per_second, in bursts of a second's worth. It is a token
-// bucket kept as one number (GCRA: the time the bucket would be full
-// again), so the reading goroutines of both paths, icebox's data plane
-// and pion's, share it with one compare-and-swap and no lock.
-type rateGate struct {
-	due atomic.Int64 // dataPlane.now() units: when the bytes admitted so far are paid for
-}
-
-// admit reports whether n bytes may pass at now at rate bytes per second
-// (0: no limit), and charges them if so.
-func (g *rateGate) admit(now int64, n int, rate int) bool {
-	if rate <= 0 {
-		return true
-	}
-	cost := int64(n) * int64(time.Second) / int64(rate)
-	for {
-		due := g.due.Load()
-		next := max(due, now) + cost
-		if next-now > int64(time.Second) {
-			return false
-		}
-		if g.due.CompareAndSwap(due, next) {
-			return true
 		}
 	}
 }

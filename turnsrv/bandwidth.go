@@ -1,0 +1,55 @@
+package turnsrv
+
+import (
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// rateGate paces one direction of an allocation's relayed bytes at
+// quotas.bytes_per_second, in bursts of a second's worth. It is a token
+// bucket kept as one number (GCRA: the time the bucket would be full
+// again), so the reading goroutines of both paths, icebox's data plane
+// and pion's, share it with one compare-and-swap and no lock.
+type rateGate struct {
+	due atomic.Int64 // dataPlane.now() units: when the bytes admitted so far are paid for
+}
+
+// admit reports whether n bytes may pass at now at rate bytes per second
+// (0: no limit), and charges them if so.
+func (g *rateGate) admit(now int64, n int, rate int) bool {
+	if rate <= 0 {
+		return true
+	}
+	cost := int64(n) * int64(time.Second) / int64(rate)
+	for {
+		due := g.due.Load()
+		next := max(due, now) + cost
+		if next-now > int64(time.Second) {
+			return false
+		}
+		if g.due.CompareAndSwap(due, next) {
+			return true
+		}
+	}
+}
+
+// admitToPeer and admitFromPeer charge n bytes to the allocation's
+// bandwidth in one direction, counting a datagram they refuse.
+func (c *relayConn) admitToPeer(n int) bool {
+	return c.admit(&c.toPeerGate, n, c.s.metrics.bandwidthDrops[toPeer])
+}
+
+func (c *relayConn) admitFromPeer(n int) bool {
+	return c.admit(&c.fromPeerGate, n, c.s.metrics.bandwidthDrops[fromPeer])
+}
+
+func (c *relayConn) admit(g *rateGate, n int, drops prometheus.Counter) bool {
+	rate := c.s.live.Load().cfg.Quotas.BytesPerSecond
+	if rate <= 0 || g.admit(c.s.dp.now(), n, rate) {
+		return true
+	}
+	drops.Inc()
+	return false
+}
