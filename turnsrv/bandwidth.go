@@ -10,8 +10,13 @@ import (
 // rateGate paces one direction of an allocation's relayed bytes at
 // quotas.bytes_per_second, in bursts of a second's worth. It is a token
 // bucket kept as one number (GCRA: the time the bucket would be full
-// again), so the reading goroutines of both paths, icebox's data plane
-// and pion's, share it with one compare-and-swap and no lock.
+// again), so concurrent senders share it with one compare-and-swap and no
+// lock. Towards peers it counts both paths, icebox's data plane and pion's
+// WriteTo (pion has checked the permission by then); from peers it counts
+// what the data plane relays, after its permission checks. Datagrams from
+// peers that go to pion are ones the data plane's mirror does not know,
+// mostly a stranger's that pion drops, and charging them would let anyone
+// spend an allocation's budget.
 type rateGate struct {
 	due atomic.Int64 // dataPlane.now() units: when the bytes admitted so far are paid for
 }
@@ -35,19 +40,22 @@ func (g *rateGate) admit(now int64, n int, rate int) bool {
 	}
 }
 
-// admitToPeer and admitFromPeer charge n bytes to the allocation's
-// bandwidth in one direction, counting a datagram they refuse.
-func (c *relayConn) admitToPeer(n int) bool {
-	return c.admit(&c.toPeerGate, n, c.s.metrics.bandwidthDrops[toPeer])
+// admitToPeer and admitFromPeer charge n bytes, at now (dataPlane.now),
+// to the allocation's bandwidth in one direction, counting a datagram
+// they refuse. Only a datagram that is relayed is charged, after the
+// permission, lifetime and policy checks: a stranger's datagrams to the
+// relay port must not spend the allocation's budget and starve its peers.
+func (c *relayConn) admitToPeer(n int, now int64) bool {
+	return c.admit(&c.toPeerGate, n, now, c.s.metrics.bandwidthDrops[toPeer])
 }
 
-func (c *relayConn) admitFromPeer(n int) bool {
-	return c.admit(&c.fromPeerGate, n, c.s.metrics.bandwidthDrops[fromPeer])
+func (c *relayConn) admitFromPeer(n int, now int64) bool {
+	return c.admit(&c.fromPeerGate, n, now, c.s.metrics.bandwidthDrops[fromPeer])
 }
 
-func (c *relayConn) admit(g *rateGate, n int, drops prometheus.Counter) bool {
+func (c *relayConn) admit(g *rateGate, n int, now int64, drops prometheus.Counter) bool {
 	rate := c.s.live.Load().cfg.Quotas.BytesPerSecond
-	if rate <= 0 || g.admit(c.s.dp.now(), n, rate) {
+	if rate <= 0 || g.admit(now, n, rate) {
 		return true
 	}
 	drops.Inc()

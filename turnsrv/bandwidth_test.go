@@ -77,6 +77,33 @@ func TestBandwidthCap(t *testing.T) {
 		}
 		legit.roundTrip(t, 0x4000, legitPeer, "after")
 	})
+
+	// A stranger (an address without a permission: permissions are per
+	// IP, so not 127.0.0.1) flooding the legitimate allocation's relay
+	// port spends none of its budget: its peer's next second's worth all
+	// reaches the client.
+	t.Run("stranger spends nothing", func(t *testing.T) {
+		stranger := peerSocketAt(t, net.IPv4(127, 0, 0, 2))
+		received := testenv.MetricValue(t, m.fromPeerPackets)
+		drops := testenv.MetricValue(t, m.bandwidthDrops[fromPeer])
+		for r := range rounds {
+			for range perRound {
+				stranger.WriteToUDPAddrPort([]byte(payload), legit.relay)
+			}
+			waitMetricFunc(t, func() float64 { return testenv.MetricValue(t, m.fromPeerPackets) - received }, float64((r+1)*perRound))
+		}
+		burst := minBytesPerSecond / size
+		for range burst {
+			legitPeer.WriteToUDPAddrPort([]byte(payload), legit.relay)
+		}
+		for i := range burst {
+			if _, got, ok := legit.readChannelData(t, wait); !ok || got != payload {
+				t.Fatalf("datagram %d of the peer's %d: got %d bytes (ok %v); drops %v fast %v received %v", i+1, burst, len(got), ok,
+					testenv.MetricValue(t, m.bandwidthDrops[fromPeer]), testenv.MetricValue(t, m.fastFromPeer), testenv.MetricValue(t, m.fromPeerPackets)-received)
+			}
+		}
+		wantCount(t, m.bandwidthDrops[fromPeer], drops, "datagrams from peers dropped by the cap")
+	})
 }
 
 // wantPaced checks that relayed of sent datagrams of size bytes, sent over

@@ -451,12 +451,8 @@ func (c *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
 // with batched reads, the data plane relays the rest first, inside the read.
 func (c *relayConn) next() (slot []byte, n int, from netip.AddrPort, err error) {
 	if c.batch == nil {
-		for {
-			n, from, err = c.udp.ReadFromUDPAddrPort(c.buf[headroom : headroom+rtpMTU])
-			if err != nil || c.admitFromPeer(n) {
-				return c.buf, n, from, err
-			}
-		}
+		n, from, err = c.udp.ReadFromUDPAddrPort(c.buf[headroom : headroom+rtpMTU])
+		return c.buf, n, from, err
 	}
 	if err := c.batch.Serve(c.serveFn); err != nil {
 		c.flushStream()
@@ -478,7 +474,7 @@ func (c *relayConn) serve() bool {
 			c.flushUDP()
 			return true
 		}
-		if !c.admitFromPeer(n) || c.fromPeer(slot, n, from) {
+		if c.fromPeer(slot, n, from) {
 			continue
 		}
 		c.flushStream() // what came before goes first
@@ -585,7 +581,7 @@ func (c *relayConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 			return 0, errPeerRefused
 		}
 	}
-	if !c.admitToPeer(len(p)) {
+	if !c.admitToPeer(len(p), c.s.dp.now()) {
 		return len(p), nil // dropped, as a congested link would
 	}
 	n, err := c.PacketConn.WriteTo(p, addr)

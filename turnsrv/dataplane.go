@@ -469,10 +469,10 @@ func (d *dataPlane) refusal(verdict *atomic.Pointer[policyVerdict], ip netip.Add
 	return v
 }
 
-// pass checks a datagram on ch against lifetimes and policy, counting
-// what it drops.
-func (d *dataPlane) pass(a *dpAlloc, ch *dpChannel) bool {
-	if !a.unexpired(ch, d.now()) {
+// pass checks a datagram on ch at now against lifetimes and policy,
+// counting what it drops.
+func (d *dataPlane) pass(a *dpAlloc, ch *dpChannel, now int64) bool {
+	if !a.unexpired(ch, now) {
 		d.s.metrics.fastDrops[dropExpired].Inc()
 		return false
 	}
@@ -481,8 +481,8 @@ func (d *dataPlane) pass(a *dpAlloc, ch *dpChannel) bool {
 
 // passPerm is pass for a Send or Data indication: the permission for the
 // peer's address must be unexpired.
-func (d *dataPlane) passPerm(p *dpPerm, peer netip.AddrPort) bool {
-	if d.now() >= p.expires.Load() {
+func (d *dataPlane) passPerm(p *dpPerm, peer netip.AddrPort, now int64) bool {
+	if now >= p.expires.Load() {
 		d.s.metrics.fastDrops[dropExpired].Inc()
 		return false
 	}
@@ -517,19 +517,20 @@ func (d *dataPlane) fromClient(b []byte, from connID, snd *peerSender) bool {
 	if ch == nil || size > len(b) {
 		return false
 	}
-	if d.pass(a, ch) {
-		d.toPeer(a.relay, b[4:size], ch.peer, snd)
+	if now := d.now(); d.pass(a, ch, now) {
+		d.toPeer(a.relay, b[4:size], ch.peer, snd, now)
 	}
 	return true
 }
 
 // toPeer sends payload out of relay to peer, an IPv4 peer (the only
-// kind xorPeerAddrPort reads): queued on snd when the caller batches its
-// sends, else at once (an empty datagram too: a batch entry needs a byte
-// to point at; what snd holds goes first, so that order is kept).
-func (d *dataPlane) toPeer(relay *relayConn, payload []byte, peer netip.AddrPort, snd *peerSender) {
+// kind xorPeerAddrPort reads), within the allocation's bandwidth at now:
+// queued on snd when the caller batches its sends, else at once (an empty
+// datagram too: a batch entry needs a byte to point at; what snd holds
+// goes first, so that order is kept).
+func (d *dataPlane) toPeer(relay *relayConn, payload []byte, peer netip.AddrPort, snd *peerSender, now int64) {
 	m := d.s.metrics
-	if !relay.admitToPeer(len(payload)) {
+	if !relay.admitToPeer(len(payload), now) {
 		return
 	}
 	if snd != nil && snd.w != nil && relay.raw != nil {
@@ -617,8 +618,8 @@ func (d *dataPlane) fromSend(b []byte, from connID, snd *peerSender) bool {
 	if p == nil {
 		return false // pion refuses it, or knows what the mirror missed
 	}
-	if d.passPerm(p, peer) {
-		d.toPeer(a.relay, data, peer, snd)
+	if now := d.now(); d.passPerm(p, peer, now) {
+		d.toPeer(a.relay, data, peer, snd, now)
 	}
 	return true
 }
@@ -669,9 +670,13 @@ func (d *dataPlane) fromPeer(rc *relayConn, a *dpAlloc, slot []byte, n int, peer
 	if out == nil {
 		return false
 	}
+	now := d.now()
 	var frame []byte
 	if ch := a.byPeer(peer); ch != nil {
-		if !d.pass(a, ch) {
+		if !d.pass(a, ch, now) {
+			return true
+		}
+		if !rc.admitFromPeer(n, now) {
 			return true
 		}
 		frame = slot[headroom-4 : headroom+n]
@@ -687,7 +692,7 @@ func (d *dataPlane) fromPeer(rc *relayConn, a *dpAlloc, slot []byte, n int, peer
 		if p == nil {
 			return false
 		}
-		if !d.passPerm(p, peer) {
+		if !d.passPerm(p, peer, now) || !rc.admitFromPeer(n, now) {
 			return true
 		}
 		frame = rc.dataIndication(slot, n, peer)
