@@ -90,16 +90,28 @@ func (c *Config) Validate() error {
 	if len(c.Listen) == 0 {
 		errs = append(errs, cfgerr.New("listen", "no address to listen on", `listen: [":3478"]`))
 	}
+	var parsed []netip.AddrPort
 	for i, addr := range c.Listen {
-		if _, err := parseListen(addr); err != nil {
+		ap, err := parseListen(addr)
+		if err != nil {
 			errs = append(errs, cfgerr.Newf(fmt.Sprintf("listen[%d]", i), `write host:port, e.g. ":3478" or "192.0.2.1:3478"`, "%v", err))
+			continue
 		}
+		for j, earlier := range parsed {
+			if covers(earlier, ap) || covers(ap, earlier) {
+				errs = append(errs, cfgerr.Newf(fmt.Sprintf("listen[%d]", i), overlapFix(earlier, ap),
+					"%q overlaps listen[%d] %q: both would bind the same port", addr, j, c.Listen[j]))
+			}
+		}
+		parsed = append(parsed, ap)
 	}
 	if c.Sockets < 0 || c.Sockets > 256 {
 		errs = append(errs, cfgerr.Newf("sockets", "0 (one per CPU) or a count up to 256", "%d sockets per address makes no sense", c.Sockets))
 	}
-	if c.TCP && c.MaxTCPConnections < 1 {
-		errs = append(errs, cfgerr.New("max_tcp_connections", "must be at least 1", "max_tcp_connections: 1024, or tcp: false"))
+	// The TCP limits bind TURN's TLS listeners too (AddListener), so they
+	// are checked with tcp: false as well.
+	if c.MaxTCPConnections < 1 {
+		errs = append(errs, cfgerr.New("max_tcp_connections", "must be at least 1", "max_tcp_connections: 1024"))
 	}
 	if c.MaxTCPConnectionsPerSource < 1 {
 		errs = append(errs, cfgerr.New("max_tcp_connections_per_source", "must be at least 1", "max_tcp_connections_per_source: 64"))
@@ -111,7 +123,7 @@ func (c *Config) Validate() error {
 		errs = append(errs, cfgerr.Newf("max_tls_handshakes", "max_tls_handshakes: 256, or lower max_tcp_connections_per_source",
 			"%d handshakes in flight let one source (max_tcp_connections_per_source: %d) hold them all", c.MaxTLSHandshakes, c.MaxTCPConnectionsPerSource))
 	}
-	if c.TCP && c.TCPIdleTimeout < time.Second {
+	if c.TCPIdleTimeout < time.Second {
 		errs = append(errs, cfgerr.New("tcp_idle_timeout", "shorter than a second drops clients mid-handshake", "tcp_idle_timeout: 30s"))
 	}
 	return errors.Join(errs...)
@@ -134,6 +146,32 @@ func parseListen(s string) (netip.AddrPort, error) {
 		return netip.AddrPort{}, fmt.Errorf("host %q is not an IP address", host)
 	}
 	return netip.AddrPortFrom(ip, uint16(p)), nil
+}
+
+// covers says whether binding a takes the port b would bind: the same
+// address, or a wildcard of b's family on the same port. "[::]" (and ":P")
+// is dual-stack: it covers IPv4 too.
+func covers(a, b netip.AddrPort) bool {
+	if a.Port() != b.Port() {
+		return false
+	}
+	aa, ba := a.Addr().Unmap(), b.Addr().Unmap()
+	switch {
+	case aa == ba:
+		return true
+	case aa == netip.IPv6Unspecified():
+		return true
+	case aa == netip.IPv4Unspecified():
+		return ba.Is4()
+	}
+	return false
+}
+
+func overlapFix(a, b netip.AddrPort) string {
+	if a.Addr().IsUnspecified() || b.Addr().IsUnspecified() {
+		return fmt.Sprintf(`keep one: [":%d"] alone covers every IPv4 and IPv6 address`, a.Port())
+	}
+	return "list each address once"
 }
 
 // Options are what the rest of icebox hands the STUN server.

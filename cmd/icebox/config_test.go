@@ -152,6 +152,14 @@ func TestConfigErrorsNameFileLineAndFix(t *testing.T) {
 			[]string{"icebox.yaml:"}},
 		{"empty listen", "stun:\n  listen: []\n",
 			[]string{":2: stun.listen: no address"}},
+		// coturn users write one listening-ip per family; ":3478" is both.
+		{"overlapping listen addresses", "stun:\n  listen: [\"0.0.0.0:3478\", \"[::]:3478\"]\n",
+			[]string{":2: stun.listen[1]:", "overlaps listen[0]", `[":3478"] alone covers every IPv4 and IPv6 address`}},
+		{"listen address twice", "stun:\n  listen:\n    - \"192.0.2.1:3478\"\n    - \"192.0.2.1:3478\"\n",
+			[]string{":4: stun.listen[1]:", "list each address once"}},
+		// The TCP limits also bound TURN over TLS, which tcp: false leaves on.
+		{"tcp off keeps the TLS limits", "stun:\n  tcp: false\n  max_tcp_connections: 0\n  tcp_idle_timeout: 0s\n",
+			[]string{":3: stun.max_tcp_connections: must be at least 1", ":4: stun.tcp_idle_timeout:"}},
 		{"port without certificate", "tls:\n  listen: \":443\"\n",
 			[]string{":2: tls.listen: has no certificate", "acme.domains"}},
 		{"acme without port", "tls:\n  acme:\n    domains: [turn.example.com]\n",
