@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"sync/atomic"
 	"time"
 )
@@ -72,8 +73,11 @@ func (s *Server) Alive() error {
 	for _, pc := range s.udp {
 		errs = append(errs, pc.loop.check("udp "+pc.LocalAddr().String()))
 	}
-	for _, l := range s.tcp {
-		errs = append(errs, l.loop.check("tcp "+l.Addr().String()))
+	s.mu.Lock()
+	listeners := append(slices.Clip(s.tcp), s.extra...)
+	s.mu.Unlock()
+	for _, l := range listeners {
+		errs = append(errs, l.check())
 	}
 	return errors.Join(errs...)
 }

@@ -1,6 +1,7 @@
 package stunsrv
 
 import (
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -93,6 +94,57 @@ func TestAliveSeesAStuckReader(t *testing.T) {
 	s.skew.Add(int64(stuckAfter + time.Second))
 	if err := s.Alive(); err == nil || !strings.Contains(err.Error(), "busy") {
 		t.Fatalf("Alive = %v, want the stuck reader reported", err)
+	}
+}
+
+// TestAliveSeesExtraListeners: the listeners AddListener adds (TURN's TLS
+// port, the shared :443) count for Alive like the STUN port's: one nobody
+// accepts from is reported once stuckAfter has passed, by name, and is
+// alive once its reader waits. With TLS the accepting loop and the
+// hand-off to the reader are watched apart.
+func TestAliveSeesExtraListeners(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		tls  *tls.Config
+		want string
+	}{
+		{"plain", nil, "tcp 127.0.0.1:"},
+		{"tls", &tls.Config{}, "hand-off"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := startServer(t, func(c *Config, o *Options) {
+				c.Sockets = 1
+				c.TCP = false
+				o.Passthrough = true
+			})
+			go func() { // the STUN port's reader, so that only the extra listener is missing one
+				buf := make([]byte, 1600)
+				for {
+					if _, _, err := s.PacketConns()[0].ReadFrom(buf); err != nil {
+						return
+					}
+				}
+			}()
+			raw, err := net.Listen("tcp4", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			ln := s.AddListener(raw, tc.tls)
+			waitUntil(t, "the STUN port's reader waits", func() bool {
+				s.skew.Add(int64(stuckAfter + time.Second))
+				err := s.Alive()
+				return err != nil && !strings.Contains(err.Error(), "udp")
+			})
+			if err := s.Alive(); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Alive = %v, want the extra listener without a reader reported (%q)", err, tc.want)
+			}
+			go ln.Accept()
+			waitUntil(t, "the extra listener's reader waits", func() bool { return s.Alive() == nil })
+			s.skew.Add(int64(time.Hour))
+			if err := s.Alive(); err != nil {
+				t.Fatalf("readers waiting for an hour: %v", err)
+			}
+		})
 	}
 }
 

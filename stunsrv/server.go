@@ -343,8 +343,10 @@ func (s *Server) newTCPListener(ln net.Listener, tlsConfig *tls.Config) *tcpList
 		done:        make(chan struct{}),
 		conns:       make(map[*tcpConn]struct{}),
 		loop:        loopState{clock: s.clock},
+		handoff:     loopState{clock: s.clock},
 	}
 	l.loop.working() // until a reader comes
+	l.handoff.working()
 	if tlsConfig != nil {
 		s.wg.Go(l.acceptTLS)
 	}

@@ -98,7 +98,10 @@ type tcpListener struct {
 	mu    sync.Mutex
 	conns map[*tcpConn]struct{} // open, so that Close can end them
 
-	loop loopState
+	// loop is the accepting loop's: Accept's, or acceptTLS's with TLS.
+	// handoff is Accept's with TLS, which takes handshaken connections
+	// from ready. One writer each.
+	loop, handoff loopState
 }
 
 // Accept returns the next admitted (and, for TLS, handshaken) connection.
@@ -106,10 +109,10 @@ type tcpListener struct {
 // descriptors) are counted and waited out, as net/http does.
 func (l *tcpListener) Accept() (net.Conn, error) {
 	if l.tls != nil {
-		l.loop.waiting()
+		l.handoff.waiting()
 		select {
 		case c := <-l.ready:
-			l.loop.working()
+			l.handoff.working()
 			return c, nil
 		case <-l.done:
 			return nil, net.ErrClosed
@@ -196,6 +199,14 @@ func (l *tcpListener) acceptTLS() {
 			}
 		}()
 	}
+}
+
+// check is Alive's look at the listener's loops.
+func (l *tcpListener) check() error {
+	if l.tls == nil {
+		return l.loop.check("tcp " + l.Addr().String())
+	}
+	return errors.Join(l.loop.check("tls "+l.Addr().String()), l.handoff.check("tls "+l.Addr().String()+" hand-off"))
 }
 
 // Close stops accepting and closes every open connection.
