@@ -1,12 +1,15 @@
-// Package stunsrv answers STUN Binding requests (RFC 8489) on UDP and TCP,
-// fast enough to stand in for a public STUN service, and owns the sockets on
-// the STUN port.
+// Package stunsrv is the front door of the STUN port: it owns its UDP and
+// TCP sockets (and the TLS listeners TURN adds), answers STUN Binding
+// requests (RFC 8489) itself, fast enough to stand in for a public STUN
+// service, and hands everything else to the TURN server.
 //
 // Everything on the port that is not a Binding request — TURN requests and
 // ChannelData — is handed, on the same sockets, to whoever reads PacketConns
 // and Listeners (the TURN server); with nobody reading, it is dropped and
 // counted. Binding answers never allocate and leave from the address the
-// request was sent to, even on a wildcard-bound socket.
+// request was sent to, even on a wildcard-bound socket. Stream connections
+// are framed, capped per source and in total, timed out when idle and, on
+// TLS listeners, terminated here. The UDP I/O under it is internal/udpio.
 package stunsrv
 
 import (
@@ -29,6 +32,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"icebox/internal/cfgerr"
+	"icebox/internal/udpio"
 )
 
 // Config is the stun section of icebox's config file.
@@ -290,12 +294,12 @@ func (s *Server) listenUDP(addr string, sockets int) error {
 			var serr error
 			err := rc.Control(func(fd uintptr) {
 				if sockets > 1 {
-					if serr = controlReusePort(fd); serr != nil {
+					if serr = udpio.ControlReusePort(fd); serr != nil {
 						return
 					}
 				}
 				if wildcard {
-					serr = controlPktinfo(network == "udp6")(fd)
+					serr = udpio.ControlPktinfo(network == "udp6")(fd)
 				}
 			})
 			return errors.Join(err, serr)

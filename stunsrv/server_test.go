@@ -14,6 +14,8 @@ import (
 	"github.com/pion/stun/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"icebox/internal/udpio"
 )
 
 // deadline bounds every blocking read in these tests, so a missing answer
@@ -306,7 +308,7 @@ func isReset(err error) bool {
 // sends to 127.0.0.2 from 127.0.0.1: without IP_PKTINFO the kernel would
 // answer from 127.0.0.1 and a NAT in between would drop it.
 func TestWildcardReplyLeavesFromRequestedAddress(t *testing.T) {
-	if !pktinfoSupported {
+	if !udpio.PktinfoSupported {
 		t.Skip("no IP_PKTINFO on this OS")
 	}
 	for _, listen := range []string{"0.0.0.0:0", "[::]:0"} {

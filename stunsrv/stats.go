@@ -12,7 +12,7 @@ const (
 type outcomeCounters struct {
 	answered  prometheus.Counter // Binding requests answered
 	malformed prometheus.Counter // neither STUN nor ChannelData: dropped
-	dropped   prometheus.Counter // well-formed but not ours to answer (indications, TURN with TURN off, source port 0)
+	dropped   prometheus.Counter // well-formed but not ours to answer: anything but a Binding request while TURN is off, or from source port 0
 	passed    prometheus.Counter // handed to the TURN server
 }
 

@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"sync"
 	"time"
+
+	"icebox/internal/udpio"
 )
 
 // packetConn is the UDP front door: a net.PacketConn over one socket whose
@@ -31,11 +33,15 @@ type packetConn struct {
 	// wildcard socket leave from that address too. Bounded: a flood of
 	// spoofed sources only costs a reset.
 	localsMu sync.Mutex
-	locals   map[netip.AddrPort]localAddr
+	locals   map[netip.AddrPort]udpio.Local
 	wpool    sync.Pool // *[]byte oob buffers for concurrent writers
 
-	batch *mmsgBatch // recvmmsg/sendmmsg where the OS has them; else nil
-	fast  FastPath   // set by the reading goroutine; nil: none
+	// Batched reads and answers where the OS has recvmmsg/sendmmsg, else
+	// nil; answers holds the queued answers, maxResponseSize bytes each.
+	batch   *udpio.Reader
+	out     *udpio.Writer
+	answers []byte
+	fast    FastPath // set by the reading goroutine; nil: none
 
 	loop loopState
 
@@ -45,7 +51,7 @@ type packetConn struct {
 	idleFn    func()
 	held      []byte
 	heldFrom  netip.AddrPort
-	heldLocal localAddr
+	heldLocal udpio.Local
 }
 
 // FastPath lets the TURN server relay datagrams from the front door's
@@ -82,11 +88,6 @@ func SetFastPath(conn any, f FastPath) bool {
 	return false
 }
 
-type localAddr struct {
-	ip      netip.Addr
-	ifindex uint32
-}
-
 const maxLocals = 1 << 16
 
 func newPacketConn(c *net.UDPConn, st *stats, passthrough bool, clock func() time.Duration) *packetConn {
@@ -96,20 +97,23 @@ func newPacketConn(c *net.UDPConn, st *stats, passthrough bool, clock func() tim
 		UDPConn:     c,
 		stats:       st,
 		passthrough: passthrough,
-		wildcard:    local.Addr().IsUnspecified() && pktinfoSupported,
+		wildcard:    local.Addr().IsUnspecified() && udpio.PktinfoSupported,
 		ipv6:        local.Addr().Is6() && !local.Addr().Is4In6(),
 		reply:       make([]byte, 0, maxResponseSize),
 		peers:       make(map[netip.AddrPort]*net.UDPAddr),
 	}
 	if rc, err := c.SyscallConn(); err == nil {
-		pc.batch = newMMsgBatch(rc, pc.ipv6)
+		if r, err := udpio.NewReader(rc, 0, udpio.SlotSize, 0, udpio.BatchSize); err == nil {
+			pc.batch, pc.out = r, udpio.NewWriter(rc, pc.ipv6, udpio.BatchSize)
+			pc.answers = make([]byte, udpio.BatchSize*maxResponseSize)
+		}
 	}
 	pc.loop.working() // until a reader comes
 	if pc.wildcard {
-		pc.oobIn = make([]byte, oobSize)
-		pc.oobOut = make([]byte, oobSize)
-		pc.locals = make(map[netip.AddrPort]localAddr)
-		pc.wpool.New = func() any { b := make([]byte, oobSize); return &b }
+		pc.oobIn = make([]byte, udpio.OOBSize)
+		pc.oobOut = make([]byte, udpio.OOBSize)
+		pc.locals = make(map[netip.AddrPort]udpio.Local)
+		pc.wpool.New = func() any { b := make([]byte, udpio.OOBSize); return &b }
 	}
 	return pc
 }
@@ -148,7 +152,7 @@ func (c *packetConn) readFromBatch(p []byte) (int, net.Addr, error) {
 		c.serveFn, c.idleFn = c.serveBatch, c.loop.waiting
 	}
 	for {
-		if err := c.batch.serve(c.serveFn, c.idleFn); err != nil {
+		if err := c.batch.Serve(c.serveFn, c.idleFn); err != nil {
 			if c.loop.readFailed(err, c.stats) {
 				return 0, nil, err
 			}
@@ -159,7 +163,7 @@ func (c *packetConn) readFromBatch(p []byte) (int, net.Addr, error) {
 }
 
 // serveBatch works through the datagrams read, inside the read (see
-// mmsgBatch.serve): it answers Bindings, hands the fast path what it
+// udpio.Reader.Serve): it answers Bindings, hands the fast path what it
 // takes and sends both before the loop may sleep. It stops at the first
 // datagram for the caller, held for ReadFrom to return, after sending
 // what came before it.
@@ -167,7 +171,7 @@ func (c *packetConn) serveBatch() bool {
 	c.loop.working()
 	c.loop.backoff = 0
 	for {
-		msg, from, local, truncated, ok := c.batch.take()
+		msg, from, local, truncated, ok := c.batch.Take()
 		if !ok {
 			c.flush()
 			if c.fast != nil {
@@ -182,13 +186,7 @@ func (c *packetConn) serveBatch() bool {
 		}
 		answer, pass := c.triage(msg, from)
 		if answer {
-			c.reply = AppendBindingResponse(c.reply[:0], msg, from)
-			var src netip.Addr
-			if c.wildcard {
-				src = local.ip
-			}
-			c.stats.udp[fam].answered.Inc()
-			c.stats.countFailed(c.batch.queue(c.reply, from, src, local.ifindex))
+			c.queueAnswer(msg, from, local)
 		}
 		if pass {
 			if c.fast != nil {
@@ -207,16 +205,35 @@ func (c *packetConn) serveBatch() bool {
 	}
 }
 
-func (c *packetConn) flush() { c.stats.countFailed(c.batch.flush()) }
+// queueAnswer puts the Binding response to req in the outgoing batch, in
+// a buffer of its own until the batch goes out; a full batch goes out at
+// once.
+func (c *packetConn) queueAnswer(req []byte, to netip.AddrPort, local udpio.Local) {
+	i := c.out.Pending()
+	slot := c.answers[i*maxResponseSize : i*maxResponseSize : (i+1)*maxResponseSize]
+	if !c.wildcard {
+		local = udpio.Local{}
+	}
+	c.stats.udp[familyOf(to)].answered.Inc()
+	c.out.Queue(AppendBindingResponse(slot, req, to), to, local)
+	if c.out.Pending() == c.out.Cap() {
+		c.flush()
+	}
+}
 
-func (c *packetConn) readOne(p []byte) (n int, from netip.AddrPort, local localAddr, err error) {
+func (c *packetConn) flush() {
+	failed, _ := c.out.Flush()
+	c.stats.countFailed(failed)
+}
+
+func (c *packetConn) readOne(p []byte) (n int, from netip.AddrPort, local udpio.Local, err error) {
 	n, oobn, _, from, err := c.ReadMsgUDPAddrPort(p, c.oobIn)
 	if err != nil {
 		return 0, from, local, err
 	}
 	from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
 	if c.wildcard {
-		local.ip, local.ifindex, _ = parseDst(c.oobIn[:oobn])
+		local = udpio.ParseLocal(c.oobIn[:oobn])
 	}
 	return n, from, local, nil
 }
@@ -251,18 +268,18 @@ func (c *packetConn) triage(b []byte, from netip.AddrPort) (answer, pass bool) {
 
 // answer sends a Binding response at once, from the address the request
 // was sent to.
-func (c *packetConn) answer(req []byte, from netip.AddrPort, local localAddr) {
+func (c *packetConn) answer(req []byte, from netip.AddrPort, local udpio.Local) {
 	c.reply = AppendBindingResponse(c.reply[:0], req, from)
 	var oob []byte
-	if c.wildcard && local.ip.IsValid() {
-		oob = putSrc(c.oobOut, local.ip, local.ifindex, c.ipv6)
+	if c.wildcard && local.IP.IsValid() {
+		oob = udpio.PutLocal(c.oobOut, local, c.ipv6)
 	}
 	c.stats.udp[familyOf(from)].answered.Inc()
 	_, _, err := c.WriteMsgUDPAddrPort(c.reply, oob, from)
 	c.stats.countWrite(err)
 }
 
-func (c *packetConn) passOn(from netip.AddrPort, local localAddr) net.Addr {
+func (c *packetConn) passOn(from netip.AddrPort, local udpio.Local) net.Addr {
 	if c.wildcard {
 		c.remember(from, local)
 	}
@@ -277,8 +294,8 @@ func (c *packetConn) passOn(from netip.AddrPort, local localAddr) net.Addr {
 	return addr
 }
 
-func (c *packetConn) remember(from netip.AddrPort, local localAddr) {
-	if !local.ip.IsValid() {
+func (c *packetConn) remember(from netip.AddrPort, local udpio.Local) {
+	if !local.IP.IsValid() {
 		return
 	}
 	c.localsMu.Lock()
@@ -309,7 +326,7 @@ func (c *packetConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 		return c.WriteToUDPAddrPort(p, to)
 	}
 	bp := c.wpool.Get().(*[]byte)
-	n, _, err := c.WriteMsgUDPAddrPort(p, putSrc(*bp, local.ip, local.ifindex, c.ipv6), to)
+	n, _, err := c.WriteMsgUDPAddrPort(p, udpio.PutLocal(*bp, local, c.ipv6), to)
 	c.wpool.Put(bp)
 	return n, err
 }
@@ -319,4 +336,59 @@ func familyOf(a netip.AddrPort) int {
 		return v4
 	}
 	return v6
+}
+
+// BatchWriter sends datagrams from one of the front door's UDP sockets
+// several per syscall (sendmmsg), without copying them, from the address
+// each client last reached us at (as WriteTo does). One goroutine uses it;
+// others may write to the socket meanwhile.
+type BatchWriter struct {
+	pc *packetConn
+	w  *udpio.Writer
+}
+
+// NewBatchWriter returns a writer of up to count datagrams per syscall
+// (at most udpio.BatchSize) on the socket behind pc, or nil if pc is not
+// one of the front door's sockets or the OS has no sendmmsg.
+func NewBatchWriter(pc net.PacketConn, count int) *BatchWriter {
+	c, ok := pc.(*packetConn)
+	if !ok {
+		return nil
+	}
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	w := udpio.NewWriter(rc, c.ipv6, count)
+	if w == nil {
+		return nil
+	}
+	return &BatchWriter{pc: c, w: w}
+}
+
+// Queue adds p, to be sent to to. p must stay unchanged until Flush,
+// which Queue calls itself once the batch is full: it then returns what
+// Flush does, else 0.
+func (w *BatchWriter) Queue(p []byte, to netip.AddrPort) (failed int) {
+	var local udpio.Local
+	if w.pc.wildcard {
+		w.pc.localsMu.Lock()
+		local = w.pc.locals[to]
+		w.pc.localsMu.Unlock()
+	}
+	w.w.Queue(p, to, local)
+	if w.w.Pending() == w.w.Cap() {
+		return w.Flush()
+	}
+	return 0
+}
+
+// Pending is how many datagrams wait for Flush.
+func (w *BatchWriter) Pending() int { return w.w.Pending() }
+
+// Flush sends what is queued and returns how many datagrams the kernel
+// refused (dropped, each on its own: the rest of the batch goes out).
+func (w *BatchWriter) Flush() (failed int) {
+	failed, _ = w.w.Flush()
+	return failed
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/pion/turn/v4"
 
+	"icebox/internal/udpio"
 	"icebox/stunsrv"
 )
 
@@ -337,8 +338,8 @@ type relayConn struct {
 	udp     *net.UDPConn
 	raw     syscall.RawConn // udp's, for batched sends to peers; nil if none
 	alloc   atomic.Pointer[dpAlloc]
-	batch   *stunsrv.BatchReader // nil: one datagram per read, into buf
-	serveFn func() bool          // c.serve, made once
+	batch   *udpio.Reader // nil: one datagram per read, into buf
+	serveFn func() bool   // c.serve, made once
 	// A datagram of the batch that is pion's, where serve stopped.
 	held     []byte
 	heldN    int
@@ -400,7 +401,10 @@ func (c *relayConn) initDataPlane(udp *net.UDPConn) {
 // batchReads switches to reading several datagrams per syscall, between
 // two reads (nothing is left in buf).
 func (c *relayConn) batchReads() {
-	if b, err := stunsrv.NewBatchReader(c.udp, headroom, rtpMTU, tailroom, relayBatch); err == nil {
+	if c.raw == nil {
+		return
+	}
+	if b, err := udpio.NewReader(c.raw, headroom, rtpMTU, tailroom, relayBatch); err == nil {
 		c.batch, c.buf = b, nil
 		c.serveFn = c.serve
 	}
@@ -454,7 +458,7 @@ func (c *relayConn) next() (slot []byte, n int, from netip.AddrPort, err error) 
 		n, from, err = c.udp.ReadFromUDPAddrPort(c.buf[headroom : headroom+rtpMTU])
 		return c.buf, n, from, err
 	}
-	if err := c.batch.Serve(c.serveFn); err != nil {
+	if err := c.batch.Serve(c.serveFn, nil); err != nil {
 		c.flushStream()
 		c.flushUDP()
 		return nil, 0, netip.AddrPort{}, err

@@ -9,7 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"icebox/stunsrv"
+	"icebox/internal/udpio"
 )
 
 // icebox relays ChannelData and Send/Data indications itself; pion/turn
@@ -555,13 +555,14 @@ func (d *dataPlane) toPeer(relay *relayConn, payload []byte, peer netip.AddrPort
 // leave in one sendmmsg.
 type peerSender struct {
 	m     *metrics
-	w     *stunsrv.SocketWriter // nil where the OS has no sendmmsg
-	relay *relayConn            // the socket queued datagrams go out of
+	w     *udpio.Writer // nil where the OS has no sendmmsg
+	relay *relayConn    // the socket queued datagrams go out of
 	bytes int
 }
 
 func newPeerSender(m *metrics) *peerSender {
-	return &peerSender{m: m, w: stunsrv.NewSocketWriter(relayBatch)}
+	// Relay sockets are IPv4 (ipv6 false); Use names the socket per batch.
+	return &peerSender{m: m, w: udpio.NewWriter(nil, false, relayBatch)}
 }
 
 func (p *peerSender) queue(relay *relayConn, payload []byte, peer netip.AddrPort) {
@@ -570,7 +571,7 @@ func (p *peerSender) queue(relay *relayConn, payload []byte, peer netip.AddrPort
 		p.relay = relay
 		p.w.Use(relay.raw)
 	}
-	p.w.Queue(payload, peer)
+	p.w.Queue(payload, peer, udpio.Local{})
 	p.bytes += len(payload)
 	if p.w.Pending() == p.w.Cap() {
 		p.flush()

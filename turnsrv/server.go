@@ -1,8 +1,10 @@
-// Package turnsrv is icebox's TURN relay: pion/turn set up to accept TURN
-// REST API credentials (made and stored by internal/credentials), a peer
-// policy that keeps the relay from becoming a proxy into the host's own
-// network, per-user, per-source and total quotas, and throttling of failed
-// authentication.
+// Package turnsrv is icebox's TURN relay (RFC 8656): pion/turn answers the
+// control plane, set up to accept TURN REST API credentials (made and stored
+// by internal/credentials), with a peer policy that keeps the relay from
+// becoming a proxy into the host's own network, per-user, per-source and
+// total quotas, a bandwidth cap per allocation and throttling of failed
+// authentication; icebox's own data plane (dataplane.go) relays
+// ChannelData and Send/Data indications without pion.
 //
 // It serves TURN on sockets stunsrv owns (UDP and TCP on :3478, which
 // answer STUN Binding themselves and pass everything else on) and on a TLS

@@ -1,4 +1,4 @@
-package stunsrv
+package udpio
 
 import (
 	"errors"
@@ -10,12 +10,16 @@ import (
 	"time"
 )
 
+// deadline bounds a wait for what loopback delivers at once; only a bug
+// reaches it.
+const deadline = 5 * time.Second
+
 // TestBatchSendSkipsARefusedDatagram sends batches with a destination the
 // kernel refuses (port 0: sendmmsg fails with EINVAL) at the start, in the
 // middle, at the end and twice in a row, on a real UDP socket: every other
 // datagram must arrive, and flush must report exactly the refused ones.
-// It does so for the front door's answers (queue, whose last call sends a
-// full batch) and for SocketWriter, the TURN relay's writer.
+// It does so on IPv4 and IPv6 sockets, from the kernel's choice of source
+// and from a chosen one (IP_PKTINFO).
 func TestBatchSendSkipsARefusedDatagram(t *testing.T) {
 	for _, fam := range []struct{ network, loopback string }{{"udp4", "127.0.0.1"}, {"udp6", "::1"}} {
 		ip := netip.MustParseAddr(fam.loopback)
@@ -36,20 +40,20 @@ func TestBatchSendSkipsARefusedDatagram(t *testing.T) {
 			{"middle", 8, []int{3}},
 			{"last", 8, []int{7}},
 			{"two in a row", 8, []int{2, 3}},
-			{"full batch", batchSize, []int{5, 20}},
+			{"full batch", BatchSize, []int{5, 20}},
 		} {
-			writers := []string{"answers"}
-			if fam.network == "udp4" { // relay sockets are IPv4
-				writers = append(writers, "SocketWriter")
-			}
-			for _, writer := range writers {
-				t.Run(fam.network+"/"+tc.name+"/"+writer, func(t *testing.T) {
+			for _, from := range []string{"kernel's", "chosen"} {
+				t.Run(fam.network+"/"+tc.name+"/"+from+" source", func(t *testing.T) {
 					tx, rx := listen(t), listen(t)
 					rc, err := tx.SyscallConn()
 					if err != nil {
 						t.Fatal(err)
 					}
 					to := rx.LocalAddr().(*net.UDPAddr).AddrPort()
+					var src Local
+					if from == "chosen" {
+						src.IP = ip
+					}
 					refusedTo := netip.AddrPortFrom(ip, 0)
 					payloads := make([][]byte, tc.count)
 					var wantBytes int
@@ -67,29 +71,14 @@ func TestBatchSendSkipsARefusedDatagram(t *testing.T) {
 						return to
 					}
 
-					var failed, failedBytes int
-					switch writer {
-					case "answers":
-						b := newMMsgBatch(rc, fam.network == "udp6")
-						for i, p := range payloads {
-							failed += b.queue(p, dest(i), netip.Addr{}, 0)
-							if b.pending == 0 { // queue sent the full batch
-								failedBytes += b.failedBytes
-							}
-						}
-						if tc.count == batchSize && b.pending != 0 {
-							t.Fatalf("a full batch left %d answers queued", b.pending)
-						}
-						failed += b.flush()
-						failedBytes += b.failedBytes
-					case "SocketWriter":
-						w := NewSocketWriter(tc.count)
-						w.Use(rc)
-						for i, p := range payloads {
-							w.Queue(p, dest(i))
-						}
-						failed, failedBytes = w.Flush()
+					w := NewWriter(rc, fam.network == "udp6", tc.count)
+					for i, p := range payloads {
+						w.Queue(p, dest(i), src)
 					}
+					if w.Pending() != tc.count || w.Cap() != tc.count {
+						t.Fatalf("queued %d of %d, room for %d", w.Pending(), tc.count, w.Cap())
+					}
+					failed, failedBytes := w.Flush()
 					if failed != len(tc.refused) || failedBytes != wantBytes {
 						t.Errorf("flush reported %d refused (%d bytes), want %d (%d bytes)", failed, failedBytes, len(tc.refused), wantBytes)
 					}

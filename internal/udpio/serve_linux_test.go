@@ -1,4 +1,4 @@
-package stunsrv
+package udpio
 
 import (
 	"encoding/binary"
@@ -43,7 +43,7 @@ func TestServeWakesForADatagramAfterAShortBatch(t *testing.T) {
 	// A deadline, not a sleep: it only ends a Serve that would hang.
 	rx.SetReadDeadline(time.Now().Add(time.Minute))
 	send(0)
-	if err := r.Serve(h); err != nil {
+	if err := r.Serve(h, nil); err != nil {
 		t.Fatalf("after %d of %d datagrams: %v", got, total, err)
 	}
 	if handled != total {
@@ -51,10 +51,10 @@ func TestServeWakesForADatagramAfterAShortBatch(t *testing.T) {
 	}
 	// Reading until EAGAIN before each wait made one empty read per
 	// datagram; only a stale wake-up may cost one now.
-	if r.b.empty >= total/2 {
-		t.Errorf("%d empty reads for %d datagrams", r.b.empty, total)
+	if r.empty >= total/2 {
+		t.Errorf("%d empty reads for %d datagrams", r.empty, total)
 	}
-	t.Logf("%d empty reads for %d datagrams", r.b.empty, total)
+	t.Logf("%d empty reads for %d datagrams", r.empty, total)
 }
 
 // TestServeHandsBackWhereTheHandlerStopped: a handler that stops leaves
@@ -80,7 +80,7 @@ func TestServeHandsBackWhereTheHandlerStopped(t *testing.T) {
 	}
 	rx.SetReadDeadline(time.Now().Add(time.Minute))
 	for len(seen) < total {
-		if err := r.Serve(h); err != nil {
+		if err := r.Serve(h, nil); err != nil {
 			t.Fatalf("after %d datagrams: %v", len(seen), err)
 		}
 		if last := seen[len(seen)-1]; last%3 != 2 {
@@ -97,10 +97,10 @@ func TestServeHandsBackWhereTheHandlerStopped(t *testing.T) {
 	}
 }
 
-// batchReaderPair returns a loopback socket, a BatchReader of it (8
+// batchReaderPair returns a loopback socket, a Reader of it (8
 // datagrams of up to 64 bytes, headroom bytes into their slots) and a
 // socket connected to it.
-func batchReaderPair(t *testing.T, headroom int) (rx, tx *net.UDPConn, r *BatchReader) {
+func batchReaderPair(t *testing.T, headroom int) (rx, tx *net.UDPConn, r *Reader) {
 	rx, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
@@ -111,7 +111,11 @@ func batchReaderPair(t *testing.T, headroom int) (rx, tx *net.UDPConn, r *BatchR
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { tx.Close() })
-	if r, err = NewBatchReader(rx, headroom, 64, 0, 8); err != nil {
+	rc, err := rx.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, err = NewReader(rc, headroom, 64, 0, 8); err != nil {
 		t.Fatal(err)
 	}
 	return rx, tx, r
@@ -145,7 +149,7 @@ func TestServeUnderAFloodEndsOnCloseAndDeadline(t *testing.T) {
 				tx.Write([]byte{1})
 			}
 			served := make(chan error, 1)
-			go func() { served <- r.Serve(h) }()
+			go func() { served <- r.Serve(h, nil) }()
 			<-batches // the flood is on
 			if end == "close" {
 				rx.Close()
