@@ -63,9 +63,11 @@ type Config struct {
 	Relay RelayConfig `yaml:"relay"`
 
 	// The peer policy: which addresses a client may relay to. By default
-	// icebox refuses to relay to loopback, private, CGNAT, link-local
-	// (cloud metadata), ULA, multicast, reserved and documentation ranges
-	// and its own addresses, in every IPv6 disguise.
+	// icebox refuses to relay to loopback, private (RFC 1918), CGNAT,
+	// link-local (cloud metadata), ULA and site-local, multicast,
+	// broadcast, reserved, documentation and benchmarking ranges and its
+	// own addresses, also in every IPv6 disguise (IPv4-mapped,
+	// IPv4-compatible, NAT64, 6to4), and Teredo outright.
 	Peers PeerConfig `yaml:"peers"`
 
 	// What one user, one source address and everyone together may hold.
@@ -98,9 +100,8 @@ type RelayConfig struct {
 	Ports string `yaml:"ports"`
 }
 
-// PeerConfig adjusts the built-in peer policy, which refuses loopback,
-// private, link-local, multicast, reserved and documentation ranges and the
-// server's own addresses.
+// PeerConfig adjusts the built-in peer policy (Config.Peers says what it
+// refuses).
 type PeerConfig struct {
 	// CIDRs (or single addresses) opened on purpose, e.g. [192.168.1.0/24]
 	// on a LAN. They win over every deny rule except Teredo. Default none.
