@@ -76,42 +76,12 @@ func TestUnsignedAnswersRationed(t *testing.T) {
 	req[3] = 8
 	copy(req[4:8], []byte{0x21, 0x12, 0xA4, 0x42})
 	copy(req[20:], []byte{0x00, 0x19, 0x00, 0x04, 17, 0, 0, 0})
-	// Sent in rounds of 40, each accounted for before the next, so the
-	// kernel's socket buffer never overflows: every request is either
-	// answered or counted unanswered, and the test reads answers until the
-	// two add up.
-	answered, bytesOut := 0, 0
-	buf := make([]byte, 1500)
-	deadline := time.Now().Add(20 * time.Second)
-	start := time.Now()
-	for i := range sent {
-		req[8] = byte(i)
-		req[9] = byte(i >> 8)
-		if _, err := flood.Write(req); err != nil {
-			t.Fatal(err)
-		}
-		if (i+1)%40 != 0 {
-			continue
-		}
-		for answered+int(testenv.MetricValue(t, ts.metrics.unanswered)) < i+1 {
-			flood.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
-			n, err := flood.Read(buf)
-			if err == nil {
-				answered++
-				bytesOut += n
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("answered %d, unanswered %v of %d", answered, testenv.MetricValue(t, ts.metrics.unanswered), i+1)
-			}
-		}
+	r := floodRequests(t, ts, flood, [][]byte{req}, sent, func([]byte) {})
+	if limit := r.ration(cfg.Quotas.AnswerRate); r.answered > limit {
+		t.Errorf("%d of %d unsigned requests answered in %v, want at most %d", r.answered, sent, r.elapsed, limit)
 	}
-	elapsed := time.Since(start)
-	limit := 2*cfg.Quotas.AnswerRate + int(elapsed.Seconds()*float64(cfg.Quotas.AnswerRate)) + 1
-	if answered > limit {
-		t.Errorf("%d of %d unsigned requests answered in %v, want at most %d", answered, sent, elapsed, limit)
-	}
-	t.Logf("flood: %d requests, %d B in; %d answers, %d B out (ratio %.3f)", sent, sent*len(req), answered, bytesOut,
-		float64(bytesOut)/float64(sent*len(req)))
+	t.Logf("flood: %d requests, %d B in; %d answers, %d B out (ratio %.3f)", sent, r.bytesIn, r.answered, r.bytesOut,
+		float64(r.bytesOut)/float64(r.bytesIn))
 
 	// Another address is answered and allocates.
 	u, p, _ := ts.MintCredential("bystander", 0)
@@ -372,4 +342,118 @@ func TestAnswerBudgetBounded(t *testing.T) {
 	if !a.allow(known, now, 32) {
 		t.Error("a known source lost its own budget to the spray")
 	}
+}
+
+// TestLongRealmFailuresRationed: with a 127-byte realm the 401 to a
+// failed signed request (172 bytes) is three times the smallest such
+// request (56 bytes: empty USERNAME, REALM and NONCE, and a
+// MESSAGE-INTEGRITY). A flood of them from one address gets back at most
+// what it sent plus the answers quotas.answer_rate allows; before, every
+// one was answered. A client on another address still allocates.
+func TestLongRealmFailuresRationed(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig()
+	cfg.Realm = strings.Repeat("r", 127)
+	cfg.Quotas.AnswerRate = 4
+	ts := startServer(t, cfg)
+	flood, err := net.DialUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 5)}, ts.udp.(*net.UDPAddr))
+	if err != nil {
+		t.Skipf("127.0.0.5 unusable: %v", err)
+	}
+	defer flood.Close()
+	// Two forgeries: empty USERNAME (malformed), and a current USERNAME
+	// with an empty REALM (a foreign realm).
+	forged := func(user string) []byte {
+		req := binary.BigEndian.AppendUint16(nil, methodAllocate)
+		req = append(req, 0, 0, 0x21, 0x12, 0xA4, 0x42)
+		req = append(req, make([]byte, 12)...) // transaction ID
+		req = appendAttr(req, answerAttr{attrUsername, []byte(user)})
+		req = appendAttr(req, answerAttr{attrRealm, nil})
+		req = appendAttr(req, answerAttr{attrNonce, nil})
+		req = appendAttr(req, answerAttr{attrIntegrity, make([]byte, integrityLen)})
+		binary.BigEndian.PutUint16(req[2:4], uint16(len(req)-stunHeaderLen))
+		return req
+	}
+	current, _, _ := ts.MintCredential("x", 0)
+	reqs := [][]byte{forged(""), forged(current)}
+	if len(reqs[0]) != 56 {
+		t.Fatalf("the smallest forged request is %d bytes, want 56", len(reqs[0]))
+	}
+	const sent = 400
+	r := floodRequests(t, ts, flood, reqs, sent, func(answer []byte) {
+		m := &stun.Message{Raw: answer}
+		if err := m.Decode(); err != nil || errorCode(m) != codeUnauthorized {
+			t.Fatalf("answer %x to a forged request is not a 401 (%v)", answer, err)
+		}
+	})
+	ration := r.ration(cfg.Quotas.AnswerRate)
+	if r.answered > ration {
+		t.Errorf("%d of %d forged requests answered in %v, want at most %d", r.answered, sent, r.elapsed, ration)
+	}
+	if r.bytesOut > r.bytesIn+ration*r.largest {
+		t.Errorf("%d forged requests, %d B in, got %d answers, %d B out in %v; want at most %d B (the ration: %d answers)",
+			sent, r.bytesIn, r.answered, r.bytesOut, r.elapsed, r.bytesIn+ration*r.largest, ration)
+	}
+	t.Logf("flood: %d requests, %d B in; %d answers of up to %d B, %d B out (ratio %.3f)", sent, r.bytesIn, r.answered, r.largest, r.bytesOut,
+		float64(r.bytesOut)/float64(r.bytesIn))
+
+	// Another address is answered and allocates.
+	relay, err := allocateFrom(t, ts, "127.0.0.1", "bystander")
+	if err != nil {
+		t.Fatalf("a client on another address: %v", err)
+	}
+	relay.Close()
+}
+
+// floodResult is what a flood of requests from one address got back.
+type floodResult struct {
+	answered, bytesIn, bytesOut, largest int
+	elapsed                              time.Duration
+}
+
+// ration is the most answers quotas.answer_rate allows in r.elapsed:
+// the burst, the refill, and one for the clock.
+func (r floodResult) ration(rate int) int {
+	return 2*rate + int(r.elapsed.Seconds()*float64(rate)) + 1
+}
+
+// floodRequests sends sent requests from flood to ts, cycling through
+// reqs, each with its own transaction ID, and passes every answer to
+// check. They go in rounds of 40, each accounted for before the next, so
+// the kernel's socket buffer never overflows: every request is either
+// answered or counted unanswered, and the answers are read until the two
+// add up.
+func floodRequests(t *testing.T, ts *testServer, flood net.Conn, reqs [][]byte, sent int, check func(answer []byte)) floodResult {
+	t.Helper()
+	var r floodResult
+	buf := make([]byte, 1500)
+	deadline := time.Now().Add(20 * time.Second)
+	start := time.Now()
+	for i := range sent {
+		req := reqs[i%len(reqs)]
+		req[8] = byte(i)
+		req[9] = byte(i >> 8)
+		if _, err := flood.Write(req); err != nil {
+			t.Fatal(err)
+		}
+		r.bytesIn += len(req)
+		if (i+1)%40 != 0 {
+			continue
+		}
+		for r.answered+int(testenv.MetricValue(t, ts.metrics.unanswered)) < i+1 {
+			flood.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+			n, err := flood.Read(buf)
+			if err == nil {
+				check(buf[:n])
+				r.answered++
+				r.bytesOut += n
+				r.largest = max(r.largest, n)
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("answered %d, unanswered %v of %d", r.answered, testenv.MetricValue(t, ts.metrics.unanswered), i+1)
+			}
+		}
+	}
+	r.elapsed = time.Since(start)
+	return r
 }

@@ -169,8 +169,8 @@ type transport interface {
 // Who pays for what: a request without a credential costs pion a 401 with
 // a nonce, larger than the request, so such answers are rationed per
 // source (answerBudget). A signed request is verified here; a failure gets
-// a 401 of icebox's own no larger than the request. A
-// request that verifies is never dropped, whatever else came from its
+// a 401 of icebox's own, rationed the same way when it is larger than the
+// request (a long realm). A request that verifies is never dropped, whatever else came from its
 // address: UDP sources can be forged, so only failures on a stream (whose
 // source the handshake proved) count toward quotas.auth_failures, and the
 // block only silences that source's further failures. Requests pion would
@@ -229,12 +229,21 @@ func (s *Server) inspect(b []byte, from net.Addr, t transport) bool {
 		}
 		s.authFailed(src, reason, now, lv, c.stream)
 		// RFC 8489 section 9.2.4: 401, with the realm and the nonce the
-		// client sent (pion judges the nonce on the next try). Never
-		// larger than the request, so not rationed: rationing answers to
-		// failures would let forged failures use up the answers the
-		// forged source's own unsigned requests need.
-		t.reply(errorResponse(b, f.method, codeUnauthorized, nil,
-			answerAttr{attrRealm, []byte(s.realm)}, answerAttr{attrNonce, f.nonce}), from)
+		// client sent (pion judges the nonce on the next try). It is 44
+		// bytes plus the padded realm and the nonce, the smallest signed
+		// request 56 plus its own realm and nonce: with a realm over 12
+		// bytes a forged request with an empty REALM gets back more than
+		// it sent (172 bytes for 56 with a 127-byte realm). Such an answer
+		// spends the source's ration of unsigned answers or is not sent.
+		// One no larger than the request is not rationed: rationing those
+		// would let forged failures use up the answers the forged
+		// source's own unsigned requests need.
+		answer := errorResponse(b, f.method, codeUnauthorized, nil,
+			answerAttr{attrRealm, []byte(s.realm)}, answerAttr{attrNonce, f.nonce})
+		if len(answer) > len(b) && !s.mayAnswer(src, now, lv) {
+			return false
+		}
+		t.reply(answer, from)
 		return false
 	}
 

@@ -258,6 +258,11 @@ func checkLayout(t *testing.T, b []byte, f authFields) {
 // one of the secrets; the message is changed only then, still verifies for
 // pion afterwards, and never shows pion a lifetime above max_lifetime.
 //
+// Every message also goes through a second Server whose realm is 127
+// bytes, so its 401s are larger than most requests, with the source's
+// ration of unsigned answers spent: inspect then never answers more bytes
+// than it got.
+//
 // sign%3 = 1 or 2 re-signs the fuzzed message with the first or second
 // secret first, so mutations reach the authenticated path; src picks a UDP
 // IPv4, UDP IPv6 or TCP source.
@@ -267,8 +272,13 @@ func FuzzInspect(f *testing.F) {
 	cfg.MaxTTL = 200 * 365 * 24 * time.Hour // past seedExpiry
 	cfg.Quotas.MaxLifetime = 10 * time.Minute
 	cfg.Quotas.AuthFailures = 0
-	ts := startServer(f, cfg, func(o *Options) { o.Logger = slog.New(slog.DiscardHandler) })
+	quiet := func(o *Options) { o.Logger = slog.New(slog.DiscardHandler) }
+	ts := startServer(f, cfg, quiet)
 	secrets := cfg.Secrets
+	longCfg := cfg
+	longCfg.Realm = strings.Repeat("r", 127)
+	longCfg.Quotas.AnswerRate = 1
+	long := startServer(f, longCfg, quiet)
 
 	for _, s := range turnSeeds(f, strconv.Itoa(seedExpiry)+":seed") {
 		f.Add(s.raw, uint8(0), uint8(0))
@@ -286,95 +296,108 @@ func FuzzInspect(f *testing.F) {
 	// Each source holds an allocation, so Refresh, CreatePermission and
 	// ChannelBind reach pion rather than a 437.
 	for _, a := range sources {
-		ts.quotas.created("", connIDOf(a))
-		defer ts.quotas.deleted("", connIDOf(a))
+		for _, ts := range []*testServer{ts, long} {
+			ts.quotas.created("", connIDOf(a))
+			defer ts.quotas.deleted("", connIDOf(a))
+		}
 	}
 	f.Fuzz(func(t *testing.T, b []byte, sign, src uint8) {
 		if s := int(sign % 3); s > 0 {
 			signRef(b, testRealm, secrets[s-1])
 		}
 		from := sources[int(src)%len(sources)]
-		orig := bytes.Clone(b)
-		before := time.Now()
-		tr := &capture{}
-		pass := ts.inspect(b, from, tr)
-		after := time.Now()
-		ts.keys.mu.Lock()
-		handed := ts.keys.m
-		ts.keys.m = nil
-		ts.keys.mu.Unlock()
-
-		want := referenceVerdict(orig, cfg, ts.live.Load().policy, before, after)
-		if len(handed) > 1 {
-			t.Fatalf("inspect handed %d keys for one message", len(handed))
+		// Spent at a time after inspect's, so no refill is due at its.
+		rationSrc := sourceKey(connIDOf(from).src.Addr())
+		for long.answers.allow(rationSrc, time.Now().Add(time.Hour), longCfg.Quotas.AnswerRate) {
 		}
-		if len(tr.replies) > 1 || (pass && len(tr.replies) != 0) {
-			t.Fatalf("inspect answered %d times and passed=%v", len(tr.replies), pass)
-		}
-		if len(handed) == 0 {
-			if want.ok {
-				t.Fatalf("inspect refused a valid request (%x)", orig)
-			}
-			if !bytes.Equal(b, orig) {
-				t.Fatal("inspect changed a message it did not authenticate")
-			}
-			for _, r := range tr.replies {
-				if len(r) > len(orig) {
-					t.Fatalf("inspect answered %d bytes to a %d-byte request", len(r), len(orig))
-				}
-				m := &stun.Message{Raw: r}
-				if err := m.Decode(); err != nil || m.Type.Class != stun.ClassErrorResponse ||
-					!bytes.Equal(r[4:20], orig[4:20]) || stun.Fingerprint.Check(m) != nil {
-					t.Fatalf("inspect's answer %x to %x is not a well-formed error response for it (%v)", r, orig, err)
-				}
-			}
-			return
-		}
-		if !pass {
-			t.Fatal("inspect handed a key and dropped the message")
-		}
-		var slot authSlot
-		var vk verifiedKey
-		for slot, vk = range handed {
-		}
-		if !want.ok && !want.unsure {
-			t.Fatalf("inspect authenticated %x for %q; reference: %s", orig, slot.user, want.why)
-		}
-		if want.unsure {
-			return
-		}
-		if slot.conn != connIDOf(from) || slot.user != want.username || !bytes.Equal(vk.key, want.key) {
-			t.Fatalf("key handed for %+v %q, want %+v %q with the key for it", slot.conn, slot.user, connIDOf(from), want.username)
-		}
-
-		// What pion sees: the same credential, and a MESSAGE-INTEGRITY that
-		// still verifies after inspect clamped the lifetime.
-		m := &stun.Message{Raw: bytes.Clone(b)}
-		if err := m.Decode(); err != nil {
-			t.Fatalf("pion cannot decode the message inspect authenticated: %v", err)
-		}
-		var user stun.Username
-		if err := user.GetFrom(m); err != nil || user.String() != slot.user {
-			t.Fatalf("pion reads USERNAME %q (%v), inspect %q", user, err, slot.user)
-		}
-		if err := stun.MessageIntegrity(vk.key).Check(m); err != nil {
-			t.Fatalf("MESSAGE-INTEGRITY after inspect: %v", err)
-		}
-		if want.fingerprint {
-			if err := stun.Fingerprint.Check(m); err != nil {
-				t.Fatalf("FINGERPRINT after inspect: %v", err)
-			}
-		}
-		if want.method == stun.MethodAllocate || want.method == stun.MethodRefresh {
-			// pion grants the first LIFETIME if it is 4 bytes and under an hour.
-			if v, err := m.Get(stun.AttrLifetime); err == nil && len(v) == 4 {
-				d := time.Duration(binary.BigEndian.Uint32(v)) * time.Second
-				if d < time.Hour && d > cfg.Quotas.MaxLifetime {
-					t.Fatalf("pion would grant a lifetime of %v, above max_lifetime %v", d, cfg.Quotas.MaxLifetime)
-				}
-			}
-		}
+		checkInspect(t, long, longCfg, bytes.Clone(b), from)
+		checkInspect(t, ts, cfg, b, from)
 	})
+}
+
+// checkInspect is FuzzInspect's check of one message b from from.
+func checkInspect(t *testing.T, ts *testServer, cfg Config, b []byte, from net.Addr) {
+	t.Helper()
+	orig := bytes.Clone(b)
+	before := time.Now()
+	tr := &capture{}
+	pass := ts.inspect(b, from, tr)
+	after := time.Now()
+	ts.keys.mu.Lock()
+	handed := ts.keys.m
+	ts.keys.m = nil
+	ts.keys.mu.Unlock()
+
+	want := referenceVerdict(orig, cfg, ts.live.Load().policy, before, after)
+	if len(handed) > 1 {
+		t.Fatalf("inspect handed %d keys for one message", len(handed))
+	}
+	if len(tr.replies) > 1 || (pass && len(tr.replies) != 0) {
+		t.Fatalf("inspect answered %d times and passed=%v", len(tr.replies), pass)
+	}
+	if len(handed) == 0 {
+		if want.ok {
+			t.Fatalf("inspect refused a valid request (%x)", orig)
+		}
+		if !bytes.Equal(b, orig) {
+			t.Fatal("inspect changed a message it did not authenticate")
+		}
+		for _, r := range tr.replies {
+			if len(r) > len(orig) {
+				t.Fatalf("inspect answered %d bytes to a %d-byte request (realm of %d bytes)", len(r), len(orig), len(cfg.Realm))
+			}
+			m := &stun.Message{Raw: r}
+			if err := m.Decode(); err != nil || m.Type.Class != stun.ClassErrorResponse ||
+				!bytes.Equal(r[4:20], orig[4:20]) || stun.Fingerprint.Check(m) != nil {
+				t.Fatalf("inspect's answer %x to %x is not a well-formed error response for it (%v)", r, orig, err)
+			}
+		}
+		return
+	}
+	if !pass {
+		t.Fatal("inspect handed a key and dropped the message")
+	}
+	var slot authSlot
+	var vk verifiedKey
+	for slot, vk = range handed {
+	}
+	if !want.ok && !want.unsure {
+		t.Fatalf("inspect authenticated %x for %q; reference: %s", orig, slot.user, want.why)
+	}
+	if want.unsure {
+		return
+	}
+	if slot.conn != connIDOf(from) || slot.user != want.username || !bytes.Equal(vk.key, want.key) {
+		t.Fatalf("key handed for %+v %q, want %+v %q with the key for it", slot.conn, slot.user, connIDOf(from), want.username)
+	}
+
+	// What pion sees: the same credential, and a MESSAGE-INTEGRITY that
+	// still verifies after inspect clamped the lifetime.
+	m := &stun.Message{Raw: bytes.Clone(b)}
+	if err := m.Decode(); err != nil {
+		t.Fatalf("pion cannot decode the message inspect authenticated: %v", err)
+	}
+	var user stun.Username
+	if err := user.GetFrom(m); err != nil || user.String() != slot.user {
+		t.Fatalf("pion reads USERNAME %q (%v), inspect %q", user, err, slot.user)
+	}
+	if err := stun.MessageIntegrity(vk.key).Check(m); err != nil {
+		t.Fatalf("MESSAGE-INTEGRITY after inspect: %v", err)
+	}
+	if want.fingerprint {
+		if err := stun.Fingerprint.Check(m); err != nil {
+			t.Fatalf("FINGERPRINT after inspect: %v", err)
+		}
+	}
+	if want.method == stun.MethodAllocate || want.method == stun.MethodRefresh {
+		// pion grants the first LIFETIME if it is 4 bytes and under an hour.
+		if v, err := m.Get(stun.AttrLifetime); err == nil && len(v) == 4 {
+			d := time.Duration(binary.BigEndian.Uint32(v)) * time.Second
+			if d < time.Hour && d > cfg.Quotas.MaxLifetime {
+				t.Fatalf("pion would grant a lifetime of %v, above max_lifetime %v", d, cfg.Quotas.MaxLifetime)
+			}
+		}
+	}
 }
 
 // signRef writes a valid MESSAGE-INTEGRITY into b for the credential its
