@@ -2,7 +2,10 @@ package turnsrv
 
 import (
 	"encoding/binary"
+	"errors"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -300,4 +303,27 @@ func TestBindingNotJudged(t *testing.T) {
 			t.Errorf("auth_failures{reason=%q} = %v", r, v)
 		}
 	}
+}
+
+// TestShortSecretFileReloadRefused: a reload whose secret_file now holds
+// a secret shorter than credentials.MinSecretLen is refused, and
+// credentials from the secret in force keep allocating.
+func TestShortSecretFileReloadRefused(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t, testConfig())
+	cfg := testConfig()
+	cfg.SecretFile = filepath.Join(t.TempDir(), "turn-secret")
+	if err := os.WriteFile(cfg.SecretFile, []byte("short\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ts.PrepareReload(cfg); !errors.Is(err, credentials.ErrShortSecret) {
+		t.Fatalf("reload with a short secret_file: %v, want ErrShortSecret", err)
+	}
+	u, p, _ := ts.MintCredential("after-refused-reload", 0)
+	client, _ := dialTURN(t, "udp", ts.udp, u, p)
+	relay, err := client.Allocate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	relay.Close()
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"icebox/internal/cfgerr"
+	"icebox/internal/credentials"
 )
 
 // Config is the turn: section of icebox's configuration. Every field's
@@ -37,11 +38,12 @@ type Config struct {
 	Secrets []string `yaml:"secrets"`
 
 	// A file with secrets, one per line ('#' starts a comment), appended
-	// after secrets: keeps them out of this file. Default "": none.
+	// after secrets: keeps them out of this file. Each must be at least 16
+	// characters, or icebox refuses to start. Default "": none.
 	SecretFile string `yaml:"secret_file"`
 
-	// An environment variable holding one more secret, appended last.
-	// Default "": none.
+	// An environment variable holding one more secret, appended last; at
+	// least 16 characters, or icebox refuses to start. Default "": none.
 	SecretEnv string `yaml:"secret_env"`
 
 	// Lifetime of the credentials icebox hands out (icebox credentials,
@@ -201,10 +203,6 @@ const (
 // second's worth) must hold the largest UDP datagram.
 const minBytesPerSecond = 65536
 
-// minSecretLen keeps secrets out of reach of an offline guess from one
-// captured credential.
-const minSecretLen = 16
-
 // Validate reports every mistake in c, each as a *cfgerr.Error keyed
 // relative to the turn section.
 func (c *Config) Validate() error {
@@ -217,9 +215,9 @@ func (c *Config) Validate() error {
 		add("realm", "must be under 128 printable characters", `write a short name, e.g. "icebox"`)
 	}
 	for i, s := range c.Secrets {
-		if len(s) < minSecretLen {
+		if len(s) < credentials.MinSecretLen {
 			// Never echo the secret itself.
-			add(fmt.Sprintf("secrets[%d]", i), fmt.Sprintf("is shorter than %d characters", minSecretLen),
+			add(fmt.Sprintf("secrets[%d]", i), fmt.Sprintf("is shorter than %d characters", credentials.MinSecretLen),
 				"generate one with `openssl rand -base64 32`")
 		}
 	}

@@ -21,6 +21,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"icebox/internal/credentials"
 	"icebox/internal/doctor"
 	"icebox/internal/ipclass"
 	"icebox/internal/publicip"
@@ -148,10 +149,13 @@ const exitConfig = 78
 
 // fileProblem says how to fix a start-up error that a restart cannot
 // cure, a file icebox may not read or that is not there (a secret or key
-// the unit's DynamicUser cannot open), or returns "".
+// the unit's DynamicUser cannot open) or a TURN secret too short to keep,
+// or returns "".
 func fileProblem(err error) string {
 	var pe *fs.PathError
 	switch {
+	case errors.Is(err, credentials.ErrShortSecret):
+		return fmt.Sprintf("write a secret of at least %d characters there, e.g. from `openssl rand -base64 32`", credentials.MinSecretLen)
 	case !errors.As(err, &pe):
 		return ""
 	case errors.Is(err, fs.ErrPermission):

@@ -2,9 +2,12 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -260,4 +263,67 @@ func TestACMERootFromSystemdCredential(t *testing.T) {
 		_, err := servedCert(t, d.tls.mux.Addr().String(), "icebox.test", pebble.Roots())
 		return err == nil
 	})
+}
+
+// TestShortSecretStopsStartup: a TURN secret shorter than 16 characters
+// in secret_file, secret_env or the systemd credential stops the daemon
+// at start with exit 78 (no restart loop) and a message naming the
+// source and the fix, never the secret; icebox credentials and icebox
+// token refuse to mint from it. Before, such a secret gave working
+// credentials and join tokens.
+func TestShortSecretStopsStartup(t *testing.T) {
+	const short = "k"
+	dir := t.TempDir()
+	file := filepath.Join(dir, "turn-secret")
+	creds := t.TempDir()
+	for _, p := range []string{file, filepath.Join(creds, turnSecretCredential)} {
+		if err := os.WriteFile(p, []byte(short+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tc := range []struct {
+		name string
+		mut  func(*Config)
+		env  []string
+		want string
+	}{
+		{"secret_file", func(c *Config) { c.TURN.SecretFile = file }, nil, file + ", line 1"},
+		{"secret_env", func(c *Config) { c.TURN.SecretEnv = "ICEBOX_TEST_SHORT_SECRET" }, []string{"ICEBOX_TEST_SHORT_SECRET=" + short}, "ICEBOX_TEST_SHORT_SECRET"},
+		{"systemd credential", func(*Config) {}, []string{"CREDENTIALS_DIRECTORY=" + creds}, filepath.Join(creds, turnSecretCredential) + ", line 1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := testConfig(t)
+			tc.mut(&cfg)
+			path := writeTestConfig(t, cfg)
+			// The deadline only ends a daemon that wrongly started.
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, testenv.IceboxBinary(t), "-config", path)
+			cmd.Env = append(os.Environ(), tc.env...)
+			out, err := cmd.CombinedOutput()
+			var exit *exec.ExitError
+			if !errors.As(err, &exit) || exit.ExitCode() != exitConfig {
+				t.Fatalf("icebox exited with %v, want status %d:\n%s", err, exitConfig, out)
+			}
+			for _, want := range []string{tc.want, "shorter than 16 characters", "openssl rand"} {
+				if !strings.Contains(string(out), want) {
+					t.Errorf("start-up error lacks %q:\n%s", want, out)
+				}
+			}
+			if strings.Contains(string(out), "="+short) || strings.Contains(string(out), `"`+short+`"`) {
+				t.Errorf("start-up error shows the secret:\n%s", out)
+			}
+
+			for _, kv := range tc.env {
+				k, v, _ := strings.Cut(kv, "=")
+				t.Setenv(k, v)
+			}
+			for _, args := range [][]string{{"credentials", "-config", path}, {"token", "-config", path, "-room", "tv-42"}} {
+				var stdout, stderr bytes.Buffer
+				if code := run(args, &stdout, &stderr); code != 1 || stdout.Len() != 0 || !strings.Contains(stderr.String(), tc.want) {
+					t.Errorf("%v: exit %d, stdout %q, stderr %q; want exit 1 naming %q", args, code, stdout.String(), stderr.String(), tc.want)
+				}
+			}
+		})
+	}
 }

@@ -30,6 +30,17 @@ type Sources struct {
 	Env     string
 }
 
+// MinSecretLen is the shortest secret icebox accepts from any source: a
+// credential is an HMAC of the secret, so whoever holds one credential
+// can guess a short secret offline and then mint credentials and join
+// tokens of their own.
+const MinSecretLen = 16
+
+// ErrShortSecret is wrapped by Load's error for a secret shorter than
+// MinSecretLen; the error names where the secret came from, never the
+// secret.
+var ErrShortSecret = fmt.Errorf("the secret is shorter than %d characters, so one credential is enough to guess it", MinSecretLen)
+
 // StateFileName is the file in the state directory that keeps the secret
 // icebox generates when none is configured. Its format is SecretFile's, so
 // an operator can point other tools (coturn's static-auth-secret) at it.
@@ -38,7 +49,8 @@ const StateFileName = "turn-secret"
 // Load returns the TURN REST secrets src names: src.Secrets, then the
 // lines of src.File, then the value of src.Env, duplicates removed; the first one mints. A source that is configured but missing or
 // empty is an error rather than silently skipped, so a typo cannot make
-// icebox fall back to another secret.
+// icebox fall back to another secret; so is a secret shorter than
+// MinSecretLen from any source (ErrShortSecret).
 //
 // With no source configured it returns the secret kept in stateDir; if
 // there is none and generate is true it creates a random one there (mode
@@ -54,10 +66,14 @@ func Load(src Sources, stateDir string, generate bool) ([][]byte, error) {
 		}
 		out = append(out, []byte(s))
 	}
-	for _, s := range src.Secrets {
-		if s != "" {
-			add(s)
+	for i, s := range src.Secrets {
+		if s == "" {
+			continue
 		}
+		if len(s) < MinSecretLen {
+			return nil, fmt.Errorf("turn.secrets[%d]: %w", i, ErrShortSecret)
+		}
+		add(s)
 	}
 	if src.File != "" {
 		lines, err := readSecretFile(src.File)
@@ -76,6 +92,9 @@ func Load(src Sources, stateDir string, generate bool) ([][]byte, error) {
 		if v == "" {
 			return nil, fmt.Errorf("turn secret_env: environment variable %s is unset or empty", src.Env)
 		}
+		if len(v) < MinSecretLen {
+			return nil, fmt.Errorf("turn secret_env: environment variable %s: %w", src.Env, ErrShortSecret)
+		}
 		add(v)
 	}
 	if len(out) > 0 {
@@ -84,6 +103,8 @@ func Load(src Sources, stateDir string, generate bool) ([][]byte, error) {
 	return stateSecret(stateDir, generate)
 }
 
+// readSecretFile returns the secrets in the file at path, one a line, or
+// an error naming the line of one shorter than MinSecretLen.
 func readSecretFile(path string) ([]string, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -91,11 +112,15 @@ func readSecretFile(path string) ([]string, error) {
 	}
 	var lines []string
 	sc := bufio.NewScanner(bytes.NewReader(b))
-	for sc.Scan() {
+	for n := 1; sc.Scan(); n++ {
 		l := strings.TrimSpace(sc.Text())
-		if l != "" && !strings.HasPrefix(l, "#") {
-			lines = append(lines, l)
+		if l == "" || strings.HasPrefix(l, "#") {
+			continue
 		}
+		if len(l) < MinSecretLen {
+			return nil, fmt.Errorf("turn secret file %s, line %d: %w", path, n, ErrShortSecret)
+		}
+		lines = append(lines, l)
 	}
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("turn secret file %s: %w", path, err)

@@ -2,9 +2,11 @@ package credentials
 
 import (
 	"encoding/hex"
+	"errors"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -86,5 +88,47 @@ func TestLoad(t *testing.T) {
 	again, err := Load(Sources{}, state, false)
 	if err != nil || string(again[0]) != string(first[0]) {
 		t.Error("the generated secret was not kept")
+	}
+}
+
+// TestLoadRefusesShortSecrets: a secret shorter than MinSecretLen is
+// refused from every source, with an error that names the source (and
+// the line of a file) but never the secret; one of MinSecretLen is kept.
+func TestLoadRefusesShortSecrets(t *testing.T) {
+	dir := t.TempDir()
+	const short = "s3cr3t"
+	long := strings.Repeat("k", MinSecretLen)
+	file := filepath.Join(dir, "secrets")
+	if err := os.WriteFile(file, []byte("# rotated\n"+long+"\n"+short+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	state := filepath.Join(dir, "state")
+	if err := os.MkdirAll(state, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(state, StateFileName), []byte(short+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("ICEBOX_TEST_SHORT_SECRET", short)
+	t.Setenv("ICEBOX_TEST_LONG_SECRET", long)
+	for _, tc := range []struct {
+		name  string
+		src   Sources
+		state string
+		want  string
+	}{
+		{"secret_file", Sources{File: file}, "", file + ", line 3"},
+		{"secret_env", Sources{Env: "ICEBOX_TEST_SHORT_SECRET"}, "", "ICEBOX_TEST_SHORT_SECRET"},
+		{"secrets", Sources{Secrets: []string{long, short}}, "", "turn.secrets[1]"},
+		{"state file", Sources{}, state, filepath.Join(state, StateFileName) + ", line 1"},
+	} {
+		_, err := Load(tc.src, tc.state, false)
+		if !errors.Is(err, ErrShortSecret) || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), short) {
+			t.Errorf("%s: %v; want ErrShortSecret naming %q, not the secret", tc.name, err, tc.want)
+		}
+	}
+	got, err := Load(Sources{Secrets: []string{long}, Env: "ICEBOX_TEST_LONG_SECRET"}, "", false)
+	if err != nil || len(got) != 1 || string(got[0]) != long {
+		t.Errorf("a secret of %d characters: %q, %v", MinSecretLen, got, err)
 	}
 }
