@@ -3,8 +3,6 @@ package turnsrv
 import (
 	"sync/atomic"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
 )
 
 // rateGate paces one direction of an allocation's relayed bytes at
@@ -46,18 +44,22 @@ func (g *rateGate) admit(now int64, n int, rate int) bool {
 // permission, lifetime and policy checks: a stranger's datagrams to the
 // relay port must not spend the allocation's budget and starve its peers.
 func (c *relayConn) admitToPeer(n int, now int64) bool {
-	return c.admit(&c.toPeerGate, n, now, c.s.metrics.bandwidthDrops[toPeer])
+	if c.admit(&c.toPeerGate, n, now) {
+		return true
+	}
+	c.s.metrics.toPeerBandwidthDrops.Inc()
+	return false
 }
 
 func (c *relayConn) admitFromPeer(n int, now int64) bool {
-	return c.admit(&c.fromPeerGate, n, now, c.s.metrics.bandwidthDrops[fromPeer])
-}
-
-func (c *relayConn) admit(g *rateGate, n int, now int64, drops prometheus.Counter) bool {
-	rate := c.s.live.Load().cfg.Quotas.BytesPerSecond
-	if rate <= 0 || g.admit(now, n, rate) {
+	if c.admit(&c.fromPeerGate, n, now) {
 		return true
 	}
-	drops.Inc()
+	c.s.metrics.fromPeerBandwidthDrops.Inc()
 	return false
+}
+
+func (c *relayConn) admit(g *rateGate, n int, now int64) bool {
+	rate := c.s.live.Load().cfg.Quotas.BytesPerSecond
+	return rate <= 0 || g.admit(now, n, rate)
 }

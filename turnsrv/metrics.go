@@ -54,9 +54,9 @@ type metrics struct {
 	fastToPeer, fastFromPeer prometheus.Counter
 	// relayReadErrors counts failed reads of relay sockets, each retried.
 	relayReadErrors prometheus.Counter
-	// bandwidthDrops counts datagrams over quotas.bytes_per_second, by
-	// direction; they count nowhere else.
-	bandwidthDrops map[string]prometheus.Counter
+	// toPeerBandwidthDrops and fromPeerBandwidthDrops count datagrams
+	// over quotas.bytes_per_second, by direction; they count nowhere else.
+	toPeerBandwidthDrops, fromPeerBandwidthDrops prometheus.Counter
 
 	all []prometheus.Collector
 }
@@ -74,11 +74,12 @@ func newMetrics() *metrics {
 	packets := m.counters("icebox_turn_relayed_packets_total", "Datagrams through relay sockets, by direction.", "direction", toPeer, fromPeer)
 	m.fastDrops = m.counters("icebox_turn_channel_drops_total", "ChannelData and Send/Data indications dropped by icebox's data plane, by reason: channel or permission expired, peer refused by the policy, send failed.", "reason", dropReasons...)
 	fast := m.counters("icebox_turn_channel_fast_packets_total", "ChannelData and Send/Data indications relayed by icebox's own data plane (the rest of icebox_turn_relayed_packets_total went through pion), by direction.", "direction", toPeer, fromPeer)
-	m.bandwidthDrops = m.counters("icebox_turn_bandwidth_drops_total", "Datagrams dropped because their allocation had relayed quotas.bytes_per_second in that direction, by direction (pion's path and icebox's data plane alike).", "direction", toPeer, fromPeer)
+	bwDrops := m.counters("icebox_turn_bandwidth_drops_total", "Datagrams dropped because their allocation had relayed quotas.bytes_per_second in that direction, by direction: to_peer on pion's path and icebox's data plane alike, from_peer on the data plane only (what goes to pion from a peer is not charged).", "direction", toPeer, fromPeer)
 	m.relayReadErrors = m.counter("icebox_turn_relay_read_errors_total", "Failed reads of relay sockets other than a closed socket; each is retried after a short pause, the allocation lives on.")
 	m.toPeerBytes, m.fromPeerBytes = bytes[toPeer], bytes[fromPeer]
 	m.toPeerPackets, m.fromPeerPackets = packets[toPeer], packets[fromPeer]
 	m.fastToPeer, m.fastFromPeer = fast[toPeer], fast[fromPeer]
+	m.toPeerBandwidthDrops, m.fromPeerBandwidthDrops = bwDrops[toPeer], bwDrops[fromPeer]
 	return m
 }
 
