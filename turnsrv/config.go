@@ -16,7 +16,7 @@ import (
 // Config is the turn: section of icebox's configuration. Every field's
 // comment states the value DefaultConfig gives it. Secrets, credential
 // lifetimes, peer policy, quotas and the TLS certificate files can change on
-// Reload; the rest needs a restart.
+// a reload (PrepareReload, Commit); the rest needs a restart.
 type Config struct {
 	// Relay media for peers that cannot reach each other directly, over
 	// UDP and TCP on the STUN port and over TLS when a certificate is set.

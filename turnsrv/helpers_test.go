@@ -100,6 +100,16 @@ func startServerFront(t testing.TB, mutFront func(*stunsrv.Config), cfg Config, 
 	return &testServer{Server: s, udp: pc.LocalAddr(), tcp: ln.Addr(), cfg: cfg, logs: logs, front: front, frontReg: frontReg}
 }
 
+// Reload prepares and commits cfg, as the daemon does for TURN alone.
+func (ts *testServer) Reload(cfg Config) error {
+	p, err := ts.PrepareReload(cfg)
+	if err != nil {
+		return err
+	}
+	p.Commit()
+	return nil
+}
+
 func (ts *testServer) addr(network string) net.Addr {
 	if network == "tcp" {
 		return ts.tcp

@@ -55,7 +55,7 @@ func canonicalPeer(a netip.Addr) (c netip.Addr, isTeredo bool) {
 }
 
 // peerPolicy decides which peers clients may relay to. It is immutable;
-// Reload swaps in a new one.
+// a reload swaps in a new one.
 type peerPolicy struct {
 	allow []netip.Prefix
 	deny  []netip.Prefix // turn.peers.deny; non-public ranges are checked separately

@@ -66,7 +66,7 @@ type Options struct {
 	InterfaceAddrs func() ([]net.Addr, error)
 }
 
-// live is what Reload swaps: everything read per request.
+// live is what a reload swaps (Commit): everything read per request.
 type live struct {
 	cfg     Config
 	secrets [][]byte // never empty; [0] mints
@@ -290,7 +290,7 @@ func appendSpecific(as []netip.Addr, a net.Addr) []netip.Addr {
 	return as
 }
 
-// ownAddrs is the own-address rule's list: read again on Reload, since
+// ownAddrs is the own-address rule's list: read again on every reload, since
 // interfaces come and go.
 func (s *Server) ownAddrs() ([]netip.Addr, error) {
 	addrs, err := hostAddrs(s.ifaces)
@@ -405,21 +405,6 @@ func (s *Server) Close() error {
 	return s.closeErr
 }
 
-// Reload applies cfg's secrets, credential lifetimes, peer policy and
-// quotas to new requests; existing allocations, permissions and channels
-// survive. Nothing changes if cfg is invalid or a secret cannot be loaded.
-// Changes to settings that need a restart (enabled, realm, relay,
-// tls.listen) are logged and ignored. The certificate is the source's
-// business (Options.GetCertificate).
-func (s *Server) Reload(cfg Config) error {
-	p, err := s.PrepareReload(cfg)
-	if err != nil {
-		return err
-	}
-	p.Commit()
-	return nil
-}
-
 // PreparedReload is a reload that has loaded everything it needs and can
 // no longer fail: Commit applies it, and dropping it changes nothing. It
 // lets the daemon reload every part or none.
@@ -431,7 +416,12 @@ type PreparedReload struct {
 // Secrets are the secrets the reload would put in force; the first mints.
 func (p *PreparedReload) Secrets() [][]byte { return p.live.secrets }
 
-// Commit applies the prepared reload.
+// Commit applies the prepared reload: cfg's secrets, credential
+// lifetimes, peer policy and quotas apply to new requests; existing
+// allocations, permissions and channels survive. Changes to settings that
+// need a restart (enabled, realm, relay, tls.listen) are logged and
+// ignored. The certificate is the source's business
+// (Options.GetCertificate).
 func (p *PreparedReload) Commit() {
 	s := p.s
 	old := s.live.Load().cfg
@@ -452,7 +442,8 @@ func (p *PreparedReload) Commit() {
 }
 
 // PrepareReload validates cfg and loads its secrets without applying
-// anything; the certificate is Options.GetCertificate's business.
+// anything: nothing changes if cfg is invalid or a secret cannot be
+// loaded. The certificate is Options.GetCertificate's business.
 func (s *Server) PrepareReload(cfg Config) (*PreparedReload, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("turn config: %w", err)
