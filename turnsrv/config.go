@@ -347,8 +347,8 @@ func validEnvName(s string) bool {
 // (Allocate, Refresh, CreatePermission, ChannelBind), not just the first:
 // a relayed call stops working soon after its credential expires.
 const (
-	// MinCredentialTTL is refused: too short to set up a call with.
-	MinCredentialTTL = time.Minute
+	// minCredentialTTL is refused: too short to set up a call with.
+	minCredentialTTL = time.Minute
 	// shortCredentialTTL is warned about: a call outliving it loses its relay at the
 	// next Refresh or permission renewal (every 5 minutes at the latest).
 	shortCredentialTTL = 10 * time.Minute
@@ -360,8 +360,8 @@ const (
 func JudgeCredentialTTL(ttl time.Duration) (why, fix string, refuse bool) {
 	why = "icebox checks the credential on every TURN request of a call (allocate, refresh, permission), so a relayed call stops soon after it expires"
 	switch {
-	case ttl < MinCredentialTTL:
-		return why, fmt.Sprintf("use %v or more (1h or more for calls)", MinCredentialTTL), true
+	case ttl < minCredentialTTL:
+		return why, fmt.Sprintf("use %v or more (1h or more for calls)", minCredentialTTL), true
 	case ttl < shortCredentialTTL:
 		return why, "use 1h or more unless calls are that short", false
 	}
