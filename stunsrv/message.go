@@ -2,8 +2,9 @@ package stunsrv
 
 import (
 	"encoding/binary"
-	"hash/crc32"
 	"net/netip"
+
+	"github.com/pion/stun/v3"
 )
 
 // Wire constants from RFC 8489. Only what the Binding fast path needs lives
@@ -18,8 +19,6 @@ const (
 	attrMappedAddress    = 0x0001
 	attrXORMappedAddress = 0x0020
 	attrFingerprint      = 0x8028
-
-	fingerprintXOR = 0x5354554e
 
 	familyIPv4 = 0x01
 	familyIPv6 = 0x02
@@ -119,7 +118,7 @@ func validAttributes(b []byte, classic bool) bool {
 			if l != 4 || end != len(b) {
 				return false
 			}
-			want := crc32.ChecksumIEEE(b[:off]) ^ fingerprintXOR
+			want := stun.FingerprintValue(b[:off])
 			return binary.BigEndian.Uint32(b[off+4:end]) == want
 		}
 		off = end + (4-l%4)%4
@@ -191,7 +190,7 @@ func AppendBindingResponse(dst, req []byte, from netip.AddrPort) []byte {
 		// The CRC covers the header with the length already counting
 		// FINGERPRINT itself, and nothing of the attribute.
 		binary.BigEndian.PutUint16(dst[start+2:], uint16(len(dst)-start-headerSize+8))
-		crc := crc32.ChecksumIEEE(dst[start:]) ^ fingerprintXOR
+		crc := stun.FingerprintValue(dst[start:])
 		dst = binary.BigEndian.AppendUint16(dst, attrFingerprint)
 		dst = binary.BigEndian.AppendUint16(dst, 4)
 		return binary.BigEndian.AppendUint32(dst, crc)

@@ -4,10 +4,11 @@ import (
 	"crypto/hmac"
 	"crypto/sha1" //nolint:gosec // MESSAGE-INTEGRITY is HMAC-SHA1 by definition.
 	"encoding/binary"
-	"hash/crc32"
 	"net"
 	"net/netip"
 	"time"
+
+	"github.com/pion/stun/v3"
 
 	"icebox/internal/credentials"
 )
@@ -38,8 +39,7 @@ const (
 	familyIPv4 = 1  // REQUESTED-ADDRESS-FAMILY values (RFC 8656 section 18.8)
 	familyIPv6 = 2
 
-	integrityLen   = 20
-	fingerprintXOR = 0x5354554e
+	integrityLen = 20
 
 	methodAllocate         = 0x003
 	methodRefresh          = 0x004
@@ -150,7 +150,7 @@ func resign(b []byte, f authFields, key []byte) {
 	if f.fingerprint != 0 {
 		saved := binary.BigEndian.Uint16(b[2:4])
 		binary.BigEndian.PutUint16(b[2:4], uint16(f.fingerprint+8-stunHeaderLen))
-		crc := crc32.ChecksumIEEE(b[:f.fingerprint]) ^ fingerprintXOR
+		crc := stun.FingerprintValue(b[:f.fingerprint])
 		binary.BigEndian.PutUint16(b[2:4], saved)
 		binary.BigEndian.PutUint32(b[f.fingerprint+4:], crc)
 	}
@@ -486,7 +486,7 @@ func errorResponse(b []byte, method uint16, code int, key []byte, extra ...answe
 	fp := len(out)
 	out = appendAttr(out, answerAttr{attrFingerprint, make([]byte, 4)})
 	binary.BigEndian.PutUint16(out[2:4], uint16(len(out)-stunHeaderLen))
-	binary.BigEndian.PutUint32(out[fp+4:], crc32.ChecksumIEEE(out[:fp])^fingerprintXOR)
+	binary.BigEndian.PutUint32(out[fp+4:], stun.FingerprintValue(out[:fp]))
 	return out
 }
 
