@@ -5,27 +5,20 @@ import (
 	"net/netip"
 
 	"github.com/pion/stun/v3"
+
+	"icebox/internal/stunwire"
 )
 
-// Wire constants from RFC 8489. Only what the Binding fast path needs lives
-// here; everything else is pion's business.
+// What the Binding fast path answers and how large its answer can be; the
+// wire constants it shares with TURN are stunwire's, everything else is
+// pion's business.
 const (
-	headerSize  = 20
-	magicCookie = 0x2112A442
-
 	typeBindingRequest  = 0x0001
 	typeBindingResponse = 0x0101
 
-	attrMappedAddress    = 0x0001
-	attrXORMappedAddress = 0x0020
-	attrFingerprint      = 0x8028
-
-	familyIPv4 = 0x01
-	familyIPv6 = 0x02
-
 	// maxResponseSize is the largest answer we ever build: header,
 	// XOR-MAPPED-ADDRESS for IPv6 (4+20) and FINGERPRINT (4+4).
-	maxResponseSize = headerSize + 24 + 8
+	maxResponseSize = stunwire.HeaderSize + 24 + 8
 )
 
 // Kind is what a datagram on the STUN port turned out to be.
@@ -75,15 +68,15 @@ func Classify(b []byte) Kind {
 		}
 		return ChannelData
 	}
-	if b[0]&0xC0 != 0 || len(b) < headerSize {
+	if b[0]&0xC0 != 0 || len(b) < stunwire.HeaderSize {
 		return Malformed
 	}
 	length := int(binary.BigEndian.Uint16(b[2:4]))
-	if length%4 != 0 || headerSize+length != len(b) {
+	if length%4 != 0 || stunwire.HeaderSize+length != len(b) {
 		return Malformed
 	}
 	msgType := binary.BigEndian.Uint16(b[0:2])
-	classic := binary.BigEndian.Uint32(b[4:8]) != magicCookie
+	classic := binary.BigEndian.Uint32(b[4:8]) != stunwire.MagicCookie
 	if !validAttributes(b, classic) {
 		return Malformed
 	}
@@ -94,7 +87,7 @@ func Classify(b []byte) Kind {
 		// RFC 3489 had Binding and Shared Secret only; without the cookie
 		// nothing else is STUN worth passing on.
 		return Malformed
-	case msgType&0x0110 == 0x0010:
+	case stunwire.Class(msgType) == stunwire.ClassIndication:
 		return Indication
 	default:
 		return OtherSTUN
@@ -102,41 +95,28 @@ func Classify(b []byte) Kind {
 }
 
 // validAttributes walks the TLVs: each must fit, and a FINGERPRINT must be
-// the last attribute and match.
+// the last attribute and match. Classify has checked that the attributes
+// fill the message in 4-byte steps.
 func validAttributes(b []byte, classic bool) bool {
-	for off := headerSize; off < len(b); {
-		if off+4 > len(b) {
-			return false
-		}
-		typ := binary.BigEndian.Uint16(b[off : off+2])
-		l := int(binary.BigEndian.Uint16(b[off+2 : off+4]))
-		end := off + 4 + l
-		if end > len(b) {
-			return false
-		}
-		if typ == attrFingerprint && !classic {
-			if l != 4 || end != len(b) {
-				return false
-			}
-			want := stun.FingerprintValue(b[:off])
-			return binary.BigEndian.Uint32(b[off+4:end]) == want
-		}
-		off = end + (4-l%4)%4
-		if off > len(b) {
-			return false
+	a := stunwire.AttrsOf(b, len(b))
+	off, typ, n, ok := a.First()
+	for ; ok; off, typ, n, ok = a.After(off, n) {
+		if typ == stunwire.AttrFingerprint && !classic {
+			end := off + 4 + n
+			return n == 4 && end == len(b) && binary.BigEndian.Uint32(b[off+4:end]) == stun.FingerprintValue(b[:off])
 		}
 	}
-	return true
+	return !a.Truncated(off)
 }
 
 // hasFingerprint reports whether a request already checked by Classify ends
 // with FINGERPRINT.
 func hasFingerprint(b []byte) bool {
-	if len(b) < headerSize+8 || binary.BigEndian.Uint32(b[4:8]) != magicCookie {
+	if len(b) < stunwire.HeaderSize+8 || binary.BigEndian.Uint32(b[4:8]) != stunwire.MagicCookie {
 		return false
 	}
 	off := len(b) - 8
-	return binary.BigEndian.Uint16(b[off:off+2]) == attrFingerprint &&
+	return binary.BigEndian.Uint16(b[off:off+2]) == stunwire.AttrFingerprint &&
 		binary.BigEndian.Uint16(b[off+2:off+4]) == 4
 }
 
@@ -147,27 +127,27 @@ func hasFingerprint(b []byte) bool {
 // larger than the smallest request: too little to be worth abusing as an
 // amplifier. With a dst of capacity maxResponseSize it does not allocate.
 func AppendBindingResponse(dst, req []byte, from netip.AddrPort) []byte {
-	classic := binary.BigEndian.Uint32(req[4:8]) != magicCookie
+	classic := binary.BigEndian.Uint32(req[4:8]) != stunwire.MagicCookie
 	start := len(dst)
 	dst = binary.BigEndian.AppendUint16(dst, typeBindingResponse)
 	dst = append(dst, 0, 0) // length, filled in below
-	dst = append(dst, req[4:headerSize]...)
+	dst = append(dst, req[4:stunwire.HeaderSize]...)
 
 	addr := from.Addr().Unmap()
-	family, addrLen := byte(familyIPv4), 4
+	family, addrLen := byte(stunwire.FamilyIPv4), 4
 	if addr.Is6() {
-		family, addrLen = familyIPv6, 16
+		family, addrLen = stunwire.FamilyIPv6, 16
 	}
-	attrType := uint16(attrXORMappedAddress)
+	attrType := uint16(stunwire.AttrXORMappedAddress)
 	if classic {
-		attrType = attrMappedAddress
+		attrType = stunwire.AttrMappedAddress
 	}
 	dst = binary.BigEndian.AppendUint16(dst, attrType)
 	dst = binary.BigEndian.AppendUint16(dst, uint16(4+addrLen))
 	dst = append(dst, 0, family)
 	port := from.Port()
 	if !classic {
-		port ^= magicCookie >> 16
+		port ^= stunwire.MagicCookie >> 16
 	}
 	dst = binary.BigEndian.AppendUint16(dst, port)
 	if addr.Is4() {
@@ -189,12 +169,12 @@ func AppendBindingResponse(dst, req []byte, from netip.AddrPort) []byte {
 	if hasFingerprint(req) {
 		// The CRC covers the header with the length already counting
 		// FINGERPRINT itself, and nothing of the attribute.
-		binary.BigEndian.PutUint16(dst[start+2:], uint16(len(dst)-start-headerSize+8))
+		binary.BigEndian.PutUint16(dst[start+2:], uint16(len(dst)-start-stunwire.HeaderSize+8))
 		crc := stun.FingerprintValue(dst[start:])
-		dst = binary.BigEndian.AppendUint16(dst, attrFingerprint)
+		dst = binary.BigEndian.AppendUint16(dst, stunwire.AttrFingerprint)
 		dst = binary.BigEndian.AppendUint16(dst, 4)
 		return binary.BigEndian.AppendUint32(dst, crc)
 	}
-	binary.BigEndian.PutUint16(dst[start+2:], uint16(len(dst)-start-headerSize))
+	binary.BigEndian.PutUint16(dst[start+2:], uint16(len(dst)-start-stunwire.HeaderSize))
 	return dst
 }

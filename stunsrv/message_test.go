@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"github.com/pion/stun/v3"
+
+	"icebox/internal/stunwire"
 )
 
 // RFC 5769 test vectors.
@@ -41,7 +43,7 @@ var (
 // attr returns the first attribute of type typ in a well-formed message, header included.
 func attr(t *testing.T, msg []byte, typ uint16) []byte {
 	t.Helper()
-	for off := headerSize; off+4 <= len(msg); {
+	for off := stunwire.HeaderSize; off+4 <= len(msg); {
 		l := int(binary.BigEndian.Uint16(msg[off+2:]))
 		if binary.BigEndian.Uint16(msg[off:]) == typ {
 			return msg[off : off+4+l]
@@ -72,7 +74,7 @@ func TestRFC5769Vectors(t *testing.T) {
 		{"[2001:db8:1234:5678:11:2233:4455:6677]:32853", rfc5769ResponseIPv6},
 	} {
 		resp := AppendBindingResponse(nil, rfc5769Request, netip.MustParseAddrPort(tc.from))
-		if got, want := attr(t, resp, attrXORMappedAddress), attr(t, tc.vector, attrXORMappedAddress); !bytes.Equal(got, want) {
+		if got, want := attr(t, resp, stunwire.AttrXORMappedAddress), attr(t, tc.vector, stunwire.AttrXORMappedAddress); !bytes.Equal(got, want) {
 			t.Errorf("from %s: XOR-MAPPED-ADDRESS %x, want %x", tc.from, got, want)
 		}
 		if Classify(resp) != OtherSTUN {
@@ -130,7 +132,7 @@ func TestResponseDecodesWithPion(t *testing.T) {
 }
 
 func TestRFC3489ClientGetsMappedAddress(t *testing.T) {
-	req := make([]byte, headerSize)
+	req := make([]byte, stunwire.HeaderSize)
 	binary.BigEndian.PutUint16(req, typeBindingRequest)
 	copy(req[4:], "0123456789abcdef") // 128-bit transaction ID, no cookie
 	if Classify(req) != BindingRequest {
@@ -138,7 +140,7 @@ func TestRFC3489ClientGetsMappedAddress(t *testing.T) {
 	}
 	resp := AppendBindingResponse(nil, req, netip.MustParseAddrPort("192.0.2.1:32853"))
 	want := []byte{0x00, 0x01, 0x00, 0x08, 0x00, 0x01, 0x80, 0x55, 192, 0, 2, 1}
-	if got := attr(t, resp, attrMappedAddress); !bytes.Equal(got, want) {
+	if got := attr(t, resp, stunwire.AttrMappedAddress); !bytes.Equal(got, want) {
 		t.Errorf("MAPPED-ADDRESS %x, want %x", got, want)
 	}
 	if !bytes.Equal(resp[4:20], req[4:20]) {
@@ -156,9 +158,9 @@ func TestClassify(t *testing.T) {
 		return b
 	}
 	badAttrLen := bytes.Clone(valid)
-	binary.BigEndian.PutUint16(badAttrLen[headerSize+2:], 200)
+	binary.BigEndian.PutUint16(badAttrLen[stunwire.HeaderSize+2:], 200)
 	fingerprintNotLast := append(bytes.Clone(valid), 0, 0x24, 0, 4, 1, 2, 3, 4)
-	binary.BigEndian.PutUint16(fingerprintNotLast[2:], uint16(len(fingerprintNotLast)-headerSize))
+	binary.BigEndian.PutUint16(fingerprintNotLast[2:], uint16(len(fingerprintNotLast)-stunwire.HeaderSize))
 
 	for _, tc := range []struct {
 		name string
@@ -176,7 +178,7 @@ func TestClassify(t *testing.T) {
 		{"truncated header", valid[:19], Malformed},
 		{"truncated body", valid[:len(valid)-1], Malformed},
 		{"length too long", withLen(valid, uint16(len(valid))), Malformed},
-		{"length not multiple of 4", withLen(valid[:len(valid)-2], uint16(len(valid)-headerSize-2)), Malformed},
+		{"length not multiple of 4", withLen(valid[:len(valid)-2], uint16(len(valid)-stunwire.HeaderSize-2)), Malformed},
 		{"top bits set", append([]byte{0xC0}, valid[1:]...), Malformed},
 		{"attribute overruns", badAttrLen, Malformed},
 		{"fingerprint not last", fingerprintNotLast, Malformed},
@@ -236,7 +238,7 @@ func FuzzClassify(f *testing.F) {
 		if len(resp) > maxResponseSize {
 			t.Fatalf("response of %d bytes exceeds %d", len(resp), maxResponseSize)
 		}
-		if binary.BigEndian.Uint32(b[4:8]) == magicCookie {
+		if binary.BigEndian.Uint32(b[4:8]) == stunwire.MagicCookie {
 			m := &stun.Message{Raw: resp}
 			if err := m.Decode(); err != nil {
 				t.Fatalf("our response does not decode: %v", err)

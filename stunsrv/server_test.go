@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"icebox/internal/stunwire"
 	"icebox/internal/udpio"
 )
 
@@ -158,7 +159,7 @@ func TestSeveralRequestsOnOneTCPConnection(t *testing.T) {
 
 func readTCPMessage(t *testing.T, c net.Conn) *stun.Message {
 	t.Helper()
-	hdr := make([]byte, headerSize)
+	hdr := make([]byte, stunwire.HeaderSize)
 	if _, err := io.ReadFull(c, hdr); err != nil {
 		t.Fatal(err)
 	}
@@ -641,7 +642,7 @@ func TestTCPFrameLargerThanTheBufferIsRefused(t *testing.T) {
 	// A Binding request of size bytes: the header, and one attribute.
 	binding := func(size int) []byte {
 		return stun.MustBuild(stun.TransactionID, stun.BindingRequest,
-			stun.RawAttribute{Type: stun.AttrSoftware, Value: make([]byte, size-headerSize-4)}).Raw
+			stun.RawAttribute{Type: stun.AttrSoftware, Value: make([]byte, size-stunwire.HeaderSize-4)}).Raw
 	}
 	conn, err := net.DialTimeout("tcp4", addr, deadline)
 	if err != nil {
@@ -653,7 +654,7 @@ func TestTCPFrameLargerThanTheBufferIsRefused(t *testing.T) {
 	if _, err := conn.Write(binding(readBufferSize)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := io.ReadFull(conn, make([]byte, headerSize)); err != nil {
+	if _, err := io.ReadFull(conn, make([]byte, stunwire.HeaderSize)); err != nil {
 		t.Fatalf("a %d-byte Binding request: %v, want an answer", readBufferSize, err)
 	}
 	// ...and one a word larger ends the connection.

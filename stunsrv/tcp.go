@@ -16,6 +16,7 @@ import (
 
 	"icebox/internal/ipclass"
 	"icebox/internal/persource"
+	"icebox/internal/stunwire"
 )
 
 // RFC 8489 §6.2.2 frames STUN over TCP by its own length field, and RFC 8656
@@ -313,7 +314,7 @@ func (c *tcpConn) nextFrame() ([]byte, error) {
 		size = 4 + int(binary.BigEndian.Uint16(b[2:4]))
 		size += (4 - size%4) % 4
 	case b[0]&0xC0 == 0:
-		size = headerSize + int(binary.BigEndian.Uint16(b[2:4]))
+		size = stunwire.HeaderSize + int(binary.BigEndian.Uint16(b[2:4]))
 	default:
 		// The stream is no longer in step: nothing after this can be framed.
 		st.malformed.Inc()

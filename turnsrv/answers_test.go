@@ -13,6 +13,7 @@ import (
 	"github.com/pion/stun/v3"
 	"github.com/pion/turn/v4"
 
+	"icebox/internal/stunwire"
 	"icebox/internal/testenv"
 )
 
@@ -156,8 +157,8 @@ func TestRightAnswers(t *testing.T) {
 func v4AsV6Peer(ip net.IP, port int) stun.Setter {
 	return setter(func(m *stun.Message) error {
 		v := binary.BigEndian.AppendUint16(nil, 2)
-		v = binary.BigEndian.AppendUint16(v, uint16(port)^stunMagicCookie>>16)
-		xor := binary.BigEndian.AppendUint32(nil, stunMagicCookie)
+		v = binary.BigEndian.AppendUint16(v, uint16(port)^stunwire.MagicCookie>>16)
+		xor := binary.BigEndian.AppendUint32(nil, stunwire.MagicCookie)
 		xor = append(xor, m.TransactionID[:]...)
 		for i, b := range ip.To16() {
 			v = append(v, b^xor[i])
@@ -367,11 +368,11 @@ func TestLongRealmFailuresRationed(t *testing.T) {
 		req := binary.BigEndian.AppendUint16(nil, methodAllocate)
 		req = append(req, 0, 0, 0x21, 0x12, 0xA4, 0x42)
 		req = append(req, make([]byte, 12)...) // transaction ID
-		req = appendAttr(req, answerAttr{attrUsername, []byte(user)})
-		req = appendAttr(req, answerAttr{attrRealm, nil})
-		req = appendAttr(req, answerAttr{attrNonce, nil})
-		req = appendAttr(req, answerAttr{attrIntegrity, make([]byte, integrityLen)})
-		binary.BigEndian.PutUint16(req[2:4], uint16(len(req)-stunHeaderLen))
+		req = appendAttr(req, answerAttr{stunwire.AttrUsername, []byte(user)})
+		req = appendAttr(req, answerAttr{stunwire.AttrRealm, nil})
+		req = appendAttr(req, answerAttr{stunwire.AttrNonce, nil})
+		req = appendAttr(req, answerAttr{stunwire.AttrIntegrity, make([]byte, integrityLen)})
+		binary.BigEndian.PutUint16(req[2:4], uint16(len(req)-stunwire.HeaderSize))
 		return req
 	}
 	current, _, _ := ts.MintCredential("x", 0)

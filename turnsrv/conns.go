@@ -15,6 +15,7 @@ import (
 
 	"github.com/pion/turn/v4"
 
+	"icebox/internal/stunwire"
 	"icebox/internal/udpio"
 	"icebox/stunsrv"
 )
@@ -113,7 +114,7 @@ func (c *packetConn) keyOwner() *keyOwner         { return &c.key }
 // WriteTo sends pion's answers and Data indications; the data plane
 // learns what pion granted from the success answers.
 func (c *packetConn) WriteTo(p []byte, addr net.Addr) (int, error) {
-	if len(p) >= stunHeaderLen && p[0]&0xC0 == 0 {
+	if len(p) >= stunwire.HeaderSize && p[0]&0xC0 == 0 {
 		if ua, ok := addr.(*net.UDPAddr); ok {
 			c.s.dp.noteResponse(p, connIDOf(ua), clientOut{udp: c.PacketConn, to: ua, toAP: ua.AddrPort()})
 		}
@@ -224,7 +225,7 @@ func (c *frameConn) Read(p []byte) (int, error) {
 
 // Write sends pion's answers; the data plane learns from the successes.
 func (c *frameConn) Write(p []byte) (int, error) {
-	if len(p) >= stunHeaderLen && p[0]&0xC0 == 0 {
+	if len(p) >= stunwire.HeaderSize && p[0]&0xC0 == 0 {
 		c.s.dp.noteResponse(p, c.id, clientOut{stream: c})
 	}
 	return c.Conn.Write(p)

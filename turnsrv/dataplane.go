@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"icebox/internal/stunwire"
 	"icebox/internal/udpio"
 )
 
@@ -33,11 +34,8 @@ const (
 	permissionLifetime = 5 * time.Minute
 )
 
-// STUN attributes and message types the data plane reads and writes.
+// TURN message types the data plane reads and writes.
 const (
-	attrChannelNumber = 0x000C
-	attrData          = 0x0013
-
 	typeSendIndication = 0x0016 // method Send (0x006), class indication
 	typeDataIndication = 0x0017 // method Data (0x007), class indication
 )
@@ -226,39 +224,39 @@ func (d *dataPlane) lookup(id connID) *dpAlloc {
 // needs nothing: pion deletes an allocation (OnAllocationDeleted) before
 // it answers a Refresh with lifetime 0.
 func (d *dataPlane) noteRequest(b []byte, from connID) {
-	if len(b) < stunHeaderLen || b[0]&0xC0 != 0 || binary.BigEndian.Uint32(b[4:8]) != stunMagicCookie {
+	if len(b) < stunwire.HeaderSize || b[0]&0xC0 != 0 || binary.BigEndian.Uint32(b[4:8]) != stunwire.MagicCookie {
 		return
 	}
 	typ := binary.BigEndian.Uint16(b[0:2])
-	if typ&0x0110 != 0 {
+	if stunwire.Class(typ) != stunwire.ClassRequest {
 		return // not a request
 	}
-	method := typ&0x000F | (typ&0x00E0)>>1 | (typ&0x3E00)>>2
+	method := stunwire.Method(typ)
 	if method != methodChannelBind && method != methodCreatePermission {
 		return
 	}
-	end := min(stunHeaderLen+int(binary.BigEndian.Uint16(b[2:4])), len(b))
+	end := min(stunwire.HeaderSize+int(binary.BigEndian.Uint16(b[2:4])), len(b))
 	req := pendingRequest{method: method, at: d.now()}
 	signed, sawChannel := false, false
 	// A truncated attribute ends the walk before MESSAGE-INTEGRITY, and
 	// pion refuses the request: nothing to learn either.
-	a := attrsOf(b, end)
-	for off, at, n, ok := a.first(); ok; off, at, n, ok = a.after(off, n) {
-		if at == attrIntegrity {
+	a := stunwire.AttrsOf(b, end)
+	for off, at, n, ok := a.First(); ok; off, at, n, ok = a.After(off, n) {
+		if at == stunwire.AttrIntegrity {
 			signed = true
 			break // what follows is not covered by it
 		}
 		v := b[off+4 : off+4+n]
 		switch {
-		case at == attrChannelNumber && !sawChannel:
+		case at == stunwire.AttrChannelNumber && !sawChannel:
 			// pion binds the first CHANNEL-NUMBER, as channelNumber
 			// reads it; inspect refuses one after MESSAGE-INTEGRITY.
 			sawChannel = true
 			if len(v) == 4 {
 				req.channel = binary.BigEndian.Uint16(v)
 			}
-		case at == attrXORPeerAddress:
-			if ap, ok := xorPeerAddrPort(v, b[4:stunHeaderLen]); ok && len(req.peers) < maxPeersPerRequest {
+		case at == stunwire.AttrXORPeerAddress:
+			if ap, ok := xorPeerAddrPort(v, b[4:stunwire.HeaderSize]); ok && len(req.peers) < maxPeersPerRequest {
 				req.peers = append(req.peers, ap)
 			}
 		}
@@ -266,7 +264,7 @@ func (d *dataPlane) noteRequest(b []byte, from connID) {
 	if !signed {
 		return // pion answers 401; nothing to learn
 	}
-	key := pendingKey{client: from, txid: [12]byte(b[8:stunHeaderLen])}
+	key := pendingKey{client: from, txid: [12]byte(b[8:stunwire.HeaderSize])}
 	d.pendMu.Lock()
 	defer d.pendMu.Unlock()
 	if len(d.pending) >= maxPending {
@@ -297,7 +295,7 @@ func xorPeerAddrPort(v, cookieID []byte) (netip.AddrPort, bool) {
 	if !ok || len(ip) != 4 {
 		return netip.AddrPort{}, false
 	}
-	port := binary.BigEndian.Uint16(v[2:4]) ^ stunMagicCookie>>16
+	port := binary.BigEndian.Uint16(v[2:4]) ^ stunwire.MagicCookie>>16
 	return netip.AddrPortFrom(netip.AddrFrom4([4]byte(ip)), port), true
 }
 
@@ -305,19 +303,19 @@ func xorPeerAddrPort(v, cookieID []byte) (netip.AddrPort, bool) {
 // client transport the answer goes to, out how pion reached it there, and
 // how the data plane will.
 func (d *dataPlane) noteResponse(b []byte, to connID, out clientOut) {
-	if len(b) < stunHeaderLen {
+	if len(b) < stunwire.HeaderSize {
 		return
 	}
-	class := binary.BigEndian.Uint16(b[0:2]) & 0x0110
-	if class&0x0100 == 0 {
+	class := stunwire.Class(binary.BigEndian.Uint16(b[0:2]))
+	if class != stunwire.ClassSuccess && class != stunwire.ClassError {
 		return // not a response
 	}
-	key := pendingKey{client: to, txid: [12]byte(b[8:stunHeaderLen])}
+	key := pendingKey{client: to, txid: [12]byte(b[8:stunwire.HeaderSize])}
 	d.pendMu.Lock()
 	req, ok := d.pending[key]
 	delete(d.pending, key)
 	d.pendMu.Unlock()
-	if !ok || class != 0x0100 {
+	if !ok || class != stunwire.ClassSuccess {
 		return // unknown, or an error response: nothing granted
 	}
 	a := d.lookup(to)
@@ -629,37 +627,37 @@ func (d *dataPlane) fromSend(b []byte, from connID, snd *peerSender) bool {
 // pion reads them (the first XOR-PEER-ADDRESS and DATA); ok is false for
 // anything else, and for peers in pion's lenient short forms.
 func parseSend(b []byte) (peer netip.AddrPort, data []byte, ok bool) {
-	if len(b) < stunHeaderLen || binary.BigEndian.Uint16(b[0:2]) != typeSendIndication ||
-		binary.BigEndian.Uint32(b[4:8]) != stunMagicCookie {
+	if len(b) < stunwire.HeaderSize || binary.BigEndian.Uint16(b[0:2]) != typeSendIndication ||
+		binary.BigEndian.Uint32(b[4:8]) != stunwire.MagicCookie {
 		return peer, nil, false
 	}
-	end := stunHeaderLen + int(binary.BigEndian.Uint16(b[2:4]))
+	end := stunwire.HeaderSize + int(binary.BigEndian.Uint16(b[2:4]))
 	if end > len(b) || end%4 != 0 {
 		return peer, nil, false
 	}
 	havePeer := false
-	a := attrsOf(b, end)
-	off, at, n, more := a.first()
-	for ; more; off, at, n, more = a.after(off, n) {
+	a := stunwire.AttrsOf(b, end)
+	off, at, n, more := a.First()
+	for ; more; off, at, n, more = a.After(off, n) {
 		v := off + 4
 		switch {
-		case at == attrXORPeerAddress && !havePeer:
-			if peer, ok = xorPeerAddrPort(b[v:v+n], b[4:stunHeaderLen]); !ok {
+		case at == stunwire.AttrXORPeerAddress && !havePeer:
+			if peer, ok = xorPeerAddrPort(b[v:v+n], b[4:stunwire.HeaderSize]); !ok {
 				return peer, nil, false
 			}
 			havePeer = true
-		case at == attrData && data == nil:
+		case at == stunwire.AttrData && data == nil:
 			data = b[v : v+n]
 		}
 	}
-	return peer, data, havePeer && data != nil && !a.truncated(off)
+	return peer, data, havePeer && data != nil && !a.Truncated(off)
 }
 
 // Size of a Data indication's header and attribute headers before the
 // data, as pion's stun.Build writes them: the STUN header, XOR-PEER-ADDRESS
 // (IPv4: relay sockets are IPv4, so are their peers), the DATA attribute's
 // header. No FINGERPRINT: pion sends none.
-const dataIndicationHead4 = stunHeaderLen + 4 + 8 + 4
+const dataIndicationHead4 = stunwire.HeaderSize + 4 + 8 + 4
 
 // fromPeer sends a peer's datagram, at slot[headroom:headroom+n] with room
 // for padding after it, to the client: as ChannelData if the data plane
@@ -723,22 +721,22 @@ func (c *relayConn) dataIndication(slot []byte, n int, peer netip.AddrPort) []by
 	clear(slot[headroom+n : headroom+padded])
 	m := slot[headroom-head : headroom+padded]
 	binary.BigEndian.PutUint16(m[0:2], typeDataIndication)
-	binary.BigEndian.PutUint16(m[2:4], uint16(len(m)-stunHeaderLen))
-	binary.BigEndian.PutUint32(m[4:8], stunMagicCookie)
+	binary.BigEndian.PutUint16(m[2:4], uint16(len(m)-stunwire.HeaderSize))
+	binary.BigEndian.PutUint32(m[4:8], stunwire.MagicCookie)
 	binary.LittleEndian.PutUint64(m[8:16], c.txid.Uint64())
 	binary.LittleEndian.PutUint32(m[16:20], uint32(c.txid.Uint64()))
 	// XOR-PEER-ADDRESS
-	a := m[stunHeaderLen : head-4]
-	binary.BigEndian.PutUint16(a[0:2], attrXORPeerAddress)
+	a := m[stunwire.HeaderSize : head-4]
+	binary.BigEndian.PutUint16(a[0:2], stunwire.AttrXORPeerAddress)
 	binary.BigEndian.PutUint16(a[2:4], uint16(len(a)-4))
-	binary.BigEndian.PutUint16(a[4:6], familyIPv4)
-	binary.BigEndian.PutUint16(a[6:8], peer.Port()^stunMagicCookie>>16)
+	binary.BigEndian.PutUint16(a[4:6], stunwire.FamilyIPv4)
+	binary.BigEndian.PutUint16(a[6:8], peer.Port()^stunwire.MagicCookie>>16)
 	ip := peer.Addr().As4()
 	for i := range ip {
 		a[8+i] = ip[i] ^ m[4+i]
 	}
 	// DATA
-	binary.BigEndian.PutUint16(m[head-4:head-2], attrData)
+	binary.BigEndian.PutUint16(m[head-4:head-2], stunwire.AttrData)
 	binary.BigEndian.PutUint16(m[head-2:head], uint16(n))
 	return m
 }

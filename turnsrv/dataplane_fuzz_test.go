@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/pion/stun/v3"
+
+	"icebox/internal/stunwire"
 )
 
 // FuzzDataPlaneLearning feeds arbitrary client requests and server
@@ -36,7 +38,7 @@ func FuzzDataPlaneLearning(f *testing.F) {
 		a.perms.Store(&[]*dpPerm{})
 		s.dp.allocs[id], s.dp.count[id] = a, 1
 		s.dp.noteRequest(req, id)
-		if len(res) >= stunHeaderLen {
+		if len(res) >= stunwire.HeaderSize {
 			s.dp.noteResponse(res, id, clientOut{udp: &fakeConn{}, to: client, toAP: id.src})
 		}
 		if n := len(*a.channels.Load()); n > 1 {

@@ -11,6 +11,7 @@ import (
 	"github.com/pion/stun/v3"
 
 	"icebox/internal/credentials"
+	"icebox/internal/stunwire"
 )
 
 // Every client message passes inspect before pion sees it. pion's
@@ -20,24 +21,9 @@ import (
 // icebox verifies MESSAGE-INTEGRITY here, in constant time, against every
 // secret, and passes the key that matched to AuthHandler through authKeys.
 
-// STUN (RFC 5389) and TURN (RFC 5766) wire constants.
+// TURN wire constants only inspect needs (the shared ones are stunwire's).
 const (
-	stunHeaderLen   = 20
-	stunMagicCookie = 0x2112A442
-
-	attrUsername        = 0x0006
-	attrIntegrity       = 0x0008
-	attrLifetime        = 0x000D
-	attrXORPeerAddress  = 0x0012
-	attrRealm           = 0x0014
-	attrNonce           = 0x0015
-	attrRequestedFamily = 0x0017
-	attrRequestedTrans  = 0x0019
-	attrFingerprint     = 0x8028
-
-	protoUDP   = 17 // REQUESTED-TRANSPORT's only value icebox relays
-	familyIPv4 = 1  // REQUESTED-ADDRESS-FAMILY values (RFC 8656 section 18.8)
-	familyIPv6 = 2
+	protoUDP = 17 // REQUESTED-TRANSPORT's only value icebox relays
 
 	integrityLen = 20
 
@@ -72,56 +58,56 @@ type authFields struct {
 // after MESSAGE-INTEGRITY, and would grant that lifetime unclamped.
 // Anything else, ChannelData and indications included, is pion's business.
 func parseRequest(b []byte) (f authFields, ok bool) {
-	if len(b) < stunHeaderLen || b[0]&0xC0 != 0 {
+	if len(b) < stunwire.HeaderSize || b[0]&0xC0 != 0 {
 		return f, false
 	}
 	typ := binary.BigEndian.Uint16(b[0:2])
-	if typ&0x0110 != 0 || binary.BigEndian.Uint32(b[4:8]) != stunMagicCookie {
+	if stunwire.Class(typ) != stunwire.ClassRequest || binary.BigEndian.Uint32(b[4:8]) != stunwire.MagicCookie {
 		return f, false // not a request (class bits C1 C0 = 00), or not STUN
 	}
-	end := stunHeaderLen + int(binary.BigEndian.Uint16(b[2:4]))
+	end := stunwire.HeaderSize + int(binary.BigEndian.Uint16(b[2:4]))
 	if end > len(b) || end%4 != 0 {
 		return f, false
 	}
-	f.method = typ&0x000F | (typ&0x00E0)>>1 | (typ&0x3E00)>>2
-	a := attrsOf(b, end)
-	off, at, n, ok := a.first()
-	for ; ok; off, at, n, ok = a.after(off, n) {
+	f.method = stunwire.Method(typ)
+	a := stunwire.AttrsOf(b, end)
+	off, at, n, ok := a.First()
+	for ; ok; off, at, n, ok = a.After(off, n) {
 		v := off + 4
 		switch {
-		case at == attrRequestedTrans && f.transport == 0:
+		case at == stunwire.AttrRequestedTransport && f.transport == 0:
 			f.transport = off
-		case at == attrRequestedFamily && f.family == 0:
+		case at == stunwire.AttrRequestedFamily && f.family == 0:
 			f.family = off
 		}
 		if f.integrity != 0 {
 			switch {
-			case at == attrLifetime:
+			case at == stunwire.AttrLifetime:
 				return f, false
-			case at == attrXORPeerAddress, at == attrChannelNumber:
+			case at == stunwire.AttrXORPeerAddress, at == stunwire.AttrChannelNumber:
 				f.lateGrant = true
-			case at == attrFingerprint && n == 4 && off == f.integrity+4+integrityLen:
+			case at == stunwire.AttrFingerprint && n == 4 && off == f.integrity+4+integrityLen:
 				f.fingerprint = off
 			}
 			continue
 		}
 		switch {
-		case at == attrUsername && f.username == nil:
+		case at == stunwire.AttrUsername && f.username == nil:
 			f.username = b[v : v+n]
-		case at == attrRealm && f.realm == nil:
+		case at == stunwire.AttrRealm && f.realm == nil:
 			f.realm = b[v : v+n]
-		case at == attrNonce && f.nonce == nil:
+		case at == stunwire.AttrNonce && f.nonce == nil:
 			f.nonce = b[v : v+n]
-		case at == attrLifetime && n == 4 && f.lifetime == 0:
+		case at == stunwire.AttrLifetime && n == 4 && f.lifetime == 0:
 			f.lifetime = v
-		case at == attrIntegrity:
+		case at == stunwire.AttrIntegrity:
 			if n != integrityLen {
 				return f, false // malformed; pion would check this one
 			}
 			f.integrity = off
 		}
 	}
-	return f, !a.truncated(off)
+	return f, !a.Truncated(off)
 }
 
 // integrityOK checks b's MESSAGE-INTEGRITY at off against key. The length
@@ -134,7 +120,7 @@ func integrityOK(b []byte, off int, key []byte) bool {
 
 func integrity(b []byte, off int, key []byte) (sum [sha1.Size]byte) {
 	saved := binary.BigEndian.Uint16(b[2:4])
-	binary.BigEndian.PutUint16(b[2:4], uint16(off+4+integrityLen-stunHeaderLen))
+	binary.BigEndian.PutUint16(b[2:4], uint16(off+4+integrityLen-stunwire.HeaderSize))
 	mac := hmac.New(sha1.New, key)
 	mac.Write(b[:off])
 	mac.Sum(sum[:0])
@@ -149,7 +135,7 @@ func resign(b []byte, f authFields, key []byte) {
 	copy(b[f.integrity+4:], sum[:])
 	if f.fingerprint != 0 {
 		saved := binary.BigEndian.Uint16(b[2:4])
-		binary.BigEndian.PutUint16(b[2:4], uint16(f.fingerprint+8-stunHeaderLen))
+		binary.BigEndian.PutUint16(b[2:4], uint16(f.fingerprint+8-stunwire.HeaderSize))
 		crc := stun.FingerprintValue(b[:f.fingerprint])
 		binary.BigEndian.PutUint16(b[2:4], saved)
 		binary.BigEndian.PutUint32(b[f.fingerprint+4:], crc)
@@ -239,7 +225,7 @@ func (s *Server) inspect(b []byte, from net.Addr, t transport) bool {
 		// would let forged failures use up the answers the forged
 		// source's own unsigned requests need.
 		answer := errorResponse(b, f.method, codeUnauthorized, nil,
-			answerAttr{attrRealm, []byte(s.realm)}, answerAttr{attrNonce, f.nonce})
+			answerAttr{stunwire.AttrRealm, []byte(s.realm)}, answerAttr{stunwire.AttrNonce, f.nonce})
 		if len(answer) > len(b) && !s.mayAnswer(src, now, lv) {
 			return false
 		}
@@ -288,7 +274,7 @@ func (s *Server) wrongForPion(b []byte, f authFields, c connID, lv *live) int {
 		if f.transport != 0 && attrLen(b, f.transport) == 4 && b[f.transport+4] != protoUDP {
 			return codeTransUnsupported
 		}
-		if f.family != 0 && attrLen(b, f.family) == 4 && b[f.family+4] == familyIPv6 {
+		if f.family != 0 && attrLen(b, f.family) == 4 && b[f.family+4] == stunwire.FamilyIPv6 {
 			return codeFamilyUnsupported
 		}
 		return 0
@@ -367,15 +353,15 @@ func (s *Server) peersWrongForPion(b []byte, create bool, c connID, lv *live) in
 // countPeers counts b's XOR-PEER-ADDRESS attributes and reports whether
 // each is a whole IPv4 or IPv6 address. b must have passed parseRequest.
 func countPeers(b []byte) (n int, whole bool) {
-	attrs := attrsOf(b, stunHeaderLen+int(binary.BigEndian.Uint16(b[2:4])))
-	for off, at, size, ok := attrs.first(); ok; off, at, size, ok = attrs.after(off, size) {
-		if at != attrXORPeerAddress {
+	attrs := stunwire.AttrsOf(b, stunwire.HeaderSize+int(binary.BigEndian.Uint16(b[2:4])))
+	for off, at, size, ok := attrs.First(); ok; off, at, size, ok = attrs.After(off, size) {
+		if at != stunwire.AttrXORPeerAddress {
 			continue
 		}
 		n++
 		switch {
-		case size == 4+net.IPv4len && binary.BigEndian.Uint16(b[off+4:]) == familyIPv4:
-		case size == 4+net.IPv6len && binary.BigEndian.Uint16(b[off+4:]) == familyIPv6:
+		case size == 4+net.IPv4len && binary.BigEndian.Uint16(b[off+4:]) == stunwire.FamilyIPv4:
+		case size == 4+net.IPv6len && binary.BigEndian.Uint16(b[off+4:]) == stunwire.FamilyIPv6:
 		default:
 			return n, false
 		}
@@ -387,9 +373,9 @@ func countPeers(b []byte) (n int, whole bool) {
 // it, or 0 (no channel) where pion reads none. b must have passed
 // parseRequest.
 func channelNumber(b []byte) uint16 {
-	attrs := attrsOf(b, stunHeaderLen+int(binary.BigEndian.Uint16(b[2:4])))
-	for off, at, n, ok := attrs.first(); ok; off, at, n, ok = attrs.after(off, n) {
-		if at == attrChannelNumber {
+	attrs := stunwire.AttrsOf(b, stunwire.HeaderSize+int(binary.BigEndian.Uint16(b[2:4])))
+	for off, at, n, ok := attrs.First(); ok; off, at, n, ok = attrs.After(off, n) {
+		if at == stunwire.AttrChannelNumber {
 			if n != 4 {
 				return 0
 			}
@@ -408,9 +394,9 @@ func attrLen(b []byte, off int) int { return int(binary.BigEndian.Uint16(b[off+2
 // parseRequest.
 func forEachPeer(b []byte, all bool, fn func(net.IP) bool) {
 	var ip [16]byte
-	attrs := attrsOf(b, stunHeaderLen+int(binary.BigEndian.Uint16(b[2:4])))
-	for off, at, n, ok := attrs.first(); ok; off, at, n, ok = attrs.after(off, n) {
-		if at != attrXORPeerAddress {
+	attrs := stunwire.AttrsOf(b, stunwire.HeaderSize+int(binary.BigEndian.Uint16(b[2:4])))
+	for off, at, n, ok := attrs.First(); ok; off, at, n, ok = attrs.After(off, n) {
+		if at != stunwire.AttrXORPeerAddress {
 			continue
 		}
 		a, ok := xorPeer(b[off+4:off+4+n], b[4:20], ip[:])
@@ -429,9 +415,9 @@ func xorPeer(v, cookieTxID, buf []byte) (net.IP, bool) {
 	}
 	n := 0
 	switch binary.BigEndian.Uint16(v) {
-	case familyIPv4:
+	case stunwire.FamilyIPv4:
 		n = net.IPv4len
-	case familyIPv6:
+	case stunwire.FamilyIPv6:
 		n = net.IPv6len
 	default:
 		return nil, false
@@ -468,24 +454,24 @@ type answerAttr struct {
 // MESSAGE-INTEGRITY with key when the request was authenticated, and
 // FINGERPRINT.
 func errorResponse(b []byte, method uint16, code int, key []byte, extra ...answerAttr) []byte {
-	typ := method&0x000F | (method&0x0070)<<1 | (method&0x0F80)<<2 | 0x0110
-	out := make([]byte, stunHeaderLen, 128)
+	typ := stunwire.Type(method, stunwire.ClassError)
+	out := make([]byte, stunwire.HeaderSize, 128)
 	binary.BigEndian.PutUint16(out, typ)
 	copy(out[4:20], b[4:20])
-	out = appendAttr(out, answerAttr{0x0009, []byte{0, 0, byte(code / 100), byte(code % 100)}})
+	out = appendAttr(out, answerAttr{stunwire.AttrErrorCode, []byte{0, 0, byte(code / 100), byte(code % 100)}})
 	for _, a := range extra {
 		out = appendAttr(out, a)
 	}
 	if key != nil {
 		mi := len(out)
-		out = appendAttr(out, answerAttr{attrIntegrity, make([]byte, integrityLen)})
-		binary.BigEndian.PutUint16(out[2:4], uint16(len(out)-stunHeaderLen))
+		out = appendAttr(out, answerAttr{stunwire.AttrIntegrity, make([]byte, integrityLen)})
+		binary.BigEndian.PutUint16(out[2:4], uint16(len(out)-stunwire.HeaderSize))
 		sum := integrity(out, mi, key)
 		copy(out[mi+4:], sum[:])
 	}
 	fp := len(out)
-	out = appendAttr(out, answerAttr{attrFingerprint, make([]byte, 4)})
-	binary.BigEndian.PutUint16(out[2:4], uint16(len(out)-stunHeaderLen))
+	out = appendAttr(out, answerAttr{stunwire.AttrFingerprint, make([]byte, 4)})
+	binary.BigEndian.PutUint16(out[2:4], uint16(len(out)-stunwire.HeaderSize))
 	binary.BigEndian.PutUint32(out[fp+4:], stun.FingerprintValue(out[:fp]))
 	return out
 }

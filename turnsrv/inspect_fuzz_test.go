@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/pion/stun/v3"
+
+	"icebox/internal/stunwire"
 )
 
 // The fuzz targets here check the front door every client message passes:
@@ -168,7 +170,7 @@ func FuzzParseRequest(f *testing.F) {
 // 20 bytes, a FINGERPRINT right after it, and no LIFETIME after it.
 func referenceFields(m *stun.Message) (f authFields, ok bool) {
 	f.method = uint16(m.Type.Method)
-	off, mi := stunHeaderLen, -1
+	off, mi := stunwire.HeaderSize, -1
 	for i, a := range m.Attributes {
 		v := off + 4
 		switch {
@@ -226,23 +228,23 @@ func sameFields(a, b authFields) bool {
 // attribute it claims, inside b.
 func checkLayout(t *testing.T, b []byte, f authFields) {
 	t.Helper()
-	end := stunHeaderLen + int(binary.BigEndian.Uint16(b[2:4]))
+	end := stunwire.HeaderSize + int(binary.BigEndian.Uint16(b[2:4]))
 	at := func(name string, off int, typ uint16, n int) {
-		if off < stunHeaderLen || off+4+n > end || binary.BigEndian.Uint16(b[off:]) != typ || int(binary.BigEndian.Uint16(b[off+2:])) != n {
+		if off < stunwire.HeaderSize || off+4+n > end || binary.BigEndian.Uint16(b[off:]) != typ || int(binary.BigEndian.Uint16(b[off+2:])) != n {
 			t.Fatalf("%s at %d is not a %d-byte attribute %#04x inside %d bytes", name, off, n, typ, end)
 		}
 	}
 	if f.integrity != 0 {
-		at("MESSAGE-INTEGRITY", f.integrity, attrIntegrity, integrityLen)
+		at("MESSAGE-INTEGRITY", f.integrity, stunwire.AttrIntegrity, integrityLen)
 	}
 	if f.lifetime != 0 {
-		at("LIFETIME", f.lifetime-4, attrLifetime, 4)
+		at("LIFETIME", f.lifetime-4, stunwire.AttrLifetime, 4)
 		if f.integrity != 0 && f.lifetime > f.integrity {
 			t.Fatal("LIFETIME after MESSAGE-INTEGRITY")
 		}
 	}
 	if f.fingerprint != 0 {
-		at("FINGERPRINT", f.fingerprint, attrFingerprint, 4)
+		at("FINGERPRINT", f.fingerprint, stunwire.AttrFingerprint, 4)
 		if f.fingerprint != f.integrity+4+integrityLen {
 			t.Fatal("FINGERPRINT not right after MESSAGE-INTEGRITY")
 		}
@@ -411,7 +413,7 @@ func signRef(b []byte, realm, secret string) {
 	user := string(f.username)
 	key := stun.NewLongTermIntegrity(user, realm, restPasswordRef(secret, user))
 	c := bytes.Clone(b[:f.integrity])
-	binary.BigEndian.PutUint16(c[2:4], uint16(f.integrity+4+integrityLen-stunHeaderLen))
+	binary.BigEndian.PutUint16(c[2:4], uint16(f.integrity+4+integrityLen-stunwire.HeaderSize))
 	m := hmac.New(sha1.New, key)
 	m.Write(c)
 	copy(b[f.integrity+4:], m.Sum(nil))
@@ -465,7 +467,7 @@ func referenceVerdict(b []byte, cfg Config, policy *peerPolicy, before, after ti
 			sawMI = true
 			// A FINGERPRINT right after it and last is one inspect keeps valid.
 			v.fingerprint = i == len(m.Attributes)-2 && m.Attributes[i+1].Type == stun.AttrFingerprint &&
-				len(b) == stunHeaderLen+int(m.Length) && stun.Fingerprint.Check(m) == nil
+				len(b) == stunwire.HeaderSize+int(m.Length) && stun.Fingerprint.Check(m) == nil
 		}
 	}
 	if !sawMI {
