@@ -24,7 +24,7 @@ func startTURN(t *testing.T, secret []byte, adjust ...func(*turnsrv.Config)) (ad
 	t.Helper()
 	stunCfg := stunsrv.DefaultConfig()
 	stunCfg.Listen = []string{"127.0.0.1:0"}
-	st, err := stunsrv.New(stunCfg, stunsrv.Options{Passthrough: true})
+	st, err := stunsrv.New(stunCfg, stunsrv.Options{Passthrough: true, TURNIdleTimeout: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -59,8 +59,8 @@ type Config struct {
 	MaxTCPConnectionsPerSource int `yaml:"max_tcp_connections_per_source"`
 	// Close a TCP connection that sends nothing for this long (a Binding
 	// client is done in one round trip). Only a connection that holds a
-	// TURN allocation may stay quiet longer, up to
-	// turn.quotas.max_lifetime (Options.TURNIdleTimeout). Default 30s.
+	// TURN allocation may stay quiet longer: up to turn.quotas.max_lifetime
+	// plus a minute, which follows max_lifetime on reload. Default 30s.
 	TCPIdleTimeout time.Duration `yaml:"tcp_idle_timeout"`
 	// A TLS connection must finish its handshake within this long.
 	// Default 10s.
@@ -186,7 +186,10 @@ type Options struct {
 	// PacketConns and Listeners: set it when a TURN server shares the port.
 	Passthrough bool
 	// TURNIdleTimeout replaces TCPIdleTimeout once a TCP connection holds
-	// a TURN allocation; it must outlast an allocation's refresh interval.
+	// a TURN allocation; it must outlast an allocation's refresh interval,
+	// so it follows the TURN server's maximum lifetime (SetTURNIdleTimeout
+	// on reload). Required with Passthrough: only the TURN server's owner
+	// knows it.
 	TURNIdleTimeout time.Duration
 }
 
@@ -202,6 +205,8 @@ type Server struct {
 
 	admit *admission
 	idle  atomic.Int64 // time.Duration: TCPIdleTimeout, changed by SetTCPIdleTimeout
+	// turnIdle is Options.TURNIdleTimeout, changed by SetTURNIdleTimeout.
+	turnIdle atomic.Int64
 
 	start time.Time
 	// skew moves the liveness clock forward: tests age a busy loop
@@ -220,11 +225,12 @@ func New(cfg Config, opts Options) (*Server, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	if opts.TURNIdleTimeout == 0 {
-		opts.TURNIdleTimeout = 15 * time.Minute
+	if opts.Passthrough && opts.TURNIdleTimeout <= 0 {
+		return nil, errors.New("stun: Options.TURNIdleTimeout is required with Passthrough")
 	}
 	s := &Server{cfg: cfg, opts: opts, log: opts.Logger, stats: newStats(), start: time.Now(), admit: newAdmission(cfg)}
 	s.idle.Store(int64(cfg.TCPIdleTimeout))
+	s.turnIdle.Store(int64(opts.TURNIdleTimeout))
 	if opts.Registerer != nil {
 		for _, c := range s.stats.collectors {
 			if err := opts.Registerer.Register(c); err != nil {
@@ -341,7 +347,7 @@ func (s *Server) newTCPListener(ln net.Listener, tlsConfig *tls.Config) *tcpList
 		tls:         tlsConfig,
 		passthrough: s.opts.Passthrough,
 		idle:        &s.idle,
-		turnIdle:    s.opts.TURNIdleTimeout,
+		turnIdle:    &s.turnIdle,
 		handshake:   s.cfg.TLSHandshakeTimeout,
 		ready:       make(chan net.Conn),
 		done:        make(chan struct{}),
@@ -475,6 +481,14 @@ func (s *Server) Addrs() []string {
 
 // SetTCPIdleTimeout changes the idle timeout for frames read from now on.
 func (s *Server) SetTCPIdleTimeout(d time.Duration) { s.idle.Store(int64(d)) }
+
+// SetTURNIdleTimeout changes Options.TURNIdleTimeout for frames read from
+// now on: a reload that changes the TURN server's maximum lifetime must
+// reach the connections that hold allocations.
+func (s *Server) SetTURNIdleTimeout(d time.Duration) { s.turnIdle.Store(int64(d)) }
+
+// TURNIdleTimeout is the TURN idle timeout in force.
+func (s *Server) TURNIdleTimeout() time.Duration { return time.Duration(s.turnIdle.Load()) }
 
 // Close closes every socket and waits for the server's own readers; a
 // socket the TURN server closed already is no error. Open TCP connections

@@ -28,7 +28,8 @@ func startServer(t *testing.T, mutate func(*Config, *Options)) *Server {
 	cfg := DefaultConfig()
 	cfg.Listen = []string{"127.0.0.1:0"}
 	cfg.Sockets = 2
-	opts := Options{Registerer: prometheus.NewRegistry()}
+	// TURNIdleTimeout is required with Passthrough; no test here waits for it.
+	opts := Options{Registerer: prometheus.NewRegistry(), TURNIdleTimeout: time.Hour}
 	if mutate != nil {
 		mutate(&cfg, &opts)
 	}
@@ -398,6 +399,22 @@ func TestPassthroughHandsTURNToTheReader(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(s.stats.udp[v4].passed); got != 1 {
 		t.Errorf("passed = %v, want 1", got)
+	}
+}
+
+// TestPassthroughNeedsTURNIdleTimeout: with a TURN server behind the
+// port, how long an allocation's connection may stay quiet is the TURN
+// server's to say; there is no default to fall back on unsaid.
+func TestPassthroughNeedsTURNIdleTimeout(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Listen = []string{"127.0.0.1:0"}
+	s, err := New(cfg, Options{Passthrough: true})
+	if err == nil {
+		s.Close()
+		t.Fatal("New with Passthrough and no TURNIdleTimeout succeeded, want an error")
+	}
+	if !strings.Contains(err.Error(), "TURNIdleTimeout") {
+		t.Errorf("err = %v, want it to name TURNIdleTimeout", err)
 	}
 }
 

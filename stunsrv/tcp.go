@@ -89,7 +89,7 @@ type tcpListener struct {
 	tls         *tls.Config // nil: plain TCP
 	passthrough bool
 	idle        *atomic.Int64 // time.Duration: idle timeout until a connection holds an allocation
-	turnIdle    time.Duration // once it does
+	turnIdle    *atomic.Int64 // time.Duration: once it does
 	handshake   time.Duration
 
 	ready  chan net.Conn // TLS connections that finished their handshake
@@ -370,7 +370,7 @@ func (c *tcpConn) beforeRead(n int) error {
 	}
 	idle := time.Duration(c.l.idle.Load())
 	if c.allocated.Load() {
-		idle = c.l.turnIdle
+		idle = time.Duration(c.l.turnIdle.Load())
 	}
 	return c.SetReadDeadline(time.Now().Add(idle))
 }

@@ -152,6 +152,30 @@ func TestSilentTCPConnectionsCloseUnlessAllocated(t *testing.T) {
 	}
 }
 
+// TestTURNIdleTimeoutChangesLive: the front door's TURN idle timeout,
+// which a reload derives from turn.quotas.max_lifetime, reaches a
+// connection that already holds an allocation, from its next frame on.
+// Before, it was fixed at start: a raised max_lifetime gave allocations
+// longer than the quiet connection carrying them was kept.
+func TestTURNIdleTimeoutChangesLive(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t, testConfig())
+	u, p, _ := ts.MintCredential("held", 0)
+	held := dialRaw(t, "tcp", ts.tcp, u, p)
+	if res := held.do(stun.MethodAllocate, udpTransport()); res.Type.Class != stun.ClassSuccessResponse {
+		t.Fatalf("allocate: %v", res)
+	}
+	ts.front.SetTURNIdleTimeout(300 * time.Millisecond)
+	// The refresh is the frame after which the new timeout applies.
+	if res := held.do(stun.MethodRefresh, lifetimeAttr(10*time.Minute)); res.Type.Class != stun.ClassSuccessResponse {
+		t.Fatalf("refresh: %v", res)
+	}
+	held.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := held.conn.Read(make([]byte, 1)); !errors.Is(err, io.EOF) && !isReset(err) {
+		t.Fatalf("allocated connection silent past the new TURN idle timeout: %v, want closed by the server", err)
+	}
+}
+
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()

@@ -3,6 +3,7 @@ package turnsrv
 import (
 	"net"
 	"testing"
+	"time"
 
 	"icebox/stunsrv"
 )
@@ -15,7 +16,7 @@ func TestBehindSTUNServer(t *testing.T) {
 	scfg.Listen = []string{"127.0.0.1:0"}
 	scfg.TCP = true
 	scfg.Sockets = 1
-	stun, err := stunsrv.New(scfg, stunsrv.Options{Passthrough: true})
+	stun, err := stunsrv.New(scfg, stunsrv.Options{Passthrough: true, TURNIdleTimeout: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,7 +10,8 @@ import (
 
 // reload applies what can change while calls go on: TURN secrets, peer
 // policy, quotas and certificates, signaling limits and origins, renamed
-// certificate files, the STUN TCP idle timeout and the log level. Listening
+// certificate files, the STUN TCP idle timeouts (TURN's follows
+// turn.quotas.max_lifetime) and the log level. Listening
 // addresses and other settings that need new sockets are logged as needing
 // a restart. The new config has been validated; if any part still cannot
 // take it (an unreadable secret file or certificate), every part keeps its
@@ -78,6 +79,7 @@ func (d *daemon) reload(cfg Config, level *slog.LevelVar) error {
 	}
 	commitSignal()
 	d.stun.SetTCPIdleTimeout(cfg.STUN.TCPIdleTimeout)
+	d.stun.SetTURNIdleTimeout(turnIdleTimeout(cfg.TURN))
 	level.Set(parseLevel(cfg.Log.Level))
 	d.log.Info("config reloaded")
 	return nil

@@ -87,6 +87,30 @@ func TestReloadAllOrNothing(t *testing.T) {
 	}
 }
 
+// TestReloadCarriesMaxLifetimeToTheFrontDoor: a reload that raises
+// turn.quotas.max_lifetime raises how long the STUN port keeps a quiet
+// TCP or TLS connection that holds an allocation. Before, that stayed at
+// the old max_lifetime plus a minute: an allocation granted the new
+// lifetime lost its connection, and with it the allocation, before it
+// needed a refresh. (turnsrv's TestTURNIdleTimeoutChangesLive shows the
+// new timeout reaching a connection that holds one.)
+func TestReloadCarriesMaxLifetimeToTheFrontDoor(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.TURN.Quotas.MaxLifetime = 10 * time.Minute
+	d, _ := startDaemon(t, cfg)
+	if got, want := d.stun.TURNIdleTimeout(), 11*time.Minute; got != want {
+		t.Fatalf("TURN idle timeout %v at start, want %v", got, want)
+	}
+	next := cfg
+	next.TURN.Quotas.MaxLifetime = time.Hour
+	if err := d.reload(next, &slog.LevelVar{}); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := d.stun.TURNIdleTimeout(), time.Hour+time.Minute; got != want {
+		t.Errorf("TURN idle timeout %v after raising max_lifetime to 1h, want %v", got, want)
+	}
+}
+
 // TestReloadNamesRestartSettingsUntilRestart: a reload that turns a part
 // off or changes a socket setting applies the rest and names each such
 // setting as taking effect on restart, at this reload and every one after
