@@ -123,11 +123,6 @@ type Config struct {
 	// Bearer keys for GET /ice-servers (apps with their own signaling),
 	// 16+ characters each. Default none: the endpoint answers 404.
 	IceServersKeys []string `yaml:"ice_servers_keys"`
-
-	// Serve the call page at / and the diagnostics page at /check on the
-	// same listener, so the first run shows something; turn it off where
-	// only apps connect. Default true.
-	Web bool `yaml:"web"`
 }
 
 // TLSConfig names the certificate and key files, both PEM.
@@ -148,7 +143,6 @@ func (t TLSConfig) On() bool { return t.Cert != "" && t.Key != "" }
 func DefaultConfig() Config {
 	return Config{
 		Enabled:           true,
-		Web:               true,
 		Listen:            ":8080",
 		RoomCapacity:      2,
 		OpenRoomCapacity:  50,

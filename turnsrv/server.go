@@ -418,25 +418,13 @@ func (p *PreparedReload) Secrets() [][]byte { return p.live.secrets }
 
 // Commit applies the prepared reload: cfg's secrets, credential
 // lifetimes, peer policy and quotas apply to new requests; existing
-// allocations, permissions and channels survive. Changes to settings that
-// need a restart (enabled, realm, relay, tls.listen) are logged and
-// ignored. The certificate is the source's business
-// (Options.GetCertificate).
+// allocations, permissions and channels survive. Settings that need a
+// restart (enabled, realm, relay, tls.listen) are ignored; naming them is
+// the caller's business, which knows what the process started with. The
+// certificate is the source's business (Options.GetCertificate).
 func (p *PreparedReload) Commit() {
 	s := p.s
-	old := s.live.Load().cfg
-	cfg := p.live.cfg
-	for key, changed := range map[string]bool{
-		"enabled":    cfg.Enabled != old.Enabled,
-		"realm":      cfg.Realm != old.Realm,
-		"relay":      cfg.Relay != old.Relay,
-		"tls.listen": cfg.TLS.Listen != old.TLS.Listen,
-	} {
-		if changed {
-			s.log.Warn("turn: setting changed; it takes effect on restart", "key", "turn."+key)
-		}
-	}
-	credentials.WarnLooseFile(s.log, cfg.SecretFile)
+	credentials.WarnLooseFile(s.log, p.live.cfg.SecretFile)
 	s.live.Store(p.live)
 	s.log.Info("turn: reloaded", "secrets", len(p.live.secrets))
 }

@@ -89,14 +89,19 @@ type LogConfig struct {
 	Format string `yaml:"format"`
 }
 
-// SignalConfig is the signal section: signaling's own settings and
-// ice_host, which only main reads (it builds the ICE URLs).
+// SignalConfig is the signal section: signaling's own settings, and
+// ice_host and web, which only main reads (it builds the ICE URLs and
+// mounts the pages).
 type SignalConfig struct {
 	signal.Config `yaml:",inline"`
 	// A DNS name to put in ICE URLs instead of public_ip: needed for
 	// turns: (the certificate names a host), nicer in apps. Default "":
 	// the first tls.acme.domains name with ACME, else public_ip.
 	ICEHost string `yaml:"ice_host"`
+	// Serve the call page at / and the diagnostics page at /check on the
+	// same listener, so the first run shows something; turn it off where
+	// only apps connect. Default true.
+	Web bool `yaml:"web"`
 }
 
 // DefaultConfig is what icebox runs with when no config file is given.
@@ -105,7 +110,7 @@ func DefaultConfig() Config {
 		Log:     LogConfig{Level: "info", Format: "text"},
 		STUN:    stunsrv.DefaultConfig(),
 		TURN:    turnsrv.DefaultConfig(),
-		Signal:  SignalConfig{Config: signal.DefaultConfig()},
+		Signal:  SignalConfig{Config: signal.DefaultConfig(), Web: true},
 		Cluster: cluster.DefaultConfig(),
 		Admin:   defaultAdminConfig(),
 		TLS:     defaultTLSConfig(),

@@ -1,19 +1,21 @@
 package main
 
 import (
-	"fmt"
 	"log/slog"
 	"reflect"
+	"slices"
+	"strings"
 
+	"icebox/signal"
 	"icebox/turnsrv"
 )
 
 // reload applies what can change while calls go on: TURN secrets, peer
 // policy, quotas and certificates, signaling limits and origins, renamed
 // certificate files, the STUN TCP idle timeouts (TURN's follows
-// turn.quotas.max_lifetime) and the log level. Listening
-// addresses and other settings that need new sockets are logged as needing
-// a restart. The new config has been validated; if any part still cannot
+// turn.quotas.max_lifetime) and the log level. Every other option
+// (liveSettings says which are applied) is named as needing a restart, at
+// every reload until then. The new config has been validated; if any part still cannot
 // take it (an unreadable secret file or certificate), every part keeps its
 // old settings and reload says why.
 //
@@ -29,30 +31,12 @@ func (d *daemon) reload(cfg Config, level *slog.LevelVar) error {
 	for _, key := range d.signal.clusterConfig().Changed(cfg.Cluster) {
 		d.log.Warn("cluster setting changed; restart needed, the running cluster settings stay until then", "key", "cluster."+key)
 	}
-	was := d.started
-	for key, changed := range map[string]bool{
-		"public_ip":                           was.PublicIP != cfg.PublicIP,
-		"state_dir":                           was.StateDir != cfg.StateDir,
-		"stun.listen":                         !reflect.DeepEqual(was.STUN.Listen, cfg.STUN.Listen),
-		"stun.tcp":                            was.STUN.TCP != cfg.STUN.TCP,
-		"stun.sockets":                        was.STUN.Sockets != cfg.STUN.Sockets,
-		"stun.max_tcp_connections":            was.STUN.MaxTCPConnections != cfg.STUN.MaxTCPConnections,
-		"stun.max_tcp_connections_per_source": was.STUN.MaxTCPConnectionsPerSource != cfg.STUN.MaxTCPConnectionsPerSource,
-		"stun.max_tls_handshakes":             was.STUN.MaxTLSHandshakes != cfg.STUN.MaxTLSHandshakes,
-		"stun.tls_handshake_timeout":          was.STUN.TLSHandshakeTimeout != cfg.STUN.TLSHandshakeTimeout,
-		"turn.enabled":                        was.TURN.Enabled != cfg.TURN.Enabled,
-		"signal.enabled":                      was.Signal.Enabled != cfg.Signal.Enabled,
-		"admin":                               was.Admin != cfg.Admin,
-		"tls.listen":                          was.TLS.Listen != cfg.TLS.Listen,
-		"tls.acme":                            fmt.Sprint(was.TLS.ACME) != fmt.Sprint(cfg.TLS.ACME),
-		"tls.cert (on or off)":                (was.TLS.Cert == "") != (cfg.TLS.Cert == ""),
-		"signal.tls (on or off)":              (was.Signal.TLS.On() || was.TLS.On()) != (cfg.Signal.TLS.On() || cfg.TLS.On()),
-		"turn.tls (on or off)":                (was.TURN.TLS.Cert != "" || was.TLS.On()) != (cfg.TURN.TLS.Cert != "" || cfg.TLS.On()),
-	} {
-		if changed {
-			d.log.Warn("setting changed; it takes effect on restart", "key", key)
-		}
+	for _, key := range restartOnlyChanges(d.started, cfg) {
+		d.log.Warn("setting changed; it takes effect on restart", "key", key)
 	}
+	// Signaling keeps its listener as it started; the warning above
+	// names a changed signal.listen or signal.enabled.
+	cfg.Signal.Listen, cfg.Signal.Enabled = d.started.Signal.Listen, d.started.Signal.Enabled
 	// Every part prepares (loads secrets, certificates, checks) first;
 	// only when all have succeeded does any of them change.
 	commitTLS, err := d.tls.prepareReload(cfg, d.log)
@@ -83,4 +67,89 @@ func (d *daemon) reload(cfg Config, level *slog.LevelVar) error {
 	level.Set(parseLevel(cfg.Log.Level))
 	d.log.Info("config reloaded")
 	return nil
+}
+
+// liveSettings are the options a reload applies (keys, or sections whose
+// every option it applies), besides signaling's (signalApplies). Every
+// other option takes a restart and restartOnlyChanges names it, so a new
+// option cannot be ignored unsaid. The certificate files are re-read
+// under new names; whether TLS is on at all takes a restart.
+var liveSettings = []string{
+	"log.level",
+	"stun.tcp_idle_timeout",
+	"turn.secrets", "turn.secret_file", "turn.secret_env",
+	"turn.credential_ttl", "turn.max_ttl", "turn.peers", "turn.quotas",
+	"turn.tls.cert", "turn.tls.key",
+	"signal.tls.cert", "signal.tls.key",
+	"tls.cert", "tls.key",
+	// The cluster section has its own warning (clusterConfig().Changed).
+	"cluster",
+}
+
+// restartOnlyChanges names the options that differ between the config
+// the daemon started with and cfg and that only a restart applies:
+// compared with the start, not the last reload, they are named at every
+// reload until the restart.
+func restartOnlyChanges(started, cfg Config) []string {
+	var keys []string
+	for _, key := range changedOptions("", reflect.ValueOf(started), reflect.ValueOf(cfg)) {
+		if !appliedByReload(key) {
+			keys = append(keys, key)
+		}
+	}
+	for key, changed := range map[string]bool{
+		"tls.cert (on or off)":   (started.TLS.Cert == "") != (cfg.TLS.Cert == ""),
+		"signal.tls (on or off)": (started.Signal.TLS.On() || started.TLS.On()) != (cfg.Signal.TLS.On() || cfg.TLS.On()),
+		"turn.tls (on or off)":   (started.TURN.TLS.Cert != "" || started.TLS.On()) != (cfg.TURN.TLS.Cert != "" || cfg.TLS.On()),
+	} {
+		if changed {
+			keys = append(keys, key)
+		}
+	}
+	return keys
+}
+
+// appliedByReload reports whether a reload applies the option key.
+func appliedByReload(key string) bool {
+	return signalApplies(key) || slices.ContainsFunc(liveSettings, func(live string) bool {
+		return key == live || strings.HasPrefix(key, live+".")
+	})
+}
+
+// signalApplies reports whether signaling's PrepareReload applies the
+// option key: every option of signal.Config but its listener (listen,
+// enabled) and certificate files (liveSettings), not those main reads
+// once at start (SignalConfig's own, ice_host and web).
+func signalApplies(key string) bool {
+	name, ok := strings.CutPrefix(key, "signal.")
+	if !ok || name == "listen" || name == "enabled" || strings.HasPrefix(name, "tls.") {
+		return false
+	}
+	_, ok = fieldByTag(reflect.TypeFor[signal.Config](), name)
+	return ok
+}
+
+// changedOptions lists the dotted keys of the options (leaves of the
+// yaml tree) whose values differ between a and b, values of one struct
+// type; an inline struct's options belong to the enclosing section.
+func changedOptions(section string, a, b reflect.Value) []string {
+	var keys []string
+	for i := range a.NumField() {
+		f := a.Type().Field(i)
+		name, opts, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		if !f.IsExported() || name == "-" || name == "" && opts != "inline" {
+			continue
+		}
+		key := section
+		if opts != "inline" {
+			key = strings.TrimPrefix(section+"."+name, ".")
+		}
+		x, y := a.Field(i), b.Field(i)
+		if f.Type.Kind() == reflect.Struct {
+			keys = append(keys, changedOptions(key, x, y)...)
+		} else if !reflect.DeepEqual(x.Interface(), y.Interface()) {
+			keys = append(keys, key)
+		}
+	}
+	return keys
 }
