@@ -24,8 +24,11 @@ type TLSConfig struct {
 	// terminated once, then ALPN (stun.turn, RFC 7443; http/1.1) or the
 	// first bytes tell TURN from HTTP. TURN goes to the relay, HTTP to the
 	// page, /connect, /healthz and /ice-servers (never the admin routes),
-	// and WsIceServers offers turns:HOST:PORT?transport=tcp on it. Needs a
-	// certificate below. Default "": no such port.
+	// and WsIceServers offers turns:HOST:PORT?transport=tcp on it. Its
+	// pending handshakes are bounded by stun.tls_handshake_timeout,
+	// stun.max_tls_handshakes and stun.max_tcp_connections_per_source,
+	// counted apart from the STUN port's. Needs a certificate below.
+	// Default "": no such port.
 	Listen       string `yaml:"listen"`
 	certs.Config `yaml:",inline"`
 }
@@ -110,8 +113,12 @@ func startTLS(cfg Config, log *slog.Logger, reg prometheus.Registerer) (_ *tlsPa
 			GetCertificate: t.shared.GetCertificate,
 			TURN:           cfg.TURN.Enabled,
 			HTTP:           cfg.Signal.Enabled,
-			Logger:         log,
-			Registerer:     reg,
+			// The same bounds as the STUN port's TLS handshakes.
+			Timeout:             cfg.STUN.TLSHandshakeTimeout,
+			MaxPending:          cfg.STUN.MaxTLSHandshakes,
+			MaxPendingPerSource: cfg.STUN.MaxTCPConnectionsPerSource,
+			Logger:              log,
+			Registerer:          reg,
 		}); err != nil {
 			ln.Close()
 			return t, err

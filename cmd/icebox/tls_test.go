@@ -220,3 +220,66 @@ func TestReloadRenamedCertificateFiles(t *testing.T) {
 		t.Fatalf("after a refused reload: %v; want the working certificate still", err)
 	}
 }
+
+// TestSharedTLSPortTakesTheHandshakeLimits: the shared TLS port bounds
+// pending handshakes with the stun section's settings, as README says.
+// An attacker on 127.0.0.1 holds silent connections: past
+// stun.max_tcp_connections_per_source they are closed at once, and the
+// ones held are closed after stun.tls_handshake_timeout; meanwhile a
+// client from 127.0.0.2 gets /healthz over HTTPS. Before, the port used
+// its own built-in 64 per source and 10 s.
+func TestSharedTLSPortTakesTheHandshakeLimits(t *testing.T) {
+	const perSource = 2
+	cfg, cert := sharedPortConfig(t)
+	cfg.STUN.MaxTCPConnectionsPerSource = perSource
+	cfg.STUN.MaxTLSHandshakes = 4 * perSource
+	cfg.STUN.TLSHandshakeTimeout = time.Second
+	d, _ := startDaemon(t, cfg)
+	shared := d.tls.mux.Addr().String()
+	dial := func(from string) net.Conn {
+		t.Helper()
+		c, err := (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}, Timeout: 5 * time.Second}).Dial("tcp4", shared)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	// closedWithin reads from c until the server closes it, and says how
+	// long that took; a connection still open after 5 s fails the test.
+	closedWithin := func(c net.Conn, what string) time.Duration {
+		t.Helper()
+		start := time.Now()
+		c.SetReadDeadline(start.Add(5 * time.Second))
+		_, err := c.Read(make([]byte, 1))
+		if ne, ok := err.(net.Error); ok && ne.Timeout() {
+			t.Fatalf("%s: still open after 5s, want closed by the server", what)
+		}
+		return time.Since(start)
+	}
+	var held []net.Conn
+	for range perSource {
+		held = append(held, dial("127.0.0.1"))
+	}
+	// Accepted in order: the one past the source's share is refused
+	// before the handshake deadline of those held could close anything.
+	if took := closedWithin(dial("127.0.0.1"), "a connection past the source's share"); took >= cfg.STUN.TLSHandshakeTimeout {
+		t.Errorf("a connection past the source's share was closed after %v, want at once", took)
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(cert)
+	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		DialContext:     (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}}).DialContext,
+		TLSClientConfig: &tls.Config{RootCAs: roots, ServerName: "localhost"}}}
+	resp, err := hc.Get("https://" + shared + "/healthz")
+	if err != nil {
+		t.Fatalf("a client from elsewhere while the attacker holds its share: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("GET /healthz from elsewhere: %d, want 200", resp.StatusCode)
+	}
+	for i, c := range held {
+		closedWithin(c, fmt.Sprintf("silent connection %d", i))
+	}
+}

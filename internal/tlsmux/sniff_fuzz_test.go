@@ -68,6 +68,7 @@ func FuzzSniff(f *testing.F) {
 	}
 	m, err := New(ln, Options{
 		TURN: true, HTTP: true, Registerer: prometheus.NewRegistry(), GetCertificate: testenv.SelfSigned(f),
+		Timeout: 5 * time.Second, MaxPending: 256, MaxPendingPerSource: 64,
 	})
 	if err != nil {
 		f.Fatal(err)

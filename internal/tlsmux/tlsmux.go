@@ -38,17 +38,19 @@ type Options struct {
 	// route without one is closed and counted as refused.
 	TURN, HTTP bool
 	// Timeout bounds the TLS handshake and the wait for the first bytes,
-	// so a silent client holds a goroutine this long at most. Default 10s.
+	// so a silent client holds a goroutine this long at most. Required
+	// (icebox: stun.tls_handshake_timeout).
 	Timeout time.Duration
 	// MaxPending caps connections in handshake or sniffing at once; more
 	// are closed on accept, so a flood of silent clients cannot pile up
-	// goroutines. Default 1024.
+	// goroutines. Required (icebox: stun.max_tls_handshakes).
 	MaxPending int
 	// MaxPendingPerSource caps those of one source (an IPv4 address or
 	// an IPv6 /64); once half of MaxPending are taken, a source that has
 	// any may have at most an eighth of what is free
 	// (persource.FairShareFull), so that a few hosts holding silent
-	// connections cannot lock everyone else out of the port. Default 64.
+	// connections cannot lock everyone else out of the port. Required
+	// (icebox: stun.max_tcp_connections_per_source).
 	MaxPendingPerSource int
 	// Logger gets refusals at debug. Default: discard.
 	Logger *slog.Logger
@@ -81,14 +83,8 @@ func New(ln net.Listener, opts Options) (*Mux, error) {
 	if opts.GetCertificate == nil {
 		return nil, errors.New("tlsmux: no certificate source")
 	}
-	if opts.Timeout <= 0 {
-		opts.Timeout = 10 * time.Second
-	}
-	if opts.MaxPending <= 0 {
-		opts.MaxPending = 1024
-	}
-	if opts.MaxPendingPerSource <= 0 {
-		opts.MaxPendingPerSource = 64
+	if opts.Timeout <= 0 || opts.MaxPending <= 0 || opts.MaxPendingPerSource <= 0 {
+		return nil, errors.New("tlsmux: Timeout, MaxPending and MaxPendingPerSource are required")
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)

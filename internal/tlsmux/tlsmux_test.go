@@ -32,6 +32,16 @@ type port struct {
 func startPort(t *testing.T, opts Options) *port {
 	t.Helper()
 	opts.GetCertificate = testenv.SelfSigned(t)
+	// Bounds no test here reaches unless it sets its own.
+	if opts.Timeout == 0 {
+		opts.Timeout = 5 * time.Second
+	}
+	if opts.MaxPending == 0 {
+		opts.MaxPending = 256
+	}
+	if opts.MaxPendingPerSource == 0 {
+		opts.MaxPendingPerSource = 64
+	}
 	ln, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -293,5 +303,19 @@ func refused(t *testing.T, refusals <-chan slog.Record, n int, why string) {
 		case <-time.After(10 * time.Second): // guards against hanging only
 			t.Fatalf("%d connections refused, want %d", i, n)
 		}
+	}
+}
+
+// TestBoundsAreRequired: the port's handshake bounds are the caller's
+// settings (icebox's stun section); there are none to fall back on.
+func TestBoundsAreRequired(t *testing.T) {
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	if m, err := New(ln, Options{GetCertificate: testenv.SelfSigned(t), HTTP: true}); err == nil {
+		m.Close()
+		t.Fatal("New without Timeout, MaxPending and MaxPendingPerSource succeeded, want an error")
 	}
 }
