@@ -7,6 +7,8 @@ import (
 	"net"
 	"sync"
 	"time"
+
+	"github.com/mholt/acmez/v3"
 )
 
 // tlsConfig is the TLS of signal's own listener.
@@ -17,7 +19,7 @@ func tlsConfig(get func(*tls.ClientHelloInfo) (*tls.Certificate, error)) *tls.Co
 		// No h2: WebSockets here are HTTP/1.1 upgrades. acme-tls/1: an
 		// ACME certificate source answers the CA's TLS-ALPN-01 challenge
 		// in GetCertificate, when this is the port the CA reaches.
-		NextProtos: []string{"http/1.1", "acme-tls/1"},
+		NextProtos: []string{"http/1.1", acmez.ACMETLS1Protocol},
 	}
 }
 

@@ -113,6 +113,7 @@ func startTLS(cfg Config, log *slog.Logger, reg prometheus.Registerer) (_ *tlsPa
 			GetCertificate: t.shared.GetCertificate,
 			TURN:           cfg.TURN.Enabled,
 			HTTP:           cfg.Signal.Enabled,
+			ACME:           t.acme != nil,
 			// The same bounds as the STUN port's TLS handshakes.
 			Timeout:             cfg.STUN.TLSHandshakeTimeout,
 			MaxPending:          cfg.STUN.MaxTLSHandshakes,

@@ -99,13 +99,10 @@ func NewACME(cfg ACMEConfig, opts ACMEOptions) (*ACME, error) {
 
 // GetCertificate is tls.Config's GetCertificate. It also answers the CA's
 // TLS-ALPN-01 challenge, so the listener's NextProtos must include
-// "acme-tls/1" (ACMEProto).
+// acmez.ACMETLS1Protocol.
 func (a *ACME) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
 	return a.magic.GetCertificate(hello)
 }
-
-// ACMEProto is the ALPN protocol of the TLS-ALPN-01 challenge (RFC 8737).
-const ACMEProto = "acme-tls/1"
 
 // Start loads certificates kept from earlier runs and obtains missing
 // ones in the background. host and port are where the listener the CA

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mholt/acmez/v3"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"icebox/internal/testenv"
@@ -72,7 +73,7 @@ func TestACMEObtainsRenewsAndSurvivesCAOutage(t *testing.T) {
 	defer a.Close()
 
 	srv := &http.Server{ErrorLog: log.New(io.Discard, "", 0), Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "hello over acme") })}
-	go srv.Serve(tls.NewListener(ln, &tls.Config{GetCertificate: a.GetCertificate, NextProtos: []string{"http/1.1", ACMEProto}}))
+	go srv.Serve(tls.NewListener(ln, &tls.Config{GetCertificate: a.GetCertificate, NextProtos: []string{"http/1.1", acmez.ACMETLS1Protocol}}))
 	defer srv.Close()
 	if err := a.Start("127.0.0.1", port); err != nil {
 		t.Fatal(err)

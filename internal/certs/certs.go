@@ -14,6 +14,8 @@ import (
 	"os"
 	"strings"
 
+	"github.com/caddyserver/certmagic"
+
 	"icebox/internal/cfgerr"
 	"icebox/internal/dnsname"
 )
@@ -63,7 +65,7 @@ type ACMEConfig struct {
 }
 
 // LetsEncrypt is Let's Encrypt's production ACME directory, the default.
-const LetsEncrypt = "https://acme-v02.api.letsencrypt.org/directory"
+const LetsEncrypt = certmagic.LetsEncryptProductionCA
 
 // DefaultConfig is the shared certificate's config when the file says
 // nothing: none.

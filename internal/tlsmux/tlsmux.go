@@ -17,17 +17,18 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mholt/acmez/v3"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"icebox/internal/ipclass"
 	"icebox/internal/persource"
 )
 
-// ALPN protocol names the port answers to.
+// ALPN protocol names the port answers to, besides acme-tls/1
+// (acmez.ACMETLS1Protocol, RFC 8737) with Options.ACME.
 const (
 	ProtoTURN = "stun.turn" // RFC 7443
 	ProtoHTTP = "http/1.1"
-	ProtoACME = "acme-tls/1" // RFC 8737: answered in the handshake itself
 )
 
 // Options configure a Mux.
@@ -37,6 +38,10 @@ type Options struct {
 	// TURN and HTTP say which routes have a taker; a connection for a
 	// route without one is closed and counted as refused.
 	TURN, HTTP bool
+	// ACME offers acme-tls/1: GetCertificate is an ACME source, which
+	// answers the CA's TLS-ALPN-01 challenge in the handshake itself.
+	// Without it a client asking only for acme-tls/1 fails the handshake.
+	ACME bool
 	// Timeout bounds the TLS handshake and the wait for the first bytes,
 	// so a silent client holds a goroutine this long at most. Required
 	// (icebox: stun.tls_handshake_timeout).
@@ -89,15 +94,19 @@ func New(ln net.Listener, opts Options) (*Mux, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
+	// Server order: a client offering both gets TURN. No h2: the
+	// WebSockets here are HTTP/1.1 upgrades.
+	protos := []string{ProtoTURN, ProtoHTTP}
+	if opts.ACME {
+		protos = append(protos, acmez.ACMETLS1Protocol)
+	}
 	m := &Mux{
 		ln:   ln,
 		opts: opts,
 		conf: &tls.Config{
 			GetCertificate: opts.GetCertificate,
 			MinVersion:     tls.VersionTLS12,
-			// Server order: a client offering both gets TURN. No h2: the
-			// WebSockets here are HTTP/1.1 upgrades.
-			NextProtos: []string{ProtoTURN, ProtoHTTP, ProtoACME},
+			NextProtos:     protos,
 		},
 		done:     make(chan struct{}),
 		inFlight: make(map[net.Conn]struct{}),
@@ -248,7 +257,7 @@ func (m *Mux) classify(tc *tls.Conn) (net.Conn, *route, string) {
 		to = m.turn
 	case ProtoHTTP:
 		to = m.http
-	case ProtoACME:
+	case acmez.ACMETLS1Protocol:
 		return nil, nil, ""
 	default:
 		br := bufio.NewReaderSize(tc, 16)

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mholt/acmez/v3"
 	"github.com/pion/stun/v3"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -317,5 +318,39 @@ func TestBoundsAreRequired(t *testing.T) {
 	if m, err := New(ln, Options{GetCertificate: testenv.SelfSigned(t), HTTP: true}); err == nil {
 		m.Close()
 		t.Fatal("New without Timeout, MaxPending and MaxPendingPerSource succeeded, want an error")
+	}
+}
+
+// TestACMEProtocolOnlyWithACME: acme-tls/1 is offered only when the
+// certificate source is ACME's. With certificate files, a client asking
+// for it alone fails the handshake and is counted refused, not as a CA's
+// challenge; with ACME it is negotiated and counted as one.
+func TestACMEProtocolOnlyWithACME(t *testing.T) {
+	t.Parallel()
+	for _, acme := range []bool{false, true} {
+		p := startPort(t, Options{HTTP: true, ACME: acme, Registerer: prometheus.NewRegistry()})
+		d := &net.Dialer{Timeout: 5 * time.Second}
+		c, err := tls.DialWithDialer(d, "tcp4", p.addr, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{acmez.ACMETLS1Protocol}})
+		if acme {
+			if err != nil {
+				t.Fatalf("ACME on: handshake offering acme-tls/1: %v", err)
+			}
+			if got := c.ConnectionState().NegotiatedProtocol; got != acmez.ACMETLS1Protocol {
+				t.Errorf("ACME on: negotiated %q, want acme-tls/1", got)
+			}
+			c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			c.Read(make([]byte, 1)) // the port closes it, counted first
+			c.Close()
+		} else if err == nil {
+			c.Close()
+			t.Fatalf("ACME off: a handshake asking only for acme-tls/1 succeeded (negotiated %q)", c.ConnectionState().NegotiatedProtocol)
+		}
+		want := map[string]float64{"acme": 0, "refused": 1}
+		if acme {
+			want = map[string]float64{"acme": 1, "refused": 0}
+		}
+		for route, n := range want {
+			testenv.WaitFor(t, 5*time.Second, fmt.Sprintf("acme=%v: %s counted %v", acme, route, n), func() bool { return p.routed(t, route) == n })
+		}
 	}
 }
