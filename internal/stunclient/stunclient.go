@@ -63,8 +63,11 @@ func MappedAddress(ctx context.Context, server string) (netip.AddrPort, error) {
 		if wait.After(deadline) {
 			wait = deadline
 		}
-		if ctx.Err() == nil {
-			conn.SetReadDeadline(wait)
+		conn.SetReadDeadline(wait)
+		// A cancel whose past deadline the line above overwrote would
+		// wait up to rto unseen: put it back.
+		if ctx.Err() != nil {
+			conn.SetReadDeadline(time.Unix(1, 0))
 		}
 		for {
 			n, err := conn.Read(buf)
