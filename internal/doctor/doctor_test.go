@@ -1,6 +1,7 @@
 package doctor
 
 import (
+	"crypto/x509"
 	"net"
 	"net/netip"
 	"regexp"
@@ -421,5 +422,20 @@ func TestReportOK(t *testing.T) {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("table lacks %q:\n%s", want, b.String())
 		}
+	}
+}
+
+// TestCertificateCauseNeedsNoReload: an expired certificate's advice
+// does not send the operator to SIGHUP, which icebox does not need for
+// certificates: files are re-read within seconds and ACME renews itself.
+func TestCertificateCauseNeedsNoReload(t *testing.T) {
+	cause := tlsCause(x509.CertificateInvalidError{Reason: x509.Expired}, "turn.example.com")
+	for _, want := range []string{"expired", "no reload needed", "tls.acme"} {
+		if !strings.Contains(cause, want) {
+			t.Errorf("cause %q lacks %q", cause, want)
+		}
+	}
+	if strings.Contains(cause, "SIGHUP") {
+		t.Errorf("cause %q asks for SIGHUP", cause)
 	}
 }

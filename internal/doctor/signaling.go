@@ -94,7 +94,7 @@ func (c *checker) connect(ctx context.Context, u *url.URL, shown string) (*webso
 			left := time.Until(leaf.NotAfter)
 			step.Detail += fmt.Sprintf(", certificate valid until %s", leaf.NotAfter.UTC().Format(time.DateOnly))
 			if left < 14*24*time.Hour {
-				step.Cause = fmt.Sprintf("the TLS certificate expires in %s: renew it (icebox reloads certificates on SIGHUP)", left.Round(time.Hour))
+				step.Cause = fmt.Sprintf("the TLS certificate expires in %s: %s", left.Round(time.Hour), renewCertificate)
 			}
 		}
 	}

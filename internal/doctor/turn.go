@@ -219,6 +219,13 @@ func streamCause(u iceURL, err error, timeout time.Duration) string {
 	return "cannot connect to the TURN server: check the network path"
 }
 
+// renewCertificate is what to do about a certificate near or past its
+// end. icebox needs no signal for it: it serves a replaced certificate
+// file within seconds, and renews an ACME one by itself, so an ACME one
+// this old means renewal keeps failing.
+const renewCertificate = "renew it; icebox serves a replaced certificate file within seconds, no reload needed. " +
+	"With tls.acme icebox renews by itself: renewal is failing, see its log and icebox_tls_acme_failures_total"
+
 // tlsCause explains certificate and protocol errors, or returns "".
 func tlsCause(err error, host string) string {
 	var unknownCA x509.UnknownAuthorityError
@@ -231,7 +238,7 @@ func tlsCause(err error, host string) string {
 	case errors.As(err, &hostErr):
 		return fmt.Sprintf("the TLS certificate is not for %s: get one that names it", host)
 	case errors.As(err, &invalid) && invalid.Reason == x509.Expired:
-		return "the TLS certificate has expired or is not valid yet (or this machine's clock is wrong): renew it and send icebox SIGHUP"
+		return "the TLS certificate has expired or is not valid yet (or this machine's clock is wrong): " + renewCertificate
 	case errors.As(err, &recErr):
 		return "the server does not speak TLS on this port"
 	}
