@@ -462,10 +462,16 @@ func (s *Server) Secrets() [][]byte {
 // which the server would refuse it.
 func (s *Server) MintCredential(user string, ttl time.Duration) (username, password string, expires time.Time) {
 	lv := s.live.Load()
+	return credentials.Mint(lv.secrets[0], user, lv.cfg.CredentialLifetime(ttl), time.Now())
+}
+
+// CredentialLifetime is how long a credential asked for ttl is minted
+// for: credential_ttl for 0, at most max_ttl (longer ones are refused).
+func (c Config) CredentialLifetime(ttl time.Duration) time.Duration {
 	if ttl <= 0 {
-		ttl = lv.cfg.CredentialTTL
+		ttl = c.CredentialTTL
 	}
-	return credentials.Mint(lv.secrets[0], user, min(ttl, lv.cfg.MaxTTL), time.Now())
+	return min(ttl, c.MaxTTL)
 }
 
 // RelayIP is the address clients are told for their relays.

@@ -25,6 +25,11 @@ func credentialsCmd(args []string, stdout, stderr io.Writer) int {
 	if code, ok := parseFlags(fs, args); !ok {
 		return code
 	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "icebox credentials: unexpected argument %q\n", fs.Arg(0))
+		fs.Usage()
+		return 2
+	}
 	cfg, secrets, err := cliSecrets(*configPath, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "icebox: %v\n", err)
@@ -34,13 +39,12 @@ func credentialsCmd(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "icebox: turn.enabled is false: there is no TURN server to mint credentials for")
 		return 1
 	}
-	if *ttl <= 0 {
-		*ttl = cfg.TURN.CredentialTTL
-	}
-	if *ttl > cfg.TURN.MaxTTL {
+	lifetime := cfg.TURN.CredentialLifetime(*ttl)
+	if *ttl > lifetime {
 		fmt.Fprintf(stderr, "icebox: -ttl %v is longer than turn.max_ttl (%v): the server would refuse it\n", *ttl, cfg.TURN.MaxTTL)
 		return 2
 	}
+	*ttl = lifetime
 	if why, fix, refuse := turnsrv.JudgeCredentialTTL(*ttl); refuse {
 		fmt.Fprintf(stderr, "icebox: -ttl %v is too short: %s; %s\n", *ttl, why, fix)
 		return 2

@@ -166,6 +166,9 @@ func TestCLIArgumentMistakes(t *testing.T) {
 		want string
 	}{
 		{[]string{"token", "-config", path}, 2, "-room is required"},
+		// Before, credentials ignored what followed its flags.
+		{[]string{"credentials", "-config", path, "-ttl", "1h", "extra"}, 2, `unexpected argument "extra"`},
+		{[]string{"credentials", "-config", path, "-ttl", "25h"}, 2, "longer than turn.max_ttl"},
 		{[]string{"credentials", "-config", path, "-ttl", "5s"}, 2, "-ttl 5s is too short"},
 		{[]string{"credentials", "-config", path, "-ttl", "5m"}, 0, "warning: -ttl 5m0s: icebox checks the credential on every TURN request"},
 	} {
