@@ -51,7 +51,7 @@ type admin struct {
 // startAdmin listens at once so a taken port fails start-up, not later.
 // ready is what /readyz answers (daemon.readyz: the STUN/TURN read loops
 // and the cluster link).
-func startAdmin(cfg AdminConfig, reg *prometheus.Registry, ready func(context.Context) error, log *slog.Logger) (*admin, error) {
+func startAdmin(cfg AdminConfig, reg *prometheus.Registry, ready func() error, log *slog.Logger) (*admin, error) {
 	if cfg.Listen == "" {
 		return nil, nil
 	}
@@ -61,10 +61,8 @@ func startAdmin(cfg AdminConfig, reg *prometheus.Registry, ready func(context.Co
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "ok")
 	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-		defer cancel()
-		if err := ready(ctx); err != nil {
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if err := ready(); err != nil {
 			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
 			return
 		}

@@ -278,16 +278,17 @@ func (d *daemon) turnSummary(cfg Config) string {
 // progress (stunsrv's Alive), the part that can hang unseen while the
 // process looks fine: the readiness probe and the systemd watchdog ask it.
 // The loops report their own progress: a probe over loopback could be
-// drowned by a flood and restart a healthy relay.
-func (d *daemon) ready(ctx context.Context) error {
+// drowned by a flood and restart a healthy relay. It only reads counters,
+// so it cannot block and takes no context.
+func (d *daemon) ready() error {
 	return d.stun.Alive()
 }
 
 // readyz is ready plus the cluster's link to NATS: a node without it
 // serves only pairings whose members are all local, which /readyz says,
 // but the watchdog must not restart it for that.
-func (d *daemon) readyz(ctx context.Context) error {
-	if err := d.ready(ctx); err != nil {
+func (d *daemon) readyz() error {
+	if err := d.ready(); err != nil {
 		return err
 	}
 	return d.signal.clusterReady()
@@ -354,13 +355,11 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, rl reloader) error
 		case <-watchdog:
 			// A stuck reader must not be kept alive by a healthy timer:
 			// ping only when every read loop makes progress.
-			checkCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
-			if err := d.ready(checkCtx); err != nil {
+			if err := d.ready(); err != nil {
 				log.Error("self-check failed, not pinging the watchdog", "err", err)
 			} else {
 				sdNotify("WATCHDOG=1")
 			}
-			cancel()
 		}
 	}
 }
