@@ -24,7 +24,6 @@ type turnClient struct {
 	realm  stun.Realm
 	nonce  stun.Nonce
 	key    stun.MessageIntegrity
-	pass   string
 	buf    []byte
 }
 
@@ -36,7 +35,7 @@ func dialTURN(network, addr string, secret []byte, realm string) (*turnClient, e
 	username, password, _ := credentials.Mint(secret, "stunload", time.Hour, time.Now())
 	tc := &turnClient{
 		conn: c, stream: network != "udp" && network != "udp4" && network != "udp6",
-		user: stun.NewUsername(username), realm: stun.NewRealm(realm), pass: password,
+		user: stun.NewUsername(username), realm: stun.NewRealm(realm),
 		key: stun.NewLongTermIntegrity(username, realm, password),
 		buf: make([]byte, 2048),
 	}
