@@ -485,6 +485,14 @@ func (c *Config) iceName() string {
 	return c.Signal.ICEHost
 }
 
+// signalTLS reports whether signaling speaks TLS: with signal.tls's own
+// files, else the tls section's certificate.
+func (c *Config) signalTLS() bool { return c.Signal.TLS.On() || c.TLS.On() }
+
+// turnTLS reports whether TURN over TLS has a certificate: turn.tls's own
+// files, else the tls section's.
+func (c *Config) turnTLS() bool { return c.TURN.TLS.Cert != "" || c.TLS.On() }
+
 // publicIP is what the address clients are told depends on.
 func (c *Config) publicIP() publicip.Config {
 	return publicip.Config{PublicIP: c.PublicIP, STUNServers: c.PublicIPSTUN, RelayAddress: c.TURN.Relay.Address}

@@ -28,7 +28,7 @@ func newICEURLs(cfg Config, host string, port, sharedPort int) iceURLs {
 			u.turn = append(u.turn, "turn:"+hp+"?transport=tcp")
 		}
 		// TURN over TLS on a port of its own (turn.tls.listen).
-		if ownTLS := cfg.TURN.TLS.Listen != "" && (cfg.TURN.TLS.Cert != "" || cfg.TLS.On()); ownTLS {
+		if cfg.TURN.TLS.Listen != "" && cfg.turnTLS() {
 			if p := listenPort(cfg.TURN.TLS.Listen); p != 0 {
 				u.turn = append(u.turn, "turns:"+net.JoinHostPort(host, strconv.Itoa(p))+"?transport=tcp")
 			}

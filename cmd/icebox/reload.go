@@ -99,8 +99,8 @@ func restartOnlyChanges(started, cfg Config) []string {
 	}
 	for key, changed := range map[string]bool{
 		"tls.cert (on or off)":   (started.TLS.Cert == "") != (cfg.TLS.Cert == ""),
-		"signal.tls (on or off)": (started.Signal.TLS.On() || started.TLS.On()) != (cfg.Signal.TLS.On() || cfg.TLS.On()),
-		"turn.tls (on or off)":   (started.TURN.TLS.Cert != "" || started.TLS.On()) != (cfg.TURN.TLS.Cert != "" || cfg.TLS.On()),
+		"signal.tls (on or off)": started.signalTLS() != cfg.signalTLS(),
+		"turn.tls (on or off)":   started.turnTLS() != cfg.turnTLS(),
 	} {
 		if changed {
 			keys = append(keys, key)
