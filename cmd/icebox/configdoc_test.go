@@ -84,35 +84,46 @@ func TestConfigCommentsStateTheirDefaults(t *testing.T) {
 	}
 }
 
-// readmeDefault is how README states a default where it must (firewall
-// ports, the admin address): "`turn.relay.ports`, default `49152-65535`"
-// or "`signal.listen` (default `:8080`)".
-var readmeDefault = regexp.MustCompile("`([a-z_.]+)`,? \\(?default `([^`]*)`")
+// statedDefault is how README and docs/protocol.md state a default where
+// they must (firewall ports, the admin address, protocol limits):
+// "`turn.relay.ports`, default `49152-65535`" or "`signal.listen`
+// (default `:8080`)".
+var statedDefault = regexp.MustCompile("`([a-z_.]+)`,? \\(?default `([^`]*)`")
 
-// README links to config.yaml for options; the few defaults it states
-// must be the code's.
-func TestReadmeDefaultsAreTheCodes(t *testing.T) {
-	data, err := os.ReadFile("../../README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	text := strings.Join(strings.Fields(string(data)), " ")
+// looseDefault is a default stated in another form, which the check
+// cannot read: "(default 2)".
+var looseDefault = regexp.MustCompile("\\(default [^`]")
+
+// The documents link to config.yaml for options; the defaults they state
+// must be the code's, each in the checked form. atLeast is how many each
+// states, so that a pattern that stops matching fails here.
+func TestDocumentedDefaultsAreTheCodes(t *testing.T) {
 	byPath := map[string]confdoc.Option{}
 	for _, o := range configOptions(t) {
 		byPath[o.Path] = o
 	}
-	matches := readmeDefault.FindAllStringSubmatch(text, -1)
-	if len(matches) < 7 {
-		t.Fatalf("found %d stated defaults in README; the pattern no longer matches how README writes them", len(matches))
-	}
-	for _, m := range matches {
-		o, ok := byPath[m[1]]
-		if !ok {
-			t.Errorf("README states a default for %s, which is not an option (write its full path)", m[1])
-			continue
+	for file, atLeast := range map[string]int{"../../README.md": 11, "../../docs/protocol.md": 3} {
+		data, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
 		}
-		if err := o.CheckStated(m[2]); err != nil {
-			t.Errorf("README: %v", err)
+		text := strings.Join(strings.Fields(string(data)), " ")
+		for _, loose := range looseDefault.FindAllStringIndex(text, -1) {
+			t.Errorf("%s: %q states a default the check cannot read: write `option.path` (default `value`)", file, text[max(0, loose[0]-60):loose[1]+10])
+		}
+		matches := statedDefault.FindAllStringSubmatch(text, -1)
+		if len(matches) < atLeast {
+			t.Errorf("found %d stated defaults in %s, want at least %d: the pattern no longer matches how it writes them, or a default went unchecked", len(matches), file, atLeast)
+		}
+		for _, m := range matches {
+			o, ok := byPath[m[1]]
+			if !ok {
+				t.Errorf("%s states a default for %s, which is not an option (write its full path)", file, m[1])
+				continue
+			}
+			if err := o.CheckStated(m[2]); err != nil {
+				t.Errorf("%s: %v", file, err)
+			}
 		}
 	}
 }
