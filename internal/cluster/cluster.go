@@ -17,7 +17,6 @@ package cluster
 
 import (
 	"crypto/hmac"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
@@ -72,8 +71,12 @@ type Options struct {
 type Node struct {
 	cfg  Config
 	name string
-	boot string // random per start and reconnection: then it is a new node to the others; guarded by mu
-	log  *slog.Logger
+	// boot is this run: set at start and at each reconnection, when this
+	// node is a new node to the others; guarded by mu.
+	boot uint64
+	// ownBoots are the runs that ended within node_timeout; guarded by mu.
+	ownBoots []ownBoot
+	log      *slog.Logger
 	// warnedVersion: the other-version warning is logged once, not per
 	// message.
 	warnedVersion atomic.Bool
@@ -98,6 +101,12 @@ type Node struct {
 	bySubj map[string]*room
 	peers  map[string]*peer           // live nodes by name
 	claims map[string]chan claimReply // by reply subject
+	// senders are the other nodes' runs whose messages this node takes,
+	// by node name; kept after a node is gone, so that none of its old
+	// messages is taken again.
+	senders map[string]*sender
+	// msgSeq numbers this node's messages.
+	msgSeq uint64
 	// claimRoom is the room of each claim in claims.
 	claimRoom map[string]string
 	seq       uint64
@@ -106,6 +115,7 @@ type Node struct {
 	// the skew between the nodes' clocks (a Lamport clock).
 	lastClaim int64
 	warm      time.Time // until then, after a (re)connection, the live nodes are not all known yet
+	conn      uint64    // which connection to NATS this run is on: nats.go's reconnections + 1
 }
 
 // room is a pairing with at least one member, or a claim, on this node.
@@ -171,7 +181,7 @@ type gone struct {
 }
 
 type peer struct {
-	boot string
+	boot uint64
 	seen time.Time
 }
 
@@ -208,7 +218,7 @@ func New(cfg Config, opts Options) (*Node, error) {
 	n := &Node{
 		cfg:    cfg,
 		name:   name,
-		boot:   newBoot(),
+		boot:   nextBoot(0),
 		log:    log,
 		before: opts.BeforeClaim,
 		m:      m,
@@ -221,9 +231,11 @@ func New(cfg Config, opts Options) (*Node, error) {
 		peers:  make(map[string]*peer),
 		claims: make(map[string]chan claimReply),
 
+		senders: make(map[string]*sender),
+
 		claimRoom: make(map[string]string),
 	}
-	n.replyP = cfg.Subject + ".reply." + name + "." + n.boot + "."
+	n.replyP = cfg.Subject + ".reply." + name + "." + strconv.FormatUint(n.boot, 16) + "."
 	return n, nil
 }
 
@@ -286,6 +298,11 @@ func (n *Node) Start(h Handler) error {
 		}
 	}
 	if nc.IsConnected() {
+		// Once nats-server has the subscriptions, nothing sent to this
+		// node after Start is lost for want of them.
+		if err := nc.FlushTimeout(n.cfg.ClaimTimeout); err != nil {
+			n.log.Warn("cluster: NATS did not confirm the subscriptions", "err", err)
+		}
 		n.connected(nc, nil)
 	} else {
 		n.log.Warn("cluster: NATS unreachable at start; serving local pairings only until it is back", "urls", n.cfg.URLs)
@@ -294,12 +311,6 @@ func (n *Node) Start(h Handler) error {
 	go n.dispatch()
 	go n.beat()
 	return nil
-}
-
-func newBoot() string {
-	var b [8]byte
-	rand.Read(b[:])
-	return hex.EncodeToString(b[:])
 }
 
 // connected follows the NATS connection; nodes learn of each other from
@@ -311,17 +322,29 @@ func newBoot() string {
 // sides then meet anew and announce who is there (heardLocked).
 func (n *Node) connected(nc *nats.Conn, err error) {
 	if nc.IsConnected() {
+		n.mu.Lock()
+		// Start and nats.go's connect handler both report the first
+		// connection: it is one run.
+		conn := nc.Stats().Reconnects + 1
+		if conn == n.conn {
+			n.mu.Unlock()
+			return
+		}
+		n.conn = conn
 		n.m.connected.Set(1)
 		n.log.Info("cluster: connected to NATS", "node", n.name, "server", nc.ConnectedUrlRedacted())
-		n.mu.Lock()
 		// Every live node answers a first heartbeat at once (hello), but
 		// give them one heartbeat: until then, joins wait (Claim).
-		n.warm = time.Now().Add(n.cfg.Heartbeat)
-		n.boot = newBoot()
+		now := time.Now()
+		n.warm = now.Add(n.cfg.Heartbeat)
+		n.endBootLocked(now)
 		var left []gone
 		for name := range n.peers {
 			left = append(left, n.forgetLocked(name, "this node was cut off from NATS")...)
 		}
+		// The others take this run's messages once they heard a
+		// heartbeat of it: the first message of every run is one.
+		n.publishOnLocked(nc, n.cfg.Subject+".hb", "", &message{typ: msgHeartbeat})
 		n.m.connects.Inc()
 		n.mu.Unlock()
 		n.tellLeftLater(left)
@@ -386,18 +409,23 @@ func (n *Node) dropIfEmptyLocked(r *room) {
 	delete(n.bySubj, r.subject)
 }
 
-// publishLocked signs and publishes m, sent now unless it says otherwise.
+// publishLocked signs and publishes m as this run's next message, sent
+// now.
 func (n *Node) publishLocked(subject, reply string, m *message) error {
-	m.node = n.name
-	if m.sent == 0 {
-		m.sent = time.Now().UnixNano()
-	}
+	return n.publishOnLocked(n.nc, subject, reply, m)
+}
+
+// publishOnLocked is publishLocked on nc: the connection handler runs
+// before Start has set n.nc.
+func (n *Node) publishOnLocked(nc *nats.Conn, subject, reply string, m *message) error {
+	n.msgSeq++
+	m.node, m.boot, m.seq, m.sent = n.name, n.boot, n.msgSeq, time.Now().UnixNano()
 	b := n.sign.encode(n.out[:0], subject, m)
 	n.out = b
 	if reply != "" {
-		return n.nc.PublishRequest(subject, reply, b)
+		return nc.PublishRequest(subject, reply, b)
 	}
-	return n.nc.Publish(subject, b)
+	return nc.Publish(subject, b)
 }
 
 // Claim asks every live node how many members and pending claims room
@@ -439,7 +467,7 @@ func (n *Node) Claim(name, member string) (others int, err error) {
 	for p := range n.peers {
 		want[p] = true
 	}
-	err = n.publishLocked(n.cfg.Subject+".claim", reply, &message{typ: msgClaim, sent: since, member: member, payload: []byte(r.subject)})
+	err = n.publishLocked(n.cfg.Subject+".claim", reply, &message{typ: msgClaim, member: member, payload: append(binary.BigEndian.AppendUint64(nil, uint64(since)), r.subject...)})
 	n.mu.Unlock()
 	defer func() {
 		n.mu.Lock()
@@ -636,6 +664,11 @@ func (n *Node) dispatch() {
 func (n *Node) handle(msg *nats.Msg) {
 	n.mu.Lock()
 	m, err := n.sign.decode(msg.Subject, msg.Data)
+	if err == nil && !n.freshLocked(&m, time.Now()) {
+		n.mu.Unlock()
+		n.m.stale.Inc()
+		return
+	}
 	if err != nil || m.node == n.name {
 		n.mu.Unlock()
 		n.m.bad.Inc()
@@ -652,7 +685,7 @@ func (n *Node) handle(msg *nats.Msg) {
 	}
 	switch m.typ {
 	case msgHeartbeat:
-		isNew, left := n.heardLocked(m.node, m.member)
+		isNew, left := n.heardLocked(m.node, m.boot)
 		if !isNew && m.kind == hello {
 			// It has just met this node (new, or back after a
 			// partition it noticed and this node did not): it may
@@ -668,9 +701,14 @@ func (n *Node) handle(msg *nats.Msg) {
 		// claims, for the claimer to wait for the earlier ones: each is
 		// 'p'. Both go on with when they joined or started (16 hex
 		// digits), then the id.
-		n.lastClaim = max(n.lastClaim, m.sent)
+		if len(m.payload) < 8 {
+			n.mu.Unlock()
+			n.m.bad.Inc()
+			return
+		}
+		n.lastClaim = max(n.lastClaim, int64(binary.BigEndian.Uint64(m.payload)))
 		p := make([]byte, 4, 64)
-		if r := n.bySubj[string(m.payload)]; r != nil {
+		if r := n.bySubj[string(m.payload[8:])]; r != nil {
 			binary.BigEndian.PutUint32(p, uint32(len(r.local)))
 			for id, l := range r.local {
 				tag := byte('p')
@@ -712,10 +750,14 @@ func (n *Node) handle(msg *nats.Msg) {
 		if r == nil {
 			return
 		}
-		presence := m.kind == 1
+		if len(m.payload) != 8 {
+			n.m.bad.Inc()
+			return
+		}
+		presence, since := m.kind == 1, int64(binary.BigEndian.Uint64(m.payload))
 		n.h.RemoteJoined(r.name, m.member, presence, func() {
 			n.mu.Lock()
-			r.remote[m.member] = remoteMember{m.node, presence, m.sent}
+			r.remote[m.member] = remoteMember{m.node, presence, since}
 			r.endPendingLocked(m.node, m.member)
 			n.mu.Unlock()
 		})
@@ -756,7 +798,7 @@ const hello = 1
 // or restarted) learns who is here: each local member is announced again
 // on its pairing, and a hello asks it to do the same. The members of a
 // restarted node's previous run are returned, for tellLeft.
-func (n *Node) heardLocked(node, boot string) (isNew bool, left []gone) {
+func (n *Node) heardLocked(node string, boot uint64) (isNew bool, left []gone) {
 	p := n.peers[node]
 	if p != nil && p.boot == boot {
 		p.seen = time.Now()
@@ -769,7 +811,7 @@ func (n *Node) heardLocked(node, boot string) (isNew bool, left []gone) {
 	n.m.nodes.Set(float64(len(n.peers)))
 	n.log.Info("cluster: node joined", "node", node)
 	n.announceLocked()
-	n.publishLocked(n.cfg.Subject+".hb", "", &message{typ: msgHeartbeat, member: n.boot, kind: hello})
+	n.publishLocked(n.cfg.Subject+".hb", "", &message{typ: msgHeartbeat, kind: hello})
 	return true, left
 }
 
@@ -785,9 +827,10 @@ func (n *Node) announceLocked() {
 }
 
 // joinedMessage announces member on its pairing; kind carries its
-// WsPresence opt-in, sent when it joined (its place in the join order).
+// WsPresence opt-in, the payload when it joined (its place in the join
+// order).
 func joinedMessage(member string, presence bool, since int64) *message {
-	m := &message{typ: msgJoined, sent: since, member: member}
+	m := &message{typ: msgJoined, member: member, payload: binary.BigEndian.AppendUint64(nil, uint64(since))}
 	if presence {
 		m.kind = 1
 	}
@@ -887,7 +930,7 @@ func (n *Node) heartbeat() {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.nc != nil && n.nc.IsConnected() {
-		n.publishLocked(n.cfg.Subject+".hb", "", &message{typ: msgHeartbeat, member: n.boot})
+		n.publishLocked(n.cfg.Subject+".hb", "", &message{typ: msgHeartbeat})
 	}
 }
 

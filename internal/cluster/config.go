@@ -25,8 +25,8 @@ type Config struct {
 	Node string `yaml:"node"`
 	// The same random string (32+ characters) on every node: every message
 	// between nodes carries an HMAC-SHA256 under it, and a message without
-	// a valid one is dropped, so nothing crosses nodes unauthenticated even
-	// on a NATS account shared with other software. Required when enabled;
+	// a valid one is dropped, so nothing crosses nodes unauthenticated,
+	// nor twice, even on a NATS account shared with other software. Required when enabled;
 	// e.g. `openssl rand -hex 32`. Default none.
 	Secret string `yaml:"secret"`
 	// Prefix of every NATS subject icebox uses, so that several icebox
@@ -47,7 +47,9 @@ type Config struct {
 	Heartbeat time.Duration `yaml:"heartbeat"`
 	// A node silent this long is taken for dead and its members leave
 	// every pairing (a killed node's members are gone within node_timeout
-	// plus one heartbeat). Default 3s.
+	// plus one heartbeat). Messages sent longer ago, or later, than this
+	// by the receiving node's clock are dropped as replays: keep the
+	// nodes' clocks in sync (NTP). Default 3s.
 	NodeTimeout time.Duration `yaml:"node_timeout"`
 	// How long a join waits for every live node to say who is in its
 	// pairing; a node that does not answer in time gets the join refused

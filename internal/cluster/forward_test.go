@@ -24,6 +24,7 @@ type counter struct {
 	frames atomic.Int64
 	bytes  atomic.Int64
 	each   chan struct{} // when not nil, told of each frame
+	copies chan []byte   // when not nil, given a copy of each frame
 }
 
 func (c *counter) RemoteFrame(_ string, _ byte, frame []byte) {
@@ -31,6 +32,9 @@ func (c *counter) RemoteFrame(_ string, _ byte, frame []byte) {
 	c.frames.Add(1)
 	if c.each != nil {
 		c.each <- struct{}{}
+	}
+	if c.copies != nil {
+		c.copies <- bytes.Clone(frame)
 	}
 }
 func (c *counter) RemoteJoined(_, _ string, _ bool, apply func()) { apply() }
@@ -46,13 +50,21 @@ func pairedNodes(t testing.TB, room string) (n1, n2 *Node, got *counter) {
 // pairedNodesOn is pairedNodes on a given nats-server.
 func pairedNodesOn(t testing.TB, nats *testenv.NATS, room string) (n1, n2 *Node, got *counter) {
 	t.Helper()
-	start := func(name string, h Handler) *Node {
+	n1, n2, _, got = pairedHandlers(t, nats, room, nil)
+	return n1, n2, got
+}
+
+// pairedHandlers is pairedNodesOn with both handlers, node 1 logging to
+// log1 (nil: nowhere).
+func pairedHandlers(t testing.TB, nats *testenv.NATS, room string, log1 *slog.Logger) (n1, n2 *Node, got1, got2 *counter) {
+	t.Helper()
+	start := func(name string, h Handler, log *slog.Logger) *Node {
 		cfg := DefaultConfig()
-		cfg.Enabled, cfg.URLs, cfg.Token, cfg.Secret, cfg.Node = true, []string{nats.URL()}, "forward-token", testSecret, name
+		cfg.Enabled, cfg.URLs, cfg.Token, cfg.Secret, cfg.Node = true, []string{nats.URL()}, nats.Token, testSecret, name
 		// Long enough that node 1 keeps node 2's member after node 2
 		// stops (senderOnly), for the whole test.
 		cfg.Heartbeat, cfg.NodeTimeout = 200*time.Millisecond, 10*time.Minute
-		n, err := New(cfg, Options{})
+		n, err := New(cfg, Options{Logger: log})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -62,8 +74,8 @@ func pairedNodesOn(t testing.TB, nats *testenv.NATS, room string) (n1, n2 *Node,
 		t.Cleanup(n.Close)
 		return n
 	}
-	got = &counter{}
-	n1, n2 = start("node-1", &counter{}), start("node-2", got)
+	got1, got2 = &counter{}, &counter{}
+	n1, n2 = start("node-1", got1, log1), start("node-2", got2, nil)
 	testenv.WaitFor(t, 10*time.Second, "the nodes to hear each other", func() bool { return n1.Peers() == 1 && n2.Peers() == 1 })
 	for _, j := range []struct {
 		n      *Node
@@ -75,7 +87,7 @@ func pairedNodesOn(t testing.TB, nats *testenv.NATS, room string) (n1, n2 *Node,
 		j.n.Confirm(room, j.member, false, true)
 	}
 	testenv.WaitFor(t, 10*time.Second, "each node to know the other's member", func() bool { return n1.Members(room) == 1 && n2.Members(room) == 1 })
-	return n1, n2, got
+	return n1, n2, got1, got2
 }
 
 var candidateFrame = []byte(`{"id":"WsIceCandidates","data":"{\"controllerId\":\"tv-1\",\"iceCandidates\":[{\"candidate\":\"candidate:1 1 udp 2122260223 192.0.2.1 54321 typ host\",\"sdpMLineIndex\":0,\"sdpMid\":\"0\"}]}"}`)

@@ -19,6 +19,7 @@ type metrics struct {
 	framesIn          prometheus.Counter
 	framesDropped     prometheus.Counter
 	bad               prometheus.Counter
+	stale             prometheus.Counter
 	latency           prometheus.Histogram
 }
 
@@ -38,6 +39,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		framesIn:          prometheus.NewCounter(prometheus.CounterOpts(o("frames_received_total", "Frames received from members on other nodes."))),
 		framesDropped:     prometheus.NewCounter(prometheus.CounterOpts(o("frames_dropped_total", "Frames for other nodes dropped while NATS was unreachable."))),
 		bad:               prometheus.NewCounter(prometheus.CounterOpts(o("bad_messages_total", "NATS messages dropped: bad MAC, malformed, or NATS errors such as a slow consumer."))),
+		stale:             prometheus.NewCounter(prometheus.CounterOpts(o("stale_messages_total", "Authenticated NATS messages dropped as not fresh: taken before (a replay), from a node's earlier run, or sent more than node_timeout from this node's clock."))),
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: "icebox", Subsystem: "cluster", Name: "forward_latency_seconds",
 			Help:    "From a frame's forwarding on the sending node to its delivery here (needs the nodes' clocks in sync).",
@@ -48,7 +50,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		return m, nil
 	}
 	var errs []error
-	for _, c := range []prometheus.Collector{m.connected, m.connects, m.nodes, m.nodesLost, m.claims, m.claimsUnavailable, m.claimsWaited, m.framesOut, m.framesIn, m.framesDropped, m.bad, m.latency} {
+	for _, c := range []prometheus.Collector{m.connected, m.connects, m.nodes, m.nodesLost, m.claims, m.claimsUnavailable, m.claimsWaited, m.framesOut, m.framesIn, m.framesDropped, m.bad, m.stale, m.latency} {
 		errs = append(errs, reg.Register(c))
 	}
 	return m, errors.Join(errs...)

@@ -13,18 +13,20 @@ import (
 
 // Message types between nodes.
 const (
-	msgHeartbeat  byte = 1 + iota // to <subject>.hb: this node is alive; member = its boot id
-	msgClaim                      // to <subject>.claim: who is in the room named by payload?
+	msgHeartbeat  byte = 1 + iota // to <subject>.hb: this node is alive, under its boot id
+	msgClaim                      // to <subject>.claim: who is in the room? payload: claim start(8) room subject
 	msgClaimReply                 // to the claimer's reply subject: these members, that many claims
-	msgJoined                     // to the room: member joined (or, after a partition, is still here)
+	msgJoined                     // to the room: member joined (or, after a partition, is still here); payload: join time(8)
 	msgLeft                       // to the room: member left
 	msgFrame                      // to the room: a frame member sent, payload byte for byte
 )
 
 // wireVersion changes whenever a message's layout does; nodes of another
 // version are refused, not misread. 2: claim answers list pending claims
-// and members carry their join time.
-const wireVersion = 2
+// and members carry their join time. 3: every message carries its
+// sender's boot id and sequence number, and sent is always when it was
+// sent (join and claim times moved to the payload).
+const wireVersion = 3
 
 // maxName bounds a node or member name: messages carry it behind a
 // one-byte length.
@@ -32,14 +34,19 @@ const maxName = 255
 
 // A message is
 //
-//	version(1) type(1) sent(8, Unix ns) len(node)(1) node len(member)(1) member kind(1) payload mac(32)
+//	version(1) type(1) sent(8, Unix ns) boot(8) seq(8) len(node)(1) node len(member)(1) member kind(1) payload mac(32)
 //
 // where mac = HMAC-SHA256(secret, subject 0x00 everything before mac). The
 // subject is in the MAC so that a frame of one pairing cannot be replayed
-// into another.
+// into another; sent, boot and seq are, so that no message can be
+// replayed at all (see freshLocked): boot is the sender's run (when it
+// started or last reconnected, Unix ns: a later run has a greater one),
+// seq counts the messages of that run from 1.
 type message struct {
 	typ     byte
 	sent    int64
+	boot    uint64
+	seq     uint64
 	node    string
 	member  string
 	kind    byte
@@ -47,6 +54,9 @@ type message struct {
 }
 
 const macSize = sha256.Size
+
+// headerSize is version, type, sent, boot and seq.
+const headerSize = 2 + 8 + 8 + 8
 
 var errBadMessage = errors.New("cluster: malformed or unauthenticated message")
 
@@ -77,6 +87,8 @@ func (s *signer) encode(b []byte, subject string, m *message) []byte {
 	start := len(b)
 	b = append(b, wireVersion, m.typ)
 	b = binary.BigEndian.AppendUint64(b, uint64(m.sent))
+	b = binary.BigEndian.AppendUint64(b, m.boot)
+	b = binary.BigEndian.AppendUint64(b, m.seq)
 	b = append(b, byte(len(m.node)))
 	b = append(b, m.node...)
 	b = append(b, byte(len(m.member)))
@@ -90,7 +102,7 @@ func (s *signer) encode(b []byte, subject string, m *message) []byte {
 // returned message's payload aliases b.
 func (s *signer) decode(subject string, b []byte) (message, error) {
 	var m message
-	if len(b) < 2+8+1+1+1+macSize {
+	if len(b) < headerSize+1+1+1+macSize {
 		return m, errBadMessage
 	}
 	body, mac := b[:len(b)-macSize], b[len(b)-macSize:]
@@ -102,7 +114,9 @@ func (s *signer) decode(subject string, b []byte) (message, error) {
 	}
 	m.typ = body[1]
 	m.sent = int64(binary.BigEndian.Uint64(body[2:10]))
-	rest := body[10:]
+	m.boot = binary.BigEndian.Uint64(body[10:18])
+	m.seq = binary.BigEndian.Uint64(body[18:26])
+	rest := body[headerSize:]
 	var ok bool
 	if m.node, rest, ok = str(rest); !ok {
 		return m, errBadMessage

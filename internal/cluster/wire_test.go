@@ -9,13 +9,13 @@ import (
 
 func TestWireRoundTripAndTamper(t *testing.T) {
 	s := newSigner([]byte("k"))
-	m := &message{typ: msgFrame, sent: 42, node: "node-1", member: "9f2c41d0a7b3e815", kind: 3, payload: []byte(`{"id":"WsSDPOffer","data":""}`)}
+	m := &message{typ: msgFrame, sent: 42, boot: 1764590000123456789, seq: 7, node: "node-1", member: "9f2c41d0a7b3e815", kind: 3, payload: []byte(`{"id":"WsSDPOffer","data":""}`)}
 	b := s.encode(nil, "icebox.room.x", m)
 	got, err := s.decode("icebox.room.x", b)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.typ != m.typ || got.sent != m.sent || got.node != m.node || got.member != m.member || got.kind != m.kind || !bytes.Equal(got.payload, m.payload) {
+	if got.typ != m.typ || got.sent != m.sent || got.boot != m.boot || got.seq != m.seq || got.node != m.node || got.member != m.member || got.kind != m.kind || !bytes.Equal(got.payload, m.payload) {
 		t.Fatalf("got %+v, want %+v", got, m)
 	}
 	if _, err := s.decode("icebox.room.y", b); err == nil {
