@@ -263,6 +263,15 @@ func (n *Node) Start(h Handler) error {
 		// nothing is buffered (Forward drops and counts).
 		nats.ReconnectBufSize(-1),
 		nats.PingInterval(n.cfg.NodeTimeout),
+		// A write to NATS that does not complete in claim_timeout is
+		// given up (nats.go's default waits a minute): publishing
+		// holds this node's lock, and nats.go's, so a congested link
+		// would stall every join, leave, frame and delivery of the
+		// node for that long. A frame that late is not worth
+		// delivering, and a join waits no longer than claim_timeout
+		// anyway. What the write held is lost; one that stopped part
+		// way drops the connection, which nats.go then makes anew.
+		nats.FlusherTimeout(n.cfg.ClaimTimeout),
 		nats.MaxPingsOutstanding(2),
 		nats.ConnectHandler(func(nc *nats.Conn) { n.connected(nc, nil) }),
 		nats.ReconnectHandler(func(nc *nats.Conn) { n.connected(nc, nil) }),

@@ -53,7 +53,8 @@ type Config struct {
 	NodeTimeout time.Duration `yaml:"node_timeout"`
 	// How long a join waits for every live node to say who is in its
 	// pairing; a node that does not answer in time gets the join refused
-	// (4015). Default 1s.
+	// (4015). Also the longest a write to NATS may block (on a congested
+	// link) before it is given up. Default 1s.
 	ClaimTimeout time.Duration `yaml:"claim_timeout"`
 }
 

@@ -58,9 +58,16 @@ func pairedNodesOn(t testing.TB, nats *testenv.NATS, room string) (n1, n2 *Node,
 // log1 (nil: nowhere).
 func pairedHandlers(t testing.TB, nats *testenv.NATS, room string, log1 *slog.Logger) (n1, n2 *Node, got1, got2 *counter) {
 	t.Helper()
-	start := func(name string, h Handler, log *slog.Logger) *Node {
+	return pairedVia(t, nats, nats.URL(), room, log1)
+}
+
+// pairedVia is pairedHandlers with node 1 connecting to url1, e.g. a
+// proxy in front of nats.
+func pairedVia(t testing.TB, nats *testenv.NATS, url1, room string, log1 *slog.Logger) (n1, n2 *Node, got1, got2 *counter) {
+	t.Helper()
+	start := func(name, url string, h Handler, log *slog.Logger) *Node {
 		cfg := DefaultConfig()
-		cfg.Enabled, cfg.URLs, cfg.Token, cfg.Secret, cfg.Node = true, []string{nats.URL()}, nats.Token, testSecret, name
+		cfg.Enabled, cfg.URLs, cfg.Token, cfg.Secret, cfg.Node = true, []string{url}, nats.Token, testSecret, name
 		// Long enough that node 1 keeps node 2's member after node 2
 		// stops (senderOnly), for the whole test.
 		cfg.Heartbeat, cfg.NodeTimeout = 200*time.Millisecond, 10*time.Minute
@@ -75,7 +82,7 @@ func pairedHandlers(t testing.TB, nats *testenv.NATS, room string, log1 *slog.Lo
 		return n
 	}
 	got1, got2 = &counter{}, &counter{}
-	n1, n2 = start("node-1", got1, log1), start("node-2", got2, nil)
+	n1, n2 = start("node-1", url1, got1, log1), start("node-2", nats.URL(), got2, nil)
 	testenv.WaitFor(t, 10*time.Second, "the nodes to hear each other", func() bool { return n1.Peers() == 1 && n2.Peers() == 1 })
 	for _, j := range []struct {
 		n      *Node
