@@ -36,9 +36,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// ErrUnavailable is returned by Claim when NATS or a live node cannot be
-// asked who is in a pairing.
-var ErrUnavailable = errors.New("cluster: other nodes unreachable")
+// errUnavailable is what Claim returns, wrapped, when NATS or a live node
+// cannot be asked who is in a pairing. Unexported: callers only tell
+// whether a claim failed (signal/ takes any error for "others unknown").
+var errUnavailable = errors.New("cluster: other nodes unreachable")
 
 // Handler is what a node delivers to: the signaling server's rooms.
 type Handler interface {
@@ -444,7 +445,7 @@ func (n *Node) Claim(name, member string) (others int, err error) {
 	n.m.claims.Inc()
 	if n.nc == nil || !n.nc.IsConnected() {
 		n.m.claimsUnavailable.Inc()
-		return 0, ErrUnavailable
+		return 0, errUnavailable
 	}
 	n.mu.Lock()
 	if wait := time.Until(n.warm); wait > 0 {
@@ -457,7 +458,7 @@ func (n *Node) Claim(name, member string) (others int, err error) {
 	if err != nil {
 		n.mu.Unlock()
 		n.m.claimsUnavailable.Inc()
-		return 0, fmt.Errorf("%w: %v", ErrUnavailable, err)
+		return 0, fmt.Errorf("%w: %v", errUnavailable, err)
 	}
 	since := max(time.Now().UnixNano(), n.lastClaim+1)
 	n.lastClaim = since
@@ -507,7 +508,7 @@ func (n *Node) Claim(name, member string) (others int, err error) {
 		n.Confirm(name, member, false, false)
 		n.m.claimsUnavailable.Inc()
 		n.log.Warn("cluster: cannot tell who is in a pairing; join refused", "err", err)
-		return 0, fmt.Errorf("%w: %v", ErrUnavailable, err)
+		return 0, fmt.Errorf("%w: %v", errUnavailable, err)
 	}
 	return others, nil
 }
