@@ -674,7 +674,7 @@ func (n *Node) dispatch() {
 func (n *Node) handle(msg *nats.Msg) {
 	n.mu.Lock()
 	m, err := n.sign.decode(msg.Subject, msg.Data)
-	if err == nil && !n.freshLocked(&m, time.Now()) {
+	if err == nil && !n.freshLocked(m, time.Now()) {
 		n.mu.Unlock()
 		n.m.stale.Inc()
 		return

@@ -57,7 +57,7 @@ func nextBoot(prev uint64) uint64 {
 // freshLocked reports whether m, authenticated, is to be taken; see
 // above. A message under this node's name is fresh unless one of this
 // node's runs sent it (then it is a replay): the caller logs the clash.
-func (n *Node) freshLocked(m *message, now time.Time) bool {
+func (n *Node) freshLocked(m message, now time.Time) bool {
 	if d := now.Sub(time.Unix(0, m.sent)); d > n.cfg.NodeTimeout || d < -n.cfg.NodeTimeout {
 		return false
 	}

@@ -276,19 +276,19 @@ func TestFreshRules(t *testing.T) {
 		{"this node's own message", at(msgHeartbeat, "node-1", n.boot, 1, 0), false},
 		{"another process's of this node's name", at(msgHeartbeat, "node-1", n.boot+1, 1, 0), true},
 	} {
-		if got := n.freshLocked(c.m, now); got != c.want {
+		if got := n.freshLocked(*c.m, now); got != c.want {
 			t.Errorf("%s: fresh %v, want %v", c.what, got, c.want)
 		}
 	}
 	old := n.boot
 	n.endBootLocked(now)
-	if n.freshLocked(at(msgFrame, "node-1", old, 9, 0), now) {
+	if n.freshLocked(*at(msgFrame, "node-1", old, 9, 0), now) {
 		t.Error("a message of this node's previous run was taken for another node's")
 	}
 	// A node silent for node_timeout may come back with any run (a
 	// clock set back); its old messages are stale by then anyway.
 	later := cfg.NodeTimeout + time.Second
-	if !n.freshLocked(at(msgHeartbeat, "node-2", 3, 1, -later), now.Add(later)) {
+	if !n.freshLocked(*at(msgHeartbeat, "node-2", 3, 1, -later), now.Add(later)) {
 		t.Error("a node silent for node_timeout was refused with an earlier run id")
 	}
 }
