@@ -3,6 +3,7 @@ package cluster
 import (
 	"bytes"
 	"log/slog"
+	"math"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -119,14 +120,23 @@ func senderOnly(t testing.TB, room string) *Node {
 // A frame forwarded to another node allocates nothing on the sending
 // node: it is signed into a buffer the node reuses, which nats.go copies
 // into its own write buffer.
+//
+// AllocsPerRun counts the whole process's allocations, and the NATS server
+// runs in this process: routing a thousand frames, under -race on a busy
+// machine, it sometimes allocates a thousand times in the window. So the
+// measurement is taken up to five times and the least counts: an
+// allocation in Forward itself shows in every one.
 func TestForwardAllocatesNothing(t *testing.T) {
 	n1 := senderOnly(t, "alloc")
-	allocs := testing.AllocsPerRun(1000, func() { n1.Forward("alloc", "member-1", 3, candidateFrame) })
-	if allocs != 0 {
-		t.Errorf("Forward allocates %v times per frame, want 0", allocs)
+	least, runs := math.Inf(1), 0
+	for ; runs < 5 && least > 0; runs++ {
+		least = min(least, testing.AllocsPerRun(1000, func() { n1.Forward("alloc", "member-1", 3, candidateFrame) }))
 	}
-	if sent := testenv.MetricValue(t, n1.m.framesOut); sent != 1+1001 { // AllocsPerRun runs once more first
-		t.Errorf("node 1 sent %v frames, want 1002", sent)
+	if least != 0 {
+		t.Errorf("Forward allocates %v times per frame, want 0", least)
+	}
+	if sent, want := testenv.MetricValue(t, n1.m.framesOut), float64(1+1001*runs); sent != want { // AllocsPerRun runs once more first
+		t.Errorf("node 1 sent %v frames, want %v", sent, want)
 	}
 }
 
