@@ -46,7 +46,7 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request) {
 	}
 	if refusal != 0 {
 		s.cm.refusedConn.Inc()
-		s.refuseNow(ws, refusal)
+		s.refuseNow(set, ws, refusal)
 		return
 	}
 	c := &conn{
@@ -68,7 +68,7 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request) {
 	if closing { // Shutdown began during the upgrade
 		s.peers.Release(peer.Addr())
 		s.cm.refusedConn.Inc()
-		s.refuseNow(ws, errBusy)
+		s.refuseNow(set, ws, errBusy)
 		return
 	}
 	s.cm.active.Inc()
@@ -108,11 +108,7 @@ const browserConns = 8
 func (s *Server) holdConn(c net.Conn) bool {
 	set := s.settings()
 	src := ipclass.PeerAddrPort(c.RemoteAddr()).Addr()
-	limits := persource.Limits{Total: set.MaxConns, PerSource: set.MaxConnsPerIP + browserConns, FairShare: true}
-	if set.trusted(src) { // a proxy's connections carry many clients
-		limits.PerSource, limits.FairShare = set.MaxConns, false
-	}
-	if s.httpConns.held.Take(src, limits) != persource.Admitted {
+	if s.httpConns.held.Take(src, set.connLimits(src)) != persource.Admitted {
 		s.cm.refusedConn.Inc()
 		c.Close()
 		return false
@@ -125,6 +121,17 @@ func (s *Server) holdConn(c net.Conn) bool {
 	a.admitted[c] = src
 	a.mu.Unlock()
 	return true
+}
+
+// connLimits bounds what src may hold of the connections that are not
+// admitted WebSockets: those not yet upgraded, and refused ones waiting
+// for the client's close frame.
+func (set *settings) connLimits(src netip.Addr) persource.Limits {
+	limits := persource.Limits{Total: set.MaxConns, PerSource: set.MaxConnsPerIP + browserConns, FairShare: true}
+	if set.trusted(src) { // a proxy's connections carry many clients
+		limits.PerSource, limits.FairShare = set.MaxConns, false
+	}
+	return limits
 }
 
 // releaseConn gives back c's place, if holdConn gave it one.
@@ -164,36 +171,51 @@ func (s *Server) forget(c *conn, why disconnectReason) {
 
 // refuseNow tells a connection that was never admitted why, and closes it.
 // It returns once the WsError and the close frame are written, which a
-// socket that has just been accepted takes in its send buffer at once;
-// waiting for the client's close frame, up to closeGrace, is left to a
-// goroutine of its own, so that the handler returns at once here too.
-func (s *Server) refuseNow(ws *websocket.Conn, code errCode) {
+// socket that has just been accepted takes in its send buffer at once.
+// Waiting for the client's close frame, up to closeGrace, is left to a
+// goroutine of its own, so that the handler returns at once here too; the
+// socket then holds a place of its source's connections (connLimits),
+// which it lost when it was hijacked, so that one address cannot keep
+// hundreds of refused sockets and goroutines waiting. When its source has
+// none free, the socket is closed right after the close frame.
+func (s *Server) refuseNow(set *settings, ws *websocket.Conn, code errCode) {
 	s.em.inc(code)
-	deadline := time.Now().Add(closeGrace)
-	ws.SetWriteDeadline(deadline)
-	if ws.WriteMessage(websocket.TextMessage, s.errFrames.get(code)) != nil {
-		ws.Close()
-		return
+	src := ipclass.PeerAddrPort(ws.NetConn().RemoteAddr()).Addr()
+	wait := s.httpConns.held.Take(src, set.connLimits(src)) == persource.Admitted
+	if wait {
+		s.cm.refusedWaiting.Inc()
 	}
-	s.cm.framesOut[kindError].Inc()
-	if ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code.info().close, code.info().name), deadline) != nil {
+	deadline := time.Now().Add(s.closeGrace)
+	ws.SetWriteDeadline(deadline)
+	err := ws.WriteMessage(websocket.TextMessage, s.errFrames.get(code))
+	if err == nil {
+		s.cm.framesOut[kindError].Inc()
+		err = ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code.info().close, code.info().name), deadline)
+	}
+	if err != nil || !wait {
 		ws.Close()
+		if wait {
+			s.cm.refusedWaiting.Dec()
+			s.httpConns.held.Release(src)
+		}
 		return
 	}
 	ws.SetReadDeadline(deadline)
-	go awaitClose(ws)
+	go s.awaitClose(ws, src)
 }
 
 // awaitClose reads until the client's close frame or the read deadline,
 // then closes ws, so that closing the socket does not reset the
-// connection under the frames just sent.
-func awaitClose(ws *websocket.Conn) {
-	defer ws.Close()
+// connection under the frames just sent, and gives back src's place.
+func (s *Server) awaitClose(ws *websocket.Conn, src netip.Addr) {
 	for {
 		if _, _, err := ws.NextReader(); err != nil {
-			return
+			break
 		}
 	}
+	ws.Close()
+	s.cm.refusedWaiting.Dec()
+	s.httpConns.held.Release(src)
 }
 
 // originAllowed: native apps send no Origin; browsers must be listed, or

@@ -3,6 +3,7 @@ package signal
 import (
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -359,4 +360,73 @@ func FuzzClientKey(f *testing.F) {
 		}
 		t.Fatalf("key %v is neither the peer %q nor in %q", got, remote, xff)
 	})
+}
+
+// TestRefusedSocketsAreBounded: one address making many WebSocket
+// upgrades with a bad Origin, all at once, and never answering the close
+// frames, is held to max_conns_per_ip plus a browser's page connections
+// of refused sockets waiting for their close frame (here as long as the
+// test runs); the rest are closed right after their close frame or never
+// accepted. Meanwhile a client from another address gets its ICE
+// servers. Before, each refused socket lived closeGrace with a goroutine
+// of its own, counted nowhere.
+func TestRefusedSocketsAreBounded(t *testing.T) {
+	cfg := testConfig()
+	cfg.MaxConnsPerIP = 4
+	ts := startServerWith(t, cfg, Options{}, func(s *Server) { s.closeGrace = time.Hour })
+	bound := cfg.MaxConnsPerIP + browserConns
+	attacker := websocket.Dialer{
+		HandshakeTimeout: readTimeout,
+		NetDial: func(network, addr string) (net.Conn, error) {
+			return (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}}).Dial("tcp4", addr)
+		},
+	}
+	hdr := http.Header{"Origin": {"https://evil.example.com"}}
+	// In waves, each of them more than the bound at once: sockets
+	// over it find no place free when they are refused.
+	const waves, wave = 4, 16
+	refused := make(chan error, wave)
+	for range waves {
+		for range wave {
+			go func() { refused <- refuseOnce(t, attacker, ts.url(""), hdr) }()
+		}
+		for range wave {
+			if err := <-refused; err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	waiting := testenv.MetricValue(t, ts.cm.refusedWaiting)
+	if waiting < 1 || waiting > float64(bound) {
+		t.Errorf("%v refused sockets waiting for a close frame, want 1 to %d", waiting, bound)
+	}
+	if held := ts.httpConns.held.Total(); held > bound {
+		t.Errorf("127.0.0.2 holds %d connections, want at most %d", held, bound)
+	}
+	join(t, ts.url("controllerId=legit")) // from 127.0.0.1
+}
+
+// refuseOnce makes one upgrade that is refused with WsOriginNotAllowed
+// and reads up to the close frame, by which time the server has decided
+// whether the socket waits for an answer, but never answers it. Not
+// getting in at all is fine too: that is the limit before the upgrade.
+func refuseOnce(t *testing.T, d websocket.Dialer, url string, hdr http.Header) error {
+	ws, resp, err := d.Dial(url, hdr)
+	if resp != nil && resp.Body != nil {
+		resp.Body.Close()
+	}
+	if err != nil {
+		return nil
+	}
+	t.Cleanup(func() { ws.Close() })
+	ws.SetCloseHandler(func(int, string) error { return nil })
+	ws.SetReadDeadline(time.Now().Add(readTimeout))
+	if _, msg, err := ws.ReadMessage(); err != nil || !strings.Contains(string(msg), "WsError") {
+		return fmt.Errorf("got %q, %v, want a WsError", msg, err)
+	}
+	var ce *websocket.CloseError
+	if _, _, err := ws.ReadMessage(); !errors.As(err, &ce) || ce.Code != websocket.ClosePolicyViolation {
+		return fmt.Errorf("got %v, want close %d", err, websocket.ClosePolicyViolation)
+	}
+	return nil
 }

@@ -64,7 +64,8 @@ type conn struct {
 	refresh       *time.Timer
 }
 
-// closeGrace is how long the client has to answer our close frame.
+// closeGrace is how long the client has to answer our close frame
+// (Server.closeGrace, which tests lengthen).
 const closeGrace = 2 * time.Second
 
 // disconnectReason labels icebox_signal_disconnects_total.
@@ -87,17 +88,22 @@ func (r disconnectReason) String() string {
 type connMetrics struct {
 	active      prometheus.Gauge
 	refusedConn prometheus.Counter
-	framesIn    [numKinds]prometheus.Counter
-	framesOut   [numKinds]prometheus.Counter
-	disconnects [numReasons]prometheus.Counter
-	refreshes   prometheus.Counter
+	// refusedWaiting: refused WebSockets waiting for the client's close
+	// frame (refuseNow).
+	refusedWaiting prometheus.Gauge
+	framesIn       [numKinds]prometheus.Counter
+	framesOut      [numKinds]prometheus.Counter
+	disconnects    [numReasons]prometheus.Counter
+	refreshes      prometheus.Counter
 }
 
 func newConnMetrics(reg *registry) *connMetrics {
 	m := &connMetrics{
 		active:      reg.gauge("connections", "WebSockets open now."),
 		refusedConn: reg.counter("connections_refused_total", "WebSocket upgrades turned away by origin, limits or shutdown."),
-		refreshes:   reg.counter("credential_refreshes_total", "WsIceServers frames re-sent before the credentials expired."),
+		refusedWaiting: reg.gauge("refused_closing",
+			"Refused WebSockets waiting for the client's close frame; each holds a place of its source's connections."),
+		refreshes: reg.counter("credential_refreshes_total", "WsIceServers frames re-sent before the credentials expired."),
 	}
 	in := reg.counterVec("frames_received_total", "Frames received from clients, by id; invalid: not a frame.", "kind")
 	out := reg.counterVec("frames_sent_total", "Frames queued to clients, by id.", "kind")

@@ -49,12 +49,22 @@ func (ts *testServer) url(query string) string {
 // startServer runs a Server on a loopback port until the test ends.
 func startServer(t testing.TB, cfg Config, opts Options) *testServer {
 	t.Helper()
+	return startServerWith(t, cfg, opts, nil)
+}
+
+// startServerWith is startServer with tweak applied to the Server before
+// it serves.
+func startServerWith(t testing.TB, cfg Config, opts Options, tweak func(*Server)) *testServer {
+	t.Helper()
 	if opts.ICEServers == nil {
 		opts.ICEServers = testICE
 	}
 	s, err := New(cfg, opts)
 	if err != nil {
 		t.Fatalf("New: %v", err)
+	}
+	if tweak != nil {
+		tweak(s)
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

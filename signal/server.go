@@ -88,6 +88,8 @@ type Server struct {
 	httpConns httpAdmission     // TCP connections before the upgrade
 	tlsConf   *tls.Config       // nil without TLS
 	tlsOn     bool
+	// closeGrace is how long a client has to answer our close frame.
+	closeGrace time.Duration
 
 	mu      sync.Mutex
 	conns   map[*conn]struct{}
@@ -147,16 +149,17 @@ func New(cfg Config, opts Options) (*Server, error) {
 	}
 	reg := &registry{reg: opts.Registerer}
 	s := &Server{
-		log:       log,
-		ice:       opts.ICEServers,
-		hub:       newHub(reg, opts.Now),
-		mux:       http.NewServeMux(),
-		errFrames: newErrorFrames(),
-		cm:        newConnMetrics(reg),
-		em:        newErrorMetrics(reg),
-		mints:     newMintBudget(reg, opts.Now),
-		conns:     make(map[*conn]struct{}),
-		tlsOn:     opts.GetCertificate != nil,
+		log:        log,
+		ice:        opts.ICEServers,
+		hub:        newHub(reg, opts.Now),
+		mux:        http.NewServeMux(),
+		errFrames:  newErrorFrames(),
+		cm:         newConnMetrics(reg),
+		em:         newErrorMetrics(reg),
+		mints:      newMintBudget(reg, opts.Now),
+		conns:      make(map[*conn]struct{}),
+		tlsOn:      opts.GetCertificate != nil,
+		closeGrace: closeGrace,
 	}
 	if reg.err != nil {
 		return nil, fmt.Errorf("signal: register metrics: %w", reg.err)

@@ -117,7 +117,7 @@ func (c *conn) write() {
 		}
 		if closeCode != 0 {
 			// The client answers our close frame, or gets closeGrace to.
-			c.ws.SetReadDeadline(time.Now().Add(closeGrace))
+			c.ws.SetReadDeadline(time.Now().Add(c.s.closeGrace))
 		}
 	}
 }
