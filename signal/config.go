@@ -68,7 +68,8 @@ type Config struct {
 
 	// Largest frame in bytes; an SDP is a few KiB. Default 65536.
 	MaxFrameSize int `yaml:"max_frame_size"`
-	// Frames per second per connection, sustained. Default 20.
+	// Frames per second per connection, sustained; WebSocket pings count
+	// as frames. Default 20.
 	FramesPerSecond float64 `yaml:"frames_per_second"`
 	// Frames per connection in a burst. Default 60.
 	FrameBurst int `yaml:"frame_burst"`

@@ -216,8 +216,7 @@ func (c *conn) readFailed(err error) {
 // handle acts on one complete message.
 func (c *conn) handle(typ int, rb *readBuf) {
 	set := c.s.settings()
-	if !c.bucket.Allow(time.Now(), set.FramesPerSecond, set.FrameBurst) {
-		c.refuse(errRateLimited)
+	if !c.charge(set) {
 		return
 	}
 	if typ != websocket.TextMessage {
@@ -241,6 +240,17 @@ func (c *conn) handle(typ int, rb *readBuf) {
 	default:
 		c.forward(set, f, rb.msg)
 	}
+}
+
+// charge spends one frame of c's frames_per_second budget, data or ping,
+// and refuses the frame when none is left. Only the reader goroutine
+// calls it: it owns c.bucket.
+func (c *conn) charge(set *settings) bool {
+	if c.bucket.Allow(time.Now(), set.FramesPerSecond, set.FrameBurst) {
+		return true
+	}
+	c.refuse(errRateLimited)
+	return false
 }
 
 // init answers WsInit with the ICE servers and joins the pairing if it is

@@ -305,3 +305,37 @@ func TestConnLimits(t *testing.T) {
 	d := dialKt(t, ts.url(""), nil)
 	d.expectError(errBusy)
 }
+
+// TestPingFlood: WebSocket pings count against frames_per_second like
+// data frames: a client flooding pings is refused past the burst and
+// closed after max_errors, while its partner stays and keeps receiving
+// frames. Before, every ping was answered and none refused.
+func TestPingFlood(t *testing.T) {
+	cfg := testConfig()
+	cfg.FramesPerSecond = 0.001
+	cfg.FrameBurst = 5
+	ts := startServer(t, cfg, Options{})
+	partner := join(t, ts.url("room=p"))
+	flooder := join(t, ts.url("room=p")) // WsInit: 1 frame
+	partner.expectBytes(flooder.send("WsSDPOffer", wsSDPData{Type: "offer", SDP: "o", ControllerID: "p"}))
+	pongs := 0
+	flooder.ws.SetPongHandler(func(string) error { pongs++; return nil })
+	for range 10 * cfg.MaxErrors {
+		if err := flooder.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(readTimeout)); err != nil {
+			break // closed by the server
+		}
+	}
+	for range cfg.MaxErrors {
+		flooder.expectError(errRateLimited)
+	}
+	flooder.expectError(errTooManyErrors)
+	flooder.expectClose(websocket.ClosePolicyViolation)
+	// Pings waiting for the writer share one pong.
+	if most := cfg.FrameBurst - 2; pongs > most {
+		t.Errorf("%d pongs, want at most %d (the rest of the burst)", pongs, most)
+	}
+	// The partner is still there and gets what its new partner sends.
+	eventually(t, "the flooder to leave", func() bool { return testenv.MetricValue(t, ts.cm.active) == 1 })
+	next := join(t, ts.url("room=p"))
+	partner.expectBytes(next.send("WsSDPAnswer", wsSDPData{Type: "answer", SDP: "a"}))
+}
