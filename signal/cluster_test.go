@@ -591,3 +591,54 @@ func TestClusterOpenRoomBudget(t *testing.T) {
 		m.expectBytes(small)
 	}
 }
+
+// stalledLeave is a cluster.Node whose Leave from room waits, as one
+// does while nats.go flushes a congested link on the caller's goroutine,
+// until release is closed.
+type stalledLeave struct {
+	*cluster.Node
+	room    string
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (s *stalledLeave) Leave(room, member string) {
+	if room == s.room {
+		close(s.entered)
+		<-s.release
+	}
+	s.Node.Leave(room, member)
+}
+
+// TestClusterLeaveDoesNotStallJoins: while telling the other nodes that a
+// member left waits on NATS, other members still join their pairings on
+// the node. Before, Leave was called under the hub's lock, which every
+// join and leave takes.
+func TestClusterLeaveDoesNotStallJoins(t *testing.T) {
+	nats := testenv.StartNATS(t, natsToken)
+	node, err := cluster.New(fastCluster(nats, "node-1"), cluster.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stall := &stalledLeave{Node: node, room: "leaving", entered: make(chan struct{}), release: make(chan struct{})}
+	ts := startServer(t, testConfig(), Options{Cluster: stall})
+	if err := node.Start(ts.Server); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(node.Close)
+	released := false
+	t.Cleanup(func() {
+		if !released {
+			close(stall.release)
+		}
+	})
+
+	leaving := join(t, ts.url("controllerId=leaving"))
+	leaving.ws.Close()
+	<-stall.entered
+	a := join(t, ts.url("controllerId=other"))
+	b := join(t, ts.url("controllerId=other"))
+	b.expectBytes(a.send("WsSDPOffer", wsSDPData{Type: "offer", SDP: "o", ControllerID: "other"}))
+	released = true
+	close(stall.release)
+}

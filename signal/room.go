@@ -143,12 +143,15 @@ func (h *hub) join(c *conn, name string, capacity int, greeting []byte, elsewher
 }
 
 // leave removes c from r, with the frames it left in the backlog: a
-// newcomer must not answer an offer from a peer that is gone.
+// newcomer must not answer an offer from a peer that is gone. The other
+// nodes are told after the hub's locks are let go: telling them publishes
+// on NATS, which on a congested link waits on this goroutine, and under
+// h.mu that would hold up every join and leave on this node. Nothing
+// here depends on when they hear of it: c's id is its own, and it has
+// stopped sending.
 func (h *hub) leave(c *conn, r *room) {
 	h.mu.Lock()
-	defer h.mu.Unlock()
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	r.members = slices.DeleteFunc(r.members, func(m *conn) bool { return m == c })
 	h.dropKeptLocked(r, func(p pending) bool { return p.from == c })
 	if !r.open {
@@ -158,6 +161,8 @@ func (h *hub) leave(c *conn, r *room) {
 		delete(h.rooms, r.name)
 		h.active.Dec()
 	}
+	r.mu.Unlock()
+	h.mu.Unlock()
 	if h.cluster != nil {
 		h.cluster.Leave(r.name, c.id)
 	}
@@ -166,6 +171,13 @@ func (h *hub) leave(c *conn, r *room) {
 // forward queues msg, sent by from, to every other member of r, or keeps a
 // copy for the next member when from is alone. Each queue takes a copy; the
 // caller keeps msg.
+//
+// The cluster's Forward stays under r.mu: whether from is alone on every
+// node, and so whether msg is kept, must be decided in one step with
+// RemoteJoined, which under r.mu adds a member from another node and
+// sends it what was kept. Outside r.mu, a frame could be kept after that
+// (lost to the member that joined) or reach it before the offer kept
+// ahead of it.
 func (h *hub) forward(set *settings, r *room, from *conn, msg []byte, k kind) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
