@@ -28,8 +28,8 @@ const (
 )
 
 // TestForwardAllocs fails if forwarding a frame allocates anything beyond
-// gorilla's own per-message allocations: reading, checking, sharing the
-// frame among the receivers' queues, starting their writers and counting
+// gorilla's own per-message allocations: reading, checking, copying the
+// frame into each receiver's queue, starting their writers and counting
 // must all be free once warm. The clients are raw sockets that allocate
 // nothing, so every allocation counted is the server's. The race detector
 // allocates on its own, hence the build tag.

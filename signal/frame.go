@@ -213,22 +213,18 @@ func (d *frameDecoder) appLayout(msg []byte) kind {
 // unquoteLast unquotes into d.data the value of the member whose name dec
 // has just read, when that value is a string that ends the document: rest,
 // what follows the name, is ':', the string, then '}', with whitespace
-// anywhere between. jsontext.AppendUnquote checks and unquotes in one pass
-// and fails on anything but exactly one valid string, so a '"' inside
-// cannot end the string early. It reports whether it did; otherwise
-// (another member follows, trailing data, a bad string, or an escaped lone
-// surrogate, which AppendUnquote reports as an error, allocated) the walk
-// reads the member as before, and refuses or accepts the frame as it
-// always did.
+// anywhere between. appendUnquoted checks and unquotes in one pass and
+// fails on anything but exactly one valid string, so a '"' inside cannot
+// end the string early. It reports whether it did; otherwise (another
+// member follows, trailing data, a bad string, or an escaped lone
+// surrogate, which jsontext.AppendUnquote, appendUnquoted's path for \u
+// escapes, reports as an error, allocated) the walk reads the member as
+// before, and refuses or accepts the frame as it always did.
 func (d *frameDecoder) unquoteLast(rest []byte) bool {
 	rest = bytes.Trim(rest, jsonSpace)
 	if len(rest) < 2 || rest[0] != ':' || rest[len(rest)-1] != '}' {
 		return false
 	}
-	// AppendUnquote reads a string argument a third faster than a []byte
-	// one (a []byte one copies bytes into a string at every escape), so it
-	// gets a string sharing s's bytes: msg does not change during decode
-	// and AppendUnquote keeps nothing of it.
 	var ok bool
 	d.data, ok = appendUnquoted(d.data[:0], bytes.Trim(rest[1:len(rest)-1], jsonSpace))
 	return ok

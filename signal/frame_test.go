@@ -164,8 +164,8 @@ func TestUnquoteLast(t *testing.T) {
 // TestDecodeFrameAllocs: checking a frame allocates nothing once the
 // decoder's buffers have grown, whichever way decodeOuter reads its data.
 // (Data holding an escaped lone surrogate, which the app never sends, does
-// allocate: unquoteLast's AppendUnquote returns an error before the walk
-// reads it.)
+// allocate: jsontext.AppendUnquote, which appendUnquoted leaves \u
+// escapes to, returns an error before the walk reads it.)
 func TestDecodeFrameAllocs(t *testing.T) {
 	if raceEnabled {
 		// JSON v2 takes its decoder state from a sync.Pool, which the
