@@ -270,3 +270,14 @@ func eventually(t testing.TB, what string, cond func() bool) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// reload applies cfg as the daemon's reload does, keeping the join-token
+// keys.
+func (s *Server) reload(cfg Config) error {
+	commit, err := s.PrepareReload(cfg, s.tokenKeys())
+	if err != nil {
+		return err
+	}
+	commit()
+	return nil
+}

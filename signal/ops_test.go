@@ -264,7 +264,7 @@ func TestICEServersEndpoint(t *testing.T) {
 		t.Fatalf("without keys: %d, want 404", r.StatusCode)
 	}
 	cfg.IceServersKeys = []string{key}
-	if err := ts.Reload(cfg); err != nil {
+	if err := ts.reload(cfg); err != nil {
 		t.Fatal(err)
 	}
 	for _, auth := range []string{"", "Bearer wrong-key-0123456789", "Basic " + key, "Bearer " + key + "x"} {
@@ -369,7 +369,7 @@ func TestReload(t *testing.T) {
 	ts := startServer(t, testConfig(), Options{})
 	bad := testConfig()
 	bad.RoomCapacity = 0
-	if err := ts.Reload(bad); err == nil {
+	if err := ts.reload(bad); err == nil {
 		t.Fatal("invalid config accepted")
 	}
 	if ts.settings().RoomCapacity != 2 {
@@ -377,13 +377,13 @@ func TestReload(t *testing.T) {
 	}
 	tok := testConfig()
 	tok.RequireToken = true
-	if err := ts.Reload(tok); err == nil {
+	if err := ts.reload(tok); err == nil {
 		t.Fatal("require_token without keys accepted")
 	}
 	moved := testConfig()
 	moved.Listen = "127.0.0.1:1"
 	moved.RoomCapacity = 5
-	if err := ts.Reload(moved); err != nil {
+	if err := ts.reload(moved); err != nil {
 		t.Fatal(err)
 	}
 	if set := ts.settings(); set.Listen != "127.0.0.1:0" || set.RoomCapacity != 5 {

@@ -221,16 +221,16 @@ func TestTokens(t *testing.T) {
 		refusedAtInit(t, "", wsInitData{ControllerID: "r", Token: forged})
 	})
 	t.Run("rotated away", func(t *testing.T) {
-		ts.SetTokenKeys([][]byte{cur})
-		defer ts.SetTokenKeys([][]byte{cur, old})
+		ts.setTokenKeys([][]byte{cur})
+		defer ts.setTokenKeys([][]byte{cur, old})
 		refusedAtInit(t, "room=r&token="+MintToken(old, "r", soon), "")
 	})
 	t.Run("not required", func(t *testing.T) {
 		cfg := testConfig()
-		if err := ts.Reload(cfg); err != nil {
+		if err := ts.reload(cfg); err != nil {
 			t.Fatal(err)
 		}
-		defer ts.Reload(func() Config { c := testConfig(); c.RequireToken = true; return c }())
+		defer ts.reload(func() Config { c := testConfig(); c.RequireToken = true; return c }())
 		join(t, ts.url("room=free"))
 		// A token presented is still checked, at WsInit or, when the
 		// pairing comes later, when it is named.
@@ -271,7 +271,7 @@ func TestOrigins(t *testing.T) {
 	join(t, ts.url(""))
 
 	// With no list, a page from this very host may connect, others not.
-	if err := ts.Reload(testConfig()); err != nil {
+	if err := ts.reload(testConfig()); err != nil {
 		t.Fatal(err)
 	}
 	same := dialKt(t, ts.url(""), hdr("http://"+ts.addr))
@@ -299,7 +299,7 @@ func TestConnLimits(t *testing.T) {
 
 	cfg.MaxConnsPerIP = 100
 	cfg.MaxConns = 2
-	if err := ts.Reload(cfg); err != nil {
+	if err := ts.reload(cfg); err != nil {
 		t.Fatal(err)
 	}
 	d := dialKt(t, ts.url(""), nil)

@@ -166,7 +166,7 @@ func TestCapacity(t *testing.T) {
 
 	cfg := testConfig()
 	cfg.RoomCapacity = 3
-	if err := ts.Reload(cfg); err != nil {
+	if err := ts.reload(cfg); err != nil {
 		t.Fatal(err)
 	}
 	f := join(t, ts.url("room=r"))

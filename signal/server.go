@@ -60,7 +60,7 @@ type Options struct {
 	Logger     *slog.Logger          // nil: discard
 	Registerer prometheus.Registerer // nil: don't register
 	ICEServers ICEServersFunc        // nil: an empty list
-	TokenKeys  [][]byte              // join-token HMAC keys: the first mints, all verify
+	TokenKeys  [][]byte              // join-token HMAC keys: a token minted with any of them is accepted
 	// Now is the clock that ages kept offers and refills credential
 	// budgets; nil: time.Now. Tests move it to expire an offer or refill a
 	// budget without waiting.
@@ -87,7 +87,6 @@ type Server struct {
 	peers     persource.Counter // admitted WebSockets, by clientKey
 	httpConns httpAdmission     // TCP connections before the upgrade
 	tlsConf   *tls.Config       // nil without TLS
-	tlsOn     bool
 	// closeGrace is how long a client has to answer our close frame.
 	closeGrace time.Duration
 
@@ -158,7 +157,6 @@ func New(cfg Config, opts Options) (*Server, error) {
 		em:         newErrorMetrics(reg),
 		mints:      newMintBudget(reg, opts.Now),
 		conns:      make(map[*conn]struct{}),
-		tlsOn:      opts.GetCertificate != nil,
 		closeGrace: closeGrace,
 	}
 	if reg.err != nil {
@@ -166,7 +164,7 @@ func New(cfg Config, opts Options) (*Server, error) {
 	}
 	s.hub.cluster = opts.Cluster
 	s.set.Store(set)
-	s.SetTokenKeys(opts.TokenKeys)
+	s.setTokenKeys(opts.TokenKeys)
 	s.bufs.New = func() any { return &readBuf{msg: make([]byte, 0, 4096)} }
 	s.up = websocket.Upgrader{
 		HandshakeTimeout: 10 * time.Second,
@@ -183,7 +181,7 @@ func New(cfg Config, opts Options) (*Server, error) {
 		// browser gets a WsError it can show rather than a bare 403.
 		CheckOrigin: func(*http.Request) bool { return true },
 	}
-	if s.tlsOn {
+	if opts.GetCertificate != nil {
 		s.tlsConf = tlsConfig(opts.GetCertificate)
 	}
 	s.mux.HandleFunc("GET /connect", s.serveConnect)
@@ -196,26 +194,14 @@ func (s *Server) settings() *settings { return s.set.Load() }
 
 func (s *Server) tokenKeys() [][]byte { return *s.keys.Load() }
 
-// SetTokenKeys replaces the join-token keys; the first mints, all verify.
-func (s *Server) SetTokenKeys(keys [][]byte) {
+// setTokenKeys replaces the join-token keys; a token minted with any of
+// them is accepted.
+func (s *Server) setTokenKeys(keys [][]byte) {
 	k := make([][]byte, len(keys))
 	for i := range keys {
 		k[i] = slices.Clone(keys[i])
 	}
 	s.keys.Store(&k)
-}
-
-// Reload applies a new configuration to new connections and frames:
-// origins, token requirement, limits, timeouts and keys. Listen and
-// enabled need a restart and are kept as they were; the certificate is
-// Options.GetCertificate's business. An invalid cfg changes nothing.
-func (s *Server) Reload(cfg Config) error {
-	commit, err := s.PrepareReload(cfg, s.tokenKeys())
-	if err != nil {
-		return err
-	}
-	commit()
-	return nil
 }
 
 // PrepareReload checks cfg, with keys as the join-token keys, changing
@@ -235,7 +221,7 @@ func (s *Server) PrepareReload(cfg Config, keys [][]byte) (commit func(), err er
 		if restart {
 			s.log.Warn("signal: listen and enabled take effect after a restart")
 		}
-		s.SetTokenKeys(keys)
+		s.setTokenKeys(keys)
 		s.set.Store(set)
 		s.log.Info("signal: configuration reloaded")
 	}, nil
@@ -256,7 +242,7 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 			r.TLS = cs
 		}
 	}
-	if s.tlsOn && r.TLS == nil && r.URL.Path != "/healthz" {
+	if s.tlsConf != nil && r.TLS == nil && r.URL.Path != "/healthz" {
 		// Only health probes may skip TLS on a TLS port.
 		http.Error(w, "this port speaks TLS: use https:// or wss://", http.StatusBadRequest)
 		return
@@ -273,7 +259,7 @@ func (s *Server) Serve(ln net.Listener) error {
 		// until net/http takes it over (and counts it again).
 		ln = newSniffListener(ln, s.tlsConf, s.holdConn, s.releaseConn)
 	}
-	return s.serve(ln, s.tlsOn)
+	return s.serve(ln, s.tlsConf != nil)
 }
 
 // ServeTerminated is Serve for a listener that has done the TLS already

@@ -38,11 +38,11 @@ func tokenMAC(key []byte, room, exp string) []byte {
 	return m.Sum(nil)
 }
 
-// Token errors, for callers that report why a token was refused.
+// Why a token was refused, for the debug log.
 var (
-	ErrTokenMalformed = errors.New("join token malformed")
-	ErrTokenExpired   = errors.New("join token expired")
-	ErrTokenInvalid   = errors.New("join token not valid for this pairing")
+	errTokenMalformed = errors.New("join token malformed")
+	errTokenExpired   = errors.New("join token expired")
+	errTokenInvalid   = errors.New("join token not valid for this pairing")
 )
 
 // VerifyToken checks that token was minted by one of keys for room and has
@@ -53,7 +53,7 @@ func VerifyToken(keys [][]byte, room, token string, now time.Time) error {
 		return err
 	}
 	if !now.Before(exp) {
-		return ErrTokenExpired
+		return errTokenExpired
 	}
 	exps := token[:strings.IndexByte(token, '.')]
 	for _, k := range keys {
@@ -61,14 +61,14 @@ func VerifyToken(keys [][]byte, room, token string, now time.Time) error {
 			return nil
 		}
 	}
-	return ErrTokenInvalid
+	return errTokenInvalid
 }
 
 // checkTokenForm checks what can be checked before the pairing is known.
 func checkTokenForm(token string, now time.Time) error {
 	exp, _, err := splitToken(token)
 	if err == nil && !now.Before(exp) {
-		err = ErrTokenExpired
+		err = errTokenExpired
 	}
 	return err
 }
@@ -76,20 +76,20 @@ func checkTokenForm(token string, now time.Time) error {
 func splitToken(token string) (time.Time, []byte, error) {
 	exps, sigs, ok := strings.Cut(token, ".")
 	if !ok || exps == "" || len(exps) > 19 || strings.Trim(exps, "0123456789") != "" {
-		return time.Time{}, nil, ErrTokenMalformed
+		return time.Time{}, nil, errTokenMalformed
 	}
 	sec, err := strconv.ParseInt(exps, 10, 64)
 	if err != nil {
-		return time.Time{}, nil, ErrTokenMalformed
+		return time.Time{}, nil, errTokenMalformed
 	}
 	// Only the canonical spelling of a signature: exactly 43 characters
 	// (the decoder skips CR and LF) with the 2 spare bits zero (Strict).
 	if len(sigs) != base64.RawURLEncoding.EncodedLen(sha256.Size) {
-		return time.Time{}, nil, ErrTokenMalformed
+		return time.Time{}, nil, errTokenMalformed
 	}
 	sig, err := base64.RawURLEncoding.Strict().DecodeString(sigs)
 	if err != nil || len(sig) != sha256.Size {
-		return time.Time{}, nil, ErrTokenMalformed
+		return time.Time{}, nil, errTokenMalformed
 	}
 	return time.Unix(sec, 0), sig, nil
 }

@@ -30,7 +30,7 @@ func FuzzVerifyToken(f *testing.F) {
 		keys := [][]byte{keyA, keyB}
 		now := time.Unix(1700000000, 0)
 		expiry, sig, err := splitToken(token)
-		if form := checkTokenForm(token, now); err != nil && !errors.Is(form, ErrTokenMalformed) || err == nil && (form == nil) != now.Before(expiry) {
+		if form := checkTokenForm(token, now); err != nil && !errors.Is(form, errTokenMalformed) || err == nil && (form == nil) != now.Before(expiry) {
 			t.Fatalf("checkTokenForm(%q) = %v, splitToken %v %v", token, form, expiry, err)
 		}
 		if err == nil {
@@ -42,10 +42,10 @@ func FuzzVerifyToken(f *testing.F) {
 			if VerifyToken(keys, room, token, before) == nil && token != MintToken(keyA, room, expiry) && token != MintToken(keyB, room, expiry) {
 				t.Fatalf("%q verifies for room %q but is not the token minted for it", token, room)
 			}
-			if !errors.Is(VerifyToken(keys, room, token, expiry), ErrTokenExpired) {
+			if !errors.Is(VerifyToken(keys, room, token, expiry), errTokenExpired) {
 				t.Fatalf("%q not expired at its expiry", token)
 			}
-		} else if v := VerifyToken(keys, room, token, now); !errors.Is(v, ErrTokenMalformed) {
+		} else if v := VerifyToken(keys, room, token, now); !errors.Is(v, errTokenMalformed) {
 			t.Fatalf("VerifyToken(%q) = %v, splitToken %v", token, v, err)
 		}
 
@@ -54,7 +54,7 @@ func FuzzVerifyToken(f *testing.F) {
 		exp %= 1 << 40
 		tok := MintToken(key, room, time.Unix(exp, 0))
 		if exp < 0 {
-			if v := VerifyToken([][]byte{key}, room, tok, time.Unix(math.MinInt64/2, 0)); !errors.Is(v, ErrTokenMalformed) {
+			if v := VerifyToken([][]byte{key}, room, tok, time.Unix(math.MinInt64/2, 0)); !errors.Is(v, errTokenMalformed) {
 				t.Fatalf("token %q with a negative expiry: %v", tok, v)
 			}
 			return
@@ -63,14 +63,14 @@ func FuzzVerifyToken(f *testing.F) {
 		if v := VerifyToken([][]byte{keyA, key}, room, tok, valid); v != nil {
 			t.Fatalf("minted %q for %q does not verify: %v", tok, room, v)
 		}
-		if v := VerifyToken([][]byte{key}, room, tok, time.Unix(exp, 0)); !errors.Is(v, ErrTokenExpired) {
+		if v := VerifyToken([][]byte{key}, room, tok, time.Unix(exp, 0)); !errors.Is(v, errTokenExpired) {
 			t.Fatalf("minted %q verifies at its expiry: %v", tok, v)
 		}
 		for _, other := range []string{room + "x", "x" + room, strings.ToUpper(room) + "\x00", room + ":" + tok[:strings.IndexByte(tok, '.')]} {
 			if other == room {
 				continue
 			}
-			if v := VerifyToken([][]byte{key}, other, tok, valid); !errors.Is(v, ErrTokenInvalid) {
+			if v := VerifyToken([][]byte{key}, other, tok, valid); !errors.Is(v, errTokenInvalid) {
 				t.Fatalf("minted %q for %q verifies for %q: %v", tok, room, other, v)
 			}
 		}
@@ -78,7 +78,7 @@ func FuzzVerifyToken(f *testing.F) {
 		// byte is another key exactly when the key is not longer.
 		if len(key) > 0 && len(key) <= 64 {
 			other := append([]byte{key[0] ^ 0x80}, key[1:]...)
-			if v := VerifyToken([][]byte{other}, room, tok, valid); !errors.Is(v, ErrTokenInvalid) {
+			if v := VerifyToken([][]byte{other}, room, tok, valid); !errors.Is(v, errTokenInvalid) {
 				t.Fatalf("minted %q verifies under another key: %v", tok, v)
 			}
 		}

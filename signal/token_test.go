@@ -32,15 +32,15 @@ func TestToken(t *testing.T) {
 	}{
 		{[][]byte{key}, "tv:42", tok, now, nil},
 		{[][]byte{other, key}, "tv:42", tok, now, nil},
-		{[][]byte{other}, "tv:42", tok, now, ErrTokenInvalid},
-		{[][]byte{key}, "tv:43", tok, now, ErrTokenInvalid},
-		{[][]byte{key}, "tv", MintToken(key, "tv", exp), exp, ErrTokenExpired},
-		{[][]byte{key}, "tv:42", "", now, ErrTokenMalformed},
-		{[][]byte{key}, "tv:42", "1764000600", now, ErrTokenMalformed},
-		{[][]byte{key}, "tv:42", "-1." + strings.Split(tok, ".")[1], now, ErrTokenMalformed},
-		{[][]byte{key}, "tv:42", "1764000600.!!!", now, ErrTokenMalformed},
-		{[][]byte{key}, "tv:42", "1764000600.YWJj", now, ErrTokenMalformed},
-		{nil, "tv:42", tok, now, ErrTokenInvalid},
+		{[][]byte{other}, "tv:42", tok, now, errTokenInvalid},
+		{[][]byte{key}, "tv:43", tok, now, errTokenInvalid},
+		{[][]byte{key}, "tv", MintToken(key, "tv", exp), exp, errTokenExpired},
+		{[][]byte{key}, "tv:42", "", now, errTokenMalformed},
+		{[][]byte{key}, "tv:42", "1764000600", now, errTokenMalformed},
+		{[][]byte{key}, "tv:42", "-1." + strings.Split(tok, ".")[1], now, errTokenMalformed},
+		{[][]byte{key}, "tv:42", "1764000600.!!!", now, errTokenMalformed},
+		{[][]byte{key}, "tv:42", "1764000600.YWJj", now, errTokenMalformed},
+		{nil, "tv:42", tok, now, errTokenInvalid},
 	} {
 		if err := VerifyToken(tc.keys, tc.room, tc.token, tc.now); !errors.Is(err, tc.want) {
 			t.Errorf("VerifyToken(%q, %q) = %v, want %v", tc.room, tc.token, err, tc.want)

@@ -26,7 +26,6 @@ var assets embed.FS
 
 // page is one embedded file, with what the handler needs to serve it.
 type page struct {
-	name  string // for ServeContent's type guess
 	body  []byte
 	etag  string
 	ctype string
@@ -103,7 +102,7 @@ func newPage(name string, b []byte) *page {
 		// with nosniff the browser would then refuse the module.
 		ctype = "text/javascript; charset=utf-8"
 	}
-	return &page{name: name, body: b, etag: `"` + hex.EncodeToString(sum[:8]) + `"`, ctype: ctype}
+	return &page{body: b, etag: `"` + hex.EncodeToString(sum[:8]) + `"`, ctype: ctype}
 }
 
 // Handler serves "/" (the call page), "/check" (diagnostics) and their
@@ -134,7 +133,7 @@ func serve(w http.ResponseWriter, r *http.Request) {
 	h.Set("Cache-Control", "no-cache")
 	h.Set("Content-Type", p.ctype)
 	h.Set("ETag", p.etag)
-	http.ServeContent(w, r, p.name, time.Time{}, bytes.NewReader(p.body))
+	http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(p.body)) // Content-Type is set: no name to guess it from
 }
 
 // csp allows only icebox itself. 'self' covers ws:/wss: to the same host

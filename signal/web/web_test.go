@@ -107,8 +107,8 @@ func TestCSPHost(t *testing.T) {
 func TestAssetsSelfContained(t *testing.T) {
 	ref := regexp.MustCompile(`(?:src|href)="([^"]+)"|from '([^']+)'`)
 	external := regexp.MustCompile(`(?i)(?:["'(=]|url\()\s*(?:https?:)?//[a-z0-9\[]`)
-	for _, pg := range routes {
-		p, b := pg.name, pg.body
+	for p, pg := range routes {
+		b := pg.body
 		for _, line := range strings.Split(string(b), "\n") {
 			if m := external.FindString(line); m != "" && !strings.Contains(line, "xmlns=") {
 				t.Errorf("%s refers elsewhere: %s", p, strings.TrimSpace(line))
