@@ -89,11 +89,13 @@ type Config struct {
 
 	// Frames that may wait for a slow reader before it is disconnected;
 	// it never holds up the other members of its pairing. A pairing keeps
-	// half of it for a member who joins late, so at least 4: the greeting,
-	// WsPresence and two kept frames. Default 64.
+	// up to half of it, at most 64 frames, for a member who joins late, so
+	// at least 4: the greeting, WsPresence and two kept frames. Default 64.
 	SendQueue int `yaml:"send_queue"`
-	// Bytes that may wait for a slow reader; half is kept for a late
-	// joiner, so at least twice max_frame_size. Default 1048576.
+	// Bytes that may wait for a slow reader, at most 64 MiB. A pairing
+	// keeps up to half of it, at most 256 KiB, for a member who joins
+	// late, so at least twice max_frame_size (a larger frame than 256 KiB
+	// is never kept), and never less than max_frame_size. Default 1048576.
 	SendQueueBytes int `yaml:"send_queue_bytes"`
 	// One write to a client may take this long. Default 10s.
 	WriteTimeout time.Duration `yaml:"write_timeout"`
@@ -170,6 +172,10 @@ func DefaultConfig() Config {
 // minKeyLen keeps /ice-servers bearer keys out of guessing range.
 const minKeyLen = 16
 
+// maxSendQueueBytes bounds send_queue_bytes: what one slow reader may
+// make the server hold.
+const maxSendQueueBytes = 64 << 20
+
 // Validate reports every invalid option at once, keyed relative to the
 // signal section.
 func (c *Config) Validate() error {
@@ -207,8 +213,17 @@ func (c *Config) Validate() error {
 	positive("max_conns_per_ip", c.MaxConnsPerIP, 1, 10000000, "connections")
 	positive("credential_burst", c.CredentialBurst, 1, 10000000, "credentials")
 	positive("send_queue", c.SendQueue, 4, 100000, "frames")
-	if c.SendQueueBytes < 2*c.MaxFrameSize {
-		add("send_queue_bytes", fmt.Sprintf("%d is less than twice max_frame_size (%d): a late joiner could not be kept an offer", c.SendQueueBytes, c.MaxFrameSize), "use at least twice max_frame_size bytes")
+	// A frame of max_frame_size must fit the queue, and one that may be
+	// kept for a late joiner (backlogLimits: half the queue, at most
+	// maxBacklogBytes) must fit what is kept.
+	minQueue := max(c.MaxFrameSize, 2*min(c.MaxFrameSize, maxBacklogBytes))
+	switch {
+	case c.SendQueueBytes < minQueue:
+		add("send_queue_bytes", fmt.Sprintf("%d is too small for max_frame_size (%d): a frame that large could not be queued, or kept for a late joiner (kept: half of send_queue_bytes, at most %d)", c.SendQueueBytes, c.MaxFrameSize, maxBacklogBytes),
+			fmt.Sprintf("use at least %d bytes, or a smaller max_frame_size", minQueue))
+	case c.SendQueueBytes > maxSendQueueBytes:
+		add("send_queue_bytes", fmt.Sprintf("%d is more than %d", c.SendQueueBytes, maxSendQueueBytes),
+			fmt.Sprintf("use at most %d bytes: each slow reader may hold that much", maxSendQueueBytes))
 	}
 	if !(c.FramesPerSecond > 0 && c.FramesPerSecond <= 1e6) {
 		add("frames_per_second", fmt.Sprintf("%g is out of range", c.FramesPerSecond), "use a number above 0, e.g. 20")

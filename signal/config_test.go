@@ -97,3 +97,36 @@ func TestNormOrigin(t *testing.T) {
 		}
 	}
 }
+
+// TestSendQueueBytesBounds: send_queue_bytes must hold a frame of
+// max_frame_size, and half of it, capped at maxBacklogBytes, must hold
+// one kept for a late joiner when such a frame can be kept at all; it
+// has an upper bound. Before, Validate asked for twice max_frame_size
+// whatever its size, which above 256 KiB did not make a frame keepable,
+// and had no upper bound.
+func TestSendQueueBytesBounds(t *testing.T) {
+	for _, tc := range []struct {
+		frame, queue int
+		ok           bool
+	}{
+		{64 << 10, 128 << 10, true},
+		{64 << 10, 128<<10 - 1, false}, // an offer of 64 KiB could not be kept
+		{256 << 10, 512 << 10, true},
+		{256 << 10, 512<<10 - 1, false},
+		{1 << 20, 1 << 20, true},      // frames over 256 KiB are never kept: one must fit the queue
+		{1 << 20, 1<<20 - 1, false},   // one would not fit the queue
+		{64 << 10, 64 << 20, true},    // the upper bound
+		{64 << 10, 64<<20 + 1, false}, // over it
+	} {
+		cfg := DefaultConfig()
+		cfg.MaxFrameSize, cfg.SendQueueBytes = tc.frame, tc.queue
+		err := cfg.Validate()
+		var ce *cfgerr.Error
+		switch {
+		case tc.ok && err != nil:
+			t.Errorf("max_frame_size %d, send_queue_bytes %d: %v", tc.frame, tc.queue, err)
+		case !tc.ok && (!errors.As(err, &ce) || ce.Key != "send_queue_bytes"):
+			t.Errorf("max_frame_size %d, send_queue_bytes %d: %v, want a send_queue_bytes error", tc.frame, tc.queue, err)
+		}
+	}
+}

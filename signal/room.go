@@ -46,7 +46,9 @@ type pending struct {
 // Bounds on a room's backlog. A call setup is one SDP plus a few dozen
 // candidates; anything beyond is dropped and counted. The backlog also
 // stays within half the newcomer's send queue, so that delivering it
-// cannot make the newcomer look like a slow reader.
+// cannot make the newcomer look like a slow reader: it holds the lesser
+// of these and half of send_queue / send_queue_bytes (backlogLimits),
+// which Config.Validate checks against max_frame_size.
 const (
 	maxBacklog      = 64
 	maxBacklogBytes = 256 << 10
