@@ -29,8 +29,7 @@ func (c *conn) admitInit(set *settings, name string, now time.Time) errCode {
 	case c.token == "" && set.RequireToken:
 		return errNotAuthorised
 	case c.token != "" && known:
-		if err := VerifyToken(c.s.tokenKeys(), name, c.token, now); err != nil {
-			c.s.log.Debug("signal: token refused", "conn", c.id, "err", err)
+		if !c.tokenValid(name, now) {
 			return errNotAuthorised
 		}
 	case c.token != "" && set.RequireToken:

@@ -107,12 +107,7 @@ func (s *Server) RemoteJoined(name, member string, presence bool, apply func()) 
 // partition healed, the pairing grew on both sides. Every node closes its
 // own, the later joiners, so the earliest room_capacity members stay.
 func (s *Server) closeBeyondLocked(r *room) {
-	set := s.settings()
-	capacity := set.RoomCapacity
-	if r.open {
-		capacity = set.OpenRoomCapacity
-	}
-	beyond := s.hub.cluster.Beyond(r.name, capacity)
+	beyond := s.hub.cluster.Beyond(r.name, s.settings().capacity(r.name))
 	for _, m := range r.members {
 		if !slices.Contains(beyond, m.id) || m.closing() {
 			continue

@@ -302,11 +302,7 @@ func (c *conn) init(set *settings, f frame) {
 // join puts c in the pairing name, checking the capacity. c's token has
 // been checked for name: at WsInit (admitInit) or by tokenAllows.
 func (c *conn) join(set *settings, name string, greeting []byte) bool {
-	capacity := set.RoomCapacity
-	if name == openRoom {
-		capacity = set.OpenRoomCapacity
-	}
-	r, code := c.s.joinRoom(c, name, capacity, greeting)
+	r, code := c.s.joinRoom(c, name, set.capacity(name), greeting)
 	if code != 0 {
 		c.refuse(code)
 		return false
@@ -323,12 +319,21 @@ func (c *conn) tokenAllows(set *settings, name string) bool {
 	if c.token == "" && !set.RequireToken {
 		return true
 	}
-	if err := VerifyToken(c.s.tokenKeys(), name, c.token, time.Now()); err != nil {
-		c.s.log.Debug("signal: token refused", "conn", c.id, "err", err)
+	if !c.tokenValid(name, time.Now()) {
 		c.refuse(errNotAuthorised)
 		return false
 	}
 	return true
+}
+
+// tokenValid verifies c's token for the pairing name, logging why at
+// debug when it is refused.
+func (c *conn) tokenValid(name string, now time.Time) bool {
+	err := VerifyToken(c.s.tokenKeys(), name, c.token, now)
+	if err != nil {
+		c.s.log.Debug("signal: token refused", "conn", c.id, "err", err)
+	}
+	return err == nil
 }
 
 // forward sends an offer, answer or candidates to the rest of the pairing.

@@ -192,6 +192,15 @@ func New(cfg Config, opts Options) (*Server, error) {
 
 func (s *Server) settings() *settings { return s.set.Load() }
 
+// capacity is how many members the pairing called name may have, on all
+// nodes together.
+func (set *settings) capacity(name string) int {
+	if name == openRoom {
+		return set.OpenRoomCapacity
+	}
+	return set.RoomCapacity
+}
+
 func (s *Server) tokenKeys() [][]byte { return *s.keys.Load() }
 
 // setTokenKeys replaces the join-token keys; a token minted with any of
