@@ -125,8 +125,10 @@ func (c *conn) run() {
 	c.ws.SetPingHandler(c.onPing)
 	c.ws.SetPongHandler(c.onPong)
 	c.ws.SetCloseHandler(c.onClose)
-	c.ws.SetReadDeadline(time.Now().Add(set.InitTimeout))
 	c.mu.Lock()
+	if c.closeCode == 0 { // else Shutdown has begun closing it: closeGrace stands
+		c.ws.SetReadDeadline(time.Now().Add(set.InitTimeout))
+	}
 	c.ping = time.AfterFunc(set.PingInterval, c.pingTick)
 	c.mu.Unlock()
 	for {
@@ -140,7 +142,7 @@ func (c *conn) run() {
 		}
 		if c.inited {
 			set = c.s.settings()
-			c.ws.SetReadDeadline(time.Now().Add(set.PingInterval + set.PongTimeout))
+			c.keepReading(set)
 		}
 		limit := set.MaxFrameSize
 		if !c.inited {
@@ -273,7 +275,7 @@ func (c *conn) init(set *settings, f frame) {
 		c.refuse(code)
 		return
 	}
-	c.ws.SetReadDeadline(now.Add(set.PingInterval + set.PongTimeout))
+	c.keepReading(set)
 
 	greeting, expires, err := c.s.iceFrame(c.turnUser)
 	if err != nil {

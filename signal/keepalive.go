@@ -8,11 +8,30 @@ import "time"
 
 // onPong: the client is alive.
 func (c *conn) onPong(string) error {
-	if c.inited && !c.closing() {
-		set := c.s.settings()
-		c.ws.SetReadDeadline(time.Now().Add(set.PingInterval + set.PongTimeout))
+	if c.inited {
+		c.keepReading(c.s.settings())
 	}
 	return nil
+}
+
+// keepReading gives the client ping_interval + pong_timeout more to send
+// something, unless c is closing: then the closeGrace that the writer
+// gives it after the close frame stands (closeGraceLocked). Both run under c.mu,
+// and closeWith marks c closing under it, so a long deadline can never be
+// set after the short one.
+func (c *conn) keepReading(set *settings) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closeCode != 0 || c.dead {
+		return
+	}
+	c.ws.SetReadDeadline(time.Now().Add(set.PingInterval + set.PongTimeout))
+}
+
+// closeGraceLocked gives the client closeGrace to answer the close frame
+// just written, and no more: keepReading no longer moves the deadline.
+func (c *conn) closeGraceLocked() {
+	c.ws.SetReadDeadline(time.Now().Add(c.s.closeGrace))
 }
 
 // pingTick runs on the ping timer.

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -393,4 +394,47 @@ func TestReload(t *testing.T) {
 	if _, err := dialWS(ts.url("controllerId="+long), nil); err == nil {
 		t.Fatal("over-long controllerId accepted")
 	}
+}
+
+// TestCloseGraceHolds: a client that keeps sending while the server
+// closes it, and never answers the close frame, gets closeGrace to answer
+// and no more: what it sends after the close frame does not move the
+// read deadline back to ping_interval + pong_timeout (here an hour each).
+// Shutdown closes them all from its own goroutine, as a refusal, a slow
+// reader or a healed partition does, while each client's pongs arrive.
+func TestCloseGraceHolds(t *testing.T) {
+	cfg := testConfig()
+	cfg.PingInterval, cfg.PongTimeout = time.Hour, time.Hour
+	ts := startServerWith(t, cfg, Options{}, func(s *Server) { s.closeGrace = 100 * time.Millisecond })
+	const clients, warm = 16, 1000
+	var sending, warmed sync.WaitGroup
+	start := make(chan struct{})
+	for range clients {
+		k := join(t, ts.url(""))
+		sending.Add(1)
+		warmed.Add(1)
+		go func() {
+			defer sending.Done()
+			<-start
+			// Unsolicited pongs, each moving the read deadline while the
+			// server is open; never reading, so never answering its close.
+			n := 0
+			for k.ws.WriteControl(websocket.PongMessage, nil, time.Now().Add(readTimeout)) == nil {
+				if n++; n == warm {
+					warmed.Done()
+				}
+			}
+			if n < warm {
+				warmed.Done()
+			}
+		}()
+	}
+	close(start)
+	warmed.Wait() // the server is busy with pongs from every client
+	ctx, cancel := context.WithTimeout(context.Background(), readTimeout)
+	defer cancel()
+	if err := ts.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown: %v (a client held on past closeGrace)", err)
+	}
+	sending.Wait() // each ends when the server has closed its socket
 }

@@ -108,16 +108,15 @@ func (c *conn) write() {
 		}
 		if closeCode != 0 {
 			c.closeDoneLocked()
+			if err == nil {
+				c.closeGraceLocked() // the client answers our close frame, or gets closeGrace to
+			}
 		}
 		c.mu.Unlock()
 		if err != nil {
 			c.s.log.Debug("signal: write failed", "conn", c.id, "err", err)
 			c.setWhy(bySlowness)
 			c.kill()
-		}
-		if closeCode != 0 {
-			// The client answers our close frame, or gets closeGrace to.
-			c.ws.SetReadDeadline(time.Now().Add(c.s.closeGrace))
 		}
 	}
 }
