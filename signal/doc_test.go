@@ -24,10 +24,18 @@ func TestProtocolDoc(t *testing.T) {
 			t.Errorf("docs/protocol.md has no row for kind %s", k)
 		}
 	}
+	rows := errorRows(t, text)
 	for c := firstCode; c < firstCode+errCode(numCodes); c++ {
-		if !strings.Contains(text, "| "+strconv.Itoa(int(c))+" |") {
+		then, ok := rows[int(c)]
+		switch want := c.info().close; {
+		case !ok:
 			t.Errorf("docs/protocol.md has no row for WsError %d (%s)", c, c.info().name)
+		case then != want:
+			t.Errorf("docs/protocol.md says WsError %d (%s) %s; the server %s", c, c.info().name, thenText(then), thenText(want))
 		}
+	}
+	if len(rows) != numCodes {
+		t.Errorf("docs/protocol.md lists %d WsError codes, the server knows %d", len(rows), numCodes)
 	}
 	for _, key := range []string{`"presence"`, "`controllerId`", "`token`", "`event`", "`peers`", "/ice-servers", "5 minutes"} {
 		if !strings.Contains(text, key) {
@@ -43,6 +51,9 @@ func TestProtocolDoc(t *testing.T) {
 	}
 	if !strings.Contains(string(readme), "(docs/protocol.md)") {
 		t.Error("README.md does not link docs/protocol.md")
+	}
+	if len(errorRows(t, string(readme))) != 0 {
+		t.Error("README.md has a WsError table of its own; link to docs/protocol.md#errors instead")
 	}
 	old := "shared/" + "PROTOCOL.md" // spelt so that this file does not match
 	err = filepath.WalkDir("..", func(path string, d fs.DirEntry, err error) error {
@@ -69,4 +80,45 @@ func TestProtocolDoc(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// errorRows reads the WsError table of a Markdown document: each row
+// "| code | cause | then |", then being "stays open" (0) or "closes N"
+// (close code N). A row it cannot read is an error.
+func errorRows(t *testing.T, doc string) map[int]int {
+	t.Helper()
+	rows := make(map[int]int)
+	for _, line := range strings.Split(doc, "\n") {
+		cells := strings.Split(strings.Trim(strings.TrimSpace(line), "|"), "|")
+		if len(cells) != 3 {
+			continue
+		}
+		code, err := strconv.Atoi(strings.TrimSpace(cells[0]))
+		if err != nil || code < 4000 || code > 4099 {
+			continue
+		}
+		then := strings.TrimSpace(cells[2])
+		closeCode := 0
+		if n, ok := strings.CutPrefix(then, "closes "); ok {
+			if closeCode, err = strconv.Atoi(n); err != nil {
+				t.Errorf("WsError %d row: %q is neither \"stays open\" nor \"closes N\"", code, then)
+				continue
+			}
+		} else if then != "stays open" {
+			t.Errorf("WsError %d row: %q is neither \"stays open\" nor \"closes N\"", code, then)
+			continue
+		}
+		if _, dup := rows[code]; dup {
+			t.Errorf("WsError %d has two rows", code)
+		}
+		rows[code] = closeCode
+	}
+	return rows
+}
+
+func thenText(closeCode int) string {
+	if closeCode == 0 {
+		return "stays open"
+	}
+	return "closes " + strconv.Itoa(closeCode)
 }
