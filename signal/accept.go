@@ -45,7 +45,7 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request) {
 		return // Upgrade has answered with an HTTP error
 	}
 	if refusal != 0 {
-		s.cm.refusedConn.Inc()
+		s.cm.refusedUpgrade.Inc()
 		s.refuseNow(set, ws, refusal)
 		return
 	}
@@ -67,7 +67,7 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request) {
 	s.mu.Unlock()
 	if closing { // Shutdown began during the upgrade
 		s.peers.Release(peer.Addr())
-		s.cm.refusedConn.Inc()
+		s.cm.refusedUpgrade.Inc()
 		s.refuseNow(set, ws, errBusy)
 		return
 	}
@@ -109,7 +109,7 @@ func (s *Server) holdConn(c net.Conn) bool {
 	set := s.settings()
 	src := ipclass.PeerAddrPort(c.RemoteAddr()).Addr()
 	if s.httpConns.held.Take(src, set.connLimits(src)) != persource.Admitted {
-		s.cm.refusedConn.Inc()
+		s.cm.refusedConnect.Inc()
 		c.Close()
 		return false
 	}

@@ -171,9 +171,12 @@ func TestSilentTCPConnectionsAreBounded(t *testing.T) {
 				t.Fatalf("connection past max_conns_per_ip + browserConns: %v, want closed", err)
 			}
 			// Closed by the cap (counted before the close), not by a
-			// timeout.
-			if got := testenv.MetricValue(t, ts.cm.refusedConn); got != 1 {
-				t.Errorf("%v connections refused, want 1", got)
+			// timeout; counted apart from refused upgrades.
+			if got := testenv.MetricValue(t, ts.cm.refusedConnect); got != 1 {
+				t.Errorf("%v connections refused at connect, want 1", got)
+			}
+			if got := testenv.MetricValue(t, ts.cm.refusedUpgrade); got != 0 {
+				t.Errorf("%v upgrades refused, want 0", got)
 			}
 			scheme := map[bool]string{false: "ws", true: "wss"}[withTLS]
 			ws, _, err := legit.Dial(scheme+"://"+ts.addr+"/connect?controllerId=legit", nil) // from 127.0.0.1
@@ -229,7 +232,7 @@ func TestConnectionPlacesComeBack(t *testing.T) {
 					return ts.httpConns.held.Total() == 0 && ts.peers.Total() == 0
 				})
 			}
-			if got := testenv.MetricValue(t, ts.cm.refusedConn); got != 0 {
+			if got := testenv.MetricValue(t, ts.cm.refusedConnect) + testenv.MetricValue(t, ts.cm.refusedUpgrade); got != 0 {
 				t.Errorf("%v connections refused", got)
 			}
 		})
@@ -313,8 +316,11 @@ func TestTrustedProxyCountsClients(t *testing.T) {
 				t.Cleanup(func() { c.Close() })
 			}
 			from("203.0.113.3").expect("WsIceServers")
-			if got := testenv.MetricValue(t, ts.cm.refusedConn); got != 1 {
-				t.Errorf("%v connections refused, want only the second of 203.0.113.1's", got)
+			if got := testenv.MetricValue(t, ts.cm.refusedUpgrade); got != 1 {
+				t.Errorf("%v upgrades refused, want only the second of 203.0.113.1's", got)
+			}
+			if got := testenv.MetricValue(t, ts.cm.refusedConnect); got != 0 {
+				t.Errorf("%v of the proxy's connections refused, want none", got)
 			}
 		}
 	}

@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // TestProtocolDoc: the wire protocol is documented in the repository, in
@@ -121,4 +123,36 @@ func thenText(closeCode int) string {
 		return "stays open"
 	}
 	return "closes " + strconv.Itoa(closeCode)
+}
+
+// TestMetricsDocumented: README.md names every metric the signaling
+// server exports, with its labels.
+func TestMetricsDocumented(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	if _, err := New(testConfig(), Options{Registerer: reg}); err != nil {
+		t.Fatal(err)
+	}
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		var labels []string
+		if ms := f.GetMetric(); len(ms) > 0 {
+			for _, l := range ms[0].GetLabel() {
+				labels = append(labels, l.GetName())
+			}
+		}
+		name := "`" + f.GetName()
+		if len(labels) > 0 {
+			name += "{" + strings.Join(labels, ",") + "}"
+		}
+		if !strings.Contains(string(readme), name+"`") {
+			t.Errorf("README.md does not list %s`", name)
+		}
+	}
 }
