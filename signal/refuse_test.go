@@ -162,12 +162,7 @@ func TestGarbageSender(t *testing.T) {
 
 // TestRateLimit: past the burst, frames are refused until tokens refill.
 func TestRateLimit(t *testing.T) {
-	cfg := testConfig()
-	cfg.FramesPerSecond = 0.001
-	cfg.FrameBurst = 3
-	ts := startServer(t, cfg, Options{})
-	peer := join(t, ts.url("room=r"))
-	k := join(t, ts.url("room=r")) // WsInit: 1
+	_, peer, k := rateLimitedPair(t, 3, "r") // k's WsInit: 1
 	k.sendRaw(websocket.TextMessage, answer("one"))
 	peer.expect("WsSDPAnswer")
 	k.sendRaw(websocket.TextMessage, answer("two"))
@@ -311,12 +306,8 @@ func TestConnLimits(t *testing.T) {
 // closed after max_errors, while its partner stays and keeps receiving
 // frames. Before, every ping was answered and none refused.
 func TestPingFlood(t *testing.T) {
-	cfg := testConfig()
-	cfg.FramesPerSecond = 0.001
-	cfg.FrameBurst = 5
-	ts := startServer(t, cfg, Options{})
-	partner := join(t, ts.url("room=p"))
-	flooder := join(t, ts.url("room=p")) // WsInit: 1 frame
+	ts, partner, flooder := rateLimitedPair(t, 5, "p") // the flooder's WsInit: 1 frame
+	cfg := ts.settings().Config
 	partner.expectBytes(flooder.send("WsSDPOffer", wsSDPData{Type: "offer", SDP: "o", ControllerID: "p"}))
 	pongs := 0
 	flooder.ws.SetPongHandler(func(string) error { pongs++; return nil })
@@ -338,4 +329,15 @@ func TestPingFlood(t *testing.T) {
 	eventually(t, "the flooder to leave", func() bool { return testenv.MetricValue(t, ts.cm.active) == 1 })
 	next := join(t, ts.url("room=p"))
 	partner.expectBytes(next.send("WsSDPAnswer", wsSDPData{Type: "answer", SDP: "a"}))
+}
+
+// rateLimitedPair starts a server whose connections may send a burst of
+// frames, then next to none, and joins two clients to the pairing room.
+func rateLimitedPair(t *testing.T, burst int, room string) (ts *testServer, first, second *ktClient) {
+	t.Helper()
+	cfg := testConfig()
+	cfg.FramesPerSecond = 0.001
+	cfg.FrameBurst = burst
+	ts = startServer(t, cfg, Options{})
+	return ts, join(t, ts.url("room="+room)), join(t, ts.url("room="+room))
 }
