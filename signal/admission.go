@@ -8,8 +8,6 @@ import (
 	"time"
 	"unicode"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"icebox/internal/tokenbucket"
 )
 
@@ -56,7 +54,7 @@ func (c *conn) admitInit(set *settings, name string, now time.Time) errCode {
 // the credentials' life) and max_conns_per_ip bounds the connections.
 type mintBudget struct {
 	now     func() time.Time
-	refused [numMintVias]prometheus.Counter
+	refused mintMetrics
 
 	mu      sync.Mutex
 	buckets map[netip.Prefix]tokenbucket.Bucket
@@ -78,12 +76,7 @@ func newMintBudget(reg *registry, now func() time.Time) *mintBudget {
 	if now == nil {
 		now = time.Now
 	}
-	m := &mintBudget{now: now, buckets: make(map[netip.Prefix]tokenbucket.Bucket), sweepAt: minSweep}
-	refused := reg.counterVec("credentials_refused_total",
-		"TURN credentials refused because their source spent credentials_per_minute / credential_burst, by where they were asked for.", "via")
-	m.refused[mintViaWebSocket] = refused.WithLabelValues("websocket")
-	m.refused[mintViaHTTP] = refused.WithLabelValues("ice_servers")
-	return m
+	return &mintBudget{now: now, refused: newMintMetrics(reg), buckets: make(map[netip.Prefix]tokenbucket.Bucket), sweepAt: minSweep}
 }
 
 // take spends one credential from peer's budget. When none is left it

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
-	"github.com/prometheus/client_golang/prometheus"
 
 	"icebox/internal/tokenbucket"
 )
@@ -82,46 +81,6 @@ const (
 
 func (r disconnectReason) String() string {
 	return [numReasons]string{"client", "timeout", "refused", "slow", "shutdown"}[r]
-}
-
-// connMetrics count what happens on connections.
-type connMetrics struct {
-	active prometheus.Gauge
-	// refusedUpgrade and refusedConnect are
-	// connections_refused_total{stage}: WebSocket upgrades turned away,
-	// and TCP connections closed before any request because their source
-	// held too many.
-	refusedUpgrade, refusedConnect prometheus.Counter
-	// refusedWaiting: refused WebSockets waiting for the client's close
-	// frame (refuseNow).
-	refusedWaiting prometheus.Gauge
-	framesIn       [numKinds]prometheus.Counter
-	framesOut      [numKinds]prometheus.Counter
-	disconnects    [numReasons]prometheus.Counter
-	refreshes      prometheus.Counter
-}
-
-func newConnMetrics(reg *registry) *connMetrics {
-	m := &connMetrics{
-		active: reg.gauge("connections", "WebSockets open now."),
-		refusedWaiting: reg.gauge("refused_closing",
-			"Refused WebSockets waiting for the client's close frame; each holds a place of its source's connections."),
-		refreshes: reg.counter("credential_refreshes_total", "WsIceServers frames re-sent before the credentials expired."),
-	}
-	refused := reg.counterVec("connections_refused_total",
-		"Connections turned away, by stage: upgrade, a WebSocket upgrade refused by origin, limits or shutdown; connect, a TCP connection closed before its first request because its source held too many.", "stage")
-	m.refusedUpgrade, m.refusedConnect = refused.WithLabelValues("upgrade"), refused.WithLabelValues("connect")
-	in := reg.counterVec("frames_received_total", "Frames received from clients, by id; invalid: not a frame.", "kind")
-	out := reg.counterVec("frames_sent_total", "Frames queued to clients, by id.", "kind")
-	for k := range numKinds {
-		m.framesIn[k] = in.WithLabelValues(k.String())
-		m.framesOut[k] = out.WithLabelValues(k.String())
-	}
-	disc := reg.counterVec("disconnects_total", "WebSockets closed, by reason.", "reason")
-	for r := range numReasons {
-		m.disconnects[r] = disc.WithLabelValues(r.String())
-	}
-	return m
 }
 
 // run is the reader goroutine.

@@ -5,8 +5,6 @@ import (
 	"slices"
 	"sync"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
 )
 
 // A room is one pairing: the connections that named the same controllerId.
@@ -75,22 +73,14 @@ type hub struct {
 	now     func() time.Time // the clock of keptTTL
 	cluster Cluster          // nil: pairings live in this process only
 
-	active         prometheus.Gauge   // rooms with at least one member
-	backlogDropped prometheus.Counter // frames a lone sender sent that were not kept
-	keptBytes      prometheus.Gauge   // bytes in all rooms' backlogs
+	hubMetrics
 }
 
 func newHub(reg *registry, now func() time.Time) *hub {
 	if now == nil {
 		now = time.Now
 	}
-	return &hub{
-		rooms:          make(map[string]*room),
-		now:            now,
-		active:         reg.gauge("rooms", "Pairings with at least one connection."),
-		backlogDropped: reg.counter("backlog_dropped_total", "Frames a lone sender sent that were not kept for the next to join: backlog full, or an answer to a peer that has left."),
-		keptBytes:      reg.gauge("kept_bytes", "Bytes of offers and candidates kept for the next member of a pairing."),
-	}
+	return &hub{rooms: make(map[string]*room), now: now, hubMetrics: newHubMetrics(reg)}
 }
 
 // join adds c to the room called name. greeting, when not nil, is queued

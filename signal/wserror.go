@@ -2,10 +2,8 @@ package signal
 
 import (
 	"encoding/json"
-	"strconv"
 
 	"github.com/gorilla/websocket"
-	"github.com/prometheus/client_golang/prometheus"
 )
 
 // errCode is the "code" of a WsError frame. Codes are part of the wire
@@ -95,21 +93,6 @@ func newErrorFrames() *errorFrames {
 }
 
 func (t *errorFrames) get(c errCode) []byte { return t[c-firstCode] }
-
-// errorMetrics counts refusals by code.
-type errorMetrics [numCodes]prometheus.Counter
-
-func newErrorMetrics(reg *registry) *errorMetrics {
-	vec := reg.counterVec("errors_total", "WsError frames sent, by code.", "code", "reason")
-	var m errorMetrics
-	for i := range m {
-		c := firstCode + errCode(i)
-		m[i] = vec.WithLabelValues(strconv.Itoa(int(c)), c.info().name)
-	}
-	return &m
-}
-
-func (m *errorMetrics) inc(c errCode) { m[c-firstCode].Inc() }
 
 // encodeFrame builds a server frame: data is JSON-encoded, then carried as
 // a string, the double encoding kotlinx produces.
