@@ -730,14 +730,14 @@ func TestSIGHUPStorm(t *testing.T) {
 	d := start(t, config(t))
 	var signals, reloads atomic.Int64
 	// Restart-only settings are named at every reload until the restart,
-	// so the first reload that names admin is the one that read the last
+	// so the first reload that names admin.pprof is the one that read the last
 	// config.
 	lastRead, applied := false, false
 	lastApplied := make(chan struct{})
 	lines := d.consumeLogs(func(line map[string]any) {
 		switch line["msg"] {
 		case "setting changed; it takes effect on restart":
-			lastRead = lastRead || line["key"] == "admin"
+			lastRead = lastRead || line["key"] == "admin.pprof"
 		case "config reloaded":
 			reloads.Add(1)
 			if lastRead && !applied {
