@@ -31,8 +31,10 @@ type packetConn struct {
 
 	// Where each TURN client reached us, so that pion's replies on a
 	// wildcard socket leave from that address too. Bounded: a flood of
-	// spoofed sources only costs a reset.
-	localsMu sync.Mutex
+	// spoofed sources only costs a reset. Read for every datagram relayed
+	// each way, by the socket's reader and every relay's goroutine;
+	// written only when a client's address changes.
+	localsMu sync.RWMutex
 	locals   map[netip.AddrPort]udpio.Local
 	wpool    sync.Pool // *[]byte oob buffers for concurrent writers
 
@@ -298,13 +300,19 @@ func (c *packetConn) remember(from netip.AddrPort, local udpio.Local) {
 	if !local.IP.IsValid() {
 		return
 	}
-	c.localsMu.Lock()
-	if old, ok := c.locals[from]; !ok || old != local {
-		if len(c.locals) >= maxLocals {
-			clear(c.locals)
-		}
-		c.locals[from] = local
+	// Only this socket's reading goroutine writes locals, so what it
+	// reads here still holds when it takes the write lock.
+	c.localsMu.RLock()
+	old, ok := c.locals[from]
+	c.localsMu.RUnlock()
+	if ok && old == local {
+		return
 	}
+	c.localsMu.Lock()
+	if len(c.locals) >= maxLocals {
+		clear(c.locals)
+	}
+	c.locals[from] = local
 	c.localsMu.Unlock()
 }
 
@@ -319,9 +327,9 @@ func (c *packetConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 		return c.WriteToUDPAddrPort(p, to)
 	}
 	to = netip.AddrPortFrom(to.Addr().Unmap(), to.Port())
-	c.localsMu.Lock()
+	c.localsMu.RLock()
 	local, known := c.locals[to]
-	c.localsMu.Unlock()
+	c.localsMu.RUnlock()
 	if !known {
 		return c.WriteToUDPAddrPort(p, to)
 	}
@@ -372,9 +380,9 @@ func NewBatchWriter(pc net.PacketConn, count int) *BatchWriter {
 func (w *BatchWriter) Queue(p []byte, to netip.AddrPort) (failed int) {
 	var local udpio.Local
 	if w.pc.wildcard {
-		w.pc.localsMu.Lock()
+		w.pc.localsMu.RLock()
 		local = w.pc.locals[to]
-		w.pc.localsMu.Unlock()
+		w.pc.localsMu.RUnlock()
 	}
 	w.w.Queue(p, to, local)
 	if w.w.Pending() == w.w.Cap() {
