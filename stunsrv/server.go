@@ -231,12 +231,8 @@ func New(cfg Config, opts Options) (*Server, error) {
 	s := &Server{cfg: cfg, opts: opts, log: opts.Logger, stats: newStats(), start: time.Now(), admit: newAdmission(cfg)}
 	s.idle.Store(int64(cfg.TCPIdleTimeout))
 	s.turnIdle.Store(int64(opts.TURNIdleTimeout))
-	if opts.Registerer != nil {
-		for _, c := range s.stats.collectors {
-			if err := opts.Registerer.Register(c); err != nil {
-				return nil, fmt.Errorf("stun metrics: %w", err)
-			}
-		}
+	if err := s.stats.set.Register(opts.Registerer); err != nil {
+		return nil, err
 	}
 	sockets := cfg.Sockets
 	if sockets == 0 {

@@ -1,6 +1,10 @@
 package stunsrv
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"icebox/internal/promset"
+)
 
 const (
 	v4 = iota
@@ -26,24 +30,21 @@ type stats struct {
 	// readErrors counts failed socket reads; the loop goes on after each.
 	readErrors prometheus.Counter
 
-	collectors []prometheus.Collector
+	set *promset.Set // all of the above, for Register
 }
 
 func newStats() *stats {
-	requests := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "icebox_stun_requests_total",
-		Help: "STUN datagrams and TCP and TLS frames on the front door (the STUN port, TURN's TLS port and TURN on the shared TLS port), by transport, address family and outcome.",
-	}, []string{"transport", "family", "outcome"})
+	set := promset.New("stun")
+	requests := set.CounterVec("requests_total",
+		"STUN datagrams and TCP and TLS frames on the front door (the STUN port, TURN's TLS port and TURN on the shared TLS port), by transport, address family and outcome.",
+		"transport", "family", "outcome")
 	st := &stats{
-		tcpConns: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "icebox_stun_tcp_connections",
-			Help: "Open TCP and TLS connections on the front door.",
-		}),
+		set:      set,
+		tcpConns: set.Gauge("tcp_connections", "Open TCP and TLS connections on the front door."),
 	}
-	refused := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "icebox_stun_tcp_refused_total",
-		Help: "TCP and TLS connections closed at once, by reason: a cap (total, per_source, tls_handshakes in flight) or a failed or timed-out TLS handshake.",
-	}, []string{"reason"})
+	refused := set.CounterVec("tcp_refused_total",
+		"TCP and TLS connections closed at once, by reason: a cap (total, per_source, tls_handshakes in flight) or a failed or timed-out TLS handshake.",
+		"reason")
 	for i, name := range refusalNames {
 		st.tcpRefused[i] = refused.WithLabelValues(name)
 	}
@@ -60,15 +61,8 @@ func newStats() *stats {
 			}
 		}
 	}
-	st.writeErrors = prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "icebox_stun_write_errors_total",
-		Help: "Binding answers the kernel refused to send.",
-	})
-	st.readErrors = prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "icebox_stun_read_errors_total",
-		Help: "Socket reads and accepts on the STUN port that failed; each is retried after a brief pause.",
-	})
-	st.collectors = []prometheus.Collector{requests, st.tcpConns, refused, st.writeErrors, st.readErrors}
+	st.writeErrors = set.Counter("write_errors_total", "Binding answers the kernel refused to send.")
+	st.readErrors = set.Counter("read_errors_total", "Socket reads and accepts on the STUN port that failed; each is retried after a brief pause.")
 	return st
 }
 
