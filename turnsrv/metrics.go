@@ -1,10 +1,9 @@
 package turnsrv
 
 import (
-	"errors"
-	"fmt"
-
 	"github.com/prometheus/client_golang/prometheus"
+
+	"icebox/internal/promset"
 )
 
 // Why an authentication failed; the values label
@@ -58,24 +57,25 @@ type metrics struct {
 	// over quotas.bytes_per_second, by direction; they count nowhere else.
 	toPeerBandwidthDrops, fromPeerBandwidthDrops prometheus.Counter
 
-	all []prometheus.Collector
+	set *promset.Set // all of the above, for Register
 }
 
 func newMetrics() *metrics {
-	m := &metrics{}
-	m.allocActive = m.gauge("icebox_turn_allocations_active", "TURN allocations currently held.")
-	m.allocTotal = m.counter("icebox_turn_allocations_total", "TURN allocations created.")
-	m.unanswered = m.counter("icebox_turn_unanswered_total", "Requests without a credential left unanswered: their source had used up quotas.answer_rate for now.")
-	m.authFailures = m.counters("icebox_turn_auth_failures_total", "Failed TURN authentications, by reason.", "reason", authReasons...)
-	m.peerRefusals = m.counters("icebox_turn_peer_refusals_total", "Permissions, channel binds and sends refused by the peer policy, by reason.", "reason", refusalReasons...)
-	m.quotaRefusals = m.counters("icebox_turn_quota_refusals_total", "Allocations refused with 486, permissions and channels refused with 508 (or 400 for more than 16 peers in one request), by the quota that was reached.", "quota",
+	set := promset.New("turn")
+	m := &metrics{set: set}
+	m.allocActive = set.Gauge("allocations_active", "TURN allocations currently held.")
+	m.allocTotal = set.Counter("allocations_total", "TURN allocations created.")
+	m.unanswered = set.Counter("unanswered_total", "Requests without a credential left unanswered: their source had used up quotas.answer_rate for now.")
+	m.authFailures = set.Counters("auth_failures_total", "Failed TURN authentications, by reason.", "reason", authReasons...)
+	m.peerRefusals = set.Counters("peer_refusals_total", "Permissions, channel binds and sends refused by the peer policy, by reason.", "reason", refusalReasons...)
+	m.quotaRefusals = set.Counters("quota_refusals_total", "Allocations refused with 486, permissions and channels refused with 508 (or 400 for more than 16 peers in one request), by the quota that was reached.", "quota",
 		quotaUser, quotaIP, quotaTotal, quotaFair, quotaPermissions, quotaChannels, quotaPeersPerRequest)
-	bytes := m.counters("icebox_turn_relayed_bytes_total", "Payload bytes through relay sockets, by direction.", "direction", toPeer, fromPeer)
-	packets := m.counters("icebox_turn_relayed_packets_total", "Datagrams through relay sockets, by direction.", "direction", toPeer, fromPeer)
-	m.fastDrops = m.counters("icebox_turn_channel_drops_total", "ChannelData and Send/Data indications dropped by icebox's data plane, by reason: channel or permission expired, peer refused by the policy, send failed.", "reason", dropReasons...)
-	fast := m.counters("icebox_turn_channel_fast_packets_total", "ChannelData and Send/Data indications relayed by icebox's own data plane (the rest of icebox_turn_relayed_packets_total went through pion), by direction.", "direction", toPeer, fromPeer)
-	bwDrops := m.counters("icebox_turn_bandwidth_drops_total", "Datagrams dropped because their allocation had relayed quotas.bytes_per_second in that direction, by direction: to_peer on pion's path and icebox's data plane alike, from_peer on the data plane only (what goes to pion from a peer is not charged).", "direction", toPeer, fromPeer)
-	m.relayReadErrors = m.counter("icebox_turn_relay_read_errors_total", "Failed reads of relay sockets other than a closed socket; each is retried after a short pause, the allocation lives on.")
+	bytes := set.Counters("relayed_bytes_total", "Payload bytes through relay sockets, by direction.", "direction", toPeer, fromPeer)
+	packets := set.Counters("relayed_packets_total", "Datagrams through relay sockets, by direction.", "direction", toPeer, fromPeer)
+	m.fastDrops = set.Counters("channel_drops_total", "ChannelData and Send/Data indications dropped by icebox's data plane, by reason: channel or permission expired, peer refused by the policy, send failed.", "reason", dropReasons...)
+	fast := set.Counters("channel_fast_packets_total", "ChannelData and Send/Data indications relayed by icebox's own data plane (the rest of icebox_turn_relayed_packets_total went through pion), by direction.", "direction", toPeer, fromPeer)
+	bwDrops := set.Counters("bandwidth_drops_total", "Datagrams dropped because their allocation had relayed quotas.bytes_per_second in that direction, by direction: to_peer on pion's path and icebox's data plane alike, from_peer on the data plane only (what goes to pion from a peer is not charged).", "direction", toPeer, fromPeer)
+	m.relayReadErrors = set.Counter("relay_read_errors_total", "Failed reads of relay sockets other than a closed socket; each is retried after a short pause, the allocation lives on.")
 	m.toPeerBytes, m.fromPeerBytes = bytes[toPeer], bytes[fromPeer]
 	m.toPeerPackets, m.fromPeerPackets = packets[toPeer], packets[fromPeer]
 	m.fastToPeer, m.fastFromPeer = fast[toPeer], fast[fromPeer]
@@ -88,54 +88,3 @@ const (
 	toPeer   = "to_peer"
 	fromPeer = "from_peer"
 )
-
-// gauge, counter and counters make a collector that register exports.
-
-func (m *metrics) gauge(name, help string) prometheus.Gauge {
-	g := prometheus.NewGauge(prometheus.GaugeOpts{Name: name, Help: help})
-	m.all = append(m.all, g)
-	return g
-}
-
-func (m *metrics) counter(name, help string) prometheus.Counter {
-	c := prometheus.NewCounter(prometheus.CounterOpts{Name: name, Help: help})
-	m.all = append(m.all, c)
-	return c
-}
-
-// counters makes a counter with one label and resolves the child for each
-// of its values, so that counting is a map lookup and an atomic add.
-func (m *metrics) counters(name, help, label string, values ...string) map[string]prometheus.Counter {
-	vec := prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, []string{label})
-	m.all = append(m.all, vec)
-	children := make(map[string]prometheus.Counter, len(values))
-	for _, v := range values {
-		children[v] = vec.WithLabelValues(v)
-	}
-	return children
-}
-
-func (m *metrics) register(r prometheus.Registerer) error {
-	if r == nil {
-		return nil
-	}
-	var errs []error
-	for _, c := range m.all {
-		if err := r.Register(c); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("turn: registering metrics: %w", err)
-	}
-	return nil
-}
-
-func (m *metrics) unregister(r prometheus.Registerer) {
-	if r == nil {
-		return
-	}
-	for _, c := range m.all {
-		r.Unregister(c)
-	}
-}

@@ -185,7 +185,7 @@ func New(cfg Config, opts Options) (*Server, error) {
 		return nil, errors.New("turn: no sockets to serve on")
 	}
 
-	if err := s.metrics.register(s.reg); err != nil {
+	if err := s.metrics.set.Register(s.reg); err != nil {
 		s.closeTLS()
 		return nil, err
 	}
@@ -248,7 +248,7 @@ func New(cfg Config, opts Options) (*Server, error) {
 	}
 	if s.pion, err = turn.NewServer(pc); err != nil {
 		s.closeTLS()
-		s.metrics.unregister(s.reg)
+		s.metrics.set.Unregister(s.reg)
 		return nil, fmt.Errorf("turn: starting pion/turn: %w", err)
 	}
 
@@ -397,7 +397,7 @@ func (s *Server) Close() error {
 				break wait
 			}
 		}
-		s.metrics.unregister(s.reg)
+		s.metrics.set.Unregister(s.reg)
 		if err != nil {
 			s.closeErr = fmt.Errorf("turn: close: %w", err)
 		}
