@@ -8,6 +8,7 @@ import (
 	"time"
 	"unicode"
 
+	"icebox/internal/promset"
 	"icebox/internal/tokenbucket"
 )
 
@@ -72,11 +73,11 @@ const (
 // minSweep is the number of sources below which buckets are never swept.
 const minSweep = 1024
 
-func newMintBudget(reg *registry, now func() time.Time) *mintBudget {
+func newMintBudget(set *promset.Set, now func() time.Time) *mintBudget {
 	if now == nil {
 		now = time.Now
 	}
-	return &mintBudget{now: now, refused: newMintMetrics(reg), buckets: make(map[netip.Prefix]tokenbucket.Bucket), sweepAt: minSweep}
+	return &mintBudget{now: now, refused: newMintMetrics(set), buckets: make(map[netip.Prefix]tokenbucket.Bucket), sweepAt: minSweep}
 }
 
 // take spends one credential from peer's budget. When none is left it

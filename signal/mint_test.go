@@ -13,6 +13,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"icebox/internal/promset"
 	"icebox/internal/testenv"
 )
 
@@ -205,7 +206,7 @@ func TestMintBudgetSweep(t *testing.T) {
 		t.Fatal(err)
 	}
 	set.CredentialsPerMinute, set.CredentialBurst = 60, 1
-	m := newMintBudget(&registry{}, clock.now)
+	m := newMintBudget(promset.New("signal"), clock.now)
 	base := netip.MustParseAddr("2001:db8::")
 	for i := range 10 * minSweep {
 		clock.advance(time.Second) // every earlier source has refilled

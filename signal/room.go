@@ -5,6 +5,8 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"icebox/internal/promset"
 )
 
 // A room is one pairing: the connections that named the same controllerId.
@@ -76,11 +78,11 @@ type hub struct {
 	hubMetrics
 }
 
-func newHub(reg *registry, now func() time.Time) *hub {
+func newHub(set *promset.Set, now func() time.Time) *hub {
 	if now == nil {
 		now = time.Now
 	}
-	return &hub{rooms: make(map[string]*room), now: now, hubMetrics: newHubMetrics(reg)}
+	return &hub{rooms: make(map[string]*room), now: now, hubMetrics: newHubMetrics(set)}
 }
 
 // join adds c to the room called name. greeting, when not nil, is queued

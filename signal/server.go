@@ -35,6 +35,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"icebox/internal/persource"
+	"icebox/internal/promset"
 )
 
 // ICEServer is one entry of the WsIceServers list, as the app decodes it.
@@ -146,7 +147,7 @@ func New(cfg Config, opts Options) (*Server, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	reg := &registry{reg: opts.Registerer}
+	reg := promset.New("signal")
 	s := &Server{
 		log:        log,
 		ice:        opts.ICEServers,
@@ -159,8 +160,8 @@ func New(cfg Config, opts Options) (*Server, error) {
 		conns:      make(map[*conn]struct{}),
 		closeGrace: closeGrace,
 	}
-	if reg.err != nil {
-		return nil, fmt.Errorf("signal: register metrics: %w", reg.err)
+	if err := reg.Register(opts.Registerer); err != nil {
+		return nil, err
 	}
 	s.hub.cluster = opts.Cluster
 	s.set.Store(set)
