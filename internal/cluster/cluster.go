@@ -214,7 +214,7 @@ func New(cfg Config, opts Options) (*Node, error) {
 	}
 	m, err := newMetrics(opts.Registerer)
 	if err != nil {
-		return nil, fmt.Errorf("cluster: register metrics: %w", err)
+		return nil, err
 	}
 	n := &Node{
 		cfg:    cfg,
