@@ -59,6 +59,13 @@ func (s *Set) CounterVec(name, help string, labels ...string) *prometheus.Counte
 	return v
 }
 
+// GaugeVec makes icebox_<subsystem>_<name> with labels.
+func (s *Set) GaugeVec(name, help string, labels ...string) *prometheus.GaugeVec {
+	v := prometheus.NewGaugeVec(prometheus.GaugeOpts(s.opts(name, help)), labels)
+	s.keep(name, v)
+	return v
+}
+
 // Counters makes icebox_<subsystem>_<name> with one label and resolves
 // the child of each of its values, so that counting is a lookup and an
 // atomic add. A value not given here has no child.

@@ -22,6 +22,7 @@ import (
 
 	"icebox/internal/ipclass"
 	"icebox/internal/persource"
+	"icebox/internal/promset"
 )
 
 // ALPN protocol names the port answers to, besides acme-tls/1
@@ -72,6 +73,7 @@ type Mux struct {
 	turn    *route
 	http    *route
 	routed  *prometheus.CounterVec
+	metrics *promset.Set
 	reg     prometheus.Registerer
 	done    chan struct{}
 	once    sync.Once
@@ -110,19 +112,16 @@ func New(ln net.Listener, opts Options) (*Mux, error) {
 		},
 		done:     make(chan struct{}),
 		inFlight: make(map[net.Conn]struct{}),
-		routed: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "icebox_tls_port_connections_total",
-			Help: "Connections to the shared TLS port (tls.listen), by where they went: turn, http, acme (a CA's challenge), or refused (failed handshake, silence, unknown first bytes, no taker, too many pending).",
-		}, []string{"route"}),
+		metrics:  promset.New("tls"),
+		reg:      opts.Registerer,
 	}
+	m.routed = m.metrics.CounterVec("port_connections_total",
+		"Connections to the shared TLS port (tls.listen), by where they went: turn, http, acme (a CA's challenge), or refused (failed handshake, silence, unknown first bytes, no taker, too many pending).", "route")
 	for _, r := range []string{"turn", "http", "acme", "refused"} {
 		m.routed.WithLabelValues(r)
 	}
-	if opts.Registerer != nil {
-		if err := opts.Registerer.Register(m.routed); err != nil {
-			return nil, errors.Join(errors.New("tlsmux: register metrics"), err)
-		}
-		m.reg = opts.Registerer
+	if err := m.metrics.Register(m.reg); err != nil {
+		return nil, err
 	}
 	m.turn = &route{m: m, conns: make(chan net.Conn)}
 	m.http = &route{m: m, conns: make(chan net.Conn)}
@@ -155,9 +154,7 @@ func (m *Mux) Close() error {
 		}
 		m.mu.Unlock()
 		m.wg.Wait()
-		if m.reg != nil {
-			m.reg.Unregister(m.routed)
-		}
+		m.metrics.Unregister(m.reg)
 	})
 	return err
 }
