@@ -81,17 +81,18 @@ type Node struct {
 	// warnedVersion: the other-version warning is logged once, not per
 	// message.
 	warnedVersion atomic.Bool
-	// warnedName: the same for another node using this node's name.
-	warnedName atomic.Bool
-	before     func(room, member string) // Options.BeforeClaim
-	m          *metrics
-	key        []byte
-	nc         *nats.Conn
-	inbox      chan *nats.Msg
-	h          Handler
-	replyP     string // prefix of this node's claim reply subjects
-	stop       chan struct{}
-	wg         sync.WaitGroup
+	// warnedName: the same for another node using this node's name;
+	// warnedClock for a message dropped for its sending time.
+	warnedName, warnedClock atomic.Bool
+	before                  func(room, member string) // Options.BeforeClaim
+	m                       *metrics
+	key                     []byte
+	nc                      *nats.Conn
+	inbox                   chan *nats.Msg
+	h                       Handler
+	replyP                  string // prefix of this node's claim reply subjects
+	stop                    chan struct{}
+	wg                      sync.WaitGroup
 
 	closeOnce sync.Once
 
@@ -674,9 +675,15 @@ func (n *Node) dispatch() {
 func (n *Node) handle(msg *nats.Msg) {
 	n.mu.Lock()
 	m, err := n.sign.decode(msg.Subject, msg.Data)
-	if err == nil && !n.freshLocked(m, time.Now()) {
+	now := time.Now()
+	if err == nil && !n.freshLocked(m, now) {
 		n.mu.Unlock()
 		n.m.stale.Inc()
+		if off := now.Sub(time.Unix(0, m.sent)); outside(off, n.cfg.NodeTimeout) && !n.warnedClock.Swap(true) {
+			// A replay, or a node whose clock is off: the node would be
+			// shut out for good without a word, and its members with it.
+			n.log.Warn("cluster: a message sent further from this node's clock than node_timeout was dropped: a replay, or the nodes' clocks disagree; keep every node's clock in sync (NTP)", "node", m.node, "offset", off.Round(time.Millisecond))
+		}
 		return
 	}
 	if err != nil || m.node == n.name {

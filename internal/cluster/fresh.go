@@ -35,6 +35,10 @@ import "time"
 // did not follow yet; numbers per subject would need per-subject state
 // kept as long as a subject can be replayed on.
 
+// outside says whether a message sent off ago (negative: ahead of this
+// node's clock) is too far from now to be fresh.
+func outside(off, window time.Duration) bool { return off > window || off < -window }
+
 // sender is what this node follows of another node's messages.
 type sender struct {
 	boot  uint64
@@ -58,7 +62,7 @@ func nextBoot(prev uint64) uint64 {
 // above. A message under this node's name is fresh unless one of this
 // node's runs sent it (then it is a replay): the caller logs the clash.
 func (n *Node) freshLocked(m message, now time.Time) bool {
-	if d := now.Sub(time.Unix(0, m.sent)); d > n.cfg.NodeTimeout || d < -n.cfg.NodeTimeout {
+	if outside(now.Sub(time.Unix(0, m.sent)), n.cfg.NodeTimeout) {
 		return false
 	}
 	if m.node == n.name {

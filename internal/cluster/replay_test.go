@@ -294,3 +294,50 @@ func TestFreshRules(t *testing.T) {
 		t.Error("a node silent for node_timeout was refused with an earlier run id")
 	}
 }
+
+// TestClockApartIsLogged: heartbeats from a node whose clock is an hour
+// ahead (signed with the shared secret, its numbers in order) reach a node
+// over a real NATS server: none makes it a peer, each is counted stale,
+// and the operator is told once why, with the node and the offset.
+func TestClockApartIsLogged(t *testing.T) {
+	srv := testenv.StartNATS(t, "clock-token")
+	logs := &testenv.LogBuffer{}
+	cfg := DefaultConfig()
+	cfg.Enabled, cfg.URLs, cfg.Token, cfg.Secret, cfg.Node = true, []string{srv.URL()}, "clock-token", testSecret, "node-here"
+	n, err := New(cfg, Options{Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Start(&counter{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(n.Close)
+
+	ahead, err := nats.Connect(srv.URL(), nats.Token("clock-token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ahead.Close)
+	sign := newSigner([]byte(testSecret))
+	subject := cfg.Subject + ".hb"
+	sent := time.Now().Add(time.Hour)
+	const beats = 5
+	for i := range uint64(beats) {
+		m := &message{typ: msgHeartbeat, kind: hello, node: "node-ahead", boot: uint64(sent.UnixNano()), seq: i + 1, sent: sent.UnixNano()}
+		if err := ahead.Publish(subject, sign.encode(nil, subject, m)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := ahead.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 10*time.Second, "every heartbeat from an hour ahead counted stale", func() bool {
+		return testenv.MetricValue(t, n.m.stale) >= beats
+	})
+	if c := strings.Count(logs.String(), "keep every node's clock in sync"); c != 1 || !strings.Contains(logs.String(), "node=node-ahead") {
+		t.Errorf("warned %d times for %d heartbeats, want once, naming the node:\n%s", c, beats, logs.String())
+	}
+	if p := n.Peers(); p != 0 {
+		t.Errorf("%d peers: a node an hour off is no peer", p)
+	}
+}
