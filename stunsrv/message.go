@@ -21,81 +21,81 @@ const (
 	maxResponseSize = stunwire.HeaderSize + 24 + 8
 )
 
-// Kind is what a datagram on the STUN port turned out to be.
-type Kind uint8
+// datagramKind is what a datagram on the STUN port turned out to be.
+type datagramKind uint8
 
 const (
-	// Malformed is neither a well-formed STUN message nor ChannelData.
-	Malformed Kind = iota
-	// BindingRequest is a well-formed STUN Binding request: answered here.
-	BindingRequest
-	// Indication is a STUN indication of any method sent to us unasked; never answered.
-	Indication
-	// OtherSTUN is a well-formed STUN message of another method or class (TURN's).
-	OtherSTUN
-	// ChannelData is a TURN ChannelData message (RFC 8656 §12.4).
-	ChannelData
+	// kindMalformed is neither a well-formed STUN message nor ChannelData.
+	kindMalformed datagramKind = iota
+	// kindBinding is a well-formed STUN Binding request: answered here.
+	kindBinding
+	// kindIndication is a STUN indication of any method sent to us unasked; never answered.
+	kindIndication
+	// kindOtherSTUN is a well-formed STUN message of another method or class (TURN's).
+	kindOtherSTUN
+	// kindChannelData is a TURN ChannelData message (RFC 8656 §12.4).
+	kindChannelData
 )
 
-func (k Kind) String() string {
+func (k datagramKind) String() string {
 	switch k {
-	case BindingRequest:
+	case kindBinding:
 		return "binding"
-	case Indication:
+	case kindIndication:
 		return "indication"
-	case OtherSTUN:
+	case kindOtherSTUN:
 		return "other-stun"
-	case ChannelData:
+	case kindChannelData:
 		return "channel-data"
 	default:
 		return "malformed"
 	}
 }
 
-// Classify looks at one datagram (or one TCP frame) and says what it is,
+// classify looks at one datagram (or one TCP frame) and says what it is,
 // checking a Binding request fully: header, attribute layout and, when present,
 // FINGERPRINT. It never allocates.
-func Classify(b []byte) Kind {
+func classify(b []byte) datagramKind {
 	if len(b) < 4 {
-		return Malformed
+		return kindMalformed
 	}
 	if b[0]&0xC0 == 0x40 {
 		// RFC 8656 narrowed channel numbers to 0x4000-0x4FFF, but RFC 5766
 		// allowed up to 0x7FFF and pion, coturn and clients such as
 		// turnutils_uclient still bind channels there.
 		if int(binary.BigEndian.Uint16(b[2:4]))+4 > len(b) {
-			return Malformed
+			return kindMalformed
 		}
-		return ChannelData
+		return kindChannelData
 	}
 	if b[0]&0xC0 != 0 || len(b) < stunwire.HeaderSize {
-		return Malformed
+		return kindMalformed
 	}
 	length := int(binary.BigEndian.Uint16(b[2:4]))
 	if length%4 != 0 || stunwire.HeaderSize+length != len(b) {
-		return Malformed
+		return kindMalformed
 	}
 	msgType := binary.BigEndian.Uint16(b[0:2])
 	classic := binary.BigEndian.Uint32(b[4:8]) != stunwire.MagicCookie
 	if !validAttributes(b, classic) {
-		return Malformed
+		return kindMalformed
 	}
 	switch {
 	case msgType == typeBindingRequest:
-		return BindingRequest
+		return kindBinding
 	case classic:
 		// RFC 3489 had Binding and Shared Secret only; without the cookie
 		// nothing else is STUN worth passing on.
-		return Malformed
+		return kindMalformed
 	case stunwire.Class(msgType) == stunwire.ClassIndication:
-		return Indication
+		return kindIndication
 	default:
-		return OtherSTUN
+		return kindOtherSTUN
 	}
 }
 
 // validAttributes walks the TLVs: each must fit, and a FINGERPRINT must be
-// the last attribute and match. Classify has checked that the attributes
+// the last attribute and match. classify has checked that the attributes
 // fill the message in 4-byte steps.
 func validAttributes(b []byte, classic bool) bool {
 	a := stunwire.AttrsOf(b, len(b))
@@ -109,7 +109,7 @@ func validAttributes(b []byte, classic bool) bool {
 	return !a.Truncated(off)
 }
 
-// hasFingerprint reports whether a request already checked by Classify ends
+// hasFingerprint reports whether a request already checked by classify ends
 // with FINGERPRINT.
 func hasFingerprint(b []byte) bool {
 	if len(b) < stunwire.HeaderSize+8 || binary.BigEndian.Uint32(b[4:8]) != stunwire.MagicCookie {
@@ -121,7 +121,7 @@ func hasFingerprint(b []byte) bool {
 }
 
 // AppendBindingResponse appends the success response to the Binding request
-// req (as classified by Classify) received from from. The answer carries only
+// req (as classified by classify) received from from. The answer carries only
 // what RFC 8489 requires, XOR-MAPPED-ADDRESS (MAPPED-ADDRESS for RFC 3489
 // clients) and FINGERPRINT when the request had one, so it is at most 32 bytes
 // larger than the smallest request: too little to be worth abusing as an

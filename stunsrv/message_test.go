@@ -55,11 +55,11 @@ func attr(t *testing.T, msg []byte, typ uint16) []byte {
 }
 
 func TestRFC5769Vectors(t *testing.T) {
-	if got := Classify(rfc5769Request); got != BindingRequest {
+	if got := classify(rfc5769Request); got != kindBinding {
 		t.Fatalf("sample request classified %v, want binding", got)
 	}
 	for name, vec := range map[string][]byte{"ipv4": rfc5769ResponseIPv4, "ipv6": rfc5769ResponseIPv6} {
-		if got := Classify(vec); got != OtherSTUN {
+		if got := classify(vec); got != kindOtherSTUN {
 			t.Errorf("%s response classified %v, want other-stun (fingerprint must check)", name, got)
 		}
 	}
@@ -77,7 +77,7 @@ func TestRFC5769Vectors(t *testing.T) {
 		if got, want := attr(t, resp, stunwire.AttrXORMappedAddress), attr(t, tc.vector, stunwire.AttrXORMappedAddress); !bytes.Equal(got, want) {
 			t.Errorf("from %s: XOR-MAPPED-ADDRESS %x, want %x", tc.from, got, want)
 		}
-		if Classify(resp) != OtherSTUN {
+		if classify(resp) != kindOtherSTUN {
 			t.Errorf("from %s: our response does not pass our own fingerprint check", tc.from)
 		}
 	}
@@ -85,7 +85,7 @@ func TestRFC5769Vectors(t *testing.T) {
 	// A flipped bit anywhere before the FINGERPRINT makes the request invalid.
 	bad := bytes.Clone(rfc5769Request)
 	bad[30] ^= 1
-	if got := Classify(bad); got != Malformed {
+	if got := classify(bad); got != kindMalformed {
 		t.Errorf("corrupted request classified %v, want malformed", got)
 	}
 }
@@ -98,8 +98,8 @@ func TestResponseDecodesWithPion(t *testing.T) {
 				setters = append(setters, stun.Fingerprint)
 			}
 			req := stun.MustBuild(setters...)
-			if Classify(req.Raw) != BindingRequest {
-				t.Fatalf("pion's request classified %v", Classify(req.Raw))
+			if classify(req.Raw) != kindBinding {
+				t.Fatalf("pion's request classified %v", classify(req.Raw))
 			}
 			ap := netip.MustParseAddrPort(from)
 			resp := &stun.Message{Raw: AppendBindingResponse(nil, req.Raw, ap)}
@@ -135,8 +135,8 @@ func TestRFC3489ClientGetsMappedAddress(t *testing.T) {
 	req := make([]byte, stunwire.HeaderSize)
 	binary.BigEndian.PutUint16(req, typeBindingRequest)
 	copy(req[4:], "0123456789abcdef") // 128-bit transaction ID, no cookie
-	if Classify(req) != BindingRequest {
-		t.Fatalf("classic request classified %v", Classify(req))
+	if classify(req) != kindBinding {
+		t.Fatalf("classic request classified %v", classify(req))
 	}
 	resp := AppendBindingResponse(nil, req, netip.MustParseAddrPort("192.0.2.1:32853"))
 	want := []byte{0x00, 0x01, 0x00, 0x08, 0x00, 0x01, 0x80, 0x55, 192, 0, 2, 1}
@@ -165,29 +165,29 @@ func TestClassify(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		in   []byte
-		want Kind
+		want datagramKind
 	}{
-		{"binding with fingerprint", valid, BindingRequest},
-		{"binding without attributes", stun.MustBuild(stun.TransactionID, stun.BindingRequest).Raw, BindingRequest},
-		{"allocate", allocate, OtherSTUN},
-		{"indication", indication, Indication},
-		{"channel data", []byte{0x40, 0x00, 0x00, 0x02, 0xAA, 0xBB}, ChannelData},
-		{"channel data longer than datagram", []byte{0x40, 0x00, 0x00, 0x09, 0xAA}, Malformed},
-		{"empty", nil, Malformed},
-		{"three bytes", []byte{0, 1, 0}, Malformed},
-		{"truncated header", valid[:19], Malformed},
-		{"truncated body", valid[:len(valid)-1], Malformed},
-		{"length too long", withLen(valid, uint16(len(valid))), Malformed},
-		{"length not multiple of 4", withLen(valid[:len(valid)-2], uint16(len(valid)-stunwire.HeaderSize-2)), Malformed},
-		{"top bits set", append([]byte{0xC0}, valid[1:]...), Malformed},
-		{"attribute overruns", badAttrLen, Malformed},
-		{"fingerprint not last", fingerprintNotLast, Malformed},
-		{"classic allocate", func() []byte { b := bytes.Clone(allocate); b[4] = 0; return b }(), Malformed},
-		{"http", []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"), Malformed},
-		{"channel from RFC 5766's wider range", []byte{0x7d, 0x06, 0x00, 0x00}, ChannelData},
-		{"not a channel", []byte{0x80, 0x00, 0x00, 0x00}, Malformed},
+		{"binding with fingerprint", valid, kindBinding},
+		{"binding without attributes", stun.MustBuild(stun.TransactionID, stun.BindingRequest).Raw, kindBinding},
+		{"allocate", allocate, kindOtherSTUN},
+		{"indication", indication, kindIndication},
+		{"channel data", []byte{0x40, 0x00, 0x00, 0x02, 0xAA, 0xBB}, kindChannelData},
+		{"channel data longer than datagram", []byte{0x40, 0x00, 0x00, 0x09, 0xAA}, kindMalformed},
+		{"empty", nil, kindMalformed},
+		{"three bytes", []byte{0, 1, 0}, kindMalformed},
+		{"truncated header", valid[:19], kindMalformed},
+		{"truncated body", valid[:len(valid)-1], kindMalformed},
+		{"length too long", withLen(valid, uint16(len(valid))), kindMalformed},
+		{"length not multiple of 4", withLen(valid[:len(valid)-2], uint16(len(valid)-stunwire.HeaderSize-2)), kindMalformed},
+		{"top bits set", append([]byte{0xC0}, valid[1:]...), kindMalformed},
+		{"attribute overruns", badAttrLen, kindMalformed},
+		{"fingerprint not last", fingerprintNotLast, kindMalformed},
+		{"classic allocate", func() []byte { b := bytes.Clone(allocate); b[4] = 0; return b }(), kindMalformed},
+		{"http", []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"), kindMalformed},
+		{"channel from RFC 5766's wider range", []byte{0x7d, 0x06, 0x00, 0x00}, kindChannelData},
+		{"not a channel", []byte{0x80, 0x00, 0x00, 0x00}, kindMalformed},
 	} {
-		if got := Classify(tc.in); got != tc.want {
+		if got := classify(tc.in); got != tc.want {
 			t.Errorf("%s: got %v, want %v", tc.name, got, tc.want)
 		}
 	}
@@ -198,7 +198,7 @@ func TestBindingPathAllocatesNothing(t *testing.T) {
 	from := netip.MustParseAddrPort("[2001:db8::1]:6000")
 	dst := make([]byte, 0, maxResponseSize)
 	if n := testing.AllocsPerRun(100, func() {
-		if Classify(req) == BindingRequest {
+		if classify(req) == kindBinding {
 			dst = AppendBindingResponse(dst[:0], req, from)
 		}
 	}); n != 0 {
@@ -213,7 +213,7 @@ func BenchmarkBindingResponse(b *testing.B) {
 	b.ReportAllocs()
 	b.SetBytes(int64(len(req)))
 	for b.Loop() {
-		if Classify(req) != BindingRequest {
+		if classify(req) != kindBinding {
 			b.Fatal("not a binding")
 		}
 		dst = AppendBindingResponse(dst[:0], req, from)
@@ -226,8 +226,8 @@ func FuzzClassify(f *testing.F) {
 	f.Add(stun.MustBuild(stun.TransactionID, stun.BindingRequest).Raw)
 	f.Add([]byte{0x40, 0x00, 0x00, 0x02, 0xAA, 0xBB})
 	f.Fuzz(func(t *testing.T, b []byte) {
-		kind := Classify(b)
-		if kind != BindingRequest {
+		kind := classify(b)
+		if kind != kindBinding {
 			return
 		}
 		from := netip.AddrPortFrom(netip.AddrFrom4([4]byte{192, 0, 2, 1}), 1)

@@ -337,7 +337,7 @@ func TestWildcardReplyLeavesFromRequestedAddress(t *testing.T) {
 				if from != to {
 					t.Errorf("sent to %v, answer came from %v", to, from)
 				}
-				if Classify(buf[:n]) != OtherSTUN {
+				if classify(buf[:n]) != kindOtherSTUN {
 					t.Errorf("answer is not a STUN response")
 				}
 			}

@@ -333,8 +333,8 @@ func (c *tcpConn) nextFrame() ([]byte, error) {
 		return nil, err
 	}
 	c.r.Discard(size)
-	switch Classify(b) {
-	case BindingRequest:
+	switch classify(b) {
+	case kindBinding:
 		c.header = AppendBindingResponse(c.header[:0], b, c.from)
 		// Counted before it is sent, as over UDP: a client that has its
 		// answer must find it counted.
@@ -345,7 +345,7 @@ func (c *tcpConn) nextFrame() ([]byte, error) {
 			return nil, err
 		}
 		return nil, nil
-	case Malformed:
+	case kindMalformed:
 		st.malformed.Inc()
 		return nil, errMalformedFrame
 	}

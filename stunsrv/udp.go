@@ -250,10 +250,10 @@ func (c *packetConn) triage(b []byte, from netip.AddrPort) (answer, pass bool) {
 		st.dropped.Inc()
 		return false, false
 	}
-	switch Classify(b) {
-	case BindingRequest:
+	switch classify(b) {
+	case kindBinding:
 		return true, false
-	case Malformed:
+	case kindMalformed:
 		st.malformed.Inc()
 		return false, false
 	default:
