@@ -509,5 +509,6 @@ func (s *Server) Close() error {
 		closeSocket(l)
 	}
 	s.wg.Wait()
+	s.stats.set.Unregister(s.opts.Registerer)
 	return errors.Join(errs...)
 }

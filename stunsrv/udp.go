@@ -112,10 +112,10 @@ func newPacketConn(c *net.UDPConn, st *stats, passthrough bool, clock func() tim
 	}
 	pc.loop.working() // until a reader comes
 	if pc.wildcard {
-		pc.oobIn = make([]byte, udpio.OOBSize)
-		pc.oobOut = make([]byte, udpio.OOBSize)
+		pc.oobIn = make([]byte, udpio.OOBSize())
+		pc.oobOut = make([]byte, udpio.OOBSize())
 		pc.locals = make(map[netip.AddrPort]udpio.Local)
-		pc.wpool.New = func() any { b := make([]byte, udpio.OOBSize); return &b }
+		pc.wpool.New = func() any { b := make([]byte, udpio.OOBSize()); return &b }
 	}
 	return pc
 }

@@ -26,7 +26,7 @@ type Reader struct {
 
 	in       []unix.Mmsghdr // recvmmsg's array; each points into its ends
 	ends     []ends
-	oob      []byte // OOBSize bytes a datagram
+	oob      []byte // oobSize bytes a datagram
 	bufs     []byte // SlotSize bytes a datagram
 	n, next  int    // datagrams received, next to hand out
 	headroom int    // bytes kept free before each received datagram
@@ -51,7 +51,7 @@ func NewReader(rc syscall.RawConn, headroom, size, tailroom, count int) (*Reader
 	}
 	count = min(max(count, 1), BatchSize)
 	r := &Reader{rc: rc, headroom: headroom, in: make([]unix.Mmsghdr, count), ends: make([]ends, count)}
-	r.oob, r.bufs = make([]byte, count*OOBSize), make([]byte, count*SlotSize)
+	r.oob, r.bufs = make([]byte, count*oobSize), make([]byte, count*SlotSize)
 	for i := range count {
 		r.ends[i].iov.Base = &r.bufs[i*SlotSize+headroom]
 		r.ends[i].iov.SetLen(size)
@@ -68,8 +68,8 @@ func (r *Reader) recvmmsg(fd uintptr) syscall.Errno {
 		h.Namelen = unix.SizeofSockaddrInet6
 		h.Iov = &r.ends[i].iov
 		h.SetIovlen(1)
-		h.Control = &r.oob[i*OOBSize]
-		h.SetControllen(OOBSize)
+		h.Control = &r.oob[i*oobSize]
+		h.SetControllen(oobSize)
 		h.Flags = 0
 		r.in[i].Len = 0
 	}
@@ -173,7 +173,7 @@ func (r *Reader) Take() (msg []byte, from netip.AddrPort, local Local, truncated
 	start := i*SlotSize + r.headroom
 	msg = r.bufs[start : start+int(r.in[i].Len)]
 	from = sockaddrToAddrPort(&r.ends[i].name)
-	local = ParseLocal(r.oob[i*OOBSize : i*OOBSize+int(h.Controllen)])
+	local = ParseLocal(r.oob[i*oobSize : i*oobSize+int(h.Controllen)])
 	return msg, from, local, h.Flags&unix.MSG_TRUNC != 0, true
 }
 
@@ -208,7 +208,7 @@ type Writer struct {
 	ipv6    bool
 	out     []unix.Mmsghdr // sendmmsg's array; each points into its ends
 	ends    []ends
-	oob     []byte // OOBSize bytes a datagram
+	oob     []byte // oobSize bytes a datagram
 	pending int    // datagrams queued
 
 	sendFn func(fd uintptr) bool // w.send, made once
@@ -223,7 +223,7 @@ type Writer struct {
 // IPv4-mapped.
 func NewWriter(rc syscall.RawConn, ipv6 bool, count int) *Writer {
 	count = min(max(count, 1), BatchSize)
-	w := &Writer{rc: rc, ipv6: ipv6, out: make([]unix.Mmsghdr, count), ends: make([]ends, count), oob: make([]byte, count*OOBSize)}
+	w := &Writer{rc: rc, ipv6: ipv6, out: make([]unix.Mmsghdr, count), ends: make([]ends, count), oob: make([]byte, count*oobSize)}
 	w.sendFn = w.send
 	return w
 }
@@ -247,7 +247,7 @@ func (w *Writer) Queue(p []byte, to netip.AddrPort, src Local) {
 	h.SetIovlen(1)
 	h.Control, h.Controllen = nil, 0
 	if src.IP.IsValid() {
-		oob := PutLocal(w.oob[i*OOBSize:(i+1)*OOBSize], src, w.ipv6)
+		oob := PutLocal(w.oob[i*oobSize:(i+1)*oobSize], src, w.ipv6)
 		h.Control = &oob[0]
 		h.SetControllen(len(oob))
 	}

@@ -12,8 +12,12 @@ import (
 // client sent to; NATs then drop the reply. IP_PKTINFO / IPV6_RECVPKTINFO tell
 // us the destination of each datagram so the reply can leave from it.
 
-// OOBSize holds one IPV6_PKTINFO (the larger of the two) control message.
-var OOBSize = unix.CmsgSpace(unix.SizeofInet6Pktinfo)
+// oobSize holds one IPV6_PKTINFO (the larger of the two) control message.
+var oobSize = unix.CmsgSpace(unix.SizeofInet6Pktinfo)
+
+// OOBSize is the room one datagram's control messages take: what
+// ParseLocal reads and PutLocal writes.
+func OOBSize() int { return oobSize }
 
 // PktinfoSupported says whether this OS tells the local address of a
 // datagram.
@@ -63,12 +67,12 @@ func ParseLocal(oob []byte) Local {
 	return Local{}
 }
 
-// PutLocal writes into oob (at least OOBSize bytes) a control message that
+// PutLocal writes into oob (at least OOBSize() bytes) a control message that
 // makes the kernel send from src, and returns the used part. ipv6 is the
 // socket's family: a dual-stack socket takes IPV6_PKTINFO with a v4-mapped
 // source for IPv4 clients.
 func PutLocal(oob []byte, src Local, ipv6 bool) []byte {
-	clear(oob[:OOBSize])
+	clear(oob[:oobSize])
 	h := (*unix.Cmsghdr)(unsafe.Pointer(&oob[0]))
 	data := unsafe.Pointer(&oob[unix.CmsgLen(0)])
 	if ipv6 {

@@ -7,7 +7,7 @@ package udpio
 // developer's laptop.
 
 // OOBSize is 0: no control messages.
-var OOBSize = 0
+func OOBSize() int { return 0 }
 
 // PktinfoSupported is false: the local address of a datagram is unknown.
 const PktinfoSupported = false
