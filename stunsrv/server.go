@@ -32,14 +32,15 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"icebox/internal/cfgerr"
+	"icebox/internal/ipclass"
 	"icebox/internal/udpio"
 )
 
 // Config is the stun section of icebox's config file.
 type Config struct {
 	// Addresses that answer STUN Binding requests, on UDP and TCP alike.
-	// ":3478" is every address, IPv4 and IPv6. The TURN relay shares
-	// these. Default [":3478"].
+	// ":3478" is every address, IPv4 and IPv6; "0.0.0.0:3478" every IPv4
+	// address only. The TURN relay shares these. Default [":3478"].
 	Listen []string `yaml:"listen"`
 	// Also answer over TCP (RFC 8489 framing); some networks block UDP.
 	// Default true.
@@ -154,7 +155,7 @@ func parseListen(s string) (netip.AddrPort, error) {
 
 // covers says whether binding a takes the port b would bind: the same
 // address, or a wildcard of b's family on the same port. "[::]" (and ":P")
-// is dual-stack: it covers IPv4 too.
+// is dual-stack: it covers IPv4 too; "0.0.0.0" is IPv4 only (ipclass.ListenNetwork).
 func covers(a, b netip.AddrPort) bool {
 	if a.Port() != b.Port() {
 		return false
@@ -280,11 +281,12 @@ func (s *Server) listenUDP(addr string, sockets int) error {
 		return fmt.Errorf("stun: listen %q: %w", addr, err)
 	}
 	wildcard := ap.Addr().IsUnspecified()
+	udp := ipclass.ListenNetwork("udp", addr)
 	// SO_REUSEPORT would let us share the port with another server started
 	// with it too (coturn is), splitting traffic silently. Bind once
 	// without it first, so a taken port is reported, not shared.
 	if sockets > 1 {
-		probe, err := net.ListenPacket("udp", addr)
+		probe, err := net.ListenPacket(udp, addr)
 		if err != nil {
 			return bindError("udp", addr, err)
 		}
@@ -306,7 +308,7 @@ func (s *Server) listenUDP(addr string, sockets int) error {
 			})
 			return errors.Join(err, serr)
 		}}
-		c, err := lc.ListenPacket(context.Background(), "udp", addr)
+		c, err := lc.ListenPacket(context.Background(), udp, addr)
 		if err != nil {
 			return bindError("udp", addr, err)
 		}
@@ -327,7 +329,7 @@ func (s *Server) listenTCP(addr string) error {
 	if ap, _ := parseListen(addr); ap.Port() == 0 && len(s.udp) > 0 {
 		addr = s.udp[len(s.udp)-1].LocalAddr().String()
 	}
-	ln, err := net.Listen("tcp", addr)
+	ln, err := net.Listen(ipclass.ListenNetwork("tcp", addr), addr)
 	if err != nil {
 		return bindError("tcp", addr, err)
 	}

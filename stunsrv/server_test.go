@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -342,6 +343,37 @@ func TestWildcardReplyLeavesFromRequestedAddress(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestIPv4WildcardOpensNoIPv6: listen "0.0.0.0:P" is every IPv4
+// address and nothing else (Go binds a dual-stack socket for it unless
+// told IPv4), so the same port on ::1 stays free for UDP and TCP alike;
+// ":P" takes both families.
+func TestIPv4WildcardOpensNoIPv6(t *testing.T) {
+	if c, err := net.ListenPacket("udp6", "[::1]:0"); err != nil {
+		t.Skipf("no IPv6 loopback: %v", err)
+	} else {
+		c.Close()
+	}
+	for _, tc := range []struct {
+		listen   string
+		wantIPv6 bool
+	}{{"0.0.0.0:0", false}, {":0", true}} {
+		s := startServer(t, func(c *Config, _ *Options) { c.Listen = []string{tc.listen}; c.Sockets = 1 })
+		port := strconv.Itoa(int(udpAddr(s).Port()))
+		u, uerr := net.ListenPacket("udp6", "[::1]:"+port)
+		if uerr == nil {
+			u.Close()
+		}
+		l, lerr := net.Listen("tcp6", "[::1]:"+port)
+		if lerr == nil {
+			l.Close()
+		}
+		if taken := uerr != nil && lerr != nil; taken != tc.wantIPv6 || (uerr == nil) != (lerr == nil) {
+			t.Errorf("listen %q: [::1]:%s udp %v, tcp %v; want IPv6 taken: %v", tc.listen, port, uerr, lerr, tc.wantIPv6)
+		}
+		s.Close()
 	}
 }
 

@@ -28,6 +28,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"icebox/internal/credentials"
+	"icebox/internal/ipclass"
 	"icebox/internal/pionlog"
 )
 
@@ -174,7 +175,7 @@ func New(cfg Config, opts Options) (*Server, error) {
 	listeners := opts.Listeners
 	if opts.GetCertificate != nil && cfg.TLS.Listen != "" {
 		tlsConfig := &tls.Config{GetCertificate: opts.GetCertificate, MinVersion: tls.VersionTLS12}
-		ln, err := net.Listen("tcp", cfg.TLS.Listen)
+		ln, err := net.Listen(ipclass.ListenNetwork("tcp", cfg.TLS.Listen), cfg.TLS.Listen)
 		if err != nil {
 			return nil, fmt.Errorf("turn: tls listen: %w", err)
 		}

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"icebox/internal/ipclass"
 )
 
 // listenTCP opens the listener the config key (e.g. "admin.listen") names.
@@ -17,7 +19,7 @@ import (
 // part off, when it can be ("" if not).
 // The listener keeps accepting through errors (keepAccepting).
 func listenTCP(key, addr, off string, log *slog.Logger) (net.Listener, error) {
-	ln, err := net.Listen("tcp", addr)
+	ln, err := net.Listen(ipclass.ListenNetwork("tcp", addr), addr)
 	switch {
 	case errors.Is(err, syscall.EADDRINUSE):
 		_, port, _ := net.SplitHostPort(addr)

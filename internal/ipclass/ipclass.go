@@ -3,7 +3,7 @@
 // holds (and which address a connection comes from). The TURN peer policy,
 // the choice of the address icebox announces, its start-up warning and
 // `icebox check` ask the first, every per-source limit the second, so they
-// all agree.
+// all agree. ListenNetwork says which family a listen address binds.
 package ipclass
 
 import (
@@ -105,4 +105,20 @@ func PeerAddrPort(a net.Addr) netip.AddrPort {
 		ap, _ = netip.ParseAddrPort(a.String())
 	}
 	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+}
+
+// ListenNetwork is the network ("tcp" or "udp" as proto) to bind addr
+// (host:port) on: proto+"4" for an IPv4 host, 0.0.0.0 included, where Go
+// would otherwise open a dual-stack socket and with it IPv6, which the
+// operator did not ask for; proto itself for an IPv6 host, a host name or
+// none (":3478": every address of both families).
+func ListenNetwork(proto, addr string) string {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return proto
+	}
+	if ip, err := netip.ParseAddr(host); err == nil && ip.Is4() {
+		return proto + "4"
+	}
+	return proto
 }

@@ -83,3 +83,14 @@ func TestPeerAddrPort(t *testing.T) {
 		}
 	}
 }
+
+func TestListenNetwork(t *testing.T) {
+	for addr, want := range map[string]string{
+		"0.0.0.0:3478": "udp4", "192.0.2.1:3478": "udp4", ":3478": "udp", "[::]:3478": "udp",
+		"[::1]:3478": "udp", "[::ffff:192.0.2.1]:3478": "udp", "localhost:3478": "udp", "bad": "udp",
+	} {
+		if got := ListenNetwork("udp", addr); got != want {
+			t.Errorf("ListenNetwork(udp, %q) = %q, want %q", addr, got, want)
+		}
+	}
+}
