@@ -827,8 +827,11 @@ func (n *Node) heardLocked(node string, boot uint64) (isNew bool, left []gone) {
 	n.peers[node] = &peer{boot: boot, seen: time.Now()}
 	n.m.nodes.Set(float64(len(n.peers)))
 	n.log.Info("cluster: node joined", "node", node)
-	n.announceLocked()
+	// The hello goes first: a node that missed this one's first heartbeat
+	// of a new run takes that run from a heartbeat only, and would drop
+	// the joins sent before it as stale.
 	n.publishLocked(n.cfg.Subject+".hb", "", &message{typ: msgHeartbeat, kind: hello})
+	n.announceLocked()
 	return true, left
 }
 
