@@ -92,10 +92,10 @@ type Config struct {
 	// up to half of it, at most 64 frames, for a member who joins late, so
 	// at least 4: the greeting, WsPresence and two kept frames. Default 64.
 	SendQueue int `yaml:"send_queue"`
-	// Bytes that may wait for a slow reader, at most 64 MiB. A pairing
-	// keeps up to half of it, at most 256 KiB, for a member who joins
-	// late, so at least twice max_frame_size (a larger frame than 256 KiB
-	// is never kept), and never less than max_frame_size. Default 1048576.
+	// Bytes that may wait for a slow reader, at most 64 MiB. At least
+	// twice max_frame_size: a full-size frame must fit beside what is
+	// queued already, and a pairing keeps up to half of it (at most
+	// 256 KiB) for a member who joins late. Default 1048576.
 	SendQueueBytes int `yaml:"send_queue_bytes"`
 	// One write to a client may take this long. Default 10s.
 	WriteTimeout time.Duration `yaml:"write_timeout"`
@@ -213,13 +213,15 @@ func (c *Config) Validate() error {
 	positive("max_conns_per_ip", c.MaxConnsPerIP, 1, 10000000, "connections")
 	positive("credential_burst", c.CredentialBurst, 1, 10000000, "credentials")
 	positive("send_queue", c.SendQueue, 4, 100000, "frames")
-	// A frame of max_frame_size must fit the queue, and one that may be
-	// kept for a late joiner (backlogLimits: half the queue, at most
-	// maxBacklogBytes) must fit what is kept.
-	minQueue := max(c.MaxFrameSize, 2*min(c.MaxFrameSize, maxBacklogBytes))
+	// A frame of max_frame_size must fit the queue beside what is already
+	// queued (a full-size offer behind the greeting and a candidate must
+	// not cut the receiver off as slow), and one that may be kept for a
+	// late joiner (backlogLimits: half the queue, at most maxBacklogBytes)
+	// must fit what is kept: twice max_frame_size covers both.
+	minQueue := 2 * c.MaxFrameSize
 	switch {
 	case c.SendQueueBytes < minQueue:
-		add("send_queue_bytes", fmt.Sprintf("%d is too small for max_frame_size (%d): a frame that large could not be queued, or kept for a late joiner (kept: half of send_queue_bytes, at most %d)", c.SendQueueBytes, c.MaxFrameSize, maxBacklogBytes),
+		add("send_queue_bytes", fmt.Sprintf("%d is too small for max_frame_size (%d): a frame that large could not be queued beside others, or kept for a late joiner (kept: half of send_queue_bytes, at most %d)", c.SendQueueBytes, c.MaxFrameSize, maxBacklogBytes),
 			fmt.Sprintf("use at least %d bytes, or a smaller max_frame_size", minQueue))
 	case c.SendQueueBytes > maxSendQueueBytes:
 		add("send_queue_bytes", fmt.Sprintf("%d is more than %d", c.SendQueueBytes, maxSendQueueBytes),

@@ -113,8 +113,8 @@ func TestSendQueueBytesBounds(t *testing.T) {
 		{64 << 10, 128<<10 - 1, false}, // an offer of 64 KiB could not be kept
 		{256 << 10, 512 << 10, true},
 		{256 << 10, 512<<10 - 1, false},
-		{1 << 20, 1 << 20, true},      // frames over 256 KiB are never kept: one must fit the queue
-		{1 << 20, 1<<20 - 1, false},   // one would not fit the queue
+		{1 << 20, 2 << 20, true},      // a full-size frame fits beside what is queued already
+		{1 << 20, 1 << 20, false},     // it would cut off a receiver with a candidate queued
 		{64 << 10, 64 << 20, true},    // the upper bound
 		{64 << 10, 64<<20 + 1, false}, // over it
 	} {
