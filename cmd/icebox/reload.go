@@ -97,10 +97,18 @@ func restartOnlyChanges(started, cfg Config) []string {
 			keys = append(keys, key)
 		}
 	}
+	// A part's certificate files are re-read under new names, but a part
+	// that started on the tls section's certificate has no files of its
+	// own to re-read, and one that started on its own keeps them: moving
+	// between the two, with TLS on throughout, takes a restart too.
+	ownTURN := (started.TURN.TLS.Cert == "") != (cfg.TURN.TLS.Cert == "")
+	ownSignal := started.Signal.TLS.On() != cfg.Signal.TLS.On()
 	for key, changed := range map[string]bool{
-		"tls.cert (on or off)":   (started.TLS.Cert == "") != (cfg.TLS.Cert == ""),
-		"signal.tls (on or off)": started.signalTLS() != cfg.signalTLS(),
-		"turn.tls (on or off)":   started.turnTLS() != cfg.turnTLS(),
+		"tls.cert (on or off)":                           (started.TLS.Cert == "") != (cfg.TLS.Cert == ""),
+		"signal.tls (on or off)":                         started.signalTLS() != cfg.signalTLS(),
+		"turn.tls (on or off)":                           started.turnTLS() != cfg.turnTLS(),
+		"turn.tls.cert (its own or the tls section's)":   ownTURN && started.turnTLS() && cfg.turnTLS(),
+		"signal.tls.cert (its own or the tls section's)": ownSignal && started.signalTLS() && cfg.signalTLS(),
 	} {
 		if changed {
 			keys = append(keys, key)

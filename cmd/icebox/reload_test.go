@@ -193,6 +193,22 @@ func TestEveryOptionIsAppliedOrNamedAtReload(t *testing.T) {
 			t.Errorf("changing %s alone: reload names %q as taking a restart, want [%s], or nothing for an option it applies", key, got, key)
 		}
 	}
+	// With the tls section's certificate in force, a part that gains or
+	// loses a certificate of its own keeps TLS on, and the reload says a
+	// restart is needed: it has no files to re-read, or keeps its old ones.
+	shared := base
+	shared.TLS.Cert, shared.TLS.Key = "/etc/icebox/cert.pem", "/etc/icebox/key.pem"
+	own := shared
+	own.TURN.TLS.Cert, own.TURN.TLS.Key = "/etc/icebox/turn.pem", "/etc/icebox/turn-key.pem"
+	own.Signal.TLS.Cert, own.Signal.TLS.Key = "/etc/icebox/signal.pem", "/etc/icebox/signal-key.pem"
+	want := []string{"signal.tls.cert (its own or the tls section's)", "turn.tls.cert (its own or the tls section's)"}
+	for _, c := range []struct{ from, to Config }{{shared, own}, {own, shared}} {
+		got := restartOnlyChanges(c.from, c.to)
+		slices.Sort(got)
+		if !slices.Equal(got, want) {
+			t.Errorf("between the shared certificate and the parts' own: reload names %q, want %q", got, want)
+		}
+	}
 	for _, l := range liveSettings {
 		if !slices.ContainsFunc(options, func(key string) bool { return key == l || strings.HasPrefix(key, l+".") }) {
 			t.Errorf("liveSettings names %s, which is no option", l)
