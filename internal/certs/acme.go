@@ -134,12 +134,12 @@ func (a *ACME) event(_ context.Context, name string, data map[string]any) error 
 	switch name {
 	case "cert_obtained":
 		if a.m != nil {
-			a.m.obtained.WithLabelValues(kind).Inc()
+			a.m.obtained[kind].Inc()
 		}
 		a.log.Info("ACME: certificate obtained", "domain", data["identifier"], "kind", kind)
 	case "cert_failed":
 		if a.m != nil {
-			a.m.failures.WithLabelValues(kind).Inc()
+			a.m.failures[kind].Inc()
 		}
 		a.log.Error("ACME: could not obtain a certificate; will retry, the certificate in service stays",
 			"domain", data["identifier"], "kind", kind, "remaining", data["remaining"], "err", data["error"])

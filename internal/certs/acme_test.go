@@ -86,7 +86,7 @@ func TestACMEObtainsRenewsAndSurvivesCAOutage(t *testing.T) {
 		return first != nil
 	})
 	t.Logf("served %v, valid %v to %v", first.DNSNames, first.NotBefore, first.NotAfter)
-	if got := counter(t, m.obtained, "new"); got != 1 {
+	if got := testenv.MetricValue(t, m.obtained["new"]); got != 1 {
 		t.Errorf("obtained{new} = %v, want 1", got)
 	}
 	// A plain HTTPS client, trusting Pebble's root, gets the page.
@@ -117,7 +117,7 @@ func TestACMEObtainsRenewsAndSurvivesCAOutage(t *testing.T) {
 	if !first.NotAfter.After(time.Now()) {
 		t.Errorf("renewed only after the first certificate ran out (%v)", first.NotAfter)
 	}
-	if got := counter(t, m.obtained, "renewal"); got < 1 {
+	if got := testenv.MetricValue(t, m.obtained["renewal"]); got < 1 {
 		t.Errorf("obtained{renewal} = %v, want at least 1", got)
 	}
 
@@ -129,7 +129,7 @@ func TestACMEObtainsRenewsAndSurvivesCAOutage(t *testing.T) {
 	}
 	pebble.Close()
 	testenv.WaitFor(t, 30*time.Second, "a failed renewal to be counted", func() bool {
-		return counter(t, m.failures, "renewal") >= 1
+		return testenv.MetricValue(t, m.failures["renewal"]) >= 1
 	})
 	c, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{ServerName: domain, InsecureSkipVerify: true})
 	if err != nil {
@@ -140,9 +140,4 @@ func TestACMEObtainsRenewsAndSurvivesCAOutage(t *testing.T) {
 		t.Errorf("served %v..%v after the failed renewal; want the one in service before (%v..%v)",
 			got.NotBefore, got.NotAfter, latest.NotBefore, latest.NotAfter)
 	}
-}
-
-func counter(t *testing.T, v *prometheus.CounterVec, label string) float64 {
-	t.Helper()
-	return testenv.MetricValue(t, v.WithLabelValues(label))
 }

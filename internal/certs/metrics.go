@@ -11,8 +11,8 @@ import (
 type Metrics struct {
 	loads    *prometheus.CounterVec
 	expiry   *prometheus.GaugeVec
-	obtained *prometheus.CounterVec
-	failures *prometheus.CounterVec
+	obtained map[string]prometheus.Counter // by kind: new, renewal
+	failures map[string]prometheus.Counter
 	set      *promset.Set
 	reg      prometheus.Registerer
 }
@@ -25,16 +25,12 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			"Certificate files read, by source (config key) and result: loaded, or refused (the old certificate stays).", "source", "result"),
 		expiry: set.GaugeVec("certificate_expiry_timestamp_seconds",
 			"When the certificate in service runs out (Unix time), by source.", "source"),
-		obtained: set.CounterVec("acme_obtained_total",
-			"Certificates obtained from the ACME CA, by kind: new or renewal.", "kind"),
-		failures: set.CounterVec("acme_failures_total",
-			"Failed attempts to obtain a certificate from the ACME CA, by kind: new or renewal. The certificate in service stays.", "kind"),
+		obtained: set.Counters("acme_obtained_total",
+			"Certificates obtained from the ACME CA, by kind: new or renewal.", "kind", "new", "renewal"),
+		failures: set.Counters("acme_failures_total",
+			"Failed attempts to obtain a certificate from the ACME CA, by kind: new or renewal. The certificate in service stays.", "kind", "new", "renewal"),
 		set: set,
 		reg: reg,
-	}
-	for _, kind := range []string{"new", "renewal"} {
-		m.obtained.WithLabelValues(kind)
-		m.failures.WithLabelValues(kind)
 	}
 	if err := set.Register(reg); err != nil {
 		return nil, err

@@ -99,7 +99,7 @@ func FuzzSniff(f *testing.F) {
 	}
 
 	f.Fuzz(func(t *testing.T, b []byte) {
-		refusedBefore := testenv.MetricValue(t, m.routed.WithLabelValues("refused"))
+		refusedBefore := testenv.MetricValue(t, m.routed["refused"])
 		c, err := tls.Dial("tcp4", ln.Addr().String(), client)
 		if err != nil {
 			t.Fatal(err)
@@ -133,7 +133,7 @@ func FuzzSniff(f *testing.F) {
 			if want != "refused" {
 				t.Fatalf("% x refused, want it routed to %s", b, want)
 			}
-			if n := testenv.MetricValue(t, m.routed.WithLabelValues("refused")); n != refusedBefore+1 {
+			if n := testenv.MetricValue(t, m.routed["refused"]); n != refusedBefore+1 {
 				t.Fatalf("% x refused but counted %v times", b, n-refusedBefore)
 			}
 		}

@@ -72,7 +72,7 @@ type Mux struct {
 	pending persource.Counter // connections in handshake or sniffing
 	turn    *route
 	http    *route
-	routed  *prometheus.CounterVec
+	routed  map[string]prometheus.Counter // by route
 	metrics *promset.Set
 	reg     prometheus.Registerer
 	done    chan struct{}
@@ -115,11 +115,9 @@ func New(ln net.Listener, opts Options) (*Mux, error) {
 		metrics:  promset.New("tls"),
 		reg:      opts.Registerer,
 	}
-	m.routed = m.metrics.CounterVec("port_connections_total",
-		"Connections to the shared TLS port (tls.listen), by where they went: turn, http, acme (a CA's challenge), or refused (failed handshake, silence, unknown first bytes, no taker, too many pending).", "route")
-	for _, r := range []string{"turn", "http", "acme", "refused"} {
-		m.routed.WithLabelValues(r)
-	}
+	m.routed = m.metrics.Counters("port_connections_total",
+		"Connections to the shared TLS port (tls.listen), by where they went: turn, http, acme (a CA's challenge), or refused (failed handshake, silence, unknown first bytes, no taker, too many pending).",
+		"route", "turn", "http", "acme", "refused")
 	if err := m.metrics.Register(m.reg); err != nil {
 		return nil, err
 	}
@@ -205,7 +203,7 @@ func (m *Mux) admit(src netip.Addr) (why string) {
 }
 
 func (m *Mux) refuse(c net.Conn, why string) {
-	m.routed.WithLabelValues("refused").Inc()
+	m.routed["refused"].Inc()
 	m.opts.Logger.Debug("tls port: connection refused", "client", c.RemoteAddr(), "why", why)
 }
 
@@ -221,7 +219,7 @@ func (m *Mux) handle(raw net.Conn, src netip.Addr) {
 		// Counted before the close, so that whoever sees the close also
 		// sees the count.
 		if why == "" {
-			m.routed.WithLabelValues("acme").Inc()
+			m.routed["acme"].Inc()
 		} else {
 			m.refuse(raw, why)
 		}
@@ -232,7 +230,7 @@ func (m *Mux) handle(raw net.Conn, src netip.Addr) {
 	// also sees the count (TestRoutes read it after the answer and, once
 	// in a loaded run, before this increment). At shutdown a connection
 	// may be counted and then closed instead.
-	m.routed.WithLabelValues(route.name()).Inc()
+	m.routed[route.name()].Inc()
 	select {
 	case route.conns <- out:
 	case <-m.done:

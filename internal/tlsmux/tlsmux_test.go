@@ -99,7 +99,7 @@ func (p *port) dialFrom(t *testing.T, from string, alpn ...string) *tls.Conn {
 }
 
 func (p *port) routed(t *testing.T, route string) float64 {
-	return testenv.MetricValue(t, p.m.routed.WithLabelValues(route))
+	return testenv.MetricValue(t, p.m.routed[route])
 }
 
 // TestRoutes: TURN and HTTP each reach their taker both by ALPN and by
