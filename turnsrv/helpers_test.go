@@ -68,7 +68,7 @@ func startServerFront(t testing.TB, mutFront func(*stunsrv.Config), cfg Config, 
 		mutFront(&stunCfg)
 	}
 	frontReg := prometheus.NewRegistry()
-	front, err := stunsrv.New(stunCfg, stunsrv.Options{Passthrough: true, Registerer: frontReg, TURNIdleTimeout: cfg.Quotas.MaxLifetime + time.Minute})
+	front, err := stunsrv.New(stunCfg, stunsrv.Options{Passthrough: true, Registerer: frontReg, TURNIdleTimeout: cfg.StreamIdleTimeout()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -466,6 +466,12 @@ func (s *Server) MintCredential(user string, ttl time.Duration) (username, passw
 	return credentials.Mint(lv.secrets[0], user, lv.cfg.CredentialLifetime(ttl), time.Now())
 }
 
+// StreamIdleTimeout is how long a TCP or TLS connection holding an
+// allocation may stay quiet (the front door's TURN idle timeout): an
+// allocation's longest lifetime, so that a refresh is always in time,
+// and a minute for the refresh to arrive.
+func (c Config) StreamIdleTimeout() time.Duration { return c.Quotas.MaxLifetime + time.Minute }
+
 // CredentialLifetime is how long a credential asked for ttl is minted
 // for: credential_ttl for 0, at most max_ttl (longer ones are refused).
 func (c Config) CredentialLifetime(ttl time.Duration) time.Duration {

@@ -210,7 +210,7 @@ func start(cfg Config, log *slog.Logger) (_ *daemon, err error) {
 		Logger:          log.With("part", "stun"),
 		Registerer:      d.reg,
 		Passthrough:     cfg.TURN.Enabled,
-		TURNIdleTimeout: turnIdleTimeout(cfg.TURN),
+		TURNIdleTimeout: cfg.TURN.StreamIdleTimeout(),
 	})
 	if err != nil {
 		return d, err
@@ -253,14 +253,6 @@ func start(cfg Config, log *slog.Logger) (_ *daemon, err error) {
 		"signal", d.signal.addr(), "web", cfg.Signal.Enabled && cfg.Signal.Web, "admin", d.admin.addr(),
 		"tls_port", d.tls.addr(), "state_dir", state, "turn_secret", secret.String(cfg))
 	return d, nil
-}
-
-// turnIdleTimeout is how long a TCP or TLS connection holding a TURN
-// allocation may stay quiet: it is quiet between refreshes, which come
-// before the allocation's lifetime (at most max_lifetime) runs out. A
-// reload that changes max_lifetime changes it too.
-func turnIdleTimeout(turn turnsrv.Config) time.Duration {
-	return turn.Quotas.MaxLifetime + time.Minute
 }
 
 func (d *daemon) turnSummary(cfg Config) string {

@@ -63,7 +63,7 @@ func (d *daemon) reload(cfg Config, level *slog.LevelVar) error {
 	}
 	commitSignal()
 	d.stun.SetTCPIdleTimeout(cfg.STUN.TCPIdleTimeout)
-	d.stun.SetTURNIdleTimeout(turnIdleTimeout(cfg.TURN))
+	d.stun.SetTURNIdleTimeout(cfg.TURN.StreamIdleTimeout())
 	level.Set(parseLevel(cfg.Log.Level))
 	d.log.Info("config reloaded")
 	return nil

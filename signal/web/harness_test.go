@@ -80,7 +80,7 @@ func startRelayAt(t *testing.T, ip string) *relay {
 	r.stun, err = stunsrv.New(scfg, stunsrv.Options{
 		Registerer:      r.reg,
 		Passthrough:     true,
-		TURNIdleTimeout: tcfg.Quotas.MaxLifetime + time.Minute,
+		TURNIdleTimeout: tcfg.StreamIdleTimeout(),
 	})
 	if err != nil {
 		t.Fatal(err)
