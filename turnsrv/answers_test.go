@@ -458,3 +458,19 @@ func floodRequests(t *testing.T, ts *testServer, flood net.Conn, reqs [][]byte, 
 	r.elapsed = time.Since(start)
 	return r
 }
+
+// TestUnauthorizedSize: the size inspect rations a 401 by, before it is
+// built, is the size of the 401 it builds, for every realm and nonce
+// length icebox accepts or a client may send.
+func TestUnauthorizedSize(t *testing.T) {
+	req := make([]byte, stunwire.HeaderSize)
+	for realm := range 128 {
+		for nonce := range 64 {
+			got := errorResponse(req, methodAllocate, codeUnauthorized, nil,
+				answerAttr{stunwire.AttrRealm, make([]byte, realm)}, answerAttr{stunwire.AttrNonce, make([]byte, nonce)})
+			if want := unauthorizedSize(realm, nonce); len(got) != want {
+				t.Fatalf("realm %d, nonce %d bytes: a 401 of %d bytes, sized %d", realm, nonce, len(got), want)
+			}
+		}
+	}
+}

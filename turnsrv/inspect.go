@@ -224,12 +224,13 @@ func (s *Server) inspect(b []byte, from net.Addr, t transport) bool {
 		// One no larger than the request is not rationed: rationing those
 		// would let forged failures use up the answers the forged
 		// source's own unsigned requests need.
-		answer := errorResponse(b, f.method, codeUnauthorized, nil,
-			answerAttr{stunwire.AttrRealm, []byte(s.realm)}, answerAttr{stunwire.AttrNonce, f.nonce})
-		if len(answer) > len(b) && !s.mayAnswer(src, now, lv) {
+		// Sized before it is built: under a flood of forged failures most
+		// such answers are dropped, and building one costs an allocation.
+		if unauthorizedSize(len(s.realm), len(f.nonce)) > len(b) && !s.mayAnswer(src, now, lv) {
 			return false
 		}
-		t.reply(answer, from)
+		t.reply(errorResponse(b, f.method, codeUnauthorized, nil,
+			answerAttr{stunwire.AttrRealm, []byte(s.realm)}, answerAttr{stunwire.AttrNonce, f.nonce}), from)
 		return false
 	}
 
@@ -475,6 +476,16 @@ func errorResponse(b []byte, method uint16, code int, key []byte, extra ...answe
 	binary.BigEndian.PutUint32(out[fp+4:], stun.FingerprintValue(out[:fp]))
 	return out
 }
+
+// unauthorizedSize is the length of the 401 errorResponse builds with a
+// realm and a nonce of these lengths: header, ERROR-CODE, REALM, NONCE,
+// FINGERPRINT.
+func unauthorizedSize(realm, nonce int) int {
+	return stunwire.HeaderSize + attrSize(4) + attrSize(realm) + attrSize(nonce) + attrSize(4)
+}
+
+// attrSize is what appendAttr adds for a value of n bytes.
+func attrSize(n int) int { return 4 + (n+3)&^3 }
 
 func appendAttr(out []byte, a answerAttr) []byte {
 	out = binary.BigEndian.AppendUint16(out, a.typ)
