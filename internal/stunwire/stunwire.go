@@ -1,9 +1,11 @@
 // Package stunwire reads and writes the bytes of STUN messages (RFC 8489,
 // TURN's RFC 8656) where icebox works on them without pion's decoder, which
 // would allocate: the header, the message type and the attributes. It is
-// the one copy of the wire constants the STUN front door and the TURN data
-// plane share.
+// the one place the STUN front door and the TURN data plane take the wire
+// constants from: pion/stun's where it exports them.
 package stunwire
+
+import "github.com/pion/stun/v3"
 
 // The header: type, length, magic cookie, transaction ID.
 const (
@@ -11,22 +13,23 @@ const (
 	MagicCookie = 0x2112A442
 )
 
-// Attribute types icebox reads or writes itself.
+// Attribute types icebox reads or writes itself: pion/stun's, as the
+// uint16 the wire carries.
 const (
-	AttrMappedAddress      = 0x0001
-	AttrUsername           = 0x0006
-	AttrIntegrity          = 0x0008
-	AttrErrorCode          = 0x0009
-	AttrChannelNumber      = 0x000C
-	AttrLifetime           = 0x000D
-	AttrXORPeerAddress     = 0x0012
-	AttrData               = 0x0013
-	AttrRealm              = 0x0014
-	AttrNonce              = 0x0015
-	AttrRequestedFamily    = 0x0017
-	AttrRequestedTransport = 0x0019
-	AttrXORMappedAddress   = 0x0020
-	AttrFingerprint        = 0x8028
+	AttrMappedAddress      = uint16(stun.AttrMappedAddress)
+	AttrUsername           = uint16(stun.AttrUsername)
+	AttrIntegrity          = uint16(stun.AttrMessageIntegrity)
+	AttrErrorCode          = uint16(stun.AttrErrorCode)
+	AttrChannelNumber      = uint16(stun.AttrChannelNumber)
+	AttrLifetime           = uint16(stun.AttrLifetime)
+	AttrXORPeerAddress     = uint16(stun.AttrXORPeerAddress)
+	AttrData               = uint16(stun.AttrData)
+	AttrRealm              = uint16(stun.AttrRealm)
+	AttrNonce              = uint16(stun.AttrNonce)
+	AttrRequestedFamily    = uint16(stun.AttrRequestedAddressFamily)
+	AttrRequestedTransport = uint16(stun.AttrRequestedTransport)
+	AttrXORMappedAddress   = uint16(stun.AttrXORMappedAddress)
+	AttrFingerprint        = uint16(stun.AttrFingerprint)
 )
 
 // Address families, in XOR-*-ADDRESS and REQUESTED-ADDRESS-FAMILY alike.
@@ -47,13 +50,23 @@ const (
 // Class is the class bits of message type typ: one of the Class constants.
 func Class(typ uint16) uint16 { return typ & classMask }
 
-// Method is the method of message type typ, its 12 bits gathered from
-// around the class bits.
+// Method is the method of message type typ (pion/stun unpacks it).
 func Method(typ uint16) uint16 {
-	return typ&0x000F | (typ&0x00E0)>>1 | (typ&0x3E00)>>2
+	var t stun.MessageType
+	t.ReadValue(typ)
+	return uint16(t.Method)
 }
 
 // Type is the message type of method in class, Method's inverse.
 func Type(method, class uint16) uint16 {
-	return method&0x000F | (method&0x0070)<<1 | (method&0x0F80)<<2 | class
+	c := stun.ClassRequest
+	switch class {
+	case ClassIndication:
+		c = stun.ClassIndication
+	case ClassSuccess:
+		c = stun.ClassSuccessResponse
+	case ClassError:
+		c = stun.ClassErrorResponse
+	}
+	return stun.MessageType{Method: stun.Method(method), Class: c}.Value()
 }

@@ -6,8 +6,9 @@ import (
 	"github.com/pion/stun/v3"
 )
 
-// TestTypeMatchesPion: every method in every class packs into the type
-// pion builds and unpacks back.
+// TestTypeMatchesPion: the class bits stunwire names are pion's classes,
+// and every method in every class packs into the type pion builds and
+// unpacks back.
 func TestTypeMatchesPion(t *testing.T) {
 	classes := map[uint16]stun.MessageClass{
 		ClassRequest: stun.ClassRequest, ClassIndication: stun.ClassIndication,
