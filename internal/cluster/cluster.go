@@ -75,6 +75,8 @@ type Node struct {
 	// boot is this run: set at start and at each reconnection, when this
 	// node is a new node to the others; guarded by mu.
 	boot uint64
+	// started: Start has subscribed, and connected may act; guarded by mu.
+	started bool
 	// ownBoots are the runs that ended within node_timeout; guarded by mu.
 	ownBoots []ownBoot
 	log      *slog.Logger
@@ -314,14 +316,23 @@ func (n *Node) Start(h Handler) error {
 		if err := nc.FlushTimeout(n.cfg.ClaimTimeout); err != nil {
 			n.log.Warn("cluster: NATS did not confirm the subscriptions", "err", err)
 		}
+		n.setStarted()
 		n.connected(nc, nil)
 	} else {
+		n.setStarted()
 		n.log.Warn("cluster: NATS unreachable at start; serving local pairings only until it is back", "urls", n.cfg.URLs)
 	}
 	n.wg.Add(2)
 	go n.dispatch()
 	go n.beat()
 	return nil
+}
+
+// setStarted lets connected follow the connection: Start has subscribed.
+func (n *Node) setStarted() {
+	n.mu.Lock()
+	n.started = true
+	n.mu.Unlock()
 }
 
 // connected follows the NATS connection; nodes learn of each other from
@@ -334,6 +345,13 @@ func (n *Node) Start(h Handler) error {
 func (n *Node) connected(nc *nats.Conn, err error) {
 	if nc.IsConnected() {
 		n.mu.Lock()
+		if !n.started {
+			// nats.go reports a first connection that succeeds at once
+			// too, from its own goroutine, often before Start has its
+			// subscriptions confirmed: Start's own call counts.
+			n.mu.Unlock()
+			return
+		}
 		// Start and nats.go's connect handler both report the first
 		// connection: it is one run.
 		conn := nc.Stats().Reconnects + 1
