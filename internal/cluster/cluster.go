@@ -106,8 +106,10 @@ type Node struct {
 	peers  map[string]*peer           // live nodes by name
 	claims map[string]chan claimReply // by reply subject
 	// senders are the other nodes' runs whose messages this node takes,
-	// by node name; kept after a node is gone, so that none of its old
-	// messages is taken again.
+	// by node name. One silent for three node_timeouts is dropped (beat):
+	// its messages are stale by then whatever the clocks, so none is taken
+	// again, and nodes that come and go under new names (pods) do not
+	// pile up.
 	senders map[string]*sender
 	// msgSeq numbers this node's messages.
 	msgSeq uint64
@@ -952,6 +954,11 @@ func (n *Node) beat() {
 			for name, p := range n.peers {
 				if now.Sub(p.seen) > n.cfg.NodeTimeout {
 					left = append(left, n.forgetLocked(name, "silent for node_timeout")...)
+				}
+			}
+			for name, s := range n.senders {
+				if now.Sub(s.heard) > 3*n.cfg.NodeTimeout && n.peers[name] == nil {
+					delete(n.senders, name)
 				}
 			}
 			n.mu.Unlock()

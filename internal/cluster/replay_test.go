@@ -341,3 +341,33 @@ func TestClockApartIsLogged(t *testing.T) {
 		t.Errorf("%d peers: a node an hour off is no peer", p)
 	}
 }
+
+// TestSilentSendersAreForgotten: what a node keeps of another node's run
+// goes once that run has been silent for three node_timeouts (its messages
+// are stale by then), so that nodes coming and going under new names do
+// not pile up; a live peer's stays.
+func TestSilentSendersAreForgotten(t *testing.T) {
+	srv := testenv.StartNATS(t, "prune-token")
+	cfg := DefaultConfig()
+	cfg.Enabled, cfg.URLs, cfg.Token, cfg.Secret, cfg.Node = true, []string{srv.URL()}, "prune-token", testSecret, "node-here"
+	cfg.Heartbeat, cfg.NodeTimeout = 100*time.Millisecond, 200*time.Millisecond
+	n, err := New(cfg, Options{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Start(&counter{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(n.Close)
+	n.mu.Lock()
+	gone := n.freshLocked(message{typ: msgHeartbeat, node: "pod-7f3a", boot: 1, seq: 1, sent: time.Now().UnixNano()}, time.Now())
+	n.mu.Unlock()
+	if !gone {
+		t.Fatal("a first heartbeat of a new node was not taken")
+	}
+	testenv.WaitFor(t, 10*time.Second, "the silent node's run to be forgotten", func() bool {
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		return n.senders["pod-7f3a"] == nil
+	})
+}
