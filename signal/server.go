@@ -222,15 +222,12 @@ func (s *Server) PrepareReload(cfg Config, keys [][]byte) (commit func(), err er
 	if err != nil {
 		return nil, err
 	}
+	// The listener stays as it started. Naming a changed listen or
+	// enabled is the caller's business, which knows what the process
+	// started with.
 	old := s.settings()
-	restart := set.Listen != old.Listen || set.Enabled != old.Enabled
-	if restart {
-		set.Listen, set.Enabled = old.Listen, old.Enabled
-	}
+	set.Listen, set.Enabled = old.Listen, old.Enabled
 	return func() {
-		if restart {
-			s.log.Warn("signal: listen and enabled take effect after a restart")
-		}
 		s.setTokenKeys(keys)
 		s.set.Store(set)
 		s.log.Info("signal: configuration reloaded")

@@ -34,9 +34,6 @@ func (d *daemon) reload(cfg Config, level *slog.LevelVar) error {
 	for _, key := range restartOnlyChanges(d.started, cfg) {
 		d.log.Warn("setting changed; it takes effect on restart", "key", key)
 	}
-	// Signaling keeps its listener as it started; the warning above
-	// names a changed signal.listen or signal.enabled.
-	cfg.Signal.Listen, cfg.Signal.Enabled = d.started.Signal.Listen, d.started.Signal.Enabled
 	// Every part prepares (loads secrets, certificates, checks) first;
 	// only when all have succeeded does any of them change.
 	commitTLS, err := d.tls.prepareReload(cfg, d.log)
