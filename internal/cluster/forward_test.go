@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"bytes"
+	"io"
 	"log/slog"
 	"math"
 	"strings"
@@ -250,20 +251,8 @@ func TestOtherWireVersionIsLogged(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.Enabled, cfg.URLs, cfg.Token, cfg.Secret, cfg.Node = true, []string{srv.URL()}, "version-token", testSecret, "node-new"
 	cfg.Heartbeat = 200 * time.Millisecond
-	n, err := New(cfg, Options{Logger: slog.New(slog.NewTextHandler(logs, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := n.Start(&counter{}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(n.Close)
-
-	old, err := nats.Connect(srv.URL(), nats.Token("version-token"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(old.Close)
+	n := startedNode(t, cfg, logs)
+	old := natsClient(t, srv)
 	sign := newSigner([]byte(testSecret))
 	subject := cfg.Subject + ".hb"
 	const sent = 5
@@ -300,4 +289,31 @@ func TestOtherWireVersionIsLogged(t *testing.T) {
 	}
 	t.Cleanup(same.Close)
 	testenv.WaitFor(t, 10*time.Second, "the node of this version to be heard", func() bool { return n.Peers() == 1 })
+}
+
+// startedNode starts a node with cfg, logging to logs, closed when the
+// test ends.
+func startedNode(t *testing.T, cfg Config, logs io.Writer) *Node {
+	t.Helper()
+	n, err := New(cfg, Options{Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Start(&counter{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(n.Close)
+	return n
+}
+
+// natsClient is a plain NATS client of srv (another process on the
+// account: an old version, a spy), closed when the test ends.
+func natsClient(t *testing.T, srv *testenv.NATS) *nats.Conn {
+	t.Helper()
+	nc, err := nats.Connect(srv.URL(), nats.Token(srv.Token))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
 }

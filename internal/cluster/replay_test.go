@@ -3,6 +3,7 @@ package cluster
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"log/slog"
 	"strings"
 	"sync"
@@ -304,20 +305,8 @@ func TestClockApartIsLogged(t *testing.T) {
 	logs := &testenv.LogBuffer{}
 	cfg := DefaultConfig()
 	cfg.Enabled, cfg.URLs, cfg.Token, cfg.Secret, cfg.Node = true, []string{srv.URL()}, "clock-token", testSecret, "node-here"
-	n, err := New(cfg, Options{Logger: slog.New(slog.NewTextHandler(logs, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := n.Start(&counter{}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(n.Close)
-
-	ahead, err := nats.Connect(srv.URL(), nats.Token("clock-token"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(ahead.Close)
+	n := startedNode(t, cfg, logs)
+	ahead := natsClient(t, srv)
 	sign := newSigner([]byte(testSecret))
 	subject := cfg.Subject + ".hb"
 	sent := time.Now().Add(time.Hour)
@@ -351,14 +340,7 @@ func TestSilentSendersAreForgotten(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.Enabled, cfg.URLs, cfg.Token, cfg.Secret, cfg.Node = true, []string{srv.URL()}, "prune-token", testSecret, "node-here"
 	cfg.Heartbeat, cfg.NodeTimeout = 100*time.Millisecond, 200*time.Millisecond
-	n, err := New(cfg, Options{Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := n.Start(&counter{}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(n.Close)
+	n := startedNode(t, cfg, io.Discard)
 	n.mu.Lock()
 	gone := n.freshLocked(message{typ: msgHeartbeat, node: "pod-7f3a", boot: 1, seq: 1, sent: time.Now().UnixNano()}, time.Now())
 	n.mu.Unlock()
