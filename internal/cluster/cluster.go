@@ -318,10 +318,14 @@ func (n *Node) Start(h Handler) error {
 		if err := nc.FlushTimeout(n.cfg.ClaimTimeout); err != nil {
 			n.log.Warn("cluster: NATS did not confirm the subscriptions", "err", err)
 		}
-		n.setStarted()
+	}
+	n.setStarted()
+	// Asked again after setStarted: a connection made in the background
+	// before it was ignored by connected, and one made after it is
+	// reported by nats.go; connected counts each connection once.
+	if nc.IsConnected() {
 		n.connected(nc, nil)
 	} else {
-		n.setStarted()
 		n.log.Warn("cluster: NATS unreachable at start; serving local pairings only until it is back", "urls", n.cfg.URLs)
 	}
 	n.wg.Add(2)
